@@ -1,0 +1,45 @@
+//! CPU compute kernels for frugal: ggml's quantized block layouts, dequantization, activation
+//! quantization, dot products, matrix multiplication and the elementwise ops of a transformer.
+//!
+//! Every SIMD kernel has a scalar reference in this crate and is tested against it. Instruction
+//! sets are chosen at run time ([`cpu::Isa`]), so one binary runs on any x86_64. All `unsafe` code
+//! of frugal lives here (and the mmap in `frugal-formats`), each block with a `// SAFETY:` comment.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("frugal reads little-endian GGUF data in place and needs a little-endian target");
+
+pub mod blocks;
+pub mod cpu;
+pub mod dequant;
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quantize;
+pub mod types;
+
+pub use cpu::Isa;
+// pub use matmul::{matmul, Matrix};
+// pub use pool::ThreadPool;
+pub use types::{GgmlType, QK, QK_K};
+
+/// Errors of kernel entry points that take caller-provided shapes.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{ty} data for {rows}x{cols} needs {expected} bytes, got {actual}")]
+    SizeMismatch {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("row length {cols} is not a multiple of the {ty} block length {block}")]
+    RaggedRow {
+        ty: GgmlType,
+        cols: usize,
+        block: usize,
+    },
+    #[error("{0} is not supported for this operation")]
+    Unsupported(GgmlType),
+}
