@@ -12,6 +12,7 @@ pub mod blocks;
 pub mod cpu;
 pub mod dequant;
 pub mod dot;
+pub mod dot_scalar;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
