@@ -1,1 +1,48 @@
-fn main() {}
+//! `frugal`: the command-line front end. Parses arguments, loads models, and hands work to the
+//! library crates; errors are printed as one line and exit with status 1.
+
+mod commands;
+mod load;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "frugal",
+    version,
+    about = "Run open-weight language models on CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the logits of every position of a token sequence to a file.
+    Logits(commands::logits::Args),
+    /// Describe a model file: architecture, sizes, tensor types, tokenizer, KV bytes per token.
+    Info(commands::info::Args),
+    /// Measure prompt processing (pp) and generation (tg) speed like llama-bench.
+    Bench(commands::bench::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Logits(a) => commands::logits::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -43,12 +43,20 @@ impl Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
             let avail = Isa::available();
-            let wanted = std::env::var("FRUGAL_ISA").ok().and_then(|v| Isa::parse(&v));
+            let wanted = std::env::var("FRUGAL_ISA")
+                .ok()
+                .and_then(|v| Isa::parse(&v));
             match wanted {
                 Some(w) if avail.contains(&w) => w,
                 _ => *avail.last().expect("scalar is always available"),
             }
         })
+    }
+
+    /// The best level this CPU has, ignoring `FRUGAL_ISA`.
+    pub fn best_available() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Isa::available().last().expect("scalar is always available"))
     }
 
     /// Parses `scalar`, `avx2` or `avx512`.

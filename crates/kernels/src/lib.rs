@@ -5,6 +5,9 @@
 //! sets are chosen at run time ([`cpu::Isa`]), so one binary runs on any x86_64. All `unsafe` code
 //! of frugal lives here (and the mmap in `frugal-formats`), each block with a `// SAFETY:` comment.
 
+// Index loops mirror ggml's block layouts value by value; iterator chains would hide that.
+#![allow(clippy::needless_range_loop)]
+
 #[cfg(not(target_endian = "little"))]
 compile_error!("frugal reads little-endian GGUF data in place and needs a little-endian target");
 
@@ -15,13 +18,15 @@ pub mod dot;
 pub mod dot_scalar;
 pub mod matmul;
 pub mod ops;
+pub mod parallel;
 pub mod pool;
 pub mod quantize;
+mod simd;
 pub mod types;
 
 pub use cpu::Isa;
-// pub use matmul::{matmul, Matrix};
-// pub use pool::ThreadPool;
+pub use matmul::{matmul, Matrix};
+pub use pool::ThreadPool;
 pub use types::{GgmlType, QK, QK_K};
 
 /// Errors of kernel entry points that take caller-provided shapes.

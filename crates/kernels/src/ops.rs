@@ -1,1 +1,217 @@
-//! (in progress)
+//! Elementwise and row ops of a transformer (scalar), matching ggml's CPU ops.
+
+/// RMS norm: `out = x / sqrt(mean(x²) + eps) * weight`, the mean of squares summed in f64 as ggml does.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(
+        x.len() == weight.len() && x.len() == out.len(),
+        "rms_norm: length mismatch"
+    );
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// [`rms_norm`] in place.
+pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
+    assert_eq!(x.len(), weight.len(), "rms_norm: length mismatch");
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for (v, &w) in x.iter_mut().zip(weight) {
+        *v = *v * scale * w;
+    }
+}
+
+/// Softmax in place: subtract the max, exponentiate, divide by the sum (accumulated in f64).
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+pub fn add(acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "add: length mismatch");
+    acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+pub fn mul(acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "mul: length mismatch");
+    acc.iter_mut().zip(x).for_each(|(a, b)| *a *= b);
+}
+
+pub fn scale(x: &mut [f32], s: f32) {
+    x.iter_mut().for_each(|v| *v *= s);
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += alpha * x`.
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "axpy: length mismatch");
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+}
+
+/// Rotary position embedding, as ggml_rope_ext computes it without YaRN (ext_factor 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rope {
+    /// Rotated dimensions at the start of each head.
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// Linear position scaling (1 / rope scaling factor).
+    pub freq_scale: f32,
+    /// NeoX ordering rotates pairs `(i, i + n_rot/2)`; the original (GPT-J/llama) ordering
+    /// rotates `(2i, 2i+1)`.
+    pub neox: bool,
+}
+
+impl Rope {
+    /// The (cos, sin) of each rotated pair at `pos`; theta grows by a constant factor per pair,
+    /// computed iteratively in f32 like ggml's rope cache.
+    pub fn cache(&self, pos: usize) -> Vec<(f32, f32)> {
+        let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
+        let mut theta = pos as f32;
+        (0..self.n_rot / 2)
+            .map(|_| {
+                let t = self.freq_scale * theta;
+                theta *= theta_scale;
+                (t.cos(), t.sin())
+            })
+            .collect()
+    }
+
+    /// Rotates the first `n_rot` dims of each of the `n_heads` heads (`head_dim` apart) of `x`.
+    pub fn apply(&self, x: &mut [f32], n_heads: usize, head_dim: usize, pos: usize) {
+        assert!(
+            x.len() >= n_heads * head_dim && self.n_rot <= head_dim,
+            "rope: bad shape"
+        );
+        let cache = self.cache(pos);
+        self.apply_cached(x, n_heads, head_dim, &cache);
+    }
+
+    /// [`Rope::apply`] with a cache from [`Rope::cache`].
+    pub fn apply_cached(
+        &self,
+        x: &mut [f32],
+        n_heads: usize,
+        head_dim: usize,
+        cache: &[(f32, f32)],
+    ) {
+        let half = self.n_rot / 2;
+        for h in 0..n_heads {
+            let head = &mut x[h * head_dim..h * head_dim + self.n_rot];
+            for (i, &(c, s)) in cache.iter().enumerate() {
+                let (a, b) = if self.neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * c - x1 * s;
+                head[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_formula() {
+        let x = [1.0f32, -2.0, 3.0, 0.5];
+        let w = [1.0f32, 2.0, 0.5, 1.0];
+        let mut out = [0.0; 4];
+        rms_norm(&x, &w, 1e-6, &mut out);
+        let rms = ((1.0 + 4.0 + 9.0 + 0.25) / 4.0f64 + 1e-6).sqrt();
+        for i in 0..4 {
+            assert!((out[i] as f64 - x[i] as f64 / rms * w[i] as f64).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut x = [1.0f32, 2.0, 3.0, -1000.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[3] == 0.0 && x[2] > x[1] && x[1] > x[0]);
+    }
+
+    #[test]
+    fn rope_position_zero_is_identity_and_rotation_preserves_norm() {
+        for neox in [false, true] {
+            let rope = Rope {
+                n_rot: 8,
+                freq_base: 10000.0,
+                freq_scale: 1.0,
+                neox,
+            };
+            let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
+            let mut x = orig.clone();
+            rope.apply(&mut x, 2, 8, 0);
+            assert_eq!(x, orig);
+            rope.apply(&mut x, 2, 8, 17);
+            let n0: f32 = orig.iter().map(|v| v * v).sum();
+            let n1: f32 = x.iter().map(|v| v * v).sum();
+            assert!((n0 - n1).abs() < 1e-3);
+            // Undo with the inverse rotation.
+            let inv: Vec<(f32, f32)> = rope.cache(17).iter().map(|&(c, s)| (c, -s)).collect();
+            rope.apply_cached(&mut x, 2, 8, &inv);
+            for (a, b) in x.iter().zip(&orig) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_pairs_follow_the_ordering() {
+        let mut x = vec![0.0f32; 4];
+        x[1] = 1.0;
+        let normal = Rope {
+            n_rot: 4,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            neox: false,
+        };
+        normal.apply(&mut x, 1, 4, 1);
+        // (x0, x1) = (0, 1) rotated by theta = 1: (-sin 1, cos 1); the second pair stays 0.
+        assert!((x[0] + 1f32.sin()).abs() < 1e-6 && (x[1] - 1f32.cos()).abs() < 1e-6);
+        assert_eq!(&x[2..], &[0.0, 0.0]);
+        let mut y = vec![0.0f32; 4];
+        y[2] = 1.0;
+        let neox = Rope {
+            neox: true,
+            ..normal
+        };
+        neox.apply(&mut y, 1, 4, 1);
+        // NeoX pairs (0, 2): (0, 1) → (-sin 1, cos 1).
+        assert!((y[0] + 1f32.sin()).abs() < 1e-6 && (y[2] - 1f32.cos()).abs() < 1e-6);
+    }
+}

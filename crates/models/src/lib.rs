@@ -1,1 +1,151 @@
-//! (in progress)
+//! Transformer models for frugal: the configuration read from GGUF metadata, the weights loaded into
+//! kernel matrices, the KV store, and the forward pass of each supported architecture family.
+//!
+//! The forward pass works on a batch of sequence chunks ([`SeqChunk`]): all their tokens go through
+//! every matrix product together, while attention reads each sequence's own KV blocks. `frugal logits`
+//! is one chunk; a serving engine passes many.
+
+mod attention;
+mod config;
+mod dense;
+mod kv_store;
+mod weights;
+
+pub use config::{Arch, ModelConfig};
+pub use kv_store::KvStore;
+pub use weights::LoadOptions;
+
+use frugal_formats::{GgufError, GgufFile};
+use frugal_kernels::{KernelError, ThreadPool};
+
+/// Everything that can go wrong while loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{file}: unsupported architecture '{arch}' (supported: {supported})")]
+    UnsupportedArch {
+        file: String,
+        arch: String,
+        supported: String,
+    },
+    #[error("{file}: missing tensor '{name}'")]
+    MissingTensor { file: String, name: String },
+    #[error("{file}: tensor '{name}' has shape {actual:?}, expected {expected:?}")]
+    BadShape {
+        file: String,
+        name: String,
+        expected: Vec<u64>,
+        actual: Vec<u64>,
+    },
+    #[error("{file}: invalid model configuration: {msg}")]
+    BadConfig { file: String, msg: String },
+    #[error("{file}: tensor '{name}': {source}")]
+    Kernel {
+        file: String,
+        name: String,
+        source: KernelError,
+    },
+    #[error("token id {token} is out of range (vocabulary has {n_vocab} entries)")]
+    TokenOutOfRange { token: u32, n_vocab: usize },
+    #[error("sequence needs {needed} positions but its KV blocks hold {capacity}")]
+    KvOverflow { needed: usize, capacity: usize },
+    #[error("position {pos} is beyond the KV store's context of {n_ctx}")]
+    ContextOverflow { pos: usize, n_ctx: usize },
+}
+
+/// Which logits a chunk wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// None (a prefill chunk that is not the end of the prompt).
+    None,
+    /// Only for the chunk's last token (generation).
+    Last,
+    /// For every token of the chunk (`frugal logits`, prompt logprobs).
+    All,
+}
+
+/// A run of consecutive tokens of one sequence, processed in one forward call.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    /// The new tokens.
+    pub tokens: &'a [u32],
+    /// Position of `tokens[0]`; the sequence's KV blocks already hold positions `0..pos`.
+    pub pos: usize,
+    /// The sequence's KV block ids, in order; they must cover positions `0..pos + tokens.len()`.
+    pub blocks: &'a [u32],
+    pub logits: Logits,
+}
+
+/// A loaded model, ready to run forward passes.
+pub struct Model {
+    config: ModelConfig,
+    weights: weights::Weights,
+}
+
+impl Model {
+    /// Loads a model from an opened GGUF file.
+    pub fn load(gguf: &GgufFile, opts: &LoadOptions) -> Result<Model, ModelError> {
+        let config = ModelConfig::from_gguf(gguf)?;
+        let weights = weights::Weights::load(gguf, &config, opts)?;
+        Ok(Model { config, weights })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// A KV store with `n_blocks` blocks of `block_size` positions each.
+    pub fn new_kv_store(&self, n_blocks: usize, block_size: usize) -> KvStore {
+        KvStore::new(&self.config, n_blocks, block_size)
+    }
+
+    /// Runs the chunks through the model, writing their keys and values into `kv`. Returns the
+    /// requested logits, `[rows, n_vocab]` row-major, in chunk order (per chunk: none, its last
+    /// token, or all its tokens).
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvStore,
+        chunks: &[SeqChunk<'_>],
+    ) -> Result<Vec<f32>, ModelError> {
+        for c in chunks {
+            for &t in c.tokens {
+                if t as usize >= self.config.n_vocab {
+                    return Err(ModelError::TokenOutOfRange {
+                        token: t,
+                        n_vocab: self.config.n_vocab,
+                    });
+                }
+            }
+            let needed = c.pos + c.tokens.len();
+            let capacity = c.blocks.len() * kv.block_size();
+            if needed > capacity {
+                return Err(ModelError::KvOverflow { needed, capacity });
+            }
+            if c.blocks.iter().any(|&b| b as usize >= kv.n_blocks()) {
+                return Err(ModelError::KvOverflow {
+                    needed,
+                    capacity: kv.n_blocks() * kv.block_size(),
+                });
+            }
+        }
+        Ok(dense::forward(
+            &self.config,
+            &self.weights,
+            pool,
+            kv,
+            chunks,
+        ))
+    }
+
+    /// Total number of weight parameters.
+    pub fn n_params(&self) -> u64 {
+        self.weights.n_params
+    }
+
+    /// Bytes of weights as stored in memory.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weights.n_bytes
+    }
+}

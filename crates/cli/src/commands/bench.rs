@@ -1,0 +1,146 @@
+//! `frugal bench`: prompt-processing and generation throughput, measured like llama-bench
+//! (pp: one batch of `-p` tokens from an empty cache; tg: `-n` single-token steps from an empty
+//! cache), median of `-r` repetitions after one warm-up.
+
+use crate::commands::info::{human_bytes, human_count};
+use crate::load::{load_model, open, ModelArgs};
+use anyhow::Result;
+use frugal_models::{Logits, Model, SeqChunk};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens for the prompt-processing test (0 skips it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens for the generation test (0 skips it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions; the median is reported.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print one JSON object per test instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(a.reps >= 1, "--reps must be at least 1");
+    let t0 = Instant::now();
+    let gguf = open(&a.model.model)?;
+    let model = load_model(&gguf, &a.model)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let pool = a.model.pool()?;
+    let c = model.config();
+    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
+    anyhow::ensure!(
+        n_ctx <= c.n_ctx_train,
+        "the test needs {n_ctx} positions but the model's context is {}",
+        c.n_ctx_train
+    );
+    let block = 16;
+    let blocks: Vec<u32> = (0..n_ctx.div_ceil(block) as u32).collect();
+    let mut kv = model.new_kv_store(blocks.len(), block);
+    // Token ids do not change the cost; use a fixed spread of ids.
+    let tokens: Vec<u32> = (0..n_ctx as u32)
+        .map(|i| (i * 7919 + 13) % c.n_vocab as u32)
+        .collect();
+
+    let mut tests = Vec::new();
+    if a.n_prompt > 0 {
+        tests.push(("pp", a.n_prompt));
+    }
+    if a.n_gen > 0 {
+        tests.push(("tg", a.n_gen));
+    }
+    if !a.json {
+        println!(
+            "| model | size | params | threads | isa | test | t/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |"
+        );
+    }
+    for (kind, n) in tests {
+        let mut samples = Vec::new();
+        for rep in 0..=a.reps {
+            let secs = match kind {
+                "pp" => time_prompt(&model, &pool, &mut kv, &blocks, &tokens[..n])?,
+                _ => time_generation(&model, &pool, &mut kv, &blocks, &tokens[..n])?,
+            };
+            if rep > 0 {
+                samples.push(n as f64 / secs);
+            }
+        }
+        let mut sorted = samples.clone();
+        sorted.sort_by(|x, y| x.total_cmp(y));
+        let median = sorted[sorted.len() / 2];
+        let name = a.model.model.file_name().map_or_else(
+            || a.model.model.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model": name, "test": format!("{kind}{n}"), "threads": pool.n_threads(),
+                    "isa": frugal_kernels::Isa::best().name(), "tokens_per_second": median,
+                    "samples": samples, "load_seconds": load_s, "params": model.n_params(),
+                    "weight_bytes": model.weight_bytes(),
+                })
+            );
+        } else {
+            println!(
+                "| {name} | {} | {} | {} | {} | {kind}{n} | {median:.2} ± {:.2} |",
+                human_bytes(gguf.file_size()),
+                human_count(model.n_params()),
+                pool.n_threads(),
+                frugal_kernels::Isa::best().name(),
+                stddev(&samples),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn time_prompt(
+    model: &Model,
+    pool: &frugal_kernels::ThreadPool,
+    kv: &mut frugal_models::KvStore,
+    blocks: &[u32],
+    tokens: &[u32],
+) -> Result<f64> {
+    let t = Instant::now();
+    let chunk = SeqChunk {
+        tokens,
+        pos: 0,
+        blocks,
+        logits: Logits::Last,
+    };
+    model.forward(pool, kv, &[chunk])?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn time_generation(
+    model: &Model,
+    pool: &frugal_kernels::ThreadPool,
+    kv: &mut frugal_models::KvStore,
+    blocks: &[u32],
+    tokens: &[u32],
+) -> Result<f64> {
+    let t = Instant::now();
+    for (pos, tok) in tokens.iter().enumerate() {
+        let chunk = SeqChunk {
+            tokens: std::slice::from_ref(tok),
+            pos,
+            blocks,
+            logits: Logits::Last,
+        };
+        model.forward(pool, kv, &[chunk])?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn stddev(xs: &[f64]) -> f64 {
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / xs.len() as f64).sqrt()
+}

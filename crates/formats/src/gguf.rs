@@ -1,0 +1,862 @@
+//! GGUF: ggml's single-file model format (spec: ggml/docs/gguf.md in llama.cpp).
+//!
+//! Layout (little-endian): magic `GGUF`, u32 version, u64 tensor count, u64 metadata count, the
+//! metadata key/value pairs, the tensor infos, padding to `general.alignment`, then tensor data.
+//! Every count, length and offset is checked against the bytes that remain before anything is
+//! allocated or read, so a corrupt file is an error naming the file and the key or tensor at fault.
+
+use frugal_kernels::GgmlType;
+use std::collections::HashMap;
+use std::path::Path;
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: usize = 32;
+/// Deepest nesting of arrays we accept (real files use 1).
+const MAX_DEPTH: usize = 4;
+/// ggml's GGML_MAX_DIMS.
+const MAX_DIMS: usize = 4;
+
+/// A GGUF metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// Any non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Any integer that fits in an i64.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::I8(v) => Some(v as i64),
+            Value::I16(v) => Some(v as i64),
+            Value::I32(v) => Some(v as i64),
+            Value::I64(v) => Some(v),
+            Value::U8(v) => Some(v as i64),
+            Value::U16(v) => Some(v as i64),
+            Value::U32(v) => Some(v as i64),
+            Value::U64(v) => i64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Floats and integers as f32.
+    pub fn as_f32(&self) -> Option<f32> {
+        match *self {
+            Value::F32(v) => Some(v),
+            Value::F64(v) => Some(v as f32),
+            _ => self.as_i64().map(|v| v as f32),
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The GGUF type name, e.g. `u32`, `string`, `array<string>`.
+    pub fn type_name(&self) -> String {
+        match self {
+            Value::U8(_) => "u8".into(),
+            Value::I8(_) => "i8".into(),
+            Value::U16(_) => "u16".into(),
+            Value::I16(_) => "i16".into(),
+            Value::U32(_) => "u32".into(),
+            Value::I32(_) => "i32".into(),
+            Value::U64(_) => "u64".into(),
+            Value::I64(_) => "i64".into(),
+            Value::F32(_) => "f32".into(),
+            Value::F64(_) => "f64".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::String(_) => "string".into(),
+            Value::Array(a) => match a.first() {
+                Some(v) => format!("array<{}>", v.type_name()),
+                None => "array".into(),
+            },
+        }
+    }
+
+    fn type_id(&self) -> u32 {
+        match self {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+}
+
+/// Where a tensor lives and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` is the row length.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    pub n_bytes: usize,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Row length (`dims[0]`).
+    pub fn cols(&self) -> usize {
+        self.dims.first().copied().unwrap_or(1) as usize
+    }
+
+    /// Number of rows (product of the dims after the first).
+    pub fn rows(&self) -> usize {
+        self.dims.iter().skip(1).product::<u64>() as usize
+    }
+}
+
+/// Everything that can be wrong with a GGUF file. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
+    #[error("{file}: not a GGUF file (magic {found:02x?}, expected \"GGUF\")")]
+    BadMagic { file: String, found: Vec<u8> },
+    #[error("{file}: GGUF version {version} is not supported (supported: 2, 3)")]
+    UnsupportedVersion { file: String, version: u32 },
+    #[error("{file}: big-endian GGUF files are not supported")]
+    BigEndian { file: String },
+    #[error("{file}: truncated while reading {what} at byte {offset} (file has {size} bytes)")]
+    Truncated {
+        file: String,
+        what: String,
+        offset: usize,
+        size: usize,
+    },
+    #[error("{file}: {what}: {msg}")]
+    Invalid {
+        file: String,
+        what: String,
+        msg: String,
+    },
+    #[error("{file}: tensor '{tensor}' has unknown or unsupported type id {id}")]
+    UnknownTensorType {
+        file: String,
+        tensor: String,
+        id: u32,
+    },
+    #[error(
+        "{file}: tensor '{tensor}' data [{start}, {end}) lies outside the file ({size} bytes)"
+    )]
+    TensorOutOfBounds {
+        file: String,
+        tensor: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("{file}: tensors '{a}' and '{b}' overlap")]
+    TensorsOverlap { file: String, a: String, b: String },
+    #[error("{file}: missing metadata key '{key}'")]
+    MissingKey { file: String, key: String },
+    #[error("{file}: metadata key '{key}' is {found}, expected {expected}")]
+    WrongType {
+        file: String,
+        key: String,
+        expected: String,
+        found: String,
+    },
+}
+
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An opened GGUF file: its metadata and tensor infos parsed and validated, its tensor data
+/// memory-mapped (or in memory, for [`GgufFile::from_bytes`]).
+pub struct GgufFile {
+    name: String,
+    bytes: Bytes,
+    version: u32,
+    alignment: usize,
+    metadata: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    data_offset: usize,
+}
+
+impl GgufFile {
+    /// Opens and memory-maps a GGUF file.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let io = |error| GgufError::Io {
+            file: name.clone(),
+            error,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let bytes = if len == 0 {
+            Bytes::Owned(Vec::new())
+        } else {
+            // SAFETY: the map is read-only and private to this process; frugal never writes the
+            // file. Another process truncating it while mapped could fault, as with every mmap
+            // loader (llama.cpp included); that is outside what a process can guard against.
+            Bytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        };
+        Self::parse(name, bytes)
+    }
+
+    /// Parses a GGUF image held in memory (tests, fuzzing, generated models).
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<GgufFile, GgufError> {
+        Self::parse(name.to_string(), Bytes::Owned(bytes))
+    }
+
+    fn parse(name: String, bytes: Bytes) -> Result<GgufFile, GgufError> {
+        let header = Parser::new(&name, bytes.as_slice()).parse()?;
+        Ok(GgufFile {
+            name,
+            bytes,
+            version: header.version,
+            alignment: header.alignment,
+            index: header
+                .metadata
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect(),
+            metadata: header.metadata,
+            tensor_index: header
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
+            tensors: header.tensors,
+            data_offset: header.data_offset,
+        })
+    }
+
+    /// The path (or name) the file was opened with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub fn alignment(&self) -> usize {
+        self.alignment
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.bytes.as_slice().len() as u64
+    }
+
+    /// Metadata in file order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.index.get(key).map(|&i| &self.metadata[i].1)
+    }
+
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The bytes of a tensor of this file (validated at open).
+    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
+        let start = self.data_offset + t.offset as usize;
+        &self.bytes.as_slice()[start..start + t.n_bytes]
+    }
+
+    /// Tells the kernel the tensor data will be read soon.
+    pub fn advise_willneed(&self) {
+        if let Bytes::Mapped(m) = &self.bytes {
+            let _ = m.advise(memmap2::Advice::WillNeed);
+        }
+    }
+
+    /// Tells the kernel the mapped pages are no longer needed (after the weights were copied out),
+    /// so they leave this process's resident set.
+    pub fn advise_dontneed(&self) {
+        if let Bytes::Mapped(m) = &self.bytes {
+            // SAFETY: DONTNEED on a private read-only file mapping only drops cached pages; later
+            // reads fault them back in from the file, so no data visible through `m` changes.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> GgufError {
+        GgufError::WrongType {
+            file: self.name.clone(),
+            key: key.to_string(),
+            expected: expected.to_string(),
+            found: found.type_name(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> GgufError {
+        GgufError::MissingKey {
+            file: self.name.clone(),
+            key: key.to_string(),
+        }
+    }
+
+    fn typed<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &str,
+        f: impl Fn(&'a Value) -> Option<T>,
+    ) -> Result<Option<T>, GgufError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => f(v)
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, expected, v)),
+        }
+    }
+
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, GgufError> {
+        self.typed(key, "an unsigned 32-bit integer", |v| {
+            v.as_u64().and_then(|x| u32::try_from(x).ok())
+        })
+    }
+
+    pub fn req_u32(&self, key: &str) -> Result<u32, GgufError> {
+        self.opt_u32(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
+        self.typed(key, "an unsigned integer", Value::as_u64)
+    }
+
+    pub fn req_u64(&self, key: &str) -> Result<u64, GgufError> {
+        self.opt_u64(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_i64(&self, key: &str) -> Result<Option<i64>, GgufError> {
+        self.typed(key, "an integer", Value::as_i64)
+    }
+
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>, GgufError> {
+        self.typed(key, "a number", Value::as_f32)
+    }
+
+    pub fn req_f32(&self, key: &str) -> Result<f32, GgufError> {
+        self.opt_f32(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
+        self.typed(key, "a bool", Value::as_bool)
+    }
+
+    pub fn req_bool(&self, key: &str) -> Result<bool, GgufError> {
+        self.opt_bool(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
+        self.typed(key, "a string", Value::as_str)
+    }
+
+    pub fn req_str(&self, key: &str) -> Result<&str, GgufError> {
+        self.opt_str(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    pub fn opt_array(&self, key: &str) -> Result<Option<&[Value]>, GgufError> {
+        self.typed(key, "an array", Value::as_array)
+    }
+
+    pub fn req_array(&self, key: &str) -> Result<&[Value], GgufError> {
+        self.opt_array(key)?.ok_or_else(|| self.missing(key))
+    }
+}
+
+struct Header {
+    version: u32,
+    alignment: usize,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<TensorInfo>,
+    data_offset: usize,
+}
+
+/// A bounds-checked cursor over the file.
+struct Parser<'a> {
+    file: &'a str,
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(file: &'a str, buf: &'a [u8]) -> Self {
+        Parser { file, buf, pos: 0 }
+    }
+
+    fn truncated(&self, what: &str) -> GgufError {
+        GgufError::Truncated {
+            file: self.file.to_string(),
+            what: what.to_string(),
+            offset: self.pos,
+            size: self.buf.len(),
+        }
+    }
+
+    fn invalid(&self, what: &str, msg: impl Into<String>) -> GgufError {
+        GgufError::Invalid {
+            file: self.file.to_string(),
+            what: what.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
+        if n > self.remaining() {
+            return Err(self.truncated(what));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
+        let s = self.take(N, what)?;
+        Ok(s.try_into().expect("take returned N bytes"))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+        self.array(what).map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+        self.array(what).map(u64::from_le_bytes)
+    }
+
+    /// A count of items that each take at least `min_item_bytes`: larger counts than the rest of
+    /// the file could hold are rejected before anything is allocated.
+    fn count(&mut self, what: &str, min_item_bytes: usize) -> Result<usize, GgufError> {
+        let n = self.u64(what)?;
+        let max = (self.remaining() / min_item_bytes.max(1)) as u64;
+        if n > max {
+            return Err(self.invalid(
+                what,
+                format!(
+                    "count {n} is larger than the {} remaining bytes can hold",
+                    self.remaining()
+                ),
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let len = self.u64(what)?;
+        if len > self.remaining() as u64 {
+            return Err(self.invalid(
+                what,
+                format!(
+                    "string length {len} exceeds the {} remaining bytes",
+                    self.remaining()
+                ),
+            ));
+        }
+        let bytes = self.take(len as usize, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.invalid(what, "string is not valid UTF-8"))
+    }
+
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value, GgufError> {
+        let what = || format!("value of '{key}'");
+        Ok(match ty {
+            0 => Value::U8(self.array::<1>(&what())?[0]),
+            1 => Value::I8(self.array::<1>(&what())?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.array(&what())?)),
+            3 => Value::I16(i16::from_le_bytes(self.array(&what())?)),
+            4 => Value::U32(u32::from_le_bytes(self.array(&what())?)),
+            5 => Value::I32(i32::from_le_bytes(self.array(&what())?)),
+            6 => Value::F32(f32::from_le_bytes(self.array(&what())?)),
+            7 => match self.array::<1>(&what())?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(self.invalid(&what(), format!("bool byte {b} is neither 0 nor 1"))),
+            },
+            8 => Value::String(self.string(&what())?),
+            9 => {
+                if depth >= MAX_DEPTH {
+                    return Err(
+                        self.invalid(&what(), format!("arrays nested deeper than {MAX_DEPTH}"))
+                    );
+                }
+                let elem = self.u32(&what())?;
+                let min = match elem {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    9 => 12,
+                    t => {
+                        return Err(self.invalid(&what(), format!("unknown array element type {t}")))
+                    }
+                };
+                let n = self.count(&what(), min)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(elem, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(u64::from_le_bytes(self.array(&what())?)),
+            11 => Value::I64(i64::from_le_bytes(self.array(&what())?)),
+            12 => Value::F64(f64::from_le_bytes(self.array(&what())?)),
+            t => return Err(self.invalid(&what(), format!("unknown value type {t}"))),
+        })
+    }
+
+    fn parse(mut self) -> Result<Header, GgufError> {
+        let magic = self.take(4, "magic").map_err(|_| GgufError::BadMagic {
+            file: self.file.to_string(),
+            found: self.buf[..self.buf.len().min(4)].to_vec(),
+        })?;
+        if magic != MAGIC {
+            return Err(GgufError::BadMagic {
+                file: self.file.to_string(),
+                found: magic.to_vec(),
+            });
+        }
+        let version = self.u32("version")?;
+        if version.swap_bytes() <= 3 && version > 3 {
+            return Err(GgufError::BigEndian {
+                file: self.file.to_string(),
+            });
+        }
+        if version != 2 && version != 3 {
+            return Err(GgufError::UnsupportedVersion {
+                file: self.file.to_string(),
+                version,
+            });
+        }
+        // A tensor info takes at least 8 (name len) + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes; a
+        // metadata pair at least 8 (key len) + 4 (type) + 1 byte.
+        let n_tensors = self.count("tensor count", 32)?;
+        let n_kv = self.count("metadata count", 13)?;
+
+        let mut metadata: Vec<(String, Value)> = Vec::with_capacity(n_kv);
+        let mut seen = std::collections::HashSet::with_capacity(n_kv);
+        for i in 0..n_kv {
+            let key = self.string(&format!("metadata key #{i}"))?;
+            let ty = self.u32(&format!("type of '{key}'"))?;
+            let value = self.value(ty, &key, 0)?;
+            if !seen.insert(key.clone()) {
+                return Err(self.invalid(&format!("metadata key '{key}'"), "duplicate key"));
+            }
+            metadata.push((key, value));
+        }
+
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some((_, Value::U32(a))) if a.is_power_of_two() => *a as usize,
+            Some((_, v)) => {
+                return Err(self.invalid(
+                    "metadata key 'general.alignment'",
+                    format!("must be a u32 power of two, found {v:?}"),
+                ))
+            }
+        };
+
+        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors);
+        let mut names = std::collections::HashSet::with_capacity(n_tensors);
+        for i in 0..n_tensors {
+            let name = self.string(&format!("name of tensor #{i}"))?;
+            let what = format!("tensor '{name}'");
+            let n_dims = self.u32(&what)? as usize;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(self.invalid(
+                    &what,
+                    format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+                ));
+            }
+            let mut dims = Vec::with_capacity(n_dims);
+            for _ in 0..n_dims {
+                dims.push(self.u64(&what)?);
+            }
+            let type_id = self.u32(&what)?;
+            let offset = self.u64(&what)?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
+                file: self.file.to_string(),
+                tensor: name.clone(),
+                id: type_id,
+            })?;
+            if dims.iter().any(|&d| d == 0 || d > i64::MAX as u64) {
+                return Err(self.invalid(&what, format!("invalid dimensions {dims:?}")));
+            }
+            let n_elements = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .filter(|&n| n <= i64::MAX as u64)
+                .ok_or_else(|| {
+                    self.invalid(&what, format!("element count of {dims:?} overflows"))
+                })?;
+            if dims[0] % ty.block_len() as u64 != 0 {
+                return Err(self.invalid(
+                    &what,
+                    format!(
+                        "row length {} is not a multiple of the {ty} block length {}",
+                        dims[0],
+                        ty.block_len()
+                    ),
+                ));
+            }
+            let n_bytes = (n_elements / ty.block_len() as u64)
+                .checked_mul(ty.block_bytes() as u64)
+                .filter(|&b| b <= usize::MAX as u64)
+                .ok_or_else(|| self.invalid(&what, "byte size overflows"))?;
+            if offset % alignment as u64 != 0 {
+                return Err(self.invalid(
+                    &what,
+                    format!("data offset {offset} is not aligned to {alignment}"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(self.invalid(&what, "duplicate tensor name"));
+            }
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ty,
+                offset,
+                n_bytes: n_bytes as usize,
+            });
+        }
+
+        let data_offset = self.pos.div_ceil(alignment) * alignment;
+        let size = self.buf.len() as u64;
+        let data_len = size.saturating_sub(data_offset as u64);
+        for t in &tensors {
+            let end = t.offset.checked_add(t.n_bytes as u64);
+            if end.is_none_or(|e| e > data_len) {
+                return Err(GgufError::TensorOutOfBounds {
+                    file: self.file.to_string(),
+                    tensor: t.name.clone(),
+                    start: data_offset as u64 + t.offset,
+                    end: (data_offset as u64).saturating_add(end.unwrap_or(u64::MAX)),
+                    size,
+                });
+            }
+        }
+        let mut order: Vec<&TensorInfo> = tensors.iter().collect();
+        order.sort_by_key(|t| t.offset);
+        for pair in order.windows(2) {
+            if pair[0].offset + pair[0].n_bytes as u64 > pair[1].offset {
+                return Err(GgufError::TensorsOverlap {
+                    file: self.file.to_string(),
+                    a: pair[0].name.clone(),
+                    b: pair[1].name.clone(),
+                });
+            }
+        }
+        Ok(Header {
+            version,
+            alignment,
+            metadata,
+            tensors,
+            data_offset,
+        })
+    }
+}
+
+/// Builds GGUF version 3 files (tests, tools, generated models).
+pub struct GgufWriter {
+    alignment: usize,
+    metadata: Vec<(String, Value)>,
+    tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        GgufWriter {
+            alignment: DEFAULT_ALIGNMENT,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+        }
+    }
+
+    /// Uses another alignment (also written as `general.alignment`).
+    pub fn with_alignment(mut self, alignment: usize) -> Self {
+        assert!(
+            alignment.is_power_of_two(),
+            "alignment must be a power of two"
+        );
+        self.alignment = alignment;
+        self.metadata.retain(|(k, _)| k != "general.alignment");
+        self.metadata
+            .push(("general.alignment".into(), Value::U32(alignment as u32)));
+        self
+    }
+
+    pub fn add_metadata(&mut self, key: impl Into<String>, value: Value) {
+        self.metadata.push((key.into(), value));
+    }
+
+    /// Adds a tensor; `data` must be exactly its size in `ty`.
+    pub fn add_tensor(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+        data: Vec<u8>,
+    ) {
+        let n: u64 = dims.iter().product();
+        let expected = n as usize / ty.block_len() * ty.block_bytes();
+        assert_eq!(
+            data.len(),
+            expected,
+            "tensor data size does not match its dims and type"
+        );
+        self.tensors.push((name.into(), dims.to_vec(), ty, data));
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            write_str(&mut out, k);
+            out.extend_from_slice(&v.type_id().to_le_bytes());
+            write_value(&mut out, v);
+        }
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, ty, data) in &self.tensors {
+            write_str(&mut out, name);
+            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&(*ty as u32).to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + data.len() as u64).div_ceil(self.alignment as u64)
+                * self.alignment as u64;
+        }
+        let data_start = out.len().div_ceil(self.alignment) * self.alignment;
+        out.resize(data_start, 0);
+        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
+            out.resize(data_start + off as usize, 0);
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    pub fn write(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.to_bytes())
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            // An empty array is written with element type u8.
+            let elem = items.first().map_or(0, Value::type_id);
+            out.extend_from_slice(&elem.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                write_value(out, item);
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Model hyper-parameters read from GGUF metadata, with llama.cpp's defaults where a key is absent.
+
+use crate::ModelError;
+use frugal_formats::GgufFile;
+use frugal_kernels::ops::Rope;
+
+/// Architecture families frugal can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Qwen3,
+}
+
+impl Arch {
+    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "qwen3"];
+
+    fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "llama" => Some(Arch::Llama),
+            "qwen2" => Some(Arch::Qwen2),
+            "qwen3" => Some(Arch::Qwen3),
+            _ => None,
+        }
+    }
+
+    /// The GGUF name, also the metadata key prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+
+    /// Whether rotary embeddings rotate pairs `(i, i + n_rot/2)` (NeoX) instead of `(2i, 2i+1)`.
+    fn rope_neox(self) -> bool {
+        matches!(self, Arch::Qwen2 | Arch::Qwen3)
+    }
+}
+
+/// Hyper-parameters of a dense transformer.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Per-head width of queries and keys.
+    pub head_dim_k: usize,
+    /// Per-head width of values.
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    /// Context length the model was trained for.
+    pub n_ctx_train: usize,
+    pub rms_eps: f32,
+    pub rope: Rope,
+}
+
+impl ModelConfig {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<ModelConfig, ModelError> {
+        let arch_name = gguf.req_str("general.architecture")?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch {
+            file: gguf.name().to_string(),
+            arch: arch_name.to_string(),
+            supported: Arch::SUPPORTED.join(", "),
+        })?;
+        let p = arch.name();
+        let key = |k: &str| format!("{p}.{k}");
+        let bad = |msg: String| ModelError::BadConfig {
+            file: gguf.name().to_string(),
+            msg,
+        };
+
+        let n_layer = gguf.req_u32(&key("block_count"))? as usize;
+        let n_embd = gguf.req_u32(&key("embedding_length"))? as usize;
+        let n_head = gguf.req_u32(&key("attention.head_count"))? as usize;
+        let n_head_kv = gguf
+            .opt_u32(&key("attention.head_count_kv"))?
+            .map_or(n_head, |v| v as usize);
+        let n_ff = gguf.req_u32(&key("feed_forward_length"))? as usize;
+        let n_ctx_train = gguf.req_u32(&key("context_length"))? as usize;
+        if n_layer == 0 || n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
+            return Err(bad(
+                "block_count, embedding_length, head counts and feed_forward_length must be positive"
+                    .into(),
+            ));
+        }
+        if !n_head.is_multiple_of(n_head_kv) {
+            return Err(bad(format!(
+                "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
+            )));
+        }
+        let default_head = n_embd / n_head;
+        let head_dim_k = gguf
+            .opt_u32(&key("attention.key_length"))?
+            .map_or(default_head, |v| v as usize);
+        let head_dim_v = gguf
+            .opt_u32(&key("attention.value_length"))?
+            .map_or(default_head, |v| v as usize);
+        if head_dim_k == 0 || head_dim_v == 0 || head_dim_k != head_dim_v {
+            return Err(bad(format!(
+                "key_length {head_dim_k} and value_length {head_dim_v} must be equal and positive"
+            )));
+        }
+        let rms_eps = gguf
+            .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6);
+        let n_rot = gguf
+            .opt_u32(&key("rope.dimension_count"))?
+            .map_or(head_dim_k, |v| v as usize);
+        if n_rot == 0 || n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
+            return Err(bad(format!(
+                "rope.dimension_count {n_rot} must be even and at most the head size {head_dim_k}"
+            )));
+        }
+        let freq_base = gguf.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
+        let freq_scale = rope_freq_scale(gguf, p)?;
+
+        let n_vocab = match gguf.tensor("token_embd.weight") {
+            Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
+            Some(t) => {
+                return Err(ModelError::BadShape {
+                    file: gguf.name().to_string(),
+                    name: t.name.clone(),
+                    expected: vec![n_embd as u64, 0],
+                    actual: t.dims.clone(),
+                })
+            }
+            None => {
+                return Err(ModelError::MissingTensor {
+                    file: gguf.name().to_string(),
+                    name: "token_embd.weight".into(),
+                })
+            }
+        };
+
+        Ok(ModelConfig {
+            arch,
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_ff,
+            n_vocab,
+            n_ctx_train,
+            rms_eps,
+            rope: Rope {
+                n_rot,
+                freq_base,
+                freq_scale,
+                neox: arch.rope_neox(),
+            },
+        })
+    }
+
+    /// Width of all query heads together.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim_k
+    }
+
+    /// Width of all key (or value) heads of one position.
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim_k
+    }
+
+    /// Bytes of KV cache per token (f32 keys and values, all layers).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        self.n_layer * (self.n_head_kv * (self.head_dim_k + self.head_dim_v)) * 4
+    }
+}
+
+/// Linear RoPE scaling (`rope.scaling.type = linear`, factor f → positions scaled by 1/f).
+fn rope_freq_scale(gguf: &GgufFile, p: &str) -> Result<f32, ModelError> {
+    let kind = gguf.opt_str(&format!("{p}.rope.scaling.type"))?;
+    let factor = gguf
+        .opt_f32(&format!("{p}.rope.scaling.factor"))?
+        .or(gguf.opt_f32(&format!("{p}.rope.scale_linear"))?);
+    match kind {
+        None | Some("none") | Some("linear") => {}
+        Some(other) => {
+            return Err(ModelError::BadConfig {
+                file: gguf.name().to_string(),
+                msg: format!("rope scaling type '{other}' is not supported yet"),
+            })
+        }
+    }
+    if kind == Some("none") {
+        return Ok(1.0);
+    }
+    match factor {
+        None => Ok(1.0),
+        Some(f) if f > 0.0 && f.is_finite() => Ok(1.0 / f),
+        Some(f) => Err(ModelError::BadConfig {
+            file: gguf.name().to_string(),
+            msg: format!("rope scaling factor {f} must be positive"),
+        }),
+    }
+}
