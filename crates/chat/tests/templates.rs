@@ -1,0 +1,105 @@
+//! Every template × conversation in ../shared/fixtures/templates must render byte for byte as
+//! transformers' `apply_chat_template` did.
+
+use frugal_chat::ChatTemplate;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FRUGAL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
+}
+
+fn read_json(p: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn fixture_renderings_match() {
+    let dir = fixtures().join("templates");
+    let convs = read_json(dir.join("conversations.json"));
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(dir.join("expected")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let exp = read_json(path);
+        let name = exp["template"].as_str().unwrap();
+        let source = std::fs::read_to_string(dir.join(name)).unwrap();
+        let st = &exp["special_tokens"];
+        let tmpl = ChatTemplate::new(
+            &source,
+            st["bos_token"].as_str(),
+            st["eos_token"].as_str(),
+            st["pad_token"].as_str(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (case, want) in exp["cases"].as_object().unwrap() {
+            let c = &convs["conversations"][case];
+            let tools = c["tools"].as_array().map(|t| t.as_slice());
+            let got = tmpl.render(
+                c["messages"].as_array().unwrap(),
+                tools,
+                c["add_generation_prompt"].as_bool().unwrap(),
+                &Map::new(),
+            );
+            checked += 1;
+            match got {
+                Ok(g) if g == want.as_str().unwrap() => {}
+                Ok(g) => failures.push(format!(
+                    "{name} {case}:\n--- got\n{g}\n--- want\n{}",
+                    want.as_str().unwrap()
+                )),
+                Err(e) => failures.push(format!("{name} {case}: {e}")),
+            }
+        }
+    }
+    eprintln!("{} / {checked} renderings match", checked - failures.len());
+    assert!(checked >= 19, "only {checked} renderings found");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn chatml_fallback() {
+    let t = ChatTemplate::chatml();
+    let msgs = vec![
+        serde_json::json!({"role": "system", "content": "Be brief."}),
+        serde_json::json!({"role": "user", "content": [{"type": "text", "text": "Hi"}]}),
+    ];
+    let out = t.render(&msgs, None, true, &Map::new()).unwrap();
+    assert_eq!(
+        out,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn raise_exception_is_an_error() {
+    let t = ChatTemplate::new(
+        "{{ raise_exception('roles must alternate') }}",
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    let err = t
+        .render(&[], None, true, &Map::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("roles must alternate"), "{err}");
+    assert!(ChatTemplate::new("{% if %}", None, None, None).is_err());
+}
+
+#[test]
+fn extra_variables_reach_the_template() {
+    let t =
+        ChatTemplate::new("{{ 'on' if enable_thinking else 'off' }}", None, None, None).unwrap();
+    let mut extra = Map::new();
+    extra.insert("enable_thinking".into(), Value::Bool(false));
+    assert_eq!(t.render(&[], None, false, &extra).unwrap(), "off");
+}
