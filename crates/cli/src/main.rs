@@ -25,6 +25,12 @@ enum Command {
     Info(commands::info::Args),
     /// Measure prompt processing (pp) and generation (tg) speed like llama-bench.
     Bench(commands::bench::Args),
+    /// Generate text from a prompt, or chat interactively with --chat.
+    Run(commands::run::Args),
+    /// Print the token ids of a text as a JSON array.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Print the text of comma-separated token ids.
+    Detokenize(commands::tokenize::DetokenizeArgs),
 }
 
 fn main() {
@@ -40,6 +46,9 @@ fn main() {
         Command::Logits(a) => commands::logits::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Tokenize(a) => commands::tokenize::run_tokenize(a),
+        Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

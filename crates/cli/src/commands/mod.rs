@@ -1,3 +1,5 @@
 pub mod bench;
 pub mod info;
 pub mod logits;
+pub mod run;
+pub mod tokenize;

@@ -1,0 +1,218 @@
+//! End-to-end checks of the `frugal` binary on the fixture models.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FRUGAL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
+}
+
+fn model(name: &str) -> String {
+    fixtures().join("models").join(name).display().to_string()
+}
+
+fn frugal(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected").join(name)).unwrap())
+        .unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn read_f32(p: &std::path::Path) -> Vec<f32> {
+    std::fs::read(p)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn logits_command_matches_llama_cpp() {
+    let e = expected("qwen2-f32.json");
+    let tokens = join(&ids(&e["token_ids"]));
+    let m = model("qwen2-f32.gguf");
+    for (flag, reference) in [
+        (None, "qwen2-f32.batched.f32"),
+        (Some("--step"), "qwen2-f32.step.f32"),
+    ] {
+        let out = std::env::temp_dir().join(format!(
+            "frugal-logits-{}-{}.f32",
+            std::process::id(),
+            flag.is_some()
+        ));
+        let o = out.display().to_string();
+        let mut args = vec![
+            "logits", &m as &str, "--tokens", &tokens, "--out", &o, "-t", "2",
+        ];
+        args.extend(flag);
+        let r = frugal(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let ours = read_f32(&out);
+        let theirs = read_f32(&fixtures().join("expected").join(reference));
+        assert_eq!(ours.len(), 52 * 576);
+        let max = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max <= 1e-3, "{reference}: max |Δ| {max}");
+        std::fs::remove_file(out).ok();
+    }
+}
+
+#[test]
+fn greedy_run_equals_llama_cpp_continuation() {
+    for name in ["qwen2-f32", "llama-f32", "qwen3-f32"] {
+        let e = expected(&format!("{name}.json"));
+        let prompt = ids(&e["token_ids"]);
+        let greedy = ids(&e["greedy"]["tokens"]);
+        let m = model(&format!("{name}.gguf"));
+        let want = frugal(&["detokenize", &m, "--ids", &join(&greedy)]);
+        let want = String::from_utf8(want.stdout).unwrap();
+        let want = want.strip_suffix('\n').unwrap();
+        let prefix = frugal(&["detokenize", &m, "--ids", &join(&prompt)]);
+        let prefix = String::from_utf8(prefix.stdout).unwrap();
+        let r = frugal(&[
+            "run",
+            &m,
+            "--prompt-tokens",
+            &join(&prompt),
+            "--temp",
+            "0",
+            "-n",
+            "16",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let out = String::from_utf8(r.stdout).unwrap();
+        let generated = out
+            .strip_prefix(prefix.strip_suffix('\n').unwrap())
+            .unwrap();
+        assert_eq!(generated.strip_suffix('\n').unwrap(), want, "{name}");
+        let stats = String::from_utf8_lossy(&r.stderr);
+        assert!(stats.contains("generation: 16 tokens"), "{stats}");
+    }
+}
+
+#[test]
+fn chat_keeps_the_cache_between_turns() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args([
+            "run",
+            &model("qwen2-Q8_0.gguf"),
+            "--chat",
+            "--system",
+            "Be brief.",
+            "-n",
+            "8",
+            "--seed",
+            "3",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"Hello there\nAnd again\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no chat template; using ChatML"), "{err}");
+    let turns: Vec<&str> = err.lines().filter(|l| l.starts_with("prompt:")).collect();
+    assert_eq!(turns.len(), 2, "{err}");
+    assert!(turns[0].contains("(0 cached)"), "{err}");
+    assert!(
+        !turns[1].contains("(0 cached)"),
+        "second turn must reuse the cache: {err}"
+    );
+}
+
+#[test]
+fn tokenize_and_detokenize() {
+    let vocab = fixtures()
+        .join("tokenizer/ggml-vocab-qwen2.gguf")
+        .display()
+        .to_string();
+    let r = frugal(&["tokenize", &vocab, "--text", "Hello 世界"]);
+    assert!(r.status.success());
+    let ids: Vec<u32> = serde_json::from_slice(&r.stdout).unwrap();
+    let r = frugal(&["detokenize", &vocab, "--ids", &join(&ids)]);
+    assert_eq!(String::from_utf8(r.stdout).unwrap(), "Hello 世界\n");
+}
+
+#[test]
+fn info_describes_the_model() {
+    let r = frugal(&["info", &model("qwen3-Q4_K_M.gguf"), "--json"]);
+    assert!(r.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["architecture"], "qwen3");
+    assert_eq!(v["tensor_types"]["Q4_K"], 13);
+    assert_eq!(v["head_dim"], 128);
+    assert_eq!(v["kv_bytes_per_token"], 2 * 2 * (2 * 128) * 4);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_1() {
+    let tmp = std::env::temp_dir().join(format!("frugal-bad-{}.gguf", std::process::id()));
+    let bytes = std::fs::read(model("qwen2-Q4_0.gguf")).unwrap();
+    for (len, what) in [
+        (3usize, "not a GGUF"),
+        (bytes.len() / 2, "outside the file"),
+    ] {
+        std::fs::write(&tmp, &bytes[..len]).unwrap();
+        let t = tmp.display().to_string();
+        let r = frugal(&["logits", &t, "--tokens", "1", "--out", "/dev/null"]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(what) && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    std::fs::remove_file(&tmp).ok();
+    let m = model("qwen2-Q4_0.gguf");
+    for args in [
+        vec![
+            "logits",
+            &m as &str,
+            "--tokens",
+            "999999",
+            "--out",
+            "/dev/null",
+        ],
+        vec!["run", &m, "-p", "hi", "--temp=-1"],
+        vec!["run", &m, "-p", "hello hello hello", "-c", "2"],
+        vec!["bench", &m, "-p", "100000"],
+    ] {
+        let r = frugal(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
