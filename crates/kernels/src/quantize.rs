@@ -259,12 +259,12 @@ mod tests {
         for (i, v) in x.iter_mut().enumerate() {
             *v = (i as f32 - 100.0) * 0.01;
         }
-        x[7] = -5.0; // largest magnitude, negative: maps to +127 with a negative scale
+        x[7] = -5.0; // the largest magnitude always maps to -127; the scale carries the sign
         let mut out = vec![0u8; 292];
         quantize_row(GgmlType::Q8_K, &x, &mut out);
         let b: BlockQ8K = bytemuck::pod_read_unaligned(&out);
-        assert_eq!(b.qs[7], 127);
-        assert!(b.d < 0.0);
+        assert_eq!(b.qs[7], -127);
+        assert!(b.d > 0.0);
         for (j, s) in b.bsums.iter().enumerate() {
             let want: i16 = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
             assert_eq!(*s, want);

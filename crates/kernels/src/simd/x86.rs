@@ -1,0 +1,538 @@
+//! AVX2 and AVX-512 VNNI dot-product kernels for ggml block types.
+//!
+//! One body per kernel, stamped out twice by `kernels!`: the only difference between the levels
+//! is how an unsigned-by-signed 8-bit dot product is accumulated into 32-bit lanes (`dpbusd`).
+//! Weights are kept unsigned where the format allows (Q4_K, Q6_K) and their offsets are folded
+//! into the activations' block sums; signed formats use the |x|·sign(y, x) identity.
+//!
+//! Every public kernel is a safe `fn(n, w, a) -> f32` that checks the slice lengths before any
+//! pointer arithmetic; the `unsafe` inside is only the `#[target_feature]` call, made after the
+//! dispatcher confirmed the CPU has those features (see `Isa::available`).
+
+use crate::blocks::*;
+use crate::dequant::scale_min_k4;
+use crate::types::{GgmlType, QK, QK_K};
+use std::arch::x86_64::*;
+
+/// Reads an f16 stored little-endian at `b[0..2]`.
+#[inline(always)]
+fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+macro_rules! kernels {
+    ($name:ident, $features:literal, $isa:expr, $dpbusd:ident) => {
+        pub mod $name {
+            use super::*;
+            use crate::cpu::Isa;
+            use crate::dot::VecDotFn;
+
+            /// The kernel for `ty`, if this level has one.
+            pub fn kernel(ty: GgmlType) -> Option<VecDotFn> {
+                debug_assert!(Isa::available().contains(&$isa));
+                Some(match ty {
+                    GgmlType::F32 => f32_dot,
+                    GgmlType::F16 => f16_dot,
+                    GgmlType::BF16 => bf16_dot,
+                    GgmlType::Q8_0 => q8_0,
+                    GgmlType::Q4_0 => q4_0,
+                    GgmlType::Q5_0 => q5_0,
+                    GgmlType::Q4_K => q4_k,
+                    GgmlType::Q6_K => q6_k,
+                    _ => return None,
+                })
+            }
+
+            fn check(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) {
+                assert_eq!(Some(w.len()), ty.row_bytes(n), "vec_dot: weight row size");
+                assert_eq!(
+                    Some(a.len()),
+                    ty.vec_dot_type().row_bytes(n),
+                    "vec_dot: activation row size"
+                );
+            }
+
+            fn f32_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::F32, n, w, a);
+                // SAFETY: lengths checked above; the CPU has these features (dispatch).
+                unsafe { imp::f32_bytes(n, w.as_ptr(), a.as_ptr()) }
+            }
+
+            fn f16_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::F16, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::f16(n, w.as_ptr(), a.as_ptr()) }
+            }
+
+            fn bf16_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::BF16, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::bf16(n, w.as_ptr(), a.as_ptr()) }
+            }
+
+            fn q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::Q8_0, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q8_0(n / QK, w, a) }
+            }
+
+            fn q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::Q4_0, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q4_0(n / QK, w, a) }
+            }
+
+            fn q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::Q5_0, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q5_0(n / QK, w, a) }
+            }
+
+            fn q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::Q4_K, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q4_k(n / QK_K, w, a) }
+            }
+
+            fn q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+                check(GgmlType::Q6_K, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q6_k(n / QK_K, w, a) }
+            }
+
+            /// f32 dot product (attention). Slices of any equal length.
+            pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+                assert_eq!(a.len(), b.len());
+                // SAFETY: equal lengths checked; features confirmed by the caller's dispatch.
+                unsafe { imp::f32(a.len(), a.as_ptr(), b.as_ptr()) }
+            }
+
+            /// `y += alpha * x`. Slices of any equal length.
+            pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
+                assert_eq!(y.len(), x.len());
+                // SAFETY: as above.
+                unsafe { imp::axpy(y.len(), y.as_mut_ptr(), alpha, x.as_ptr()) }
+            }
+
+            mod imp {
+                use super::super::*;
+
+                /// Unsigned `u` times signed `s`, 4 bytes per 32-bit lane, added to `acc`.
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+                    $dpbusd(acc, u, s)
+                }
+
+                /// Signed `x` times signed `y`, via |x| and sign(y, x).
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn dot_i8(acc: __m256i, x: __m256i, y: __m256i) -> __m256i {
+                    dpbusd(acc, _mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+                }
+
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn hsum_ps(v: __m256) -> f32 {
+                    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+                    _mm_cvtss_f32(s)
+                }
+
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn hsum_epi32(v: __m256i) -> i32 {
+                    let s =
+                        _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                    _mm_cvtsi128_si32(s)
+                }
+
+                /// 32 bytes from 16 nibbles: low nibbles first, then high nibbles (ggml's order).
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn nibbles32(p: *const u8) -> __m256i {
+                    // SAFETY: the caller guarantees 16 readable bytes at p.
+                    let x = unsafe { _mm_loadu_si128(p as *const __m128i) };
+                    let both = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
+                    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+                }
+
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn load32(p: *const u8) -> __m256i {
+                    // SAFETY: the caller guarantees 32 readable bytes at p.
+                    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+                }
+
+                /// # Safety: `a` and `b` point to `n` readable f32 (any alignment).
+                #[target_feature(enable = $features)]
+                pub unsafe fn f32(n: usize, a: *const f32, b: *const f32) -> f32 {
+                    let mut acc = [_mm256_setzero_ps(); 4];
+                    let mut i = 0;
+                    // SAFETY (whole function): every load stays below n.
+                    unsafe {
+                        while i + 32 <= n {
+                            for (k, acc) in acc.iter_mut().enumerate() {
+                                let x = _mm256_loadu_ps(a.add(i + 8 * k));
+                                let y = _mm256_loadu_ps(b.add(i + 8 * k));
+                                *acc = _mm256_fmadd_ps(x, y, *acc);
+                            }
+                            i += 32;
+                        }
+                        while i + 8 <= n {
+                            acc[0] = _mm256_fmadd_ps(
+                                _mm256_loadu_ps(a.add(i)),
+                                _mm256_loadu_ps(b.add(i)),
+                                acc[0],
+                            );
+                            i += 8;
+                        }
+                        let v = _mm256_add_ps(
+                            _mm256_add_ps(acc[0], acc[1]),
+                            _mm256_add_ps(acc[2], acc[3]),
+                        );
+                        let mut s = hsum_ps(v);
+                        while i < n {
+                            s += *a.add(i) * *b.add(i);
+                            i += 1;
+                        }
+                        s
+                    }
+                }
+
+                /// # Safety: `a` and `b` point to `4n` readable bytes.
+                #[target_feature(enable = $features)]
+                pub unsafe fn f32_bytes(n: usize, a: *const u8, b: *const u8) -> f32 {
+                    // SAFETY: unaligned f32 loads are fine for the vector part; the scalar tail
+                    // reads with read_unaligned.
+                    let mut acc = _mm256_setzero_ps();
+                    let mut i = 0;
+                    unsafe {
+                        while i + 8 <= n {
+                            let x = _mm256_loadu_ps(a.add(4 * i) as *const f32);
+                            let y = _mm256_loadu_ps(b.add(4 * i) as *const f32);
+                            acc = _mm256_fmadd_ps(x, y, acc);
+                            i += 8;
+                        }
+                        let mut s = hsum_ps(acc);
+                        while i < n {
+                            let x = (a.add(4 * i) as *const f32).read_unaligned();
+                            let y = (b.add(4 * i) as *const f32).read_unaligned();
+                            s += x * y;
+                            i += 1;
+                        }
+                        s
+                    }
+                }
+
+                /// # Safety: `a` and `b` point to `2n` readable bytes.
+                #[target_feature(enable = $features)]
+                pub unsafe fn f16(n: usize, a: *const u8, b: *const u8) -> f32 {
+                    let mut acc = _mm256_setzero_ps();
+                    let mut i = 0;
+                    // SAFETY: loads stay below 2n bytes.
+                    unsafe {
+                        while i + 8 <= n {
+                            let x =
+                                _mm256_cvtph_ps(_mm_loadu_si128(a.add(2 * i) as *const __m128i));
+                            let y =
+                                _mm256_cvtph_ps(_mm_loadu_si128(b.add(2 * i) as *const __m128i));
+                            acc = _mm256_fmadd_ps(x, y, acc);
+                            i += 8;
+                        }
+                        let mut s = hsum_ps(acc);
+                        while i < n {
+                            let x = half::f16::from_le_bytes([*a.add(2 * i), *a.add(2 * i + 1)])
+                                .to_f32();
+                            let y = half::f16::from_le_bytes([*b.add(2 * i), *b.add(2 * i + 1)])
+                                .to_f32();
+                            s += x * y;
+                            i += 1;
+                        }
+                        s
+                    }
+                }
+
+                /// # Safety: `a` and `b` point to `2n` readable bytes.
+                #[target_feature(enable = $features)]
+                pub unsafe fn bf16(n: usize, a: *const u8, b: *const u8) -> f32 {
+                    let mut acc = _mm256_setzero_ps();
+                    let mut i = 0;
+                    // SAFETY: loads stay below 2n bytes.
+                    unsafe {
+                        while i + 8 <= n {
+                            let x = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+                                a.add(2 * i) as *const __m128i
+                            ));
+                            let y = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+                                b.add(2 * i) as *const __m128i
+                            ));
+                            let x = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
+                            let y = _mm256_castsi256_ps(_mm256_slli_epi32(y, 16));
+                            acc = _mm256_fmadd_ps(x, y, acc);
+                            i += 8;
+                        }
+                        let mut s = hsum_ps(acc);
+                        while i < n {
+                            let x = half::bf16::from_le_bytes([*a.add(2 * i), *a.add(2 * i + 1)])
+                                .to_f32();
+                            let y = half::bf16::from_le_bytes([*b.add(2 * i), *b.add(2 * i + 1)])
+                                .to_f32();
+                            s += x * y;
+                            i += 1;
+                        }
+                        s
+                    }
+                }
+
+                /// # Safety: `y` and `x` point to `n` f32.
+                #[target_feature(enable = $features)]
+                pub unsafe fn axpy(n: usize, y: *mut f32, alpha: f32, x: *const f32) {
+                    let a = _mm256_set1_ps(alpha);
+                    let mut i = 0;
+                    // SAFETY: every access stays below n.
+                    unsafe {
+                        while i + 8 <= n {
+                            let v = _mm256_fmadd_ps(
+                                a,
+                                _mm256_loadu_ps(x.add(i)),
+                                _mm256_loadu_ps(y.add(i)),
+                            );
+                            _mm256_storeu_ps(y.add(i), v);
+                            i += 8;
+                        }
+                        while i < n {
+                            *y.add(i) += alpha * *x.add(i);
+                            i += 1;
+                        }
+                    }
+                }
+
+                const B8: usize = std::mem::size_of::<BlockQ8_0>();
+
+                /// # Safety: `w` and `a` hold `nb` Q8_0 blocks each.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q8_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                    let mut acc = _mm256_setzero_ps();
+                    for i in 0..nb {
+                        let (wb, ab) = (&w[i * B8..(i + 1) * B8], &a[i * B8..(i + 1) * B8]);
+                        let d = f16_at(wb) * f16_at(ab);
+                        // SAFETY: each block has 32 quant bytes after its 2-byte scale.
+                        let (x, y) =
+                            unsafe { (load32(wb.as_ptr().add(2)), load32(ab.as_ptr().add(2))) };
+                        let p = dot_i8(_mm256_setzero_si256(), x, y);
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
+                    }
+                    hsum_ps(acc)
+                }
+
+                const B40: usize = std::mem::size_of::<BlockQ4_0>();
+
+                /// # Safety: `w` holds `nb` Q4_0 blocks, `a` `nb` Q8_0 blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q4_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                    let mut acc = _mm256_setzero_ps();
+                    let eight = _mm256_set1_epi8(8);
+                    for i in 0..nb {
+                        let (wb, ab) = (&w[i * B40..(i + 1) * B40], &a[i * B8..(i + 1) * B8]);
+                        let d = f16_at(wb) * f16_at(ab);
+                        // SAFETY: 16 nibble bytes after the weight scale, 32 quants after the activation scale.
+                        let (x, y) =
+                            unsafe { (nibbles32(wb.as_ptr().add(2)), load32(ab.as_ptr().add(2))) };
+                        let p = dot_i8(_mm256_setzero_si256(), _mm256_sub_epi8(x, eight), y);
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
+                    }
+                    hsum_ps(acc)
+                }
+
+                const B50: usize = std::mem::size_of::<BlockQ5_0>();
+
+                /// 32 bytes, byte j = 0xFF where bit j of `bits` is set.
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn bits_to_bytes(bits: u32) -> __m256i {
+                    let v = _mm256_set1_epi32(bits as i32);
+                    let shuf = _mm256_set_epi64x(
+                        0x0303_0303_0303_0303,
+                        0x0202_0202_0202_0202,
+                        0x0101_0101_0101_0101,
+                        0x0000_0000_0000_0000,
+                    );
+                    let bytes = _mm256_shuffle_epi8(v, shuf);
+                    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+                    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask)
+                }
+
+                /// # Safety: `w` holds `nb` Q5_0 blocks, `a` `nb` Q8_0 blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                    let mut acc = _mm256_setzero_ps();
+                    let sixteen = _mm256_set1_epi8(16);
+                    for i in 0..nb {
+                        let (wb, ab) = (&w[i * B50..(i + 1) * B50], &a[i * B8..(i + 1) * B8]);
+                        let d = f16_at(wb) * f16_at(ab);
+                        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                        // SAFETY: 16 nibble bytes at offset 6, 32 quants after the activation scale.
+                        let (lo, y) =
+                            unsafe { (nibbles32(wb.as_ptr().add(6)), load32(ab.as_ptr().add(2))) };
+                        let hi = _mm256_and_si256(bits_to_bytes(qh), sixteen);
+                        let x = _mm256_sub_epi8(_mm256_or_si256(lo, hi), sixteen);
+                        let p = dot_i8(_mm256_setzero_si256(), x, y);
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
+                    }
+                    hsum_ps(acc)
+                }
+
+                const BQ8K: usize = std::mem::size_of::<BlockQ8K>();
+                const BQ4K: usize = std::mem::size_of::<BlockQ4K>();
+                const BQ6K: usize = std::mem::size_of::<BlockQ6K>();
+
+                fn q8k_parts(ab: &[u8]) -> (f32, [i16; 16]) {
+                    let d = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+                    let mut bsums = [0i16; 16];
+                    for (k, s) in bsums.iter_mut().enumerate() {
+                        let o = 4 + QK_K + 2 * k;
+                        *s = i16::from_le_bytes([ab[o], ab[o + 1]]);
+                    }
+                    (d, bsums)
+                }
+
+                /// # Safety: `w` holds `nb` Q4_K blocks, `a` `nb` Q8_K blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q4_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                    let mut sum = 0.0f32;
+                    for i in 0..nb {
+                        let (wb, ab) = (&w[i * BQ4K..(i + 1) * BQ4K], &a[i * BQ8K..(i + 1) * BQ8K]);
+                        let (dy, bsums) = q8k_parts(ab);
+                        let d = f16_at(&wb[0..2]) * dy;
+                        let dmin = f16_at(&wb[2..4]) * dy;
+                        let scales: &[u8; 12] = wb[4..16].try_into().expect("12 bytes");
+                        let mut isum = _mm256_setzero_si256();
+                        let mut msum = 0i32;
+                        for j in 0..4 {
+                            let (sc1, m1) = scale_min_k4(2 * j, scales);
+                            let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
+                            // SAFETY: qs (128 bytes) starts at 16; y quants (256) at 4.
+                            let (q, y1, y2) = unsafe {
+                                (
+                                    load32(wb.as_ptr().add(16 + 32 * j)),
+                                    load32(ab.as_ptr().add(4 + 64 * j)),
+                                    load32(ab.as_ptr().add(4 + 64 * j + 32)),
+                                )
+                            };
+                            let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+                            let hi =
+                                _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+                            let p1 = dpbusd(_mm256_setzero_si256(), lo, y1);
+                            let p2 = dpbusd(_mm256_setzero_si256(), hi, y2);
+                            isum = _mm256_add_epi32(
+                                isum,
+                                _mm256_mullo_epi32(p1, _mm256_set1_epi32(sc1 as i32)),
+                            );
+                            isum = _mm256_add_epi32(
+                                isum,
+                                _mm256_mullo_epi32(p2, _mm256_set1_epi32(sc2 as i32)),
+                            );
+                            msum += m1 as i32 * (bsums[4 * j] as i32 + bsums[4 * j + 1] as i32)
+                                + m2 as i32 * (bsums[4 * j + 2] as i32 + bsums[4 * j + 3] as i32);
+                        }
+                        sum += d * hsum_epi32(isum) as f32 - dmin * msum as f32;
+                    }
+                    sum
+                }
+
+                /// # Safety: `w` holds `nb` Q6_K blocks, `a` `nb` Q8_K blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q6_k(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+                    let m4 = _mm256_set1_epi8(0x0F);
+                    let m2 = _mm256_set1_epi8(3);
+                    let mut sum = 0.0f32;
+                    for i in 0..nb {
+                        let (wb, ab) = (&w[i * BQ6K..(i + 1) * BQ6K], &a[i * BQ8K..(i + 1) * BQ8K]);
+                        let (dy, bsums) = q8k_parts(ab);
+                        let d = f16_at(&wb[208..210]) * dy;
+                        let sc: [i8; 16] = std::array::from_fn(|k| wb[192 + k] as i8);
+                        let mut isum = _mm256_setzero_si256();
+                        for half in 0..2 {
+                            // SAFETY: ql is 128 bytes at 0, qh 64 bytes at 128; y quants at 4.
+                            let (ql0, ql1, qh) = unsafe {
+                                (
+                                    load32(wb.as_ptr().add(64 * half)),
+                                    load32(wb.as_ptr().add(64 * half + 32)),
+                                    load32(wb.as_ptr().add(128 + 32 * half)),
+                                )
+                            };
+                            let v = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql0, m4),
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(ql1, m4),
+                                    _mm256_slli_epi16(
+                                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+                                        4,
+                                    ),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                    _mm256_slli_epi16(
+                                        _mm256_and_si256(_mm256_srli_epi16(qh, 4), m2),
+                                        4,
+                                    ),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                    _mm256_slli_epi16(
+                                        _mm256_and_si256(_mm256_srli_epi16(qh, 6), m2),
+                                        4,
+                                    ),
+                                ),
+                            ];
+                            for (k, v) in v.iter().enumerate() {
+                                // SAFETY: 32 y quants for this group of the half.
+                                let y = unsafe { load32(ab.as_ptr().add(4 + 128 * half + 32 * k)) };
+                                let p = dpbusd(_mm256_setzero_si256(), *v, y);
+                                let s0 = sc[8 * half + 2 * k] as i32;
+                                let s1 = sc[8 * half + 2 * k + 1] as i32;
+                                let scale = _mm256_set_epi32(s1, s1, s1, s1, s0, s0, s0, s0);
+                                isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(p, scale));
+                            }
+                        }
+                        // The unsigned quants carry +32: subtract 32 * scale * (sum of y) per 16.
+                        let offset: i32 = (0..16).map(|k| sc[k] as i32 * bsums[k] as i32).sum();
+                        sum += d * (hsum_epi32(isum) - 32 * offset) as f32;
+                    }
+                    sum
+                }
+            }
+        }
+    };
+}
+
+/// `vpmaddubsw` + `vpmaddwd`: exact for the value ranges used here (|pair sums| < 2^15).
+#[inline(always)]
+fn dpbusd_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: only inlined into functions compiled with AVX2 (the kernels! bodies).
+    unsafe {
+        let p16 = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+    }
+}
+
+#[inline(always)]
+fn dpbusd_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: only inlined into functions compiled with AVX-512 VNNI + VL.
+    unsafe { _mm256_dpbusd_epi32(acc, u, s) }
+}
+
+kernels!(avx2, "avx2,fma,f16c", Isa::Avx2, dpbusd_avx2);
+kernels!(
+    vnni,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni",
+    Isa::Avx512Vnni,
+    dpbusd_vnni
+);
