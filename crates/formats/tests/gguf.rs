@@ -329,3 +329,14 @@ fn open_reports_missing_files() {
         .to_string();
     assert!(e.contains("/nonexistent/model.gguf"), "{e}");
 }
+
+#[test]
+fn version_2_files_read_like_version_3() {
+    // v2 has the same layout as v3 (64-bit counts); only the version field differs.
+    let mut b = sample_writer().to_bytes();
+    b[4..8].copy_from_slice(&2u32.to_le_bytes());
+    let g = GgufFile::from_bytes(b, "v2.gguf").unwrap();
+    assert_eq!(g.version(), 2);
+    assert_eq!(g.tensors().len(), 3);
+    assert_eq!(g.req_str("str").unwrap(), "héllo 世界");
+}
