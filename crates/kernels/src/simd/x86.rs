@@ -14,12 +14,6 @@ use crate::dequant::scale_min_k4;
 use crate::types::{GgmlType, QK, QK_K};
 use std::arch::x86_64::*;
 
-/// Reads an f16 stored little-endian at `b[0..2]`.
-#[inline(always)]
-fn f16_at(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
 macro_rules! kernels {
     ($name:ident, $features:literal, $isa:expr, $dpbusd:ident) => {
         pub mod $name {
@@ -122,6 +116,14 @@ macro_rules! kernels {
                 #[target_feature(enable = $features)]
                 fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
                     $dpbusd(acc, u, s)
+                }
+
+                /// The f16 stored little-endian at `b[0..2]`, converted with F16C (exact).
+                #[inline]
+                #[target_feature(enable = $features)]
+                fn f16_at(b: &[u8]) -> f32 {
+                    let bits = u16::from_le_bytes([b[0], b[1]]);
+                    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
                 }
 
                 /// Signed `x` times signed `y`, via |x| and sign(y, x).
