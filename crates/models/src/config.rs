@@ -10,16 +10,21 @@ pub enum Arch {
     Llama,
     Qwen2,
     Qwen3,
+    Qwen2Moe,
+    Qwen3Moe,
 }
 
 impl Arch {
-    pub const SUPPORTED: &'static [&'static str] = &["llama", "qwen2", "qwen3"];
+    pub const SUPPORTED: &'static [&'static str] =
+        &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"];
 
     fn from_name(name: &str) -> Option<Arch> {
         match name {
             "llama" => Some(Arch::Llama),
             "qwen2" => Some(Arch::Qwen2),
             "qwen3" => Some(Arch::Qwen3),
+            "qwen2moe" => Some(Arch::Qwen2Moe),
+            "qwen3moe" => Some(Arch::Qwen3Moe),
             _ => None,
         }
     }
@@ -30,12 +35,27 @@ impl Arch {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen2Moe => "qwen2moe",
+            Arch::Qwen3Moe => "qwen3moe",
         }
     }
 
     /// Whether rotary embeddings rotate pairs `(i, i + n_rot/2)` (NeoX) instead of `(2i, 2i+1)`.
     fn rope_neox(self) -> bool {
-        matches!(self, Arch::Qwen2 | Arch::Qwen3)
+        matches!(
+            self,
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen2Moe | Arch::Qwen3Moe
+        )
+    }
+
+    /// Query/key/value projections carry biases.
+    pub(crate) fn qkv_bias(self) -> bool {
+        matches!(self, Arch::Qwen2 | Arch::Qwen2Moe)
+    }
+
+    /// Per-head RMS norm of queries and keys before RoPE.
+    pub(crate) fn qk_norm(self) -> bool {
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe)
     }
 }
 
@@ -57,6 +77,23 @@ pub struct ModelConfig {
     pub n_ctx_train: usize,
     pub rms_eps: f32,
     pub rope: Rope,
+    /// Mixture-of-experts feed-forward, for the MoE architectures.
+    pub moe: Option<MoeConfig>,
+}
+
+/// Routing of a mixture-of-experts feed-forward layer.
+#[derive(Debug, Clone)]
+pub struct MoeConfig {
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    /// Hidden width of each routed expert.
+    pub n_ff_exp: usize,
+    /// Hidden width of the shared expert (qwen2moe), if any.
+    pub n_ff_shared: Option<usize>,
+    /// Renormalize the selected experts' weights to sum to 1 (qwen3moe).
+    pub norm_weights: bool,
+    /// Multiply the selected weights by this (0 or 1: unchanged).
+    pub weights_scale: f32,
 }
 
 impl ModelConfig {
@@ -137,8 +174,40 @@ impl ModelConfig {
             }
         };
 
+        let moe = match arch {
+            Arch::Qwen2Moe | Arch::Qwen3Moe => {
+                let n_expert = gguf.req_u32(&key("expert_count"))? as usize;
+                let n_expert_used = gguf.req_u32(&key("expert_used_count"))? as usize;
+                if n_expert == 0 || n_expert_used == 0 || n_expert_used > n_expert {
+                    return Err(bad(format!(
+                        "expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}"
+                    )));
+                }
+                Some(MoeConfig {
+                    n_expert,
+                    n_expert_used,
+                    n_ff_exp: gguf
+                        .opt_u32(&key("expert_feed_forward_length"))?
+                        .map_or(n_ff, |v| v as usize),
+                    n_ff_shared: match arch {
+                        Arch::Qwen2Moe => Some(
+                            gguf.opt_u32(&key("expert_shared_feed_forward_length"))?
+                                .map_or(n_ff, |v| v as usize),
+                        ),
+                        _ => None,
+                    },
+                    norm_weights: gguf
+                        .opt_bool(&key("expert_weights_norm"))?
+                        .unwrap_or(arch == Arch::Qwen3Moe),
+                    weights_scale: gguf.opt_f32(&key("expert_weights_scale"))?.unwrap_or(0.0),
+                })
+            }
+            _ => None,
+        };
+
         Ok(ModelConfig {
             arch,
+            moe,
             n_layer,
             n_embd,
             n_head,

@@ -7,8 +7,8 @@
 
 mod attention;
 mod config;
-mod dense;
 mod kv_store;
+mod transformer;
 mod weights;
 
 pub use config::{Arch, ModelConfig};
@@ -130,7 +130,7 @@ impl Model {
                 });
             }
         }
-        Ok(dense::forward(
+        Ok(transformer::forward(
             &self.config,
             &self.weights,
             pool,

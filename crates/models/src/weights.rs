@@ -1,6 +1,6 @@
 //! Loading a model's tensors from GGUF into kernel matrices, with shape checks that name the tensor.
 
-use crate::config::{Arch, ModelConfig};
+use crate::config::ModelConfig;
 use crate::ModelError;
 use frugal_formats::{GgufFile, TensorInfo};
 use frugal_kernels::{dequant::dequantize_row, Matrix};
@@ -28,9 +28,27 @@ pub(crate) struct LayerWeights {
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
-    pub w_gate: Matrix,
-    pub w_up: Matrix,
-    pub w_down: Matrix,
+    pub ffn: Ffn,
+}
+
+/// A SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+pub(crate) struct FfnWeights {
+    pub gate: Matrix,
+    pub up: Matrix,
+    pub down: Matrix,
+}
+
+pub(crate) enum Ffn {
+    Dense(FfnWeights),
+    Moe(MoeWeights),
+}
+
+pub(crate) struct MoeWeights {
+    /// Router: `[n_expert x n_embd]`.
+    pub router: Matrix,
+    pub experts: Vec<FfnWeights>,
+    /// qwen2moe's always-on expert, scaled by `sigmoid(shared_gate · x)`.
+    pub shared: Option<(Matrix, FfnWeights)>,
 }
 
 pub(crate) struct Weights {
@@ -71,8 +89,8 @@ impl Weights {
         };
         let output_norm = l.vector("output_norm.weight", e)?;
         let mut layers = Vec::with_capacity(c.n_layer);
-        let has_bias = c.arch == Arch::Qwen2;
-        let has_qk_norm = c.arch == Arch::Qwen3;
+        let has_bias = c.arch.qkv_bias();
+        let has_qk_norm = c.arch.qk_norm();
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
             let (q, kv) = (c.q_dim(), c.kv_dim());
@@ -88,9 +106,20 @@ impl Weights {
                 q_norm: l.opt_vector(&n("attn_q_norm.weight"), c.head_dim_k, has_qk_norm)?,
                 k_norm: l.opt_vector(&n("attn_k_norm.weight"), c.head_dim_k, has_qk_norm)?,
                 ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
-                w_gate: l.matrix(&n("ffn_gate.weight"), e, c.n_ff)?,
-                w_up: l.matrix(&n("ffn_up.weight"), e, c.n_ff)?,
-                w_down: l.matrix(&n("ffn_down.weight"), c.n_ff, e)?,
+                ffn: match &c.moe {
+                    None => Ffn::Dense(l.ffn(&n("ffn_{}.weight"), e, c.n_ff)?),
+                    Some(m) => Ffn::Moe(MoeWeights {
+                        router: l.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
+                        experts: l.experts(&n("ffn_{}_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+                        shared: match m.n_ff_shared {
+                            Some(ff) => Some((
+                                l.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?,
+                                l.ffn(&n("ffn_{}_shexp.weight"), e, ff)?,
+                            )),
+                            None => None,
+                        },
+                    }),
+                },
             });
         }
         // The weights were copied out of the map: let the kernel drop its page-cache pages from our RSS.
@@ -169,6 +198,68 @@ impl Loader<'_> {
         self.n_bytes += m.n_bytes() as u64;
         self.tick(&t);
         Ok(m)
+    }
+
+    /// Gate, up and down matrices; `pattern` has `{}` where `gate`/`up`/`down` goes.
+    fn ffn(&mut self, pattern: &str, n_embd: usize, n_ff: usize) -> Result<FfnWeights, ModelError> {
+        Ok(FfnWeights {
+            gate: self.matrix(&pattern.replace("{}", "gate"), n_embd, n_ff)?,
+            up: self.matrix(&pattern.replace("{}", "up"), n_embd, n_ff)?,
+            down: self.matrix(&pattern.replace("{}", "down"), n_ff, n_embd)?,
+        })
+    }
+
+    /// The experts of a MoE layer, stored as 3-D tensors `[cols, rows, n_expert]`.
+    fn experts(
+        &mut self,
+        pattern: &str,
+        n_embd: usize,
+        n_ff: usize,
+        n_expert: usize,
+    ) -> Result<Vec<FfnWeights>, ModelError> {
+        let gate = self.stacked(&pattern.replace("{}", "gate"), n_embd, n_ff, n_expert)?;
+        let up = self.stacked(&pattern.replace("{}", "up"), n_embd, n_ff, n_expert)?;
+        let down = self.stacked(&pattern.replace("{}", "down"), n_ff, n_embd, n_expert)?;
+        Ok(gate
+            .into_iter()
+            .zip(up)
+            .zip(down)
+            .map(|((gate, up), down)| FfnWeights { gate, up, down })
+            .collect())
+    }
+
+    /// `count` matrices of `[rows x cols]` stacked in one tensor.
+    fn stacked(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        count: usize,
+    ) -> Result<Vec<Matrix>, ModelError> {
+        let t = self
+            .info(name, &[cols as u64, rows as u64, count as u64])?
+            .clone();
+        let data = self.gguf.tensor_data(&t);
+        let per = t.n_bytes / count;
+        let mut out = Vec::with_capacity(count);
+        for i in 0..count {
+            let m = Matrix::from_bytes(t.ty, rows, cols, &data[i * per..(i + 1) * per]).map_err(
+                |e| ModelError::Kernel {
+                    file: self.gguf.name().to_string(),
+                    name: name.to_string(),
+                    source: e,
+                },
+            )?;
+            let m = if self.opts.dequantize && m.ty() != frugal_kernels::GgmlType::F32 {
+                m.to_f32()
+            } else {
+                m
+            };
+            self.n_bytes += m.n_bytes() as u64;
+            out.push(m);
+        }
+        self.tick(&t);
+        Ok(out)
     }
 
     /// A vector of `len` values, converted to f32 whatever its stored type.

@@ -288,7 +288,17 @@ fn check_quantized(model_name: &str) {
             d.max, d.mean, agree * 100.0, vs_f32, quant_vs_f32
         );
         assert!(d.mean <= 0.06, "{model_name} {file}: mean |Δ| {}", d.mean);
-        assert!(d.max <= 0.5, "{model_name} {file}: max |Δ| {}", d.max);
+        // README tolerance: 0.5 for dense models, 3.0 for MoE (a flip can change the experts chosen).
+        let max_allowed = if e["arch"].as_str().unwrap().ends_with("moe") {
+            3.0
+        } else {
+            0.5
+        };
+        assert!(
+            d.max <= max_allowed,
+            "{model_name} {file}: max |Δ| {}",
+            d.max
+        );
         assert!(agree >= 0.9, "{model_name} {file}: top-1 agreement {agree}");
         assert!(
             vs_f32 <= 1.5 * quant_vs_f32,
@@ -319,6 +329,12 @@ parity! {
     qwen2_q8_0 => check_quantized("qwen2-Q8_0");
     qwen3_q8_0 => check_quantized("qwen3-Q8_0");
     qwen3_q4_k_m => check_quantized("qwen3-Q4_K_M");
+    qwen2moe_f32 => check_f32("qwen2moe-f32");
+    qwen2moe_q8_0 => check_quantized("qwen2moe-Q8_0");
+    qwen2moe_q4_k_m => check_quantized("qwen2moe-Q4_K_M");
+    qwen3moe_f32 => check_f32("qwen3moe-f32");
+    qwen3moe_q8_0 => check_quantized("qwen3moe-Q8_0");
+    qwen3moe_q4_k_m => check_quantized("qwen3moe-Q4_K_M");
 }
 
 #[test]
