@@ -9,23 +9,39 @@ pub(crate) struct QueryRow<'a> {
     pub pos: usize,
 }
 
+/// Head shapes of one attention call.
+pub(crate) struct Heads {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Width of a query/key head.
+    pub dim_k: usize,
+    /// Width of a value head. When the store has no value rows (MLA), values are the first
+    /// `dim_v` dims of each key head.
+    pub dim_v: usize,
+    /// Multiplies the scores (1/sqrt(head size) unless the model says otherwise).
+    pub scale: f32,
+}
+
 /// For every query row and head, attends over positions `0..=pos` of the row's sequence in layer
-/// `layer` of `kv`, writing `out[row][head][..head_dim]`. `q` is `[rows][n_head][head_dim]`.
-#[allow(clippy::too_many_arguments)]
+/// `layer` of `kv`, writing `out[row][head][..dim_v]`. `q` is `[rows][n_head][dim_k]`.
 pub(crate) fn attend(
     pool: &ThreadPool,
     kv: &KvStore,
     layer: usize,
     rows: &[QueryRow<'_>],
     q: &[f32],
-    n_head: usize,
-    n_head_kv: usize,
-    head_dim: usize,
+    heads: &Heads,
     out: &mut [f32],
 ) {
+    let Heads {
+        n_head,
+        n_head_kv,
+        dim_k: head_dim,
+        dim_v,
+        scale,
+    } = *heads;
     let group = n_head / n_head_kv;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    par_chunks_mut(pool, out, head_dim, &|item, out_h| {
+    par_chunks_mut(pool, out, dim_v, &|item, out_h| {
         let (row, h) = (item / n_head, item % n_head);
         let r = &rows[row];
         let g = h / group;
@@ -47,8 +63,13 @@ pub(crate) fn attend(
         let inv = (1.0 / sum) as f32;
         out_h.fill(0.0);
         for (p, s) in scores.iter().enumerate() {
-            let (_, v) = kv.read(layer, r.blocks, p);
-            dot::axpy_f32(out_h, s * inv, &v[g * head_dim..][..head_dim]);
+            let (k, v) = kv.read(layer, r.blocks, p);
+            let v = if v.is_empty() {
+                &k[g * head_dim..][..dim_v]
+            } else {
+                &v[g * dim_v..][..dim_v]
+            };
+            dot::axpy_f32(out_h, s * inv, v);
         }
     });
 }

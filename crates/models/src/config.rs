@@ -12,11 +12,19 @@ pub enum Arch {
     Qwen3,
     Qwen2Moe,
     Qwen3Moe,
+    /// DeepSeek-V2/V2-Lite/V3/R1: multi-head latent attention and MoE with shared experts.
+    Deepseek2,
 }
 
 impl Arch {
-    pub const SUPPORTED: &'static [&'static str] =
-        &["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe"];
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "llama",
+        "qwen2",
+        "qwen3",
+        "qwen2moe",
+        "qwen3moe",
+        "deepseek2",
+    ];
 
     fn from_name(name: &str) -> Option<Arch> {
         match name {
@@ -25,6 +33,7 @@ impl Arch {
             "qwen3" => Some(Arch::Qwen3),
             "qwen2moe" => Some(Arch::Qwen2Moe),
             "qwen3moe" => Some(Arch::Qwen3Moe),
+            "deepseek2" => Some(Arch::Deepseek2),
             _ => None,
         }
     }
@@ -37,6 +46,7 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Qwen2Moe => "qwen2moe",
             Arch::Qwen3Moe => "qwen3moe",
+            Arch::Deepseek2 => "deepseek2",
         }
     }
 
@@ -79,6 +89,27 @@ pub struct ModelConfig {
     pub rope: Rope,
     /// Mixture-of-experts feed-forward, for the MoE architectures.
     pub moe: Option<MoeConfig>,
+    /// Multi-head latent attention (deepseek2).
+    pub mla: Option<MlaConfig>,
+}
+
+/// Multi-head latent attention: keys and values are reconstructed from a per-token latent of
+/// `kv_lora` values plus a `qk_rope`-wide RoPE key shared by all heads; the cache holds only those.
+#[derive(Debug, Clone)]
+pub struct MlaConfig {
+    /// Rank of the query down-projection; `None` when queries are projected directly (V2-Lite).
+    pub q_lora: Option<usize>,
+    pub kv_lora: usize,
+    pub qk_nope: usize,
+    pub qk_rope: usize,
+    pub v_head: usize,
+}
+
+/// How router logits become expert probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gating {
+    Softmax,
+    Sigmoid,
 }
 
 /// Routing of a mixture-of-experts feed-forward layer.
@@ -94,6 +125,15 @@ pub struct MoeConfig {
     pub norm_weights: bool,
     /// Multiply the selected weights by this (0 or 1: unchanged).
     pub weights_scale: f32,
+    pub gating: Gating,
+    /// Leading layers with a dense feed-forward instead of experts (deepseek2).
+    pub n_dense_lead: usize,
+    /// Whether the shared expert's output is scaled by a sigmoid gate (qwen2moe) or added as is.
+    pub shared_gated: bool,
+    /// Grouped selection (DeepSeek-V3): experts in `n_group` groups, only the best `n_group_used`
+    /// groups (by the sum of their top-2 scores) compete.
+    pub n_group: usize,
+    pub n_group_used: usize,
 }
 
 impl ModelConfig {
@@ -137,7 +177,10 @@ impl ModelConfig {
         let head_dim_v = gguf
             .opt_u32(&key("attention.value_length"))?
             .map_or(default_head, |v| v as usize);
-        if head_dim_k == 0 || head_dim_v == 0 || head_dim_k != head_dim_v {
+        if head_dim_k == 0
+            || head_dim_v == 0
+            || (head_dim_k != head_dim_v && arch != Arch::Deepseek2)
+        {
             return Err(bad(format!(
                 "key_length {head_dim_k} and value_length {head_dim_v} must be equal and positive"
             )));
@@ -174,8 +217,36 @@ impl ModelConfig {
             }
         };
 
+        let mla = match arch {
+            Arch::Deepseek2 => {
+                let kv_lora = gguf.req_u32(&key("attention.kv_lora_rank"))? as usize;
+                let q_lora = gguf
+                    .opt_u32(&key("attention.q_lora_rank"))?
+                    .filter(|&r| r > 0)
+                    .map(|r| r as usize);
+                let k_mla = gguf
+                    .opt_u32(&key("attention.key_length_mla"))?
+                    .map_or(head_dim_k, |v| v as usize);
+                let v_head = gguf
+                    .opt_u32(&key("attention.value_length_mla"))?
+                    .map_or(head_dim_v, |v| v as usize);
+                if n_rot >= k_mla || head_dim_k != kv_lora + n_rot || head_dim_v != kv_lora {
+                    return Err(bad(format!(
+                        "MLA shapes do not fit: key_length {head_dim_k}, value_length {head_dim_v}, kv_lora_rank {kv_lora}, rope {n_rot}, key_length_mla {k_mla}"
+                    )));
+                }
+                Some(MlaConfig {
+                    q_lora,
+                    kv_lora,
+                    qk_nope: k_mla - n_rot,
+                    qk_rope: n_rot,
+                    v_head,
+                })
+            }
+            _ => None,
+        };
         let moe = match arch {
-            Arch::Qwen2Moe | Arch::Qwen3Moe => {
+            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2 => {
                 let n_expert = gguf.req_u32(&key("expert_count"))? as usize;
                 let n_expert_used = gguf.req_u32(&key("expert_used_count"))? as usize;
                 if n_expert == 0 || n_expert_used == 0 || n_expert_used > n_expert {
@@ -183,19 +254,51 @@ impl ModelConfig {
                         "expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}"
                     )));
                 }
+                let n_ff_exp = gguf
+                    .opt_u32(&key("expert_feed_forward_length"))?
+                    .map_or(n_ff, |v| v as usize);
+                let n_group = gguf.opt_u32(&key("expert_group_count"))?.unwrap_or(1) as usize;
+                let n_group_used = gguf
+                    .opt_u32(&key("expert_group_used_count"))?
+                    .unwrap_or(n_group as u32) as usize;
+                if n_group == 0
+                    || !n_expert.is_multiple_of(n_group)
+                    || n_group_used == 0
+                    || n_group_used > n_group
+                {
+                    return Err(bad(format!(
+                        "expert groups {n_group} (using {n_group_used}) do not divide {n_expert} experts"
+                    )));
+                }
                 Some(MoeConfig {
                     n_expert,
                     n_expert_used,
-                    n_ff_exp: gguf
-                        .opt_u32(&key("expert_feed_forward_length"))?
-                        .map_or(n_ff, |v| v as usize),
+                    n_ff_exp,
                     n_ff_shared: match arch {
                         Arch::Qwen2Moe => Some(
                             gguf.opt_u32(&key("expert_shared_feed_forward_length"))?
                                 .map_or(n_ff, |v| v as usize),
                         ),
+                        Arch::Deepseek2 => {
+                            let n_shared =
+                                gguf.opt_u32(&key("expert_shared_count"))?.unwrap_or(0) as usize;
+                            (n_shared > 0).then_some(n_ff_exp * n_shared)
+                        }
                         _ => None,
                     },
+                    gating: match gguf.opt_u32(&key("expert_gating_func"))? {
+                        None | Some(0) | Some(1) => Gating::Softmax,
+                        Some(2) => Gating::Sigmoid,
+                        Some(other) => {
+                            return Err(bad(format!("expert_gating_func {other} is not supported")))
+                        }
+                    },
+                    n_dense_lead: gguf
+                        .opt_u32(&key("leading_dense_block_count"))?
+                        .unwrap_or(0) as usize,
+                    shared_gated: arch == Arch::Qwen2Moe,
+                    n_group,
+                    n_group_used,
                     norm_weights: gguf
                         .opt_bool(&key("expert_weights_norm"))?
                         .unwrap_or(arch == Arch::Qwen3Moe),
@@ -208,6 +311,7 @@ impl ModelConfig {
         Ok(ModelConfig {
             arch,
             moe,
+            mla,
             n_layer,
             n_embd,
             n_head,
@@ -232,14 +336,33 @@ impl ModelConfig {
         self.n_head * self.head_dim_k
     }
 
-    /// Width of all key (or value) heads of one position.
+    /// Width of all key heads of one position.
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim_k
     }
 
-    /// Bytes of KV cache per token (f32 keys and values, all layers).
+    /// Width of the cached values of one position; 0 with MLA, whose values are the first
+    /// `kv_lora` dims of the cached key (the latent).
+    pub fn kv_v_dim(&self) -> usize {
+        if self.mla.is_some() {
+            0
+        } else {
+            self.n_head_kv * self.head_dim_v
+        }
+    }
+
+    /// Bytes of KV cache per token (f32, all layers). With MLA this is the latent plus the RoPE
+    /// key, not the full per-head keys and values.
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.n_layer * (self.n_head_kv * (self.head_dim_k + self.head_dim_v)) * 4
+        self.n_layer * (self.kv_dim() + self.kv_v_dim()) * 4
+    }
+
+    /// What full per-head keys and values would take per token (f32), for comparison with MLA.
+    pub fn kv_bytes_per_token_unabsorbed(&self) -> usize {
+        match &self.mla {
+            Some(m) => self.n_layer * self.n_head * (m.qk_nope + m.qk_rope + m.v_head) * 4,
+            None => self.kv_bytes_per_token(),
+        }
     }
 }
 

@@ -10,6 +10,8 @@ pub struct KvStore {
     block_size: usize,
     n_blocks: usize,
     kv_dim: usize,
+    /// Width of a value row; 0 when values live inside the keys (MLA's latent).
+    v_dim: usize,
     /// Per layer: `[n_blocks][block_size][kv_dim]`.
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -18,14 +20,15 @@ pub struct KvStore {
 impl KvStore {
     pub fn new(c: &ModelConfig, n_blocks: usize, block_size: usize) -> KvStore {
         assert!(block_size > 0, "block size must be positive");
-        let kv_dim = c.kv_dim();
-        let per_layer = n_blocks * block_size * kv_dim;
+        let (kv_dim, v_dim) = (c.kv_dim(), c.kv_v_dim());
+        let slots = n_blocks * block_size;
         KvStore {
             block_size,
             n_blocks,
             kv_dim,
-            k: (0..c.n_layer).map(|_| vec![0.0; per_layer]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0; per_layer]).collect(),
+            v_dim,
+            k: (0..c.n_layer).map(|_| vec![0.0; slots * kv_dim]).collect(),
+            v: (0..c.n_layer).map(|_| vec![0.0; slots * v_dim]).collect(),
         }
     }
 
@@ -39,27 +42,29 @@ impl KvStore {
 
     /// Bytes of memory the store holds.
     pub fn n_bytes(&self) -> usize {
-        2 * self.k.len() * self.n_blocks * self.block_size * self.kv_dim * 4
+        self.k.len() * self.n_blocks * self.block_size * (self.kv_dim + self.v_dim) * 4
     }
 
-    fn offset(&self, blocks: &[u32], pos: usize) -> usize {
+    fn slot(&self, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
-        (block * self.block_size + pos % self.block_size) * self.kv_dim
+        block * self.block_size + pos % self.block_size
     }
 
-    /// Stores the key and value rows of position `pos` of the sequence whose blocks are `blocks`.
+    /// Stores the key and value rows of position `pos` of the sequence whose blocks are `blocks`
+    /// (`v` is empty when values live inside the keys).
     pub(crate) fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
-        let o = self.offset(blocks, pos);
-        self.k[layer][o..o + self.kv_dim].copy_from_slice(k);
-        self.v[layer][o..o + self.kv_dim].copy_from_slice(v);
+        let s = self.slot(blocks, pos);
+        self.k[layer][s * self.kv_dim..(s + 1) * self.kv_dim].copy_from_slice(k);
+        self.v[layer][s * self.v_dim..(s + 1) * self.v_dim].copy_from_slice(v);
     }
 
-    /// The key and value rows (all KV heads) of position `pos`.
+    /// The key and value rows (all KV heads) of position `pos`; the value row is empty when
+    /// values live inside the keys.
     pub(crate) fn read(&self, layer: usize, blocks: &[u32], pos: usize) -> (&[f32], &[f32]) {
-        let o = self.offset(blocks, pos);
+        let s = self.slot(blocks, pos);
         (
-            &self.k[layer][o..o + self.kv_dim],
-            &self.v[layer][o..o + self.kv_dim],
+            &self.k[layer][s * self.kv_dim..(s + 1) * self.kv_dim],
+            &self.v[layer][s * self.v_dim..(s + 1) * self.v_dim],
         )
     }
 
@@ -68,10 +73,11 @@ impl KvStore {
     pub fn copy_positions(&mut self, from: &[u32], to: &[u32], n_pos: usize) {
         for layer in 0..self.k.len() {
             for p in 0..n_pos {
-                let (a, b) = (self.offset(from, p), self.offset(to, p));
+                let (a, b) = (self.slot(from, p), self.slot(to, p));
                 if a != b {
-                    self.k[layer].copy_within(a..a + self.kv_dim, b);
-                    self.v[layer].copy_within(a..a + self.kv_dim, b);
+                    let (k, v) = (self.kv_dim, self.v_dim);
+                    self.k[layer].copy_within(a * k..(a + 1) * k, b * k);
+                    self.v[layer].copy_within(a * v..(a + 1) * v, b * v);
                 }
             }
         }

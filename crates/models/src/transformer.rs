@@ -6,10 +6,10 @@
 //! RMS norm → SwiGLU feed-forward (dense, or routed experts) → residual. All tokens of all chunks
 //! share each matrix product.
 
-use crate::attention::{attend, QueryRow};
-use crate::config::ModelConfig;
+use crate::attention::{attend, Heads, QueryRow};
+use crate::config::{Gating, ModelConfig, MoeConfig};
 use crate::kv_store::KvStore;
-use crate::weights::{Ffn, FfnWeights, MoeWeights, Weights};
+use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
 use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu, softmax, swiglu};
 use frugal_kernels::{matmul, ThreadPool};
@@ -21,8 +21,7 @@ pub(crate) fn forward(
     kv: &mut KvStore,
     chunks: &[SeqChunk<'_>],
 ) -> Vec<f32> {
-    let (e, hd) = (c.n_embd, c.head_dim_k);
-    let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    let e = c.n_embd;
 
     // One entry per token of the batch: where its keys and values live.
     let rows: Vec<QueryRow> = chunks
@@ -46,43 +45,15 @@ pub(crate) fn forward(
     }
 
     let mut xn = vec![0.0f32; n * e];
-    let mut q = vec![0.0f32; n * qd];
-    let mut k = vec![0.0f32; n * kvd];
-    let mut v = vec![0.0f32; n * kvd];
-    let mut att = vec![0.0f32; n * qd];
     let mut proj = vec![0.0f32; n * e];
     let (mut gate, mut up) = (Vec::new(), Vec::new());
 
     for (il, lw) in w.layers.iter().enumerate() {
         norm_rows(&x, &lw.attn_norm, c.rms_eps, e, &mut xn);
-        matmul(pool, &lw.wq, &xn, n, &mut q);
-        matmul(pool, &lw.wk, &xn, n, &mut k);
-        matmul(pool, &lw.wv, &xn, n, &mut v);
-        add_bias(&mut q, lw.bq.as_deref());
-        add_bias(&mut k, lw.bk.as_deref());
-        add_bias(&mut v, lw.bv.as_deref());
-        if let Some(qn) = &lw.q_norm {
-            q.chunks_exact_mut(hd)
-                .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
-        }
-        if let Some(kn) = &lw.k_norm {
-            k.chunks_exact_mut(hd)
-                .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
-        }
-        for (i, r) in rows.iter().enumerate() {
-            c.rope
-                .apply(&mut q[i * qd..(i + 1) * qd], c.n_head, hd, r.pos);
-            c.rope
-                .apply(&mut k[i * kvd..(i + 1) * kvd], c.n_head_kv, hd, r.pos);
-            kv.write(
-                il,
-                r.blocks,
-                r.pos,
-                &k[i * kvd..(i + 1) * kvd],
-                &v[i * kvd..(i + 1) * kvd],
-            );
-        }
-        attend(pool, kv, il, &rows, &q, c.n_head, c.n_head_kv, hd, &mut att);
+        let att = match &lw.attn {
+            Attention::Gqa(a) => gqa(c, a, pool, kv, il, &rows, &xn),
+            Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
+        };
         matmul(pool, &lw.wo, &att, n, &mut proj);
         add(&mut x, &proj);
 
@@ -122,6 +93,145 @@ pub(crate) fn forward(
     logits
 }
 
+/// Grouped-query attention: Q/K/V projections (+ bias, + per-head norm), RoPE, keys and values
+/// into the store, attention. Returns `[n][n_head * head_dim]`.
+fn gqa(
+    c: &ModelConfig,
+    a: &GqaWeights,
+    pool: &ThreadPool,
+    kv: &mut KvStore,
+    il: usize,
+    rows: &[QueryRow],
+    xn: &[f32],
+) -> Vec<f32> {
+    let (n, hd) = (rows.len(), c.head_dim_k);
+    let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    let mut q = vec![0.0f32; n * qd];
+    let mut k = vec![0.0f32; n * kvd];
+    let mut v = vec![0.0f32; n * kvd];
+    matmul(pool, &a.wq, xn, n, &mut q);
+    matmul(pool, &a.wk, xn, n, &mut k);
+    matmul(pool, &a.wv, xn, n, &mut v);
+    add_bias(&mut q, a.bq.as_deref());
+    add_bias(&mut k, a.bk.as_deref());
+    add_bias(&mut v, a.bv.as_deref());
+    if let Some(qn) = &a.q_norm {
+        q.chunks_exact_mut(hd)
+            .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
+    }
+    if let Some(kn) = &a.k_norm {
+        k.chunks_exact_mut(hd)
+            .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
+    }
+    for (i, r) in rows.iter().enumerate() {
+        c.rope
+            .apply(&mut q[i * qd..(i + 1) * qd], c.n_head, hd, r.pos);
+        c.rope
+            .apply(&mut k[i * kvd..(i + 1) * kvd], c.n_head_kv, hd, r.pos);
+        kv.write(
+            il,
+            r.blocks,
+            r.pos,
+            &k[i * kvd..(i + 1) * kvd],
+            &v[i * kvd..(i + 1) * kvd],
+        );
+    }
+    let mut att = vec![0.0f32; n * qd];
+    let heads = Heads {
+        n_head: c.n_head,
+        n_head_kv: c.n_head_kv,
+        dim_k: hd,
+        dim_v: hd,
+        scale: 1.0 / (hd as f32).sqrt(),
+    };
+    attend(pool, kv, il, rows, &q, &heads, &mut att);
+    att
+}
+
+/// Multi-head latent attention with the key and value up-projections absorbed: the cache holds
+/// one latent (`kv_lora`) plus one RoPE key (`qk_rope`) per token, shared by all heads; queries
+/// are mapped into latent space per head (`k_b`), and attention outputs back out of it (`v_b`).
+/// Returns `[n][n_head * v_head]`.
+fn mla(
+    c: &ModelConfig,
+    m: &MlaWeights,
+    pool: &ThreadPool,
+    kv: &mut KvStore,
+    il: usize,
+    rows: &[QueryRow],
+    xn: &[f32],
+) -> Vec<f32> {
+    let cfg = c.mla.as_ref().expect("MLA weights imply an MLA config");
+    let (n, nh) = (rows.len(), c.n_head);
+    let (nope, rope, lora, vh) = (cfg.qk_nope, cfg.qk_rope, cfg.kv_lora, cfg.v_head);
+    let (hq, kdim) = (nope + rope, lora + rope);
+
+    let mut q = vec![0.0f32; n * nh * hq];
+    match &m.q_a {
+        Some((q_a, norm)) => {
+            let mut t = vec![0.0f32; n * q_a.rows()];
+            matmul(pool, q_a, xn, n, &mut t);
+            t.chunks_exact_mut(q_a.rows())
+                .for_each(|r| rms_norm_inplace(r, norm, c.rms_eps));
+            matmul(pool, &m.q, &t, n, &mut q);
+        }
+        None => matmul(pool, &m.q, xn, n, &mut q),
+    }
+    let mut kvr = vec![0.0f32; n * kdim];
+    matmul(pool, &m.kv_a, xn, n, &mut kvr);
+
+    // Per head: [k_b · q_nope (kv_lora) | RoPE(q_pe) (qk_rope)], the query in latent space.
+    let mut qfull = vec![0.0f32; n * nh * kdim];
+    let (mut qn, mut ql) = (vec![0.0f32; n * nope], vec![0.0f32; n * lora]);
+    for h in 0..nh {
+        for t in 0..n {
+            qn[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * nh + h) * hq..][..nope]);
+        }
+        matmul(pool, &m.k_b[h], &qn, n, &mut ql);
+        for t in 0..n {
+            qfull[(t * nh + h) * kdim..][..lora].copy_from_slice(&ql[t * lora..(t + 1) * lora]);
+        }
+    }
+    let mut pe = vec![0.0f32; nh * rope];
+    for (t, r) in rows.iter().enumerate() {
+        for h in 0..nh {
+            pe[h * rope..(h + 1) * rope].copy_from_slice(&q[(t * nh + h) * hq + nope..][..rope]);
+        }
+        c.rope.apply(&mut pe, nh, rope, r.pos);
+        for h in 0..nh {
+            qfull[(t * nh + h) * kdim + lora..][..rope]
+                .copy_from_slice(&pe[h * rope..(h + 1) * rope]);
+        }
+        // The cached key: normalized latent, then the RoPE key.
+        let key = &mut kvr[t * kdim..(t + 1) * kdim];
+        rms_norm_inplace(&mut key[..lora], &m.kv_a_norm, c.rms_eps);
+        c.rope.apply(&mut key[lora..], 1, rope, r.pos);
+        kv.write(il, r.blocks, r.pos, key, &[]);
+    }
+    let mut latent = vec![0.0f32; n * nh * lora];
+    let heads = Heads {
+        n_head: nh,
+        n_head_kv: 1,
+        dim_k: kdim,
+        dim_v: lora,
+        scale: 1.0 / (hq as f32).sqrt(),
+    };
+    attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
+
+    let mut out = vec![0.0f32; n * nh * vh];
+    let (mut lh, mut oh) = (vec![0.0f32; n * lora], vec![0.0f32; n * vh]);
+    for h in 0..nh {
+        for t in 0..n {
+            lh[t * lora..(t + 1) * lora].copy_from_slice(&latent[(t * nh + h) * lora..][..lora]);
+        }
+        matmul(pool, &m.v_b[h], &lh, n, &mut oh);
+        for t in 0..n {
+            out[(t * nh + h) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+        }
+    }
+    out
+}
+
 /// `out = down(silu(gate(x)) * up(x))` for `n` rows; `gate`/`up` are scratch of `n * n_ff`.
 fn ffn(
     pool: &ThreadPool,
@@ -141,31 +251,14 @@ fn ffn(
     matmul(pool, &f.down, gate, n, out);
 }
 
-/// Mixture of experts: each token goes through its top-k experts (softmax router), weighted; the
+/// Mixture of experts: each token goes through its top-k experts (see `route`), weighted; the
 /// tokens routed to one expert go through it together, so each expert's weights are read once.
 fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, out: &mut [f32]) {
     let cfg = c.moe.as_ref().expect("MoE weights imply a MoE config");
     let (e, k, n_exp) = (c.n_embd, cfg.n_expert_used, cfg.n_expert);
     let mut probs = vec![0.0f32; n * n_exp];
     matmul(pool, &m.router, x, n, &mut probs);
-    // Per token: the selected experts in decreasing probability, and their weights.
-    let mut chosen = vec![(0usize, 0.0f32); n * k];
-    for (t, p) in probs.chunks_exact_mut(n_exp).enumerate() {
-        softmax(p);
-        let mut order: Vec<usize> = (0..n_exp).collect();
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        let sel = &mut chosen[t * k..(t + 1) * k];
-        for (s, &i) in sel.iter_mut().zip(&order) {
-            *s = (i, p[i]);
-        }
-        if cfg.norm_weights {
-            let sum: f32 = sel.iter().map(|s| s.1).sum::<f32>().max(6.103_515_6e-5);
-            sel.iter_mut().for_each(|s| s.1 /= sum);
-        }
-        if cfg.weights_scale != 0.0 && cfg.weights_scale != 1.0 {
-            sel.iter_mut().for_each(|s| s.1 *= cfg.weights_scale);
-        }
-    }
+    let chosen = route(cfg, m.probs_bias.as_deref(), &mut probs, n);
     // Expert outputs per (token, slot), summed in slot order like llama.cpp.
     let mut slot_out = vec![0.0f32; n * k * e];
     let (mut xs, mut ys, mut gate, mut up) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -201,13 +294,19 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
         }
     }
     if let Some((shared_gate, shared)) = &m.shared {
-        let mut g = vec![0.0f32; n];
-        matmul(pool, shared_gate, x, n, &mut g);
         let mut ys = vec![0.0f32; n * e];
         ffn(pool, shared, x, n, &mut gate, &mut up, &mut ys);
+        let mut g = vec![0.0f32; n];
+        if let Some(sg) = shared_gate {
+            matmul(pool, sg, x, n, &mut g);
+        }
         for t in 0..n {
-            // llama.cpp computes the sigmoid as silu(g) / g.
-            let s = if g[t] == 0.0 { 0.5 } else { silu(g[t]) / g[t] };
+            // llama.cpp computes qwen2moe's sigmoid gate as silu(g) / g.
+            let s = match shared_gate {
+                None => 1.0,
+                Some(_) if g[t] == 0.0 => 0.5,
+                Some(_) => silu(g[t]) / g[t],
+            };
             for (o, y) in out[t * e..(t + 1) * e]
                 .iter_mut()
                 .zip(&ys[t * e..(t + 1) * e])
@@ -216,6 +315,57 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
             }
         }
     }
+}
+
+/// Picks each token's experts from its router logits (overwritten with probabilities): softmax
+/// or sigmoid scores, an optional selection bias, optional group-limited selection, top-k, then
+/// the weights (renormalized and scaled as configured). Returns `n * k` (expert, weight) pairs,
+/// best first.
+fn route(cfg: &MoeConfig, bias: Option<&[f32]>, probs: &mut [f32], n: usize) -> Vec<(usize, f32)> {
+    let (k, n_exp) = (cfg.n_expert_used, cfg.n_expert);
+    let mut chosen = vec![(0usize, 0.0f32); n * k];
+    let mut score = vec![0.0f32; n_exp];
+    for (t, p) in probs.chunks_exact_mut(n_exp).enumerate() {
+        match cfg.gating {
+            Gating::Softmax => softmax(p),
+            Gating::Sigmoid => p.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+        }
+        score.copy_from_slice(p);
+        if let Some(b) = bias {
+            add(&mut score, b);
+        }
+        if cfg.n_group > 1 {
+            // Keep the n_group_used groups whose two best scores sum highest.
+            let per = n_exp / cfg.n_group;
+            let mut groups: Vec<(usize, f32)> = score
+                .chunks_exact(per)
+                .map(|g| {
+                    let mut s: Vec<f32> = g.to_vec();
+                    s.sort_by(|a, b| b.total_cmp(a));
+                    s.iter().take(2).sum::<f32>()
+                })
+                .enumerate()
+                .collect();
+            groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for &(g, _) in &groups[cfg.n_group_used..] {
+                score[g * per..(g + 1) * per].fill(f32::NEG_INFINITY);
+            }
+        }
+        let mut order: Vec<usize> = (0..n_exp).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+        let sel = &mut chosen[t * k..(t + 1) * k];
+        for (s, &i) in sel.iter_mut().zip(&order) {
+            *s = (i, p[i]);
+        }
+        if cfg.norm_weights {
+            let sum: f32 = sel.iter().map(|s| s.1).sum::<f32>().max(6.103_515_6e-5);
+            sel.iter_mut().for_each(|s| s.1 /= sum);
+        }
+        if cfg.weights_scale != 0.0 && cfg.weights_scale != 1.0 {
+            sel.iter_mut().for_each(|s| s.1 *= cfg.weights_scale);
+        }
+    }
+    chosen
 }
 
 fn norm_rows(x: &[f32], weight: &[f32], eps: f32, width: usize, out: &mut [f32]) {

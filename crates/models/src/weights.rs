@@ -17,18 +17,43 @@ pub struct LoadOptions<'a> {
 
 pub(crate) struct LayerWeights {
     pub attn_norm: Vec<f32>,
+    pub attn: Attention,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    pub ffn: Ffn,
+}
+
+pub(crate) enum Attention {
+    /// Grouped-query attention with per-head keys and values.
+    Gqa(GqaWeights),
+    /// DeepSeek's multi-head latent attention.
+    Mla(MlaWeights),
+}
+
+pub(crate) struct GqaWeights {
     pub wq: Matrix,
     pub wk: Matrix,
     pub wv: Matrix,
-    pub wo: Matrix,
     pub bq: Option<Vec<f32>>,
     pub bk: Option<Vec<f32>>,
     pub bv: Option<Vec<f32>>,
     /// Qwen3: RMS norm over each query / key head before RoPE.
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
-    pub ffn: Ffn,
+}
+
+pub(crate) struct MlaWeights {
+    /// Query down-projection and its norm (absent in V2-Lite).
+    pub q_a: Option<(Matrix, Vec<f32>)>,
+    /// Query up-projection (`attn_q_b`), or the direct projection (`attn_q`) without `q_a`.
+    pub q: Matrix,
+    /// Latent plus RoPE key: `[kv_lora + qk_rope x n_embd]`.
+    pub kv_a: Matrix,
+    pub kv_a_norm: Vec<f32>,
+    /// Per head `[kv_lora x qk_nope]`: absorbs the key up-projection into the query.
+    pub k_b: Vec<Matrix>,
+    /// Per head `[v_head x kv_lora]`: the value up-projection, applied after attention.
+    pub v_b: Vec<Matrix>,
 }
 
 /// A SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
@@ -47,8 +72,10 @@ pub(crate) struct MoeWeights {
     /// Router: `[n_expert x n_embd]`.
     pub router: Matrix,
     pub experts: Vec<FfnWeights>,
-    /// qwen2moe's always-on expert, scaled by `sigmoid(shared_gate · x)`.
-    pub shared: Option<(Matrix, FfnWeights)>,
+    /// Always-on shared expert(s), gated by `sigmoid(gate · x)` in qwen2moe.
+    pub shared: Option<(Option<Matrix>, FfnWeights)>,
+    /// Selection bias added to the expert scores (DeepSeek-V3's `exp_probs_b`).
+    pub probs_bias: Option<Vec<f32>>,
 }
 
 pub(crate) struct Weights {
@@ -94,31 +121,64 @@ impl Weights {
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
             let (q, kv) = (c.q_dim(), c.kv_dim());
+            let attn = match &c.mla {
+                None => Attention::Gqa(GqaWeights {
+                    wq: l.matrix(&n("attn_q.weight"), e, q)?,
+                    wk: l.matrix(&n("attn_k.weight"), e, kv)?,
+                    wv: l.matrix(&n("attn_v.weight"), e, kv)?,
+                    bq: l.opt_vector(&n("attn_q.bias"), q, has_bias)?,
+                    bk: l.opt_vector(&n("attn_k.bias"), kv, has_bias)?,
+                    bv: l.opt_vector(&n("attn_v.bias"), kv, has_bias)?,
+                    q_norm: l.opt_vector(&n("attn_q_norm.weight"), c.head_dim_k, has_qk_norm)?,
+                    k_norm: l.opt_vector(&n("attn_k_norm.weight"), c.head_dim_k, has_qk_norm)?,
+                }),
+                Some(m) => {
+                    let q_width = c.n_head * (m.qk_nope + m.qk_rope);
+                    let (q_a, q) = match m.q_lora {
+                        Some(r) => (
+                            Some((
+                                l.matrix(&n("attn_q_a.weight"), e, r)?,
+                                l.vector(&n("attn_q_a_norm.weight"), r)?,
+                            )),
+                            l.matrix(&n("attn_q_b.weight"), r, q_width)?,
+                        ),
+                        None => (None, l.matrix(&n("attn_q.weight"), e, q_width)?),
+                    };
+                    Attention::Mla(MlaWeights {
+                        q_a,
+                        q,
+                        kv_a: l.matrix(&n("attn_kv_a_mqa.weight"), e, m.kv_lora + m.qk_rope)?,
+                        kv_a_norm: l.vector(&n("attn_kv_a_norm.weight"), m.kv_lora)?,
+                        k_b: l.stacked(&n("attn_k_b.weight"), m.qk_nope, m.kv_lora, c.n_head)?,
+                        v_b: l.stacked(&n("attn_v_b.weight"), m.kv_lora, m.v_head, c.n_head)?,
+                    })
+                }
+            };
+            let attn_out_width = c.mla.as_ref().map_or(q, |m| c.n_head * m.v_head);
+            let dense_ffn = c.moe.as_ref().is_none_or(|m| i < m.n_dense_lead);
             layers.push(LayerWeights {
                 attn_norm: l.vector(&n("attn_norm.weight"), e)?,
-                wq: l.matrix(&n("attn_q.weight"), e, q)?,
-                wk: l.matrix(&n("attn_k.weight"), e, kv)?,
-                wv: l.matrix(&n("attn_v.weight"), e, kv)?,
-                wo: l.matrix(&n("attn_output.weight"), q, e)?,
-                bq: l.opt_vector(&n("attn_q.bias"), q, has_bias)?,
-                bk: l.opt_vector(&n("attn_k.bias"), kv, has_bias)?,
-                bv: l.opt_vector(&n("attn_v.bias"), kv, has_bias)?,
-                q_norm: l.opt_vector(&n("attn_q_norm.weight"), c.head_dim_k, has_qk_norm)?,
-                k_norm: l.opt_vector(&n("attn_k_norm.weight"), c.head_dim_k, has_qk_norm)?,
+                attn,
+                wo: l.matrix(&n("attn_output.weight"), attn_out_width, e)?,
                 ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
                 ffn: match &c.moe {
-                    None => Ffn::Dense(l.ffn(&n("ffn_{}.weight"), e, c.n_ff)?),
-                    Some(m) => Ffn::Moe(MoeWeights {
+                    Some(m) if !dense_ffn => Ffn::Moe(MoeWeights {
                         router: l.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
                         experts: l.experts(&n("ffn_{}_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
                         shared: match m.n_ff_shared {
                             Some(ff) => Some((
-                                l.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?,
+                                if m.shared_gated {
+                                    Some(l.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?)
+                                } else {
+                                    None
+                                },
                                 l.ffn(&n("ffn_{}_shexp.weight"), e, ff)?,
                             )),
                             None => None,
                         },
+                        probs_bias: l.opt_vector(&n("exp_probs_b.bias"), m.n_expert, false)?,
                     }),
+                    _ => Ffn::Dense(l.ffn(&n("ffn_{}.weight"), e, c.n_ff)?),
                 },
             });
         }

@@ -289,11 +289,11 @@ fn check_quantized(model_name: &str) {
         );
         assert!(d.mean <= 0.06, "{model_name} {file}: mean |Δ| {}", d.mean);
         // README tolerance: 0.5 for dense models, 3.0 for MoE (a flip can change the experts chosen).
-        let max_allowed = if e["arch"].as_str().unwrap().ends_with("moe") {
-            3.0
-        } else {
-            0.5
-        };
+        let moe = matches!(
+            e["arch"].as_str().unwrap(),
+            "qwen2moe" | "qwen3moe" | "deepseek2"
+        );
+        let max_allowed = if moe { 3.0 } else { 0.5 };
         assert!(
             d.max <= max_allowed,
             "{model_name} {file}: max |Δ| {}",
@@ -335,6 +335,22 @@ parity! {
     qwen3moe_f32 => check_f32("qwen3moe-f32");
     qwen3moe_q8_0 => check_quantized("qwen3moe-Q8_0");
     qwen3moe_q4_k_m => check_quantized("qwen3moe-Q4_K_M");
+    deepseek2_f32 => check_f32("deepseek2-f32");
+    deepseek2_q8_0 => check_quantized("deepseek2-Q8_0");
+    deepseek2_q4_k_m => check_quantized("deepseek2-Q4_K_M");
+}
+
+#[test]
+fn mla_caches_the_latent_not_full_keys_and_values() {
+    let model = load("deepseek2-f32", false);
+    let c = model.config();
+    // Per layer: latent 256 + RoPE key 32, f32.
+    assert_eq!(c.kv_bytes_per_token(), 2 * (256 + 32) * 4);
+    // Full keys (4 heads x (32 + 32)) and values (4 x 32) would take 384 floats per layer.
+    assert_eq!(
+        c.kv_bytes_per_token_unabsorbed(),
+        2 * 4 * (32 + 32 + 32) * 4
+    );
 }
 
 #[test]
