@@ -14,6 +14,33 @@ use crate::dequant::scale_min_k4;
 use crate::types::{GgmlType, QK, QK_K};
 use std::arch::x86_64::*;
 
+/// Sums `d_i * Σ lanes(p_i)` over blocks `i in 0..nb`, where the body maps `i` to the block's
+/// combined scale `d_i` and its 8 lanes of integer dot products `p_i`. Four independent
+/// accumulators hide the FMA latency that one running sum would be bound by.
+macro_rules! sum_blocks {
+    ($nb:expr, |$i:ident| $body:block) => {{
+        let nb = $nb;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut base = 0;
+        while base + 4 <= nb {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let $i = base + j;
+                let (d, p): (f32, __m256i) = $body;
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), *acc);
+            }
+            base += 4;
+        }
+        for $i in base..nb {
+            let (d, p): (f32, __m256i) = $body;
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc[0]);
+        }
+        hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ))
+    }};
+}
+
 macro_rules! kernels {
     ($name:ident, $features:literal, $isa:expr, $dpbusd:ident) => {
         pub mod $name {
@@ -318,17 +345,14 @@ macro_rules! kernels {
                 /// # Safety: `w` and `a` hold `nb` Q8_0 blocks each.
                 #[target_feature(enable = $features)]
                 pub unsafe fn q8_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                    let mut acc = _mm256_setzero_ps();
-                    for i in 0..nb {
+                    sum_blocks!(nb, |i| {
                         let (wb, ab) = (&w[i * B8..(i + 1) * B8], &a[i * B8..(i + 1) * B8]);
                         let d = f16_at(wb) * f16_at(ab);
                         // SAFETY: each block has 32 quant bytes after its 2-byte scale.
                         let (x, y) =
                             unsafe { (load32(wb.as_ptr().add(2)), load32(ab.as_ptr().add(2))) };
-                        let p = dot_i8(_mm256_setzero_si256(), x, y);
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-                    }
-                    hsum_ps(acc)
+                        (d, dot_i8(_mm256_setzero_si256(), x, y))
+                    })
                 }
 
                 const B40: usize = std::mem::size_of::<BlockQ4_0>();
@@ -336,18 +360,18 @@ macro_rules! kernels {
                 /// # Safety: `w` holds `nb` Q4_0 blocks, `a` `nb` Q8_0 blocks.
                 #[target_feature(enable = $features)]
                 pub unsafe fn q4_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                    let mut acc = _mm256_setzero_ps();
                     let eight = _mm256_set1_epi8(8);
-                    for i in 0..nb {
+                    sum_blocks!(nb, |i| {
                         let (wb, ab) = (&w[i * B40..(i + 1) * B40], &a[i * B8..(i + 1) * B8]);
                         let d = f16_at(wb) * f16_at(ab);
                         // SAFETY: 16 nibble bytes after the weight scale, 32 quants after the activation scale.
                         let (x, y) =
                             unsafe { (nibbles32(wb.as_ptr().add(2)), load32(ab.as_ptr().add(2))) };
-                        let p = dot_i8(_mm256_setzero_si256(), _mm256_sub_epi8(x, eight), y);
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-                    }
-                    hsum_ps(acc)
+                        (
+                            d,
+                            dot_i8(_mm256_setzero_si256(), _mm256_sub_epi8(x, eight), y),
+                        )
+                    })
                 }
 
                 const B50: usize = std::mem::size_of::<BlockQ5_0>();
@@ -371,9 +395,8 @@ macro_rules! kernels {
                 /// # Safety: `w` holds `nb` Q5_0 blocks, `a` `nb` Q8_0 blocks.
                 #[target_feature(enable = $features)]
                 pub unsafe fn q5_0(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-                    let mut acc = _mm256_setzero_ps();
                     let sixteen = _mm256_set1_epi8(16);
-                    for i in 0..nb {
+                    sum_blocks!(nb, |i| {
                         let (wb, ab) = (&w[i * B50..(i + 1) * B50], &a[i * B8..(i + 1) * B8]);
                         let d = f16_at(wb) * f16_at(ab);
                         let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
@@ -382,10 +405,8 @@ macro_rules! kernels {
                             unsafe { (nibbles32(wb.as_ptr().add(6)), load32(ab.as_ptr().add(2))) };
                         let hi = _mm256_and_si256(bits_to_bytes(qh), sixteen);
                         let x = _mm256_sub_epi8(_mm256_or_si256(lo, hi), sixteen);
-                        let p = dot_i8(_mm256_setzero_si256(), x, y);
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc);
-                    }
-                    hsum_ps(acc)
+                        (d, dot_i8(_mm256_setzero_si256(), x, y))
+                    })
                 }
 
                 const BQ8K: usize = std::mem::size_of::<BlockQ8K>();
