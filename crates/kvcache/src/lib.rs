@@ -1,0 +1,311 @@
+//! Which KV-cache blocks belong to which sequence, as plain data: a pool of fixed-size blocks,
+//! reference counts, automatic prefix caching (full blocks keyed by a hash of the whole token
+//! prefix up to and including them, shared between sequences) and least-recently-used eviction
+//! of cached blocks nobody uses. No tensors: the numbers live in `frugal_models::KvStore`,
+//! addressed by the block ids handed out here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+
+pub type BlockId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("out of KV blocks: {needed} needed, {available} available")]
+pub struct OutOfBlocks {
+    pub needed: usize,
+    pub available: usize,
+}
+
+/// The blocks of one sequence, in order, and how many tokens they hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqBlocks {
+    blocks: Vec<BlockId>,
+    n_tokens: usize,
+    /// Prefix hashes of the leading full blocks that are registered in the cache.
+    hashes: Vec<u64>,
+}
+
+impl SeqBlocks {
+    /// The block table, for the model's forward pass.
+    pub fn blocks(&self) -> &[BlockId] {
+        &self.blocks
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    refs: u32,
+    /// Set while the block is registered in the prefix cache.
+    hash: Option<u64>,
+    last_used: u64,
+}
+
+/// The block pool.
+#[derive(Debug)]
+pub struct BlockManager {
+    block_size: usize,
+    blocks: Vec<Block>,
+    /// Unreferenced blocks that hold nothing worth keeping.
+    free: Vec<BlockId>,
+    /// Unreferenced cached blocks, oldest first: reusable by a matching prefix, evicted when the
+    /// free list runs dry.
+    evictable: BTreeSet<(u64, BlockId)>,
+    /// Prefix hash → block, with the block's tokens to rule out hash collisions.
+    cache: HashMap<u64, (BlockId, Vec<u32>)>,
+    clock: u64,
+}
+
+/// Hash of a block's tokens chained to the hash of everything before it.
+fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
+}
+
+impl BlockManager {
+    pub fn new(n_blocks: usize, block_size: usize) -> Self {
+        assert!(block_size > 0, "block size must be positive");
+        assert!(n_blocks <= BlockId::MAX as usize, "too many blocks");
+        BlockManager {
+            block_size,
+            blocks: vec![
+                Block {
+                    refs: 0,
+                    hash: None,
+                    last_used: 0,
+                };
+                n_blocks
+            ],
+            free: (0..n_blocks as BlockId).rev().collect(),
+            evictable: BTreeSet::new(),
+            cache: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Blocks that can be handed out now (free or evictable).
+    pub fn n_available(&self) -> usize {
+        self.free.len() + self.evictable.len()
+    }
+
+    /// Blocks referenced by at least one sequence.
+    pub fn n_used(&self) -> usize {
+        self.blocks.len() - self.n_available()
+    }
+
+    /// Cached blocks (referenced or not).
+    pub fn n_cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn blocks_for(&self, n_tokens: usize) -> usize {
+        n_tokens.div_ceil(self.block_size)
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Takes a fresh block: a free one, else the least recently used cached one (uncached).
+    fn take(&mut self) -> Option<BlockId> {
+        if let Some(b) = self.free.pop() {
+            return Some(b);
+        }
+        let (_, b) = self.evictable.pop_first()?;
+        let hash = self.blocks[b as usize]
+            .hash
+            .take()
+            .expect("evictable blocks are cached");
+        self.cache.remove(&hash);
+        Some(b)
+    }
+
+    /// Adds a reference to block `b`, taking it off the evictable list if needed.
+    fn retain(&mut self, b: BlockId) {
+        let now = self.tick();
+        let blk = &mut self.blocks[b as usize];
+        if blk.refs == 0 {
+            self.evictable.remove(&(blk.last_used, b));
+        }
+        blk.refs += 1;
+        blk.last_used = now;
+    }
+
+    /// Number of leading prompt tokens whose blocks are cached (a multiple of the block size).
+    pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
+        let mut parent = 0u64;
+        let mut n = 0;
+        for chunk in tokens.chunks_exact(self.block_size) {
+            let h = chain_hash(parent, chunk);
+            match self.cache.get(&h) {
+                Some((_, t)) if t == chunk => {
+                    n += chunk.len();
+                    parent = h;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
+    /// Blocks for a new sequence whose first tokens are `prompt`: cached full blocks matching the
+    /// prompt's prefix are shared, the rest are fresh. Returns the blocks and how many leading
+    /// tokens are already computed. At least the last prompt token is always left to compute, so
+    /// the caller gets logits for it.
+    pub fn allocate(&mut self, prompt: &[u32]) -> Result<(SeqBlocks, usize), OutOfBlocks> {
+        let limit = prompt.len().saturating_sub(1);
+        let mut parent = 0u64;
+        let mut shared = Vec::new();
+        for chunk in prompt[..limit].chunks_exact(self.block_size) {
+            let h = chain_hash(parent, chunk);
+            match self.cache.get(&h) {
+                Some((b, t)) if t == chunk => {
+                    shared.push((*b, h));
+                    parent = h;
+                }
+                _ => break,
+            }
+        }
+        let needed_total = self.blocks_for(prompt.len());
+        let fresh = needed_total - shared.len();
+        // Shared blocks that are evictable stop being available once retained.
+        let shared_evictable = shared
+            .iter()
+            .filter(|(b, _)| self.blocks[*b as usize].refs == 0)
+            .count();
+        let available = self.n_available() - shared_evictable;
+        if fresh > available {
+            return Err(OutOfBlocks {
+                needed: fresh,
+                available,
+            });
+        }
+        let mut seq = SeqBlocks::default();
+        for (b, h) in shared {
+            self.retain(b);
+            seq.blocks.push(b);
+            seq.hashes.push(h);
+        }
+        let cached_tokens = seq.blocks.len() * self.block_size;
+        for _ in 0..fresh {
+            let b = self.take().expect("availability was checked");
+            self.retain(b);
+            seq.blocks.push(b);
+        }
+        seq.n_tokens = prompt.len();
+        Ok((seq, cached_tokens))
+    }
+
+    /// Makes room for `n_tokens` in total (appending), taking fresh blocks as needed.
+    pub fn grow(&mut self, seq: &mut SeqBlocks, n_tokens: usize) -> Result<(), OutOfBlocks> {
+        let needed = self.blocks_for(n_tokens).saturating_sub(seq.blocks.len());
+        if needed > self.n_available() {
+            return Err(OutOfBlocks {
+                needed,
+                available: self.n_available(),
+            });
+        }
+        for _ in 0..needed {
+            let b = self.take().expect("availability was checked");
+            self.retain(b);
+            seq.blocks.push(b);
+        }
+        seq.n_tokens = seq.n_tokens.max(n_tokens);
+        Ok(())
+    }
+
+    /// Registers the sequence's full blocks in the prefix cache once their keys and values are
+    /// computed. `tokens` are the sequence's tokens so far (at least as many as computed).
+    pub fn commit(&mut self, seq: &mut SeqBlocks, tokens: &[u32], n_computed: usize) {
+        let n_full = n_computed.min(tokens.len()) / self.block_size;
+        let mut parent = seq.hashes.last().copied().unwrap_or(0);
+        for i in seq.hashes.len()..n_full.min(seq.blocks.len()) {
+            let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
+            let h = chain_hash(parent, chunk);
+            let b = seq.blocks[i];
+            // A block with the same prefix may already be cached (two sequences computed it at
+            // once); keep the first and leave this one uncached.
+            if !self.cache.contains_key(&h) && self.blocks[b as usize].hash.is_none() {
+                self.cache.insert(h, (b, chunk.to_vec()));
+                self.blocks[b as usize].hash = Some(h);
+            }
+            seq.hashes.push(h);
+            parent = h;
+        }
+    }
+
+    /// Releases a sequence's blocks: cached blocks nobody uses become evictable, others free.
+    pub fn free(&mut self, seq: SeqBlocks) {
+        for b in seq.blocks.into_iter().rev() {
+            let now = self.tick();
+            let blk = &mut self.blocks[b as usize];
+            assert!(blk.refs > 0, "block {b} freed more often than taken");
+            blk.refs -= 1;
+            if blk.refs == 0 {
+                blk.last_used = now;
+                if blk.hash.is_some() {
+                    self.evictable.insert((now, b));
+                } else {
+                    self.free.push(b);
+                }
+            }
+        }
+    }
+
+    /// Checks the internal invariants (for tests): every block is exactly one of referenced,
+    /// evictable or free; cache entries and block hashes agree.
+    pub fn check(&self) -> Result<(), String> {
+        let mut state = vec![0u8; self.blocks.len()];
+        for &b in &self.free {
+            state[b as usize] += 1;
+            if self.blocks[b as usize].refs != 0 || self.blocks[b as usize].hash.is_some() {
+                return Err(format!("free block {b} is referenced or cached"));
+            }
+        }
+        for &(t, b) in &self.evictable {
+            state[b as usize] += 1;
+            let blk = &self.blocks[b as usize];
+            if blk.refs != 0 || blk.hash.is_none() || blk.last_used != t {
+                return Err(format!("evictable block {b} is inconsistent"));
+            }
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            if blk.refs > 0 {
+                state[i] += 1;
+            }
+            if state[i] != 1 {
+                return Err(format!("block {i} is in {} states", state[i]));
+            }
+            if let Some(h) = blk.hash {
+                if self.cache.get(&h).map(|e| e.0) != Some(i as BlockId) {
+                    return Err(format!("block {i} hash is not in the cache"));
+                }
+            }
+        }
+        for (h, (b, _)) in &self.cache {
+            if self.blocks[*b as usize].hash != Some(*h) {
+                return Err(format!("cache entry for block {b} is stale"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reference count of a block (for tests and metrics).
+    pub fn refs(&self, b: BlockId) -> u32 {
+        self.blocks[b as usize].refs
+    }
+}

@@ -1,0 +1,138 @@
+//! Property tests on simulated request traces: no block leaks, refcounts are exact, prefix
+//! sharing finds exactly the cached prefix, and running out of blocks is an error, never a panic.
+
+use frugal_kvcache::{BlockManager, SeqBlocks};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+struct Live {
+    seq: SeqBlocks,
+    tokens: Vec<u32>,
+}
+
+#[test]
+fn random_traces_keep_every_invariant() {
+    for seed in 0..200 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let bs = rng.gen_range(1..6);
+        let n_blocks = rng.gen_range(4..40);
+        let mut m = BlockManager::new(n_blocks, bs);
+        // A few shared "system prompts" so prefixes repeat.
+        let prefixes: Vec<Vec<u32>> = (0..3)
+            .map(|_| {
+                (0..rng.gen_range(0..12))
+                    .map(|_| rng.gen_range(0..5))
+                    .collect()
+            })
+            .collect();
+        let mut live: Vec<Live> = Vec::new();
+        for _ in 0..300 {
+            match rng.gen_range(0..4) {
+                0 => {
+                    let mut prompt = prefixes[rng.gen_range(0..3)].clone();
+                    prompt.extend((0..rng.gen_range(1..8)).map(|_| rng.gen_range(0..5)));
+                    let expect_cached = m.cached_prefix_len(&prompt[..prompt.len() - 1]);
+                    let before = m.n_available();
+                    match m.allocate(&prompt) {
+                        Ok((mut seq, cached)) => {
+                            assert_eq!(cached, expect_cached - expect_cached % bs, "seed {seed}");
+                            assert!(cached < prompt.len());
+                            assert_eq!(seq.blocks().len(), prompt.len().div_ceil(bs));
+                            m.commit(&mut seq, &prompt, prompt.len());
+                            live.push(Live {
+                                seq,
+                                tokens: prompt,
+                            });
+                        }
+                        Err(e) => {
+                            assert!(e.needed > e.available);
+                            assert_eq!(
+                                m.n_available(),
+                                before,
+                                "a failed allocation must not leak"
+                            );
+                        }
+                    }
+                }
+                1 if !live.is_empty() => {
+                    // Decode: append one token.
+                    let i = rng.gen_range(0..live.len());
+                    let l = &mut live[i];
+                    let n = l.tokens.len() + 1;
+                    if m.grow(&mut l.seq, n).is_ok() {
+                        l.tokens.push(rng.gen_range(0..5));
+                        m.commit(&mut l.seq, &l.tokens, n);
+                        assert!(l.seq.blocks().len() * bs >= n);
+                    }
+                }
+                2 if !live.is_empty() => {
+                    let l = live.swap_remove(rng.gen_range(0..live.len()));
+                    m.free(l.seq);
+                }
+                _ => {}
+            }
+            m.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            // Refcounts equal the number of live sequences holding each block.
+            let mut holders: HashMap<u32, u32> = HashMap::new();
+            for l in &live {
+                for &b in l.seq.blocks() {
+                    *holders.entry(b).or_default() += 1;
+                }
+            }
+            for b in 0..n_blocks as u32 {
+                assert_eq!(
+                    m.refs(b),
+                    holders.get(&b).copied().unwrap_or(0),
+                    "seed {seed} block {b}"
+                );
+            }
+            assert_eq!(m.n_used(), holders.len());
+        }
+        for l in live.drain(..) {
+            m.free(l.seq);
+        }
+        assert_eq!(m.n_used(), 0, "seed {seed}: blocks leaked");
+        assert_eq!(m.n_available(), n_blocks);
+        m.check().unwrap();
+    }
+}
+
+#[test]
+fn a_repeated_system_prompt_is_not_recomputed() {
+    let mut m = BlockManager::new(16, 4);
+    let system: Vec<u32> = (0..10).collect();
+    let mut a = system.clone();
+    a.extend([100, 101]);
+    let (mut sa, cached) = m.allocate(&a).unwrap();
+    assert_eq!(cached, 0);
+    m.commit(&mut sa, &a, a.len());
+    let mut b = system.clone();
+    b.extend([200]);
+    let (sb, cached) = m.allocate(&b).unwrap();
+    assert_eq!(cached, 8, "two full blocks of the system prompt are shared");
+    assert_eq!(sa.blocks()[..2], sb.blocks()[..2]);
+    assert_eq!(m.refs(sa.blocks()[0]), 2);
+    m.free(sa);
+    m.free(sb);
+    // Cached blocks survive their sequences and are reused.
+    let (sc, cached) = m.allocate(&b).unwrap();
+    assert_eq!(cached, 8);
+    m.free(sc);
+    assert_eq!(m.n_used(), 0);
+}
+
+#[test]
+fn eviction_is_least_recently_used() {
+    let mut m = BlockManager::new(2, 2);
+    let (mut s1, _) = m.allocate(&[1, 2, 9]).unwrap();
+    m.commit(&mut s1, &[1, 2, 9], 3);
+    m.free(s1);
+    assert_eq!(m.n_cached(), 1);
+    // Needs both blocks: the cached one is evicted.
+    let (s2, cached) = m.allocate(&[5, 6, 7]).unwrap();
+    assert_eq!(cached, 0);
+    assert_eq!(m.n_cached(), 0);
+    assert!(m.allocate(&[1, 2, 3]).is_err());
+    m.free(s2);
+}
