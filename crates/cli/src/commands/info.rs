@@ -57,6 +57,13 @@ pub fn run(a: Args) -> Result<()> {
                 v["ffn"] = c.n_ff.into();
                 v["vocab"] = c.n_vocab.into();
                 v["kv_bytes_per_token"] = c.kv_bytes_per_token().into();
+                if c.mla.is_some() {
+                    v["kv_bytes_per_token_without_mla"] = c.kv_bytes_per_token_unabsorbed().into();
+                }
+                if let Some(m) = &c.moe {
+                    v["experts"] = m.n_expert.into();
+                    v["experts_used"] = m.n_expert_used.into();
+                }
             }
             Err(e) => v["unsupported"] = e.to_string().into(),
         }
@@ -80,10 +87,29 @@ pub fn run(a: Args) -> Result<()> {
                 "shape:           {} layers, embedding {}, {} heads / {} KV heads of {}, FFN {}, vocab {}",
                 c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim_k, c.n_ff, c.n_vocab
             );
-            println!(
-                "KV cache:        {} bytes per token (f32 K and V)",
-                c.kv_bytes_per_token()
-            );
+            if let Some(m) = &c.moe {
+                println!(
+                    "experts:         {} routed, {} used per token{}",
+                    m.n_expert,
+                    m.n_expert_used,
+                    if m.n_ff_shared.is_some() {
+                        ", plus a shared expert"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            match &c.mla {
+                Some(_) => println!(
+                    "KV cache:        {} bytes per token (f32 latent + RoPE key, multi-head latent attention; full K/V would take {})",
+                    c.kv_bytes_per_token(),
+                    c.kv_bytes_per_token_unabsorbed()
+                ),
+                None => println!(
+                    "KV cache:        {} bytes per token (f32 K and V)",
+                    c.kv_bytes_per_token()
+                ),
+            }
         }
         Err(e) => println!("runnable:        no: {e}"),
     }
