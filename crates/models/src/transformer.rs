@@ -12,7 +12,7 @@ use crate::kv_store::KvStore;
 use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
 use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu, softmax, swiglu};
-use frugal_kernels::{matmul, ThreadPool};
+use frugal_kernels::{matmul, Matrix, ThreadPool};
 
 pub(crate) fn forward(
     c: &ModelConfig,
@@ -182,16 +182,7 @@ fn mla(
 
     // Per head: [k_b · q_nope (kv_lora) | RoPE(q_pe) (qk_rope)], the query in latent space.
     let mut qfull = vec![0.0f32; n * nh * kdim];
-    let (mut qn, mut ql) = (vec![0.0f32; n * nope], vec![0.0f32; n * lora]);
-    for h in 0..nh {
-        for t in 0..n {
-            qn[t * nope..(t + 1) * nope].copy_from_slice(&q[(t * nh + h) * hq..][..nope]);
-        }
-        matmul(pool, &m.k_b[h], &qn, n, &mut ql);
-        for t in 0..n {
-            qfull[(t * nh + h) * kdim..][..lora].copy_from_slice(&ql[t * lora..(t + 1) * lora]);
-        }
-    }
+    per_head_matmul(pool, &m.k_b, &q, hq, &mut qfull, kdim, n);
     let mut pe = vec![0.0f32; nh * rope];
     for (t, r) in rows.iter().enumerate() {
         for h in 0..nh {
@@ -219,17 +210,35 @@ fn mla(
     attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
 
     let mut out = vec![0.0f32; n * nh * vh];
-    let (mut lh, mut oh) = (vec![0.0f32; n * lora], vec![0.0f32; n * vh]);
-    for h in 0..nh {
+    per_head_matmul(pool, &m.v_b, &latent, lora, &mut out, vh, n);
+    out
+}
+
+/// A different matrix per head: for every token `t` and head `h`, writes `mats[h] · x` to the
+/// start of `out[t][h]` (heads `out_stride` apart), where `x` is the first `mats[h].cols()` values
+/// of `inp[t][h]` (heads `in_stride` apart).
+fn per_head_matmul(
+    pool: &ThreadPool,
+    mats: &[Matrix],
+    inp: &[f32],
+    in_stride: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    n: usize,
+) {
+    let nh = mats.len();
+    for (h, w) in mats.iter().enumerate() {
+        let (cols, rows) = (w.cols(), w.rows());
+        let x: Vec<f32> = (0..n)
+            .flat_map(|t| &inp[(t * nh + h) * in_stride..][..cols])
+            .copied()
+            .collect();
+        let mut y = vec![0.0f32; n * rows];
+        matmul(pool, w, &x, n, &mut y);
         for t in 0..n {
-            lh[t * lora..(t + 1) * lora].copy_from_slice(&latent[(t * nh + h) * lora..][..lora]);
-        }
-        matmul(pool, &m.v_b[h], &lh, n, &mut oh);
-        for t in 0..n {
-            out[(t * nh + h) * vh..][..vh].copy_from_slice(&oh[t * vh..(t + 1) * vh]);
+            out[(t * nh + h) * out_stride..][..rows].copy_from_slice(&y[t * rows..(t + 1) * rows]);
         }
     }
-    out
 }
 
 /// `out = down(silu(gate(x)) * up(x))` for `n` rows; `gate`/`up` are scratch of `n * n_ff`.
