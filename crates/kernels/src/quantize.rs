@@ -74,6 +74,15 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
 
 use bytemuck::Zeroable;
 
+/// Round half to even for |x| < 2^22, as ggml's `nearest_int` does: adding 1.5 * 2^23 leaves the
+/// rounded value in the mantissa. Unlike `f32::round_ties_even` (a libm call without SSE4.1 at
+/// compile time) this vectorizes. Activation quantization only sees |x| <= 127.5.
+#[inline]
+fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
 /// One Q8_0/Q8_1 block as ggml's AVX path computes it: d = amax/127, q = round_half_even(x * 127/amax).
 #[inline]
 fn q8_block(x: &[f32]) -> (f32, [i8; QK]) {
@@ -82,7 +91,7 @@ fn q8_block(x: &[f32]) -> (f32, [i8; QK]) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut qs = [0i8; QK];
     for (q, v) in qs.iter_mut().zip(x) {
-        *q = (v * id).round_ties_even() as i8;
+        *q = round_half_even(v * id) as i8;
     }
     (d, qs)
 }
@@ -103,7 +112,7 @@ fn q8k_block(x: &[f32], b: &mut BlockQ8K) {
     }
     let iscale = -127.0 / max;
     for (q, &v) in b.qs.iter_mut().zip(x) {
-        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        *q = (round_half_even(iscale * v) as i32).min(127) as i8;
     }
     for (s, c) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
         *s = c.iter().map(|&q| q as i16).sum();
@@ -239,6 +248,19 @@ mod tests {
         let b: &BlockQ8_0 = &bytemuck::cast_slice(&out)[0];
         assert_eq!(b.d.to_f32(), 1.0);
         assert_eq!(&b.qs[..5], &[127, 2, -2, 4, 0]);
+    }
+
+    #[test]
+    fn magic_rounding_equals_round_ties_even() {
+        for i in -300_000..300_000 {
+            let x = i as f32 * 0.000_47 + (i % 7) as f32 * 0.5;
+            if x.abs() < 200.0 {
+                assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+            }
+        }
+        for x in [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 127.49999] {
+            assert_eq!(round_half_even(x), x.round_ties_even(), "{x}");
+        }
     }
 
     #[test]
