@@ -1,0 +1,327 @@
+//! Continuous batching as plain data: which sequences run in the next forward step and how many
+//! of their tokens, under a per-step token budget, with KV blocks from [`BlockManager`].
+//!
+//! Each step, running sequences go first (a decoding sequence needs one token, a prefilling one
+//! gets a chunk of its prompt), then waiting requests are admitted while budget, sequence slots
+//! and blocks last. When blocks run out, the most recently admitted sequence is preempted: its
+//! blocks are released and it goes back to the front of the queue to be recomputed later (its
+//! prefix may still be in the cache). Nothing here touches a tensor; the engine turns a
+//! [`Step`] into a forward pass and reports back with [`Scheduler::complete`].
+
+use frugal_kvcache::{BlockManager, SeqBlocks};
+use std::collections::VecDeque;
+
+pub type SeqId = u64;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Sequences running at once.
+    pub max_seqs: usize,
+    /// Tokens through the model per step (decode tokens plus prefill chunks).
+    pub token_budget: usize,
+    /// Requests allowed to wait; more are rejected.
+    pub max_waiting: usize,
+    /// Context length: prompt plus generated tokens may not exceed it.
+    pub n_ctx: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the queue is full ({0} requests waiting)")]
+    QueueFull(usize),
+    #[error("prompt ({prompt} tokens) plus max_tokens ({max_tokens}) exceeds the context of {n_ctx} tokens")]
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        n_ctx: usize,
+    },
+    #[error("the prompt ({prompt} tokens) needs more KV blocks than the cache has ({blocks})")]
+    TooBig { prompt: usize, blocks: usize },
+    #[error("the prompt is empty")]
+    Empty,
+}
+
+/// One sequence's share of a step: run `tokens` at positions `pos..`, using `blocks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub id: SeqId,
+    pub pos: usize,
+    pub tokens: Vec<u32>,
+    /// Whether this chunk ends at the sequence's last token, so a new token is sampled from it.
+    pub sample: bool,
+}
+
+/// What the next forward pass runs.
+#[derive(Debug, Clone, Default)]
+pub struct Step {
+    pub chunks: Vec<Chunk>,
+    /// Sequences preempted while planning this step.
+    pub preempted: Vec<SeqId>,
+}
+
+impl Step {
+    pub fn n_tokens(&self) -> usize {
+        self.chunks.iter().map(|c| c.tokens.len()).sum()
+    }
+}
+
+#[derive(Debug)]
+struct Seq {
+    id: SeqId,
+    /// Prompt followed by the generated tokens.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    max_tokens: usize,
+    /// Tokens whose keys and values are in the cache.
+    n_computed: usize,
+    /// Prompt tokens found in the prefix cache at the last admission.
+    cached: usize,
+    blocks: Option<SeqBlocks>,
+}
+
+impl Seq {
+    fn n_generated(&self) -> usize {
+        self.tokens.len() - self.n_prompt
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The engine saw an end-of-generation token or a stop string.
+    Stop,
+    /// max_tokens reached.
+    Length,
+    /// Cancelled (client gone).
+    Aborted,
+}
+
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    blocks: BlockManager,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(cfg: SchedulerConfig, n_blocks: usize, block_size: usize) -> Self {
+        assert!(
+            cfg.max_seqs > 0 && cfg.token_budget > 0,
+            "max_seqs and token_budget must be positive"
+        );
+        Scheduler {
+            cfg,
+            blocks: BlockManager::new(n_blocks, block_size),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            preemptions: 0,
+        }
+    }
+
+    pub fn blocks(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    pub fn n_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn n_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    /// Queues a request, or says why it can never run.
+    pub fn add(&mut self, id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Result<(), Rejected> {
+        if prompt.is_empty() {
+            return Err(Rejected::Empty);
+        }
+        if prompt.len() + max_tokens > self.cfg.n_ctx {
+            return Err(Rejected::TooLong {
+                prompt: prompt.len(),
+                max_tokens,
+                n_ctx: self.cfg.n_ctx,
+            });
+        }
+        let need = (prompt.len() + max_tokens).div_ceil(self.blocks.block_size());
+        if need > self.blocks.n_blocks() {
+            return Err(Rejected::TooBig {
+                prompt: prompt.len(),
+                blocks: self.blocks.n_blocks(),
+            });
+        }
+        if self.waiting.len() >= self.cfg.max_waiting {
+            return Err(Rejected::QueueFull(self.waiting.len()));
+        }
+        self.waiting.push_back(Seq {
+            id,
+            n_prompt: prompt.len(),
+            tokens: prompt,
+            max_tokens,
+            n_computed: 0,
+            cached: 0,
+            blocks: None,
+        });
+        Ok(())
+    }
+
+    /// The block table of a running sequence.
+    pub fn block_table(&self, id: SeqId) -> Option<&[u32]> {
+        self.running
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.blocks.as_ref())
+            .map(SeqBlocks::blocks)
+    }
+
+    /// Prompt tokens of a running sequence that came from the prefix cache.
+    pub fn cached_tokens(&self, id: SeqId) -> Option<usize> {
+        self.running.iter().find(|s| s.id == id).map(|s| s.cached)
+    }
+
+    /// Releases the newest running sequence back to the front of the queue.
+    fn preempt_newest(&mut self, step: &mut Step) -> bool {
+        let Some(mut s) = self.running.pop() else {
+            return false;
+        };
+        if let Some(b) = s.blocks.take() {
+            self.blocks.free(b);
+        }
+        s.n_computed = 0;
+        step.chunks.retain(|c| c.id != s.id);
+        step.preempted.push(s.id);
+        self.preemptions += 1;
+        self.waiting.push_front(s);
+        true
+    }
+
+    /// Plans the next step.
+    pub fn schedule(&mut self) -> Step {
+        let mut step = Step::default();
+        let mut budget = self.cfg.token_budget;
+        let mut i = 0;
+        while i < self.running.len() {
+            let want = self.running[i].tokens.len() - self.running[i].n_computed;
+            let n = want.min(budget);
+            if n == 0 {
+                i += 1;
+                continue;
+            }
+            let total = self.running[i].n_computed + n;
+            let ok = {
+                let s = &mut self.running[i];
+                self.blocks
+                    .grow(
+                        s.blocks.as_mut().expect("running sequences hold blocks"),
+                        total,
+                    )
+                    .is_ok()
+            };
+            if !ok {
+                // Out of blocks: preempt the newest sequence (maybe this one), give back the
+                // budget of any chunk it already had in this step, and retry.
+                let was_last = i + 1 == self.running.len();
+                let victim = self.running.last().map(|s| s.id);
+                budget += step
+                    .chunks
+                    .iter()
+                    .filter(|c| Some(c.id) == victim)
+                    .map(|c| c.tokens.len())
+                    .sum::<usize>();
+                self.preempt_newest(&mut step);
+                if was_last {
+                    break;
+                }
+                continue;
+            }
+            let s = &self.running[i];
+            step.chunks.push(Chunk {
+                id: s.id,
+                pos: s.n_computed,
+                tokens: s.tokens[s.n_computed..total].to_vec(),
+                sample: total == s.tokens.len(),
+            });
+            budget -= n;
+            i += 1;
+        }
+        // Admit waiting requests while there is room.
+        while budget > 0 && self.running.len() < self.cfg.max_seqs && step.preempted.is_empty() {
+            let Some(mut s) = self.waiting.pop_front() else {
+                break;
+            };
+            match self.blocks.allocate(&s.tokens) {
+                Ok((blocks, cached)) => {
+                    s.blocks = Some(blocks);
+                    s.n_computed = cached;
+                    s.cached = cached;
+                }
+                Err(_) => {
+                    self.waiting.push_front(s);
+                    break;
+                }
+            }
+            let n = (s.tokens.len() - s.n_computed).min(budget);
+            step.chunks.push(Chunk {
+                id: s.id,
+                pos: s.n_computed,
+                tokens: s.tokens[s.n_computed..s.n_computed + n].to_vec(),
+                sample: s.n_computed + n == s.tokens.len(),
+            });
+            budget -= n;
+            self.running.push(s);
+        }
+        step
+    }
+
+    /// Records a finished step: every chunk's tokens are now computed, and `sampled` gives the new
+    /// token of each chunk that had `sample` set. Sequences that reached max_tokens finish with
+    /// `Length`; the engine ends others with [`Scheduler::finish`].
+    pub fn complete(&mut self, step: &Step, sampled: &[(SeqId, u32)]) -> Vec<(SeqId, Finish)> {
+        let mut done = Vec::new();
+        for c in &step.chunks {
+            let Some(s) = self.running.iter_mut().find(|s| s.id == c.id) else {
+                continue;
+            };
+            s.n_computed = c.pos + c.tokens.len();
+            if let Some(b) = s.blocks.as_mut() {
+                self.blocks.commit(b, &s.tokens, s.n_computed);
+            }
+            if c.sample {
+                if let Some(&(_, t)) = sampled.iter().find(|(id, _)| *id == c.id) {
+                    s.tokens.push(t);
+                    if s.n_generated() >= s.max_tokens {
+                        done.push((s.id, Finish::Length));
+                    }
+                }
+            }
+        }
+        for &(id, f) in &done {
+            self.finish(id, f);
+        }
+        done
+    }
+
+    /// Ends a sequence (running or waiting) and releases its blocks.
+    pub fn finish(&mut self, id: SeqId, _why: Finish) -> bool {
+        if let Some(i) = self.running.iter().position(|s| s.id == id) {
+            let mut s = self.running.remove(i);
+            if let Some(b) = s.blocks.take() {
+                self.blocks.free(b);
+            }
+            return true;
+        }
+        if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+            self.waiting.remove(i);
+            return true;
+        }
+        false
+    }
+}

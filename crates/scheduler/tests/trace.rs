@@ -1,0 +1,165 @@
+//! Simulated request traces: the budget is never exceeded, block tables always cover what a step
+//! computes, every request finishes or is rejected, and no block leaks.
+
+use frugal_scheduler::{Finish, Rejected, Scheduler, SchedulerConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashSet;
+
+#[test]
+fn random_traces() {
+    let mut preemptions = 0;
+    for seed in 0..150 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let bs = rng.gen_range(1..8);
+        let n_blocks = rng.gen_range(8..64);
+        let cfg = SchedulerConfig {
+            max_seqs: rng.gen_range(1..6),
+            token_budget: rng.gen_range(1..40),
+            max_waiting: rng.gen_range(1..20),
+            n_ctx: 64,
+        };
+        let budget = cfg.token_budget;
+        let mut sch = Scheduler::new(cfg, n_blocks, bs);
+        let system: Vec<u32> = (0..rng.gen_range(0..16)).collect();
+        let mut accepted = HashSet::new();
+        let mut finished = HashSet::new();
+        let mut next_id = 0u64;
+        for round in 0..2000 {
+            if round < 400 && rng.gen_bool(0.3) {
+                let mut prompt = if rng.gen_bool(0.5) {
+                    system.clone()
+                } else {
+                    Vec::new()
+                };
+                prompt.extend((0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..50)));
+                let max_tokens = rng.gen_range(1..16);
+                match sch.add(next_id, prompt, max_tokens) {
+                    Ok(()) => {
+                        accepted.insert(next_id);
+                    }
+                    Err(
+                        Rejected::QueueFull(_) | Rejected::TooLong { .. } | Rejected::TooBig { .. },
+                    ) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                next_id += 1;
+            }
+            let step = sch.schedule();
+            assert!(step.n_tokens() <= budget, "seed {seed}: budget exceeded");
+            let mut ids = HashSet::new();
+            for c in &step.chunks {
+                assert!(ids.insert(c.id), "a sequence twice in one step");
+                let table = sch
+                    .block_table(c.id)
+                    .expect("scheduled sequences are running");
+                assert!(
+                    table.len() * bs >= c.pos + c.tokens.len(),
+                    "seed {seed}: blocks do not cover the chunk"
+                );
+            }
+            let sampled: Vec<(u64, u32)> = step
+                .chunks
+                .iter()
+                .filter(|c| c.sample)
+                .map(|c| (c.id, rng.gen_range(0..50)))
+                .collect();
+            for (id, _) in sch.complete(&step, &sampled) {
+                assert!(finished.insert(id));
+            }
+            // The engine sometimes stops a sequence early (EOS) or a client disconnects.
+            if rng.gen_bool(0.05) {
+                if let Some(c) = step.chunks.first() {
+                    if sch.finish(c.id, Finish::Stop) {
+                        assert!(finished.insert(c.id));
+                    }
+                }
+            }
+            sch.blocks().check().unwrap();
+            if round > 400 && sch.is_idle() {
+                break;
+            }
+        }
+        assert!(sch.is_idle(), "seed {seed}: work left after the trace");
+        assert_eq!(
+            finished, accepted,
+            "seed {seed}: every accepted request finishes"
+        );
+        assert_eq!(sch.blocks().n_used(), 0, "seed {seed}: blocks leaked");
+        preemptions += sch.preemptions();
+    }
+    assert!(preemptions > 0, "the traces must exercise preemption");
+}
+
+#[test]
+fn long_prompts_are_chunked_and_decodes_go_first() {
+    let cfg = SchedulerConfig {
+        max_seqs: 4,
+        token_budget: 8,
+        max_waiting: 8,
+        n_ctx: 64,
+    };
+    let mut sch = Scheduler::new(cfg, 32, 4);
+    sch.add(1, vec![1, 2, 3], 4).unwrap();
+    let s = sch.schedule();
+    assert_eq!(s.chunks.len(), 1);
+    assert!(s.chunks[0].sample);
+    sch.complete(&s, &[(1, 9)]);
+    sch.add(2, (0..20).collect(), 2).unwrap();
+    let s = sch.schedule();
+    // Sequence 1 decodes one token; sequence 2 gets the remaining 7 of the budget.
+    assert_eq!(s.chunks[0].id, 1);
+    assert_eq!(s.chunks[0].tokens, vec![9]);
+    assert_eq!(s.chunks[1].tokens.len(), 7);
+    assert!(!s.chunks[1].sample);
+    assert_eq!(s.n_tokens(), 8);
+}
+
+#[test]
+fn shared_prefix_is_reported_as_cached() {
+    let cfg = SchedulerConfig {
+        max_seqs: 4,
+        token_budget: 64,
+        max_waiting: 8,
+        n_ctx: 64,
+    };
+    let mut sch = Scheduler::new(cfg, 32, 4);
+    let system: Vec<u32> = (100..112).collect();
+    let mut a = system.clone();
+    a.push(1);
+    sch.add(1, a, 1).unwrap();
+    let s = sch.schedule();
+    sch.complete(&s, &[(1, 7)]);
+    let mut b = system.clone();
+    b.push(2);
+    sch.add(2, b, 1).unwrap();
+    let s = sch.schedule();
+    let c = s.chunks.iter().find(|c| c.id == 2).unwrap();
+    assert_eq!(c.pos, 12, "the system prompt's three blocks are reused");
+    assert_eq!(sch.cached_tokens(2), Some(12));
+}
+
+#[test]
+fn impossible_requests_are_rejected() {
+    let cfg = SchedulerConfig {
+        max_seqs: 1,
+        token_budget: 8,
+        max_waiting: 1,
+        n_ctx: 16,
+    };
+    let mut sch = Scheduler::new(cfg, 2, 4);
+    assert!(matches!(
+        sch.add(1, vec![1; 10], 10),
+        Err(Rejected::TooLong { .. })
+    ));
+    assert!(matches!(
+        sch.add(1, vec![1; 10], 2),
+        Err(Rejected::TooBig { .. })
+    ));
+    assert!(matches!(sch.add(1, vec![], 2), Err(Rejected::Empty)));
+    sch.add(1, vec![1, 2], 2).unwrap();
+    assert!(matches!(
+        sch.add(2, vec![1, 2], 2),
+        Err(Rejected::QueueFull(1))
+    ));
+}
