@@ -1,6 +1,8 @@
 //! Text generation on top of a model: choosing tokens ([`sampler`]), stopping at stop strings
-//! ([`stop`]), and the loop that runs one sequence with a reusable KV cache ([`session`]).
+//! ([`stop`]), the loop that runs one sequence with a reusable KV cache ([`session`]), and the
+//! continuous-batching step over many sequences ([`batch`]).
 
+pub mod batch;
 pub mod sampler;
 pub mod session;
 pub mod stop;

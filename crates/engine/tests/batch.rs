@@ -1,0 +1,103 @@
+//! Batch invariance: with greedy sampling a request yields the same tokens alone and inside a
+//! batch of others (chunked prefill, decodes and prefills mixed in one forward pass), and those
+//! tokens are llama.cpp's greedy continuation.
+
+use frugal_engine::batch::BatchEngine;
+use frugal_engine::sampler::SamplingParams;
+use frugal_formats::GgufFile;
+use frugal_kernels::ThreadPool;
+use frugal_models::{LoadOptions, Model};
+use frugal_scheduler::SchedulerConfig;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FRUGAL_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("expected").join(format!("{name}.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Runs requests (id, prompt, max_tokens) to completion; returns the tokens of each.
+fn run(model: &Model, budget: usize, reqs: &[(u64, Vec<u32>, usize)]) -> HashMap<u64, Vec<u32>> {
+    let pool = ThreadPool::new(2);
+    let cfg = SchedulerConfig {
+        max_seqs: 4,
+        token_budget: budget,
+        max_waiting: 16,
+        n_ctx: 128,
+    };
+    // No end-of-generation ids: the fixtures' greedy runs ignore them too.
+    let mut eng = BatchEngine::new(model, &pool, cfg, 40, 8, Vec::new());
+    for (id, p, n) in reqs {
+        eng.add(*id, p.clone(), *n, SamplingParams::greedy())
+            .unwrap();
+    }
+    let mut out: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut steps = 0;
+    while !eng.is_idle() {
+        for e in eng.step().unwrap() {
+            out.entry(e.id).or_default().push(e.token);
+        }
+        steps += 1;
+        assert!(steps < 10_000, "no progress");
+    }
+    assert_eq!(eng.scheduler().blocks().n_used(), 0, "blocks leaked");
+    out
+}
+
+#[test]
+fn greedy_tokens_do_not_depend_on_the_batch() {
+    for name in [
+        "qwen2-f32",
+        "qwen2-Q8_0",
+        "qwen3moe-Q4_K_M",
+        "deepseek2-Q8_0",
+    ] {
+        let gguf = GgufFile::open(fixtures().join("models").join(format!("{name}.gguf"))).unwrap();
+        let model = Model::load(&gguf, &LoadOptions::default()).unwrap();
+        let e = expected(name);
+        let prompt = ids(&e["token_ids"]);
+        let alone = run(&model, 64, &[(1, prompt.clone(), 16)]);
+        if name.ends_with("f32") {
+            assert_eq!(
+                alone[&1],
+                ids(&e["greedy"]["tokens"]),
+                "{name}: llama.cpp's greedy tokens"
+            );
+        }
+        // Others share a prefix with it, or not; a small budget forces chunked prefill.
+        let mut other = prompt[..20].to_vec();
+        other.extend([5, 6, 7]);
+        let reqs = vec![
+            (2, other, 10),
+            (1, prompt.clone(), 16),
+            (3, vec![42, 43, 44, 45, 46], 24),
+            (4, prompt[..33].to_vec(), 5),
+        ];
+        for budget in [5, 13, 64] {
+            let batched = run(&model, budget, &reqs);
+            assert_eq!(batched[&1], alone[&1], "{name}, budget {budget}");
+            assert_eq!(batched[&2].len(), 10);
+            assert_eq!(batched[&3].len(), 24);
+            let single = run(&model, 64, &[(3, vec![42, 43, 44, 45, 46], 24)]);
+            assert_eq!(batched[&3], single[&3], "{name}, budget {budget}");
+        }
+    }
+}
