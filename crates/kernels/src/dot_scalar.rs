@@ -62,6 +62,23 @@ pub fn vec_dot_bf16(w: &[u8], a: &[u8]) -> f32 {
         .sum::<f64>() as f32
 }
 
+/// Sums `f(weight block, activation block)` over the row's blocks, in order.
+fn sum_blocks<W: bytemuck::Pod, A: bytemuck::Pod>(
+    w: &[u8],
+    a: &[u8],
+    f: impl Fn(&W, &A) -> f32,
+) -> f32 {
+    let (x, y) = (blocks_of::<W>(w), blocks_of::<A>(a));
+    x.iter()
+        .zip(y.iter())
+        .fold(0.0f32, |sum, (x, y)| sum + f(x, y))
+}
+
+/// Exact integer dot product of two int8 runs.
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&p, &q)| p as i32 * q as i32).sum()
+}
+
 pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ4_0>(w), blocks_of::<BlockQ8_0>(a));
     let mut sum = 0.0f32;
@@ -102,71 +119,41 @@ fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> [i32; QK] {
 }
 
 pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (blocks_of::<BlockQ5_0>(w), blocks_of::<BlockQ8_0>(a));
-    let mut sum = 0.0f32;
-    for (x, y) in x.iter().zip(y.iter()) {
+    sum_blocks(w, a, |x: &BlockQ5_0, y: &BlockQ8_0| {
         let v = q5_values(&x.qs, x.qh);
         let s: i32 = v
             .iter()
             .zip(&y.qs)
             .map(|(&q, &b)| (q - 16) * b as i32)
             .sum();
-        sum += s as f32 * x.d.to_f32() * y.d.to_f32();
-    }
-    sum
+        s as f32 * x.d.to_f32() * y.d.to_f32()
+    })
 }
 
 pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (blocks_of::<BlockQ5_1>(w), blocks_of::<BlockQ8_1>(a));
-    let mut sum = 0.0f32;
-    for (x, y) in x.iter().zip(y.iter()) {
+    sum_blocks(w, a, |x: &BlockQ5_1, y: &BlockQ8_1| {
         let v = q5_values(&x.qs, x.qh);
         let s: i32 = v.iter().zip(&y.qs).map(|(&q, &b)| q * b as i32).sum();
-        sum += (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32();
-    }
-    sum
+        (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32()
+    })
 }
 
 pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (blocks_of::<BlockQ8_0>(w), blocks_of::<BlockQ8_0>(a));
-    let mut sum = 0.0f32;
-    for (x, y) in x.iter().zip(y.iter()) {
-        let s: i32 =
-            x.qs.iter()
-                .zip(&y.qs)
-                .map(|(&p, &q)| p as i32 * q as i32)
-                .sum();
-        sum += s as f32 * x.d.to_f32() * y.d.to_f32();
-    }
-    sum
+    sum_blocks(w, a, |x: &BlockQ8_0, y: &BlockQ8_0| {
+        dot_i8(&x.qs, &y.qs) as f32 * x.d.to_f32() * y.d.to_f32()
+    })
 }
 
 pub fn vec_dot_q8_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (blocks_of::<BlockQ8_1>(w), blocks_of::<BlockQ8_1>(a));
-    let mut sum = 0.0f32;
-    for (x, y) in x.iter().zip(y.iter()) {
-        let s: i32 =
-            x.qs.iter()
-                .zip(&y.qs)
-                .map(|(&p, &q)| p as i32 * q as i32)
-                .sum();
-        sum += s as f32 * x.d.to_f32() * y.d.to_f32();
-    }
-    sum
+    sum_blocks(w, a, |x: &BlockQ8_1, y: &BlockQ8_1| {
+        dot_i8(&x.qs, &y.qs) as f32 * x.d.to_f32() * y.d.to_f32()
+    })
 }
 
 pub fn vec_dot_q8_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let (x, y) = (blocks_of::<BlockQ8K>(w), blocks_of::<BlockQ8K>(a));
-    let mut sum = 0.0f32;
-    for (x, y) in x.iter().zip(y.iter()) {
-        let s: i32 =
-            x.qs.iter()
-                .zip(&y.qs)
-                .map(|(&p, &q)| p as i32 * q as i32)
-                .sum();
-        sum += s as f32 * x.d * y.d;
-    }
-    sum
+    sum_blocks(w, a, |x: &BlockQ8K, y: &BlockQ8K| {
+        dot_i8(&x.qs, &y.qs) as f32 * x.d * y.d
+    })
 }
 
 pub fn vec_dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
