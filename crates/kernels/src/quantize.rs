@@ -174,20 +174,11 @@ pub fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
                 if ty == GgmlType::Q4_0 {
                     let b = &mut bytemuck::cast_slice_mut::<u8, BlockQ4_0>(dst)[bi];
                     b.d = f16::from_f32(d);
-                    for j in 0..QK / 2 {
-                        b.qs[j] = q[j] | (q[j + QK / 2] << 4);
-                    }
+                    b.qs = pack_nibbles(&q);
                 } else {
                     let b = &mut bytemuck::cast_slice_mut::<u8, BlockQ5_0>(dst)[bi];
                     b.d = f16::from_f32(d);
-                    let mut qh = 0u32;
-                    for j in 0..QK / 2 {
-                        let (x0, x1) = (q[j], q[j + QK / 2]);
-                        b.qs[j] = (x0 & 0xF) | ((x1 & 0xF) << 4);
-                        qh |= (((x0 & 0x10) >> 4) as u32) << j;
-                        qh |= (((x1 & 0x10) >> 4) as u32) << (j + QK / 2);
-                    }
-                    b.qh = qh.to_le_bytes();
+                    (b.qs, b.qh) = pack_5bit(&q);
                 }
             }
         }
@@ -206,27 +197,33 @@ pub fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
                     let b = &mut bytemuck::cast_slice_mut::<u8, BlockQ4_1>(dst)[bi];
                     b.d = f16::from_f32(d);
                     b.m = f16::from_f32(min);
-                    for j in 0..QK / 2 {
-                        b.qs[j] = q[j] | (q[j + QK / 2] << 4);
-                    }
+                    b.qs = pack_nibbles(&q);
                 } else {
                     let b = &mut bytemuck::cast_slice_mut::<u8, BlockQ5_1>(dst)[bi];
                     b.d = f16::from_f32(d);
                     b.m = f16::from_f32(min);
-                    let mut qh = 0u32;
-                    for j in 0..QK / 2 {
-                        let (x0, x1) = (q[j], q[j + QK / 2]);
-                        b.qs[j] = (x0 & 0xF) | ((x1 & 0xF) << 4);
-                        qh |= (((x0 & 0x10) >> 4) as u32) << j;
-                        qh |= (((x1 & 0x10) >> 4) as u32) << (j + QK / 2);
-                    }
-                    b.qh = qh.to_le_bytes();
+                    (b.qs, b.qh) = pack_5bit(&q);
                 }
             }
         }
         other => return Err(KernelError::Unsupported(other)),
     }
     Ok(())
+}
+
+/// 32 four-bit values as ggml stores them: value `j` in the low nibble of byte `j`, value
+/// `j + 16` in the high nibble.
+fn pack_nibbles(q: &[u8]) -> [u8; QK / 2] {
+    std::array::from_fn(|j| (q[j] & 0xF) | ((q[j + QK / 2] & 0xF) << 4))
+}
+
+/// 32 five-bit values: the low four bits as nibbles, bit 4 of value `j` as bit `j` of `qh`.
+fn pack_5bit(q: &[u8]) -> ([u8; QK / 2], [u8; 4]) {
+    let qh = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (j, &v)| h | ((((v & 0x10) >> 4) as u32) << j));
+    (pack_nibbles(q), qh.to_le_bytes())
 }
 
 #[cfg(test)]
