@@ -2,16 +2,9 @@
 //! transformers' `apply_chat_template` did.
 
 use frugal_chat::ChatTemplate;
+use frugal_fixtures::dir as fixtures;
 use serde_json::{Map, Value};
 use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn read_json(p: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()

@@ -1,15 +1,7 @@
 //! End-to-end checks of the `frugal` binary on the fixture models.
 
-use std::path::PathBuf;
+use frugal_fixtures::{dir as fixtures, ids};
 use std::process::{Command, Stdio};
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn model(name: &str) -> String {
     fixtures().join("models").join(name).display().to_string()
@@ -25,14 +17,6 @@ fn frugal(args: &[&str]) -> std::process::Output {
 fn expected(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected").join(name)).unwrap())
         .unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn join(ids: &[u32]) -> String {

@@ -4,34 +4,18 @@
 
 use frugal_engine::batch::BatchEngine;
 use frugal_engine::sampler::SamplingParams;
+use frugal_fixtures::{dir as fixtures, ids};
 use frugal_formats::GgufFile;
 use frugal_kernels::ThreadPool;
 use frugal_models::{LoadOptions, Model};
 use frugal_scheduler::SchedulerConfig;
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn expected(name: &str) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(fixtures().join("expected").join(format!("{name}.json"))).unwrap(),
     )
     .unwrap()
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// Runs requests (id, prompt, max_tokens) to completion; returns the tokens of each.

@@ -1,17 +1,9 @@
 //! The GGUF reader on every fixture file, the writer round trip, and every kind of bad file.
 
+use frugal_fixtures::dir as fixtures;
 use frugal_formats::{GgufError, GgufFile, GgufWriter, Value};
 use frugal_kernels::GgmlType;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn type_counts(g: &GgufFile) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();

@@ -8,19 +8,11 @@
 //! - Quantized models, ggml path (activations quantized like ggml): mean |Δ| <= 0.06, top-1
 //!   agreement >= 90 %, max |Δ| <= 0.5 (dense), and the quantization-error sanity bound.
 
+use frugal_fixtures::{dir as fixtures, ids};
 use frugal_formats::GgufFile;
 use frugal_kernels::ThreadPool;
 use frugal_models::{LoadOptions, Logits, Model, SeqChunk};
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn read_f32(name: &str) -> Vec<f32> {
     let bytes = std::fs::read(fixtures().join("expected").join(name)).expect(name);
@@ -33,14 +25,6 @@ fn read_f32(name: &str) -> Vec<f32> {
 fn expected(model: &str) -> Value {
     let p = fixtures().join("expected").join(format!("{model}.json"));
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f32> {

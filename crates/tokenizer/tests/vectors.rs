@@ -1,18 +1,10 @@
 //! llama.cpp's tokenizer test vectors (../shared/fixtures/tokenizer) on real Qwen2, Llama 3 and
 //! DeepSeek vocabularies, from the vocabulary GGUFs and from the equivalent tokenizer.json files.
 
+use frugal_fixtures::dir as fixtures;
 use frugal_formats::GgufFile;
 use frugal_tokenizer::{StreamDecoder, Tokenizer};
 use std::io::Read;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FRUGAL_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
 
 fn cases(vocab: &str) -> Vec<(String, Vec<u32>)> {
     let dir = fixtures().join("tokenizer");
