@@ -78,7 +78,7 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
 }
 
 /// Rotary position embedding, as ggml_rope_ext computes it without YaRN (ext_factor 0).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rope {
     /// Rotated dimensions at the start of each head.
     pub n_rot: usize,
@@ -88,6 +88,8 @@ pub struct Rope {
     /// NeoX ordering rotates pairs `(i, i + n_rot/2)`; the original (GPT-J/llama) ordering
     /// rotates `(2i, 2i+1)`.
     pub neox: bool,
+    /// Per-pair frequency divisors (Llama 3.1's `rope_freqs`): pair `i` uses `theta_i / f[i]`.
+    pub freq_factors: Option<std::sync::Arc<[f32]>>,
 }
 
 impl Rope {
@@ -97,8 +99,9 @@ impl Rope {
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
         let mut theta = pos as f32;
         (0..self.n_rot / 2)
-            .map(|_| {
-                let t = self.freq_scale * theta;
+            .map(|i| {
+                let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                let t = self.freq_scale * (theta / ff);
                 theta *= theta_scale;
                 (t.cos(), t.sin())
             })
@@ -172,6 +175,7 @@ mod tests {
                 freq_base: 10000.0,
                 freq_scale: 1.0,
                 neox,
+                freq_factors: None,
             };
             let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
             let mut x = orig.clone();
@@ -199,6 +203,7 @@ mod tests {
             freq_base: 10000.0,
             freq_scale: 1.0,
             neox: false,
+            freq_factors: None,
         };
         normal.apply(&mut x, 1, 4, 1);
         // (x0, x1) = (0, 1) rotated by theta = 1: (-sin 1, cos 1); the second pair stays 0.
@@ -213,5 +218,24 @@ mod tests {
         neox.apply(&mut y, 1, 4, 1);
         // NeoX pairs (0, 2): (0, 1) → (-sin 1, cos 1).
         assert!((y[0] + 1f32.sin()).abs() < 1e-6 && (y[2] - 1f32.cos()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frequency_factors_divide_the_angle() {
+        let plain = Rope {
+            n_rot: 8,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            neox: true,
+            freq_factors: None,
+        };
+        let halved = Rope {
+            freq_factors: Some(vec![2.0f32; 4].into()),
+            ..plain.clone()
+        };
+        // Factors of 2 at position 6 rotate like no factors at position 3.
+        for (a, b) in halved.cache(6).iter().zip(plain.cache(3)) {
+            assert!((a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5);
+        }
     }
 }

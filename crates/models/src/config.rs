@@ -327,6 +327,8 @@ impl ModelConfig {
                 freq_base,
                 freq_scale,
                 neox: arch.rope_neox(),
+                // Filled in from the `rope_freqs` tensor by the loader, if the file has one.
+                freq_factors: None,
             },
         })
     }

@@ -86,8 +86,9 @@ pub struct Model {
 impl Model {
     /// Loads a model from an opened GGUF file.
     pub fn load(gguf: &GgufFile, opts: &LoadOptions) -> Result<Model, ModelError> {
-        let config = ModelConfig::from_gguf(gguf)?;
+        let mut config = ModelConfig::from_gguf(gguf)?;
         let weights = weights::Weights::load(gguf, &config, opts)?;
+        config.rope.freq_factors = weights.rope_freqs.clone();
         Ok(Model { config, weights })
     }
 

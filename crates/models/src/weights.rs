@@ -84,6 +84,8 @@ pub(crate) struct Weights {
     pub output: Option<Matrix>,
     pub output_norm: Vec<f32>,
     pub layers: Vec<LayerWeights>,
+    /// Llama 3.1-style RoPE frequency factors (`rope_freqs.weight`), one per rotated pair.
+    pub rope_freqs: Option<std::sync::Arc<[f32]>>,
     pub n_params: u64,
     pub n_bytes: u64,
 }
@@ -115,6 +117,9 @@ impl Weights {
             None
         };
         let output_norm = l.vector("output_norm.weight", e)?;
+        let rope_freqs = l
+            .opt_vector("rope_freqs.weight", c.rope.n_rot / 2, false)?
+            .map(std::sync::Arc::from);
         let mut layers = Vec::with_capacity(c.n_layer);
         let has_bias = c.arch.qkv_bias();
         let has_qk_norm = c.arch.qk_norm();
@@ -189,6 +194,7 @@ impl Weights {
             output,
             output_norm,
             layers,
+            rope_freqs,
             n_params: l.n_params,
             n_bytes: l.n_bytes,
         })

@@ -379,3 +379,41 @@ fn out_of_range_token_is_an_error() {
         "KV overflow must be an error"
     );
 }
+
+/// The llama fixture rewritten with a `rope_freqs.weight` tensor of the given factor.
+fn llama_with_rope_freqs(factor: f32) -> Model {
+    let src = GgufFile::open(fixtures().join("models/llama-f32.gguf")).unwrap();
+    let mut w = frugal_formats::GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add_metadata(k.clone(), v.clone());
+    }
+    for t in src.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, src.tensor_data(t).to_vec());
+    }
+    let ff: Vec<u8> = std::iter::repeat_n(factor.to_le_bytes(), 32)
+        .flatten()
+        .collect();
+    w.add_tensor(
+        "rope_freqs.weight",
+        &[32],
+        frugal_kernels::GgmlType::F32,
+        ff,
+    );
+    let g = GgufFile::from_bytes(w.to_bytes(), "llama-rope-freqs.gguf").unwrap();
+    Model::load(&g, &LoadOptions::default()).unwrap()
+}
+
+#[test]
+fn rope_frequency_factors_are_applied() {
+    let e = expected("llama-f32");
+    let tokens = ids(&e["token_ids"]);
+    let pool = ThreadPool::new(2);
+    let base = logits(&load("llama-f32", false), &pool, &tokens, false);
+    let ones = logits(&llama_with_rope_freqs(1.0), &pool, &tokens, false);
+    assert_eq!(base, ones, "factors of 1 change nothing");
+    let twos = logits(&llama_with_rope_freqs(2.0), &pool, &tokens, false);
+    assert!(
+        dist(&base, &twos).max > 1e-3,
+        "factors of 2 must change the result"
+    );
+}
