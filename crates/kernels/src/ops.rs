@@ -77,7 +77,7 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
-/// Rotary position embedding, as ggml_rope_ext computes it without YaRN (ext_factor 0).
+/// Rotary position embedding, as ggml_rope_ext computes it (YaRN included).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rope {
     /// Rotated dimensions at the start of each head.
@@ -90,6 +90,38 @@ pub struct Rope {
     pub neox: bool,
     /// Per-pair frequency divisors (Llama 3.1's `rope_freqs`): pair `i` uses `theta_i / f[i]`.
     pub freq_factors: Option<std::sync::Arc<[f32]>>,
+    /// YaRN, when scaling a model past its original context; `None` for plain RoPE.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN parameters as ggml takes them: pairs below `corr_dims[0]` extrapolate, above
+/// `corr_dims[1]` interpolate, with a linear ramp between; cos/sin are scaled by
+/// `attn_factor * (1 + 0.1 ln(1/freq_scale))`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    pub ext_factor: f32,
+    pub attn_factor: f32,
+    pub corr_dims: [f32; 2],
+}
+
+impl Yarn {
+    /// ggml's correction dims for `n_rot` rotated dims, original context `n_ctx_orig`.
+    pub fn corr_dims(
+        n_rot: usize,
+        n_ctx_orig: usize,
+        freq_base: f32,
+        beta_fast: f32,
+        beta_slow: f32,
+    ) -> [f32; 2] {
+        let dim = |n_rot_beta: f32| {
+            n_rot as f32 * (n_ctx_orig as f32 / (n_rot_beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * freq_base.ln())
+        };
+        [
+            dim(beta_fast).floor().max(0.0),
+            dim(beta_slow).ceil().min(n_rot as f32 - 1.0),
+        ]
+    }
 }
 
 impl Rope {
@@ -101,9 +133,22 @@ impl Rope {
         (0..self.n_rot / 2)
             .map(|i| {
                 let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
-                let t = self.freq_scale * (theta / ff);
+                let extrap = theta / ff;
+                let interp = self.freq_scale * extrap;
                 theta *= theta_scale;
-                (t.cos(), t.sin())
+                match &self.yarn {
+                    Some(y) if y.ext_factor != 0.0 => {
+                        let [low, high] = y.corr_dims;
+                        let ramp =
+                            1.0 - ((i as f32 - low) / (high - low).max(0.001)).clamp(0.0, 1.0);
+                        let mix = ramp * y.ext_factor;
+                        let t = interp * (1.0 - mix) + extrap * mix;
+                        let m = y.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln());
+                        (t.cos() * m, t.sin() * m)
+                    }
+                    Some(y) => (interp.cos() * y.attn_factor, interp.sin() * y.attn_factor),
+                    None => (interp.cos(), interp.sin()),
+                }
             })
             .collect()
     }
@@ -176,6 +221,7 @@ mod tests {
                 freq_scale: 1.0,
                 neox,
                 freq_factors: None,
+                yarn: None,
             };
             let orig: Vec<f32> = (0..16).map(|i| i as f32 * 0.3 - 2.0).collect();
             let mut x = orig.clone();
@@ -204,6 +250,7 @@ mod tests {
             freq_scale: 1.0,
             neox: false,
             freq_factors: None,
+            yarn: None,
         };
         normal.apply(&mut x, 1, 4, 1);
         // (x0, x1) = (0, 1) rotated by theta = 1: (-sin 1, cos 1); the second pair stays 0.
@@ -228,6 +275,7 @@ mod tests {
             freq_scale: 1.0,
             neox: true,
             freq_factors: None,
+            yarn: None,
         };
         let halved = Rope {
             freq_factors: Some(vec![2.0f32; 4].into()),

@@ -2,7 +2,7 @@
 
 use crate::ModelError;
 use frugal_formats::GgufFile;
-use frugal_kernels::ops::Rope;
+use frugal_kernels::ops::{Rope, Yarn};
 
 /// Architecture families frugal can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,8 @@ pub struct ModelConfig {
     pub n_ctx_train: usize,
     pub rms_eps: f32,
     pub rope: Rope,
+    /// Multiplies the attention scores' `1/sqrt(head size)` (DeepSeek2 with YaRN: mscale²).
+    pub kq_scale_mult: f32,
     /// Mixture-of-experts feed-forward, for the MoE architectures.
     pub moe: Option<MoeConfig>,
     /// Multi-head latent attention (deepseek2).
@@ -197,7 +199,8 @@ impl ModelConfig {
             )));
         }
         let freq_base = gguf.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
-        let freq_scale = rope_freq_scale(gguf, p)?;
+        let (freq_scale, yarn, kq_scale_mult) =
+            rope_scaling(gguf, arch, n_rot, freq_base, n_ctx_train)?;
 
         let n_vocab = match gguf.tensor("token_embd.weight") {
             Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
@@ -329,6 +332,13 @@ impl ModelConfig {
                 neox: arch.rope_neox(),
                 // Filled in from the `rope_freqs` tensor by the loader, if the file has one.
                 freq_factors: None,
+                yarn,
+            },
+            // Only DeepSeek2's graph scales its scores by YaRN's mscale².
+            kq_scale_mult: if arch == Arch::Deepseek2 {
+                kq_scale_mult
+            } else {
+                1.0
             },
         })
     }
@@ -368,30 +378,97 @@ impl ModelConfig {
     }
 }
 
-/// Linear RoPE scaling (`rope.scaling.type = linear`, factor f → positions scaled by 1/f).
-fn rope_freq_scale(gguf: &GgufFile, p: &str) -> Result<f32, ModelError> {
-    let kind = gguf.opt_str(&format!("{p}.rope.scaling.type"))?;
+/// RoPE scaling from metadata, as llama.cpp sets it up: returns `freq_scale`, the YaRN
+/// parameters (also used for a plain `rope.scaling.attn_factor`), and the multiplier DeepSeek2
+/// applies to its attention scores (`mscale²`).
+fn rope_scaling(
+    gguf: &GgufFile,
+    arch: Arch,
+    n_rot: usize,
+    freq_base: f32,
+    n_ctx_train: usize,
+) -> Result<(f32, Option<Yarn>, f32), ModelError> {
+    let p = arch.name();
+    let key = |k: &str| format!("{p}.rope.scaling.{k}");
+    let bad = |msg: String| ModelError::BadConfig {
+        file: gguf.name().to_string(),
+        msg,
+    };
+    let kind = gguf.opt_str(&key("type"))?.unwrap_or("none");
     let factor = gguf
-        .opt_f32(&format!("{p}.rope.scaling.factor"))?
+        .opt_f32(&key("factor"))?
         .or(gguf.opt_f32(&format!("{p}.rope.scale_linear"))?);
-    match kind {
-        None | Some("none") | Some("linear") => {}
-        Some(other) => {
-            return Err(ModelError::BadConfig {
-                file: gguf.name().to_string(),
-                msg: format!("rope scaling type '{other}' is not supported yet"),
-            })
+    let rope_attn = gguf.opt_f32(&key("attn_factor"))?.unwrap_or(1.0);
+    if let Some(f) = factor {
+        if !(f > 0.0 && f.is_finite()) {
+            return Err(bad(format!("rope scaling factor {f} must be positive")));
         }
     }
-    if kind == Some("none") {
-        return Ok(1.0);
-    }
-    match factor {
-        None => Ok(1.0),
-        Some(f) if f > 0.0 && f.is_finite() => Ok(1.0 / f),
-        Some(f) => Err(ModelError::BadConfig {
-            file: gguf.name().to_string(),
-            msg: format!("rope scaling factor {f} must be positive"),
-        }),
+    let plain = |fs: f32| {
+        let yarn = (rope_attn != 1.0).then_some(Yarn {
+            ext_factor: 0.0,
+            attn_factor: rope_attn,
+            corr_dims: [0.0, 0.0],
+        });
+        (fs, yarn, rope_attn * rope_attn)
+    };
+    match kind {
+        "none" => Ok(plain(1.0)),
+        "linear" => Ok(plain(1.0 / factor.unwrap_or(1.0))),
+        "yarn" => {
+            let factor = factor.unwrap_or(1.0);
+            let fs = 1.0 / factor;
+            let n_ctx_orig = gguf
+                .opt_u32(&key("original_context_length"))?
+                .map_or(n_ctx_train, |v| v as usize);
+            let ext_factor = gguf
+                .opt_f32(&key("yarn_ext_factor"))?
+                .filter(|v| *v >= 0.0)
+                .unwrap_or(1.0);
+            let beta_fast = gguf.opt_f32(&key("yarn_beta_fast"))?.unwrap_or(32.0);
+            let beta_slow = gguf.opt_f32(&key("yarn_beta_slow"))?.unwrap_or(1.0);
+            let mut log_mul = gguf.opt_f32(&key("yarn_log_multiplier"))?.unwrap_or(0.0);
+            if arch == Arch::Deepseek2 {
+                // The converter stores DeepSeek's value times 0.1; llama.cpp undoes that.
+                log_mul /= 0.1;
+            }
+            let mut attn_factor = gguf.opt_f32(&key("yarn_attn_factor"))?.unwrap_or(1.0);
+            if ext_factor != 0.0 {
+                let get_mscale = |s: f32, m: f32| {
+                    if s <= 1.0 {
+                        1.0
+                    } else {
+                        0.1 * m * s.ln() + 1.0
+                    }
+                };
+                attn_factor = if log_mul != 0.0 {
+                    let m = if arch == Arch::Deepseek2 && log_mul != 1.0 {
+                        log_mul
+                    } else {
+                        1.0
+                    };
+                    get_mscale(factor, m) / get_mscale(factor, log_mul)
+                } else {
+                    get_mscale(factor, 1.0)
+                };
+                // ggml multiplies this back in when it applies YaRN.
+                attn_factor /= 1.0 + 0.1 * factor.ln();
+            }
+            attn_factor *= rope_attn;
+            let attn_org = attn_factor * (1.0 + 0.1 * (1.0 / fs).ln());
+            let mscale = attn_org * (1.0 + 0.1 * log_mul * (1.0 / fs).ln());
+            Ok((
+                fs,
+                Some(Yarn {
+                    ext_factor,
+                    attn_factor,
+                    corr_dims: Yarn::corr_dims(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow),
+                }),
+                mscale * mscale,
+            ))
+        }
+        other => Err(bad(format!(
+            "rope scaling type '{other}' is not supported (supported: none, linear, yarn)"
+        ))),
     }
 }

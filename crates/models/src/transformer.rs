@@ -205,7 +205,7 @@ fn mla(
         n_head_kv: 1,
         dim_k: kdim,
         dim_v: lora,
-        scale: 1.0 / (hq as f32).sqrt(),
+        scale: c.kq_scale_mult / (hq as f32).sqrt(),
     };
     attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
 

@@ -417,3 +417,62 @@ fn rope_frequency_factors_are_applied() {
         "factors of 2 must change the result"
     );
 }
+
+/// A fixture model with extra metadata (the same keys scripts/gen_yarn_reference.py adds).
+fn with_metadata(model: &str, extra: &[(&str, frugal_formats::Value)]) -> Model {
+    let src = GgufFile::open(fixtures().join("models").join(format!("{model}.gguf"))).unwrap();
+    let mut w = frugal_formats::GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.add_metadata(k.clone(), v.clone());
+    }
+    for (k, v) in extra {
+        w.add_metadata(*k, v.clone());
+    }
+    for t in src.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, src.tensor_data(t).to_vec());
+    }
+    let g = GgufFile::from_bytes(w.to_bytes(), model).unwrap();
+    Model::load(&g, &LoadOptions::default()).unwrap()
+}
+
+#[test]
+fn yarn_rope_scaling_matches_llama_cpp() {
+    use frugal_formats::Value::{String as S, F32, U32};
+    for (model, arch, log_mul) in [
+        ("llama-f32", "llama", None),
+        ("deepseek2-f32", "deepseek2", Some(0.0707)),
+    ] {
+        let mut extra = vec![
+            (format!("{arch}.rope.scaling.type"), S("yarn".into())),
+            (format!("{arch}.rope.scaling.factor"), F32(4.0)),
+            (
+                format!("{arch}.rope.scaling.original_context_length"),
+                U32(32),
+            ),
+        ];
+        if let Some(m) = log_mul {
+            extra.push((format!("{arch}.rope.scaling.yarn_log_multiplier"), F32(m)));
+        }
+        let extra: Vec<(&str, frugal_formats::Value)> =
+            extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let m = with_metadata(model, &extra);
+        let tokens = ids(&expected(model)["token_ids"]);
+        let pool = ThreadPool::new(2);
+        let reference: Vec<f32> = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/data/{model}-yarn.batched.f32")),
+        )
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+        for step in [false, true] {
+            let d = dist(&logits(&m, &pool, &tokens, step), &reference);
+            eprintln!(
+                "{model} yarn (step={step}): max |Δ| {:.2e}, mean |Δ| {:.2e}",
+                d.max, d.mean
+            );
+            assert!(d.max <= 1e-3, "{model} yarn step={step}: max |Δ| {}", d.max);
+        }
+    }
+}
