@@ -9,6 +9,14 @@ use crate::types::GgmlType;
 /// (bytes of its `vec_dot_type`).
 pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// One weight row against four activation rows (prefill): the weight blocks are decoded once.
+pub type VecDot4Fn = fn(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
+
+/// A four-row kernel for `ty` at `isa` or below, if one exists (else use [`vec_dot_fn`] per row).
+pub fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
+    crate::simd::vec_dot4_fn(ty, isa.min(Isa::best_available()))
+}
+
 /// The fastest kernel for weights of `ty` at `isa` or below, never one the CPU lacks.
 pub fn vec_dot_fn(ty: GgmlType, isa: Isa) -> VecDotFn {
     let isa = isa.min(Isa::best_available());

@@ -7,7 +7,7 @@
 
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
-use crate::dot::vec_dot_fn;
+use crate::dot::{vec_dot4_fn, vec_dot_fn};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quantize::quantize_row;
@@ -223,10 +223,22 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
     }
     // Compute y transposed ([rows x n]) so each thread owns whole contiguous tiles, then transpose.
     let mut yt = vec![0.0f32; rows * n];
+    let dot4 = vec_dot4_fn(w.ty, Isa::best());
     par_chunks_mut(pool, &mut yt, TILE_ROWS * n, &|tile, out| {
         let r0 = tile * TILE_ROWS;
         let tile_rows = out.len() / n;
-        for t in 0..n {
+        let mut t = 0;
+        if let Some(dot4) = dot4 {
+            while t + 4 <= n {
+                let a = [qa.row(t), qa.row(t + 1), qa.row(t + 2), qa.row(t + 3)];
+                for i in 0..tile_rows {
+                    let y = dot4(cols, w.row(r0 + i), &a);
+                    out[i * n + t..i * n + t + 4].copy_from_slice(&y);
+                }
+                t += 4;
+            }
+        }
+        for t in t..n {
             let a = qa.row(t);
             for i in 0..tile_rows {
                 out[i * n + t] = dot(cols, w.row(r0 + i), a);

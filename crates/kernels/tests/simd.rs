@@ -123,3 +123,49 @@ fn f32_helpers_match_scalar_with_ragged_tails() {
         }
     }
 }
+
+#[test]
+fn four_row_kernels_match_scalar() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut checked = 0;
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
+        for blocks in [1usize, 3, 8, 28] {
+            let n = blocks * 32;
+            for isa in Isa::available() {
+                let Some(dot4) = frugal_kernels::dot::vec_dot4_fn(ty, isa) else {
+                    continue;
+                };
+                let w = random_weights(&mut rng, ty, n);
+                let acts: Vec<Vec<u8>> = (0..4)
+                    .map(|_| {
+                        let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                        let mut a = vec![0u8; GgmlType::Q8_0.row_bytes(n).unwrap()];
+                        quantize_row(GgmlType::Q8_0, &x, &mut a);
+                        a
+                    })
+                    .collect();
+                let got = dot4(n, &w, &[&acts[0], &acts[1], &acts[2], &acts[3]]);
+                for (j, a) in acts.iter().enumerate() {
+                    // Bit-identical to the one-row kernel: batching never changes a result.
+                    assert_eq!(
+                        got[j].to_bits(),
+                        vec_dot_fn(ty, isa)(n, &w, a).to_bits(),
+                        "{ty} {isa:?}"
+                    );
+                    let want = scalar_fn(ty)(n, &w, a);
+                    let (mut wf, mut af) = (vec![0.0f32; n], vec![0.0f32; n]);
+                    dequantize_row(ty, &w, &mut wf);
+                    dequantize_row(GgmlType::Q8_0, a, &mut af);
+                    let mag: f64 = wf.iter().zip(&af).map(|(p, q)| (p * q).abs() as f64).sum();
+                    assert!(
+                        ((got[j] - want) as f64).abs() <= 2e-5 * mag + 1e-6,
+                        "{ty} {isa:?} row {j}: {} vs {want}",
+                        got[j]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0 || Isa::available() == vec![Isa::Scalar]);
+}

@@ -28,6 +28,23 @@ pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
     }
 }
 
+/// A kernel dotting one weight row with four activation rows, for `ty` at `isa`, if there is one.
+pub(crate) fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<crate::dot::VecDot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match isa {
+            Isa::Avx512Vnni => x86::vnni::kernel4(ty),
+            Isa::Avx2 => x86::avx2::kernel4(ty),
+            Isa::Scalar => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, isa);
+        None
+    }
+}
+
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     match Isa::best() {

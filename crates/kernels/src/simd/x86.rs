@@ -41,6 +41,43 @@ macro_rules! sum_blocks {
     }};
 }
 
+/// Like `sum_blocks!` for four activation rows at once (Q8_0 activations): the body decodes
+/// weight block `i` once into its scale and signed values, shared by the four dot products. Each
+/// row is accumulated in exactly `sum_blocks!`'s order, so a token gets bit-identical results
+/// whether it is computed alone or in a batch.
+macro_rules! sum_blocks_x4 {
+    ($nb:expr, $a:expr, |$i:ident| $body:block) => {{
+        let a: &[&[u8]; 4] = $a;
+        let nb = $nb;
+        let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+        for $i in 0..nb {
+            // Blocks go round-robin to four accumulators; the tail after the last full group of
+            // four goes to the first, as in `sum_blocks!`.
+            let k = if $i < nb / 4 * 4 { $i % 4 } else { 0 };
+            let (dw, x): (f32, __m256i) = $body;
+            let ax = _mm256_sign_epi8(x, x);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let ab = &a[j][$i * B8..($i + 1) * B8];
+                // SAFETY: an activation block has 32 quants after its 2-byte scale.
+                let y = unsafe { load32(ab.as_ptr().add(2)) };
+                let p = dpbusd(_mm256_setzero_si256(), ax, _mm256_sign_epi8(y, x));
+                acc[k] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * f16_at(ab)),
+                    _mm256_cvtepi32_ps(p),
+                    acc[k],
+                );
+            }
+        }
+        let total = |a: [__m256; 4]| {
+            hsum_ps(_mm256_add_ps(
+                _mm256_add_ps(a[0], a[1]),
+                _mm256_add_ps(a[2], a[3]),
+            ))
+        };
+        [total(acc[0]), total(acc[1]), total(acc[2]), total(acc[3])]
+    }};
+}
+
 macro_rules! kernels {
     ($name:ident, $features:literal, $isa:expr, $dpbusd:ident) => {
         pub mod $name {
@@ -62,6 +99,40 @@ macro_rules! kernels {
                     GgmlType::Q6_K => q6_k,
                     _ => return None,
                 })
+            }
+
+            /// The four-row kernel for `ty`, if this level has one.
+            pub fn kernel4(ty: GgmlType) -> Option<crate::dot::VecDot4Fn> {
+                Some(match ty {
+                    GgmlType::Q8_0 => q8_0_x4,
+                    GgmlType::Q4_0 => q4_0_x4,
+                    GgmlType::Q5_0 => q5_0_x4,
+                    _ => return None,
+                })
+            }
+
+            fn check4(ty: GgmlType, n: usize, w: &[u8], a: &[&[u8]; 4]) {
+                for a in a {
+                    check(ty, n, w, a);
+                }
+            }
+
+            fn q8_0_x4(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                check4(GgmlType::Q8_0, n, w, a);
+                // SAFETY: lengths checked above; the CPU has these features (dispatch).
+                unsafe { imp::q8_0_x4(n / QK, w, a) }
+            }
+
+            fn q4_0_x4(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                check4(GgmlType::Q4_0, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q4_0_x4(n / QK, w, a) }
+            }
+
+            fn q5_0_x4(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                check4(GgmlType::Q5_0, n, w, a);
+                // SAFETY: as above.
+                unsafe { imp::q5_0_x4(n / QK, w, a) }
             }
 
             fn check(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) {
@@ -406,6 +477,45 @@ macro_rules! kernels {
                         let hi = _mm256_and_si256(bits_to_bytes(qh), sixteen);
                         let x = _mm256_sub_epi8(_mm256_or_si256(lo, hi), sixteen);
                         (d, dot_i8(_mm256_setzero_si256(), x, y))
+                    })
+                }
+
+                /// # Safety: `w` holds `nb` Q8_0 blocks, each `a[j]` `nb` Q8_0 blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q8_0_x4(nb: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                    sum_blocks_x4!(nb, a, |i| {
+                        let wb = &w[i * B8..(i + 1) * B8];
+                        // SAFETY: 32 quants after the scale.
+                        (f16_at(wb), unsafe { load32(wb.as_ptr().add(2)) })
+                    })
+                }
+
+                /// # Safety: `w` holds `nb` Q4_0 blocks, each `a[j]` `nb` Q8_0 blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q4_0_x4(nb: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                    let eight = _mm256_set1_epi8(8);
+                    sum_blocks_x4!(nb, a, |i| {
+                        let wb = &w[i * B40..(i + 1) * B40];
+                        // SAFETY: 16 nibble bytes after the scale.
+                        let x = unsafe { nibbles32(wb.as_ptr().add(2)) };
+                        (f16_at(wb), _mm256_sub_epi8(x, eight))
+                    })
+                }
+
+                /// # Safety: `w` holds `nb` Q5_0 blocks, each `a[j]` `nb` Q8_0 blocks.
+                #[target_feature(enable = $features)]
+                pub unsafe fn q5_0_x4(nb: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4] {
+                    let sixteen = _mm256_set1_epi8(16);
+                    sum_blocks_x4!(nb, a, |i| {
+                        let wb = &w[i * B50..(i + 1) * B50];
+                        let qh = u32::from_le_bytes([wb[2], wb[3], wb[4], wb[5]]);
+                        // SAFETY: 16 nibble bytes at offset 6.
+                        let lo = unsafe { nibbles32(wb.as_ptr().add(6)) };
+                        let hi = _mm256_and_si256(bits_to_bytes(qh), sixteen);
+                        (
+                            f16_at(wb),
+                            _mm256_sub_epi8(_mm256_or_si256(lo, hi), sixteen),
+                        )
                     })
                 }
 
