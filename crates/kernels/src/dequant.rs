@@ -4,7 +4,7 @@
 use crate::blocks::*;
 use crate::types::{GgmlType, QK, QK_K};
 use bytemuck::Pod;
-use half::{bf16, f16};
+use half::f16;
 
 /// Views `bytes` as blocks; copies into an aligned buffer only if `bytes` is misaligned.
 pub(crate) fn blocks_of<T: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
@@ -72,7 +72,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         }
         GgmlType::BF16 => {
             for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                // GGML_BF16_TO_FP32: a plain shift (half's conversion would quieten NaNs).
+                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
             }
         }
         GgmlType::Q4_0 => {

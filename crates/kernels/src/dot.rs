@@ -1,5 +1,5 @@
-//! Run-time dispatch of dot-product kernels: the best implementation for a weight type at the
-//! instruction-set level the CPU has.
+//! Run-time dispatch of dot-product kernels (and of the activation quantizers that feed them): the
+//! best implementation for a type at the instruction-set level the CPU has.
 
 use crate::cpu::Isa;
 use crate::dot_scalar;
@@ -13,6 +13,8 @@ pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 pub type VecDot4Fn = fn(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
 
 /// A four-row kernel for `ty` at `isa` or below, if one exists (else use [`vec_dot_fn`] per row).
+/// Each of its results is bit-identical to `vec_dot_fn(ty, isa)` on that row, so batching tokens
+/// never changes their results.
 pub fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
     crate::simd::vec_dot4_fn(ty, isa.min(Isa::best_available()))
 }
@@ -26,33 +28,47 @@ pub fn vec_dot_fn(ty: GgmlType, isa: Isa) -> VecDotFn {
     scalar_fn(ty)
 }
 
-/// The scalar reference kernel for `ty`.
+/// The scalar reference kernel for `ty` (checks the slice sizes like every other level).
 pub fn scalar_fn(ty: GgmlType) -> VecDotFn {
-    macro_rules! wrap {
-        ($f:path) => {{
-            fn k(_n: usize, w: &[u8], a: &[u8]) -> f32 {
-                $f(w, a)
+    macro_rules! scalar {
+        ($($t:ident),*) => {
+            match ty {
+                $(GgmlType::$t => |n: usize, w: &[u8], a: &[u8]| {
+                    dot_scalar::vec_dot(GgmlType::$t, n, w, a)
+                },)*
             }
-            k
-        }};
+        };
     }
-    match ty {
-        GgmlType::F32 => wrap!(dot_scalar::vec_dot_f32),
-        GgmlType::F16 => wrap!(dot_scalar::vec_dot_f16),
-        GgmlType::BF16 => wrap!(dot_scalar::vec_dot_bf16),
-        GgmlType::Q4_0 => wrap!(dot_scalar::vec_dot_q4_0_q8_0),
-        GgmlType::Q4_1 => wrap!(dot_scalar::vec_dot_q4_1_q8_1),
-        GgmlType::Q5_0 => wrap!(dot_scalar::vec_dot_q5_0_q8_0),
-        GgmlType::Q5_1 => wrap!(dot_scalar::vec_dot_q5_1_q8_1),
-        GgmlType::Q8_0 => wrap!(dot_scalar::vec_dot_q8_0_q8_0),
-        GgmlType::Q8_1 => wrap!(dot_scalar::vec_dot_q8_1_q8_1),
-        GgmlType::Q2_K => wrap!(dot_scalar::vec_dot_q2_k_q8_k),
-        GgmlType::Q3_K => wrap!(dot_scalar::vec_dot_q3_k_q8_k),
-        GgmlType::Q4_K => wrap!(dot_scalar::vec_dot_q4_k_q8_k),
-        GgmlType::Q5_K => wrap!(dot_scalar::vec_dot_q5_k_q8_k),
-        GgmlType::Q6_K => wrap!(dot_scalar::vec_dot_q6_k_q8_k),
-        GgmlType::Q8_K => wrap!(dot_scalar::vec_dot_q8_k_q8_k),
+    scalar!(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)
+}
+
+/// Quantizes one activation row into `ty`; `dst` holds exactly `ty.row_bytes(src.len())` bytes.
+pub type QuantizeRowFn = fn(src: &[f32], dst: &mut [u8]);
+
+/// The fastest activation quantizer for `ty` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) at `isa` or
+/// below. Every level writes exactly the bytes of the scalar [`crate::quantize::quantize_row`].
+pub fn quantize_row_fn(ty: GgmlType, isa: Isa) -> QuantizeRowFn {
+    let isa = isa.min(Isa::best_available());
+    if let Some(f) = crate::simd::quantize_row_fn(ty, isa) {
+        return f;
     }
+    macro_rules! scalar {
+        ($($t:ident),*) => {
+            match ty {
+                $(GgmlType::$t => |src: &[f32], dst: &mut [u8]| {
+                    crate::quantize::quantize_row(GgmlType::$t, src, dst)
+                },)*
+                // Not an activation type: the scalar function reports it.
+                _ => |_: &[f32], _: &mut [u8]| panic!("quantize_row: not an activation type"),
+            }
+        };
+    }
+    scalar!(F32, F16, BF16, Q8_0, Q8_1, Q8_K)
+}
+
+/// `quantize_row_fn(ty, Isa::best())` applied once.
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
+    quantize_row_fn(ty, Isa::best())(src, dst)
 }
 
 /// `vec_dot_fn(ty, Isa::best())` applied once.

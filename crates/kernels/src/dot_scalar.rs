@@ -5,7 +5,7 @@
 use crate::blocks::*;
 use crate::dequant::{blocks_of, q3k_scales, scale_min_k4};
 use crate::types::{GgmlType, QK};
-use half::{bf16, f16};
+use half::f16;
 
 /// Dot product of `n` values: weights `w` of type `ty`, activations `a` of `ty.vec_dot_type()`.
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -39,6 +39,7 @@ fn floats(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
 }
 
+/// F32 · F32, products and sum in f64 (ggml's `ggml_float`), rounded to f32 once.
 pub fn vec_dot_f32(w: &[u8], a: &[u8]) -> f32 {
     floats(w)
         .zip(floats(a))
@@ -46,6 +47,7 @@ pub fn vec_dot_f32(w: &[u8], a: &[u8]) -> f32 {
         .sum::<f64>() as f32
 }
 
+/// F16 · F16, products and sum in f64.
 pub fn vec_dot_f16(w: &[u8], a: &[u8]) -> f32 {
     let h = |c: &[u8]| f16::from_le_bytes([c[0], c[1]]).to_f32() as f64;
     w.chunks_exact(2)
@@ -54,8 +56,9 @@ pub fn vec_dot_f16(w: &[u8], a: &[u8]) -> f32 {
         .sum::<f64>() as f32
 }
 
+/// BF16 · BF16, products and sum in f64.
 pub fn vec_dot_bf16(w: &[u8], a: &[u8]) -> f32 {
-    let h = |c: &[u8]| bf16::from_le_bytes([c[0], c[1]]).to_f32() as f64;
+    let h = |c: &[u8]| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64;
     w.chunks_exact(2)
         .zip(a.chunks_exact(2))
         .map(|(x, y)| h(x) * h(y))
@@ -79,6 +82,7 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&p, &q)| p as i32 * q as i32).sum()
 }
 
+/// Q4_0 · Q8_0: per block, (integer sum of (q - 8) a) × d_w × d_a.
 pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ4_0>(w), blocks_of::<BlockQ8_0>(a));
     let mut sum = 0.0f32;
@@ -93,6 +97,8 @@ pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q4_1 · Q8_1: per block, d_w d_a × (integer sum of q a) + m × s, where s is the activation
+/// block's stored d × sum(a).
 pub fn vec_dot_q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ4_1>(w), blocks_of::<BlockQ8_1>(a));
     let mut sum = 0.0f32;
@@ -118,6 +124,7 @@ fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> [i32; QK] {
     v
 }
 
+/// Q5_0 · Q8_0: like Q4_0 with 5-bit quants biased by 16.
 pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     sum_blocks(w, a, |x: &BlockQ5_0, y: &BlockQ8_0| {
         let v = q5_values(&x.qs, x.qh);
@@ -130,6 +137,7 @@ pub fn vec_dot_q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     })
 }
 
+/// Q5_1 · Q8_1: like Q4_1 with 5-bit quants.
 pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     sum_blocks(w, a, |x: &BlockQ5_1, y: &BlockQ8_1| {
         let v = q5_values(&x.qs, x.qh);
@@ -138,24 +146,29 @@ pub fn vec_dot_q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     })
 }
 
+/// Q8_0 · Q8_0: per block, (integer sum) × d_w × d_a.
 pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     sum_blocks(w, a, |x: &BlockQ8_0, y: &BlockQ8_0| {
         dot_i8(&x.qs, &y.qs) as f32 * x.d.to_f32() * y.d.to_f32()
     })
 }
 
+/// Q8_1 · Q8_1 (the stored sums are not needed).
 pub fn vec_dot_q8_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
     sum_blocks(w, a, |x: &BlockQ8_1, y: &BlockQ8_1| {
         dot_i8(&x.qs, &y.qs) as f32 * x.d.to_f32() * y.d.to_f32()
     })
 }
 
+/// Q8_K · Q8_K: per block, (integer sum) × d_w × d_a.
 pub fn vec_dot_q8_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     sum_blocks(w, a, |x: &BlockQ8K, y: &BlockQ8K| {
         dot_i8(&x.qs, &y.qs) as f32 * x.d * y.d
     })
 }
 
+/// Q2_K · Q8_K: d_w d_a × (sum of sub-block scale × integer sum) minus dmin d_a × (sum of
+/// sub-block min × the activation's 16-value sums `bsums`).
 pub fn vec_dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ2K>(w), blocks_of::<BlockQ8K>(a));
     let mut sum = 0.0f32;
@@ -188,6 +201,7 @@ pub fn vec_dot_q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q3_K · Q8_K: d_w d_a × (sum of signed 6-bit sub-block scale × integer sum of 3-bit quants).
 pub fn vec_dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ3K>(w), blocks_of::<BlockQ8K>(a));
     let mut sum = 0.0f32;
@@ -217,6 +231,7 @@ pub fn vec_dot_q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q4_K · Q8_K: like Q2_K with 32-value sub-blocks and 6-bit scales and mins.
 pub fn vec_dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ4K>(w), blocks_of::<BlockQ8K>(a));
     let mut sum = 0.0f32;
@@ -241,6 +256,7 @@ pub fn vec_dot_q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q5_K · Q8_K: like Q4_K with 5-bit quants.
 pub fn vec_dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ5K>(w), blocks_of::<BlockQ8K>(a));
     let mut sum = 0.0f32;
@@ -268,6 +284,7 @@ pub fn vec_dot_q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// Q6_K · Q8_K: d_w d_a × (sum of signed 8-bit sub-block scale × integer sum of (q - 32) a).
 pub fn vec_dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let (x, y) = (blocks_of::<BlockQ6K>(w), blocks_of::<BlockQ8K>(a));
     let mut sum = 0.0f32;

@@ -1,22 +1,19 @@
 //! Weight matrices and matrix multiplication against f32 activations.
 //!
-//! Like ggml, activations are first quantized into the weight type's `vec_dot_type` (once per call,
-//! or once for several matrices with [`quantize_activations`]), then every weight row is dotted with
-//! every activation row. Rows are split across threads in contiguous ranges; within a range, a tile
-//! of weight rows stays in cache while every token passes over it.
+//! Like ggml, activations are first quantized into the weight type's `vec_dot_type` (once per
+//! call, or once for several matrices with [`quantize_activations`]), then every weight row is
+//! dotted with every activation row. Rows are split across threads in contiguous ranges; within a range, a tile
+//! of weight rows stays in L1 while a block of tokens (sized for L2) passes over it, four tokens
+//! per kernel call where the weight type has a four-row kernel.
 
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
-use crate::dot::{vec_dot4_fn, vec_dot_fn};
+use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
-use crate::quantize::quantize_row;
 use crate::types::GgmlType;
 use crate::KernelError;
 use bytemuck::{Pod, Zeroable};
-
-/// Weight rows per tile.
-const TILE_ROWS: usize = 8;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
@@ -141,7 +138,8 @@ impl Matrix {
     }
 }
 
-/// Activation rows quantized into one `vec_dot_type`, reusable across matrices sharing it.
+/// Activation rows quantized into one `vec_dot_type`, reusable across matrices sharing it (e.g.
+/// the Q, K and V projections of one input).
 pub struct QuantizedActivations {
     ty: GgmlType,
     n_tokens: usize,
@@ -151,8 +149,23 @@ pub struct QuantizedActivations {
 }
 
 impl QuantizedActivations {
+    /// The activation type the rows are quantized into.
     pub fn ty(&self) -> GgmlType {
         self.ty
+    }
+
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Whether [`matmul_quantized`] can use these rows for `w` directly (same `vec_dot_type` and
+    /// width); otherwise it has to requantize them first.
+    pub fn fits(&self, w: &Matrix) -> bool {
+        self.ty == w.ty.vec_dot_type() && self.cols == w.cols
     }
 
     fn row(&self, t: usize) -> &[u8] {
@@ -160,7 +173,8 @@ impl QuantizedActivations {
     }
 }
 
-/// Quantizes `n_tokens` rows of `x` into `ty` (an activation type).
+/// Quantizes `n_tokens` rows of `x` (`[n_tokens x cols]`, row-major) into `ty`, an activation type
+/// (a weight type's `vec_dot_type`), spreading the rows over the pool's threads.
 pub fn quantize_activations(
     pool: &ThreadPool,
     ty: GgmlType,
@@ -169,14 +183,16 @@ pub fn quantize_activations(
 ) -> QuantizedActivations {
     assert!(
         n_tokens > 0 && x.len().is_multiple_of(n_tokens),
-        "quantize_activations: shape"
+        "quantize_activations: {} values are not {n_tokens} rows",
+        x.len()
     );
     let cols = x.len() / n_tokens;
     let row_bytes = ty
         .row_bytes(cols)
-        .expect("activation width must fill whole blocks");
+        .expect("quantize_activations: the width must be a whole number of blocks");
+    let quantize = quantize_row_fn(ty, Isa::best());
     let mut data = AlignedBytes::zeroed(row_bytes * n_tokens);
-    let rows_per_chunk = n_tokens.div_ceil(pool.n_threads()).max(1);
+    let rows_per_chunk = n_tokens.div_ceil(pool.n_threads());
     par_chunks_mut(
         pool,
         data.as_mut_slice(),
@@ -184,7 +200,7 @@ pub fn quantize_activations(
         &|i, out| {
             for (j, o) in out.chunks_exact_mut(row_bytes).enumerate() {
                 let t = i * rows_per_chunk + j;
-                quantize_row(ty, &x[t * cols..(t + 1) * cols], o);
+                quantize(&x[t * cols..(t + 1) * cols], o);
             }
         },
     );
@@ -197,57 +213,114 @@ pub fn quantize_activations(
     }
 }
 
-/// `y[t * rows + r] = W[r] · x[t]` for `n_tokens` rows of `x` (`[n_tokens x cols]`, row-major).
+/// `y[t * rows + r] = W[r] · x[t]` for `n_tokens` rows of `x` (`[n_tokens x cols]`, row-major);
+/// `y` is `[n_tokens x rows]`.
+///
+/// Like ggml, the rows of `x` are first quantized into `w.ty().vec_dot_type()` (once per call),
+/// then every weight row is dotted with every quantized row; the pool's threads take contiguous
+/// ranges of weight rows.
 pub fn matmul(pool: &ThreadPool, w: &Matrix, x: &[f32], n_tokens: usize, y: &mut [f32]) {
     assert_eq!(x.len(), n_tokens * w.cols, "matmul: x has the wrong size");
     let qa = quantize_activations(pool, w.ty.vec_dot_type(), x, n_tokens);
     matmul_quantized(pool, w, &qa, y);
 }
 
-/// [`matmul`] with activations already quantized into `w`'s `vec_dot_type`.
+/// [`matmul`] with activations quantized beforehand by [`quantize_activations`].
+///
+/// When `qa` is in another type than `w`'s `vec_dot_type` (see [`QuantizedActivations::fits`]),
+/// its rows are dequantized and requantized into the right type first: correct, but slower and
+/// not bit-identical to [`matmul`] on the original rows.
 pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations, y: &mut [f32]) {
-    assert_eq!(qa.ty, w.ty.vec_dot_type(), "matmul: activation type");
-    assert_eq!(qa.cols, w.cols, "matmul: width mismatch");
+    assert_eq!(qa.cols, w.cols, "matmul: activation width mismatch");
+    assert_eq!(
+        y.len(),
+        w.rows * qa.n_tokens,
+        "matmul: y has the wrong size"
+    );
+    if qa.ty != w.ty.vec_dot_type() {
+        let mut x = vec![0.0f32; qa.n_tokens * qa.cols];
+        for (t, row) in x.chunks_exact_mut(qa.cols).enumerate() {
+            dequantize_row(qa.ty, qa.row(t), row);
+        }
+        let requantized = quantize_activations(pool, w.ty.vec_dot_type(), &x, qa.n_tokens);
+        return matmul_quantized(pool, w, &requantized, y);
+    }
+    let out = SharedOut(y.as_mut_ptr());
     let (rows, n) = (w.rows, qa.n_tokens);
-    assert_eq!(y.len(), rows * n, "matmul: y has the wrong size");
-    let dot = vec_dot_fn(w.ty, Isa::best());
+    pool.run(&|tid, nth| {
+        let (r0, r1) = (rows * tid / nth, rows * (tid + 1) / nth);
+        // SAFETY: thread `tid` writes only y[t * rows + r] for r in r0..r1, and these ranges are
+        // disjoint across threads; `y` outlives `run`, which returns after every thread is done.
+        let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
+        matmul_rows(w, qa, r0..r1, n, &write);
+    });
+}
+
+/// Weight rows per tile: their bytes stay in L1 while a block of tokens passes over them.
+const TILE_ROWS: usize = 16;
+/// Bytes of quantized activations per token block, sized to stay in L2 while a thread's weight
+/// rows stream past it.
+const TOKEN_BLOCK_BYTES: usize = 256 << 10;
+
+/// Computes `y[t][r]` for the weight rows `rows` and every token, calling `write(t, r, value)`.
+fn matmul_rows(
+    w: &Matrix,
+    qa: &QuantizedActivations,
+    rows: std::ops::Range<usize>,
+    n: usize,
+    write: &dyn Fn(usize, usize, f32),
+) {
     let cols = w.cols;
+    let dot = vec_dot_fn(w.ty, Isa::best());
     if n == 1 {
-        par_chunks_mut(pool, y, TILE_ROWS, &|tile, out| {
-            let a = qa.row(0);
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = dot(cols, w.row(tile * TILE_ROWS + i), a);
-            }
-        });
+        let a = qa.row(0);
+        for r in rows {
+            write(0, r, dot(cols, w.row(r), a));
+        }
         return;
     }
-    // Compute y transposed ([rows x n]) so each thread owns whole contiguous tiles, then transpose.
-    let mut yt = vec![0.0f32; rows * n];
     let dot4 = vec_dot4_fn(w.ty, Isa::best());
-    par_chunks_mut(pool, &mut yt, TILE_ROWS * n, &|tile, out| {
-        let r0 = tile * TILE_ROWS;
-        let tile_rows = out.len() / n;
-        let mut t = 0;
-        if let Some(dot4) = dot4 {
-            while t + 4 <= n {
-                let a = [qa.row(t), qa.row(t + 1), qa.row(t + 2), qa.row(t + 3)];
-                for i in 0..tile_rows {
-                    let y = dot4(cols, w.row(r0 + i), &a);
-                    out[i * n + t..i * n + t + 4].copy_from_slice(&y);
+    // A multiple of 4 tokens (the four-token kernels' step), at least 4.
+    let token_block = (TOKEN_BLOCK_BYTES / qa.row_bytes.max(1)).max(4) / 4 * 4;
+    for t0 in (0..n).step_by(token_block) {
+        let t1 = (t0 + token_block).min(n);
+        for tile in (rows.start..rows.end).step_by(TILE_ROWS) {
+            let tile = tile..(tile + TILE_ROWS).min(rows.end);
+            let mut t = t0;
+            if let Some(dot4) = dot4 {
+                while t + 4 <= t1 {
+                    let a = [qa.row(t), qa.row(t + 1), qa.row(t + 2), qa.row(t + 3)];
+                    for r in tile.clone() {
+                        let v = dot4(cols, w.row(r), &a);
+                        for (j, v) in v.into_iter().enumerate() {
+                            write(t + j, r, v);
+                        }
+                    }
+                    t += 4;
                 }
-                t += 4;
+            }
+            for t in t..t1 {
+                let a = qa.row(t);
+                for r in tile.clone() {
+                    write(t, r, dot(cols, w.row(r), a));
+                }
             }
         }
-        for t in t..n {
-            let a = qa.row(t);
-            for i in 0..tile_rows {
-                out[i * n + t] = dot(cols, w.row(r0 + i), a);
-            }
-        }
-    });
-    for r in 0..rows {
-        for t in 0..n {
-            y[t * rows + r] = yt[r * n + t];
-        }
+    }
+}
+
+/// The output of a matmul, written by several threads at disjoint indices.
+struct SharedOut(*mut f32);
+
+// SAFETY: `SharedOut` is only a pointer; `matmul_quantized` makes every index written by at most
+// one thread and keeps the buffer alive until all threads are done.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `i` is in bounds of the buffer and no other thread accesses index `i` concurrently.
+    unsafe fn write(&self, i: usize, v: f32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(i).write(v) }
     }
 }

@@ -39,6 +39,7 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
+/// SiLU: `x / (1 + exp(-x))` (ggml's `ggml_silu_f32`).
 #[inline]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
@@ -52,20 +53,24 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `acc[i] += x[i]`.
 pub fn add(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "add: length mismatch");
     acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
 }
 
+/// `acc[i] *= x[i]`.
 pub fn mul(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "mul: length mismatch");
     acc.iter_mut().zip(x).for_each(|(a, b)| *a *= b);
 }
 
+/// `x[i] *= s`.
 pub fn scale(x: &mut [f32], s: f32) {
     x.iter_mut().for_each(|v| *v *= s);
 }
 
+/// f32 dot product, summed in f32 in order (the portable fallback of `dot::dot_f32`).
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -94,9 +99,10 @@ pub struct Rope {
     pub yarn: Option<Yarn>,
 }
 
-/// YaRN parameters as ggml takes them: pairs below `corr_dims[0]` extrapolate, above
-/// `corr_dims[1]` interpolate, with a linear ramp between; cos/sin are scaled by
-/// `attn_factor * (1 + 0.1 ln(1/freq_scale))`.
+/// YaRN parameters as ggml takes them: with `ext_factor` 1, pairs up to `corr_dims[0]` extrapolate
+/// (keep the unscaled angle), pairs from `corr_dims[1]` interpolate (angle × freq_scale), with a
+/// linear ramp between, and cos/sin are scaled by `attn_factor * (1 + 0.1 ln(1/freq_scale))`.
+/// With `ext_factor` 0 it is plain scaled RoPE with cos/sin times `attn_factor`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Yarn {
     pub ext_factor: f32,
@@ -128,6 +134,13 @@ impl Rope {
     /// The (cos, sin) of each rotated pair at `pos`; theta grows by a constant factor per pair,
     /// computed iteratively in f32 like ggml's rope cache.
     pub fn cache(&self, pos: usize) -> Vec<(f32, f32)> {
+        assert!(
+            self.freq_factors
+                .as_ref()
+                .is_none_or(|f| f.len() >= self.n_rot / 2),
+            "rope: fewer frequency factors than the {} rotated pairs",
+            self.n_rot / 2
+        );
         let theta_scale = self.freq_base.powf(-2.0 / self.n_rot as f32);
         let mut theta = pos as f32;
         (0..self.n_rot / 2)

@@ -5,6 +5,7 @@
 //! microseconds (a forward pass issues hundreds), and then park on a condition variable so an idle
 //! pool costs no CPU. rayon's per-call overhead is measurable at this granularity; this is not.
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,18 +16,24 @@ const SPIN: usize = 1 << 16;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
+/// What a panicking job left behind, re-raised on the calling thread.
+type Payload = Box<dyn Any + Send>;
+
 struct Shared {
     n_threads: usize,
     /// The current job, valid while `remaining > 0` for the generation it was published in.
     job: Mutex<Option<&'static Job>>,
     generation: AtomicUsize,
     remaining: AtomicUsize,
-    panicked: AtomicBool,
+    /// The first panic of a worker in the current job.
+    panic: Mutex<Option<Payload>>,
     shutdown: AtomicBool,
     park: Mutex<()>,
     wake: Condvar,
 }
 
+/// A fixed set of worker threads that run one job at a time on all of them (see the module docs).
+/// `run` calls from several threads are serialized; a job must not call `run` on its own pool.
 pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -43,7 +50,7 @@ impl ThreadPool {
             job: Mutex::new(None),
             generation: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
+            panic: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             park: Mutex::new(()),
             wake: Condvar::new(),
@@ -86,7 +93,6 @@ impl ThreadPool {
             unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync + '_), &'static Job>(f) };
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
         s.remaining.store(n - 1, Ordering::SeqCst);
-        s.panicked.store(false, Ordering::SeqCst);
         {
             let _p = s.park.lock().unwrap_or_else(|e| e.into_inner());
             s.generation.fetch_add(1, Ordering::SeqCst);
@@ -103,11 +109,14 @@ impl ThreadPool {
             }
         }
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let theirs = s.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Every thread is done with the job: re-raise the caller's own panic first, else a
+        // worker's, with its original payload (message).
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
         }
-        if s.panicked.load(Ordering::SeqCst) {
-            panic!("a thread-pool worker panicked");
+        if let Some(p) = theirs {
+            std::panic::resume_unwind(p);
         }
     }
 }
@@ -140,8 +149,11 @@ fn worker(s: &Shared, index: usize) {
         }
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = job {
-            if catch_unwind(AssertUnwindSafe(|| job(index, s.n_threads))).is_err() {
-                s.panicked.store(true, Ordering::SeqCst);
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| job(index, s.n_threads))) {
+                s.panic
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(p);
             }
         }
         s.remaining.fetch_sub(1, Ordering::AcqRel);
@@ -164,12 +176,20 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pool_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<ThreadPool>();
+    }
 
     #[test]
     fn every_index_runs_once() {
-        for n in 1..5 {
+        for n in 1..6 {
             let pool = ThreadPool::new(n);
-            for _ in 0..100 {
+            assert_eq!(pool.n_threads(), n);
+            for _ in 0..50 {
                 let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
                 pool.run(&|i, nth| {
                     assert_eq!(nth, n);
@@ -181,31 +201,116 @@ mod tests {
     }
 
     #[test]
-    fn worker_panic_propagates_and_pool_survives() {
+    fn the_caller_is_thread_zero() {
         let pool = ThreadPool::new(3);
+        let caller = std::thread::current().id();
+        let zero = Mutex::new(None);
+        pool.run(&|i, _| {
+            if i == 0 {
+                *zero.lock().unwrap() = Some(std::thread::current().id());
+            }
+        });
+        assert_eq!(*zero.lock().unwrap(), Some(caller));
+    }
+
+    #[test]
+    fn worker_panic_propagates_after_all_threads_finish() {
+        let pool = ThreadPool::new(4);
+        let finished = AtomicUsize::new(0);
         let r = catch_unwind(AssertUnwindSafe(|| {
             pool.run(&|i, _| {
                 if i == 2 {
-                    panic!("boom");
+                    panic!("boom in worker {i}");
                 }
+                // The others are still busy when the worker panics.
+                std::thread::sleep(Duration::from_millis(20));
+                finished.fetch_add(1, Ordering::SeqCst);
             })
         }));
-        assert!(r.is_err());
+        let payload = r.expect_err("the worker's panic must reach the caller");
+        assert_eq!(finished.load(Ordering::SeqCst), 3);
+        // The original message survives.
+        assert_eq!(
+            payload.downcast_ref::<String>().map(|s| s.as_str()),
+            Some("boom in worker 2")
+        );
+        // The pool still works afterwards.
         let count = AtomicUsize::new(0);
         pool.run(&|_, _| {
             count.fetch_add(1, Ordering::SeqCst);
         });
-        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert_eq!(count.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn caller_panic_propagates_after_workers_finish() {
+        let pool = ThreadPool::new(3);
+        let finished = AtomicUsize::new(0);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|i, _| {
+                if i == 0 {
+                    panic!("boom in the caller");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                finished.fetch_add(1, Ordering::SeqCst);
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn drop_joins_the_workers() {
+        let pool = ThreadPool::new(4);
+        pool.run(&|_, _| {});
+        // Each worker thread owns a clone of `shared` until it exits.
+        let shared = Arc::downgrade(&pool.shared);
+        drop(pool);
+        assert!(
+            shared.upgrade().is_none(),
+            "a worker outlived the pool's drop"
+        );
+    }
+
+    #[test]
+    fn drop_wakes_parked_workers() {
+        let pool = ThreadPool::new(3);
+        // Long enough for the workers to stop spinning and park.
+        std::thread::sleep(Duration::from_millis(100));
+        let shared = Arc::downgrade(&pool.shared);
+        drop(pool);
+        assert!(shared.upgrade().is_none());
     }
 
     #[test]
     fn idle_pool_parks_and_wakes() {
         let pool = ThreadPool::new(2);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
         let count = AtomicUsize::new(0);
         pool.run(&|_, _| {
             count.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn concurrent_callers_are_serialized() {
+        let pool = ThreadPool::new(3);
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+                        pool.run(&|i, _| {
+                            hits[i].fetch_add(1, Ordering::SeqCst);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == 1));
+                        total.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::SeqCst), 300);
     }
 }

@@ -1,23 +1,25 @@
-//! SIMD kernels, each tested against its scalar reference in `dot_scalar` (tests/simd.rs).
+//! SIMD kernels, each tested against its scalar reference (tests/simd*.rs).
 //!
-//! x86_64 has two levels: AVX2+FMA+F16C, and the same kernels with AVX-512 VNNI's `vpdpbusd` (on
-//! 256-bit registers) for the 8-bit dot products. Both are compiled into every binary and chosen
-//! at run time.
+//! x86_64 has two levels, both compiled into every binary and chosen at run time: AVX2+FMA+F16C
+//! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). Other targets use the
+//! scalar kernels.
 
 use crate::cpu::Isa;
-use crate::dot::VecDotFn;
+use crate::dot::{QuantizeRowFn, VecDot4Fn, VecDotFn};
 use crate::types::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
-mod x86;
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// A SIMD kernel for `ty` at `isa` (which the caller has checked is available), if there is one.
 pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
     #[cfg(target_arch = "x86_64")]
     {
         match isa {
-            Isa::Avx512Vnni => x86::vnni::kernel(ty),
-            Isa::Avx2 => x86::avx2::kernel(ty),
+            Isa::Avx512Vnni => avx512::kernel(ty).or_else(|| avx2::kernel(ty)),
+            Isa::Avx2 => avx2::kernel(ty),
             Isa::Scalar => None,
         }
     }
@@ -29,12 +31,31 @@ pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
 }
 
 /// A kernel dotting one weight row with four activation rows, for `ty` at `isa`, if there is one.
-pub(crate) fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<crate::dot::VecDot4Fn> {
+/// It always comes from the same level as `vec_dot_fn(ty, isa)`, so a token's result does not
+/// depend on whether it was computed alone or in a batch.
+pub(crate) fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
     #[cfg(target_arch = "x86_64")]
     {
         match isa {
-            Isa::Avx512Vnni => x86::vnni::kernel4(ty),
-            Isa::Avx2 => x86::avx2::kernel4(ty),
+            Isa::Avx512Vnni if avx512::kernel(ty).is_some() => avx512::kernel4(ty),
+            Isa::Avx512Vnni | Isa::Avx2 => avx2::kernel4(ty),
+            Isa::Scalar => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, isa);
+        None
+    }
+}
+
+/// A SIMD activation quantizer for `ty` at `isa`, byte-identical to `quantize::quantize_row`.
+pub(crate) fn quantize_row_fn(ty: GgmlType, isa: Isa) -> Option<QuantizeRowFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // 256-bit code is enough here: quantization is a small share of a matmul.
+        match isa {
+            Isa::Avx512Vnni | Isa::Avx2 => avx2::quantizer(ty),
             Isa::Scalar => None,
         }
     }
@@ -48,8 +69,8 @@ pub(crate) fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<crate::dot::VecDot4F
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     match Isa::best() {
-        Isa::Avx512Vnni => return x86::vnni::dot_f32(a, b),
-        Isa::Avx2 => return x86::avx2::dot_f32(a, b),
+        Isa::Avx512Vnni => return avx512::dot_f32(a, b),
+        Isa::Avx2 => return avx2::dot_f32(a, b),
         Isa::Scalar => {}
     }
     crate::ops::dot_f32(a, b)
@@ -58,8 +79,8 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     match Isa::best() {
-        Isa::Avx512Vnni => return x86::vnni::axpy_f32(y, alpha, x),
-        Isa::Avx2 => return x86::avx2::axpy_f32(y, alpha, x),
+        Isa::Avx512Vnni => return avx512::axpy_f32(y, alpha, x),
+        Isa::Avx2 => return avx2::axpy_f32(y, alpha, x),
         Isa::Scalar => {}
     }
     crate::ops::axpy(y, alpha, x)
