@@ -3,10 +3,14 @@
 use crate::Tokenizer;
 
 /// Turns a stream of token ids into text pieces, holding back the bytes of a character that is
-/// not complete yet (a multi-byte character can span tokens).
+/// not complete yet (a multi-byte character can span tokens, e.g. byte-fallback tokens or
+/// byte-level BPE pieces of an emoji). The concatenated output equals
+/// [`Tokenizer::decode`] of all the ids.
 pub struct StreamDecoder<'a> {
     tokenizer: &'a Tokenizer,
     skip_special: bool,
+    /// No token pushed yet (decoding drops SentencePiece's dummy-prefix space there).
+    first: bool,
     pending: Vec<u8>,
 }
 
@@ -15,42 +19,39 @@ impl<'a> StreamDecoder<'a> {
         StreamDecoder {
             tokenizer,
             skip_special,
+            first: true,
             pending: Vec::new(),
         }
     }
 
     /// Adds a token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> String {
-        if self.skip_special && self.tokenizer.is_special(id) {
-            return String::new();
-        }
-        self.pending
-            .extend_from_slice(self.tokenizer.token_bytes_ref(id));
+        let piece = self.tokenizer.piece(id, self.skip_special, self.first);
+        self.first = false;
+        self.pending.extend_from_slice(piece);
         let mut out = String::new();
         loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
+            let (valid, error) = match std::str::from_utf8(&self.pending) {
+                Ok(s) => (s.len(), None),
+                Err(e) => (e.valid_up_to(), Some(e.error_len())),
+            };
+            // `valid` bytes are UTF-8 by construction; the lossy conversion copies them as is.
+            out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+            match error {
+                None => {
                     self.pending.clear();
                     return out;
                 }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
-                    );
-                    match e.error_len() {
-                        // An incomplete character at the end: wait for more bytes.
-                        None => {
-                            self.pending.drain(..valid);
-                            return out;
-                        }
-                        // Bytes that can never become valid: replace them and go on.
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..valid + bad);
-                        }
-                    }
+                // An incomplete character at the end: wait for more bytes.
+                Some(None) => {
+                    self.pending.drain(..valid);
+                    return out;
+                }
+                // Bytes that can never become valid: replace them, as the lossy conversion in
+                // `decode` does, and go on.
+                Some(Some(bad)) => {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    self.pending.drain(..valid + bad);
                 }
             }
         }

@@ -1,13 +1,15 @@
 //! llama.cpp's tokenizer test vectors (../shared/fixtures/tokenizer) on real Qwen2, Llama 3 and
-//! DeepSeek vocabularies, from the vocabulary GGUFs and from the equivalent tokenizer.json files.
+//! DeepSeek vocabularies, from the vocabulary GGUFs and from the equivalent tokenizer.json files;
+//! the fixture models' own toy vocabulary against llama.cpp's token ids.
 
 use frugal_fixtures::dir as fixtures;
 use frugal_formats::GgufFile;
-use frugal_tokenizer::{StreamDecoder, Tokenizer};
+use frugal_tokenizer::{Tokenizer, TokenizerError};
 use std::io::Read;
+use std::path::Path;
 
-fn cases(vocab: &str) -> Vec<(String, Vec<u32>)> {
-    let dir = fixtures().join("tokenizer");
+/// llama.cpp's `ggml-vocab-<vocab>.gguf.inp/.out` pairs in `dir`.
+fn cases_in(dir: &Path, vocab: &str) -> Vec<(String, Vec<u32>)> {
     let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{vocab}.gguf.inp"))).unwrap();
     let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{vocab}.gguf.out"))).unwrap();
     let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
@@ -25,25 +27,30 @@ fn cases(vocab: &str) -> Vec<(String, Vec<u32>)> {
     texts.into_iter().map(str::to_string).zip(ids).collect()
 }
 
-fn check(tok: &Tokenizer, vocab: &str, source: &str) {
-    let cases = cases(vocab);
+/// The cases `tok` gets wrong (add_special = false, parse_special = false, as llama.cpp's
+/// test-tokenizer-0), with a pass count on stderr.
+fn failures(tok: &Tokenizer, cases: &[(String, Vec<u32>)], what: &str) -> Vec<String> {
     let mut failures = Vec::new();
-    for (text, want) in &cases {
+    for (text, want) in cases {
         let got = tok.encode(text, false, false).unwrap();
         if &got != want {
             failures.push(format!("{text:?}: got {got:?}, want {want:?}"));
         }
     }
     eprintln!(
-        "{vocab} ({source}): {}/{} pass",
+        "{what}: {}/{} pass",
         cases.len() - failures.len(),
         cases.len()
     );
-    assert!(
-        failures.is_empty(),
-        "{vocab} ({source}):\n{}",
-        failures.join("\n")
-    );
+    failures
+}
+
+fn check(tok: &Tokenizer, vocab: &str, source: &str) {
+    let cases = cases_in(&fixtures().join("tokenizer"), vocab);
+    assert_eq!(cases.len(), 47, "{vocab}: test vectors changed?");
+    let what = format!("{vocab} ({source})");
+    let failures = failures(tok, &cases, &what);
+    assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
 }
 
 fn from_gguf(vocab: &str) -> Tokenizer {
@@ -53,13 +60,19 @@ fn from_gguf(vocab: &str) -> Tokenizer {
     Tokenizer::from_gguf(&GgufFile::open(path).unwrap()).unwrap()
 }
 
+/// The gzipped tokenizer.json of `vocab`, unpacked into a temporary folder with its
+/// tokenizer_config.json.
 fn from_json(vocab: &str) -> Tokenizer {
     let dir = fixtures().join("tokenizer").join(vocab);
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(dir.join("tokenizer.json.gz")).unwrap())
         .read_to_end(&mut json)
         .unwrap();
-    let tmp = std::env::temp_dir().join(format!("frugal-tok-{vocab}-{}", std::process::id()));
+    // One directory per call: tests run in parallel threads of one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp =
+        std::env::temp_dir().join(format!("frugal-tok-{vocab}-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("tokenizer.json"), json).unwrap();
     std::fs::copy(
@@ -94,40 +107,47 @@ fn tokenizer_json_vectors() {
     }
 }
 
+/// Both sources describe the same vocabulary: same ids for the same texts, same BOS/EOS. (The
+/// sizes may differ: the Qwen2 GGUF pads its vocabulary to the embedding's 151936 rows. Whether BOS
+/// is added may too: these rebuilt tokenizer.json files have no post-processor template.)
 #[test]
-fn decode_round_trips_and_streams_whole_characters() {
-    let tok = from_gguf("qwen2");
-    for text in [
-        "Hello, world! 你好，世界。 🦀🚀 naïve café — ß∑ 12345",
-        "日本語のテキスト and emoji 👩‍👩‍👧‍👦",
-        "  leading spaces\n\ttabs\r\n",
-    ] {
-        let ids = tok.encode(text, false, false).unwrap();
-        assert_eq!(tok.decode(&ids, false), text);
-        let mut dec = StreamDecoder::new(&tok, false);
-        let mut streamed = String::new();
-        for &id in &ids {
-            let piece = dec.push(id);
-            assert!(!piece.contains('\u{FFFD}'), "broken UTF-8 in {piece:?}");
-            streamed.push_str(&piece);
+fn gguf_and_tokenizer_json_agree() {
+    for vocab in ["qwen2", "llama-bpe", "deepseek-llm"] {
+        let (g, j) = (from_gguf(vocab), from_json(vocab));
+        assert_eq!(g.bos(), j.bos(), "{vocab}");
+        assert_eq!(g.eos(), j.eos(), "{vocab}");
+        let text = "<|im_start|>user\nHello <|endoftext|> 你好 <|begin_of_text|>";
+        for parse_special in [false, true] {
+            assert_eq!(
+                g.encode(text, false, parse_special).unwrap(),
+                j.encode(text, false, parse_special).unwrap(),
+                "{vocab} parse_special={parse_special}"
+            );
         }
-        streamed.push_str(&dec.finish());
-        assert_eq!(streamed, text);
     }
 }
 
+/// End-of-generation ids as llama.cpp 0.3.36 lists them (`llama_vocab_is_eog` over the vocabulary).
 #[test]
-fn special_tokens_parse_only_when_asked() {
-    let tok = from_gguf("qwen2");
-    let im_start = tok.token_id("<|im_start|>").unwrap();
-    let with = tok.encode("<|im_start|>user", false, true).unwrap();
-    assert_eq!(with[0], im_start);
-    let without = tok.encode("<|im_start|>user", false, false).unwrap();
-    assert!(!without.contains(&im_start));
-    assert!(tok.eog_ids().contains(&tok.token_id("<|im_end|>").unwrap()));
-    assert!(tok
-        .eog_ids()
-        .contains(&tok.token_id("<|endoftext|>").unwrap()));
+fn eog_ids_match_llama_cpp() {
+    assert_eq!(from_gguf("qwen2").eog_ids(), [128247, 151643, 151645]);
+    assert_eq!(from_gguf("llama-bpe").eog_ids(), [128001, 128009]);
+    assert_eq!(from_gguf("deepseek-llm").eog_ids(), [100001]);
+}
+
+#[test]
+fn add_special_follows_the_metadata() {
+    // Llama 3 adds BOS (its pre-tokenizer's default); Qwen2 does not.
+    let llama = from_gguf("llama-bpe");
+    assert!(llama.add_bos());
+    assert_eq!(llama.encode("Hi", true, false).unwrap(), [128000, 13347]);
+    assert_eq!(llama.encode("", true, false).unwrap(), [128000]);
+    let qwen = from_gguf("qwen2");
+    assert!(!qwen.add_bos());
+    assert_eq!(
+        qwen.encode("Hi", true, false).unwrap(),
+        qwen.encode("Hi", false, false).unwrap()
+    );
 }
 
 #[test]
@@ -137,51 +157,59 @@ fn fixture_model_vocab_matches_reference_ids() {
     )
     .unwrap();
     let text = e["text"].as_str().unwrap();
-    let ids: Vec<u32> = e["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let tok =
+    let ids = frugal_fixtures::ids(&e["token_ids"]);
+    let gguf =
         Tokenizer::from_gguf(&GgufFile::open(fixtures().join("models/qwen2-f32.gguf")).unwrap())
             .unwrap();
-    assert_eq!(tok.encode(text, false, true).unwrap(), ids[..48]);
+    assert_eq!(gguf.encode(text, false, true).unwrap(), ids[..48]);
+    // The same toy tokenizer as a Hugging Face checkpoint's tokenizer.json.
+    let json = Tokenizer::from_file(&fixtures().join("hf/qwen2/tokenizer.json")).unwrap();
+    assert_eq!(json.encode(text, false, true).unwrap(), ids[..48]);
+    // llama.cpp: <|endoftext|> (EOS) and <|im_end|>; generation_config.json says the same.
+    assert_eq!(gguf.eog_ids(), [512, 514]);
+    assert_eq!(json.eog_ids(), [512, 514]);
+    // The rows past the tokenizer are unused padding: they decode to nothing.
+    assert_eq!(gguf.token_text(575), Some("[PAD575]"));
+    assert_eq!(gguf.decode(&[513, 575], false), "<|im_start|>");
 }
 
+/// More of llama.cpp's vocabularies, from a llama.cpp checkout's `models/` folder named by
+/// `FRUGAL_LLAMA_VOCABS` (skipped without it): every vocabulary whose model and pre-tokenizer are
+/// supported must pass all its vectors.
 #[test]
-fn bad_metadata_is_a_clear_error() {
-    use frugal_formats::{GgufWriter, Value};
-    let mut w = GgufWriter::new();
-    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
-    w.add_metadata("tokenizer.ggml.pre", Value::String("klingon".into()));
-    w.add_metadata(
-        "tokenizer.ggml.tokens",
-        Value::Array(vec![Value::String("a".into())]),
-    );
-    let err = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes(), "k.gguf").unwrap())
-        .err()
+fn llama_cpp_vocabs_from_env() {
+    let Some(dir) = std::env::var_os("FRUGAL_LLAMA_VOCABS") else {
+        eprintln!("FRUGAL_LLAMA_VOCABS not set: skipped");
+        return;
+    };
+    let dir = Path::new(&dir);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .to_string();
-    assert!(err.contains("klingon") && err.contains("qwen2"), "{err}");
-
-    let mut w = GgufWriter::new();
-    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
-    let err = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes(), "m.gguf").unwrap())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("tokenizer.ggml.tokens"), "{err}");
-
-    let mut w = GgufWriter::new();
-    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()));
-    w.add_metadata("tokenizer.ggml.tokens", Value::U32(3));
-    let err = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes(), "t.gguf").unwrap())
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("tokenizer.ggml.tokens") && err.contains("array"),
-        "{err}"
-    );
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let vocab = name
+                .strip_prefix("ggml-vocab-")?
+                .strip_suffix(".gguf.inp")?;
+            Some(vocab.to_string())
+        })
+        .collect();
+    names.sort();
+    let mut failed = Vec::new();
+    for vocab in names {
+        let gguf = GgufFile::open(dir.join(format!("ggml-vocab-{vocab}.gguf"))).unwrap();
+        let tok = match Tokenizer::from_gguf(&gguf) {
+            Ok(t) => t,
+            Err(
+                e @ (TokenizerError::UnsupportedModel { .. }
+                | TokenizerError::UnsupportedPre { .. }),
+            ) => {
+                eprintln!("{vocab}: skipped ({e})");
+                continue;
+            }
+            Err(e) => panic!("{vocab}: {e}"),
+        };
+        let f = failures(&tok, &cases_in(dir, &vocab), &vocab);
+        failed.extend(f.into_iter().map(|f| format!("{vocab}: {f}")));
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
