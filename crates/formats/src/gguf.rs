@@ -5,9 +5,10 @@
 //! Every count, length and offset is checked against the bytes that remain before anything is
 //! allocated or read, so a corrupt file is an error naming the file and the key or tensor at fault.
 
-use frugal_kernels::GgmlType;
+use frugal_kernels::{GgmlType, SharedBytes};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: usize = 32;
@@ -231,11 +232,21 @@ impl Bytes {
     }
 }
 
+// SAFETY: neither variant is ever written or resized after construction (`GgufFile` holds it in an
+// `Arc` and only reads), so `bytes()` always returns the same slice, valid until the value drops.
+// The map is private and read-only; see `GgufFile::open` for files changed by other processes.
+unsafe impl SharedBytes for Bytes {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// An opened GGUF file: its metadata and tensor infos parsed and validated, its tensor data
 /// memory-mapped (or in memory, for [`GgufFile::from_bytes`]).
 pub struct GgufFile {
     name: String,
-    bytes: Bytes,
+    /// Shared with the weight matrices that borrow tensor data from it.
+    bytes: Arc<Bytes>,
     version: u32,
     alignment: usize,
     metadata: Vec<(String, Value)>,
@@ -276,7 +287,7 @@ impl GgufFile {
         let header = Parser::new(&name, bytes.as_slice()).parse()?;
         Ok(GgufFile {
             name,
-            bytes,
+            bytes: Arc::new(bytes),
             version: header.version,
             alignment: header.alignment,
             index: header
@@ -337,9 +348,27 @@ impl GgufFile {
         &self.bytes.as_slice()[start..start + t.n_bytes]
     }
 
+    /// Where a tensor's data starts in [`GgufFile::shared_bytes`] (validated at open).
+    pub fn tensor_offset(&self, t: &TensorInfo) -> usize {
+        self.data_offset + t.offset as usize
+    }
+
+    /// The whole file image (the memory map, or the bytes given to [`GgufFile::from_bytes`]), for
+    /// weight matrices that borrow tensor data instead of copying it; it stays alive as long as any
+    /// of them, even after this `GgufFile` is dropped.
+    pub fn shared_bytes(&self) -> Arc<dyn SharedBytes> {
+        self.bytes.clone()
+    }
+
+    /// Whether the data is a memory map of the file (pages read on demand, droppable by the OS)
+    /// rather than bytes in memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(*self.bytes, Bytes::Mapped(_))
+    }
+
     /// Tells the kernel the tensor data will be read soon.
     pub fn advise_willneed(&self) {
-        if let Bytes::Mapped(m) = &self.bytes {
+        if let Bytes::Mapped(m) = &*self.bytes {
             let _ = m.advise(memmap2::Advice::WillNeed);
         }
     }
@@ -347,10 +376,24 @@ impl GgufFile {
     /// Tells the kernel the mapped pages are no longer needed (after the weights were copied out),
     /// so they leave this process's resident set.
     pub fn advise_dontneed(&self) {
-        if let Bytes::Mapped(m) = &self.bytes {
+        if let Bytes::Mapped(m) = &*self.bytes {
             // SAFETY: DONTNEED on a private read-only file mapping only drops cached pages; later
             // reads fault them back in from the file, so no data visible through `m` changes.
             let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
+    /// [`GgufFile::advise_dontneed`] for the pages holding `[offset, offset + len)` of the image
+    /// (e.g. one tensor once it has been copied or repacked). Ranges outside the file are ignored.
+    pub fn advise_dontneed_range(&self, offset: usize, len: usize) {
+        if let Bytes::Mapped(m) = &*self.bytes {
+            if offset.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
+                // SAFETY: as in `advise_dontneed`: the pages of a private read-only file mapping
+                // are only dropped and read back from the file on the next access.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                };
+            }
         }
     }
 

@@ -87,3 +87,63 @@ pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     assert_eq!(y.len(), x.len(), "axpy_f32: length mismatch");
     crate::simd::axpy_f32(y, alpha, x)
 }
+
+/// [`crate::ops::scores_t`] (attention scores against transposed keys) with the kernel of `isa`
+/// or the best level below it; every level gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn scores_t_at(
+    isa: Isa,
+    q: &[f32],
+    dim: usize,
+    kt: &[f32],
+    kt_stride: usize,
+    len: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let isa = isa.min(Isa::best_available());
+    crate::simd::scores_t(isa, q, dim, kt, kt_stride, len, out, out_stride)
+}
+
+/// [`scores_t_at`] at `Isa::best()`.
+pub fn scores_t(
+    q: &[f32],
+    dim: usize,
+    kt: &[f32],
+    kt_stride: usize,
+    len: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    scores_t_at(Isa::best(), q, dim, kt, kt_stride, len, out, out_stride)
+}
+
+/// [`crate::ops::weighted_rows`] (attention-weighted sums of value rows) with the kernel of `isa`
+/// or the best level below it; every level gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn weighted_rows_at(
+    isa: Isa,
+    out: &mut [f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+) {
+    let isa = isa.min(Isa::best_available());
+    crate::simd::weighted_rows(isa, out, dv, w, w_stride, v, v_stride, len)
+}
+
+/// [`weighted_rows_at`] at `Isa::best()`.
+pub fn weighted_rows(
+    out: &mut [f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+) {
+    weighted_rows_at(Isa::best(), out, dv, w, w_stride, v, v_stride, len)
+}

@@ -18,15 +18,18 @@ pub mod dot;
 pub mod dot_scalar;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 pub mod parallel;
 pub mod pool;
 pub mod quantize;
 mod simd;
+pub mod storage;
 pub mod types;
 
 pub use cpu::Isa;
 pub use matmul::{matmul, Matrix};
 pub use pool::ThreadPool;
+pub use storage::{SharedBytes, WeightBytes};
 pub use types::{GgmlType, QK, QK_K};
 
 /// Errors of kernel entry points that take caller-provided shapes.
@@ -48,4 +51,10 @@ pub enum KernelError {
     },
     #[error("{0} is not supported for this operation")]
     Unsupported(GgmlType),
+    #[error("region [{offset}, {offset} + {len}) lies outside the {size} mapped bytes")]
+    RegionOutOfBounds {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
 }

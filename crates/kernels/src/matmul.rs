@@ -9,11 +9,14 @@
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
 use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn};
+use crate::packed::{matmul_packed, ActAux, Acts, Packed};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
+use crate::storage::{SharedBytes, WeightBytes};
 use crate::types::GgmlType;
 use crate::KernelError;
 use bytemuck::{Pod, Zeroable};
+use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(64))]
@@ -29,7 +32,8 @@ pub struct AlignedBytes {
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> AlignedBytes {
         AlignedBytes {
-            lines: vec![Line([0; 64]); len.div_ceil(64)],
+            // Zeroed by the allocator (fresh pages from the OS for large buffers), not written.
+            lines: bytemuck::zeroed_vec(len.div_ceil(64)),
             len,
         }
     }
@@ -56,7 +60,10 @@ pub struct Matrix {
     rows: usize,
     cols: usize,
     row_bytes: usize,
-    data: AlignedBytes,
+    /// Owned, or borrowed from a memory-mapped file (see [`Matrix::from_mapped`]).
+    data: WeightBytes,
+    /// The row-interleaved layout of the packed GEMM, built on first use (see [`Matrix::repack`]).
+    packed: OnceLock<Option<Box<Packed>>>,
 }
 
 impl Matrix {
@@ -67,28 +74,69 @@ impl Matrix {
         cols: usize,
         bytes: &[u8],
     ) -> Result<Matrix, KernelError> {
+        let row_bytes = Self::check_size(ty, rows, cols, bytes.len())?;
+        Ok(Matrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data: WeightBytes::copy_of(bytes),
+            packed: OnceLock::new(),
+        })
+    }
+
+    /// Borrows the ggml-layout bytes `[offset, offset + len)` of a shared image (a memory-mapped
+    /// model file) without copying them, with the size checks of [`Matrix::from_bytes`]; a region
+    /// outside the image is an error. A region that is not 4-byte aligned (the strictest alignment
+    /// of a block view) is copied instead, so the kernels keep their fast paths.
+    pub fn from_mapped(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        map: std::sync::Arc<dyn SharedBytes>,
+        offset: usize,
+        len: usize,
+    ) -> Result<Matrix, KernelError> {
+        let row_bytes = Self::check_size(ty, rows, cols, len)?;
+        let data = WeightBytes::mapped(map, offset, len)?;
+        let data = if (data.as_ptr() as usize).is_multiple_of(4) {
+            data
+        } else {
+            WeightBytes::copy_of(&data)
+        };
+        Ok(Matrix {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+            packed: OnceLock::new(),
+        })
+    }
+
+    /// The bytes of one row, after checking that `len` bytes hold `rows` rows of `cols` values.
+    fn check_size(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        len: usize,
+    ) -> Result<usize, KernelError> {
         let row_bytes = ty.row_bytes(cols).ok_or(KernelError::RaggedRow {
             ty,
             cols,
             block: ty.block_len(),
         })?;
         let expected = row_bytes.saturating_mul(rows);
-        if bytes.len() != expected {
+        if len != expected {
             return Err(KernelError::SizeMismatch {
                 ty,
                 rows,
                 cols,
                 expected,
-                actual: bytes.len(),
+                actual: len,
             });
         }
-        Ok(Matrix {
-            ty,
-            rows,
-            cols,
-            row_bytes,
-            data: AlignedBytes::from_slice(bytes),
-        })
+        Ok(row_bytes)
     }
 
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>) -> Matrix {
@@ -98,7 +146,8 @@ impl Matrix {
             rows,
             cols,
             row_bytes: cols * 4,
-            data: AlignedBytes::from_slice(bytemuck::cast_slice(&values)),
+            data: WeightBytes::copy_of(bytemuck::cast_slice(&values)),
+            packed: OnceLock::new(),
         }
     }
 
@@ -118,6 +167,24 @@ impl Matrix {
         self.rows * self.row_bytes
     }
 
+    /// Where the ggml bytes live: owned, or a region of a memory map.
+    pub fn bytes(&self) -> &WeightBytes {
+        &self.data
+    }
+
+    /// Keeps [`matmul`] on the matrix's own bytes: no packed copy is ever built. A mapped matrix
+    /// then stays in the map, its pages read from the file on demand and droppable by the OS
+    /// (MoE experts of a model larger than RAM).
+    pub fn without_repack(mut self) -> Matrix {
+        self.packed = OnceLock::from(None);
+        self
+    }
+
+    /// Whether a packed copy has been built (by [`Matrix::repack`] or a first [`matmul`]).
+    pub fn is_repacked(&self) -> bool {
+        matches!(self.packed.get(), Some(Some(_)))
+    }
+
     /// The ggml bytes of row `r`.
     pub fn row(&self, r: usize) -> &[u8] {
         &self.data.as_slice()[r * self.row_bytes..(r + 1) * self.row_bytes]
@@ -126,6 +193,25 @@ impl Matrix {
     /// Row `r` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         dequantize_row(self.ty, self.row(r), out);
+    }
+
+    /// Builds the packed (row-interleaved) layout that [`matmul`] uses at this CPU's instruction
+    /// set level, if the type has one (see `packed`); otherwise, or if already built, does nothing.
+    /// `matmul` calls it on first use; a loader may call it up front to move that cost to load time.
+    pub fn repack(&self) {
+        self.packed();
+    }
+
+    /// The packed layout, built on first call when `packed::packs` says this type has one.
+    fn packed(&self) -> Option<&Packed> {
+        self.packed
+            .get_or_init(|| {
+                if !crate::packed::packs(self.ty) {
+                    return None;
+                }
+                Packed::new(self.ty, self.rows, self.cols, |r| self.row(r)).map(Box::new)
+            })
+            .as_deref()
     }
 
     /// A dequantized F32 copy.
@@ -146,6 +232,8 @@ pub struct QuantizedActivations {
     cols: usize,
     row_bytes: usize,
     data: AlignedBytes,
+    /// Side data of the packed kernels, computed on first use.
+    aux: OnceLock<ActAux>,
 }
 
 impl QuantizedActivations {
@@ -210,6 +298,7 @@ pub fn quantize_activations(
         cols,
         row_bytes,
         data,
+        aux: OnceLock::new(),
     }
 }
 
@@ -244,6 +333,18 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
         }
         let requantized = quantize_activations(pool, w.ty.vec_dot_type(), &x, qa.n_tokens);
         return matmul_quantized(pool, w, &requantized, y);
+    }
+    if let Some(p) = w.packed() {
+        let aux = qa.aux.get_or_init(|| {
+            ActAux::new(pool, qa.ty, qa.data.as_slice(), qa.row_bytes, qa.n_tokens)
+        });
+        let acts = Acts {
+            q: qa.data.as_slice(),
+            row_bytes: qa.row_bytes,
+            n_tokens: qa.n_tokens,
+            aux,
+        };
+        return matmul_packed(pool, p, &acts, y);
     }
     let out = SharedOut(y.as_mut_ptr());
     let (rows, n) = (w.rows, qa.n_tokens);

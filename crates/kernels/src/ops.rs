@@ -82,6 +82,107 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
+/// Attention scores against keys stored transposed: for each of the `q.len() / dim` query rows
+/// `h`, `out[h * out_stride + j] = Σ_d q[h * dim + d] · kt[d * kt_stride + j]` for `j < len`, summed
+/// over `d` in order with fused multiply-adds (the reference of `dot::scores_t`).
+pub fn scores_t(
+    q: &[f32],
+    dim: usize,
+    kt: &[f32],
+    kt_stride: usize,
+    len: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    check_scores_t(q, dim, kt, kt_stride, len, out, out_stride);
+    for h in 0..q.len() / dim {
+        for j in 0..len {
+            let mut acc = 0.0f32;
+            for d in 0..dim {
+                acc = q[h * dim + d].mul_add(kt[d * kt_stride + j], acc);
+            }
+            out[h * out_stride + j] = acc;
+        }
+    }
+}
+
+/// Panics unless every index [`scores_t`] touches is in bounds.
+pub(crate) fn check_scores_t(
+    q: &[f32],
+    dim: usize,
+    kt: &[f32],
+    kt_stride: usize,
+    len: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    assert!(
+        dim > 0 && q.len().is_multiple_of(dim),
+        "scores_t: q is not whole rows"
+    );
+    let nq = q.len() / dim;
+    assert!(len <= kt_stride, "scores_t: len exceeds the key stride");
+    assert!(
+        len == 0 || kt.len() >= (dim - 1) * kt_stride + len,
+        "scores_t: keys too short"
+    );
+    assert!(
+        nq == 0 || len == 0 || (len <= out_stride && out.len() >= (nq - 1) * out_stride + len),
+        "scores_t: out too short"
+    );
+}
+
+/// Attention-weighted value rows: for each of the `out.len() / dv` output rows `h`,
+/// `out[h][..] += Σ_j w[h * w_stride + j] · v[j * v_stride..][..dv]` for `j < len`, one fused
+/// multiply-add per `j` in order (the reference of `dot::weighted_rows`).
+pub fn weighted_rows(
+    out: &mut [f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+) {
+    check_weighted_rows(out, dv, w, w_stride, v, v_stride, len);
+    for h in 0..out.len() / dv {
+        for j in 0..len {
+            let a = w[h * w_stride + j];
+            for (o, &x) in out[h * dv..(h + 1) * dv]
+                .iter_mut()
+                .zip(&v[j * v_stride..j * v_stride + dv])
+            {
+                *o = a.mul_add(x, *o);
+            }
+        }
+    }
+}
+
+/// Panics unless every index [`weighted_rows`] touches is in bounds.
+pub(crate) fn check_weighted_rows(
+    out: &[f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+) {
+    assert!(
+        dv > 0 && out.len().is_multiple_of(dv),
+        "weighted_rows: out is not whole rows"
+    );
+    let nh = out.len() / dv;
+    assert!(
+        nh == 0 || len == 0 || (len <= w_stride && w.len() >= (nh - 1) * w_stride + len),
+        "weighted_rows: weights too short"
+    );
+    assert!(
+        len == 0 || (dv <= v_stride && v.len() >= (len - 1) * v_stride + dv),
+        "weighted_rows: values too short"
+    );
+}
+
 /// Rotary position embedding, as ggml_rope_ext computes it (YaRN included).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rope {

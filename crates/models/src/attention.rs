@@ -1,7 +1,7 @@
 //! Causal multi-head attention with grouped-query heads over the KV store.
 
 use crate::kv_store::KvStore;
-use frugal_kernels::{dot, parallel::par_chunks_mut, ThreadPool};
+use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, ThreadPool};
 
 /// One query row: which sequence (its blocks) and which position it sits at.
 pub(crate) struct QueryRow<'a> {
@@ -24,6 +24,11 @@ pub(crate) struct Heads {
 
 /// For every query row and head, attends over positions `0..=pos` of the row's sequence in layer
 /// `layer` of `kv`, writing `out[row][head][..dim_v]`. `q` is `[rows][n_head][dim_k]`.
+///
+/// The query heads that share a KV head are done together, block by block of the store: their
+/// scores against the block's transposed keys, then their weighted sums of its value rows, so
+/// each key and value is read once per group. Groups go to threads interleaved, which balances
+/// the causal rows' growing lengths.
 pub(crate) fn attend(
     pool: &ThreadPool,
     kv: &KvStore,
@@ -41,35 +46,52 @@ pub(crate) fn attend(
         scale,
     } = *heads;
     let group = n_head / n_head_kv;
-    par_chunks_mut(pool, out, dim_v, &|item, out_h| {
-        let (row, h) = (item / n_head, item % n_head);
+    let bs = kv.block_size();
+    par_chunks_mut_interleaved(pool, out, group * dim_v, &|item, out_g| {
+        let (row, g) = (item / n_head_kv, item % n_head_kv);
         let r = &rows[row];
-        let g = h / group;
-        let qh = &q[(row * n_head + h) * head_dim..][..head_dim];
-        let mut scores = Vec::with_capacity(r.pos + 1);
-        let mut max = f32::NEG_INFINITY;
-        for p in 0..=r.pos {
-            let (k, _) = kv.read(layer, r.blocks, p);
-            let s = dot::dot_f32(qh, &k[g * head_dim..][..head_dim]) * scale;
-            max = max.max(s);
-            scores.push(s);
+        let n_pos = r.pos + 1;
+        let qg = &q[(row * n_head + g * group) * head_dim..][..group * head_dim];
+        // Scores, `[group][n_pos]`.
+        let mut scores = vec![0.0f32; group * n_pos];
+        for (bi, &block) in r.blocks[..n_pos.div_ceil(bs)].iter().enumerate() {
+            let len = (n_pos - bi * bs).min(bs);
+            let kt = &kv.keys_t(layer, block)[g * head_dim * bs..];
+            dot::scores_t(qg, head_dim, kt, bs, len, &mut scores[bi * bs..], n_pos);
         }
-        // Softmax with the sum in f64, as ggml does.
-        let mut sum = 0.0f64;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s as f64;
+        for s in scores.chunks_exact_mut(n_pos) {
+            let mut max = f32::NEG_INFINITY;
+            for v in s.iter_mut() {
+                *v *= scale;
+                max = max.max(*v);
+            }
+            // Softmax with the sum in f64, as ggml does.
+            let mut sum = 0.0f64;
+            for v in s.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            s.iter_mut().for_each(|v| *v *= inv);
         }
-        let inv = (1.0 / sum) as f32;
-        out_h.fill(0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let (k, v) = kv.read(layer, r.blocks, p);
-            let v = if v.is_empty() {
-                &k[g * head_dim..][..dim_v]
+        out_g.fill(0.0);
+        for (bi, &block) in r.blocks[..n_pos.div_ceil(bs)].iter().enumerate() {
+            let len = (n_pos - bi * bs).min(bs);
+            let (v, stride) = kv.values(layer, block);
+            let off = if kv.has_values() {
+                g * dim_v
             } else {
-                &v[g * dim_v..][..dim_v]
+                g * head_dim
             };
-            dot::axpy_f32(out_h, s * inv, v);
+            dot::weighted_rows(
+                out_g,
+                dim_v,
+                &scores[bi * bs..],
+                n_pos,
+                &v[off..],
+                stride,
+                len,
+            );
         }
     });
 }

@@ -13,7 +13,7 @@ mod weights;
 
 pub use config::{Arch, ModelConfig};
 pub use kv_store::KvStore;
-pub use weights::LoadOptions;
+pub use weights::{LoadOptions, Mmap};
 
 use frugal_formats::{GgufError, GgufFile};
 use frugal_kernels::{KernelError, ThreadPool};
@@ -84,10 +84,16 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a model from an opened GGUF file.
+    /// Loads a model from an opened GGUF file, mapping or copying weights as `FRUGAL_MMAP`
+    /// (`auto`, the default; `always`; `never`) says: see [`Mmap`].
     pub fn load(gguf: &GgufFile, opts: &LoadOptions) -> Result<Model, ModelError> {
+        Self::load_with(gguf, opts, Mmap::from_env())
+    }
+
+    /// [`Model::load`] with an explicit [`Mmap`] policy.
+    pub fn load_with(gguf: &GgufFile, opts: &LoadOptions, mmap: Mmap) -> Result<Model, ModelError> {
         let mut config = ModelConfig::from_gguf(gguf)?;
-        let weights = weights::Weights::load(gguf, &config, opts)?;
+        let weights = weights::Weights::load(gguf, &config, opts, mmap)?;
         config.rope.freq_factors = weights.rope_freqs.clone();
         Ok(Model { config, weights })
     }

@@ -11,7 +11,9 @@ use crate::config::{Gating, ModelConfig, MoeConfig};
 use crate::kv_store::KvStore;
 use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
+use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
 use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu, softmax, swiglu};
+use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::{matmul, Matrix, ThreadPool};
 
 pub(crate) fn forward(
@@ -49,20 +51,20 @@ pub(crate) fn forward(
     let (mut gate, mut up) = (Vec::new(), Vec::new());
 
     for (il, lw) in w.layers.iter().enumerate() {
-        norm_rows(&x, &lw.attn_norm, c.rms_eps, e, &mut xn);
+        norm_rows(pool, &x, &lw.attn_norm, c.rms_eps, e, &mut xn);
         let att = match &lw.attn {
             Attention::Gqa(a) => gqa(c, a, pool, kv, il, &rows, &xn),
             Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
         };
         matmul(pool, &lw.wo, &att, n, &mut proj);
-        add(&mut x, &proj);
+        par_add(pool, &mut x, &proj);
 
-        norm_rows(&x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
+        norm_rows(pool, &x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
         match &lw.ffn {
             Ffn::Dense(f) => ffn(pool, f, &xn, n, &mut gate, &mut up, &mut proj),
             Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj),
         }
-        add(&mut x, &proj);
+        par_add(pool, &mut x, &proj);
     }
 
     // Final norm and vocabulary projection, only for the rows whose logits were asked for.
@@ -109,25 +111,29 @@ fn gqa(
     let mut q = vec![0.0f32; n * qd];
     let mut k = vec![0.0f32; n * kvd];
     let mut v = vec![0.0f32; n * kvd];
-    matmul(pool, &a.wq, xn, n, &mut q);
-    matmul(pool, &a.wk, xn, n, &mut k);
-    matmul(pool, &a.wv, xn, n, &mut v);
-    add_bias(&mut q, a.bq.as_deref());
-    add_bias(&mut k, a.bk.as_deref());
+    let mut input = SharedInput::new(xn, n);
+    input.matmul(pool, &a.wq, &mut q);
+    input.matmul(pool, &a.wk, &mut k);
+    input.matmul(pool, &a.wv, &mut v);
+    // Per token: bias, per-head norm, RoPE (in parallel over tokens).
+    let post = |x: &mut [f32], t: usize, bias: Option<&[f32]>, norm: Option<&[f32]>, nh: usize| {
+        if let Some(b) = bias {
+            add(x, b);
+        }
+        if let Some(nw) = norm {
+            x.chunks_exact_mut(hd)
+                .for_each(|h| rms_norm_inplace(h, nw, c.rms_eps));
+        }
+        c.rope.apply(x, nh, hd, rows[t].pos);
+    };
+    par_chunks_mut(pool, &mut q, qd, &|t, x| {
+        post(x, t, a.bq.as_deref(), a.q_norm.as_deref(), c.n_head)
+    });
+    par_chunks_mut(pool, &mut k, kvd, &|t, x| {
+        post(x, t, a.bk.as_deref(), a.k_norm.as_deref(), c.n_head_kv)
+    });
     add_bias(&mut v, a.bv.as_deref());
-    if let Some(qn) = &a.q_norm {
-        q.chunks_exact_mut(hd)
-            .for_each(|h| rms_norm_inplace(h, qn, c.rms_eps));
-    }
-    if let Some(kn) = &a.k_norm {
-        k.chunks_exact_mut(hd)
-            .for_each(|h| rms_norm_inplace(h, kn, c.rms_eps));
-    }
     for (i, r) in rows.iter().enumerate() {
-        c.rope
-            .apply(&mut q[i * qd..(i + 1) * qd], c.n_head, hd, r.pos);
-        c.rope
-            .apply(&mut k[i * kvd..(i + 1) * kvd], c.n_head_kv, hd, r.pos);
         kv.write(
             il,
             r.blocks,
@@ -254,9 +260,11 @@ fn ffn(
     let ff = f.gate.rows();
     gate.resize(n * ff, 0.0);
     up.resize(n * ff, 0.0);
-    matmul(pool, &f.gate, x, n, gate);
-    matmul(pool, &f.up, x, n, up);
-    swiglu(gate, up);
+    let mut input = SharedInput::new(x, n);
+    input.matmul(pool, &f.gate, gate);
+    input.matmul(pool, &f.up, up);
+    let up: &[f32] = up;
+    par_chunks_mut(pool, gate, ff, &|t, g| swiglu(g, &up[t * ff..(t + 1) * ff]));
     matmul(pool, &f.down, gate, n, out);
 }
 
@@ -377,9 +385,56 @@ fn route(cfg: &MoeConfig, bias: Option<&[f32]>, probs: &mut [f32], n: usize) -> 
     chosen
 }
 
-fn norm_rows(x: &[f32], weight: &[f32], eps: f32, width: usize, out: &mut [f32]) {
-    for (xr, or) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        rms_norm(xr, weight, eps, or);
+fn norm_rows(
+    pool: &ThreadPool,
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+    width: usize,
+    out: &mut [f32],
+) {
+    par_chunks_mut(pool, out, width, &|t, or| {
+        rms_norm(&x[t * width..(t + 1) * width], weight, eps, or)
+    });
+}
+
+/// `acc += x`, split over the pool's threads.
+fn par_add(pool: &ThreadPool, acc: &mut [f32], x: &[f32]) {
+    assert_eq!(acc.len(), x.len(), "add: length mismatch");
+    const CHUNK: usize = 4096;
+    par_chunks_mut(pool, acc, CHUNK, &|i, a| {
+        add(a, &x[i * CHUNK..i * CHUNK + a.len()])
+    });
+}
+
+/// One input of several matrix products, its activations quantized once per `vec_dot_type`
+/// (e.g. for Q, K and V, or gate and up) instead of once per product: the same numbers as
+/// `matmul`, which would quantize the same rows the same way each time.
+struct SharedInput<'a> {
+    x: &'a [f32],
+    n: usize,
+    quantized: Vec<QuantizedActivations>,
+}
+
+impl<'a> SharedInput<'a> {
+    fn new(x: &'a [f32], n: usize) -> SharedInput<'a> {
+        SharedInput {
+            x,
+            n,
+            quantized: Vec::new(),
+        }
+    }
+
+    fn matmul(&mut self, pool: &ThreadPool, w: &Matrix, y: &mut [f32]) {
+        let i = match self.quantized.iter().position(|qa| qa.fits(w)) {
+            Some(i) => i,
+            None => {
+                let qa = quantize_activations(pool, w.ty().vec_dot_type(), self.x, self.n);
+                self.quantized.push(qa);
+                self.quantized.len() - 1
+            }
+        };
+        matmul_quantized(pool, w, &self.quantized[i], y);
     }
 }
 

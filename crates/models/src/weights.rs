@@ -3,7 +3,41 @@
 use crate::config::ModelConfig;
 use crate::ModelError;
 use frugal_formats::{GgufFile, TensorInfo};
-use frugal_kernels::{dequant::dequantize_row, Matrix};
+use frugal_kernels::{dequant::dequantize_row, Matrix, SharedBytes};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Whether weight matrices borrow their bytes from the file's memory map or copy them.
+///
+/// Mapped matrices cost no copy: those with a packed layout at this CPU's instruction set (see
+/// `frugal_kernels::packed`) are repacked at load, in parallel, and their file pages then dropped
+/// from the resident set, so only the packed copy stays in memory; the others are read in place,
+/// from pages the OS loads on first use (as llama.cpp does with mmap). MoE expert matrices that
+/// stay in the map ([`Mmap::Always`], or [`Mmap::Auto`] when the model does not fit) are never
+/// repacked: their pages are read on demand and dropped by the OS under memory pressure, so a MoE
+/// model larger than RAM still runs, at the speed of the page cache or the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mmap {
+    /// Map; MoE experts stay in the map only when the weights would not fit comfortably (with a
+    /// quarter to spare) in the available memory (`MemAvailable`, or the cgroup's limit if lower).
+    #[default]
+    Auto,
+    /// Map, and keep MoE experts in the map whatever the available memory.
+    Always,
+    /// Copy every tensor into memory (dropping its file pages right after), repacked on first use.
+    Never,
+}
+
+impl Mmap {
+    /// `FRUGAL_MMAP=auto|always|never`, [`Mmap::Auto`] when unset or unrecognized.
+    pub fn from_env() -> Mmap {
+        match std::env::var("FRUGAL_MMAP").as_deref() {
+            Ok("always") => Mmap::Always,
+            Ok("never") => Mmap::Never,
+            _ => Mmap::Auto,
+        }
+    }
+}
 
 /// How to load weights.
 #[derive(Default)]
@@ -63,6 +97,8 @@ pub(crate) struct FfnWeights {
     pub down: Matrix,
 }
 
+// One per layer: the size difference between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Ffn {
     Dense(FfnWeights),
     Moe(MoeWeights),
@@ -99,16 +135,29 @@ impl Weights {
         gguf: &GgufFile,
         c: &ModelConfig,
         opts: &LoadOptions,
+        mmap: Mmap,
     ) -> Result<Weights, ModelError> {
+        let total: u64 = gguf.tensors().iter().map(|t| t.n_bytes as u64).sum();
+        let experts_in_map = c.moe.is_some()
+            && match mmap {
+                Mmap::Always => true,
+                Mmap::Never => false,
+                Mmap::Auto => available_memory().is_some_and(|avail| total + total / 4 > avail),
+            };
         let mut l = Loader {
             gguf,
             opts,
+            image: (mmap != Mmap::Never).then(|| gguf.shared_bytes()),
+            experts_in_map,
             done: 0,
-            total: gguf.tensors().iter().map(|t| t.n_bytes as u64).sum(),
+            total,
             n_params: 0,
             n_bytes: 0,
         };
-        gguf.advise_willneed();
+        if !experts_in_map {
+            // Everything will be read now; with experts left in the map, only what is used is.
+            gguf.advise_willneed();
+        }
         let (e, v) = (c.n_embd, c.n_vocab);
         let token_embd = l.matrix("token_embd.weight", e, v)?;
         let output = if gguf.tensor("output.weight").is_some() {
@@ -154,8 +203,20 @@ impl Weights {
                         q,
                         kv_a: l.matrix(&n("attn_kv_a_mqa.weight"), e, m.kv_lora + m.qk_rope)?,
                         kv_a_norm: l.vector(&n("attn_kv_a_norm.weight"), m.kv_lora)?,
-                        k_b: l.stacked(&n("attn_k_b.weight"), m.qk_nope, m.kv_lora, c.n_head)?,
-                        v_b: l.stacked(&n("attn_v_b.weight"), m.kv_lora, m.v_head, c.n_head)?,
+                        k_b: l.stacked(
+                            &n("attn_k_b.weight"),
+                            m.qk_nope,
+                            m.kv_lora,
+                            c.n_head,
+                            false,
+                        )?,
+                        v_b: l.stacked(
+                            &n("attn_v_b.weight"),
+                            m.kv_lora,
+                            m.v_head,
+                            c.n_head,
+                            false,
+                        )?,
                     })
                 }
             };
@@ -187,9 +248,7 @@ impl Weights {
                 },
             });
         }
-        // The weights were copied out of the map: let the kernel drop its page-cache pages from our RSS.
-        gguf.advise_dontneed();
-        Ok(Weights {
+        let w = Weights {
             token_embd,
             output,
             output_norm,
@@ -197,13 +256,168 @@ impl Weights {
             rope_freqs,
             n_params: l.n_params,
             n_bytes: l.n_bytes,
-        })
+        };
+        w.repack(gguf, opts, l.done, total);
+        Ok(w)
     }
+
+    /// Every matrix.
+    fn matrices(&self) -> Vec<&Matrix> {
+        let mut out = vec![&self.token_embd];
+        out.extend(&self.output);
+        fn ffn_of<'a>(out: &mut Vec<&'a Matrix>, f: &'a FfnWeights) {
+            out.extend([&f.gate, &f.up, &f.down]);
+        }
+        for l in &self.layers {
+            match &l.attn {
+                Attention::Gqa(a) => out.extend([&a.wq, &a.wk, &a.wv]),
+                Attention::Mla(a) => {
+                    out.extend(a.q_a.as_ref().map(|(m, _)| m));
+                    out.extend([&a.q, &a.kv_a]);
+                    out.extend(&a.k_b);
+                    out.extend(&a.v_b);
+                }
+            }
+            out.push(&l.wo);
+            match &l.ffn {
+                Ffn::Dense(f) => ffn_of(&mut out, f),
+                Ffn::Moe(m) => {
+                    out.push(&m.router);
+                    for e in &m.experts {
+                        ffn_of(&mut out, e);
+                    }
+                    if let Some((gate, f)) = &m.shared {
+                        out.extend(gate);
+                        ffn_of(&mut out, f);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Builds the packed layout of every mapped matrix that has one (all cores, one matrix at a
+    /// time each), then drops its file pages from the resident set: the packed copy is what the
+    /// matmuls read. Matrices kept in the map (`Matrix::without_repack`) or without a packed layout
+    /// stay as they are. Progress goes on from `done` to `total`.
+    fn repack(&self, gguf: &GgufFile, opts: &LoadOptions, done: u64, total: u64) {
+        let todo: Vec<&Matrix> = self
+            .matrices()
+            .into_iter()
+            .filter(|m| m.bytes().is_mapped())
+            .collect();
+        let next = AtomicUsize::new(0);
+        let done = AtomicU64::new(done);
+        let n_threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(todo.len().max(1));
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(m) = todo.get(i) else { break };
+            m.repack();
+            if m.is_repacked() {
+                if let Some((offset, len)) = m.bytes().mapped_range() {
+                    // With a margin: faults in this matrix also mapped the tail of the one
+                    // before it and the head of the next (the kernel's fault-around), which may
+                    // be done already. Pages dropped early are read again from the page cache.
+                    let from = offset.saturating_sub(FAULT_AROUND);
+                    let to = (offset + len + FAULT_AROUND).min(gguf.file_size() as usize);
+                    gguf.advise_dontneed_range(from, to - from);
+                }
+            }
+            let d = done.fetch_add(m.n_bytes() as u64, Ordering::Relaxed) + m.n_bytes() as u64;
+            if let Some(p) = opts.progress {
+                p(d.min(total), total);
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..n_threads {
+                s.spawn(work);
+            }
+            work();
+        });
+        // Faults while packing one matrix map a few neighbouring pages around them (the kernel's
+        // fault-around), including the tail of a matrix already dropped: drop them all again.
+        for m in todo.iter().filter(|m| m.is_repacked()) {
+            if let Some((offset, len)) = m.bytes().mapped_range() {
+                gguf.advise_dontneed_range(offset, len);
+            }
+        }
+    }
+}
+
+/// How far around a page fault the kernel maps pages already in the page cache
+/// (`fault_around_bytes`, 64 KiB by default).
+const FAULT_AROUND: usize = 64 << 10;
+
+/// Bytes of memory available to this process: `MemAvailable` of `/proc/meminfo`, or less if its
+/// cgroup (v1 or v2) has a lower limit. `None` where neither can be read.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let system = meminfo.as_deref().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    match (system, cgroup_available()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Limit minus usage (plus reclaimable inactive file pages) of this process's memory cgroup.
+fn cgroup_available() -> Option<u64> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
+    let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let stat = |dir: &std::path::Path, key: &str| {
+        read(&dir.join("memory.stat")).and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse::<u64>().ok())
+        })
+    };
+    let cgroups = read(std::path::Path::new("/proc/self/cgroup"))?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (root, limit, usage, inactive) = match controllers {
+            "" => (
+                "/sys/fs/cgroup",
+                "memory.max",
+                "memory.current",
+                "inactive_file",
+            ),
+            c if c.split(',').any(|c| c == "memory") => (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
+            ),
+            _ => continue,
+        };
+        // Inside a container the path may be relative to an outer root: try its suffixes.
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for i in 0..=parts.len() {
+            let dir = std::path::Path::new(root).join(parts[i..].join("/"));
+            if let (Some(limit), Some(usage)) =
+                (num(read(&dir.join(limit))), num(read(&dir.join(usage))))
+            {
+                let inactive = stat(&dir, inactive).unwrap_or(0);
+                return Some(limit.saturating_sub(usage) + inactive.min(usage));
+            }
+        }
+    }
+    None
 }
 
 struct Loader<'a> {
     gguf: &'a GgufFile,
     opts: &'a LoadOptions<'a>,
+    /// The file image to borrow matrices from; `None` copies them ([`Mmap::Never`]).
+    image: Option<Arc<dyn SharedBytes>>,
+    /// Keep MoE expert matrices in the map, never repacked.
+    experts_in_map: bool,
     done: u64,
     total: u64,
     n_params: u64,
@@ -238,31 +452,70 @@ impl Loader<'_> {
         Ok(t)
     }
 
-    fn tick(&mut self, t: &TensorInfo) {
-        self.done += t.n_bytes as u64;
+    /// Counts a tensor as loaded. Its matrices that borrow from the map are counted when
+    /// [`Weights::repack`] is done with them; if none does (all copied, or dequantized), the
+    /// tensor's file pages are dropped from the resident set now.
+    fn tick(&mut self, t: &TensorInfo, loaded: &[&Matrix]) {
         self.n_params += t.n_elements();
+        let mapped: u64 = loaded
+            .iter()
+            .filter(|m| m.bytes().is_mapped())
+            .map(|m| m.n_bytes() as u64)
+            .sum();
+        self.done += (t.n_bytes as u64).saturating_sub(mapped);
+        if mapped == 0 {
+            self.gguf
+                .advise_dontneed_range(self.gguf.tensor_offset(t), t.n_bytes);
+        }
         if let Some(p) = self.opts.progress {
             p(self.done, self.total);
         }
     }
 
+    /// `rows x cols` of `t`'s type from `len` bytes at `offset` in the tensor's data: borrowed from
+    /// the map, or copied ([`Mmap::Never`]); dequantized to F32 with `LoadOptions::dequantize`.
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        &self,
+        t: &TensorInfo,
+        rows: usize,
+        cols: usize,
+        offset: usize,
+        len: usize,
+        expert: bool,
+    ) -> Result<Matrix, ModelError> {
+        let start = self.gguf.tensor_offset(t) + offset;
+        let m = match &self.image {
+            Some(image) => Matrix::from_mapped(t.ty, rows, cols, image.clone(), start, len),
+            None => Matrix::from_bytes(
+                t.ty,
+                rows,
+                cols,
+                &self.gguf.tensor_data(t)[offset..offset + len],
+            ),
+        }
+        .map_err(|e| ModelError::Kernel {
+            file: self.gguf.name().to_string(),
+            name: t.name.clone(),
+            source: e,
+        })?;
+        Ok(
+            if self.opts.dequantize && m.ty() != frugal_kernels::GgmlType::F32 {
+                m.to_f32()
+            } else if expert && self.experts_in_map {
+                m.without_repack()
+            } else {
+                m
+            },
+        )
+    }
+
     /// A `[rows x cols]` matrix (GGUF dims `[cols, rows]`).
     fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<Matrix, ModelError> {
         let t = self.info(name, &[cols as u64, rows as u64])?.clone();
-        let m = Matrix::from_bytes(t.ty, rows, cols, self.gguf.tensor_data(&t)).map_err(|e| {
-            ModelError::Kernel {
-                file: self.gguf.name().to_string(),
-                name: name.to_string(),
-                source: e,
-            }
-        })?;
-        let m = if self.opts.dequantize && m.ty() != frugal_kernels::GgmlType::F32 {
-            m.to_f32()
-        } else {
-            m
-        };
+        let m = self.make(&t, rows, cols, 0, t.n_bytes, false)?;
         self.n_bytes += m.n_bytes() as u64;
-        self.tick(&t);
+        self.tick(&t, &[&m]);
         Ok(m)
     }
 
@@ -283,9 +536,9 @@ impl Loader<'_> {
         n_ff: usize,
         n_expert: usize,
     ) -> Result<Vec<FfnWeights>, ModelError> {
-        let gate = self.stacked(&pattern.replace("{}", "gate"), n_embd, n_ff, n_expert)?;
-        let up = self.stacked(&pattern.replace("{}", "up"), n_embd, n_ff, n_expert)?;
-        let down = self.stacked(&pattern.replace("{}", "down"), n_ff, n_embd, n_expert)?;
+        let gate = self.stacked(&pattern.replace("{}", "gate"), n_embd, n_ff, n_expert, true)?;
+        let up = self.stacked(&pattern.replace("{}", "up"), n_embd, n_ff, n_expert, true)?;
+        let down = self.stacked(&pattern.replace("{}", "down"), n_ff, n_embd, n_expert, true)?;
         Ok(gate
             .into_iter()
             .zip(up)
@@ -294,37 +547,26 @@ impl Loader<'_> {
             .collect())
     }
 
-    /// `count` matrices of `[rows x cols]` stacked in one tensor.
+    /// `count` matrices of `[rows x cols]` stacked in one tensor (MoE experts if `expert`).
     fn stacked(
         &mut self,
         name: &str,
         cols: usize,
         rows: usize,
         count: usize,
+        expert: bool,
     ) -> Result<Vec<Matrix>, ModelError> {
         let t = self
             .info(name, &[cols as u64, rows as u64, count as u64])?
             .clone();
-        let data = self.gguf.tensor_data(&t);
         let per = t.n_bytes / count;
         let mut out = Vec::with_capacity(count);
         for i in 0..count {
-            let m = Matrix::from_bytes(t.ty, rows, cols, &data[i * per..(i + 1) * per]).map_err(
-                |e| ModelError::Kernel {
-                    file: self.gguf.name().to_string(),
-                    name: name.to_string(),
-                    source: e,
-                },
-            )?;
-            let m = if self.opts.dequantize && m.ty() != frugal_kernels::GgmlType::F32 {
-                m.to_f32()
-            } else {
-                m
-            };
+            let m = self.make(&t, rows, cols, i * per, per, expert)?;
             self.n_bytes += m.n_bytes() as u64;
             out.push(m);
         }
-        self.tick(&t);
+        self.tick(&t, &out.iter().collect::<Vec<_>>());
         Ok(out)
     }
 
@@ -345,7 +587,8 @@ impl Loader<'_> {
         }
         dequantize_row(t.ty, self.gguf.tensor_data(&t), &mut out);
         self.n_bytes += (len * 4) as u64;
-        self.tick(&t);
+        self.n_params += t.n_elements();
+        self.done += t.n_bytes as u64;
         Ok(out)
     }
 

@@ -9,9 +9,13 @@ use crate::dot::{QuantizeRowFn, VecDot4Fn, VecDotFn};
 use crate::types::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
+mod attn;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod gemm512;
 
 /// A SIMD kernel for `ty` at `isa` (which the caller has checked is available), if there is one.
 pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
@@ -76,6 +80,52 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     crate::ops::dot_f32(a, b)
 }
 
+/// `ops::scores_t` with the best kernel at `isa` (bit-identical at every level).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scores_t(
+    isa: Isa,
+    q: &[f32],
+    dim: usize,
+    kt: &[f32],
+    kt_stride: usize,
+    len: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => {
+            return attn::avx512::scores_t(q, dim, kt, kt_stride, len, out, out_stride)
+        }
+        Isa::Avx2 => return attn::avx2::scores_t(q, dim, kt, kt_stride, len, out, out_stride),
+        Isa::Scalar => {}
+    }
+    crate::ops::scores_t(q, dim, kt, kt_stride, len, out, out_stride)
+}
+
+/// `ops::weighted_rows` with the best kernel at `isa` (bit-identical at every level).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weighted_rows(
+    isa: Isa,
+    out: &mut [f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => {
+            return attn::avx512::weighted_rows(out, dv, w, w_stride, v, v_stride, len)
+        }
+        Isa::Avx2 => return attn::avx2::weighted_rows(out, dv, w, w_stride, v, v_stride, len),
+        Isa::Scalar => {}
+    }
+    crate::ops::weighted_rows(out, dv, w, w_stride, v, v_stride, len)
+}
+
 pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     match Isa::best() {
@@ -84,4 +134,85 @@ pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
         Isa::Scalar => {}
     }
     crate::ops::axpy(y, alpha, x)
+}
+
+/// The output of a packed matmul, written by several threads at disjoint indices.
+pub(crate) struct OutPtr(pub *mut f32);
+
+// SAFETY: only a pointer; `packed::matmul_packed` makes every index written by at most one thread
+// and keeps the buffer alive until all threads are done.
+unsafe impl Sync for OutPtr {}
+
+/// Tokens per GEMM tile.
+const TILE: usize = 8;
+
+/// Computes rows `16 g..` (at most 16, fewer in a last partial group) of `y` for tokens `tokens`
+/// with the packed kernels: `y[t * rows + r] = W[r] · a[t]`.
+///
+/// # Safety
+/// `out` points to the `p.rows() * a.n_tokens` values of `y`, no other thread accesses those
+/// rows of those tokens meanwhile, and `tokens.end <= a.n_tokens`. `group` is group `g` of `p`.
+/// The CPU has `Isa::Avx512Vnni` (`packed::packs` says so before any packed layout is built).
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn gemm_group(
+    p: &crate::packed::Packed,
+    g: usize,
+    group: &[u8],
+    a: &crate::packed::Acts<'_>,
+    tokens: std::ops::Range<usize>,
+    out: &OutPtr,
+) {
+    use gemm512::Kind;
+    let kind = match p.ty() {
+        GgmlType::Q8_0 => Kind::Q32(gemm512::Q8_0),
+        GgmlType::Q4_0 => Kind::Q32(gemm512::Q4_0),
+        GgmlType::Q5_0 => Kind::Q32(gemm512::Q5_0),
+        GgmlType::Q4_K => Kind::Q4K,
+        GgmlType::Q6_K => Kind::Q6K,
+        t => unreachable!("{t} has no packed layout"),
+    };
+    let (nb, stride, rows) = (p.nb(), p.stride(), p.rows());
+    assert!(group.len() == nb * stride && tokens.end <= a.n_tokens && 16 * g < rows);
+    assert!(
+        a.q.len() >= a.n_tokens * a.row_bytes && a.aux.data.len() >= a.n_tokens * a.aux.per_token
+    );
+    let live = (rows - 16 * g).min(16);
+    let mask = if live == 16 {
+        !0u16
+    } else {
+        (1u16 << live) - 1
+    };
+    let w = group.as_ptr();
+    let act = |t: usize| a.q[t * a.row_bytes..].as_ptr();
+    let aux = |t: usize| a.aux.data[t * a.aux.per_token..].as_ptr();
+    // SAFETY: token t's output row starts at t * rows < rows * n_tokens; the caller owns lanes
+    // 16g..16g + live of it, which `mask` selects.
+    let dst = |t: usize| unsafe { out.0.add(t * rows + 16 * g) };
+    let mut t = tokens.start;
+    macro_rules! run {
+        ($n:expr) => {
+            while tokens.end - t >= $n {
+                let ts: [usize; $n] = std::array::from_fn(|i| t + i);
+                // SAFETY: `group` holds nb records; each token row holds nb blocks of the
+                // activation type and its aux values (the asserts above and `matmul_packed`'s);
+                // the outputs are as the caller guarantees; the CPU has the features.
+                unsafe {
+                    gemm512::tile::<$n>(
+                        kind,
+                        nb,
+                        stride,
+                        w,
+                        ts.map(act),
+                        ts.map(aux),
+                        ts.map(dst),
+                        mask,
+                    )
+                };
+                t += $n;
+            }
+        };
+    }
+    run!(TILE);
+    run!(4);
+    run!(1);
 }

@@ -1,0 +1,307 @@
+//! Attention kernels (`ops::scores_t`, `ops::weighted_rows`) on 512-bit and 256-bit registers:
+//! one output lane per key position (scores) or value dimension (weighted rows), a tile of up to
+//! 8 query/output rows sharing each load. Every lane runs the reference's fused multiply-adds in
+//! the same order, so the results equal the scalar reference bit for bit.
+
+use crate::ops::{check_scores_t, check_weighted_rows};
+use std::arch::x86_64::*;
+
+/// Rows per tile: accumulators in registers, each load shared by all of them.
+const TILE: usize = 8;
+
+/// Calls `$f::<H>(args)` for `H = $n` in 1..=8.
+macro_rules! by_tile {
+    ($n:expr, $f:ident, $($arg:expr),*) => {
+        match $n {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            _ => $f::<8>($($arg),*),
+        }
+    };
+}
+
+pub mod avx512 {
+    use super::*;
+
+    /// `ops::scores_t` (same arguments and panics).
+    pub fn scores_t(
+        q: &[f32],
+        dim: usize,
+        kt: &[f32],
+        kt_stride: usize,
+        len: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        check_scores_t(q, dim, kt, kt_stride, len, out, out_stride);
+        let nq = q.len() / dim;
+        for h0 in (0..nq).step_by(TILE) {
+            let (q, out) = (q[h0 * dim..].as_ptr(), out[h0 * out_stride..].as_mut_ptr());
+            // SAFETY: rows h0..h0 + tile of q and out and every key index below are in bounds
+            // (checked above); the dispatcher confirmed the CPU has these features.
+            unsafe {
+                by_tile!(
+                    nq - h0,
+                    scores_tile,
+                    dim,
+                    q,
+                    kt.as_ptr(),
+                    kt_stride,
+                    len,
+                    out,
+                    out_stride
+                )
+            };
+        }
+    }
+
+    /// # Safety: `H` rows of `dim` queries at `q`; `kt` as in `ops::scores_t`; `H` output rows of
+    /// `len` values, `out_stride` apart.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn scores_tile<const H: usize>(
+        dim: usize,
+        q: *const f32,
+        kt: *const f32,
+        kt_stride: usize,
+        len: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let mut j0 = 0;
+        while j0 < len {
+            let m: __mmask16 = if len - j0 >= 16 {
+                !0
+            } else {
+                ((1u32 << (len - j0)) - 1) as __mmask16
+            };
+            let mut acc = [_mm512_setzero_ps(); H];
+            // SAFETY: (all accesses) lanes under `m` are below `len`; rows below H, dims below
+            // `dim`, as the caller guarantees.
+            unsafe {
+                for d in 0..dim {
+                    let k = _mm512_maskz_loadu_ps(m, kt.add(d * kt_stride + j0));
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(h * dim + d)), k, *acc);
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(out.add(h * out_stride + j0), m, *acc);
+                }
+            }
+            j0 += 16;
+        }
+    }
+
+    /// `ops::weighted_rows` (same arguments and panics).
+    pub fn weighted_rows(
+        out: &mut [f32],
+        dv: usize,
+        w: &[f32],
+        w_stride: usize,
+        v: &[f32],
+        v_stride: usize,
+        len: usize,
+    ) {
+        check_weighted_rows(out, dv, w, w_stride, v, v_stride, len);
+        let nh = out.len() / dv;
+        for h0 in (0..nh).step_by(TILE) {
+            let (out, w) = (out[h0 * dv..].as_mut_ptr(), w[h0 * w_stride..].as_ptr());
+            // SAFETY: as in `scores_t`, for the bounds checked above.
+            unsafe {
+                by_tile!(
+                    nh - h0,
+                    weighted_tile,
+                    out,
+                    dv,
+                    w,
+                    w_stride,
+                    v.as_ptr(),
+                    v_stride,
+                    len
+                )
+            };
+        }
+    }
+
+    /// # Safety: `H` rows of `dv` outputs at `out`; `H` rows of `len` weights `w_stride` apart;
+    /// `len` value rows of `dv`, `v_stride` apart.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn weighted_tile<const H: usize>(
+        out: *mut f32,
+        dv: usize,
+        w: *const f32,
+        w_stride: usize,
+        v: *const f32,
+        v_stride: usize,
+        len: usize,
+    ) {
+        let mut c = 0;
+        while c < dv {
+            let m: __mmask16 = if dv - c >= 16 {
+                !0
+            } else {
+                ((1u32 << (dv - c)) - 1) as __mmask16
+            };
+            // SAFETY: (all accesses) lanes under `m` are below `dv`, rows below H, positions
+            // below `len`, as the caller guarantees.
+            unsafe {
+                let mut acc: [__m512; H] =
+                    std::array::from_fn(|h| _mm512_maskz_loadu_ps(m, out.add(h * dv + c)));
+                for j in 0..len {
+                    let x = _mm512_maskz_loadu_ps(m, v.add(j * v_stride + c));
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(h * w_stride + j)), x, *acc);
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(out.add(h * dv + c), m, *acc);
+                }
+            }
+            c += 16;
+        }
+    }
+}
+
+pub mod avx2 {
+    use super::*;
+
+    /// The lanes `0..k` of an 8-lane mask vector (`k <= 8`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn mask8(k: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), idx)
+    }
+
+    /// `ops::scores_t` (same arguments and panics).
+    pub fn scores_t(
+        q: &[f32],
+        dim: usize,
+        kt: &[f32],
+        kt_stride: usize,
+        len: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        check_scores_t(q, dim, kt, kt_stride, len, out, out_stride);
+        let nq = q.len() / dim;
+        for h0 in (0..nq).step_by(TILE) {
+            let (q, out) = (q[h0 * dim..].as_ptr(), out[h0 * out_stride..].as_mut_ptr());
+            // SAFETY: as in the 512-bit version.
+            unsafe {
+                by_tile!(
+                    nq - h0,
+                    scores_tile,
+                    dim,
+                    q,
+                    kt.as_ptr(),
+                    kt_stride,
+                    len,
+                    out,
+                    out_stride
+                )
+            };
+        }
+    }
+
+    /// # Safety: as for the 512-bit `scores_tile`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_tile<const H: usize>(
+        dim: usize,
+        q: *const f32,
+        kt: *const f32,
+        kt_stride: usize,
+        len: usize,
+        out: *mut f32,
+        out_stride: usize,
+    ) {
+        let mut j0 = 0;
+        while j0 < len {
+            let m = mask8((len - j0).min(8));
+            let mut acc = [_mm256_setzero_ps(); H];
+            // SAFETY: (all accesses) lanes under `m` are below `len`; masked-off lanes are not
+            // accessed; rows and dims as the caller guarantees.
+            unsafe {
+                for d in 0..dim {
+                    let k = _mm256_maskload_ps(kt.add(d * kt_stride + j0), m);
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(*q.add(h * dim + d)), k, *acc);
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    _mm256_maskstore_ps(out.add(h * out_stride + j0), m, *acc);
+                }
+            }
+            j0 += 8;
+        }
+    }
+
+    /// `ops::weighted_rows` (same arguments and panics).
+    pub fn weighted_rows(
+        out: &mut [f32],
+        dv: usize,
+        w: &[f32],
+        w_stride: usize,
+        v: &[f32],
+        v_stride: usize,
+        len: usize,
+    ) {
+        check_weighted_rows(out, dv, w, w_stride, v, v_stride, len);
+        let nh = out.len() / dv;
+        for h0 in (0..nh).step_by(TILE) {
+            let (out, w) = (out[h0 * dv..].as_mut_ptr(), w[h0 * w_stride..].as_ptr());
+            // SAFETY: as in the 512-bit version.
+            unsafe {
+                by_tile!(
+                    nh - h0,
+                    weighted_tile,
+                    out,
+                    dv,
+                    w,
+                    w_stride,
+                    v.as_ptr(),
+                    v_stride,
+                    len
+                )
+            };
+        }
+    }
+
+    /// # Safety: as for the 512-bit `weighted_tile`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_tile<const H: usize>(
+        out: *mut f32,
+        dv: usize,
+        w: *const f32,
+        w_stride: usize,
+        v: *const f32,
+        v_stride: usize,
+        len: usize,
+    ) {
+        let mut c = 0;
+        while c < dv {
+            let m = mask8((dv - c).min(8));
+            // SAFETY: (all accesses) lanes under `m` are below `dv`; masked-off lanes are not
+            // accessed; rows and positions as the caller guarantees.
+            unsafe {
+                let mut acc: [__m256; H] =
+                    std::array::from_fn(|h| _mm256_maskload_ps(out.add(h * dv + c), m));
+                for j in 0..len {
+                    let x = _mm256_maskload_ps(v.add(j * v_stride + c), m);
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(h * w_stride + j)), x, *acc);
+                    }
+                }
+                for (h, acc) in acc.iter().enumerate() {
+                    _mm256_maskstore_ps(out.add(h * dv + c), m, *acc);
+                }
+            }
+            c += 8;
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! AVX-512 VNNI GEMM kernels over the packed (row-interleaved) layouts of `crate::packed`: one
+//! group of 16 weight rows (one per 32-bit lane) times a tile of up to 8 tokens, the weights of
+//! each block decoded once per tile. Every output lane runs the scalar reference's arithmetic:
+//! an exact integer sum per block (offsets of the unsigned quants taken back out through the
+//! activations' block sums), then the same float multiplications and additions in the same order,
+//! so the results equal `dot_scalar` bit for bit.
+
+use crate::blocks::{BlockQ8K, BlockQ8_0};
+use crate::packed::AUX_K;
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+// Kinds of the 32-value block formats.
+pub const Q8_0: u8 = 0;
+pub const Q4_0: u8 = 1;
+pub const Q5_0: u8 = 2;
+
+/// Offset of the scales in a record of `KIND`.
+const fn d_offset(kind: u8) -> usize {
+    match kind {
+        Q8_0 => 512,
+        Q4_0 => 256,
+        _ => 320,
+    }
+}
+
+/// The dword at `p` broadcast to every lane.
+///
+/// # Safety: 4 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn bcst(p: *const u8) -> __m512i {
+    // SAFETY: guaranteed by the caller.
+    _mm512_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+}
+
+/// 16 f16 at `p` as f32.
+///
+/// # Safety: 32 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn f16x16(p: *const u8) -> __m512 {
+    // SAFETY: guaranteed by the caller.
+    _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.cast()) })
+}
+
+/// # Safety: 64 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn load(p: *const u8) -> __m512i {
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// The 8 registers of unsigned quants of 32 values (value `4g + j` in byte `j` of register `g`)
+/// from 4 nibble vectors at `p`.
+///
+/// # Safety: 256 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn nibbles(p: *const u8) -> [__m512i; 8] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut x = [_mm512_setzero_si512(); 8];
+    for v in 0..4 {
+        // SAFETY: inside the 256 bytes.
+        let raw = unsafe { load(p.add(64 * v)) };
+        x[v] = _mm512_and_si512(raw, m4);
+        x[v + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4);
+    }
+    x
+}
+
+/// `out[t]` (16 lanes under `mask`) for the tokens of one tile of 32-value blocks.
+///
+/// # Safety: `w` points to `nb` records of `KIND` (`stride` bytes apart); each `a[t]` to `nb`
+/// Q8_0 blocks and `aux[t]` to its `2 nb` aux values; each `out[t]` to 16 writable f32 under
+/// `mask`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn tile_q32<const KIND: u8, const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let m10 = _mm512_set1_epi8(0x10);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
+        // each `aux[t]`, all inside what the caller guarantees.
+        unsafe {
+            let rec = w.add(b * stride);
+            let x = match KIND {
+                Q8_0 => {
+                    let mut x = [_mm512_setzero_si512(); 8];
+                    for (g, x) in x.iter_mut().enumerate() {
+                        *x = load(rec.add(64 * g));
+                    }
+                    x
+                }
+                Q4_0 => nibbles(rec),
+                _ => {
+                    let mut x = nibbles(rec);
+                    let h = load(rec.add(256));
+                    let hb = [
+                        _mm512_slli_epi32::<4>(h),
+                        _mm512_slli_epi32::<3>(h),
+                        _mm512_slli_epi32::<2>(h),
+                        _mm512_slli_epi32::<1>(h),
+                        h,
+                        _mm512_srli_epi32::<1>(h),
+                        _mm512_srli_epi32::<2>(h),
+                        _mm512_srli_epi32::<3>(h),
+                    ];
+                    for g in 0..8 {
+                        // x | (hb & 0x10)
+                        x[g] = _mm512_ternarylogic_epi32::<0xF8>(x[g], hb[g], m10);
+                    }
+                    x
+                }
+            };
+            let dw = f16x16(rec.add(d_offset(KIND)));
+            for t in 0..T {
+                let y = a[t].add(b * size_of::<BlockQ8_0>() + 2);
+                // -offset · Σy, so that Σ (u - offset) y comes out exact.
+                let neg = _mm512_set1_epi32(aux[t].add(b).read());
+                let mut p = match KIND {
+                    Q8_0 => _mm512_slli_epi32::<7>(neg),
+                    Q4_0 => _mm512_slli_epi32::<3>(neg),
+                    _ => _mm512_slli_epi32::<4>(neg),
+                };
+                for g in 0..8 {
+                    p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
+                }
+                let dy = _mm512_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
+                // sum += isum · d_w · d_a
+                let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(p), dw), dy);
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q32`] for Q4_K records and Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// values).
+///
+/// # Safety: as for [`tile_q32`], with Q8_K blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn tile_q4k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut isum = [_mm512_setzero_si512(); T];
+            for s in 0..8 {
+                let x = nibbles(rec.add(256 * s));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
+                for t in 0..T {
+                    let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
+                    // Two dependency chains (exact integer sums, so the split changes nothing):
+                    // with few tokens per tile one chain of 8 would leave the unit idle.
+                    let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for g in 0..4 {
+                        p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
+                        p2 = _mm512_dpbusd_epi32(p2, x[g + 4], bcst(y.add(16 + 4 * g)));
+                    }
+                    let p = _mm512_add_epi32(p, p2);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
+            }
+            let mut mins = [_mm512_setzero_si512(); 4];
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(2176 + 32 * q).cast()));
+            }
+            let dw = f16x16(rec.add(2304));
+            let dmw = f16x16(rec.add(2336));
+            for t in 0..T {
+                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
+                let mut msum = _mm512_setzero_si512();
+                for (q, m) in mins.iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *m, bcst(bs.add(4 * q)));
+                }
+                let dy = _mm512_set1_ps(
+                    a[t].add(b * size_of::<BlockQ8K>())
+                        .cast::<f32>()
+                        .read_unaligned(),
+                );
+                // sum += d·dy·isum - dmin·dy·msum
+                let f = _mm512_sub_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t])),
+                    _mm512_mul_ps(_mm512_mul_ps(dmw, dy), _mm512_cvtepi32_ps(msum)),
+                );
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q4k`] for Q6_K records.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn tile_q6k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut isum = [_mm512_setzero_si512(); T];
+            for c in 0..8 {
+                for h in 0..2 {
+                    // Sub-block 2c + h: values 32c + 16h + 4m + j.
+                    let hv = load(rec.add(2048 + 128 * c + 64 * h));
+                    let top = [
+                        _mm512_slli_epi16::<4>(hv),
+                        _mm512_slli_epi16::<2>(hv),
+                        hv,
+                        _mm512_srli_epi16::<2>(hv),
+                    ];
+                    let mut x = [_mm512_setzero_si512(); 4];
+                    for m in 0..4 {
+                        let raw = load(rec.add(256 * c + 64 * m));
+                        let nib = if h == 0 {
+                            _mm512_and_si512(raw, m4)
+                        } else {
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4)
+                        };
+                        // nib | (top & 0x30)
+                        x[m] = _mm512_ternarylogic_epi32::<0xF8>(nib, top[m], m30);
+                    }
+                    let k = 2 * c + h;
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(3072 + 16 * k).cast()));
+                    for t in 0..T {
+                        let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 16 * k);
+                        // -32 · bsums[k]: the quants are stored + 32.
+                        let mut p = _mm512_set1_epi32(aux[t].add(AUX_K * b + k).read());
+                        for m in 0..4 {
+                            p = _mm512_dpbusd_epi32(p, x[m], bcst(y.add(4 * m)));
+                        }
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                    }
+                }
+            }
+            let dw = f16x16(rec.add(3328));
+            for t in 0..T {
+                let dy = _mm512_set1_ps(
+                    a[t].add(b * size_of::<BlockQ8K>())
+                        .cast::<f32>()
+                        .read_unaligned(),
+                );
+                // sum += d·dy·isum
+                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t]));
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// Which kernel a packed type uses.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Q32(u8),
+    Q4K,
+    Q6K,
+}
+
+/// One tile of `T` tokens.
+///
+/// # Safety: as for [`tile_q32`] / [`tile_q4k`], for the kernel of `kind`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub unsafe fn tile<const T: usize>(
+    kind: Kind,
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: u16,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match kind {
+            Kind::Q32(Q8_0) => tile_q32::<Q8_0, T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q32(Q4_0) => tile_q32::<Q4_0, T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q32(_) => tile_q32::<Q5_0, T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q4K => tile_q4k::<T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q6K => tile_q6k::<T>(nb, stride, w, a, aux, out, mask),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Where a weight matrix's bytes live: owned, 64-byte-aligned memory ([`AlignedBytes`]), or a
+//! region of a shared read-only image such as a memory-mapped model file ([`SharedBytes`]).
+//!
+//! A borrowed region costs no copy and no anonymous memory: the OS loads its pages from the file
+//! when they are first read and may drop them again under memory pressure, so a model larger than
+//! RAM can still run (slowly) from its file. Kernels read weights with unaligned loads, and block
+//! views ([`crate::dequant`]) copy a misaligned slice rather than reinterpret it, so any alignment
+//! is sound; [`crate::Matrix::from_mapped`] still copies regions that are not 4-byte aligned, to keep
+//! the fast paths.
+
+use crate::matmul::AlignedBytes;
+use crate::KernelError;
+use std::sync::Arc;
+
+/// An immutable byte image that several weight matrices can borrow regions of (the formats crate
+/// implements it for its memory map).
+///
+/// # Safety
+///
+/// Every call of [`SharedBytes::bytes`] on one value returns the same slice (same address, same
+/// length), and those bytes are neither written nor freed while the value lives. [`WeightBytes`]
+/// keeps an `Arc` of the value and reads through a pointer taken once.
+pub unsafe trait SharedBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+// SAFETY: a `Vec` behind an `Arc` is never written (only `&` access) nor reallocated, so its
+// buffer stays put and unchanged until the last `Arc` drops it.
+unsafe impl SharedBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A region `[offset, offset + len)` of a [`SharedBytes`] image, kept alive by an `Arc`.
+#[derive(Clone)]
+pub struct MappedRegion {
+    /// Never read: held so that the image outlives `ptr`.
+    #[allow(dead_code)]
+    owner: Arc<dyn SharedBytes>,
+    offset: usize,
+    len: usize,
+    /// `owner.bytes()[offset..]`, taken once so that reads skip the virtual call and bounds check.
+    ptr: *const u8,
+}
+
+// SAFETY: `ptr` points into `owner`'s bytes, which are immutable and `Send + Sync` (required by
+// `SharedBytes`), so sharing or sending the region shares only read access to immutable memory.
+unsafe impl Send for MappedRegion {}
+// SAFETY: as above.
+unsafe impl Sync for MappedRegion {}
+
+impl MappedRegion {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `new` checked that `offset + len` lies within `owner.bytes()`, and `SharedBytes`
+        // guarantees those bytes stay at `ptr`, unchanged, while `owner` (held here) lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The bytes of a weight matrix: owned and 64-byte aligned, or a region of a shared image.
+#[derive(Clone)]
+pub enum WeightBytes {
+    Owned(AlignedBytes),
+    Mapped(MappedRegion),
+}
+
+impl WeightBytes {
+    /// An owned, aligned copy of `bytes`.
+    pub fn copy_of(bytes: &[u8]) -> WeightBytes {
+        WeightBytes::Owned(AlignedBytes::from_slice(bytes))
+    }
+
+    /// Borrows `[offset, offset + len)` of `owner`, or fails if that lies outside its bytes.
+    pub fn mapped(
+        owner: Arc<dyn SharedBytes>,
+        offset: usize,
+        len: usize,
+    ) -> Result<WeightBytes, KernelError> {
+        let bytes = owner.bytes();
+        let size = bytes.len();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => {}
+            _ => return Err(KernelError::RegionOutOfBounds { offset, len, size }),
+        }
+        let ptr = bytes[offset..].as_ptr();
+        Ok(WeightBytes::Mapped(MappedRegion {
+            owner,
+            offset,
+            len,
+            ptr,
+        }))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            WeightBytes::Owned(a) => a.as_slice(),
+            WeightBytes::Mapped(m) => m.as_slice(),
+        }
+    }
+
+    /// Whether the bytes are borrowed from a shared image rather than owned.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, WeightBytes::Mapped(_))
+    }
+
+    /// `(offset, len)` of the borrowed region within its image; `None` for owned bytes.
+    pub fn mapped_range(&self) -> Option<(usize, usize)> {
+        match self {
+            WeightBytes::Owned(_) => None,
+            WeightBytes::Mapped(m) => Some((m.offset, m.len)),
+        }
+    }
+}
+
+impl std::ops::Deref for WeightBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for WeightBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightBytes::Owned(a) => write!(f, "WeightBytes::Owned({} bytes)", a.as_slice().len()),
+            WeightBytes::Mapped(m) => {
+                write!(f, "WeightBytes::Mapped({} bytes at {})", m.len, m.offset)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Arc<dyn SharedBytes> {
+        Arc::new((0..=255u8).cycle().take(1000).collect::<Vec<u8>>())
+    }
+
+    #[test]
+    fn owned_copies_and_aligns() {
+        let src: Vec<u8> = (0..100u8).collect();
+        let w = WeightBytes::copy_of(&src[1..]);
+        assert_eq!(&*w, &src[1..]);
+        assert_eq!(w.as_ptr() as usize % 64, 0);
+        assert!(!w.is_mapped());
+        assert_eq!(w.mapped_range(), None);
+    }
+
+    #[test]
+    fn mapped_borrows_the_region() {
+        let img = image();
+        let w = WeightBytes::mapped(img.clone(), 10, 300).unwrap();
+        assert_eq!(&*w, &img.bytes()[10..310]);
+        assert_eq!(w.as_ptr(), img.bytes()[10..].as_ptr(), "no copy");
+        assert!(w.is_mapped());
+        assert_eq!(w.mapped_range(), Some((10, 300)));
+        let c = w.clone();
+        drop(w);
+        drop(img);
+        // The clone keeps the image alive.
+        assert_eq!(c[0], 10);
+        assert_eq!(c.len(), 300);
+        // Empty regions, including one at the very end, are fine.
+        assert!(WeightBytes::mapped(image(), 1000, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn mapped_out_of_bounds_is_an_error() {
+        for (offset, len) in [
+            (0, 1001),
+            (1000, 1),
+            (999, 2),
+            (usize::MAX, 2),
+            (1, usize::MAX),
+        ] {
+            match WeightBytes::mapped(image(), offset, len) {
+                Err(KernelError::RegionOutOfBounds { size: 1000, .. }) => {}
+                other => panic!("({offset}, {len}): {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The packed (row-interleaved) GEMM against the scalar reference dot products, bit for bit: every
+//! packed type, ragged row counts (partial last group), one to many blocks per row, token counts
+//! that leave remainders after every tile size, one to three threads. Runs the packed kernels when
+//! this CPU (and `FRUGAL_ISA`) selects them; otherwise only the reuse of quantized activations is
+//! checked here (`matmul`'s other paths are held to the reference by the other suites).
+
+use frugal_kernels::dequant::dequantize_row;
+use frugal_kernels::dot_scalar;
+use frugal_kernels::matmul::{matmul, matmul_quantized, quantize_activations, Matrix};
+use frugal_kernels::packed::packs;
+use frugal_kernels::quantize::{quantize_row, quantize_weights};
+use frugal_kernels::{GgmlType, ThreadPool};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const TYPES: [GgmlType; 5] = [
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
+    let rb = ty.row_bytes(cols).unwrap();
+    let mut bytes = vec![0u8; rb * rows];
+    for dst in bytes.chunks_exact_mut(rb) {
+        // Rows of varied scale, some with large outliers, so scales and mins vary per block.
+        let scale = rng.gen_range(0.01f32..3.0);
+        let src: Vec<f32> = (0..cols)
+            .map(|_| {
+                let v: f32 = rng.gen_range(-1.0..1.0);
+                if rng.gen_range(0..50) == 0 {
+                    v * 20.0 * scale
+                } else {
+                    v * scale
+                }
+            })
+            .collect();
+        quantize_weights(ty, &src, dst).unwrap();
+    }
+    Matrix::from_bytes(ty, rows, cols, &bytes).unwrap()
+}
+
+/// Σ|w·a| over a row: the scale of the rounding error any summation order may make.
+fn magnitude(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> f64 {
+    let (mut wf, mut af) = (vec![0.0f32; n], vec![0.0f32; n]);
+    dequantize_row(ty, w, &mut wf);
+    dequantize_row(ty.vec_dot_type(), a, &mut af);
+    wf.iter().zip(&af).map(|(p, q)| (p * q).abs() as f64).sum()
+}
+
+fn check(ty: GgmlType, rows: usize, cols: usize, n: usize, pool: &ThreadPool, rng: &mut StdRng) {
+    let w = random_matrix(rng, ty, rows, cols);
+    let x: Vec<f32> = (0..n * cols)
+        .map(|i| rng.gen_range(-2.0f32..2.0) * if i % 7 == 0 { 5.0 } else { 1.0 })
+        .collect();
+    let mut y = vec![0.0f32; n * rows];
+    matmul(pool, &w, &x, n, &mut y);
+    // The same through shared quantized activations (the aux data is computed once).
+    let qa = quantize_activations(pool, ty.vec_dot_type(), &x, n);
+    let mut y2 = vec![0.0f32; n * rows];
+    matmul_quantized(pool, &w, &qa, &mut y2);
+    matmul_quantized(pool, &w, &qa, &mut y2);
+    let vdt = ty.vec_dot_type();
+    let mut q = vec![0u8; vdt.row_bytes(cols).unwrap()];
+    for t in 0..n {
+        quantize_row(vdt, &x[t * cols..(t + 1) * cols], &mut q);
+        for r in 0..rows {
+            let want = dot_scalar::vec_dot(ty, cols, w.row(r), &q);
+            let (got, got2) = (y[t * rows + r], y2[t * rows + r]);
+            if packs(ty) {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} {rows}x{cols} n={n} t={t} r={r}: {got} vs {want}"
+                );
+            } else {
+                // The unpacked SIMD kernels sum in another order: held to the scalar reference
+                // within a rounding bound on Σ|terms|, as in simd_kernels.rs.
+                let tol = 1e-5 * magnitude(ty, w.row(r), &q, cols) + 1e-30;
+                assert!(
+                    ((got - want) as f64).abs() <= tol,
+                    "{ty} t={t} r={r}: {got} vs {want} (tolerance {tol})"
+                );
+            }
+            assert_eq!(got.to_bits(), got2.to_bits(), "{ty}: shared activations");
+        }
+    }
+}
+
+#[test]
+fn packed_matmul_equals_the_scalar_reference_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
+    for ty in TYPES {
+        let bl = ty.block_len();
+        for (rows, blocks) in [(16, 1), (37, 3), (5, 2), (48, 7), (33, 1)] {
+            for n in [1, 2, 3, 4, 5, 8, 9, 13, 20] {
+                let pool = &pools[(rows + n) % 3];
+                check(ty, rows, blocks * bl, n, pool, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_matmul_handles_many_tokens_and_wide_rows() {
+    // More tokens than one L2 token block, and rows wide enough for many blocks.
+    let mut rng = StdRng::seed_from_u64(8);
+    let pool = ThreadPool::new(2);
+    for ty in TYPES {
+        let cols = if ty.block_len() == 256 { 1024 } else { 3200 };
+        check(ty, 24, cols, 150, &pool, &mut rng);
+    }
+}
