@@ -27,6 +27,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Generate text from a prompt, or chat interactively with --chat.
     Run(commands::run::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Print the text of comma-separated token ids.
@@ -37,7 +39,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,frugal_server=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -47,6 +49,7 @@ fn main() {
         Command::Info(a) => commands::info::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Tokenize(a) => commands::tokenize::run_tokenize(a),
         Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };

@@ -2,6 +2,7 @@
 //! all their chunks together (decode tokens and prefill chunks in the same matrix products), and
 //! each sequence samples with its own sampler. A server drives this from its engine thread.
 
+use crate::constraint::{Constraint, ConstraintError};
 use crate::sampler::{Sampler, SamplingParams};
 use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
@@ -14,6 +15,25 @@ pub struct Event {
     pub id: SeqId,
     pub token: u32,
     pub finish: Option<Finish>,
+    /// The token's log-probability under the model (before sampling transforms) and the most
+    /// likely alternatives, when the sequence asked for them.
+    pub logprobs: Option<TokenLogprobs>,
+}
+
+/// Log-probabilities of a sampled token and of the `top` most likely tokens at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Per-sequence options beyond sampling.
+#[derive(Default)]
+pub struct SeqOptions {
+    /// Report log-probabilities with this many alternatives (0: the sampled token's only).
+    pub logprobs: Option<usize>,
+    /// Masks the logits before sampling (grammars, reasoning budgets).
+    pub constraint: Option<Box<dyn Constraint>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +46,18 @@ pub enum BatchError {
     Model(#[from] ModelError),
     #[error("sequence id {0} is already in use")]
     DuplicateId(SeqId),
+    #[error("sequence {id}: {source}")]
+    Constraint {
+        id: SeqId,
+        #[source]
+        source: ConstraintError,
+    },
 }
 
 struct SeqState {
     sampler: Sampler,
     history: Vec<u32>,
+    opts: SeqOptions,
 }
 
 /// Many sequences sharing one model, one KV store and one scheduler.
@@ -74,6 +101,18 @@ impl<'a> BatchEngine<'a> {
         max_tokens: usize,
         params: SamplingParams,
     ) -> Result<(), BatchError> {
+        self.add_with(id, prompt, max_tokens, params, SeqOptions::default())
+    }
+
+    /// [`BatchEngine::add`] with log-probabilities or a constraint.
+    pub fn add_with(
+        &mut self,
+        id: SeqId,
+        prompt: Vec<u32>,
+        max_tokens: usize,
+        params: SamplingParams,
+        opts: SeqOptions,
+    ) -> Result<(), BatchError> {
         if self.seqs.contains_key(&id) {
             return Err(BatchError::DuplicateId(id));
         }
@@ -85,6 +124,7 @@ impl<'a> BatchEngine<'a> {
             SeqState {
                 sampler,
                 history: prompt,
+                opts,
             },
         );
         Ok(())
@@ -130,6 +170,9 @@ impl<'a> BatchEngine<'a> {
         let logits = self.model.forward(self.pool, &mut self.kv, &chunks)?;
         let n_vocab = self.model.config().n_vocab;
         let mut sampled = Vec::new();
+        let mut logprobs = HashMap::new();
+        let mut constraint_done = Vec::new();
+        let mut failed = Vec::new();
         for (c, row) in plan
             .chunks
             .iter()
@@ -140,9 +183,40 @@ impl<'a> BatchEngine<'a> {
                 .seqs
                 .get_mut(&c.id)
                 .expect("scheduled sequences are known");
-            let t = s.sampler.sample(row, &s.history);
+            let lp = s.opts.logprobs.map(|top| token_logprobs(row, top));
+            let t = match s.opts.constraint.as_mut() {
+                None => s.sampler.sample(row, &s.history),
+                Some(con) => {
+                    let mut masked = row.to_vec();
+                    let t = con
+                        .mask(&mut masked)
+                        .map(|()| s.sampler.sample(&masked, &s.history))
+                        .and_then(|t| con.accept(t).map(|done| (t, done)));
+                    match t {
+                        Ok((t, done)) => {
+                            if done {
+                                constraint_done.push(c.id);
+                            }
+                            t
+                        }
+                        Err(e) => {
+                            failed.push((c.id, e));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if let Some(mut lp) = lp {
+                lp.logprob = log_softmax_at(row, t);
+                logprobs.insert(c.id, lp);
+            }
             s.history.push(t);
             sampled.push((c.id, t));
+        }
+        if let Some((id, source)) = failed.into_iter().next() {
+            // The step's other tokens are lost with it; callers fail or retry the sequence.
+            self.abort(id);
+            return Err(BatchError::Constraint { id, source });
         }
         let mut finished: HashMap<SeqId, Finish> = self
             .scheduler
@@ -150,7 +224,8 @@ impl<'a> BatchEngine<'a> {
             .into_iter()
             .collect();
         for &(id, t) in &sampled {
-            if self.eog.contains(&t) && !finished.contains_key(&id) {
+            let end = self.eog.contains(&t) || constraint_done.contains(&id);
+            if end && !finished.contains_key(&id) {
                 self.scheduler.finish(id, Finish::Stop);
                 finished.insert(id, Finish::Stop);
             }
@@ -164,7 +239,43 @@ impl<'a> BatchEngine<'a> {
                 id,
                 token,
                 finish: finished.get(&id).copied(),
+                logprobs: logprobs.remove(&id),
             })
             .collect())
+    }
+}
+
+/// `log softmax(logits)[t]`, computed in f64 for a stable sum over a large vocabulary.
+fn log_softmax_at(logits: &[f32], t: u32) -> f32 {
+    (logits[t as usize] as f64 - log_sum_exp(logits)) as f32
+}
+
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// The `top` most likely tokens with their log-probabilities (the sampled token's is filled in
+/// by the caller).
+fn token_logprobs(logits: &[f32], top: usize) -> TokenLogprobs {
+    let lse = log_sum_exp(logits);
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let top = top.min(idx.len());
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    if top > 0 && top < idx.len() {
+        idx.select_nth_unstable_by(top - 1, by_logit);
+    }
+    idx.truncate(top);
+    idx.sort_by(by_logit);
+    TokenLogprobs {
+        logprob: 0.0,
+        top: idx
+            .into_iter()
+            .map(|i| (i, (logits[i as usize] as f64 - lse) as f32))
+            .collect(),
     }
 }

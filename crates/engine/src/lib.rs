@@ -3,6 +3,7 @@
 //! continuous-batching step over many sequences ([`batch`]).
 
 pub mod batch;
+pub mod constraint;
 pub mod sampler;
 pub mod session;
 pub mod stop;

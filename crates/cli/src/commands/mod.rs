@@ -2,4 +2,5 @@ pub mod bench;
 pub mod info;
 pub mod logits;
 pub mod run;
+pub mod serve;
 pub mod tokenize;

@@ -1,0 +1,322 @@
+//! `frugal serve`: an OpenAI/DeepSeek-compatible HTTP server. The HTTP side ([`routes`], with
+//! request types in [`api`], errors in [`error`], streaming and response shapes in [`respond`])
+//! runs on tokio; the model runs on one engine thread ([`worker`]) that batches every request's
+//! sequences into shared forward passes. [`metrics`] is what both sides report.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+mod respond;
+mod routes;
+pub mod worker;
+
+use frugal_chat::ChatTemplate;
+use frugal_formats::GgufFile;
+use frugal_kernels::ThreadPool;
+use frugal_models::{LoadOptions, Model};
+use frugal_scheduler::SchedulerConfig;
+use frugal_tokenizer::Tokenizer;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Everything `frugal serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub model: PathBuf,
+    pub host: String,
+    pub port: u16,
+    /// Accepted bearer tokens; empty: no authentication.
+    pub api_keys: Vec<String>,
+    /// Context length of one sequence (default: the model's, at most 4096).
+    pub ctx_size: Option<usize>,
+    /// Sequences decoded together.
+    pub max_seqs: usize,
+    /// Total tokens the KV cache holds across sequences (default: enough for `max_seqs` full
+    /// contexts, at most 64 Ki tokens, at least one full context).
+    pub kv_tokens: Option<usize>,
+    pub block_size: usize,
+    /// Tokens through the model per step; long prompts are prefilled in chunks of at most this.
+    pub token_budget: usize,
+    /// Requests allowed to wait for a slot; more get 429.
+    pub max_waiting: usize,
+    pub threads: usize,
+    /// The name clients use in `model` (default: the file name without extension).
+    pub model_alias: Option<String>,
+    /// Largest request body accepted (bytes).
+    pub body_limit: usize,
+    /// How long SIGTERM waits for running requests before cancelling them.
+    pub shutdown_timeout: Duration,
+    pub dequantize: bool,
+}
+
+impl ServerConfig {
+    pub fn new(model: PathBuf) -> Self {
+        ServerConfig {
+            model,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_keys: Vec::new(),
+            ctx_size: None,
+            max_seqs: 16,
+            kv_tokens: None,
+            block_size: 16,
+            token_budget: 512,
+            max_waiting: 256,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            model_alias: None,
+            body_limit: 8 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            dequantize: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Format(#[from] frugal_formats::GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] frugal_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Model(#[from] frugal_models::ModelError),
+    #[error("chat template: {0}")]
+    Template(#[from] frugal_chat::ChatError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the engine thread stopped: {0}")]
+    Engine(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What the handlers share once the model is loaded.
+pub(crate) struct Ready {
+    pub commands: mpsc::Sender<worker::Command>,
+}
+
+pub(crate) struct AppState {
+    pub cfg: ServerConfig,
+    pub model_id: String,
+    pub created: u64,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: ChatTemplate,
+    pub n_ctx: usize,
+    pub n_vocab: usize,
+    pub ready: OnceLock<Ready>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn created_now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(self.created, |d| d.as_secs())
+    }
+}
+
+/// A server that is listening; [`Server::run`] serves until `shutdown` resolves.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    gguf: GgufFile,
+}
+
+impl Server {
+    /// Opens the model file, reads its tokenizer and template, and binds the socket. The weights
+    /// load in [`Server::run`], while `/health` answers 503.
+    pub async fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
+        if cfg.max_seqs == 0 || cfg.token_budget == 0 || cfg.block_size == 0 || cfg.threads == 0 {
+            return Err(ServerError::Config(
+                "max-seqs, token budget, block size and threads must be at least 1".into(),
+            ));
+        }
+        let gguf = GgufFile::open(&cfg.model)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let config = frugal_models::ModelConfig::from_gguf(&gguf)?;
+        let n_ctx = cfg.ctx_size.unwrap_or(config.n_ctx_train.min(4096));
+        if n_ctx == 0 {
+            return Err(ServerError::Config("--ctx-size must be at least 1".into()));
+        }
+        let template = match tokenizer.chat_template() {
+            Some(src) => ChatTemplate::new(
+                src,
+                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Bos),
+                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Eos),
+                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Pad),
+            )?,
+            None => {
+                tracing::warn!("the model has no chat template; using ChatML");
+                ChatTemplate::chatml()
+            }
+        };
+        let model_id = cfg.model_alias.clone().unwrap_or_else(|| {
+            cfg.model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        });
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let state = Arc::new(AppState {
+            n_vocab: config.n_vocab,
+            cfg,
+            model_id,
+            created,
+            tokenizer: Arc::new(tokenizer),
+            template,
+            n_ctx,
+            ready: OnceLock::new(),
+            metrics: Arc::new(Metrics::default()),
+        });
+        Ok(Server {
+            listener,
+            state,
+            gguf,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Loads the weights on the engine thread and serves until `shutdown` resolves; then stops
+    /// accepting, lets running requests finish within the shutdown timeout and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            state,
+            gguf,
+        } = self;
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+        let engine = spawn_engine(gguf, state.clone(), cmd_rx, loaded_tx)?;
+
+        let app = routes::router(state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let serve_state = state.clone();
+        let timeout = state.cfg.shutdown_timeout;
+        let drain_tx = cmd_tx.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let mut stop_rx = stop_rx;
+            tokio::select! {
+                () = shutdown => {}
+                _ = stop_rx.changed() => {}
+            }
+            tracing::info!(
+                "shutting down: no new requests; waiting up to {timeout:?} for running ones"
+            );
+            let _ = drain_tx.send(worker::Command::Drain(Instant::now() + timeout));
+            let _ = &serve_state;
+        });
+        let server = tokio::spawn(async move { server.await });
+
+        // The weights load while the socket already answers /health with 503.
+        match loaded_rx.await {
+            Ok(Ok(())) => {
+                let _ = state.ready.set(Ready { commands: cmd_tx });
+                tracing::info!(
+                    "ready: serving '{}' on http://{}",
+                    state.model_id,
+                    state.cfg.host.clone() + ":" + &state.cfg.port.to_string()
+                );
+            }
+            Ok(Err(e)) => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Err(ServerError::Engine(
+                    "the engine thread died while loading".into(),
+                ));
+            }
+        }
+        let served = server
+            .await
+            .map_err(|e| ServerError::Engine(e.to_string()))?;
+        // The engine thread exits once it has drained (or its command channel closes).
+        drop(state);
+        let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+        served.map_err(ServerError::Io)
+    }
+}
+
+fn spawn_engine(
+    gguf: GgufFile,
+    state: Arc<AppState>,
+    commands: mpsc::Receiver<worker::Command>,
+    loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
+) -> Result<std::thread::JoinHandle<()>, ServerError> {
+    let cfg = state.cfg.clone();
+    let metrics = state.metrics.clone();
+    let tokenizer = state.tokenizer.clone();
+    let n_ctx = state.n_ctx;
+    drop(state);
+    let handle = std::thread::Builder::new()
+        .name("frugal-engine".into())
+        .spawn(move || {
+            let t0 = Instant::now();
+            let opts = LoadOptions {
+                dequantize: cfg.dequantize,
+                ..LoadOptions::default()
+            };
+            let model = match Model::load(&gguf, &opts) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = loaded.send(Err(e.into()));
+                    return;
+                }
+            };
+            drop(gguf);
+            let pool = ThreadPool::new(cfg.threads);
+            let engine_cfg = engine_config(&cfg, n_ctx);
+            tracing::info!(
+                "loaded in {:.1}s; KV cache: {} blocks of {} tokens ({:.0} MiB), context {} tokens, up to {} sequences",
+                t0.elapsed().as_secs_f64(),
+                engine_cfg.n_blocks,
+                engine_cfg.block_size,
+                (engine_cfg.n_blocks * engine_cfg.block_size * model.config().kv_bytes_per_token()) as f64
+                    / (1 << 20) as f64,
+                n_ctx,
+                cfg.max_seqs,
+            );
+            let _ = loaded.send(Ok(()));
+            worker::run(&model, &tokenizer, &pool, engine_cfg, commands, metrics);
+        })?;
+    Ok(handle)
+}
+
+fn engine_config(cfg: &ServerConfig, n_ctx: usize) -> worker::EngineConfig {
+    let kv_tokens = cfg
+        .kv_tokens
+        .unwrap_or_else(|| (n_ctx * cfg.max_seqs).min(64 << 10))
+        .max(n_ctx);
+    worker::EngineConfig {
+        scheduler: SchedulerConfig {
+            max_seqs: cfg.max_seqs,
+            token_budget: cfg.token_budget,
+            max_waiting: cfg.max_waiting,
+            n_ctx,
+        },
+        n_blocks: kv_tokens.div_ceil(cfg.block_size),
+        block_size: cfg.block_size,
+    }
+}

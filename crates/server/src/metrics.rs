@@ -1,0 +1,219 @@
+//! Server metrics, rendered in Prometheus' text format at `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// A cumulative histogram with fixed bucket bounds (seconds).
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+const TTFT_BOUNDS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const TPOT_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Everything `/metrics` reports. Gauges are set by the engine thread after each step; counters
+/// only grow.
+#[derive(Debug)]
+pub struct Metrics {
+    pub running: AtomicU64,
+    pub waiting: AtomicU64,
+    pub kv_blocks_used: AtomicU64,
+    pub kv_blocks_total: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub generation_tokens: AtomicU64,
+    pub prefix_cache_hit_tokens: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub requests_finished: AtomicU64,
+    pub requests_aborted: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub requests_rejected: AtomicU64,
+    ttft: Mutex<Histogram>,
+    tpot: Mutex<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            running: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            kv_blocks_used: AtomicU64::new(0),
+            kv_blocks_total: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generation_tokens: AtomicU64::new(0),
+            prefix_cache_hit_tokens: AtomicU64::new(0),
+            preemptions: AtomicU64::new(0),
+            requests_finished: AtomicU64::new(0),
+            requests_aborted: AtomicU64::new(0),
+            requests_failed: AtomicU64::new(0),
+            requests_rejected: AtomicU64::new(0),
+            ttft: Mutex::new(Histogram::new(TTFT_BOUNDS)),
+            tpot: Mutex::new(Histogram::new(TPOT_BOUNDS)),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_ttft(&self, seconds: f64) {
+        lock(&self.ttft).observe(seconds);
+    }
+
+    pub fn observe_tpot(&self, seconds: f64) {
+        lock(&self.tpot).observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
+        };
+        metric(
+            "frugal_requests_running",
+            "gauge",
+            "Sequences in the running batch.",
+            &self.running,
+        );
+        metric(
+            "frugal_requests_waiting",
+            "gauge",
+            "Sequences waiting to be admitted.",
+            &self.waiting,
+        );
+        metric(
+            "frugal_kv_blocks_used",
+            "gauge",
+            "KV-cache blocks referenced by sequences.",
+            &self.kv_blocks_used,
+        );
+        metric(
+            "frugal_kv_blocks_total",
+            "gauge",
+            "KV-cache blocks in the pool.",
+            &self.kv_blocks_total,
+        );
+        metric(
+            "frugal_prompt_tokens_total",
+            "counter",
+            "Prompt tokens of admitted requests.",
+            &self.prompt_tokens,
+        );
+        metric(
+            "frugal_generation_tokens_total",
+            "counter",
+            "Tokens generated.",
+            &self.generation_tokens,
+        );
+        metric(
+            "frugal_prefix_cache_hit_tokens_total",
+            "counter",
+            "Prompt tokens served from the prefix cache instead of recomputed.",
+            &self.prefix_cache_hit_tokens,
+        );
+        metric(
+            "frugal_preemptions_total",
+            "counter",
+            "Sequences preempted (blocks released, recomputed later).",
+            &self.preemptions,
+        );
+        metric(
+            "frugal_requests_finished_total",
+            "counter",
+            "Sequences that finished (stop or length).",
+            &self.requests_finished,
+        );
+        metric(
+            "frugal_requests_aborted_total",
+            "counter",
+            "Sequences cancelled because their client went away.",
+            &self.requests_aborted,
+        );
+        metric(
+            "frugal_requests_failed_total",
+            "counter",
+            "Sequences that failed with an internal error.",
+            &self.requests_failed,
+        );
+        metric(
+            "frugal_requests_rejected_total",
+            "counter",
+            "Requests rejected by the scheduler (queue full).",
+            &self.requests_rejected,
+        );
+        lock(&self.ttft).render(
+            &mut out,
+            "frugal_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+        );
+        lock(&self.tpot).render(
+            &mut out,
+            "frugal_time_per_output_token_seconds",
+            "Time between consecutive generated tokens of a sequence.",
+        );
+        out
+    }
+}
+
+/// A poisoned lock only means another thread panicked while observing; the numbers are still
+/// usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::default();
+        m.observe_ttft(0.02);
+        m.observe_ttft(3.0);
+        let text = m.render();
+        assert!(text.contains("frugal_time_to_first_token_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("frugal_time_to_first_token_seconds_bucket{le=\"5\"} 2"));
+        assert!(text.contains("frugal_time_to_first_token_seconds_count 2"));
+    }
+}

@@ -1,0 +1,427 @@
+//! From tokenized prompts to an HTTP response: one engine job per choice, then either one JSON
+//! body (chat.completion / text_completion) or a stream of OpenAI chunks over server-sent events.
+
+use crate::api::Generation;
+use crate::error::ApiError;
+use crate::worker::{Command, Done, Job, JobError, Piece};
+use crate::AppState;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use frugal_engine::batch::TokenLogprobs;
+use frugal_scheduler::Rejected;
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Which API the response speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Completion,
+}
+
+/// One tokenized prompt and, for completions with `echo`, its text.
+pub struct Prompt {
+    pub tokens: Vec<u32>,
+    pub echo: Option<String>,
+}
+
+/// One generated choice, as the handler sees it.
+struct Choice {
+    index: usize,
+    prompt: usize,
+    rx: mpsc::UnboundedReceiver<Piece>,
+}
+
+/// Submits every choice of every prompt, then answers as JSON or as a stream.
+pub async fn generate(
+    st: Arc<AppState>,
+    request: String,
+    prompts: Vec<Prompt>,
+    gen: Generation,
+    logprobs: Option<usize>,
+    api: Api,
+) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
+    let ready = st
+        .ready
+        .get()
+        .ok_or_else(|| ApiError::unavailable("The model is still loading."))?;
+    let mut plans = Vec::new();
+    for (pi, p) in prompts.iter().enumerate() {
+        let n_prompt = p.tokens.len();
+        if n_prompt == 0 {
+            return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
+        }
+        let max_tokens = match gen.max_tokens {
+            Some(m) => m,
+            None if n_prompt < st.n_ctx => st.n_ctx - n_prompt,
+            None => 0,
+        };
+        if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
+            return Err(ApiError::invalid(format!(
+                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion). Please reduce the prompt or the completion length.",
+                st.n_ctx,
+                n_prompt.saturating_add(max_tokens.max(1)),
+                n_prompt,
+                max_tokens.max(1),
+            ))
+            .with_code("context_length_exceeded"));
+        }
+        plans.push((pi, max_tokens));
+    }
+
+    let mut choices = Vec::new();
+    let mut pending = Vec::new();
+    for &(pi, max_tokens) in &plans {
+        for i in 0..gen.n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (acc_tx, acc_rx) = oneshot::channel();
+            let mut sampling = gen.sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let job = Job {
+                prompt: prompts[pi].tokens.clone(),
+                max_tokens,
+                sampling,
+                stop: gen.stop.clone(),
+                logprobs,
+                constraint: None,
+                arrived,
+                request: format!("{request}/{}", choices.len()),
+                pieces: tx,
+                accepted: acc_tx,
+            };
+            ready
+                .commands
+                .send(Command::Add(Box::new(job)))
+                .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
+            pending.push(acc_rx);
+            choices.push(Choice {
+                index: choices.len(),
+                prompt: pi,
+                rx,
+            });
+        }
+    }
+    for acc in pending {
+        match acc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(job_error(e)),
+            Err(_) => return Err(ApiError::internal("The engine thread stopped.")),
+        }
+    }
+
+    let out = Output {
+        id: format!(
+            "{}-{request}",
+            if api == Api::Chat { "chatcmpl" } else { "cmpl" }
+        ),
+        created: st.created_now(),
+        model: st.model_id.clone(),
+        api,
+        st: st.clone(),
+    };
+    let echoes: Vec<Option<String>> = prompts.into_iter().map(|p| p.echo).collect();
+    if gen.stream {
+        Ok(stream_response(out, choices, echoes, gen.include_usage))
+    } else {
+        collect_response(out, choices, echoes).await
+    }
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::Rejected(Rejected::QueueFull(n)) => ApiError::queue_full(n),
+        JobError::Rejected(r @ Rejected::TooLong { .. }) => {
+            ApiError::invalid(r.to_string()).with_code("context_length_exceeded")
+        }
+        JobError::Rejected(r) => ApiError::invalid(r.to_string()),
+        JobError::Invalid { param, msg } => ApiError::invalid_param(param, msg),
+        JobError::ShuttingDown => ApiError::unavailable("The server is shutting down."),
+    }
+}
+
+/// What every response object carries.
+struct Output {
+    id: String,
+    created: u64,
+    model: String,
+    api: Api,
+    st: Arc<AppState>,
+}
+
+impl Output {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.api, chunk) {
+            (Api::Chat, false) => "chat.completion",
+            (Api::Chat, true) => "chat.completion.chunk",
+            (Api::Completion, _) => "text_completion",
+        }
+    }
+
+    fn envelope(&self, chunk: bool, choices: Vec<Value>) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(chunk),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": concat!("frugal-", env!("CARGO_PKG_VERSION")),
+            "choices": choices,
+        })
+    }
+
+    fn token_text(&self, t: u32) -> (String, Vec<u8>) {
+        let bytes = self.st.tokenizer.token_bytes(t);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    }
+
+    /// Chat's `logprobs.content` entries.
+    fn chat_logprobs(&self, toks: &[(u32, TokenLogprobs)]) -> Value {
+        let entry = |t: u32, lp: f32| {
+            let (s, b) = self.token_text(t);
+            json!({"token": s, "logprob": lp, "bytes": b})
+        };
+        let content: Vec<Value> = toks
+            .iter()
+            .map(|(t, lp)| {
+                let mut e = entry(*t, lp.logprob);
+                e["top_logprobs"] = lp.top.iter().map(|&(t, l)| entry(t, l)).collect();
+                e
+            })
+            .collect();
+        json!({ "content": content })
+    }
+
+    /// Completions' `logprobs` object; offsets count from `offset` characters.
+    fn completion_logprobs(&self, toks: &[(u32, TokenLogprobs)], mut offset: usize) -> Value {
+        let mut tokens = Vec::new();
+        let mut token_logprobs = Vec::new();
+        let mut top = Vec::new();
+        let mut offsets = Vec::new();
+        for (t, lp) in toks {
+            let (s, _) = self.token_text(*t);
+            offsets.push(offset);
+            offset += s.chars().count();
+            tokens.push(s);
+            token_logprobs.push(lp.logprob);
+            let mut m = serde_json::Map::new();
+            for &(t, l) in &lp.top {
+                m.insert(self.token_text(t).0, json!(l));
+            }
+            top.push(Value::Object(m));
+        }
+        json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+    }
+
+    fn logprobs(&self, toks: &[(u32, TokenLogprobs)], offset: usize) -> Value {
+        match self.api {
+            Api::Chat => self.chat_logprobs(toks),
+            Api::Completion => self.completion_logprobs(toks, offset),
+        }
+    }
+}
+
+/// `usage` over the finished choices; each prompt's tokens are counted once.
+fn usage(dones: &[(usize, Done)]) -> Value {
+    let mut prompt = 0;
+    let mut cached = 0;
+    let mut completion = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for (pi, d) in dones {
+        if seen.insert(*pi) {
+            prompt += d.prompt_tokens;
+            cached += d.cached_tokens;
+        }
+        completion += d.completion_tokens;
+    }
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_cache_hit_tokens": cached,
+        "prompt_cache_miss_tokens": prompt - cached,
+    })
+}
+
+async fn collect_response(
+    out: Output,
+    choices: Vec<Choice>,
+    echoes: Vec<Option<String>>,
+) -> Result<Response, ApiError> {
+    let mut bodies = Vec::new();
+    let mut dones = Vec::new();
+    for mut c in choices {
+        let mut text = echoes[c.prompt].clone().unwrap_or_default();
+        let echo_len = text.chars().count();
+        let mut toks = Vec::new();
+        let done = loop {
+            match c.rx.recv().await {
+                Some(Piece::Token {
+                    token,
+                    text: t,
+                    logprobs,
+                }) => {
+                    text.push_str(&t);
+                    if let Some(lp) = logprobs {
+                        toks.push((token, lp));
+                    }
+                }
+                Some(Piece::Done(d)) => break d,
+                Some(Piece::Failed(msg)) => return Err(ApiError::internal(msg)),
+                None => return Err(ApiError::internal("The engine thread stopped.")),
+            }
+        };
+        text.push_str(&done.text);
+        let logprobs = if toks.is_empty() {
+            Value::Null
+        } else {
+            out.logprobs(&toks, echo_len)
+        };
+        bodies.push(match out.api {
+            Api::Chat => json!({
+                "index": c.index,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": logprobs,
+                "finish_reason": done.finish.as_str(),
+            }),
+            Api::Completion => json!({
+                "index": c.index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": done.finish.as_str(),
+            }),
+        });
+        dones.push((c.prompt, done));
+    }
+    let mut body = out.envelope(false, bodies);
+    body["usage"] = usage(&dones);
+    Ok(axum::Json(body).into_response())
+}
+
+fn stream_response(
+    out: Output,
+    choices: Vec<Choice>,
+    echoes: Vec<Option<String>>,
+    include_usage: bool,
+) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let n_choices = choices.len();
+    tokio::spawn(async move {
+        let send = |v: Value| tx.send(Event::default().data(v.to_string())).is_ok();
+        let chunk = |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
+            let mut c = match out.api {
+                Api::Chat => {
+                    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+                }
+                Api::Completion => {
+                    json!({"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish})
+                }
+            };
+            if c["logprobs"].is_null() {
+                c["logprobs"] = Value::Null;
+            }
+            let mut e = out.envelope(true, vec![c]);
+            if include_usage {
+                e["usage"] = Value::Null;
+            }
+            e
+        };
+        let delta = |text: &str| match out.api {
+            Api::Chat => json!({"content": text}),
+            Api::Completion => json!(text),
+        };
+        // Opening chunks: the role (chat) or the echoed prompt (completions).
+        let mut offsets = vec![0usize; n_choices];
+        for c in &choices {
+            let first = match (out.api, &echoes[c.prompt]) {
+                (Api::Chat, _) => Some(json!({"role": "assistant", "content": ""})),
+                (Api::Completion, Some(e)) => {
+                    offsets[c.index] = e.chars().count();
+                    Some(json!(e))
+                }
+                (Api::Completion, None) => None,
+            };
+            if let Some(d) = first {
+                if !send(chunk(c.index, d, Value::Null, None)) {
+                    return;
+                }
+            }
+        }
+        let prompt_of: Vec<usize> = choices.iter().map(|c| c.prompt).collect();
+        let mut merged = stream::select_all(choices.into_iter().map(|c| {
+            let index = c.index;
+            stream::unfold(
+                c.rx,
+                |mut rx| async move { rx.recv().await.map(|p| (p, rx)) },
+            )
+            .map(move |p| (index, p))
+            .boxed()
+        }));
+        let mut dones = Vec::new();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                n = merged.next() => n,
+            };
+            let Some((index, piece)) = next else { break };
+            let ok = match piece {
+                Piece::Token {
+                    token,
+                    text,
+                    logprobs,
+                } => {
+                    let lp = match logprobs {
+                        Some(lp) => out.logprobs(&[(token, lp)], offsets[index]),
+                        None => Value::Null,
+                    };
+                    offsets[index] += text.chars().count();
+                    if text.is_empty() && lp.is_null() {
+                        true
+                    } else {
+                        send(chunk(index, delta(&text), lp, None))
+                    }
+                }
+                Piece::Done(d) => {
+                    let mut ok = true;
+                    if !d.text.is_empty() {
+                        ok = send(chunk(index, delta(&d.text), Value::Null, None));
+                    }
+                    let empty = match out.api {
+                        Api::Chat => json!({}),
+                        Api::Completion => json!(""),
+                    };
+                    ok = ok && send(chunk(index, empty, Value::Null, Some(d.finish.as_str())));
+                    dones.push((prompt_of[index], d));
+                    ok
+                }
+                Piece::Failed(msg) => {
+                    let _ = send(ApiError::internal(msg).body());
+                    let _ = tx.send(Event::default().data("[DONE]"));
+                    return;
+                }
+            };
+            if !ok {
+                return;
+            }
+        }
+        if dones.len() < n_choices {
+            let _ = send(ApiError::internal("The engine thread stopped.").body());
+        } else if include_usage {
+            let mut e = out.envelope(true, Vec::new());
+            e["usage"] = usage(&dones);
+            let _ = send(e);
+        }
+        let _ = tx.send(Event::default().data("[DONE]"));
+    });
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
