@@ -1,0 +1,513 @@
+//! Constrained decoding with llguidance: a [`TokenEnv`] built once per model from its tokenizer,
+//! and per request a [`Grammar`] (JSON object, JSON schema, or tool calls in the model's format)
+//! compiled into a [`GrammarMatcher`] that yields token masks.
+//!
+//! Every grammar is Lark text with inline JSON schemas (`%json {..}`). JSON is generated in one
+//! fixed layout, the one Python's `json.dumps` and the chat templates use: `", "` between items,
+//! `": "` after keys, no other whitespace. That keeps the output close to what models were
+//! trained on and leaves no room for endless whitespace.
+
+use crate::tools::{deepseek, hermes, ToolFormat};
+use crate::OutputError;
+use frugal_tokenizer::Tokenizer;
+use llguidance::api::TopLevelGrammar;
+use llguidance::toktrie::{SimpleVob, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
+use llguidance::{Matcher, ParserFactory};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The tokenizer as llguidance sees it: every token's bytes, control tokens marked special
+/// (`0xFF` + text, so grammar text never matches them), user-defined tokens such as Qwen's
+/// `<tool_call>` as plain text (so grammar text can use them).
+struct FrugalTokEnv {
+    tokenizer: Arc<Tokenizer>,
+    trie: TokTrie,
+    canonical: bool,
+}
+
+impl TokenizerEnv for FrugalTokEnv {
+    fn tok_trie(&self) -> &TokTrie {
+        &self.trie
+    }
+
+    fn tokenize_bytes(&self, s: &[u8]) -> Vec<TokenId> {
+        if self.canonical {
+            if let Ok(text) = std::str::from_utf8(s) {
+                if let Ok(ids) = self.tokenizer.encode(text, false, false) {
+                    return ids;
+                }
+            }
+        }
+        self.trie.greedy_tokenize(s)
+    }
+
+    fn tokenize_is_canonical(&self) -> bool {
+        self.canonical
+    }
+}
+
+/// Everything constrained decoding needs from one model's tokenizer. Building it walks the whole
+/// vocabulary (tens of milliseconds for 150k tokens): build it once per model and share it with
+/// an `Arc`.
+pub struct TokenEnv {
+    tokenizer: Arc<Tokenizer>,
+    factory: ParserFactory,
+    vocab: usize,
+    /// Control tokens (special in the trie).
+    control: HashSet<u32>,
+    eog: Vec<u32>,
+    think_open: Vec<u32>,
+    think_close: Vec<u32>,
+    /// Tokens that are nothing but ASCII whitespace.
+    whitespace: Vec<u32>,
+}
+
+impl std::fmt::Debug for TokenEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenEnv")
+            .field("vocab", &self.vocab)
+            .field("eog", &self.eog)
+            .field("think_close", &self.think_close)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenEnv {
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<TokenEnv, OutputError> {
+        let vocab = tokenizer.vocab_size();
+        let mut eog: Vec<u32> = tokenizer
+            .eog_ids()
+            .iter()
+            .copied()
+            .filter(|&i| (i as usize) < vocab)
+            .collect();
+        if eog.is_empty() {
+            eog.extend(tokenizer.eos().filter(|&i| (i as usize) < vocab));
+        }
+        if eog.is_empty() {
+            return Err(OutputError::Tokenizer(
+                "the tokenizer has no end-of-generation token".into(),
+            ));
+        }
+        let mut control = HashSet::new();
+        let mut whitespace = Vec::new();
+        let mut words = Vec::with_capacity(vocab);
+        for id in 0..vocab as u32 {
+            let bytes = tokenizer.token_bytes(id);
+            // `decode(.., skip_special)` drops control and unknown tokens only.
+            let is_control = eog.contains(&id)
+                || (tokenizer.is_special(id) && tokenizer.decode(&[id], true).is_empty());
+            if is_control && !bytes.is_empty() {
+                control.insert(id);
+                let mut w = Vec::with_capacity(bytes.len() + 1);
+                w.push(TokTrie::SPECIAL_TOKEN_MARKER);
+                w.extend_from_slice(&bytes);
+                words.push(w);
+            } else {
+                if !bytes.is_empty() && bytes.iter().all(|b| b" \t\r\n".contains(b)) {
+                    whitespace.push(id);
+                }
+                words.push(bytes);
+            }
+        }
+        let mut info = TokRxInfo::new(vocab as u32, eog[0]);
+        info.tok_bos = tokenizer.bos().filter(|&i| (i as usize) < vocab);
+        let trie = TokTrie::from(&info, &words).with_eos_tokens(&eog);
+        // SentencePiece models put a space before text: their `encode` is not the canonical
+        // tokenization of a piece in the middle of the output.
+        let canonical = tokenizer
+            .encode("a", false, false)
+            .map(|ids| ids.iter().flat_map(|&i| tokenizer.token_bytes(i)).eq(*b"a"))
+            .unwrap_or(false);
+        let enc = |s: &str| tokenizer.encode(s, false, true).map_err(OutputError::from);
+        let think_open = enc(crate::reasoning::THINK_OPEN)?;
+        let think_close = enc(crate::reasoning::THINK_CLOSE)?;
+        let env: llguidance::toktrie::TokEnv = Arc::new(FrugalTokEnv {
+            tokenizer: tokenizer.clone(),
+            trie,
+            canonical,
+        });
+        let mut factory =
+            ParserFactory::new_simple(&env).map_err(|e| OutputError::Tokenizer(e.to_string()))?;
+        factory.quiet();
+        Ok(TokenEnv {
+            tokenizer,
+            factory,
+            vocab,
+            control,
+            eog,
+            think_open,
+            think_close,
+            whitespace,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// The tokenizer's vocabulary size (logits past it are always masked).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
+    /// The tokens of `</think>` in this vocabulary.
+    pub fn think_close_tokens(&self) -> &[u32] {
+        &self.think_close
+    }
+
+    /// The tokens of `<think>` in this vocabulary.
+    pub fn think_open_tokens(&self) -> &[u32] {
+        &self.think_open
+    }
+
+    pub(crate) fn whitespace_tokens(&self) -> &[u32] {
+        &self.whitespace
+    }
+
+    /// The bytes llguidance knows for a token (control tokens: `0xFF` + text).
+    pub(crate) fn trie_bytes(&self, id: u32) -> &[u8] {
+        if (id as usize) < self.vocab {
+            self.factory.tok_env().tok_trie().token(id)
+        } else {
+            &[]
+        }
+    }
+
+    /// A Lark expression for a marker text: the control token `<[id]>` when the vocabulary has
+    /// one spelled so (grammar text cannot produce those), else the literal text.
+    fn marker(&self, text: &str) -> String {
+        match self.tokenizer.token_id(text) {
+            Some(id) if self.control.contains(&id) => format!("<[{id}]>"),
+            _ => lark_str(text),
+        }
+    }
+
+    /// Compiles a grammar for one sequence. Errors name what is wrong or unsupported (JSON
+    /// schema keywords llguidance does not implement, bad patterns, unsatisfiable schemas):
+    /// answer them with HTTP 400.
+    pub fn matcher(&self, grammar: &Grammar) -> Result<GrammarMatcher, OutputError> {
+        let g = TopLevelGrammar::from_lark(grammar.lark.clone());
+        let parser = self
+            .factory
+            .create_parser(g)
+            .map_err(|e| OutputError::Grammar(clean_error(&e.to_string())))?;
+        let m = Matcher::new(Ok(parser));
+        if let Some(e) = m_error(&m) {
+            return Err(OutputError::Grammar(e));
+        }
+        Ok(GrammarMatcher { m })
+    }
+}
+
+fn m_error(m: &Matcher) -> Option<String> {
+    if m.is_error() {
+        m.get_error()
+    } else {
+        None
+    }
+}
+
+/// llguidance appends the whole grammar to some errors; the first line says what is wrong.
+fn clean_error(e: &str) -> String {
+    e.lines().next().unwrap_or(e).trim().to_string()
+}
+
+/// A Lark string literal (Lark strings use JSON string syntax).
+fn lark_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// One sequence's grammar state (an llguidance `Matcher`). Cloning is cheap and gives an
+/// independent state: compile once per request, clone per sequence.
+#[derive(Clone)]
+pub struct GrammarMatcher {
+    m: Matcher,
+}
+
+impl std::fmt::Debug for GrammarMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrammarMatcher")
+            .field("stopped", &self.m.is_stopped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrammarMatcher {
+    /// The tokens allowed next (end-of-generation ids when the grammar may end here).
+    pub fn allowed(&mut self) -> Result<SimpleVob, String> {
+        self.m.compute_mask().map_err(|e| e.to_string())
+    }
+
+    pub fn consume(&mut self, token: u32) -> Result<(), String> {
+        self.m.consume_token(token).map_err(|e| e.to_string())
+    }
+
+    /// The tokens the grammar forces next (the canonical tokenization of the bytes it forces),
+    /// possibly none.
+    pub fn forced_tokens(&mut self) -> Vec<u32> {
+        self.m.compute_ff_tokens()
+    }
+
+    /// Takes back the last `n` tokens.
+    pub fn rollback(&mut self, n: usize) -> Result<(), String> {
+        self.m.rollback(n).map_err(|e| e.to_string())
+    }
+
+    /// The grammar cannot go on: only end-of-generation may follow.
+    pub fn is_stopped(&self) -> bool {
+        self.m.is_stopped()
+    }
+
+    /// The output so far is a complete sentence of the grammar.
+    pub fn is_accepting(&mut self) -> bool {
+        self.m.is_accepting().unwrap_or(false)
+    }
+}
+
+/// A grammar for the answer, as Lark text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grammar {
+    lark: String,
+    /// Texts that end the grammar's repeated parts (e.g. `<｜tool▁calls▁end｜>`), preferred when
+    /// the answer must close.
+    closers: Vec<String>,
+}
+
+/// OpenAI's `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    None,
+    Auto,
+    /// At least one call of any tool.
+    Required,
+    /// Exactly one call of this function.
+    Function(String),
+}
+
+impl ToolChoice {
+    /// Parses `"none" | "auto" | "required" | {"type": "function", "function": {"name": ..}}`;
+    /// absent means `auto`.
+    pub fn from_json(v: Option<&Value>) -> Result<ToolChoice, OutputError> {
+        let bad =
+            |v: &Value| OutputError::InvalidRequest(format!("tool_choice: unsupported value {v}"));
+        match v {
+            None | Some(Value::Null) => Ok(ToolChoice::Auto),
+            Some(Value::String(s)) => match s.as_str() {
+                "none" => Ok(ToolChoice::None),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
+                _ => Err(bad(v.unwrap())),
+            },
+            Some(o @ Value::Object(_)) => o
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .map(|n| ToolChoice::Function(n.to_string()))
+                .ok_or_else(|| bad(o)),
+            Some(other) => Err(bad(other)),
+        }
+    }
+}
+
+/// The JSON layout options every schema is compiled with.
+fn with_layout(schema: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Value::Object(o) = &mut s {
+        o.insert(
+            "x-guidance".into(),
+            json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+        );
+    }
+    s
+}
+
+fn json_rule(schema: &Value) -> String {
+    format!("%json {}", with_layout(schema))
+}
+
+impl Grammar {
+    /// Any JSON object (`response_format: {"type": "json_object"}`).
+    pub fn json_object() -> Grammar {
+        Grammar::json_schema(&json!({"type": "object"})).expect("a valid schema")
+    }
+
+    /// A JSON document matching `schema` (`true`/`false` schemas allowed). Unsupported keywords
+    /// are reported by [`TokenEnv::matcher`].
+    pub fn json_schema(schema: &Value) -> Result<Grammar, OutputError> {
+        let schema = match schema {
+            Value::Object(_) => schema.clone(),
+            Value::Bool(true) => json!({}),
+            Value::Bool(false) => {
+                return Err(OutputError::Grammar(
+                    "the schema `false` matches nothing".into(),
+                ))
+            }
+            _ => {
+                return Err(OutputError::InvalidRequest(
+                    "json_schema.schema must be a JSON object".into(),
+                ))
+            }
+        };
+        Ok(Grammar {
+            lark: format!("start: {}\n", json_rule(&schema)),
+            closers: Vec::new(),
+        })
+    }
+
+    /// The grammar for an OpenAI `response_format` object; `None` for `{"type": "text"}`.
+    pub fn from_response_format(rf: &Value) -> Result<Option<Grammar>, OutputError> {
+        match rf.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(Grammar::json_object())),
+            Some("json_schema") => {
+                let schema = rf
+                    .pointer("/json_schema/schema")
+                    .or_else(|| rf.get("schema"))
+                    .ok_or_else(|| {
+                        OutputError::InvalidRequest(
+                            "response_format.json_schema.schema is missing".into(),
+                        )
+                    })?;
+                Grammar::json_schema(schema).map(Some)
+            }
+            other => Err(OutputError::InvalidRequest(format!(
+                "response_format.type {} is not supported (text, json_object, json_schema)",
+                other.map_or("(missing)".to_string(), |t| format!("'{t}'"))
+            ))),
+        }
+    }
+
+    /// Tool calls in the model's own format for `tool_choice` `required` (one or more calls of
+    /// any tool, one if `parallel` is false) or a named function (exactly one call of it);
+    /// `None` for `auto` and `none`. Arguments follow each tool's `parameters` schema.
+    pub fn tool_calls(
+        env: &TokenEnv,
+        format: ToolFormat,
+        tools: &[Value],
+        choice: &ToolChoice,
+        parallel: bool,
+    ) -> Result<Option<Grammar>, OutputError> {
+        let mut fns: Vec<(String, Value)> = Vec::new();
+        for t in tools {
+            let f = t.get("function").unwrap_or(t);
+            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
+                OutputError::InvalidRequest("tools[].function.name is missing".into())
+            })?;
+            let params = match f.get("parameters") {
+                None | Some(Value::Null) => json!({"type": "object"}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(_) => {
+                    return Err(OutputError::InvalidRequest(format!(
+                        "tool '{name}': parameters must be a JSON schema object"
+                    )))
+                }
+            };
+            fns.push((name.to_string(), params));
+        }
+        let (fns, many) = match choice {
+            ToolChoice::None | ToolChoice::Auto => return Ok(None),
+            ToolChoice::Required => (fns, parallel),
+            ToolChoice::Function(name) => {
+                let f: Vec<_> = fns.into_iter().filter(|(n, _)| n == name).collect();
+                if f.is_empty() {
+                    return Err(OutputError::InvalidRequest(format!(
+                        "tool_choice names function '{name}', which is not in tools"
+                    )));
+                }
+                (f[..1].to_vec(), false)
+            }
+        };
+        if fns.is_empty() {
+            return Err(OutputError::InvalidRequest(
+                "tool_choice 'required' needs at least one tool".into(),
+            ));
+        }
+        let many = many && format != ToolFormat::Llama3Json;
+        let mut lark = String::new();
+        let calls: Vec<String> = (0..fns.len()).map(|i| format!("c{i}")).collect();
+        let call = calls.join(" | ");
+        let start = match format {
+            ToolFormat::Hermes | ToolFormat::Llama3Json => {
+                if many {
+                    "call (\"\\n\" call)*".to_string()
+                } else {
+                    "call".to_string()
+                }
+            }
+            ToolFormat::DeepSeekR1 => format!(
+                "{} call {} {}",
+                env.marker(deepseek::CALLS_BEGIN),
+                if many { "(\"\\n\" call)*" } else { "" },
+                env.marker(deepseek::CALLS_END)
+            ),
+            ToolFormat::DeepSeekV31 => format!(
+                "{} call{} {}",
+                env.marker(deepseek::CALLS_BEGIN),
+                if many { "+" } else { "" },
+                env.marker(deepseek::CALLS_END)
+            ),
+        };
+        lark.push_str(&format!("start: {start}\ncall: {call}\n"));
+        for (i, (name, params)) in fns.iter().enumerate() {
+            let quoted_name = serde_json::to_string(name).expect("strings serialize");
+            let body = match format {
+                ToolFormat::Hermes => format!(
+                    "{} a{i} {}",
+                    lark_str(&format!(
+                        "{}\n{{\"name\": {quoted_name}, \"arguments\": ",
+                        hermes::CALL_BEGIN
+                    )),
+                    lark_str(&format!("}}\n{}", hermes::CALL_END)),
+                ),
+                ToolFormat::Llama3Json => format!(
+                    "{} a{i} \"}}\"",
+                    lark_str(&format!("{{\"name\": {quoted_name}, \"parameters\": "))
+                ),
+                ToolFormat::DeepSeekR1 => format!(
+                    "{} \"function\" {} {} a{i} \"\\n```\" {}",
+                    env.marker(deepseek::CALL_BEGIN),
+                    env.marker(deepseek::SEP),
+                    lark_str(&format!("{name}\n```json\n")),
+                    env.marker(deepseek::CALL_END),
+                ),
+                ToolFormat::DeepSeekV31 => format!(
+                    "{} {} {} a{i} {}",
+                    env.marker(deepseek::CALL_BEGIN),
+                    lark_str(name),
+                    env.marker(deepseek::SEP),
+                    env.marker(deepseek::CALL_END),
+                ),
+            };
+            lark.push_str(&format!("c{i}: {body}\na{i}: {}\n", json_rule(params)));
+        }
+        let closers = match format {
+            ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
+                vec![deepseek::CALLS_END.to_string()]
+            }
+            ToolFormat::Hermes | ToolFormat::Llama3Json => Vec::new(),
+        };
+        Ok(Some(Grammar { lark, closers }))
+    }
+
+    /// A grammar from Lark source (llguidance's dialect), for callers with their own grammars.
+    pub fn from_lark(source: impl Into<String>) -> Grammar {
+        Grammar {
+            lark: source.into(),
+            closers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn closers(&self) -> &[String] {
+        &self.closers
+    }
+
+    /// The Lark source.
+    pub fn lark(&self) -> &str {
+        &self.lark
+    }
+}

@@ -1,0 +1,929 @@
+//! Parsing tool calls out of the answer text, streaming, in the formats chat templates teach
+//! models: Hermes/Qwen `<tool_call>` blocks, DeepSeek V3/R1 and V3.1 `<｜tool▁call▁begin｜>`
+//! sections, and Llama 3.1's bare JSON object.
+//!
+//! [`ToolCallParser::push`] returns [`ToolDelta`]s as soon as they are certain: answer text, the
+//! start of a call (index, id, name), and pieces of its arguments JSON exactly as the model wrote
+//! them (their concatenation is the call's `arguments` string). Text that looks like the start of a
+//! tag is held back only while it still could be one. Whitespace around tool calls and at the ends
+//! of the content is dropped.
+
+use crate::reasoning::partial_suffix;
+use rand::Rng;
+
+/// DeepSeek's markers (V3, R1 and V3.1 share them).
+pub mod deepseek {
+    pub const CALLS_BEGIN: &str = "<｜tool▁calls▁begin｜>";
+    pub const CALLS_END: &str = "<｜tool▁calls▁end｜>";
+    pub const CALL_BEGIN: &str = "<｜tool▁call▁begin｜>";
+    pub const CALL_END: &str = "<｜tool▁call▁end｜>";
+    pub const SEP: &str = "<｜tool▁sep｜>";
+}
+
+/// Hermes/Qwen markers.
+pub mod hermes {
+    pub const CALL_BEGIN: &str = "<tool_call>";
+    pub const CALL_END: &str = "</tool_call>";
+}
+
+/// Llama 3.1's marker for tool calls (optional before the JSON object).
+pub const PYTHON_TAG: &str = "<|python_tag|>";
+
+/// How a model writes tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// `<tool_call>\n{"name": "f", "arguments": {..}}\n</tool_call>`, several allowed (Hermes 2/3,
+    /// Qwen 2.5, Qwen3, QwQ).
+    Hermes,
+    /// `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{..}\n```<｜tool▁call▁end｜>`
+    /// (more calls after `\n`), then `<｜tool▁calls▁end｜>` (DeepSeek V3, R1 and its distills).
+    DeepSeekR1,
+    /// `<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{..}<｜tool▁call▁end｜>…<｜tool▁calls▁end｜>`
+    /// (DeepSeek V3.1).
+    DeepSeekV31,
+    /// `{"name": "f", "parameters": {..}}` as the whole answer, optionally after `<|python_tag|>`
+    /// (Llama 3.1/3.2/3.3).
+    Llama3Json,
+}
+
+impl ToolFormat {
+    /// The format a chat template teaches, from its source; `None` when it renders no tool calls.
+    pub fn detect(template_source: &str) -> Option<ToolFormat> {
+        let t = template_source;
+        if t.contains(deepseek::CALL_BEGIN) {
+            if t.contains("```json") {
+                Some(ToolFormat::DeepSeekR1)
+            } else {
+                Some(ToolFormat::DeepSeekV31)
+            }
+        } else if t.contains(hermes::CALL_BEGIN) {
+            Some(ToolFormat::Hermes)
+        } else if t.contains("\"parameters\": ") && t.contains("tool_call") {
+            Some(ToolFormat::Llama3Json)
+        } else {
+            None
+        }
+    }
+
+    /// The texts that open a tool call in answer text.
+    fn openers(self) -> &'static [&'static str] {
+        match self {
+            ToolFormat::Hermes => &[hermes::CALL_BEGIN],
+            ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
+                &[deepseek::CALLS_BEGIN, deepseek::CALL_BEGIN]
+            }
+            ToolFormat::Llama3Json => &[],
+        }
+    }
+
+    /// The text that ends one call.
+    fn call_end(self) -> &'static str {
+        match self {
+            ToolFormat::Hermes => hermes::CALL_END,
+            ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => deepseek::CALL_END,
+            ToolFormat::Llama3Json => "}",
+        }
+    }
+}
+
+/// One parsed tool call, as OpenAI's `tool_calls[i]` (type `function`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+/// A piece of parsed answer text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolDelta {
+    /// Plain answer text.
+    Content(String),
+    /// A new tool call: OpenAI's first `tool_calls` delta for `index` (with `id`, `type` and
+    /// `function.name`).
+    ToolCallStart {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of call `index`'s `function.arguments`.
+    ToolCallArguments { index: usize, arguments: String },
+}
+
+/// A fresh OpenAI-style call id: `call_` and 24 random letters and digits.
+pub fn new_call_id() -> String {
+    let mut rng = rand::thread_rng();
+    let tail: String = (0..24)
+        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect();
+    format!("call_{tail}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Answer text; looking for a tool-call opener.
+    Content,
+    /// Llama 3.1: at the start of the answer or after a call; is a JSON call coming?
+    LlamaStart,
+    /// Llama 3.1: the answer is plain text.
+    LlamaText,
+    /// Inside a call before its arguments.
+    Header,
+    /// Streaming the arguments JSON.
+    Args,
+    /// Arguments that are not a JSON object: collected up to the end of the call.
+    RawArgs,
+    /// After the arguments, up to the end of the call.
+    Tail,
+    /// DeepSeek: inside the calls section, between calls.
+    Between,
+    /// Hermes: a call whose JSON is not `{"name": .., "arguments": ..}` in that order: read it
+    /// whole, up to `</tool_call>`.
+    Buffered,
+}
+
+/// Tracks where a JSON value ends (strings and escapes aware).
+#[derive(Debug, Clone, Copy, Default)]
+struct JsonScan {
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+}
+
+impl JsonScan {
+    /// Feeds one character of a value that starts with `{` or `[`; true when it closes.
+    fn feed(&mut self, c: char) -> bool {
+        if self.in_str {
+            if self.esc {
+                self.esc = false;
+            } else if c == '\\' {
+                self.esc = true;
+            } else if c == '"' {
+                self.in_str = false;
+            }
+            return false;
+        }
+        match c {
+            '"' => self.in_str = true,
+            '{' | '[' => self.depth += 1,
+            '}' | ']' => {
+                self.depth = self.depth.saturating_sub(1);
+                return self.depth == 0;
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
+/// The streaming tool-call parser for one answer.
+#[derive(Debug, Clone)]
+pub struct ToolCallParser {
+    format: ToolFormat,
+    state: State,
+    buf: String,
+    /// The text that opened the current call, to give back as content if it is no call after all.
+    opener: String,
+    scan: JsonScan,
+    /// Content already emitted (leading whitespace is dropped until then).
+    content_started: bool,
+    /// Whitespace held back: it is dropped if a tool call or the end follows.
+    ws: String,
+    content: String,
+    calls: Vec<ToolCall>,
+}
+
+/// The result of parsing a whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedToolCalls {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl ToolCallParser {
+    pub fn new(format: ToolFormat) -> Self {
+        ToolCallParser {
+            format,
+            state: if format == ToolFormat::Llama3Json {
+                State::LlamaStart
+            } else {
+                State::Content
+            },
+            buf: String::new(),
+            opener: String::new(),
+            scan: JsonScan::default(),
+            content_started: false,
+            ws: String::new(),
+            content: String::new(),
+            calls: Vec::new(),
+        }
+    }
+
+    pub fn format(&self) -> ToolFormat {
+        self.format
+    }
+
+    /// Feeds answer text; returns what is certain now.
+    pub fn push(&mut self, text: &str) -> Vec<ToolDelta> {
+        self.buf.push_str(text);
+        let mut out = Vec::new();
+        while self.step(&mut out, false) {}
+        out
+    }
+
+    /// Ends the answer: releases held-back text; a call cut off in its arguments keeps what it
+    /// has.
+    pub fn finish(&mut self) -> Vec<ToolDelta> {
+        let mut out = Vec::new();
+        while self.step(&mut out, true) {}
+        self.ws.clear();
+        out
+    }
+
+    /// The calls parsed so far.
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.calls
+    }
+
+    /// The content emitted so far.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+
+    /// Content and calls (call after [`ToolCallParser::finish`]).
+    pub fn into_result(self) -> ParsedToolCalls {
+        ParsedToolCalls {
+            content: self.content,
+            tool_calls: self.calls,
+        }
+    }
+
+    /// Emits answer text, dropping leading whitespace and holding back trailing whitespace.
+    fn emit_content(&mut self, out: &mut Vec<ToolDelta>, text: &str) {
+        let text = if self.content_started {
+            text
+        } else {
+            text.trim_start()
+        };
+        if text.is_empty() {
+            return;
+        }
+        let core = text.trim_end();
+        if core.is_empty() {
+            self.ws.push_str(text);
+            return;
+        }
+        let mut s = std::mem::take(&mut self.ws);
+        s.push_str(core);
+        self.ws = text[core.len()..].to_string();
+        self.content_started = true;
+        self.content.push_str(&s);
+        match out.last_mut() {
+            Some(ToolDelta::Content(c)) => c.push_str(&s),
+            _ => out.push(ToolDelta::Content(s)),
+        }
+    }
+
+    fn start_call(&mut self, out: &mut Vec<ToolDelta>, name: String) {
+        self.ws.clear();
+        let index = self.calls.len();
+        let id = new_call_id();
+        self.calls.push(ToolCall {
+            id: id.clone(),
+            name: name.clone(),
+            arguments: String::new(),
+        });
+        out.push(ToolDelta::ToolCallStart { index, id, name });
+    }
+
+    fn emit_args(&mut self, out: &mut Vec<ToolDelta>, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let index = self.calls.len() - 1;
+        self.calls[index].arguments.push_str(text);
+        match out.last_mut() {
+            Some(ToolDelta::ToolCallArguments {
+                index: i,
+                arguments,
+            }) if *i == index => arguments.push_str(text),
+            _ => out.push(ToolDelta::ToolCallArguments {
+                index,
+                arguments: text.to_string(),
+            }),
+        }
+    }
+
+    /// Gives back an aborted call's text as content.
+    fn abort_call(&mut self, out: &mut Vec<ToolDelta>) {
+        let mut text = std::mem::take(&mut self.opener);
+        text.push_str(&std::mem::take(&mut self.buf));
+        self.emit_content(out, &text);
+        self.state = self.text_state();
+    }
+
+    fn text_state(&self) -> State {
+        if self.format == ToolFormat::Llama3Json {
+            State::LlamaText
+        } else {
+            State::Content
+        }
+    }
+
+    /// One transition; false when more text is needed.
+    fn step(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        match self.state {
+            State::Content => {
+                let openers = self.format.openers();
+                let found = openers
+                    .iter()
+                    .filter_map(|o| self.buf.find(o).map(|i| (i, *o)))
+                    .min();
+                if let Some((i, opener)) = found {
+                    let before = self.buf[..i].to_string();
+                    self.emit_content(out, &before);
+                    self.buf.drain(..i + opener.len());
+                    self.opener = opener.to_string();
+                    self.state = if opener == deepseek::CALLS_BEGIN {
+                        State::Between
+                    } else {
+                        State::Header
+                    };
+                    return true;
+                }
+                let keep = if last {
+                    0
+                } else {
+                    openers
+                        .iter()
+                        .map(|o| partial_suffix(&self.buf, o))
+                        .max()
+                        .unwrap_or(0)
+                };
+                let text: String = self.buf.drain(..self.buf.len() - keep).collect();
+                self.emit_content(out, &text);
+                false
+            }
+            State::LlamaText => {
+                let text = std::mem::take(&mut self.buf);
+                self.emit_content(out, &text);
+                false
+            }
+            State::LlamaStart => {
+                let t = self
+                    .buf
+                    .trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+                let t = t.strip_prefix(PYTHON_TAG).unwrap_or(t).trim_start();
+                if t.is_empty() || (PYTHON_TAG.starts_with(t) && !last) {
+                    if last {
+                        self.buf.clear();
+                    }
+                    return false;
+                }
+                if !t.starts_with('{') {
+                    self.state = State::LlamaText;
+                    return true;
+                }
+                match match_json_header(t, &["parameters", "arguments"]) {
+                    Header::Incomplete if !last => false,
+                    Header::Incomplete | Header::NoMatch => {
+                        self.state = State::LlamaText;
+                        true
+                    }
+                    Header::Match { name, consumed } => {
+                        let skip = self.buf.len() - t.len() + consumed;
+                        self.buf.drain(..skip);
+                        self.start_call(out, name);
+                        self.scan = JsonScan::default();
+                        self.state = State::Args;
+                        true
+                    }
+                }
+            }
+            State::Between => {
+                let t = self.buf.trim_start();
+                if let Some(rest) = t.strip_prefix(deepseek::CALL_BEGIN) {
+                    self.buf = rest.to_string();
+                    self.opener = deepseek::CALL_BEGIN.to_string();
+                    self.state = State::Header;
+                    true
+                } else if let Some(rest) = t.strip_prefix(deepseek::CALLS_END) {
+                    self.buf = rest.to_string();
+                    self.state = State::Content;
+                    true
+                } else if !last
+                    && (deepseek::CALL_BEGIN.starts_with(t) || deepseek::CALLS_END.starts_with(t))
+                {
+                    false
+                } else if t.is_empty() {
+                    self.buf.clear();
+                    false
+                } else {
+                    // Not a call after all: answer text.
+                    if self.calls.is_empty() {
+                        self.abort_call(out);
+                    } else {
+                        self.state = State::Content;
+                    }
+                    true
+                }
+            }
+            State::Header => {
+                let header = match self.format {
+                    ToolFormat::Hermes => {
+                        let h = match_json_header(&self.buf, &["arguments", "parameters"]);
+                        if matches!(h, Header::Incomplete) && self.buf.contains(hermes::CALL_END) {
+                            Header::NoMatch
+                        } else {
+                            h
+                        }
+                    }
+                    ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
+                        let h = match_deepseek_header(&self.buf, self.format);
+                        if matches!(h, Header::Incomplete) && self.buf.contains(deepseek::CALL_END)
+                        {
+                            Header::NoMatch
+                        } else {
+                            h
+                        }
+                    }
+                    ToolFormat::Llama3Json => unreachable!("Llama calls start in LlamaStart"),
+                };
+                match header {
+                    Header::Incomplete if !last => false,
+                    Header::Match { name, consumed } => {
+                        self.buf.drain(..consumed);
+                        self.start_call(out, name);
+                        self.scan = JsonScan::default();
+                        self.state = State::Args;
+                        true
+                    }
+                    Header::Incomplete | Header::NoMatch => {
+                        if self.format == ToolFormat::Hermes {
+                            self.state = State::Buffered;
+                        } else {
+                            self.abort_call(out);
+                        }
+                        true
+                    }
+                }
+            }
+            State::Args => {
+                // Mid-arguments (the scanner is inside the value) the text continues them.
+                let mut start = (self.scan.depth > 0).then_some(0);
+                let mut end = None;
+                for (i, c) in self.buf.char_indices() {
+                    if start.is_none() {
+                        if c.is_whitespace() {
+                            continue;
+                        }
+                        if c != '{' && c != '[' {
+                            break;
+                        }
+                        start = Some(i);
+                    }
+                    if self.scan.feed(c) {
+                        end = Some(i + c.len_utf8());
+                        break;
+                    }
+                }
+                match (start, end) {
+                    (Some(s), Some(e)) => {
+                        let args = self.buf[s..e].to_string();
+                        self.emit_args(out, &args);
+                        self.buf.drain(..e);
+                        self.state = State::Tail;
+                        true
+                    }
+                    (Some(s), None) => {
+                        let args = self.buf[s..].to_string();
+                        self.emit_args(out, &args);
+                        self.buf.clear();
+                        if last {
+                            self.state = self.text_state();
+                        }
+                        false
+                    }
+                    (None, _) => {
+                        let ws_only = self.buf.trim_start().is_empty();
+                        if ws_only && !last {
+                            return false;
+                        }
+                        if ws_only {
+                            self.buf.clear();
+                            return false;
+                        }
+                        self.state = State::RawArgs;
+                        true
+                    }
+                }
+            }
+            State::RawArgs => {
+                let end = self.format.call_end();
+                let fence = (self.format == ToolFormat::DeepSeekR1)
+                    .then(|| self.buf.find("```"))
+                    .flatten();
+                let found = match (fence, self.buf.find(end)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let stop = match found {
+                    Some(i) => Some(i),
+                    None if last || self.format == ToolFormat::Llama3Json => Some(self.buf.len()),
+                    None => None,
+                };
+                let Some(i) = stop else { return false };
+                let mut raw = self.buf[..i].trim();
+                if self.format == ToolFormat::Hermes {
+                    // The object around the arguments closes before `</tool_call>`.
+                    raw = raw.strip_suffix('}').unwrap_or(raw).trim_end();
+                }
+                let raw = raw.to_string();
+                self.emit_args(out, &raw);
+                self.buf.drain(..i);
+                self.state = State::Tail;
+                true
+            }
+            State::Tail => {
+                let end = self.format.call_end();
+                if let Some(i) = self.buf.find(end) {
+                    self.buf.drain(..i + end.len());
+                    self.state = match self.format {
+                        ToolFormat::Hermes => State::Content,
+                        ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => State::Between,
+                        ToolFormat::Llama3Json => State::LlamaStart,
+                    };
+                    return true;
+                }
+                if last {
+                    self.buf.clear();
+                    self.state = self.text_state();
+                    return false;
+                }
+                let keep = partial_suffix(&self.buf, end);
+                self.buf.drain(..self.buf.len() - keep);
+                false
+            }
+            State::Buffered => {
+                let end = self.buf.find(hermes::CALL_END);
+                if end.is_none() && !last {
+                    return false;
+                }
+                let body_end = end.unwrap_or(self.buf.len());
+                let parsed = parse_call_json(&self.buf[..body_end]);
+                match parsed {
+                    Some((name, args)) => {
+                        self.start_call(out, name);
+                        self.emit_args(out, &args);
+                        self.buf
+                            .drain(..(body_end + hermes::CALL_END.len()).min(self.buf.len()));
+                        self.state = State::Content;
+                    }
+                    None => {
+                        let mut text = self.buf[..body_end].to_string();
+                        if end.is_some() {
+                            text.push_str(hermes::CALL_END);
+                        }
+                        self.buf
+                            .drain(..(body_end + hermes::CALL_END.len()).min(self.buf.len()));
+                        let mut whole = std::mem::take(&mut self.opener);
+                        whole.push_str(&text);
+                        self.emit_content(out, &whole);
+                        self.state = State::Content;
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Parses a whole answer.
+pub fn parse_tool_calls(format: ToolFormat, text: &str) -> ParsedToolCalls {
+    let mut p = ToolCallParser::new(format);
+    p.push(text);
+    p.finish();
+    p.into_result()
+}
+
+/// `{"name": .., "arguments"|"parameters": ..}` in any key order → (name, arguments text).
+fn parse_call_json(body: &str) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    let name = v.get("name")?.as_str()?.to_string();
+    let args = v.get("arguments").or_else(|| v.get("parameters"))?;
+    let args = match args {
+        serde_json::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).ok()?,
+    };
+    Some((name, args))
+}
+
+/// The outcome of matching a call's header against the text so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Header {
+    /// The text so far is a prefix of a header.
+    Incomplete,
+    /// It cannot be a header.
+    NoMatch,
+    /// A header naming `name`; the arguments start after `consumed` bytes.
+    Match { name: String, consumed: usize },
+}
+
+/// A cursor over header text: each step fails with `Incomplete` (ran out) or `NoMatch`.
+struct Cursor<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn rest(&self) -> &str {
+        &self.s[self.pos..]
+    }
+
+    fn ws(&mut self) {
+        let r = self.rest();
+        self.pos += r.len() - r.trim_start().len();
+    }
+
+    fn lit(&mut self, lit: &str) -> Result<(), Header> {
+        let r = self.rest();
+        if r.starts_with(lit) {
+            self.pos += lit.len();
+            Ok(())
+        } else if lit.starts_with(r) {
+            Err(Header::Incomplete)
+        } else {
+            Err(Header::NoMatch)
+        }
+    }
+
+    /// A JSON string, decoded.
+    fn string(&mut self) -> Result<String, Header> {
+        self.lit("\"")?;
+        let start = self.pos - 1;
+        let mut esc = false;
+        for (i, c) in self.rest().char_indices() {
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                let end = self.pos + i + 1;
+                let s = serde_json::from_str(&self.s[start..end]).map_err(|_| Header::NoMatch)?;
+                self.pos = end;
+                return Ok(s);
+            }
+        }
+        Err(Header::Incomplete)
+    }
+
+    /// One of `keys` as a JSON string.
+    fn key(&mut self, keys: &[&str]) -> Result<(), Header> {
+        let r = self.rest();
+        for k in keys {
+            let quoted = format!("\"{k}\"");
+            if r.starts_with(&quoted) {
+                self.pos += quoted.len();
+                return Ok(());
+            }
+        }
+        if keys.iter().any(|k| format!("\"{k}\"").starts_with(r)) {
+            Err(Header::Incomplete)
+        } else {
+            Err(Header::NoMatch)
+        }
+    }
+}
+
+/// `{"name": "f", "arguments": ` (whitespace anywhere between).
+fn match_json_header(s: &str, arg_keys: &[&str]) -> Header {
+    let mut c = Cursor { s, pos: 0 };
+    let r = (|| {
+        c.ws();
+        c.lit("{")?;
+        c.ws();
+        c.key(&["name"])?;
+        c.ws();
+        c.lit(":")?;
+        c.ws();
+        let name = c.string()?;
+        c.ws();
+        c.lit(",")?;
+        c.ws();
+        c.key(arg_keys)?;
+        c.ws();
+        c.lit(":")?;
+        Ok(name)
+    })();
+    match r {
+        Ok(name) => Header::Match {
+            name,
+            consumed: c.pos,
+        },
+        Err(h) => h,
+    }
+}
+
+/// DeepSeek: `function<｜tool▁sep｜>f\n```json\n` (R1) or `f<｜tool▁sep｜>` (V3.1), up to the
+/// arguments.
+fn match_deepseek_header(s: &str, format: ToolFormat) -> Header {
+    let Some(sep) = s.find(deepseek::SEP) else {
+        return Header::Incomplete;
+    };
+    let after = sep + deepseek::SEP.len();
+    let (name, mut pos) = if format == ToolFormat::DeepSeekR1 {
+        let Some(nl) = s[after..].find('\n') else {
+            return Header::Incomplete;
+        };
+        (s[after..after + nl].trim(), after + nl + 1)
+    } else {
+        (s[..sep].trim(), after)
+    };
+    if name.is_empty() {
+        return Header::NoMatch;
+    }
+    // An optional ```json fence before the arguments.
+    let mut c = Cursor { s, pos };
+    c.ws();
+    match c.lit("```") {
+        Ok(()) => {
+            if c.lit("json") == Err(Header::Incomplete) {
+                return Header::Incomplete;
+            }
+            pos = c.pos;
+        }
+        Err(Header::Incomplete) => return Header::Incomplete,
+        Err(_) => {}
+    }
+    Header::Match {
+        name: name.to_string(),
+        consumed: pos,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_headers() {
+        let h = r#"{"name": "get_weather", "arguments": {"a": 1}}"#;
+        assert_eq!(
+            match_json_header(h, &["arguments"]),
+            Header::Match {
+                name: "get_weather".into(),
+                consumed: 36
+            }
+        );
+        assert_eq!(
+            match_json_header(r#" {"na"#, &["arguments"]),
+            Header::Incomplete
+        );
+        assert_eq!(
+            match_json_header(r#"{"name": "a\"b"#, &["arguments"]),
+            Header::Incomplete
+        );
+        assert_eq!(
+            match_json_header(r#"{"arguments": {}, "name": "x"}"#, &["arguments"]),
+            Header::NoMatch
+        );
+    }
+
+    fn collect(format: ToolFormat, text: &str, n: usize) -> (String, Vec<(String, String)>) {
+        let mut p = ToolCallParser::new(format);
+        let chars: Vec<char> = text.chars().collect();
+        let mut deltas = Vec::new();
+        for c in chars.chunks(n) {
+            deltas.extend(p.push(&c.iter().collect::<String>()));
+        }
+        deltas.extend(p.finish());
+        // The deltas add up to the result.
+        let mut content = String::new();
+        let mut calls: Vec<(String, String)> = Vec::new();
+        for d in deltas {
+            match d {
+                ToolDelta::Content(t) => content.push_str(&t),
+                ToolDelta::ToolCallStart { index, name, id } => {
+                    assert_eq!(index, calls.len());
+                    assert!(id.starts_with("call_"));
+                    calls.push((name, String::new()));
+                }
+                ToolDelta::ToolCallArguments { index, arguments } => {
+                    calls[index].1.push_str(&arguments)
+                }
+            }
+        }
+        let r = p.into_result();
+        assert_eq!(r.content, content);
+        let got: Vec<(String, String)> = r
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        assert_eq!(got, calls);
+        (content, calls)
+    }
+
+    fn check(format: ToolFormat, text: &str, content: &str, calls: &[(&str, &str)]) {
+        let want: Vec<(String, String)> = calls
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        for n in [1, 2, 3, 4, 5, 6, 7, 1000] {
+            assert_eq!(
+                collect(format, text, n),
+                (content.to_string(), want.clone()),
+                "{format:?} {text:?} in pieces of {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn hermes() {
+        let f = ToolFormat::Hermes;
+        check(
+            f,
+            "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"q\": \"a}\\\"{\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {}}\n</tool_call>",
+            "Let me look.",
+            &[("get_weather", "{\"q\": \"a}\\\"{\"}"), ("b", "{}")],
+        );
+        check(
+            f,
+            "a < b <tool and <tool_cal",
+            "a < b <tool and <tool_cal",
+            &[],
+        );
+        check(
+            f,
+            "<tool_call>{\"arguments\": {\"x\": 1}, \"name\": \"f\"}</tool_call>",
+            "",
+            &[("f", "{\"x\":1}")],
+        );
+        check(
+            f,
+            "<tool_call>not json</tool_call> ok",
+            "<tool_call>not json</tool_call> ok",
+            &[],
+        );
+        check(
+            f,
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": [1, {\"y\"",
+            "",
+            &[("f", "{\"x\": [1, {\"y\"")],
+        );
+    }
+
+    #[test]
+    fn deepseek() {
+        let text = "Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{\"a\": 1}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>g\n```json\n{}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+        check(
+            ToolFormat::DeepSeekR1,
+            text,
+            "Sure.",
+            &[("f", "{\"a\": 1}"), ("g", "{}")],
+        );
+        let text = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\": \"<｜tool▁call▁end｜>\"}<｜tool▁call▁end｜><｜tool▁call▁begin｜>g<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+        check(
+            ToolFormat::DeepSeekV31,
+            text,
+            "",
+            &[("f", "{\"a\": \"<｜tool▁call▁end｜>\"}"), ("g", "{}")],
+        );
+        check(
+            ToolFormat::DeepSeekV31,
+            "<｜tool▁calls▁begin｜>oops",
+            "<｜tool▁calls▁begin｜>oops",
+            &[],
+        );
+    }
+
+    #[test]
+    fn llama() {
+        let f = ToolFormat::Llama3Json;
+        check(
+            f,
+            "{\"name\": \"f\", \"parameters\": {\"a\": {\"b\": 2}}}",
+            "",
+            &[("f", "{\"a\": {\"b\": 2}}")],
+        );
+        check(
+            f,
+            "<|python_tag|>{\"name\": \"f\", \"parameters\": {}}",
+            "",
+            &[("f", "{}")],
+        );
+        check(f, "{\"answer\": 42}", "{\"answer\": 42}", &[]);
+        check(f, "Paris {\"name\"", "Paris {\"name\"", &[]);
+        check(f, "{\"name\": \"f\"}", "{\"name\": \"f\"}", &[]);
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(
+            ToolFormat::detect("{{ '<tool_call>' }}"),
+            Some(ToolFormat::Hermes)
+        );
+        assert_eq!(ToolFormat::detect("plain"), None);
+    }
+}
