@@ -8,6 +8,7 @@ use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
 use frugal_scheduler::{Finish, Rejected, Scheduler, SchedulerConfig, SeqId};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A token produced for a sequence, and whether the sequence ended with it.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +19,16 @@ pub struct Event {
     /// The token's log-probability under the model (before sampling transforms) and the most
     /// likely alternatives, when the sequence asked for them.
     pub logprobs: Option<TokenLogprobs>,
+}
+
+/// What one step produced.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// One token per sequence that sampled in this step.
+    pub events: Vec<Event>,
+    /// Sequences whose constraint failed (or panicked) in this step: they are aborted, their
+    /// blocks freed; the other sequences of the step are unaffected.
+    pub failed: Vec<(SeqId, ConstraintError)>,
 }
 
 /// Log-probabilities of a sampled token and of the `top` most likely tokens at its position.
@@ -46,12 +57,6 @@ pub enum BatchError {
     Model(#[from] ModelError),
     #[error("sequence id {0} is already in use")]
     DuplicateId(SeqId),
-    #[error("sequence {id}: {source}")]
-    Constraint {
-        id: SeqId,
-        #[source]
-        source: ConstraintError,
-    },
 }
 
 struct SeqState {
@@ -140,11 +145,11 @@ impl<'a> BatchEngine<'a> {
         self.scheduler.is_idle()
     }
 
-    /// Runs one step; returns the tokens sampled in it.
-    pub fn step(&mut self) -> Result<Vec<Event>, BatchError> {
+    /// Runs one step; returns the tokens sampled in it and the sequences that failed.
+    pub fn step(&mut self) -> Result<StepOutput, BatchError> {
         let plan = self.scheduler.schedule();
         if plan.chunks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(StepOutput::default());
         }
         let tables: Vec<Vec<u32>> = plan
             .chunks
@@ -188,10 +193,21 @@ impl<'a> BatchEngine<'a> {
                 None => s.sampler.sample(row, &s.history),
                 Some(con) => {
                     let mut masked = row.to_vec();
-                    let t = con
-                        .mask(&mut masked)
-                        .map(|()| s.sampler.sample(&masked, &s.history))
-                        .and_then(|t| con.accept(t).map(|done| (t, done)));
+                    // A constraint is code from outside the engine: a panic in it fails its own
+                    // sequence only. Nothing of the engine's is borrowed inside the closure but
+                    // the constraint (dropped with the aborted sequence), the sampler and the
+                    // logits copy, so no engine state is left half-updated.
+                    let t = catch_unwind(AssertUnwindSafe(|| {
+                        con.mask(&mut masked)
+                            .map(|()| s.sampler.sample(&masked, &s.history))
+                            .and_then(|t| con.accept(t).map(|done| (t, done)))
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(ConstraintError(format!(
+                            "the constraint panicked: {}",
+                            panic_message(&*panic)
+                        )))
+                    });
                     match t {
                         Ok((t, done)) => {
                             if done {
@@ -213,11 +229,6 @@ impl<'a> BatchEngine<'a> {
             s.history.push(t);
             sampled.push((c.id, t));
         }
-        if let Some((id, source)) = failed.into_iter().next() {
-            // The step's other tokens are lost with it; callers fail or retry the sequence.
-            self.abort(id);
-            return Err(BatchError::Constraint { id, source });
-        }
         let mut finished: HashMap<SeqId, Finish> = self
             .scheduler
             .complete(&plan, &sampled)
@@ -233,7 +244,12 @@ impl<'a> BatchEngine<'a> {
         for id in finished.keys() {
             self.seqs.remove(id);
         }
-        Ok(sampled
+        // After `complete` (which skips them: they sampled nothing), so their computed prefix
+        // is committed like everyone else's before the blocks are released.
+        for (id, _) in &failed {
+            self.abort(*id);
+        }
+        let events = sampled
             .into_iter()
             .map(|(id, token)| Event {
                 id,
@@ -241,8 +257,18 @@ impl<'a> BatchEngine<'a> {
                 finish: finished.get(&id).copied(),
                 logprobs: logprobs.remove(&id),
             })
-            .collect())
+            .collect();
+        Ok(StepOutput { events, failed })
     }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
 }
 
 /// `log softmax(logits)[t]`, computed in f64 for a stable sum over a large vocabulary.

@@ -36,7 +36,7 @@ fn run(model: &Model, budget: usize, reqs: &[(u64, Vec<u32>, usize)]) -> HashMap
     let mut out: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut steps = 0;
     while !eng.is_idle() {
-        for e in eng.step().unwrap() {
+        for e in eng.step().unwrap().events {
             out.entry(e.id).or_default().push(e.token);
         }
         steps += 1;

@@ -37,7 +37,8 @@ use frugal_engine::constraint::{Constraint, ConstraintError};
 use llguidance::toktrie::SimpleVob;
 use std::sync::Arc;
 
-/// Tokens before `max_tokens` at which the answer is steered to close.
+/// Tokens before `max_tokens` at which the answer is steered to close (plus twice the tokens of
+/// the grammar's closing texts).
 pub const DEFAULT_CLOSE_MARGIN: usize = 32;
 
 /// Reasoning budgets for OpenAI's `reasoning_effort`: `none` 0, `minimal` 256, `low` 1024,
@@ -121,10 +122,25 @@ impl OutputConstraint {
         grammar: Option<(&Grammar, GrammarMatcher)>,
         budget: Option<usize>,
     ) -> OutputConstraint {
-        let closers = grammar
+        let closers: Vec<Vec<u8>> = grammar
             .as_ref()
             .map(|(g, _)| g.closers().iter().map(|c| c.as_bytes().to_vec()).collect())
             .unwrap_or_default();
+        // Room for the closing texts themselves, twice (a call's end and the calls' end): one
+        // token each in real vocabularies, many in small ones that spell markers byte by byte.
+        let closer_tokens: usize = grammar
+            .as_ref()
+            .map(|(g, _)| {
+                g.closers()
+                    .iter()
+                    .map(|c| {
+                        env.tokenizer()
+                            .encode(c, false, true)
+                            .map_or(c.len(), |t| t.len())
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
         let grammar = grammar.map(|(_, m)| m);
         let phase = match mode {
             ReasoningMode::Open => Phase::Reasoning,
@@ -147,7 +163,7 @@ impl OutputConstraint {
             ws_after: 0,
             generated: 0,
             max_tokens: None,
-            close_margin: DEFAULT_CLOSE_MARGIN,
+            close_margin: DEFAULT_CLOSE_MARGIN + 2 * closer_tokens,
             closers,
             answer_tail: Vec::new(),
             in_string: false,

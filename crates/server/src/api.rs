@@ -69,7 +69,7 @@ pub struct Common {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    #[allow(dead_code)]
+    /// Accepted and ignored (but see the `fault-injection` feature).
     pub user: Option<String>,
 }
 
@@ -83,6 +83,11 @@ pub struct ChatRequest {
     pub response_format: Option<Value>,
     /// Extra template variables (e.g. Qwen3's `enable_thinking`), as vLLM and llama.cpp accept.
     pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+    pub parallel_tool_calls: Option<bool>,
+    /// `none`, `minimal`, `low`, `medium` or `high`: a reasoning budget.
+    pub reasoning_effort: Option<String>,
+    /// Most reasoning tokens before `</think>` is forced (overrides `reasoning_effort`).
+    pub max_reasoning_tokens: Option<u64>,
 }
 
 /// `prompt`: a string, several strings, token ids, or several token-id lists.
@@ -119,6 +124,8 @@ pub struct Generation {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Tests only (`fault-injection` feature): make this request's constraint panic.
+    pub inject_panic: bool,
 }
 
 impl Common {
@@ -199,6 +206,8 @@ impl Common {
                 .stream_options
                 .as_ref()
                 .is_some_and(|o| o.include_usage),
+            inject_panic: cfg!(feature = "fault-injection")
+                && self.user.as_deref() == Some("frugal-fault-injection:panic"),
         })
     }
 }

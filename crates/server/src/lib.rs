@@ -4,6 +4,7 @@
 //! sequences into shared forward passes. [`metrics`] is what both sides report.
 
 pub mod api;
+mod chat;
 pub mod error;
 pub mod metrics;
 mod respond;
@@ -14,6 +15,7 @@ use frugal_chat::ChatTemplate;
 use frugal_formats::GgufFile;
 use frugal_kernels::ThreadPool;
 use frugal_models::{LoadOptions, Model};
+use frugal_output::TokenEnv;
 use frugal_scheduler::SchedulerConfig;
 use frugal_tokenizer::Tokenizer;
 use metrics::Metrics;
@@ -50,6 +52,24 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for running requests before cancelling them.
     pub shutdown_timeout: Duration,
     pub dequantize: bool,
+    /// Split `<think>` reasoning into `reasoning_content` (DeepSeek's API), or keep the raw
+    /// text in `content`.
+    pub reasoning_format: ReasoningFormat,
+    /// Reasoning tokens allowed when a request sets neither `max_reasoning_tokens` nor
+    /// `reasoning_effort` (`None`: unlimited).
+    pub reasoning_budget: Option<usize>,
+    /// A Jinja chat template to use instead of the model's own.
+    pub chat_template: Option<String>,
+}
+
+/// How chat responses carry the model's reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReasoningFormat {
+    /// `message.reasoning_content` / `delta.reasoning_content`, as DeepSeek's API does.
+    #[default]
+    Deepseek,
+    /// Everything the model wrote, tags included, in `content`.
+    Raw,
 }
 
 impl ServerConfig {
@@ -70,6 +90,9 @@ impl ServerConfig {
             body_limit: 8 << 20,
             shutdown_timeout: Duration::from_secs(30),
             dequantize: false,
+            reasoning_format: ReasoningFormat::Deepseek,
+            reasoning_budget: None,
+            chat_template: None,
         }
     }
 }
@@ -108,6 +131,9 @@ pub(crate) struct AppState {
     pub created: u64,
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
+    /// The vocabulary as grammars see it; `None` when the tokenizer cannot serve constrained
+    /// decoding (requests that need it get a 400 saying why).
+    pub output: Result<Arc<TokenEnv>, String>,
     pub n_ctx: usize,
     pub n_vocab: usize,
     pub ready: OnceLock<Ready>,
@@ -145,7 +171,8 @@ impl Server {
         if n_ctx == 0 {
             return Err(ServerError::Config("--ctx-size must be at least 1".into()));
         }
-        let template = match tokenizer.chat_template() {
+        let source = cfg.chat_template.as_deref().or(tokenizer.chat_template());
+        let template = match source {
             Some(src) => ChatTemplate::new(
                 src,
                 tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Bos),
@@ -170,12 +197,20 @@ impl Server {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let tokenizer = Arc::new(tokenizer);
+        let output = TokenEnv::new(tokenizer.clone())
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        if let Err(e) = &output {
+            tracing::warn!("constrained decoding is unavailable: {e}");
+        }
         let state = Arc::new(AppState {
             n_vocab: config.n_vocab,
             cfg,
             model_id,
             created,
-            tokenizer: Arc::new(tokenizer),
+            output,
+            tokenizer,
             template,
             n_ctx,
             ready: OnceLock::new(),

@@ -2,12 +2,15 @@
 //! body (chat.completion / text_completion) or a stream of OpenAI chunks over server-sent events.
 
 use crate::api::Generation;
+use crate::chat::ChatOutput;
 use crate::error::ApiError;
 use crate::worker::{Command, Done, Job, JobError, Piece};
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use frugal_engine::batch::TokenLogprobs;
+use frugal_engine::constraint::{Constraint, ConstraintError};
+use frugal_output::{OutputDelta, OutputParser, ParsedMessage};
 use frugal_scheduler::Rejected;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -34,6 +37,8 @@ struct Choice {
     index: usize,
     prompt: usize,
     rx: mpsc::UnboundedReceiver<Piece>,
+    /// Chat: splits the text into reasoning, content and tool calls.
+    parser: Option<OutputParser>,
 }
 
 /// Submits every choice of every prompt, then answers as JSON or as a stream.
@@ -44,6 +49,7 @@ pub async fn generate(
     gen: Generation,
     logprobs: Option<usize>,
     api: Api,
+    output: Option<ChatOutput>,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     let ready = st
@@ -88,7 +94,12 @@ pub async fn generate(
                 sampling,
                 stop: gen.stop.clone(),
                 logprobs,
-                constraint: None,
+                constraint: if gen.inject_panic {
+                    Some(Box::new(PanicConstraint))
+                } else {
+                    output.as_ref().and_then(ChatOutput::constraint)
+                },
+                render_special: output.as_ref().is_some_and(|o| o.render_special),
                 arrived,
                 request: format!("{request}/{}", choices.len()),
                 pieces: tx,
@@ -103,6 +114,7 @@ pub async fn generate(
                 index: choices.len(),
                 prompt: pi,
                 rx,
+                parser: output.as_ref().map(ChatOutput::parser),
             });
         }
     }
@@ -255,6 +267,7 @@ async fn collect_response(
     let mut bodies = Vec::new();
     let mut dones = Vec::new();
     for mut c in choices {
+        // (`c.parser` is taken below, once the text is complete.)
         let mut text = echoes[c.prompt].clone().unwrap_or_default();
         let echo_len = text.chars().count();
         let mut toks = Vec::new();
@@ -282,12 +295,25 @@ async fn collect_response(
             out.logprobs(&toks, echo_len)
         };
         bodies.push(match out.api {
-            Api::Chat => json!({
-                "index": c.index,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": logprobs,
-                "finish_reason": done.finish.as_str(),
-            }),
+            Api::Chat => {
+                let (message, finish) = match c.parser.take() {
+                    Some(mut parser) => {
+                        parser.push(&text);
+                        parser.finish();
+                        chat_message(parser.into_message(), done.finish.as_str())
+                    }
+                    None => (
+                        json!({"role": "assistant", "content": text}),
+                        done.finish.as_str(),
+                    ),
+                };
+                json!({
+                    "index": c.index,
+                    "message": message,
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                })
+            }
             Api::Completion => json!({
                 "index": c.index,
                 "text": text,
@@ -310,6 +336,7 @@ fn stream_response(
 ) -> Response {
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     let n_choices = choices.len();
+    let mut choices = choices;
     tokio::spawn(async move {
         let send = |v: Value| tx.send(Event::default().data(v.to_string())).is_ok();
         let chunk = |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
@@ -352,6 +379,26 @@ fn stream_response(
             }
         }
         let prompt_of: Vec<usize> = choices.iter().map(|c| c.prompt).collect();
+        let mut parsers: Vec<Option<OutputParser>> =
+            choices.iter_mut().map(|c| c.parser.take()).collect();
+        let mut called_tools = vec![false; n_choices];
+        // A chat choice's text through its parser, as delta chunks (the token's logprobs ride
+        // on the first; a token that completes no delta still reports them).
+        let send_deltas = |index: usize, deltas: Vec<OutputDelta>, lp: Value, called: &mut bool| {
+            if deltas.is_empty() {
+                return lp.is_null() || send(chunk(index, json!({}), lp, None));
+            }
+            let mut lp = Some(lp);
+            deltas.iter().all(|d| {
+                *called |= matches!(d, OutputDelta::ToolCallStart { .. });
+                send(chunk(
+                    index,
+                    delta_json(d),
+                    lp.take().unwrap_or(Value::Null),
+                    None,
+                ))
+            })
+        };
         let mut merged = stream::select_all(choices.into_iter().map(|c| {
             let index = c.index;
             stream::unfold(
@@ -380,7 +427,9 @@ fn stream_response(
                         None => Value::Null,
                     };
                     offsets[index] += text.chars().count();
-                    if text.is_empty() && lp.is_null() {
+                    if let Some(p) = &mut parsers[index] {
+                        send_deltas(index, p.push(&text), lp, &mut called_tools[index])
+                    } else if text.is_empty() && lp.is_null() {
                         true
                     } else {
                         send(chunk(index, delta(&text), lp, None))
@@ -388,14 +437,22 @@ fn stream_response(
                 }
                 Piece::Done(d) => {
                     let mut ok = true;
-                    if !d.text.is_empty() {
+                    let mut finish = d.finish.as_str();
+                    if let Some(p) = &mut parsers[index] {
+                        let mut deltas = p.push(&d.text);
+                        deltas.extend(p.finish());
+                        ok = send_deltas(index, deltas, Value::Null, &mut called_tools[index]);
+                        if called_tools[index] && finish == "stop" {
+                            finish = "tool_calls";
+                        }
+                    } else if !d.text.is_empty() {
                         ok = send(chunk(index, delta(&d.text), Value::Null, None));
                     }
                     let empty = match out.api {
                         Api::Chat => json!({}),
                         Api::Completion => json!(""),
                     };
-                    ok = ok && send(chunk(index, empty, Value::Null, Some(d.finish.as_str())));
+                    ok = ok && send(chunk(index, empty, Value::Null, Some(finish)));
                     dones.push((prompt_of[index], d));
                     ok
                 }
@@ -424,4 +481,68 @@ fn stream_response(
     Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// A streamed chat delta in OpenAI's (and DeepSeek's) shape.
+fn delta_json(d: &OutputDelta) -> Value {
+    match d {
+        OutputDelta::Reasoning(t) => json!({"reasoning_content": t}),
+        OutputDelta::Content(t) => json!({"content": t}),
+        OutputDelta::ToolCallStart { index, id, name } => json!({"tool_calls": [{
+            "index": index,
+            "id": id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]}),
+        OutputDelta::ToolCallArguments { index, arguments } => json!({"tool_calls": [{
+            "index": index,
+            "function": {"arguments": arguments},
+        }]}),
+    }
+}
+
+/// A finished chat message and its finish reason (`tool_calls` when it called any).
+fn chat_message(m: ParsedMessage, finish: &str) -> (Value, &str) {
+    let mut msg = json!({"role": "assistant", "content": m.content});
+    if let Some(r) = m.reasoning_content {
+        msg["reasoning_content"] = json!(r);
+    }
+    if m.tool_calls.is_empty() {
+        return (msg, finish);
+    }
+    if m.content.is_empty() {
+        msg["content"] = Value::Null;
+    }
+    msg["tool_calls"] = m
+        .tool_calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            })
+        })
+        .collect();
+    (
+        msg,
+        if finish == "stop" {
+            "tool_calls"
+        } else {
+            finish
+        },
+    )
+}
+
+/// The `fault-injection` feature's constraint: fails its sequence from inside the engine step.
+struct PanicConstraint;
+
+impl Constraint for PanicConstraint {
+    fn mask(&mut self, _logits: &mut [f32]) -> Result<(), ConstraintError> {
+        panic!("fault injected by the request");
+    }
+
+    fn accept(&mut self, _token: u32) -> Result<bool, ConstraintError> {
+        Ok(false)
+    }
 }

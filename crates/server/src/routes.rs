@@ -2,6 +2,7 @@
 //! endpoints, which turn a request into tokenized prompts for [`crate::respond`].
 
 use crate::api::{parse_body, ChatRequest, Common, CompletionRequest, Prompt, MAX_TOP_LOGPROBS};
+use crate::chat;
 use crate::error::ApiError;
 use crate::respond::{self, Api};
 use crate::AppState;
@@ -13,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use frugal_tokenizer::{SpecialToken, Tokenizer};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -169,33 +171,24 @@ async fn chat(State(st): Shared, b: Result<Bytes, BytesRejection>) -> Result<Res
             ));
         }
     }
-    if let Some(rf) = &req.response_format {
-        match rf.get("type").and_then(Value::as_str) {
-            Some("text") => {}
-            Some(other) => {
-                return Err(ApiError::invalid_param(
-                    "response_format",
-                    format!("response_format type '{other}' is not supported."),
-                ))
-            }
-            None => {
-                return Err(ApiError::invalid_param(
-                    "response_format",
-                    "'response_format' needs a 'type'.",
-                ))
-            }
-        }
-    }
-    let extra = req.chat_template_kwargs.clone().unwrap_or_default();
-    let rendered = st
-        .template
-        .render(&req.messages, req.tools.as_deref(), true, &extra)
-        .map_err(|e| {
-            ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"))
-        })?;
+    let rendered = chat::render(&st, &req)?;
+    tracing::debug!(prompt = %rendered, "chat prompt");
     let tokens = tokenize(&st, &rendered, false)?;
+    let max_tokens = gen
+        .max_tokens
+        .unwrap_or_else(|| st.n_ctx.saturating_sub(tokens.len()));
+    let output = chat::output(&st, &req, &rendered, max_tokens)?;
     let prompts = vec![respond::Prompt { tokens, echo: None }];
-    respond::generate(st.clone(), request_id(), prompts, gen, logprobs, Api::Chat).await
+    respond::generate(
+        st.clone(),
+        request_id(),
+        prompts,
+        gen,
+        logprobs,
+        Api::Chat,
+        Some(output),
+    )
+    .await
 }
 
 async fn completions(
@@ -217,13 +210,31 @@ async fn completions(
         Some(n) => Some(n as usize),
         None => None,
     };
-    if req.suffix.is_some() {
-        return Err(ApiError::invalid_param(
-            "suffix",
-            "'suffix' (fill-in-the-middle) is not supported for this model.",
-        ));
-    }
     let add_bos = st.tokenizer.add_bos();
+    if let Some(suffix) = &req.suffix {
+        let Prompt::Text(text) = &req.prompt else {
+            return Err(ApiError::invalid_param(
+                "prompt",
+                "With 'suffix', 'prompt' must be one string.",
+            ));
+        };
+        let tokens = fim_prompt(&st.tokenizer, text, suffix)?;
+        let echo = req.echo.then(|| match &req.prompt {
+            Prompt::Text(t) => t.clone(),
+            _ => String::new(),
+        });
+        let prompts = vec![respond::Prompt { tokens, echo }];
+        return respond::generate(
+            st.clone(),
+            request_id(),
+            prompts,
+            gen,
+            logprobs,
+            Api::Completion,
+            None,
+        )
+        .await;
+    }
     let n_vocab = st.n_vocab;
     let check_ids = |ids: &[u32]| -> Result<(), ApiError> {
         match ids.iter().find(|&&t| t as usize >= n_vocab) {
@@ -282,6 +293,94 @@ async fn completions(
         gen,
         logprobs,
         Api::Completion,
+        None,
     )
     .await
+}
+
+/// A fill-in-the-middle prompt in llama.cpp's prefix-suffix-middle order:
+/// `[BOS] <FIM_PRE> prompt <FIM_SUF> suffix <FIM_MID>`; the model writes the middle.
+pub(crate) fn fim_prompt(
+    tok: &Tokenizer,
+    prompt: &str,
+    suffix: &str,
+) -> Result<Vec<u32>, ApiError> {
+    let ids = [
+        SpecialToken::FimPre,
+        SpecialToken::FimSuf,
+        SpecialToken::FimMid,
+    ]
+    .map(|w| tok.special_token_id(w));
+    let [Some(pre), Some(suf), Some(mid)] = ids else {
+        return Err(ApiError::invalid_param(
+            "suffix",
+            "'suffix' (fill-in-the-middle) needs a model with FIM tokens; this model has none.",
+        ));
+    };
+    let encode = |t: &str| {
+        tok.encode(t, false, false).map_err(|e| {
+            ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}"))
+        })
+    };
+    let mut tokens = Vec::new();
+    if tok.add_bos() {
+        tokens.extend(tok.bos());
+    }
+    tokens.push(pre);
+    tokens.extend(encode(prompt)?);
+    tokens.push(suf);
+    tokens.extend(encode(suffix)?);
+    tokens.push(mid);
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frugal_fixtures::dir as fixtures;
+    use frugal_formats::GgufFile;
+
+    /// The fixtures' toy Qwen2 tokenizer.json plus Qwen2.5-Coder's FIM tokens.
+    fn tokenizer_with_fim() -> Tokenizer {
+        let src = fixtures().join("hf/qwen2");
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+                .unwrap();
+        let added = spec["added_tokens"].as_array_mut().unwrap();
+        for (i, text) in ["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]
+            .iter()
+            .enumerate()
+        {
+            added.push(json!({"id": 515 + i, "content": text, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
+        }
+        let dir = std::env::temp_dir().join(format!("frugal-server-fim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), spec.to_string()).unwrap();
+        for f in ["tokenizer_config.json", "generation_config.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        tok
+    }
+
+    #[test]
+    fn fim_prompts_use_the_model_fim_tokens() {
+        let tok = tokenizer_with_fim();
+        let ids = fim_prompt(&tok, "def f(x):", "    return y").unwrap();
+        assert_eq!(ids[0], 515);
+        assert_eq!(*ids.last().unwrap(), 516);
+        assert!(ids.contains(&517));
+        assert_eq!(
+            tok.decode(&ids, false),
+            "<|fim_prefix|>def f(x):<|fim_suffix|>    return y<|fim_middle|>"
+        );
+        // A model without FIM tokens: a 400 naming `suffix`.
+        let gguf = GgufFile::open(fixtures().join("models/qwen2-Q8_0.gguf")).unwrap();
+        let toy = Tokenizer::from_gguf(&gguf).unwrap();
+        let e = fim_prompt(&toy, "a", "b").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.param.as_deref(), Some("suffix"));
+    }
 }

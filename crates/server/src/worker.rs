@@ -6,7 +6,7 @@
 //! publish the gauges. A failed or panicking step fails the sequences in it, not the server.
 
 use crate::metrics::Metrics;
-use frugal_engine::batch::{BatchEngine, BatchError, SeqOptions, TokenLogprobs};
+use frugal_engine::batch::{panic_message, BatchEngine, BatchError, SeqOptions, TokenLogprobs};
 use frugal_engine::constraint::Constraint;
 use frugal_engine::sampler::SamplingParams;
 use frugal_engine::stop::{StopMatcher, StopResult};
@@ -30,6 +30,9 @@ pub struct Job {
     pub stop: Vec<String>,
     pub logprobs: Option<usize>,
     pub constraint: Option<Box<dyn Constraint>>,
+    /// Decode control tokens as their text (end-of-generation tokens aside), for output parsers
+    /// that look for tags such as `<think>` or `<｜tool▁calls▁begin｜>`.
+    pub render_special: bool,
     pub arrived: Instant,
     /// Request id for the log line.
     pub request: String,
@@ -102,6 +105,7 @@ pub struct EngineConfig {
 }
 
 struct Active<'t> {
+    render_special: bool,
     pieces: mpsc::UnboundedSender<Piece>,
     decoder: StreamDecoder<'t>,
     stop: StopMatcher,
@@ -130,7 +134,7 @@ pub fn run(
         cfg.scheduler,
         cfg.n_blocks,
         cfg.block_size,
-        eog,
+        eog.clone(),
     );
     metrics.kv_blocks_total.store(cfg.n_blocks as u64, Relaxed);
     let mut active: HashMap<SeqId, Active> = HashMap::new();
@@ -175,8 +179,9 @@ pub fn run(
                             active.insert(
                                 id,
                                 Active {
+                                    render_special: job.render_special,
                                     pieces: job.pieces,
-                                    decoder: StreamDecoder::new(tokenizer, true),
+                                    decoder: StreamDecoder::new(tokenizer, !job.render_special),
                                     stop: StopMatcher::new(job.stop),
                                     arrived: job.arrived,
                                     request: job.request,
@@ -265,10 +270,17 @@ pub fn run(
             }
         }
         let events = match result {
-            Ok(Ok(events)) => events,
-            Ok(Err(BatchError::Constraint { id, source })) => {
-                fail(&mut active, &metrics, &[id], &source.to_string());
-                Vec::new()
+            Ok(Ok(out)) => {
+                for (id, e) in out.failed {
+                    tracing::error!("sequence {id}: {e}");
+                    fail(
+                        &mut active,
+                        &metrics,
+                        &[id],
+                        &format!("internal error: {e}"),
+                    );
+                }
+                out.events
             }
             Ok(Err(e)) => {
                 tracing::error!("engine step failed: {e}");
@@ -280,11 +292,7 @@ pub fn run(
                 Vec::new()
             }
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
+                let msg = panic_message(&*panic);
                 tracing::error!("engine step panicked: {msg}");
                 let ids: Vec<SeqId> = active.keys().copied().collect();
                 for &id in &ids {
@@ -315,7 +323,11 @@ pub fn run(
                 Some(prev) => metrics.observe_tpot(now.duration_since(prev).as_secs_f64()),
             }
             a.last_token = Some(now);
-            let piece = a.decoder.push(ev.token);
+            let piece = if a.render_special && eog.contains(&ev.token) {
+                String::new()
+            } else {
+                a.decoder.push(ev.token)
+            };
             let (text, stopped) = match a.stop.push(&piece) {
                 StopResult::Continue(t) => (t, false),
                 StopResult::Stopped(t) => (t, true),

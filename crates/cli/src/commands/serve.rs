@@ -1,7 +1,7 @@
 //! `frugal serve`: the OpenAI-compatible HTTP server (see the `frugal-server` crate).
 
 use anyhow::{Context, Result};
-use frugal_server::{Server, ServerConfig};
+use frugal_server::{ReasoningFormat, Server, ServerConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +49,23 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 8 << 20)]
     pub body_limit: usize,
+    /// `deepseek`: reasoning goes to `reasoning_content`; `none`: the raw text, `<think>` tags
+    /// included, stays in `content`.
+    #[arg(long, value_enum, default_value_t = ReasoningFormatArg::Deepseek)]
+    pub reasoning_format: ReasoningFormatArg,
+    /// Reasoning tokens allowed when a request sets neither `max_reasoning_tokens` nor
+    /// `reasoning_effort`; then `</think>` is forced (-1: unlimited).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub reasoning_budget: i64,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long)]
+    pub chat_template_file: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ReasoningFormatArg {
+    Deepseek,
+    None,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -82,6 +99,20 @@ pub fn run(a: Args) -> Result<()> {
     cfg.model_alias = a.model_alias;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
     cfg.body_limit = a.body_limit;
+    cfg.reasoning_format = match a.reasoning_format {
+        ReasoningFormatArg::Deepseek => ReasoningFormat::Deepseek,
+        ReasoningFormatArg::None => ReasoningFormat::Raw,
+    };
+    anyhow::ensure!(
+        a.reasoning_budget >= -1,
+        "--reasoning-budget must be -1 (unlimited) or at least 0"
+    );
+    cfg.reasoning_budget = usize::try_from(a.reasoning_budget).ok();
+    if let Some(f) = &a.chat_template_file {
+        cfg.chat_template = Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,0 +1,258 @@
+//! Chat requests into prompts and output plans: the conversation as the model's template renders
+//! it (earlier reasoning dropped, a `prefix` assistant message continued rather than closed), and
+//! what the answer must look like (reasoning split and budget, tool calls, response format).
+
+use crate::api::ChatRequest;
+use crate::error::ApiError;
+use crate::{AppState, ReasoningFormat};
+use frugal_engine::constraint::Constraint;
+use frugal_output::{
+    reasoning_mode, OutputError, OutputParser, OutputPlan, OutputRequest, ReasoningMode, TokenEnv,
+    ToolFormat,
+};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The prompt text of a chat request.
+pub fn render(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
+    let (messages, prefix) = prepare_messages(&req.messages)?;
+    let extra = req.chat_template_kwargs.clone().unwrap_or_default();
+    let tools = req.tools.as_deref().filter(|t| !t.is_empty());
+    let render = |msgs: &[Value], add_generation_prompt: bool| {
+        st.template
+            .render(msgs, tools, add_generation_prompt, &extra)
+            .map_err(|e| {
+                ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"))
+            })
+    };
+    match prefix {
+        None => render(&messages, true),
+        Some(content) => {
+            // Render the whole conversation and cut it right after the assistant's text, so the
+            // template's own assistant framing is kept and only the end of the turn is dropped.
+            let full = render(&messages, false)?;
+            if !content.is_empty() {
+                if let Some(i) = full.rfind(content.as_str()) {
+                    return Ok(full[..i + content.len()].to_string());
+                }
+            }
+            // The template rewrote the text: open a new assistant turn and append it as is.
+            Ok(render(&messages[..messages.len() - 1], true)? + &content)
+        }
+    }
+}
+
+/// Messages as the template should see them, and the text of a final assistant message marked
+/// `"prefix": true` (DeepSeek's chat prefix completion).
+fn prepare_messages(messages: &[Value]) -> Result<(Vec<Value>, Option<String>), ApiError> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut prefix = None;
+    let last = messages.len().saturating_sub(1);
+    for (i, m) in messages.iter().enumerate() {
+        let mut m = m.clone();
+        let Some(obj) = m.as_object_mut() else {
+            return Err(ApiError::invalid_param(
+                format!("messages[{i}]"),
+                format!("messages[{i}] must be an object."),
+            ));
+        };
+        let is_prefix = obj.remove("prefix").is_some_and(|p| p == Value::Bool(true));
+        if obj.get("role").and_then(Value::as_str) == Some("assistant") {
+            // Earlier reasoning is not fed back, as DeepSeek's API does.
+            obj.remove("reasoning_content");
+            if is_prefix {
+                if i != last {
+                    return Err(ApiError::invalid_param(
+                        format!("messages[{i}].prefix"),
+                        "Only the last message may be an assistant prefix.",
+                    ));
+                }
+                let text = match obj.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    None | Some(Value::Null) => String::new(),
+                    Some(_) => {
+                        return Err(ApiError::invalid_param(
+                            format!("messages[{i}].content"),
+                            "An assistant prefix must be a string.",
+                        ))
+                    }
+                };
+                obj.insert("content".into(), Value::String(text.clone()));
+                prefix = Some(text);
+            } else if let Some(Value::String(s)) = obj.get_mut("content") {
+                *s = strip_reasoning(s);
+            }
+        } else if is_prefix {
+            return Err(ApiError::invalid_param(
+                format!("messages[{i}].prefix"),
+                "'prefix' applies to assistant messages only.",
+            ));
+        }
+        out.push(m);
+    }
+    Ok((out, prefix))
+}
+
+/// An assistant answer without a leading `<think>…</think>` block (clients that keep raw text).
+fn strip_reasoning(s: &str) -> String {
+    // Either the block opens the text, or the template opened it and only the close is here.
+    let t = s.trim_start();
+    match t.find("</think>") {
+        Some(end) if t.starts_with("<think>") || !t[..end].contains("<think>") => {
+            t[end + "</think>".len()..].trim_start().to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// How a chat request's output is parsed and constrained.
+pub struct ChatOutput {
+    parser: OutputParser,
+    plan: Option<(OutputPlan, Arc<TokenEnv>)>,
+    /// The parser looks for tags (`<think>`, tool-call markers) that some vocabularies hold as
+    /// control tokens: decode those as text.
+    pub render_special: bool,
+}
+
+impl ChatOutput {
+    /// A fresh parser for one choice.
+    pub fn parser(&self) -> OutputParser {
+        self.parser.clone()
+    }
+
+    /// A fresh constraint for one choice (`None`: nothing to enforce).
+    pub fn constraint(&self) -> Option<Box<dyn Constraint>> {
+        let (plan, env) = self.plan.as_ref()?;
+        plan.constraint(env)
+            .map(|c| Box::new(c) as Box<dyn Constraint>)
+    }
+}
+
+/// Decides the output plan of a chat request whose prompt is `prompt`.
+pub fn output(
+    st: &AppState,
+    req: &ChatRequest,
+    prompt: &str,
+    max_tokens: usize,
+) -> Result<ChatOutput, ApiError> {
+    let tools = req.tools.as_deref().unwrap_or_default();
+    let template = st.template.source();
+    let needs_env = req.tool_choice.is_some()
+        || req.response_format.is_some()
+        || req.reasoning_effort.is_some()
+        || req.max_reasoning_tokens.is_some()
+        || st.cfg.reasoning_budget.is_some();
+    let raw = st.cfg.reasoning_format == ReasoningFormat::Raw;
+    let env = match &st.output {
+        Ok(env) => env.clone(),
+        Err(e) if needs_env => {
+            return Err(ApiError::invalid(format!(
+                "Constrained decoding is unavailable for this model: {e}"
+            )))
+        }
+        Err(_) => {
+            // Parse only: no grammar, no budget.
+            let mode = if raw {
+                ReasoningMode::None
+            } else {
+                reasoning_mode(template, prompt)
+            };
+            let format = (!tools.is_empty())
+                .then(|| ToolFormat::detect(template).unwrap_or(ToolFormat::Hermes));
+            return Ok(ChatOutput {
+                parser: OutputParser::new(mode, format),
+                plan: None,
+                render_special: reasoning_mode(template, prompt) != ReasoningMode::None
+                    || format.is_some(),
+            });
+        }
+    };
+    let mut plan = OutputPlan::new(
+        &env,
+        &OutputRequest {
+            template_source: template,
+            prompt,
+            tools,
+            tool_choice: req.tool_choice.as_ref(),
+            parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+            response_format: req.response_format.as_ref(),
+            reasoning_effort: req.reasoning_effort.as_deref(),
+            max_tokens: Some(max_tokens),
+        },
+    )
+    .map_err(|e| output_error(req, e))?;
+    tracing::debug!(reasoning = ?plan.reasoning, tools = ?plan.tool_format, budget = ?plan.budget, "output plan");
+    match req.max_reasoning_tokens {
+        Some(n) => plan.budget = Some(n.min(usize::MAX as u64) as usize),
+        None if req.reasoning_effort.is_none() => plan.budget = st.cfg.reasoning_budget,
+        None => {}
+    }
+    let parser = if raw {
+        OutputParser::new(ReasoningMode::None, plan.tool_format)
+    } else {
+        plan.parser()
+    };
+    Ok(ChatOutput {
+        parser,
+        render_special: plan.reasoning != ReasoningMode::None || plan.tool_format.is_some(),
+        plan: Some((plan, env)),
+    })
+}
+
+/// A 400 naming the request field the problem comes from.
+fn output_error(req: &ChatRequest, e: OutputError) -> ApiError {
+    let msg = e.to_string();
+    let named = [
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "response_format",
+        "tools",
+    ]
+    .into_iter()
+    .find(|f| msg.contains(f));
+    let param = named.unwrap_or(match e {
+        OutputError::Grammar(_) if req.response_format.is_none() => "tools",
+        OutputError::Grammar(_) => "response_format",
+        _ => "messages",
+    });
+    ApiError::invalid_param(param, msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn earlier_reasoning_is_dropped_and_a_prefix_is_kept_open() {
+        let msgs = vec![
+            json!({"role": "user", "content": "hi"}),
+            json!({"role": "assistant", "content": "<think>hmm</think>\n\nHello", "reasoning_content": "hmm"}),
+            json!({"role": "user", "content": "more"}),
+            json!({"role": "assistant", "content": "Sure, ", "prefix": true}),
+        ];
+        let (out, prefix) = prepare_messages(&msgs).unwrap();
+        assert_eq!(out[1], json!({"role": "assistant", "content": "Hello"}));
+        assert_eq!(out[3], json!({"role": "assistant", "content": "Sure, "}));
+        assert_eq!(prefix.as_deref(), Some("Sure, "));
+    }
+
+    #[test]
+    fn a_prefix_must_be_the_last_assistant_message() {
+        let msgs = vec![
+            json!({"role": "assistant", "content": "x", "prefix": true}),
+            json!({"role": "user", "content": "hi"}),
+        ];
+        assert!(prepare_messages(&msgs).is_err());
+        let msgs = vec![json!({"role": "user", "content": "x", "prefix": true})];
+        assert!(prepare_messages(&msgs).is_err());
+    }
+
+    #[test]
+    fn answers_without_reasoning_are_left_alone() {
+        assert_eq!(strip_reasoning("plain <b>text</b>"), "plain <b>text</b>");
+        assert_eq!(strip_reasoning("a</think>b"), "b");
+        assert_eq!(strip_reasoning("x <think>y</think>"), "x <think>y</think>");
+    }
+}
