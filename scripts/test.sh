@@ -1,8 +1,24 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, then every test of the workspace.
+# The project's test command: formatting, lints, every test of the workspace, then `frugal serve`
+# through the official openai Python client (scripts/openai_client_test.py, in a venv at .venv-test
+# that `pip install openai` fills on first use).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+cargo build --locked -p frugal
+if [ ! -x .venv-test/bin/python ]; then
+  python3 -m venv .venv-test
+fi
+.venv-test/bin/pip install -q --disable-pip-version-check openai
+.venv-test/bin/python scripts/openai_client_test.py \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
+# Reasoning, tool calls and structured output, on a fixture with DeepSeek-R1-Distill's template.
+.venv-test/bin/python scripts/openai_client_test.py --output-checks \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen3-Q8_0.gguf" \
+  --chat-template-file "${FRUGAL_FIXTURES:-../shared/fixtures}/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"

@@ -159,6 +159,8 @@ fn info_describes_the_model() {
     assert_eq!(v["tensor_types"]["Q4_K"], 13);
     assert_eq!(v["head_dim"], 128);
     assert_eq!(v["kv_bytes_per_token"], 2 * 2 * (2 * 128) * 4);
+    let eog = v["eog_token_ids"].as_array().unwrap();
+    assert!(!eog.is_empty() && eog.contains(&v["eos_token_id"]), "{v}");
 }
 
 #[test]

@@ -105,13 +105,11 @@ pub enum ServerError {
     Tokenizer(#[from] frugal_tokenizer::TokenizerError),
     #[error(transparent)]
     Model(#[from] frugal_models::ModelError),
+    // The messages carry the cause themselves; `#[source]` would make `{:#}` print it twice.
     #[error("chat template: {0}")]
-    Template(#[from] frugal_chat::ChatError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Template(frugal_chat::ChatError),
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the engine thread stopped: {0}")]
@@ -178,7 +176,8 @@ impl Server {
                 tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Bos),
                 tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Eos),
                 tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Pad),
-            )?,
+            )
+            .map_err(ServerError::Template)?,
             None => {
                 tracing::warn!("the model has no chat template; using ChatML");
                 ChatTemplate::chatml()
@@ -193,7 +192,7 @@ impl Server {
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
+            .map_err(|error| ServerError::Bind { addr, error })?;
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -238,6 +237,7 @@ impl Server {
             state,
             gguf,
         } = self;
+        let local = listener.local_addr().ok();
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         let engine = spawn_engine(gguf, state.clone(), cmd_rx, loaded_tx)?;
@@ -268,7 +268,10 @@ impl Server {
                 tracing::info!(
                     "ready: serving '{}' on http://{}",
                     state.model_id,
-                    state.cfg.host.clone() + ":" + &state.cfg.port.to_string()
+                    local.map_or_else(
+                        || format!("{}:{}", state.cfg.host, state.cfg.port),
+                        |a| a.to_string()
+                    )
                 );
             }
             Ok(Err(e)) => {

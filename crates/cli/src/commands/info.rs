@@ -67,6 +67,14 @@ pub fn run(a: Args) -> Result<()> {
             }
             Err(e) => v["unsupported"] = e.to_string().into(),
         }
+        // Special-token ids, for clients that bias or stop on them (bench/serve_compare.py).
+        if gguf.opt_str("tokenizer.ggml.model")?.is_some() {
+            if let Ok(t) = frugal_tokenizer::Tokenizer::from_gguf(&gguf) {
+                v["bos_token_id"] = t.bos().into();
+                v["eos_token_id"] = t.eos().into();
+                v["eog_token_ids"] = t.eog_ids().into();
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
