@@ -5,7 +5,8 @@
 //! of a block are decoded once for a whole tile of tokens and no horizontal sums are needed. For
 //! that the 16 rows of a group are stored interleaved, block by block: each 64-byte vector holds
 //! four consecutive quants of every row (lane `r` = row `r`), already unsigned, so it multiplies an
-//! activation dword broadcast to all lanes.
+//! activation dword broadcast to all lanes. The AVX2 GEMM (`simd::gemm256`) runs on the same
+//! records, a group as two halves of 8 rows (the two 32-byte halves of every vector).
 //!
 //! Every output is computed with exactly the arithmetic of the scalar reference
 //! (`dot_scalar`): an exact integer sum per block, then the block's float scaling and accumulation
@@ -66,9 +67,10 @@ pub(crate) fn record_bytes(ty: GgmlType) -> Option<usize> {
     })
 }
 
-/// Whether matrices of `ty` get a packed layout (and the packed GEMM) at the current `Isa::best()`.
+/// Whether matrices of `ty` get a packed layout (and the packed GEMM) at the current `Isa::best()`:
+/// AVX2 or better (`simd::gemm256`, or `simd::gemm512` with AVX-512 VNNI).
 pub fn packs(ty: GgmlType) -> bool {
-    Isa::best() == Isa::Avx512Vnni && record_bytes(ty).is_some()
+    Isa::best() >= Isa::Avx2 && record_bytes(ty).is_some()
 }
 
 impl Packed {

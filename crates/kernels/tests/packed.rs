@@ -95,7 +95,7 @@ fn packed_matmul_equals_the_scalar_reference_bit_for_bit() {
     let pools: Vec<ThreadPool> = [1, 2, 3].into_iter().map(ThreadPool::new).collect();
     for ty in TYPES {
         let bl = ty.block_len();
-        for (rows, blocks) in [(16, 1), (37, 3), (5, 2), (48, 7), (33, 1)] {
+        for (rows, blocks) in [(16, 1), (37, 3), (5, 2), (48, 7), (33, 1), (29, 2)] {
             for n in [1, 2, 3, 4, 5, 8, 9, 13, 20] {
                 let pool = &pools[(rows + n) % 3];
                 check(ty, rows, blocks * bl, n, pool, &mut rng);
@@ -112,5 +112,62 @@ fn packed_matmul_handles_many_tokens_and_wide_rows() {
     for ty in TYPES {
         let cols = if ty.block_len() == 256 { 1024 } else { 3200 };
         check(ty, 24, cols, 150, &pool, &mut rng);
+    }
+}
+
+/// Offsets of the f16 scale fields (`d`, `dmin`) in a block of `ty`.
+fn scale_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => &[0],
+    }
+}
+
+#[test]
+fn packed_matmul_is_exact_at_extreme_quants() {
+    // Every quant byte (and Q4_K/Q6_K sub-block scale byte) the same, activations of full
+    // magnitude with one sign: the largest integer sums the kernels' narrow intermediates meet.
+    let pool = ThreadPool::new(2);
+    for ty in TYPES {
+        let (rows, cols) = (21, 2 * ty.block_len());
+        let rb = ty.row_bytes(cols).unwrap();
+        let bb = rb / 2;
+        for fill in [0x00u8, 0xFF, 0x80, 0x81, 0x7F, 0x88, 0x77, 0x0F, 0xF0] {
+            let mut bytes = vec![fill; rb * rows];
+            for block in bytes.chunks_exact_mut(bb) {
+                for &at in scale_fields(ty) {
+                    block[at..at + 2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+                }
+            }
+            let w = Matrix::from_bytes(ty, rows, cols, &bytes).unwrap();
+            for sign in [1.0f32, -1.0] {
+                let n = 5;
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|i| sign * if i / cols == 3 { 0.5 } else { 1.0 })
+                    .collect();
+                let mut y = vec![0.0f32; n * rows];
+                matmul(&pool, &w, &x, n, &mut y);
+                let vdt = ty.vec_dot_type();
+                let mut q = vec![0u8; vdt.row_bytes(cols).unwrap()];
+                for t in 0..n {
+                    quantize_row(vdt, &x[t * cols..(t + 1) * cols], &mut q);
+                    for r in 0..rows {
+                        let want = dot_scalar::vec_dot(ty, cols, w.row(r), &q);
+                        let got = y[t * rows + r];
+                        if packs(ty) {
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{ty} fill {fill:#x}: {got} vs {want}"
+                            );
+                        } else {
+                            let tol = 1e-5 * magnitude(ty, w.row(r), &q, cols) + 1e-30;
+                            assert!(((got - want) as f64).abs() <= tol, "{ty} fill {fill:#x}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

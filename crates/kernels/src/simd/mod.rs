@@ -1,8 +1,9 @@
 //! SIMD kernels, each tested against its scalar reference (tests/simd*.rs).
 //!
 //! x86_64 has two levels, both compiled into every binary and chosen at run time: AVX2+FMA+F16C
-//! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). Other targets use the
-//! scalar kernels.
+//! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). The packed GEMM has one
+//! kernel per level (`gemm256`, `gemm512`, over the same layouts). Other targets use the scalar
+//! kernels.
 
 use crate::cpu::Isa;
 use crate::dot::{QuantizeRowFn, VecDot4Fn, VecDotFn};
@@ -14,6 +15,8 @@ mod attn;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod gemm256;
 #[cfg(target_arch = "x86_64")]
 mod gemm512;
 
@@ -143,8 +146,11 @@ pub(crate) struct OutPtr(pub *mut f32);
 // and keeps the buffer alive until all threads are done.
 unsafe impl Sync for OutPtr {}
 
-/// Tokens per GEMM tile.
+/// Tokens per GEMM tile of the AVX-512 kernels.
 const TILE: usize = 8;
+
+/// Tokens per GEMM tile of the AVX2 kernels (16 registers: fewer accumulators fit).
+const TILE256: usize = 4;
 
 /// Computes rows `16 g..` (at most 16, fewer in a last partial group) of `y` for tokens `tokens`
 /// with the packed kernels: `y[t * rows + r] = W[r] · a[t]`.
@@ -152,7 +158,8 @@ const TILE: usize = 8;
 /// # Safety
 /// `out` points to the `p.rows() * a.n_tokens` values of `y`, no other thread accesses those
 /// rows of those tokens meanwhile, and `tokens.end <= a.n_tokens`. `group` is group `g` of `p`.
-/// The CPU has `Isa::Avx512Vnni` (`packed::packs` says so before any packed layout is built).
+/// The CPU has `Isa::best()` (`packed::packs` says it is at least `Isa::Avx2` before any packed
+/// layout is built): `gemm512` runs at `Isa::Avx512Vnni`, `gemm256` below.
 #[cfg(target_arch = "x86_64")]
 pub(crate) unsafe fn gemm_group(
     p: &crate::packed::Packed,
@@ -163,6 +170,7 @@ pub(crate) unsafe fn gemm_group(
     out: &OutPtr,
 ) {
     use gemm512::Kind;
+    assert!(Isa::best() >= Isa::Avx2, "packed GEMM without AVX2");
     let kind = match p.ty() {
         GgmlType::Q8_0 => Kind::Q32(gemm512::Q8_0),
         GgmlType::Q4_0 => Kind::Q32(gemm512::Q4_0),
@@ -189,15 +197,17 @@ pub(crate) unsafe fn gemm_group(
     // 16g..16g + live of it, which `mask` selects.
     let dst = |t: usize| unsafe { out.0.add(t * rows + 16 * g) };
     let mut t = tokens.start;
+    let avx512 = Isa::best() == Isa::Avx512Vnni;
     macro_rules! run {
-        ($n:expr) => {
+        ($m:ident, $n:expr) => {
             while tokens.end - t >= $n {
                 let ts: [usize; $n] = std::array::from_fn(|i| t + i);
                 // SAFETY: `group` holds nb records; each token row holds nb blocks of the
                 // activation type and its aux values (the asserts above and `matmul_packed`'s);
-                // the outputs are as the caller guarantees; the CPU has the features.
+                // the outputs are as the caller guarantees; the CPU has the features of `$m`
+                // (`Isa::best()`, checked above and by `packs`).
                 unsafe {
-                    gemm512::tile::<$n>(
+                    $m::tile::<$n>(
                         kind,
                         nb,
                         stride,
@@ -212,7 +222,12 @@ pub(crate) unsafe fn gemm_group(
             }
         };
     }
-    run!(TILE);
-    run!(4);
-    run!(1);
+    if avx512 {
+        run!(gemm512, TILE);
+        run!(gemm512, 4);
+        run!(gemm512, 1);
+    } else {
+        run!(gemm256, TILE256);
+        run!(gemm256, 1);
+    }
 }

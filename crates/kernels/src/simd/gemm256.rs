@@ -1,0 +1,412 @@
+//! AVX2 GEMM kernels over the packed (row-interleaved) layouts of `crate::packed`: the 256-bit
+//! port of `gemm512`, on the same records. A 16-row group is done as two halves of 8 rows (the
+//! first and second 32 bytes of every 64-byte vector, one row per 32-bit lane), each half times a
+//! tile of up to `T` tokens, the weights of each block decoded once per tile.
+//!
+//! `vpdpbusd` (four u8·i8 products into an i32 lane) becomes `vpmaddubsw` (pairs into saturating
+//! i16) and `vpmaddwd` (pairs of i16 into i32). The i16 sums never saturate, so every integer sum
+//! stays exact (the activations are quantized to `-128..=127`):
+//!
+//! * Q4_0 and Q4_K: quants `0..=15`; a `vpmaddubsw` pair is at most 2·15·128 = 3840 in
+//!   magnitude, so all 8 registers of a 32-value block sum in i16 (8·3840 = 30720) before one
+//!   `vpmaddwd`, with ones (Q4_0) or the sub-block scale (Q4_K, `0..=63`) in both halves of a lane.
+//! * Q5_0: quants `0..=31`, a pair at most 7936; four registers (31744) per i16 sum, two sums.
+//! * Q6_K: quants `0..=63`, a pair at most 16128; two registers (32256) per i16 sum, the signed
+//!   sub-block scale applied by `vpmaddwd` to each.
+//! * Q8_0: the stored `q + 128` is turned back into `q`, and |q| (unsigned) multiplies sign(y, q):
+//!   a pair is at most 2·128·127 = 32512. This needs activations in `-127..=127`, which Q8_0
+//!   activations are (`d = amax / 127`), as in `avx2`'s kernels.
+//!
+//! The offsets of the unsigned quants are taken back out through the activations' block sums,
+//! and every output lane then runs the scalar reference's float arithmetic (the same
+//! multiplications and additions in the same order, never fused), so the results equal
+//! `dot_scalar` bit for bit, like `gemm512`'s.
+
+use super::gemm512::{Kind, Q4_0, Q5_0, Q8_0};
+use crate::blocks::{BlockQ8K, BlockQ8_0};
+use crate::packed::AUX_K;
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+/// Offset of the scales in a record of `KIND`.
+const fn d_offset(kind: u8) -> usize {
+    match kind {
+        Q8_0 => 512,
+        Q4_0 => 256,
+        _ => 320,
+    }
+}
+
+/// Offset of the bsums in a Q8_K block.
+const BSUMS: usize = 4 + 256;
+
+/// The dword at `p` broadcast to every lane.
+///
+/// # Safety: 4 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bcst(p: *const u8) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    _mm256_set1_epi32(unsafe { p.cast::<i32>().read_unaligned() })
+}
+
+/// 8 f16 at `p` as f32.
+///
+/// # Safety: 16 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    // SAFETY: guaranteed by the caller.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+}
+
+/// # Safety: 32 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// The 8 bytes at `p` (one per row of a half), as i16 pairs `(v, v)`: one per 32-bit lane,
+/// sign-extended when `SIGNED`, else zero-extended.
+///
+/// # Safety: 8 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_pairs<const SIGNED: bool>(p: *const u8) -> __m256i {
+    // SAFETY: guaranteed by the caller.
+    let l = unsafe { _mm_loadl_epi64(p.cast()) };
+    let d = _mm_unpacklo_epi8(l, l);
+    if SIGNED {
+        _mm256_cvtepi8_epi16(d)
+    } else {
+        _mm256_cvtepu8_epi16(d)
+    }
+}
+
+/// Stores the f32 lanes of `acc` whose `mask` lane has its sign bit set at `out`.
+///
+/// # Safety: `out` points to writable f32 at every lane selected by `mask`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store(out: *mut f32, mask: __m256i, acc: __m256) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { _mm256_maskstore_ps(out, mask, acc) }
+}
+
+/// `out[t]` (8 lanes under `mask`, rows of half `h`) for the tokens of one tile of 32-value blocks.
+///
+/// # Safety: `w` points to `nb` records of `KIND` (`stride` bytes apart); each `a[t]` to `nb`
+/// Q8_0 blocks (quants in `-127..=127`) and `aux[t]` to its `2 nb` aux values; each `out[t]` to
+/// 8 writable f32 under `mask`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q32<const KIND: u8, const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    h: usize,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __m256i,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m10 = _mm256_set1_epi8(0x10);
+    let m80 = _mm256_set1_epi8(-128);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
+        // each `aux[t]`, all inside what the caller guarantees.
+        unsafe {
+            let rec = w.add(b * stride);
+            let y: [*const u8; T] =
+                std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8_0>() + 2));
+            let mut p = [_mm256_setzero_si256(); T];
+            match KIND {
+                Q8_0 => {
+                    for g in 0..8 {
+                        let x = _mm256_xor_si256(load(rec.add(64 * g + 32 * h)), m80);
+                        let ax = _mm256_abs_epi8(x);
+                        for t in 0..T {
+                            let s = _mm256_sign_epi8(bcst(y[t].add(4 * g)), x);
+                            let p16 = _mm256_maddubs_epi16(ax, s);
+                            p[t] = _mm256_add_epi32(p[t], _mm256_madd_epi16(p16, ones));
+                        }
+                    }
+                }
+                Q4_0 => {
+                    let mut s16 = [_mm256_setzero_si256(); T];
+                    for v in 0..4 {
+                        let raw = load(rec.add(64 * v + 32 * h));
+                        let lo = _mm256_and_si256(raw, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+                        for t in 0..T {
+                            let l = _mm256_maddubs_epi16(lo, bcst(y[t].add(4 * v)));
+                            let u = _mm256_maddubs_epi16(hi, bcst(y[t].add(16 + 4 * v)));
+                            s16[t] = _mm256_add_epi16(s16[t], _mm256_add_epi16(l, u));
+                        }
+                    }
+                    for t in 0..T {
+                        p[t] = _mm256_madd_epi16(s16[t], ones);
+                    }
+                }
+                _ => {
+                    let hv = load(rec.add(256 + 32 * h));
+                    let mut s16 = [[_mm256_setzero_si256(); T]; 2];
+                    for v in 0..4 {
+                        let raw = load(rec.add(64 * v + 32 * h));
+                        // Bit 4 of value 4v + j is bit v of byte j, of 16 + 4v + j bit v + 4.
+                        let (hl, hh) = match v {
+                            0 => (_mm256_slli_epi32::<4>(hv), hv),
+                            1 => (_mm256_slli_epi32::<3>(hv), _mm256_srli_epi32::<1>(hv)),
+                            2 => (_mm256_slli_epi32::<2>(hv), _mm256_srli_epi32::<2>(hv)),
+                            _ => (_mm256_slli_epi32::<1>(hv), _mm256_srli_epi32::<3>(hv)),
+                        };
+                        let lo =
+                            _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(hl, m10));
+                        let hi = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+                            _mm256_and_si256(hh, m10),
+                        );
+                        for t in 0..T {
+                            let l = _mm256_maddubs_epi16(lo, bcst(y[t].add(4 * v)));
+                            let u = _mm256_maddubs_epi16(hi, bcst(y[t].add(16 + 4 * v)));
+                            s16[0][t] = _mm256_add_epi16(s16[0][t], l);
+                            s16[1][t] = _mm256_add_epi16(s16[1][t], u);
+                        }
+                    }
+                    for t in 0..T {
+                        p[t] = _mm256_add_epi32(
+                            _mm256_madd_epi16(s16[0][t], ones),
+                            _mm256_madd_epi16(s16[1][t], ones),
+                        );
+                    }
+                }
+            }
+            let dw = f16x8(rec.add(d_offset(KIND) + 16 * h));
+            for t in 0..T {
+                if KIND != Q8_0 {
+                    // -offset · Σy, so that Σ (u - offset) y comes out exact.
+                    let neg = aux[t].add(b).read();
+                    let off = if KIND == Q4_0 { neg << 3 } else { neg << 4 };
+                    p[t] = _mm256_add_epi32(p[t], _mm256_set1_epi32(off));
+                }
+                let dy = _mm256_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
+                // sum += isum · d_w · d_a
+                let f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(p[t]), dw), dy);
+                acc[t] = _mm256_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q32`] for Q4_K records and Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// values).
+///
+/// # Safety: as for [`tile_q32`], with Q8_K blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q4k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    h: usize,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __m256i,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
+            let mut isum = [_mm256_setzero_si256(); T];
+            for s in 0..8 {
+                let mut s16 = [_mm256_setzero_si256(); T];
+                for v in 0..4 {
+                    let raw = load(rec.add(256 * s + 64 * v + 32 * h));
+                    let lo = _mm256_and_si256(raw, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+                    for t in 0..T {
+                        let y = blk[t].add(4 + 32 * s);
+                        let l = _mm256_maddubs_epi16(lo, bcst(y.add(4 * v)));
+                        let u = _mm256_maddubs_epi16(hi, bcst(y.add(16 + 4 * v)));
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_add_epi16(l, u));
+                    }
+                }
+                let sc = scale_pairs::<false>(rec.add(2048 + 16 * s + 8 * h));
+                for t in 0..T {
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
+                }
+            }
+            let mut mins = [_mm256_setzero_si256(); 4];
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(2176 + 32 * q + 16 * h).cast()));
+            }
+            let dw = f16x8(rec.add(2304 + 16 * h));
+            let dmw = f16x8(rec.add(2336 + 16 * h));
+            for t in 0..T {
+                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
+                let mut msum = _mm256_setzero_si256();
+                for (q, m) in mins.iter().enumerate() {
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*m, bcst(bs.add(4 * q))));
+                }
+                let dy = _mm256_set1_ps(blk[t].cast::<f32>().read_unaligned());
+                // sum += d·dy·isum - dmin·dy·msum
+                let f = _mm256_sub_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum[t])),
+                    _mm256_mul_ps(_mm256_mul_ps(dmw, dy), _mm256_cvtepi32_ps(msum)),
+                );
+                acc[t] = _mm256_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q4k`] for Q6_K records.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q6k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    h: usize,
+    a: [*const u8; T],
+    out: [*mut f32; T],
+    mask: __m256i,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
+            let mut isum = [_mm256_setzero_si256(); T];
+            for c in 0..8 {
+                let raw: [__m256i; 4] =
+                    std::array::from_fn(|m| load(rec.add(256 * c + 64 * m + 32 * h)));
+                for hh in 0..2 {
+                    // Sub-block 2c + hh: values 32c + 16hh + 4m + j.
+                    let hv = load(rec.add(2048 + 128 * c + 64 * hh + 32 * h));
+                    let top = [
+                        _mm256_slli_epi16::<4>(hv),
+                        _mm256_slli_epi16::<2>(hv),
+                        hv,
+                        _mm256_srli_epi16::<2>(hv),
+                    ];
+                    let mut x = [_mm256_setzero_si256(); 4];
+                    for m in 0..4 {
+                        let nib = if hh == 0 {
+                            _mm256_and_si256(raw[m], m4)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(raw[m]), m4)
+                        };
+                        x[m] = _mm256_or_si256(nib, _mm256_and_si256(top[m], m30));
+                    }
+                    let k = 2 * c + hh;
+                    let sc = scale_pairs::<true>(rec.add(3072 + 16 * k + 8 * h));
+                    for t in 0..T {
+                        let y = blk[t].add(4 + 16 * k);
+                        let p0 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(x[0], bcst(y)),
+                            _mm256_maddubs_epi16(x[1], bcst(y.add(4))),
+                        );
+                        let p1 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(x[2], bcst(y.add(8))),
+                            _mm256_maddubs_epi16(x[3], bcst(y.add(12))),
+                        );
+                        let p =
+                            _mm256_add_epi32(_mm256_madd_epi16(p0, sc), _mm256_madd_epi16(p1, sc));
+                        isum[t] = _mm256_add_epi32(isum[t], p);
+                    }
+                }
+            }
+            // The quants are stored + 32: take out 32 · Σ_k sc_k · bsums_k, a pair of sub-blocks
+            // per `vpmaddwd` (scales in -128..=127, bsums in -2048..=2032).
+            let mut off = [_mm256_setzero_si256(); T];
+            for q in 0..8 {
+                let s0 = _mm_loadl_epi64(rec.add(3072 + 32 * q + 8 * h).cast());
+                let s1 = _mm_loadl_epi64(rec.add(3072 + 32 * q + 16 + 8 * h).cast());
+                let sc = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(s0, s1));
+                for t in 0..T {
+                    let bs = bcst(blk[t].add(BSUMS + 4 * q));
+                    off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(sc, bs));
+                }
+            }
+            let dw = f16x8(rec.add(3328 + 16 * h));
+            for t in 0..T {
+                let isum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(off[t]));
+                let dy = _mm256_set1_ps(blk[t].cast::<f32>().read_unaligned());
+                // sum += d·dy·isum
+                let f = _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum));
+                acc[t] = _mm256_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
+/// One tile of `T` tokens for the rows of a group selected by `mask` (bit `r` for row `r`): the
+/// first 8 rows, then the second 8 if any of them is selected.
+///
+/// # Safety: `w` points to `nb` records of `kind` (`stride` bytes apart); each `a[t]` to `nb`
+/// activation blocks of the kind's activation type (Q8_0 quants in `-127..=127`) and `aux[t]`
+/// to its aux values (`packed::ActAux`); each `out[t]` to 16 f32 of which those selected by
+/// `mask` are writable; the CPU has AVX2, FMA and F16C.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile<const T: usize>(
+    kind: Kind,
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: u16,
+) {
+    let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for h in 0..2 {
+        let m = (mask >> (8 * h)) & 0xFF;
+        if m == 0 {
+            continue;
+        }
+        let lanes = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m as i32), bits), bits);
+        // SAFETY: rows 8h.. of the outputs start 8h floats in, inside the 16 of each `out[t]`;
+        // the rest is forwarded from the caller.
+        unsafe {
+            let o = out.map(|p| p.add(8 * h));
+            match kind {
+                Kind::Q32(Q8_0) => tile_q32::<Q8_0, T>(nb, stride, w, h, a, aux, o, lanes),
+                Kind::Q32(Q4_0) => tile_q32::<Q4_0, T>(nb, stride, w, h, a, aux, o, lanes),
+                Kind::Q32(_) => tile_q32::<Q5_0, T>(nb, stride, w, h, a, aux, o, lanes),
+                Kind::Q4K => tile_q4k::<T>(nb, stride, w, h, a, aux, o, lanes),
+                Kind::Q6K => tile_q6k::<T>(nb, stride, w, h, a, o, lanes),
+            }
+        }
+    }
+}
