@@ -2,43 +2,59 @@
 """Compare frugal with llama.cpp on the same GGUF file and thread counts, in one run.
 
 For each model and thread count, runs `frugal bench` and `llama-bench` alternately (ROUNDS rounds,
-each engine doing its own repetitions), then prints the median tokens/s per test (pp512, tg128)
-and the ratio frugal / llama.cpp. Builds nothing: point it at built binaries.
+each engine doing its own repetitions), then prints the median tokens/s per test (pp512, tg128),
+the ratio frugal / llama.cpp, each engine's peak resident memory, and for decode the fraction of
+the memory-bandwidth limit frugal reaches: tokens/s x bytes of weights read per token / the read
+bandwidth that `frugal membw` measures on this machine at the same thread count. Bytes read per
+token default to the file size (every weight is read once per token; exact for models whose output
+projection is the embedding matrix, as in Qwen2.5-0.5B/1.5B); for a MoE give the active bytes
+with --bytes-per-token. Builds nothing: point it at built binaries.
 
     python3 bench/compare.py --frugal target/release/frugal --llama-bench .peer/build/bin/llama-bench \
         --threads 1,2 bench/models/qwen2.5-0.5b-Q4_0.gguf
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 
 
+def run(cmd):
+    """stdout of `cmd` and its peak resident set size in MB (from wait4's rusage)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+    return out, ru.ru_maxrss / 1024
+
+
 def run_frugal(exe, model, threads, p, n, reps):
-    out = subprocess.run(
-        [exe, "bench", model, "-t", str(threads), "-p", str(p), "-n", str(n), "-r", str(reps), "--json"],
-        check=True, capture_output=True, text=True,
-    ).stdout
+    out, rss = run([exe, "bench", model, "-t", str(threads), "-p", str(p), "-n", str(n), "-r", str(reps), "--json"])
     res = {}
     for line in out.splitlines():
         if line.strip().startswith("{"):
             r = json.loads(line)
             res[r["test"]] = r["samples"]
-    return res
+    return res, rss
 
 
 def run_llama(exe, model, threads, p, n, reps):
-    res = {}
+    res, peak = {}, 0.0
     # llama-bench runs pp and tg as separate tests; -p 0 / -n 0 disable one of them.
     for test, args in ((f"pp{p}", ["-p", str(p), "-n", "0"]), (f"tg{n}", ["-p", "0", "-n", str(n)])):
-        out = subprocess.run(
-            [exe, "-m", model, "-t", str(threads), "-r", str(reps), "-o", "json"] + args,
-            check=True, capture_output=True, text=True,
-        ).stdout
-        data = json.loads(out)
-        res[test] = data[0]["samples_ts"]
-    return res
+        out, rss = run([exe, "-m", model, "-t", str(threads), "-r", str(reps), "-o", "json"] + args)
+        res[test] = json.loads(out)[0]["samples_ts"]
+        peak = max(peak, rss)
+    return res, peak
+
+
+def bandwidth(frugal, threads):
+    out, _ = run([frugal, "membw", "-t", str(threads), "--json"])
+    return json.loads(out)["read_gb_per_s"] * 1e9
 
 
 def main():
@@ -51,22 +67,36 @@ def main():
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="repetitions per engine per round")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    ap.add_argument("--bytes-per-token", type=float, help="weight bytes read per decoded token (default: file size)")
     args = ap.parse_args()
 
-    print("| model | threads | test | frugal t/s | llama.cpp t/s | ratio |")
-    print("| --- | ---: | --- | ---: | ---: | ---: |")
+    threads = [int(x) for x in args.threads.split(",")]
+    bw = {t: bandwidth(args.frugal, t) for t in threads}
+    for t in threads:
+        print(f"read bandwidth, {t} thread(s): {bw[t] / 1e9:.2f} GB/s (frugal membw)")
+    print()
+    print("| model | threads | test | frugal t/s | llama.cpp t/s | ratio | frugal % of bandwidth limit "
+          "| peak RSS frugal / llama.cpp MB |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
-        for t in [int(x) for x in args.threads.split(",")]:
-            ours, theirs = {}, {}
+        per_token = args.bytes_per_token or os.path.getsize(model)
+        for t in threads:
+            ours, theirs, rss_ours, rss_theirs = {}, {}, 0.0, 0.0
             for _ in range(args.rounds):
-                for k, v in run_frugal(args.frugal, model, t, args.p, args.n, args.reps).items():
+                res, rss = run_frugal(args.frugal, model, t, args.p, args.n, args.reps)
+                rss_ours = max(rss_ours, rss)
+                for k, v in res.items():
                     ours.setdefault(k, []).extend(v)
-                for k, v in run_llama(args.llama_bench, model, t, args.p, args.n, args.reps).items():
+                res, rss = run_llama(args.llama_bench, model, t, args.p, args.n, args.reps)
+                rss_theirs = max(rss_theirs, rss)
+                for k, v in res.items():
                     theirs.setdefault(k, []).extend(v)
+            name = model.rsplit("/", 1)[-1]
             for test in (f"pp{args.p}", f"tg{args.n}"):
                 a, b = statistics.median(ours[test]), statistics.median(theirs[test])
-                name = model.rsplit("/", 1)[-1]
-                print(f"| {name} | {t} | {test} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+                frac = f"{100 * a * per_token / bw[t]:.0f} %" if test.startswith("tg") else ""
+                print(f"| {name} | {t} | {test} | {a:.2f} | {b:.2f} | {a / b:.2f} | {frac} "
+                      f"| {rss_ours:.0f} / {rss_theirs:.0f} |")
                 sys.stdout.flush()
 
 

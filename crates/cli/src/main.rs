@@ -25,6 +25,8 @@ enum Command {
     Info(commands::info::Args),
     /// Measure prompt processing (pp) and generation (tg) speed like llama-bench.
     Bench(commands::bench::Args),
+    /// Measure this machine's memory read bandwidth (the ceiling for decode speed).
+    Membw(commands::membw::Args),
     /// Generate text from a prompt, or chat interactively with --chat.
     Run(commands::run::Args),
     /// Serve the model over an OpenAI-compatible HTTP API.
@@ -49,6 +51,7 @@ fn main() {
         Command::Logits(a) => commands::logits::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Membw(a) => commands::membw::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Tokenize(a) => commands::tokenize::run_tokenize(a),

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod info;
 pub mod logits;
+pub mod membw;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
