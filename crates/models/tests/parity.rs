@@ -41,7 +41,7 @@ fn load(model: &str, dequantize: bool) -> Model {
         &gguf,
         &LoadOptions {
             dequantize,
-            progress: None,
+            ..LoadOptions::default()
         },
     )
     .unwrap()
