@@ -50,8 +50,6 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     #[error("sequence needs {needed} positions but its KV blocks hold {capacity}")]
     KvOverflow { needed: usize, capacity: usize },
-    #[error("position {pos} is beyond the KV store's context of {n_ctx}")]
-    ContextOverflow { pos: usize, n_ctx: usize },
 }
 
 /// Which logits a chunk wants back.
