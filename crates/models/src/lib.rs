@@ -5,6 +5,8 @@
 //! every matrix product together, while attention reads each sequence's own KV blocks. `frugal logits`
 //! is one chunk; a serving engine passes many.
 
+#![forbid(unsafe_code)]
+
 mod attention;
 mod config;
 mod kv_store;

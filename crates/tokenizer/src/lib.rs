@@ -12,6 +12,8 @@
 //! Decoding maps each token to the bytes it stands for (GPT-2's byte alphabet undone, or `▁`
 //! turned back into spaces) and converts to UTF-8 only at the very end.
 
+#![forbid(unsafe_code)]
+
 mod byte_level;
 mod gguf;
 mod hf;
