@@ -561,9 +561,11 @@ impl ToolCallParser {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Without the end in sight, wait for more text (until the answer ends): emitting what
+        // has arrived would cut the arguments at a piece boundary.
         let stop = match found {
             Some(i) => Some(i),
-            None if last || self.format == ToolFormat::Llama3Json => Some(self.buf.len()),
+            None if last => Some(self.buf.len()),
             None => None,
         };
         let Some(i) = stop else { return false };
@@ -971,6 +973,12 @@ mod tests {
             "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>x = 1<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
             "",
             &[("f", "x = 1")],
+        );
+        check(
+            ToolFormat::Llama3Json,
+            "{\"name\": \"f\", \"parameters\": \"xy\"} after",
+            "after",
+            &[("f", "\"xy\"")],
         );
     }
 
