@@ -30,6 +30,8 @@
 //! let message = parser.into_message();           // reasoning_content, content, tool_calls
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod grammar;
 pub mod machine;
 pub mod reasoning;

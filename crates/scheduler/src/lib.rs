@@ -8,6 +8,8 @@
 //! prefix may still be in the cache). Nothing here touches a tensor; the engine turns a
 //! [`Step`] into a forward pass and reports back with [`Scheduler::complete`].
 
+#![forbid(unsafe_code)]
+
 use frugal_kvcache::{BlockManager, SeqBlocks};
 use std::collections::VecDeque;
 

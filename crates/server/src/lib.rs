@@ -3,6 +3,8 @@
 //! runs on tokio; the model runs on one engine thread ([`worker`]) that batches every request's
 //! sequences into shared forward passes. [`metrics`] is what both sides report.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 mod chat;
 pub mod error;
