@@ -3,8 +3,6 @@
 //! runs every sequence — many at once for the server, one for `frugal run` ([`session`]).
 #![forbid(unsafe_code)]
 
-#![forbid(unsafe_code)]
-
 pub mod batch;
 pub mod logprobs;
 pub mod sampler;
