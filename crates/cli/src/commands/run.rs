@@ -218,14 +218,18 @@ fn reply(
 
 fn report(s: &GenerationStats) {
     let new = s.prompt_tokens - s.cached_tokens;
+    // The first token comes with the prompt; decode speed is over the ones after it.
+    let decode = match s.generated_tokens {
+        0 | 1 => "-".to_string(),
+        n => format!("{:.1}", (n - 1) as f64 / s.decode_seconds.max(1e-9)),
+    };
     let _ = writeln!(
         std::io::stderr(),
-        "prompt: {} tokens ({} cached), {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | finish: {}",
+        "prompt: {} tokens ({} cached), {:.1} tokens/s | generation: {} tokens, {decode} tokens/s | finish: {}",
         s.prompt_tokens,
         s.cached_tokens,
         new as f64 / s.prefill_seconds.max(1e-9),
         s.generated_tokens,
-        s.generated_tokens as f64 / s.decode_seconds.max(1e-9),
         s.finish_reason.as_str(),
     );
 }
