@@ -112,11 +112,16 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// `GET path` with `Connection: close`: the status code and the raw rest of the response.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends a raw request; returns the status code and the whole response.
+fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     let mut s = connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    s.write_all(request.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text
@@ -293,21 +298,17 @@ fn a_model_or_port_it_cannot_use_fails_with_one_line() {
 
 /// `POST path` with a JSON body and `Connection: close`: the status and the body.
 fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let mut s = connect(addr)?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let (status, text) = exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
     )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((status, body))
+    Ok((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
 }
 
 /// `frugal run` and the server share one generation loop: the same prompt, sampling settings and
