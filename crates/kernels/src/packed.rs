@@ -137,6 +137,7 @@ fn lane(rec: &mut [u8], v: usize, i: usize, j: usize) -> &mut u8 {
 }
 
 /// Puts 32 unsigned 4-bit values (`u[k] < 16`) of row `i` into 4 nibble vectors at `at`.
+#[inline(always)]
 fn put_nibbles(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
     for v in 0..4 {
         for j in 0..4 {
