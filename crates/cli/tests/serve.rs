@@ -132,25 +132,16 @@ fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     Ok((status, text))
 }
 
-#[test]
-fn sigterm_during_a_stream_exits_0_within_the_shutdown_timeout() {
-    let shutdown_timeout = 1;
-    let mut server = Serve::start(
-        &model("qwen2-Q8_0.gguf"),
-        &[
-            "-c",
-            "4096",
-            "--shutdown-timeout",
-            &shutdown_timeout.to_string(),
-        ],
-    );
-    let addr = server.addr;
+/// A client thread; it returns the raw response.
+type Client = std::thread::JoinHandle<std::io::Result<String>>;
 
-    // A stream that would run far past the shutdown timeout.
+/// `POST /v1/completions` with `body` (a streaming request) on a thread that says on the returned
+/// channel when the first chunk has arrived, and returns the raw response once the server closes
+/// the connection.
+fn stream_completion(addr: SocketAddr, body: &'static str) -> (Client, mpsc::Receiver<()>) {
     let (first_tx, first_rx) = mpsc::channel();
     let client = std::thread::spawn(move || -> std::io::Result<String> {
         let mut s = connect(addr)?;
-        let body = r#"{"prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": true}"#;
         write!(
             s,
             "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -171,6 +162,42 @@ fn sigterm_during_a_stream_exits_0_within_the_shutdown_timeout() {
             }
         }
     });
+    (client, first_rx)
+}
+
+/// The response `client` read, waiting at most `IO_TIMEOUT` for it (a hung thread fails the test
+/// instead of hanging it).
+fn response_of(client: Client) -> String {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(client.join());
+    });
+    done_rx
+        .recv_timeout(IO_TIMEOUT)
+        .expect("the client thread hangs")
+        .expect("the client thread panicked")
+        .expect("reading the stream failed")
+}
+
+#[test]
+fn sigterm_during_a_stream_exits_0_within_the_shutdown_timeout() {
+    let shutdown_timeout = 1;
+    let mut server = Serve::start(
+        &model("qwen2-Q8_0.gguf"),
+        &[
+            "-c",
+            "4096",
+            "--shutdown-timeout",
+            &shutdown_timeout.to_string(),
+        ],
+    );
+    let addr = server.addr;
+
+    // A stream that would run far past the shutdown timeout.
+    let (client, first_rx) = stream_completion(
+        addr,
+        r#"{"prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0, "stream": true}"#,
+    );
     first_rx
         .recv_timeout(IO_TIMEOUT)
         .expect("the stream sent no chunk");
@@ -194,15 +221,7 @@ fn sigterm_during_a_stream_exits_0_within_the_shutdown_timeout() {
     );
 
     // The stream was cut at the deadline and ended properly.
-    let (done_tx, done_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(client.join());
-    });
-    let text = done_rx
-        .recv_timeout(IO_TIMEOUT)
-        .expect("the client thread hangs")
-        .expect("the client thread panicked")
-        .expect("reading the stream failed");
+    let text = response_of(client);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.contains("data: [DONE]"),

@@ -137,6 +137,7 @@ fn lane(rec: &mut [u8], v: usize, i: usize, j: usize) -> &mut u8 {
 }
 
 /// Puts 32 unsigned 4-bit values (`u[k] < 16`) of row `i` into 4 nibble vectors at `at`.
+#[inline(always)]
 fn put_nibbles(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
     for v in 0..4 {
         for j in 0..4 {
@@ -147,101 +148,114 @@ fn put_nibbles(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
 
 /// Writes block `b` of row `src` into lane `i` of the block record `rec`.
 fn pack_block(ty: GgmlType, src: &[u8], b: usize, i: usize, rec: &mut [u8]) {
-    let f16_at = |rec: &mut [u8], at: usize, d: half::f16| {
-        rec[at + 2 * i..at + 2 * i + 2].copy_from_slice(&d.to_le_bytes());
-    };
     match ty {
-        GgmlType::Q4_0 => {
-            let x = &blocks_of::<BlockQ4_0>(src)[b];
-            let mut u = [0u8; QK];
-            for j in 0..QK / 2 {
-                u[j] = x.qs[j] & 0xF;
-                u[j + QK / 2] = x.qs[j] >> 4;
-            }
-            put_nibbles(rec, 0, i, &u);
-            f16_at(rec, 256, x.d);
-        }
-        GgmlType::Q5_0 => {
-            let x = &blocks_of::<BlockQ5_0>(src)[b];
-            let qh = u32::from_le_bytes(x.qh);
-            let mut u = [0u8; QK];
-            for j in 0..QK / 2 {
-                u[j] = (x.qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8);
-                u[j + QK / 2] = (x.qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
-            }
-            put_nibbles(rec, 0, i, &u);
-            for j in 0..4 {
-                let mut h = 0u8;
-                for g in 0..8 {
-                    let k = if g < 4 {
-                        4 * g + j
-                    } else {
-                        16 + 4 * (g - 4) + j
-                    };
-                    h |= ((u[k] >> 4) & 1) << g;
-                }
-                *lane(rec, 256, i, j) = h;
-            }
-            f16_at(rec, 320, x.d);
-        }
-        GgmlType::Q8_0 => {
-            let x = &blocks_of::<BlockQ8_0>(src)[b];
-            for g in 0..8 {
-                for j in 0..4 {
-                    *lane(rec, 64 * g, i, j) = (x.qs[4 * g + j] as u8) ^ 0x80;
-                }
-            }
-            f16_at(rec, 512, x.d);
-        }
-        GgmlType::Q4_K => {
-            let x = &blocks_of::<BlockQ4K>(src)[b];
-            for s in 0..8 {
-                let q = &x.qs[32 * (s / 2)..32 * (s / 2) + 32];
-                let u: Vec<u8> = q
-                    .iter()
-                    .map(|&v| if s % 2 == 0 { v & 0xF } else { v >> 4 })
-                    .collect();
-                put_nibbles(rec, 256 * s, i, &u);
-                let (sc, m) = scale_min_k4(s, &x.scales);
-                rec[2048 + 16 * s + i] = sc;
-                rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
-            }
-            f16_at(rec, 2304, x.d);
-            f16_at(rec, 2336, x.dmin);
-        }
-        GgmlType::Q6_K => {
-            let x = &blocks_of::<BlockQ6K>(src)[b];
-            let mut u = [0u8; QK_K];
-            for half in 0..2 {
-                let (ql, qh) = (&x.ql[64 * half..], &x.qh[32 * half..]);
-                let o = 128 * half;
-                for l in 0..32 {
-                    u[o + l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
-                    u[o + l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-                    u[o + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                    u[o + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-                }
-            }
-            for c in 0..8 {
-                let u = &u[32 * c..32 * c + 32];
-                put_nibbles(rec, 256 * c, i, u);
-                for h in 0..2 {
-                    for j in 0..4 {
-                        let mut t = 0u8;
-                        for m in 0..4 {
-                            t |= (u[16 * h + 4 * m + j] >> 4) << (2 * m);
-                        }
-                        *lane(rec, 2048 + 128 * c + 64 * h, i, j) = t;
-                    }
-                }
-            }
-            for k in 0..16 {
-                rec[3072 + 16 * k + i] = x.scales[k] as u8;
-            }
-            f16_at(rec, 3328, x.d);
-        }
+        GgmlType::Q4_0 => pack_q4_0(&blocks_of::<BlockQ4_0>(src)[b], i, rec),
+        GgmlType::Q5_0 => pack_q5_0(&blocks_of::<BlockQ5_0>(src)[b], i, rec),
+        GgmlType::Q8_0 => pack_q8_0(&blocks_of::<BlockQ8_0>(src)[b], i, rec),
+        GgmlType::Q4_K => pack_q4_k(&blocks_of::<BlockQ4K>(src)[b], i, rec),
+        GgmlType::Q6_K => pack_q6_k(&blocks_of::<BlockQ6K>(src)[b], i, rec),
         _ => unreachable!("record_bytes admits only the types above"),
     }
+}
+
+/// Puts row `i`'s f16 `d` into the 16 scales at `at`.
+#[inline(always)]
+fn put_f16(rec: &mut [u8], at: usize, i: usize, d: half::f16) {
+    rec[at + 2 * i..at + 2 * i + 2].copy_from_slice(&d.to_le_bytes());
+}
+
+#[inline(always)]
+fn pack_q4_0(x: &BlockQ4_0, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = x.qs[j] & 0xF;
+        u[j + QK / 2] = x.qs[j] >> 4;
+    }
+    put_nibbles(rec, 0, i, &u);
+    put_f16(rec, 256, i, x.d);
+}
+
+#[inline(always)]
+fn pack_q5_0(x: &BlockQ5_0, i: usize, rec: &mut [u8]) {
+    let qh = u32::from_le_bytes(x.qh);
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = (x.qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8);
+        u[j + QK / 2] = (x.qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
+    }
+    put_nibbles(rec, 0, i, &u);
+    for j in 0..4 {
+        let mut h = 0u8;
+        for g in 0..8 {
+            let k = if g < 4 {
+                4 * g + j
+            } else {
+                16 + 4 * (g - 4) + j
+            };
+            h |= ((u[k] >> 4) & 1) << g;
+        }
+        *lane(rec, 256, i, j) = h;
+    }
+    put_f16(rec, 320, i, x.d);
+}
+
+#[inline(always)]
+fn pack_q8_0(x: &BlockQ8_0, i: usize, rec: &mut [u8]) {
+    for g in 0..8 {
+        for j in 0..4 {
+            *lane(rec, 64 * g, i, j) = (x.qs[4 * g + j] as u8) ^ 0x80;
+        }
+    }
+    put_f16(rec, 512, i, x.d);
+}
+
+#[inline(always)]
+fn pack_q4_k(x: &BlockQ4K, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let u: Vec<u8> = q
+            .iter()
+            .map(|&v| if s % 2 == 0 { v & 0xF } else { v >> 4 })
+            .collect();
+        put_nibbles(rec, 256 * s, i, &u);
+        let (sc, m) = scale_min_k4(s, &x.scales);
+        rec[2048 + 16 * s + i] = sc;
+        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+    }
+    put_f16(rec, 2304, i, x.d);
+    put_f16(rec, 2336, i, x.dmin);
+}
+
+#[inline(always)]
+fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK_K];
+    for half in 0..2 {
+        let (ql, qh) = (&x.ql[64 * half..], &x.qh[32 * half..]);
+        let o = 128 * half;
+        for l in 0..32 {
+            u[o + l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            u[o + l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            u[o + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            u[o + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    for c in 0..8 {
+        let u = &u[32 * c..32 * c + 32];
+        put_nibbles(rec, 256 * c, i, u);
+        for h in 0..2 {
+            for j in 0..4 {
+                let mut t = 0u8;
+                for m in 0..4 {
+                    t |= (u[16 * h + 4 * m + j] >> 4) << (2 * m);
+                }
+                *lane(rec, 2048 + 128 * c + 64 * h, i, j) = t;
+            }
+        }
+    }
+    for k in 0..16 {
+        rec[3072 + 16 * k + i] = x.scales[k] as u8;
+    }
+    put_f16(rec, 3328, i, x.d);
 }
 
 /// Per-token side data of quantized activations that the packed kernels read besides the quants

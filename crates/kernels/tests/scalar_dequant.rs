@@ -212,43 +212,52 @@ fn f16_at(b: &[u8], o: usize) -> f32 {
     f16::from_le_bytes([b[o], b[o + 1]]).to_f32()
 }
 
+/// Classic blocks: value `i` < 16 in the low nibble of byte `i`, else the high nibble of `i - 16`.
+fn nib(qs: &[u8], i: usize) -> u32 {
+    if i < 16 {
+        (qs[i] & 0xF) as u32
+    } else {
+        (qs[i - 16] >> 4) as u32
+    }
+}
+
+/// Bit `k` of a little-endian bit array.
+fn bit(bytes: &[u8], k: usize) -> u32 {
+    (bytes[k / 8] >> (k % 8)) as u32 & 1
+}
+
+/// K-quants: the 2-bit field of value `i` in a 64-byte array (Q2_K/Q3_K): byte
+/// (i/128)*32 + i%32, shift 2 * ((i % 128) / 32).
+fn two_bits(qs: &[u8], i: usize) -> u8 {
+    (qs[(i / 128) * 32 + i % 32] >> (2 * ((i % 128) / 32))) & 3
+}
+
+/// Q4_K/Q5_K nibbles: byte (i/64)*32 + i%32, low nibble for the first 32 of each 64.
+fn k_nib(qs: &[u8], i: usize) -> u8 {
+    let byte = qs[(i / 64) * 32 + i % 32];
+    if i % 64 < 32 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Q4_K/Q5_K scales: 6-bit scale/min of sub-block `s`.
+fn k_scale_min(sc: &[u8], s: usize) -> (u32, u32) {
+    if s < 4 {
+        ((sc[s] & 63) as u32, (sc[s + 4] & 63) as u32)
+    } else {
+        let lo_s = (sc[s + 4] & 0xF) as u32;
+        let lo_m = (sc[s + 4] >> 4) as u32;
+        (
+            lo_s | ((sc[s - 4] >> 6) as u32) << 4,
+            lo_m | ((sc[s] >> 6) as u32) << 4,
+        )
+    }
+}
+
 /// Value `i` of one block of `ty`.
 fn decode(ty: GgmlType, b: &[u8], i: usize) -> f32 {
-    let nib = |qs: &[u8], i: usize| -> u32 {
-        // Classic blocks: value i < 16 in the low nibble of byte i, else the high nibble of i - 16.
-        if i < 16 {
-            (qs[i] & 0xF) as u32
-        } else {
-            (qs[i - 16] >> 4) as u32
-        }
-    };
-    let bit = |bytes: &[u8], k: usize| (bytes[k / 8] >> (k % 8)) as u32 & 1;
-    // K-quants: the 2-bit field of value i in a 64-byte array (Q2_K/Q3_K): byte (i/128)*32 + i%32,
-    // shift 2 * ((i % 128) / 32).
-    let two_bits =
-        |qs: &[u8], i: usize| (qs[(i / 128) * 32 + i % 32] >> (2 * ((i % 128) / 32))) & 3;
-    // Q4_K/Q5_K nibbles: byte (i/64)*32 + i%32, low nibble for the first 32 of each 64.
-    let k_nib = |qs: &[u8], i: usize| {
-        let byte = qs[(i / 64) * 32 + i % 32];
-        if i % 64 < 32 {
-            byte & 0xF
-        } else {
-            byte >> 4
-        }
-    };
-    // Q4_K/Q5_K scales: 6-bit scale/min of sub-block s.
-    let k_scale_min = |sc: &[u8], s: usize| -> (u32, u32) {
-        if s < 4 {
-            ((sc[s] & 63) as u32, (sc[s + 4] & 63) as u32)
-        } else {
-            let lo_s = (sc[s + 4] & 0xF) as u32;
-            let lo_m = (sc[s + 4] >> 4) as u32;
-            (
-                lo_s | ((sc[s - 4] >> 6) as u32) << 4,
-                lo_m | ((sc[s] >> 6) as u32) << 4,
-            )
-        }
-    };
     match ty {
         GgmlType::Q4_0 => (nib(&b[2..], i) as f32 - 8.0) * f16_at(b, 0),
         GgmlType::Q4_1 => nib(&b[4..], i) as f32 * f16_at(b, 0) + f16_at(b, 2),

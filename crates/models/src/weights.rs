@@ -1,6 +1,6 @@
 //! Loading a model's tensors from GGUF into kernel matrices, with shape checks that name the tensor.
 
-use crate::config::ModelConfig;
+use crate::config::{MlaConfig, ModelConfig, MoeConfig};
 use crate::ModelError;
 use frugal_formats::{GgufFile, TensorInfo};
 use frugal_kernels::{dequant::dequantize_row, Matrix, SharedBytes};
@@ -139,27 +139,7 @@ impl Weights {
         opts: &LoadOptions,
         mmap: Mmap,
     ) -> Result<Weights, ModelError> {
-        let total: u64 = gguf.tensors().iter().map(|t| t.n_bytes as u64).sum();
-        let experts_in_map = c.moe.is_some()
-            && match mmap {
-                Mmap::Always => true,
-                Mmap::Never => false,
-                Mmap::Auto => available_memory().is_some_and(|avail| total + total / 4 > avail),
-            };
-        let mut l = Loader {
-            gguf,
-            opts,
-            image: (mmap != Mmap::Never).then(|| gguf.shared_bytes()),
-            experts_in_map,
-            done: 0,
-            total,
-            n_params: 0,
-            n_bytes: 0,
-        };
-        if !experts_in_map {
-            // Everything will be read now; with experts left in the map, only what is used is.
-            gguf.advise_willneed();
-        }
+        let mut l = Loader::new(gguf, c, opts, mmap);
         let (e, v) = (c.n_embd, c.n_vocab);
         let token_embd = l.matrix("token_embd.weight", e, v)?;
         let output = if gguf.tensor("output.weight").is_some() {
@@ -172,83 +152,8 @@ impl Weights {
             .opt_vector("rope_freqs.weight", c.rope.n_rot / 2, false)?
             .map(std::sync::Arc::from);
         let mut layers = Vec::with_capacity(c.n_layer);
-        let has_bias = c.arch.qkv_bias();
-        let has_qk_norm = c.arch.qk_norm();
         for i in 0..c.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            let (q, kv) = (c.q_dim(), c.kv_dim());
-            let attn = match &c.mla {
-                None => Attention::Gqa(GqaWeights {
-                    wq: l.matrix(&n("attn_q.weight"), e, q)?,
-                    wk: l.matrix(&n("attn_k.weight"), e, kv)?,
-                    wv: l.matrix(&n("attn_v.weight"), e, kv)?,
-                    bq: l.opt_vector(&n("attn_q.bias"), q, has_bias)?,
-                    bk: l.opt_vector(&n("attn_k.bias"), kv, has_bias)?,
-                    bv: l.opt_vector(&n("attn_v.bias"), kv, has_bias)?,
-                    q_norm: l.opt_vector(&n("attn_q_norm.weight"), c.head_dim_k, has_qk_norm)?,
-                    k_norm: l.opt_vector(&n("attn_k_norm.weight"), c.head_dim_k, has_qk_norm)?,
-                }),
-                Some(m) => {
-                    let q_width = c.n_head * (m.qk_nope + m.qk_rope);
-                    let (q_a, q) = match m.q_lora {
-                        Some(r) => (
-                            Some((
-                                l.matrix(&n("attn_q_a.weight"), e, r)?,
-                                l.vector(&n("attn_q_a_norm.weight"), r)?,
-                            )),
-                            l.matrix(&n("attn_q_b.weight"), r, q_width)?,
-                        ),
-                        None => (None, l.matrix(&n("attn_q.weight"), e, q_width)?),
-                    };
-                    Attention::Mla(MlaWeights {
-                        q_a,
-                        q,
-                        kv_a: l.matrix(&n("attn_kv_a_mqa.weight"), e, m.kv_lora + m.qk_rope)?,
-                        kv_a_norm: l.vector(&n("attn_kv_a_norm.weight"), m.kv_lora)?,
-                        k_b: l.stacked(
-                            &n("attn_k_b.weight"),
-                            m.qk_nope,
-                            m.kv_lora,
-                            c.n_head,
-                            false,
-                        )?,
-                        v_b: l.stacked(
-                            &n("attn_v_b.weight"),
-                            m.kv_lora,
-                            m.v_head,
-                            c.n_head,
-                            false,
-                        )?,
-                    })
-                }
-            };
-            let attn_out_width = c.mla.as_ref().map_or(q, |m| c.n_head * m.v_head);
-            let dense_ffn = c.moe.as_ref().is_none_or(|m| i < m.n_dense_lead);
-            layers.push(LayerWeights {
-                attn_norm: l.vector(&n("attn_norm.weight"), e)?,
-                attn,
-                wo: l.matrix(&n("attn_output.weight"), attn_out_width, e)?,
-                ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
-                ffn: match &c.moe {
-                    Some(m) if !dense_ffn => Ffn::Moe(MoeWeights {
-                        router: l.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
-                        experts: l.experts(&n("ffn_{}_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
-                        shared: match m.n_ff_shared {
-                            Some(ff) => Some((
-                                if m.shared_gated {
-                                    Some(l.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?)
-                                } else {
-                                    None
-                                },
-                                l.ffn(&n("ffn_{}_shexp.weight"), e, ff)?,
-                            )),
-                            None => None,
-                        },
-                        probs_bias: l.opt_vector(&n("exp_probs_b.bias"), m.n_expert, false)?,
-                    }),
-                    _ => Ffn::Dense(l.ffn(&n("ffn_{}.weight"), e, c.n_ff)?),
-                },
-            });
+            layers.push(l.layer(c, i)?);
         }
         let w = Weights {
             token_embd,
@@ -259,7 +164,7 @@ impl Weights {
             n_params: l.n_params,
             n_bytes: l.n_bytes,
         };
-        w.repack(gguf, opts, l.done, total);
+        w.repack(gguf, opts, l.done, l.total);
         Ok(w)
     }
 
@@ -414,6 +319,11 @@ fn cgroup_available() -> Option<u64> {
     None
 }
 
+/// The name of tensor `suffix` of layer `i`.
+fn blk(i: usize, suffix: &str) -> String {
+    format!("blk.{i}.{suffix}")
+}
+
 struct Loader<'a> {
     gguf: &'a GgufFile,
     opts: &'a LoadOptions<'a>,
@@ -427,7 +337,120 @@ struct Loader<'a> {
     n_bytes: u64,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// Decides where MoE experts live (see [`Mmap`]) and starts reading the file ahead when
+    /// everything will be read now.
+    fn new(
+        gguf: &'a GgufFile,
+        c: &ModelConfig,
+        opts: &'a LoadOptions<'a>,
+        mmap: Mmap,
+    ) -> Loader<'a> {
+        let total: u64 = gguf.tensors().iter().map(|t| t.n_bytes as u64).sum();
+        let experts_in_map = c.moe.is_some()
+            && match mmap {
+                Mmap::Always => true,
+                Mmap::Never => false,
+                Mmap::Auto => available_memory().is_some_and(|avail| total + total / 4 > avail),
+            };
+        if !experts_in_map {
+            // Everything will be read now; with experts left in the map, only what is used is.
+            gguf.advise_willneed();
+        }
+        Loader {
+            gguf,
+            opts,
+            image: (mmap != Mmap::Never).then(|| gguf.shared_bytes()),
+            experts_in_map,
+            done: 0,
+            total,
+            n_params: 0,
+            n_bytes: 0,
+        }
+    }
+
+    /// Layer `i`'s tensors, in the order they have always been loaded (progress and the first
+    /// error reported depend on it).
+    fn layer(&mut self, c: &ModelConfig, i: usize) -> Result<LayerWeights, ModelError> {
+        let e = c.n_embd;
+        let attn_out_width = c.mla.as_ref().map_or(c.q_dim(), |m| c.n_head * m.v_head);
+        let dense_ffn = c.moe.as_ref().is_none_or(|m| i < m.n_dense_lead);
+        Ok(LayerWeights {
+            attn_norm: self.vector(&blk(i, "attn_norm.weight"), e)?,
+            attn: match &c.mla {
+                None => Attention::Gqa(self.gqa(c, i)?),
+                Some(m) => Attention::Mla(self.mla(c, m, i)?),
+            },
+            wo: self.matrix(&blk(i, "attn_output.weight"), attn_out_width, e)?,
+            ffn_norm: self.vector(&blk(i, "ffn_norm.weight"), e)?,
+            ffn: match &c.moe {
+                Some(m) if !dense_ffn => Ffn::Moe(self.moe(e, m, i)?),
+                _ => Ffn::Dense(self.ffn(&blk(i, "ffn_{}.weight"), e, c.n_ff)?),
+            },
+        })
+    }
+
+    fn gqa(&mut self, c: &ModelConfig, i: usize) -> Result<GqaWeights, ModelError> {
+        let n = |s: &str| blk(i, s);
+        let (e, q, kv) = (c.n_embd, c.q_dim(), c.kv_dim());
+        let has_bias = c.arch.qkv_bias();
+        let has_qk_norm = c.arch.qk_norm();
+        Ok(GqaWeights {
+            wq: self.matrix(&n("attn_q.weight"), e, q)?,
+            wk: self.matrix(&n("attn_k.weight"), e, kv)?,
+            wv: self.matrix(&n("attn_v.weight"), e, kv)?,
+            bq: self.opt_vector(&n("attn_q.bias"), q, has_bias)?,
+            bk: self.opt_vector(&n("attn_k.bias"), kv, has_bias)?,
+            bv: self.opt_vector(&n("attn_v.bias"), kv, has_bias)?,
+            q_norm: self.opt_vector(&n("attn_q_norm.weight"), c.head_dim_k, has_qk_norm)?,
+            k_norm: self.opt_vector(&n("attn_k_norm.weight"), c.head_dim_k, has_qk_norm)?,
+        })
+    }
+
+    fn mla(&mut self, c: &ModelConfig, m: &MlaConfig, i: usize) -> Result<MlaWeights, ModelError> {
+        let n = |s: &str| blk(i, s);
+        let e = c.n_embd;
+        let q_width = c.n_head * (m.qk_nope + m.qk_rope);
+        let (q_a, q) = match m.q_lora {
+            Some(r) => (
+                Some((
+                    self.matrix(&n("attn_q_a.weight"), e, r)?,
+                    self.vector(&n("attn_q_a_norm.weight"), r)?,
+                )),
+                self.matrix(&n("attn_q_b.weight"), r, q_width)?,
+            ),
+            None => (None, self.matrix(&n("attn_q.weight"), e, q_width)?),
+        };
+        Ok(MlaWeights {
+            q_a,
+            q,
+            kv_a: self.matrix(&n("attn_kv_a_mqa.weight"), e, m.kv_lora + m.qk_rope)?,
+            kv_a_norm: self.vector(&n("attn_kv_a_norm.weight"), m.kv_lora)?,
+            k_b: self.stacked(&n("attn_k_b.weight"), m.qk_nope, m.kv_lora, c.n_head, false)?,
+            v_b: self.stacked(&n("attn_v_b.weight"), m.kv_lora, m.v_head, c.n_head, false)?,
+        })
+    }
+
+    fn moe(&mut self, e: usize, m: &MoeConfig, i: usize) -> Result<MoeWeights, ModelError> {
+        let n = |s: &str| blk(i, s);
+        Ok(MoeWeights {
+            router: self.matrix(&n("ffn_gate_inp.weight"), e, m.n_expert)?,
+            experts: self.experts(&n("ffn_{}_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
+            shared: match m.n_ff_shared {
+                Some(ff) => Some((
+                    if m.shared_gated {
+                        Some(self.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?)
+                    } else {
+                        None
+                    },
+                    self.ffn(&n("ffn_{}_shexp.weight"), e, ff)?,
+                )),
+                None => None,
+            },
+            probs_bias: self.opt_vector(&n("exp_probs_b.bias"), m.n_expert, false)?,
+        })
+    }
+
     fn info(&self, name: &str, expected: &[u64]) -> Result<&TensorInfo, ModelError> {
         let t = self
             .gguf

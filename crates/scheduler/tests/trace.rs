@@ -1,7 +1,7 @@
 //! Simulated request traces: the budget is never exceeded, block tables always cover what a step
 //! computes, every request finishes or is rejected, and no block leaks.
 
-use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig};
+use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -10,8 +10,29 @@ use std::collections::HashSet;
 fn random_traces() {
     let mut preemptions = 0;
     for seed in 0..150 {
+        preemptions += Trace::new(seed).run();
+    }
+    assert!(preemptions > 0, "the traces must exercise preemption");
+}
+
+/// One simulated trace: requests arriving at random, steps run, tokens sampled, clients leaving.
+struct Trace {
+    seed: u64,
+    rng: StdRng,
+    sch: Scheduler,
+    budget: usize,
+    block_size: usize,
+    /// A shared prefix that half the prompts start with.
+    system: Vec<u32>,
+    accepted: HashSet<u64>,
+    finished: HashSet<u64>,
+    next_id: u64,
+}
+
+impl Trace {
+    fn new(seed: u64) -> Trace {
         let mut rng = StdRng::seed_from_u64(seed);
-        let bs = rng.gen_range(1..8);
+        let block_size = rng.gen_range(1..8);
         let n_blocks = rng.gen_range(8..64);
         let cfg = SchedulerConfig {
             max_seqs: rng.gen_range(1..6),
@@ -20,80 +41,111 @@ fn random_traces() {
             n_ctx: 64,
         };
         let budget = cfg.token_budget;
-        let mut sch = Scheduler::new(cfg, n_blocks, bs);
+        let sch = Scheduler::new(cfg, n_blocks, block_size);
         let system: Vec<u32> = (0..rng.gen_range(0..16)).collect();
-        let mut accepted = HashSet::new();
-        let mut finished = HashSet::new();
-        let mut next_id = 0u64;
+        Trace {
+            seed,
+            rng,
+            sch,
+            budget,
+            block_size,
+            system,
+            accepted: HashSet::new(),
+            finished: HashSet::new(),
+            next_id: 0,
+        }
+    }
+
+    /// Runs the trace to the end, checking every step; the number of preemptions.
+    fn run(mut self) -> u64 {
+        let seed = self.seed;
         for round in 0..2000 {
-            if round < 400 && rng.gen_bool(0.3) {
-                let mut prompt = if rng.gen_bool(0.5) {
-                    system.clone()
-                } else {
-                    Vec::new()
-                };
-                prompt.extend((0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..50)));
-                let max_tokens = rng.gen_range(1..16);
-                match sch.add(next_id, prompt, Some(max_tokens)) {
-                    Ok(()) => {
-                        accepted.insert(next_id);
-                    }
-                    Err(
-                        Rejected::QueueFull(_) | Rejected::TooLong { .. } | Rejected::TooBig { .. },
-                    ) => {}
-                    Err(e) => panic!("{e}"),
-                }
-                next_id += 1;
+            if round < 400 && self.rng.gen_bool(0.3) {
+                self.add_request();
             }
-            let step = sch.schedule();
-            assert!(step.n_tokens() <= budget, "seed {seed}: budget exceeded");
-            let mut ids = HashSet::new();
-            for c in &step.chunks {
-                assert!(ids.insert(c.id), "a sequence twice in one step");
-                let table = sch
-                    .block_table(c.id)
-                    .expect("scheduled sequences are running");
-                assert!(
-                    table.len() * bs >= c.pos + c.tokens.len(),
-                    "seed {seed}: blocks do not cover the chunk"
-                );
-            }
-            // The engine sometimes ends a sequence with the token it sampled (EOS, stop string).
-            let sampled: Vec<Sampled> = step
-                .chunks
-                .iter()
-                .filter(|c| c.sample)
-                .map(|c| Sampled {
-                    id: c.id,
-                    token: rng.gen_range(0..50),
-                    stop: rng.gen_bool(0.03),
-                })
-                .collect();
-            for (id, _) in sch.complete(&step, &sampled) {
-                assert!(finished.insert(id));
-            }
-            // A client sometimes disconnects.
-            if rng.gen_bool(0.05) {
-                if let Some(c) = step.chunks.first() {
-                    if sch.finish(c.id, FinishReason::Aborted) {
-                        assert!(finished.insert(c.id));
-                    }
-                }
-            }
-            sch.blocks().check().unwrap();
-            if round > 400 && sch.is_idle() {
+            let step = self.sch.schedule();
+            self.check_step(&step);
+            self.complete(&step);
+            self.sch.blocks().check().unwrap();
+            if round > 400 && self.sch.is_idle() {
                 break;
             }
         }
-        assert!(sch.is_idle(), "seed {seed}: work left after the trace");
+        assert!(self.sch.is_idle(), "seed {seed}: work left after the trace");
         assert_eq!(
-            finished, accepted,
+            self.finished, self.accepted,
             "seed {seed}: every accepted request finishes"
         );
-        assert_eq!(sch.blocks().n_used(), 0, "seed {seed}: blocks leaked");
-        preemptions += sch.preemptions();
+        assert_eq!(self.sch.blocks().n_used(), 0, "seed {seed}: blocks leaked");
+        self.sch.preemptions()
     }
-    assert!(preemptions > 0, "the traces must exercise preemption");
+
+    fn add_request(&mut self) {
+        let rng = &mut self.rng;
+        let mut prompt = if rng.gen_bool(0.5) {
+            self.system.clone()
+        } else {
+            Vec::new()
+        };
+        prompt.extend((0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..50)));
+        let max_tokens = rng.gen_range(1..16);
+        match self.sch.add(self.next_id, prompt, Some(max_tokens)) {
+            Ok(()) => {
+                self.accepted.insert(self.next_id);
+            }
+            Err(Rejected::QueueFull(_) | Rejected::TooLong { .. } | Rejected::TooBig { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        self.next_id += 1;
+    }
+
+    /// Within the budget, each sequence once, its blocks covering what the step computes.
+    fn check_step(&self, step: &Step) {
+        let seed = self.seed;
+        assert!(
+            step.n_tokens() <= self.budget,
+            "seed {seed}: budget exceeded"
+        );
+        let mut ids = HashSet::new();
+        for c in &step.chunks {
+            assert!(ids.insert(c.id), "a sequence twice in one step");
+            let table = self
+                .sch
+                .block_table(c.id)
+                .expect("scheduled sequences are running");
+            assert!(
+                table.len() * self.block_size >= c.pos + c.tokens.len(),
+                "seed {seed}: blocks do not cover the chunk"
+            );
+        }
+    }
+
+    /// Samples a token for each chunk that asks for one and completes the step; then a client
+    /// sometimes disconnects.
+    fn complete(&mut self, step: &Step) {
+        let rng = &mut self.rng;
+        // The engine sometimes ends a sequence with the token it sampled (EOS, stop string).
+        let sampled: Vec<Sampled> = step
+            .chunks
+            .iter()
+            .filter(|c| c.sample)
+            .map(|c| Sampled {
+                id: c.id,
+                token: rng.gen_range(0..50),
+                stop: rng.gen_bool(0.03),
+            })
+            .collect();
+        for (id, _) in self.sch.complete(step, &sampled) {
+            assert!(self.finished.insert(id));
+        }
+        if self.rng.gen_bool(0.05) {
+            if let Some(c) = step.chunks.first() {
+                if self.sch.finish(c.id, FinishReason::Aborted) {
+                    assert!(self.finished.insert(c.id));
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -11,7 +11,21 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_and_parameters() {
+    // One server for every check, in this order: the prefix-cache checks count on earlier requests.
     let s = start(|_| {}).await;
+    health_and_models(&s).await;
+    greedy_chat_and_the_prefix_cache(&s).await;
+    completions_parameters(&s).await;
+    logprobs(&s).await;
+    stop_strings(&s).await;
+    streaming_chat_with_usage(&s).await;
+    streaming_completions_with_n(&s).await;
+    metrics(&s).await;
+    s.shutdown().await;
+}
+
+/// `/health`, `/v1/models` and one model.
+async fn health_and_models(s: &Running) {
     let (st, body) = s.get("/health").await;
     assert_eq!(st, StatusCode::OK, "{body}");
     let (st, body) = s.get("/v1/models").await;
@@ -20,8 +34,11 @@ async fn endpoints_and_parameters() {
     assert_eq!(models["data"][0]["id"], "qwen2-Q8_0");
     let (st, _) = s.get("/v1/models/qwen2-Q8_0").await;
     assert_eq!(st, StatusCode::OK);
+}
 
-    // Chat, greedy, with every sampling field present.
+/// Greedy chat with every sampling field present, twice: the same answer, the prompt from the
+/// prefix cache the second time.
+async fn greedy_chat_and_the_prefix_cache(s: &Running) {
     let chat = json!({
         "model": "qwen2-Q8_0",
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
@@ -45,7 +62,10 @@ async fn endpoints_and_parameters() {
         "{b}"
     );
     usage_ok(&b["usage"]);
+}
 
+/// `max_completion_tokens`, seeds, `n`, token-id prompts, several prompts, `echo`.
+async fn completions_parameters(s: &Running) {
     // max_completion_tokens wins over max_tokens.
     let (_, r) = s
         .post(
@@ -82,7 +102,10 @@ async fn endpoints_and_parameters() {
     assert_eq!(st, StatusCode::OK, "{r}");
     assert_eq!(r["choices"].as_array().unwrap().len(), 2);
     assert_eq!(r["usage"]["prompt_tokens"], 5);
+}
 
+/// Log-probabilities of completions and of chat.
+async fn logprobs(s: &Running) {
     // Completions logprobs: the sampled token's logprob is the top one under greedy.
     let (_, r) = s
         .post(
@@ -119,7 +142,10 @@ async fn endpoints_and_parameters() {
     assert_eq!(content.len(), 3);
     assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 2);
     assert!(content[0]["bytes"].is_array());
+}
 
+/// A stop string taken from a greedy answer cuts that answer before it.
+async fn stop_strings(s: &Running) {
     // Stop strings: the text ends before the stop string, finish_reason "stop".
     let (_, free) = s
         .post(
@@ -138,7 +164,10 @@ async fn endpoints_and_parameters() {
         assert_eq!(r["choices"][0]["finish_reason"], "stop");
         assert_eq!(got, &text[..text.find(&stop).unwrap()]);
     }
+}
 
+/// Streamed chat chunks in order, and the same text as unstreamed.
+async fn streaming_chat_with_usage(s: &Running) {
     // Streaming chat with usage: role first, then content, then finish, then usage, then [DONE].
     let events = s
         .stream(
@@ -168,7 +197,10 @@ async fn endpoints_and_parameters() {
         .post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5, "temperature": 0}))
         .await;
     assert_eq!(whole["choices"][0]["message"]["content"], streamed.as_str());
+}
 
+/// Streamed completions with `n` = 2 finish both choices.
+async fn streaming_completions_with_n(s: &Running) {
     // Streaming completions with n = 2.
     let events = s
         .stream(
@@ -185,8 +217,10 @@ async fn endpoints_and_parameters() {
         }
     }
     assert_eq!(finished, [true, true]);
+}
 
-    // Metrics.
+/// Every metric is listed; the prefix-cache hits of earlier requests are counted.
+async fn metrics(s: &Running) {
     let (st, m) = s.get("/metrics").await;
     assert_eq!(st, StatusCode::OK);
     for name in [
@@ -204,12 +238,25 @@ async fn endpoints_and_parameters() {
         assert!(m.contains(name), "{name} missing from /metrics");
     }
     assert!(s.metric("frugal_prefix_cache_hit_tokens_total").await >= 16.0);
-    s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_openai_shape_and_status() {
     let s = start(|c| c.body_limit = 4096).await;
+    malformed_and_mistyped_bodies(&s).await;
+    out_of_range_values(&s).await;
+    unknown_models(&s).await;
+    sizes_over_the_limits_and_unknown_routes(&s).await;
+    // After all that the server still serves.
+    let (st, _) = s
+        .post("/v1/completions", json!({"prompt": "ok", "max_tokens": 2}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    s.shutdown().await;
+}
+
+/// Malformed JSON, and wrong types that name the field.
+async fn malformed_and_mistyped_bodies(s: &Running) {
     let chat = "/v1/chat/completions";
     // Malformed JSON.
     let r = s
@@ -235,7 +282,11 @@ async fn errors_have_openai_shape_and_status() {
     assert_error(st, &body, StatusCode::BAD_REQUEST, "messages");
     let (st, body) = s.post(chat, json!({"model": "qwen2-Q8_0"})).await;
     assert_error(st, &body, StatusCode::BAD_REQUEST, "messages");
-    // Out-of-range values.
+}
+
+/// Values out of range name their field; token ids out of the vocabulary say so.
+async fn out_of_range_values(s: &Running) {
+    let chat = "/v1/chat/completions";
     for (field, v) in [
         ("temperature", json!(-1)),
         ("top_p", json!(0)),
@@ -263,7 +314,11 @@ async fn errors_have_openai_shape_and_status() {
         )
         .await;
     assert_error(st, &body, StatusCode::BAD_REQUEST, "vocabulary");
-    // Unknown model.
+}
+
+/// An unknown model is 404 `model_not_found`.
+async fn unknown_models(s: &Running) {
+    let chat = "/v1/chat/completions";
     let (st, body) = s
         .post(
             chat,
@@ -274,6 +329,10 @@ async fn errors_have_openai_shape_and_status() {
     assert_eq!(body["error"]["code"], "model_not_found");
     let (st, _) = s.get("/v1/models/gpt-4").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+/// Prompts beyond the context (256), a body over the limit (4096), unknown routes and methods.
+async fn sizes_over_the_limits_and_unknown_routes(s: &Running) {
     // Prompt plus max_tokens beyond the context (256): both sizes in the message.
     let (st, body) = s
         .post(
@@ -296,12 +355,6 @@ async fn errors_have_openai_shape_and_status() {
     assert_eq!(st, StatusCode::NOT_FOUND, "{body}");
     let (st, _) = s.get("/v1/chat/completions").await;
     assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
-    // After all that the server still serves.
-    let (st, _) = s
-        .post("/v1/completions", json!({"prompt": "ok", "max_tokens": 2}))
-        .await;
-    assert_eq!(st, StatusCode::OK);
-    s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

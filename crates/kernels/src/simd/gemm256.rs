@@ -159,19 +159,7 @@ unsafe fn tile_q32<const KIND: u8, const T: usize>(
                     let mut s16 = [[_mm256_setzero_si256(); T]; 2];
                     for v in 0..4 {
                         let raw = load(rec.add(64 * v + 32 * h));
-                        // Bit 4 of value 4v + j is bit v of byte j, of 16 + 4v + j bit v + 4.
-                        let (hl, hh) = match v {
-                            0 => (_mm256_slli_epi32::<4>(hv), hv),
-                            1 => (_mm256_slli_epi32::<3>(hv), _mm256_srli_epi32::<1>(hv)),
-                            2 => (_mm256_slli_epi32::<2>(hv), _mm256_srli_epi32::<2>(hv)),
-                            _ => (_mm256_slli_epi32::<1>(hv), _mm256_srli_epi32::<3>(hv)),
-                        };
-                        let lo =
-                            _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(hl, m10));
-                        let hi = _mm256_or_si256(
-                            _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
-                            _mm256_and_si256(hh, m10),
-                        );
+                        let (lo, hi) = q5_0_quants(raw, hv, v, m4, m10);
                         for t in 0..T {
                             let l = _mm256_maddubs_epi16(lo, bcst(y[t].add(4 * v)));
                             let u = _mm256_maddubs_epi16(hi, bcst(y[t].add(16 + 4 * v)));
@@ -205,6 +193,40 @@ unsafe fn tile_q32<const KIND: u8, const T: usize>(
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
+/// The unsigned 5-bit quants of nibble vector `v` of a Q5_0 record half: `raw` that vector, `hv`
+/// the fifth-bit vector, `m4` and `m10` the byte masks 0x0F and 0x10; values `4v + j` and
+/// `16 + 4v + j` (lane byte `j`).
+///
+/// `#[inline(always)]` without `#[target_feature]` (the two do not combine on stable Rust): it is
+/// inlined into [`tile_q32`] before any other optimization, as if written out there.
+///
+/// # Safety: the CPU has AVX2.
+#[inline(always)]
+unsafe fn q5_0_quants(
+    raw: __m256i,
+    hv: __m256i,
+    v: usize,
+    m4: __m256i,
+    m10: __m256i,
+) -> (__m256i, __m256i) {
+    // SAFETY: the CPU has AVX2, as the caller guarantees.
+    unsafe {
+        // Bit 4 of value 4v + j is bit v of byte j, of 16 + 4v + j bit v + 4.
+        let (hl, hh) = match v {
+            0 => (_mm256_slli_epi32::<4>(hv), hv),
+            1 => (_mm256_slli_epi32::<3>(hv), _mm256_srli_epi32::<1>(hv)),
+            2 => (_mm256_slli_epi32::<2>(hv), _mm256_srli_epi32::<2>(hv)),
+            _ => (_mm256_slli_epi32::<1>(hv), _mm256_srli_epi32::<3>(hv)),
+        };
+        let lo = _mm256_or_si256(_mm256_and_si256(raw, m4), _mm256_and_si256(hl, m10));
+        let hi = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4),
+            _mm256_and_si256(hh, m10),
+        );
+        (lo, hi)
     }
 }
 
