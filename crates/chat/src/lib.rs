@@ -129,22 +129,24 @@ impl ChatTemplate {
     /// tools described some other way. Computed once.
     pub fn renders_tools(&self) -> bool {
         *self.renders_tools.get_or_init(|| {
-            let probe = [
-                serde_json::json!({"role": "system", "content": "s"}),
-                serde_json::json!({"role": "user", "content": "u"}),
-            ];
             let tool = [serde_json::json!({"type": "function", "function": {
                 "name": "frugal_probe_tool", "description": "probe",
                 "parameters": {"type": "object", "properties": {}}}})];
             let none = Map::new();
-            let with = self.render(&probe, Some(&tool), true, &none);
-            let without = self.render(&probe, None, true, &none);
-            match (with, without) {
-                (Ok(a), Ok(b)) => a != b,
-                // Templates that need tools (Hermes' tool_use variant) render them.
-                (Ok(_), Err(_)) => true,
-                (Err(_), _) => false,
+            let system = serde_json::json!({"role": "system", "content": "s"});
+            let user = serde_json::json!({"role": "user", "content": "u"});
+            // With a system message, and without for templates that refuse one (Gemma).
+            for probe in [vec![system, user.clone()], vec![user]] {
+                let with = self.render(&probe, Some(&tool), true, &none);
+                let without = self.render(&probe, None, true, &none);
+                match (with, without) {
+                    (Ok(a), Ok(b)) => return a != b,
+                    // Templates that need tools (Hermes' tool_use variant) render them.
+                    (Ok(_), Err(_)) => return true,
+                    (Err(_), _) => {}
+                }
             }
+            false
         })
     }
 }

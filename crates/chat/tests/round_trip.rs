@@ -131,3 +131,15 @@ fn templates_that_ignore_tools_are_detected() {
     let t = ChatTemplate::new(&smol, None, Some("<|im_end|>"), None).unwrap();
     assert!(!t.renders_tools());
 }
+
+#[test]
+fn a_template_that_refuses_system_messages_is_probed_without_one() {
+    let src = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}\
+               {{ m.content }}{% endfor %}{% if tools %}{{ tools | length }}{% endif %}";
+    let t = ChatTemplate::new(src, None, None, None).unwrap();
+    assert!(t.renders_tools());
+    let src = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}\
+               {{ m.content }}{% endfor %}";
+    let t = ChatTemplate::new(src, None, None, None).unwrap();
+    assert!(!t.renders_tools());
+}
