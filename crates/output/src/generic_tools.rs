@@ -214,12 +214,19 @@ pub fn answer_grammar(
     Grammar::json_schema(&answer_schema(tools, choice, parallel, response)?)
 }
 
-/// Parses a generic answer. The answer is one JSON object, so nothing is emitted until it is
-/// complete: a streaming client gets the message in the last deltas. Text that is not a generic
-/// answer (no grammar held the model to it) is passed on as content.
+/// How the answer opens when it is a text response (the grammar's fixed layout).
+const RESPONSE_OPEN: &str = "{\"response\": \"";
+
+/// Parses a generic answer. A text `response` streams as content while it is generated; tool
+/// calls (and structured responses) are one JSON document, emitted when it is complete. Text
+/// that is not a generic answer (no grammar held the model to it) is passed on as content.
 #[derive(Debug, Clone, Default)]
 pub struct GenericToolParser {
     buf: String,
+    /// Where the undecoded text of a streaming `response` string starts in `buf`.
+    response_at: Option<usize>,
+    /// The `response` string has closed.
+    response_done: bool,
     content: String,
     calls: Vec<ToolCall>,
 }
@@ -231,34 +238,46 @@ impl GenericToolParser {
 
     pub fn push(&mut self, text: &str) -> Vec<ToolDelta> {
         self.buf.push_str(text);
-        Vec::new()
+        if self.response_at.is_none() {
+            let lead = self.buf.len() - self.buf.trim_start().len();
+            if self.buf[lead..].starts_with(RESPONSE_OPEN) {
+                self.response_at = Some(lead + RESPONSE_OPEN.len());
+            }
+        }
+        self.stream_response(false)
+    }
+
+    /// Decodes what is certain of the `response` string so far (`last`: all of what is left).
+    fn stream_response(&mut self, last: bool) -> Vec<ToolDelta> {
+        let Some(at) = self.response_at.filter(|_| !self.response_done) else {
+            return Vec::new();
+        };
+        let rest = &self.buf[at..];
+        let (end, closed) = string_prefix(rest);
+        let end = if last && !closed { rest.len() } else { end };
+        let piece = &rest[..end];
+        let text: String =
+            serde_json::from_str(&format!("\"{piece}\"")).unwrap_or_else(|_| piece.to_string());
+        self.response_at = Some(at + end);
+        self.response_done = closed;
+        if text.is_empty() {
+            return Vec::new();
+        }
+        self.content.push_str(&text);
+        vec![ToolDelta::Content(text)]
     }
 
     pub fn finish(&mut self) -> Vec<ToolDelta> {
+        if self.response_at.is_some() {
+            return self.stream_response(true);
+        }
         let text = std::mem::take(&mut self.buf);
         let parsed: Option<Map<String, Value>> = serde_json::from_str(text.trim()).ok();
         let mut out = Vec::new();
         match parsed {
             Some(obj) if obj.get("tool_calls").is_some_and(Value::is_array) => {
                 for call in obj["tool_calls"].as_array().into_iter().flatten() {
-                    let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
-                    let arguments = call.get("arguments").cloned().unwrap_or(json!({}));
-                    let call = ToolCall {
-                        id: new_call_id(),
-                        name: name.to_string(),
-                        arguments: python_json(&arguments),
-                    };
-                    let index = self.calls.len();
-                    out.push(ToolDelta::ToolCallStart {
-                        index,
-                        id: call.id.clone(),
-                        name: call.name.clone(),
-                    });
-                    out.push(ToolDelta::ToolCallArguments {
-                        index,
-                        arguments: call.arguments.clone(),
-                    });
-                    self.calls.push(call);
+                    out.extend(self.add_call(call));
                 }
             }
             Some(obj) if obj.contains_key("response") => {
@@ -275,10 +294,63 @@ impl GenericToolParser {
         out
     }
 
+    fn add_call(&mut self, call: &Value) -> [ToolDelta; 2] {
+        let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
+        let arguments = call.get("arguments").cloned().unwrap_or(json!({}));
+        let call = ToolCall {
+            id: new_call_id(),
+            name: name.to_string(),
+            arguments: python_json(&arguments),
+        };
+        let index = self.calls.len();
+        let deltas = [
+            ToolDelta::ToolCallStart {
+                index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+            },
+            ToolDelta::ToolCallArguments {
+                index,
+                arguments: call.arguments.clone(),
+            },
+        ];
+        self.calls.push(call);
+        deltas
+    }
+
     /// The content and calls (call after [`GenericToolParser::finish`]).
     pub fn into_result(self) -> (String, Vec<ToolCall>) {
         (self.content, self.calls)
     }
+}
+
+/// The length of the body of a JSON string that can be decoded now, and whether the closing
+/// quote follows it. An escape cut short, or a `\uD8xx` high surrogate whose pair may follow,
+/// waits for more text.
+fn string_prefix(s: &str) -> (usize, bool) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => return (i, true),
+            b'\\' => {
+                let len = if b.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+                if i + len > b.len() {
+                    return (i, false);
+                }
+                let high = len == 6
+                    && s.get(i + 2..i + 4).is_some_and(|h| {
+                        matches!(h.to_ascii_uppercase().as_str(), "D8" | "D9" | "DA" | "DB")
+                    });
+                if high && i + 12 > b.len() {
+                    return (i, false);
+                }
+                i += if high { 12 } else { len };
+            }
+            _ => i += 1,
+        }
+    }
+    (b.len().min(i), false)
 }
 
 /// JSON text as the grammar writes it (and Python's `json.dumps`): `", "` and `": "`.
@@ -339,8 +411,30 @@ mod tests {
         assert_eq!(calls[0].arguments, "{\"a\": 1}");
 
         let mut p = GenericToolParser::new();
-        p.push("{\"response\": \"Hi \\\"there\\\"\"}");
-        assert_eq!(p.finish(), vec![ToolDelta::Content("Hi \"there\"".into())]);
+        let mut d = p.push("{\"response\": \"Hi \\\"there\\\"\"}");
+        d.extend(p.finish());
+        assert_eq!(d, vec![ToolDelta::Content("Hi \"there\"".into())]);
+
+        // A text response streams as it comes, escapes split anywhere.
+        let mut p = GenericToolParser::new();
+        let answer = "{\"response\": \"a\\\"b\\u00e9\\ud83d\\ude00c\"}";
+        let mut streamed = String::new();
+        for ch in answer.chars() {
+            for d in p.push(&ch.to_string()) {
+                let ToolDelta::Content(t) = d else {
+                    panic!("{d:?}")
+                };
+                streamed.push_str(&t);
+            }
+        }
+        assert!(p.finish().is_empty());
+        assert_eq!(streamed, "a\"bé😀c");
+        assert_eq!(p.into_result().0, "a\"bé😀c");
+        // Cut short by max_tokens: what there is.
+        let mut p = GenericToolParser::new();
+        p.push("{\"response\": \"abc\\");
+        p.finish();
+        assert_eq!(p.into_result().0, "abc\\");
 
         let mut p = GenericToolParser::new();
         p.push("not json");
