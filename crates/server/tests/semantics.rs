@@ -249,6 +249,29 @@ async fn tools_on_a_template_without_tools_come_back_as_tool_calls() {
             assert!(!m["tool_calls"].as_array().unwrap().is_empty(), "{v}");
         }
     }
+    // A text response streams the same text as it is generated.
+    for seed in 1..4 {
+        let body = json!({"messages": [{"role": "user", "content": "Hi"}], "tools": tools,
+            "max_tokens": 60, "temperature": 0, "seed": seed,
+            "response_format": {"type": "text"}});
+        let (status, v) = s.post("/v1/chat/completions", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let mut streamed = String::new();
+        let mut streamed_calls = 0;
+        let mut body = body;
+        body["stream"] = json!(true);
+        for c in s.stream("/v1/chat/completions", body).await {
+            if let Some(ch) = c["choices"].get(0) {
+                streamed.push_str(ch["delta"]["content"].as_str().unwrap_or_default());
+                streamed_calls += ch["delta"]["tool_calls"].as_array().map_or(0, Vec::len);
+            }
+        }
+        let m = &v["choices"][0]["message"];
+        assert_eq!(streamed, m["content"].as_str().unwrap_or_default(), "{v}");
+        if m["tool_calls"].is_array() {
+            assert!(streamed_calls > 0, "{v}");
+        }
+    }
     s.shutdown().await;
 }
 
