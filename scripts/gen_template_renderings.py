@@ -124,7 +124,7 @@ def normalize(messages):
         m = {k: v for k, v in copy.deepcopy(m).items() if v is not None or k == "content"}
         m.setdefault("content", None)
         if isinstance(m["content"], list):
-            m["content"] = "\n".join(p["text"] for p in m["content"] if p.get("type") == "text")
+            m["content"] = "\n".join(p["text"] for p in m["content"] if p.get("type", "text") == "text" and isinstance(p.get("text"), str))
         for call in m.get("tool_calls") or []:
             f = call.get("function", {})
             if isinstance(f.get("arguments"), str):
