@@ -5,7 +5,7 @@
 //! - [`generic_tools`] is the JSON tool-call format for templates that cannot render tools.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
 //!   vocabulary.
-//! - [`machine`] is the per-sequence [`frugal_engine::constraint::Constraint`]: reasoning (with a
+//! - [`machine`] is the per-sequence [`frugal_constraint::Constraint`]: reasoning (with a
 //!   budget), then the constrained answer, then the end.
 //!
 //! A server wires a chat request like this (see [`OutputPlan`]):
@@ -30,6 +30,8 @@
 //! parser.finish();
 //! let message = parser.into_message();           // reasoning_content, content, tool_calls
 //! ```
+
+#![forbid(unsafe_code)]
 
 pub mod generic_tools;
 pub mod grammar;

@@ -6,7 +6,7 @@ use crate::api::ChatRequest;
 use crate::error::ApiError;
 use crate::{AppState, ReasoningFormat};
 use frugal_chat::ChatTemplate;
-use frugal_engine::constraint::Constraint;
+use frugal_constraint::Constraint;
 use frugal_output::{
     generic_tools, reasoning_mode, OutputError, OutputParser, OutputPlan, OutputRequest,
     ReasoningMode, TokenEnv, ToolFormat,

@@ -8,8 +8,9 @@ use crate::worker::{Command, Done, Job, JobError, Piece};
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use frugal_engine::batch::TokenLogprobs;
-use frugal_engine::constraint::{Constraint, ConstraintError};
+use frugal_constraint::{Constraint, ConstraintError};
+use frugal_engine::logprobs::TokenLogprobs;
+use frugal_engine::Request;
 use frugal_output::{OutputDelta, OutputParser, ParsedMessage};
 use frugal_scheduler::Rejected;
 use futures_util::stream::{self, StreamExt};
@@ -56,52 +57,31 @@ pub async fn generate(
         .ready
         .get()
         .ok_or_else(|| ApiError::unavailable("The model is still loading."))?;
-    let mut plans = Vec::new();
-    for (pi, p) in prompts.iter().enumerate() {
-        let n_prompt = p.tokens.len();
-        if n_prompt == 0 {
-            return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
-        }
-        let max_tokens = match gen.max_tokens {
-            Some(m) => m,
-            None if n_prompt < st.n_ctx => st.n_ctx - n_prompt,
-            None => 0,
-        };
-        if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
-            return Err(ApiError::invalid(format!(
-                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion). Please reduce the prompt or the completion length.",
-                st.n_ctx,
-                n_prompt.saturating_add(max_tokens.max(1)),
-                n_prompt,
-                max_tokens.max(1),
-            ))
-            .with_code("context_length_exceeded"));
-        }
-        plans.push((pi, max_tokens));
+    if prompts.iter().any(|p| p.tokens.is_empty()) {
+        return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
     }
 
     let mut choices = Vec::new();
     let mut pending = Vec::new();
-    for &(pi, max_tokens) in &plans {
+    for (pi, p) in prompts.iter().enumerate() {
         for i in 0..gen.n {
             let (tx, rx) = mpsc::unbounded_channel();
             let (acc_tx, acc_rx) = oneshot::channel();
             let mut sampling = gen.sampling.clone();
             sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let mut req = Request::new(p.tokens.clone(), gen.max_tokens, sampling);
+            req.stop = gen.stop.clone();
+            req.logprobs = logprobs;
+            req.constraint = if gen.inject_panic {
+                Some(Box::new(PanicConstraint))
+            } else {
+                output.as_ref().and_then(ChatOutput::constraint)
+            };
+            req.render_special = output.as_ref().is_some_and(|o| o.render_special);
             let job = Job {
-                prompt: prompts[pi].tokens.clone(),
-                max_tokens,
-                sampling,
-                stop: gen.stop.clone(),
-                logprobs,
-                constraint: if gen.inject_panic {
-                    Some(Box::new(PanicConstraint))
-                } else {
-                    output.as_ref().and_then(ChatOutput::constraint)
-                },
-                render_special: output.as_ref().is_some_and(|o| o.render_special),
+                request: req,
                 arrived,
-                request: format!("{request}/{}", choices.len()),
+                id: format!("{request}/{}", choices.len()),
                 pieces: tx,
                 accepted: acc_tx,
             };
@@ -147,9 +127,15 @@ pub async fn generate(
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Rejected(Rejected::QueueFull(n)) => ApiError::queue_full(n),
-        JobError::Rejected(r @ Rejected::TooLong { .. }) => {
-            ApiError::invalid(r.to_string()).with_code("context_length_exceeded")
-        }
+        JobError::Rejected(Rejected::TooLong {
+            prompt,
+            max_tokens,
+            n_ctx,
+        }) => ApiError::invalid(format!(
+            "This model's maximum context length is {n_ctx} tokens. However, you requested {} tokens ({prompt} in the prompt, {max_tokens} for the completion). Please reduce the prompt or the completion length.",
+            prompt.saturating_add(max_tokens),
+        ))
+        .with_code("context_length_exceeded"),
         JobError::Rejected(r) => ApiError::invalid(r.to_string()),
         JobError::Invalid { param, msg } => ApiError::invalid_param(param, msg),
         JobError::ShuttingDown => ApiError::unavailable("The server is shutting down."),
