@@ -11,6 +11,7 @@
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
+use std::sync::OnceLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -30,6 +31,7 @@ pub struct ChatTemplate {
     bos: Option<String>,
     eos: Option<String>,
     pad: Option<String>,
+    renders_tools: OnceLock<bool>,
 }
 
 impl ChatTemplate {
@@ -54,6 +56,7 @@ impl ChatTemplate {
             bos: bos_token.map(str::to_string),
             eos: eos_token.map(str::to_string),
             pad: pad_token.map(str::to_string),
+            renders_tools: OnceLock::new(),
         })
     }
 
@@ -67,7 +70,9 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` (OpenAI-shaped JSON objects) with optional `tools`; `extra` adds template
-    /// variables such as `enable_thinking`.
+    /// variables such as `enable_thinking`. Messages are normalized first ([`normalize_messages`]);
+    /// null content is passed as null, and as `""` only when the template fails on null (it needs a
+    /// string there).
     pub fn render(
         &self,
         messages: &[Json],
@@ -75,12 +80,26 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         extra: &Map<String, Json>,
     ) -> Result<String, ChatError> {
-        let messages: Vec<Json> = messages.iter().map(normalize_message).collect();
+        let mut messages = normalize_messages(messages);
+        let first = self.render_normalized(&messages, tools, add_generation_prompt, extra);
+        if first.is_ok() || !null_content_to_empty(&mut messages) {
+            return first;
+        }
+        self.render_normalized(&messages, tools, add_generation_prompt, extra)
+    }
+
+    fn render_normalized(
+        &self,
+        messages: &[Json],
+        tools: Option<&[Json]>,
+        add_generation_prompt: bool,
+        extra: &Map<String, Json>,
+    ) -> Result<String, ChatError> {
         let mut ctx = Map::new();
         for (k, v) in extra {
             ctx.insert(k.clone(), v.clone());
         }
-        ctx.insert("messages".into(), Json::Array(messages));
+        ctx.insert("messages".into(), Json::Array(messages.to_vec()));
         ctx.insert(
             "tools".into(),
             tools.map_or(Json::Null, |t| Json::Array(t.to_vec())),
@@ -106,34 +125,96 @@ impl ChatTemplate {
         tmpl.render(Value::from_serialize(&ctx))
             .map_err(|e| ChatError::Render(describe(&e)))
     }
+
+    /// Whether the template renders `tools` at all: a probe conversation rendered with and without
+    /// a probe tool gives different text. Templates that ignore tools (ChatML, SmolLM2) need the
+    /// tools described some other way. Computed once.
+    pub fn renders_tools(&self) -> bool {
+        *self.renders_tools.get_or_init(|| {
+            let tool = [serde_json::json!({"type": "function", "function": {
+                "name": "frugal_probe_tool", "description": "probe",
+                "parameters": {"type": "object", "properties": {}}}})];
+            let none = Map::new();
+            let system = serde_json::json!({"role": "system", "content": "s"});
+            let user = serde_json::json!({"role": "user", "content": "u"});
+            // With a system message, and without for templates that refuse one (Gemma).
+            for probe in [vec![system, user.clone()], vec![user]] {
+                let with = self.render(&probe, Some(&tool), true, &none);
+                let without = self.render(&probe, None, true, &none);
+                match (with, without) {
+                    (Ok(a), Ok(b)) => return a != b,
+                    // Templates that need tools (Hermes' tool_use variant) render them.
+                    (Ok(_), Err(_)) => return true,
+                    (Err(_), _) => {}
+                }
+            }
+            false
+        })
+    }
 }
 
-/// Content given as an array of text parts becomes one string; tool-call arguments given as a JSON
-/// string become an object (templates iterate over them or pass them to `tojson`).
+/// Messages as clients send them, in the shape chat templates expect (as `transformers` users
+/// pass them, and as llama.cpp normalizes them):
+/// - null-valued fields other than `content` are dropped (the openai SDK sends back `refusal`,
+///   `audio`, `function_call` and, without calls, `tool_calls` as null; templates test
+///   `'tool_calls' in message`);
+/// - a missing `content` becomes null (an assistant message with only `tool_calls`);
+/// - content given as a list of parts becomes the text of its `text` parts joined with `"\n"`
+///   (other parts are left out: callers reject them first if the model cannot take them);
+/// - `function.arguments` given as a JSON string becomes the parsed value, which the Llama 3.1
+///   and Hermes templates pass to `tojson` (an empty string becomes `{}`; text that is not JSON
+///   stays a string).
+pub fn normalize_messages(messages: &[Json]) -> Vec<Json> {
+    messages.iter().map(normalize_message).collect()
+}
+
 fn normalize_message(m: &Json) -> Json {
-    let mut m = m.clone();
-    if let Some(Json::Array(parts)) = m.get("content") {
-        let text: String = parts
+    let Json::Object(obj) = m else {
+        return m.clone();
+    };
+    let mut obj: Map<String, Json> = obj
+        .iter()
+        .filter(|(k, v)| !v.is_null() || *k == "content")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let content = obj.entry("content").or_insert(Json::Null);
+    if let Json::Array(parts) = content {
+        let texts: Vec<&str> = parts
             .iter()
+            .filter(|p| p.get("type").is_none_or(|t| t == "text"))
             .filter_map(|p| p.get("text").and_then(Json::as_str))
             .collect();
-        m["content"] = Json::String(text);
+        *content = Json::String(texts.join("\n"));
     }
-    if let Some(Json::Array(calls)) = m.get_mut("tool_calls") {
+    if let Some(Json::Array(calls)) = obj.get_mut("tool_calls") {
         for call in calls {
             if let Some(args) = call
                 .get_mut("function")
                 .and_then(|f| f.get_mut("arguments"))
             {
                 if let Some(s) = args.as_str() {
-                    if let Ok(parsed @ Json::Object(_)) = serde_json::from_str::<Json>(s) {
+                    if s.trim().is_empty() {
+                        *args = Json::Object(Map::new());
+                    } else if let Ok(parsed) = serde_json::from_str::<Json>(s) {
                         *args = parsed;
                     }
                 }
             }
         }
     }
-    m
+    Json::Object(obj)
+}
+
+/// Replaces null `content` with `""`; false when there was none to replace.
+fn null_content_to_empty(messages: &mut [Json]) -> bool {
+    let mut changed = false;
+    for m in messages {
+        if let Some(c @ Json::Null) = m.get_mut("content") {
+            *c = Json::String(String::new());
+            changed = true;
+        }
+    }
+    changed
 }
 
 fn describe(e: &JinjaError) -> String {

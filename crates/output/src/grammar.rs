@@ -197,9 +197,24 @@ impl TokenEnv {
             .factory
             .create_parser(g)
             .map_err(|e| OutputError::Grammar(clean_error(&e.to_string())))?;
-        let m = Matcher::new(Ok(parser));
+        let mut m = Matcher::new(Ok(parser));
         if let Some(e) = m_error(&m) {
-            return Err(OutputError::Grammar(e));
+            return Err(OutputError::Grammar(clean_error(&e)));
+        }
+        // Some schemas only fail once decoding starts: find out now, while the request can
+        // still get a 400.
+        if let Err(e) = m.compute_mask() {
+            let e = clean_error(&e.to_string());
+            return Err(OutputError::Grammar(format!(
+                "the schema admits no output ({e})"
+            )));
+        }
+        if m.compute_ff_tokens().len() >= MAX_FORCED_TOKENS {
+            return Err(OutputError::Grammar(format!(
+                "the schema admits no document of reasonable length: it forces more than \
+                 {MAX_FORCED_TOKENS} tokens of output (a required property that refers back to \
+                 its own schema, or a huge repetition count in a pattern?)"
+            )));
         }
         Ok(GrammarMatcher { m })
     }
@@ -213,9 +228,43 @@ fn m_error(m: &Matcher) -> Option<String> {
     }
 }
 
+/// Longest error message passed on (schemas can be quoted at length).
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Most tokens a grammar may force before the model has any choice. Past it the schema has no
+/// document of reasonable length: a required property that refers back to its own schema, or a
+/// pattern like `^a{1000000}$`.
+const MAX_FORCED_TOKENS: usize = 8192;
+
 /// llguidance appends the whole grammar to some errors; the first line says what is wrong.
+/// Its "at 1(8)" position is inside that generated grammar, and a state dump (`<state>`) may
+/// follow: keep the message lines before either, on one line.
 fn clean_error(e: &str) -> String {
-    e.lines().next().unwrap_or(e).trim().to_string()
+    let mut parts: Vec<&str> = Vec::new();
+    for line in e.lines() {
+        let t = line.trim();
+        let grammar_echo = t
+            .split_once(" | ")
+            .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+        if grammar_echo || t.starts_with("<state>") {
+            break;
+        }
+        if !t.is_empty() && !t.chars().all(|c| c == '^') {
+            parts.push(t);
+        }
+    }
+    let mut s = parts.join(" ");
+    if let Some(rest) = s.strip_prefix("at ").and_then(|r| r.split_once(": ")) {
+        s = rest.1.to_string();
+    }
+    if s.chars().count() > MAX_ERROR_CHARS {
+        s = s.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…";
+    }
+    if s.is_empty() {
+        "the grammar cannot be compiled".into()
+    } else {
+        s
+    }
 }
 
 /// A Lark string literal (Lark strings use JSON string syntax).
@@ -241,11 +290,15 @@ impl std::fmt::Debug for GrammarMatcher {
 impl GrammarMatcher {
     /// The tokens allowed next (end-of-generation ids when the grammar may end here).
     pub fn allowed(&mut self) -> Result<SimpleVob, String> {
-        self.m.compute_mask().map_err(|e| e.to_string())
+        self.m
+            .compute_mask()
+            .map_err(|e| clean_error(&e.to_string()))
     }
 
     pub fn consume(&mut self, token: u32) -> Result<(), String> {
-        self.m.consume_token(token).map_err(|e| e.to_string())
+        self.m
+            .consume_token(token)
+            .map_err(|e| clean_error(&e.to_string()))
     }
 
     /// The tokens the grammar forces next (the canonical tokenization of the bytes it forces),
@@ -256,7 +309,7 @@ impl GrammarMatcher {
 
     /// Takes back the last `n` tokens.
     pub fn rollback(&mut self, n: usize) -> Result<(), String> {
-        self.m.rollback(n).map_err(|e| e.to_string())
+        self.m.rollback(n).map_err(|e| clean_error(&e.to_string()))
     }
 
     /// The grammar cannot go on: only end-of-generation may follow.
@@ -295,7 +348,7 @@ impl ToolChoice {
     /// absent means `auto`.
     pub fn from_json(v: Option<&Value>) -> Result<ToolChoice, OutputError> {
         let bad =
-            |v: &Value| OutputError::InvalidRequest(format!("tool_choice: unsupported value {v}"));
+            |v: &Value| OutputError::tool_choice(format!("tool_choice: unsupported value {v}"));
         match v {
             None | Some(Value::Null) => Ok(ToolChoice::Auto),
             Some(Value::String(s)) => match s.as_str() {
@@ -312,6 +365,109 @@ impl ToolChoice {
             Some(other) => Err(bad(other)),
         }
     }
+}
+
+/// Each tool's function name and `parameters` schema (an empty object schema when absent), with
+/// errors naming the field (`tools[2].function.name`).
+pub(crate) fn tool_signatures(tools: &[Value]) -> Result<Vec<(String, Value)>, OutputError> {
+    let bad = |param: String, message: String| OutputError::Param { param, message };
+    let mut fns: Vec<(String, Value)> = Vec::new();
+    for (i, t) in tools.iter().enumerate() {
+        let f = t.get("function").unwrap_or(t);
+        let name = match f.get("name") {
+            Some(Value::String(n)) if !n.is_empty() => n.as_str(),
+            _ => {
+                let p = format!("tools[{i}].function.name");
+                return Err(bad(p.clone(), format!("{p} must be a non-empty string")));
+            }
+        };
+        if fns.iter().any(|(n, _)| n == name) {
+            let p = format!("tools[{i}].function.name");
+            return Err(bad(
+                p.clone(),
+                format!("{p}: the name '{name}' is used twice"),
+            ));
+        }
+        let params = match f.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object"}),
+            Some(p @ Value::Object(_)) => p.clone(),
+            Some(_) => {
+                let p = format!("tools[{i}].function.parameters");
+                return Err(bad(
+                    p.clone(),
+                    format!("{p} (tool '{name}') must be a JSON schema object"),
+                ));
+            }
+        };
+        if let Err(OutputError::Grammar(m)) = check_limits(&params) {
+            let p = format!("tools[{i}].function.parameters");
+            return Err(bad(
+                p.clone(),
+                format!("{p} (tool '{name}'): unsupported or invalid schema: {m}"),
+            ));
+        }
+        fns.push((name.to_string(), params));
+    }
+    Ok(fns)
+}
+
+/// Largest repetition count allowed in a `pattern` (`a{N}`): beyond it the compiled automaton and
+/// the forced output become unreasonably large.
+const MAX_PATTERN_REPEAT: u64 = 10_000;
+/// Largest `minLength` / `minItems` / `minProperties`: no answer that long fits a context.
+const MAX_MIN_SIZE: u64 = 100_000;
+
+/// Rejects, before compiling, sizes no answer can meet (compiling them first would take seconds).
+fn check_limits(schema: &Value) -> Result<(), OutputError> {
+    match schema {
+        Value::Object(o) => {
+            if let Some(Value::String(p)) = o.get("pattern") {
+                if let Some(n) = largest_repeat(p).filter(|&n| n > MAX_PATTERN_REPEAT) {
+                    return Err(OutputError::Grammar(format!(
+                        "pattern {p:?} repeats {n} times; at most {MAX_PATTERN_REPEAT} are supported"
+                    )));
+                }
+            }
+            for key in ["minLength", "minItems", "minProperties"] {
+                if let Some(n) = o.get(key).and_then(Value::as_u64) {
+                    if n > MAX_MIN_SIZE {
+                        return Err(OutputError::Grammar(format!(
+                            "{key} {n} is larger than any answer can be (at most {MAX_MIN_SIZE})"
+                        )));
+                    }
+                }
+            }
+            o.values().try_for_each(check_limits)
+        }
+        Value::Array(a) => a.iter().try_for_each(check_limits),
+        _ => Ok(()),
+    }
+}
+
+/// The largest `N` of the `{N}`, `{N,}` and `{N,M}` quantifiers in a regex (escapes skipped).
+fn largest_repeat(pattern: &str) -> Option<u64> {
+    let b = pattern.as_bytes();
+    let mut best = None;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'{' => {
+                let digits: String = pattern[i + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == ',')
+                    .collect();
+                let max = digits
+                    .split(',')
+                    .filter_map(|d| d.parse::<u64>().ok().or((d.len() > 18).then_some(u64::MAX)))
+                    .max();
+                best = best.max(max);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    best
 }
 
 /// The JSON layout options every schema is compiled with.
@@ -353,6 +509,7 @@ impl Grammar {
                 ))
             }
         };
+        check_limits(&schema)?;
         Ok(Grammar {
             lark: format!("start: {}\n", json_rule(&schema)),
             closers: Vec::new(),
@@ -392,30 +549,14 @@ impl Grammar {
         choice: &ToolChoice,
         parallel: bool,
     ) -> Result<Option<Grammar>, OutputError> {
-        let mut fns: Vec<(String, Value)> = Vec::new();
-        for t in tools {
-            let f = t.get("function").unwrap_or(t);
-            let name = f.get("name").and_then(Value::as_str).ok_or_else(|| {
-                OutputError::InvalidRequest("tools[].function.name is missing".into())
-            })?;
-            let params = match f.get("parameters") {
-                None | Some(Value::Null) => json!({"type": "object"}),
-                Some(p @ Value::Object(_)) => p.clone(),
-                Some(_) => {
-                    return Err(OutputError::InvalidRequest(format!(
-                        "tool '{name}': parameters must be a JSON schema object"
-                    )))
-                }
-            };
-            fns.push((name.to_string(), params));
-        }
+        let fns = tool_signatures(tools)?;
         let (fns, many) = match choice {
             ToolChoice::None | ToolChoice::Auto => return Ok(None),
             ToolChoice::Required => (fns, parallel),
             ToolChoice::Function(name) => {
                 let f: Vec<_> = fns.into_iter().filter(|(n, _)| n == name).collect();
                 if f.is_empty() {
-                    return Err(OutputError::InvalidRequest(format!(
+                    return Err(OutputError::tool_choice(format!(
                         "tool_choice names function '{name}', which is not in tools"
                     )));
                 }
@@ -423,7 +564,7 @@ impl Grammar {
             }
         };
         if fns.is_empty() {
-            return Err(OutputError::InvalidRequest(
+            return Err(OutputError::tool_choice(
                 "tool_choice 'required' needs at least one tool".into(),
             ));
         }

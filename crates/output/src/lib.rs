@@ -2,6 +2,7 @@
 //!
 //! - [`reasoning`] splits generated text into reasoning and answer (`<think>`…`</think>`), streaming.
 //! - [`tools`] parses tool calls out of the answer in the model's own format, streaming.
+//! - [`generic_tools`] is the JSON tool-call format for templates that cannot render tools.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
 //!   vocabulary.
 //! - [`machine`] is the per-sequence [`frugal_constraint::Constraint`]: reasoning (with a
@@ -32,11 +33,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod generic_tools;
 pub mod grammar;
 pub mod machine;
 pub mod reasoning;
 pub mod tools;
 
+pub use generic_tools::GenericToolParser;
 pub use grammar::{Grammar, GrammarMatcher, TokenEnv, ToolChoice};
 pub use machine::{reasoning_budget, OutputConstraint};
 pub use reasoning::{reasoning_mode, ReasoningDelta, ReasoningMode, ReasoningParser};
@@ -55,9 +58,87 @@ pub enum OutputError {
     /// supported (HTTP 400); the message names it.
     #[error("unsupported or invalid schema: {0}")]
     Grammar(String),
+    /// A request field is wrong; `param` names it as OpenAI's errors do
+    /// (`tools[2].function.parameters`, `response_format.json_schema.schema`).
+    #[error("{message}")]
+    Param { param: String, message: String },
     /// The tokenizer cannot serve constrained decoding.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+}
+
+impl OutputError {
+    pub(crate) fn tool_choice(message: String) -> OutputError {
+        OutputError::Param {
+            param: "tool_choice".into(),
+            message,
+        }
+    }
+
+    /// The request field the error is about, when known.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            OutputError::Param { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+}
+
+/// The `response_format` schema with its field named; other `response_format` errors as they are.
+fn response_format_error(e: OutputError) -> OutputError {
+    match e {
+        OutputError::Grammar(m) => OutputError::Param {
+            param: "response_format.json_schema.schema".into(),
+            message: format!(
+                "response_format.json_schema.schema: unsupported or invalid schema: {m}"
+            ),
+        },
+        OutputError::InvalidRequest(m) if m.starts_with("response_format.json_schema") => {
+            OutputError::Param {
+                param: "response_format.json_schema.schema".into(),
+                message: m,
+            }
+        }
+        e => e,
+    }
+}
+
+/// The JSON schema `response_format` asks for (`None` for text), for a generic answer's
+/// `response`.
+fn response_schema(rf: &Value) -> Result<Option<Value>, OutputError> {
+    Ok(Grammar::from_response_format(rf)
+        .map_err(response_format_error)?
+        .map(|_| {
+            rf.pointer("/json_schema/schema")
+                .or_else(|| rf.get("schema"))
+                .cloned()
+                .map(|s| {
+                    if s == Value::Bool(true) {
+                        serde_json::json!({})
+                    } else {
+                        s
+                    }
+                })
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+        }))
+}
+
+/// Compiles each tool's `parameters` alone, so that a schema at fault is named
+/// (`tools[2].function.parameters`) even where the tools' combined grammar would hide it (a choice
+/// between tools is no error while one of them is still possible).
+fn check_tool_schemas(env: &TokenEnv, fns: &[(String, Value)]) -> Result<(), OutputError> {
+    for (i, (name, params)) in fns.iter().enumerate() {
+        let compiled = Grammar::json_schema(params).and_then(|g| env.matcher(&g));
+        if let Err(OutputError::Grammar(m)) = compiled {
+            return Err(OutputError::Param {
+                param: format!("tools[{i}].function.parameters"),
+                message: format!(
+                    "tools[{i}].function.parameters (tool '{name}'): unsupported or invalid schema: {m}"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl From<frugal_tokenizer::TokenizerError> for OutputError {
@@ -92,11 +173,46 @@ pub struct ParsedMessage {
     pub tool_calls: Vec<ToolCall>,
 }
 
+/// How the answer's tool calls are written.
+#[derive(Debug, Clone)]
+enum ToolParsing {
+    /// In the model's own format.
+    Native(ToolCallParser),
+    /// As one JSON object ([`generic_tools`]).
+    Generic(GenericToolParser),
+}
+
+impl ToolParsing {
+    fn push(&mut self, text: &str) -> Vec<ToolDelta> {
+        match self {
+            ToolParsing::Native(p) => p.push(text),
+            ToolParsing::Generic(p) => p.push(text),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<ToolDelta> {
+        match self {
+            ToolParsing::Native(p) => p.finish(),
+            ToolParsing::Generic(p) => p.finish(),
+        }
+    }
+
+    fn into_result(self) -> (String, Vec<ToolCall>) {
+        match self {
+            ToolParsing::Native(p) => {
+                let r = p.into_result();
+                (r.content, r.tool_calls)
+            }
+            ToolParsing::Generic(p) => p.into_result(),
+        }
+    }
+}
+
 /// Reasoning and tool-call parsing chained: generated text in, message deltas out.
 #[derive(Debug, Clone)]
 pub struct OutputParser {
     reasoning: ReasoningParser,
-    tools: Option<ToolCallParser>,
+    tools: Option<ToolParsing>,
     reasoning_text: String,
     saw_reasoning: bool,
     content: String,
@@ -108,10 +224,18 @@ impl OutputParser {
     pub fn new(mode: ReasoningMode, tools: Option<ToolFormat>) -> Self {
         OutputParser {
             reasoning: ReasoningParser::new(mode),
-            tools: tools.map(ToolCallParser::new),
+            tools: tools.map(|f| ToolParsing::Native(ToolCallParser::new(f))),
             reasoning_text: String::new(),
             saw_reasoning: mode == ReasoningMode::Open,
             content: String::new(),
+        }
+    }
+
+    /// A parser for answers in the generic JSON tool-call format ([`generic_tools`]).
+    pub fn generic(mode: ReasoningMode) -> Self {
+        OutputParser {
+            tools: Some(ToolParsing::Generic(GenericToolParser::new())),
+            ..OutputParser::new(mode, None)
         }
     }
 
@@ -157,10 +281,7 @@ impl OutputParser {
     /// The whole message (call after [`OutputParser::finish`]).
     pub fn into_message(self) -> ParsedMessage {
         let (content, tool_calls) = match self.tools {
-            Some(p) => {
-                let r = p.into_result();
-                (r.content, r.tool_calls)
-            }
+            Some(p) => p.into_result(),
             None => (self.content, Vec::new()),
         };
         ParsedMessage {
@@ -212,6 +333,8 @@ pub struct OutputPlan {
     /// The tool-call format to parse (when the request has tools and `tool_choice` is not
     /// `none`).
     pub tool_format: Option<ToolFormat>,
+    /// Tool calls are asked for and parsed in the generic JSON format ([`OutputPlan::generic`]).
+    pub generic_tools: bool,
     /// The answer grammar: tool calls for `required`/named `tool_choice`, else the
     /// `response_format` schema.
     pub grammar: Option<Grammar>,
@@ -225,26 +348,77 @@ impl OutputPlan {
     /// Validates the request's output options and compiles its grammar once (errors are HTTP
     /// 400). Tool calls fall back to the Hermes format when the template shows none.
     pub fn new(env: &TokenEnv, req: &OutputRequest) -> Result<OutputPlan, OutputError> {
-        let reasoning = reasoning_mode(req.template_source, req.prompt);
         let choice = ToolChoice::from_json(req.tool_choice)?;
         let has_tools = !req.tools.is_empty() && choice != ToolChoice::None;
         let format = ToolFormat::detect(req.template_source).unwrap_or(ToolFormat::Hermes);
         let tool_format = has_tools.then_some(format);
-        let mut grammar = if has_tools {
+        let fns = if has_tools {
+            grammar::tool_signatures(req.tools)?
+        } else {
+            Vec::new()
+        };
+        let tool_grammar = if has_tools {
             Grammar::tool_calls(env, format, req.tools, &choice, req.parallel_tool_calls)?
         } else {
             None
         };
-        if grammar.is_none() {
-            if let Some(rf) = req.response_format {
-                grammar = Grammar::from_response_format(rf)?;
+        let mut plan = match (tool_grammar, req.response_format) {
+            (Some(g), _) => {
+                check_tool_schemas(env, &fns)?;
+                OutputPlan::with_grammar(env, req, Some(g))?
             }
+            (None, Some(rf)) => {
+                let g = Grammar::from_response_format(rf).map_err(response_format_error)?;
+                OutputPlan::with_grammar(env, req, g).map_err(response_format_error)?
+            }
+            (None, None) => OutputPlan::with_grammar(env, req, None)?,
+        };
+        plan.tool_format = tool_format;
+        Ok(plan)
+    }
+
+    /// The plan for a template that cannot render tools: the answer is a generic JSON tool call
+    /// or response ([`generic_tools`]), `response_format` applying to the response. Without
+    /// tools (or with `tool_choice` `none`) this is [`OutputPlan::new`].
+    pub fn generic(env: &TokenEnv, req: &OutputRequest) -> Result<OutputPlan, OutputError> {
+        let choice = ToolChoice::from_json(req.tool_choice)?;
+        if req.tools.is_empty() || choice == ToolChoice::None {
+            return OutputPlan::new(env, req);
         }
+        let fns = grammar::tool_signatures(req.tools)?;
+        check_tool_schemas(env, &fns)?;
+        let response = match req.response_format {
+            Some(rf) => response_schema(rf)?,
+            None => None,
+        };
+        let grammar = generic_tools::answer_grammar(
+            &fns,
+            &choice,
+            req.parallel_tool_calls,
+            response.as_ref(),
+        )?;
+        if let Some(schema) = &response {
+            // Alone, as for the tools: in the combined grammar a broken response is no error.
+            Grammar::json_schema(schema)
+                .and_then(|g| env.matcher(&g))
+                .map_err(response_format_error)?;
+        }
+        let mut plan = OutputPlan::with_grammar(env, req, Some(grammar))?;
+        plan.generic_tools = true;
+        Ok(plan)
+    }
+
+    fn with_grammar(
+        env: &TokenEnv,
+        req: &OutputRequest,
+        grammar: Option<Grammar>,
+    ) -> Result<OutputPlan, OutputError> {
         let compiled = grammar.as_ref().map(|g| env.matcher(g)).transpose()?;
         let budget = req.reasoning_effort.map(reasoning_budget).transpose()?;
         Ok(OutputPlan {
-            reasoning,
-            tool_format,
+            reasoning: reasoning_mode(req.template_source, req.prompt),
+            tool_format: None,
+            generic_tools: false,
             grammar,
             budget,
             max_tokens: req.max_tokens,
@@ -253,7 +427,11 @@ impl OutputPlan {
     }
 
     pub fn parser(&self) -> OutputParser {
-        OutputParser::new(self.reasoning, self.tool_format)
+        if self.generic_tools {
+            OutputParser::generic(self.reasoning)
+        } else {
+            OutputParser::new(self.reasoning, self.tool_format)
+        }
     }
 
     /// The sequence's constraint; `None` when there is nothing to enforce.

@@ -8,6 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// A chat request's prompt with a given template (what the chat endpoint renders), public for
+/// the fuzz target in fuzz/.
+pub use crate::chat::render_prompt;
+
 /// Parses a JSON body; wrong types name the field (`param`).
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

@@ -5,21 +5,65 @@
 use crate::api::ChatRequest;
 use crate::error::ApiError;
 use crate::{AppState, ReasoningFormat};
+use frugal_chat::ChatTemplate;
 use frugal_constraint::Constraint;
 use frugal_output::{
-    reasoning_mode, OutputError, OutputParser, OutputPlan, OutputRequest, ReasoningMode, TokenEnv,
-    ToolFormat,
+    generic_tools, reasoning_mode, OutputError, OutputParser, OutputPlan, OutputRequest,
+    ReasoningMode, TokenEnv, ToolFormat,
 };
 use serde_json::Value;
 use std::sync::Arc;
 
+/// How a request's tools reach the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ToolPrompt {
+    /// No tools, or `tool_choice` `none` on a template that cannot render them.
+    Absent,
+    /// The template renders them.
+    Template,
+    /// The template cannot render them: they are described in a system message, and the calls
+    /// are asked for in the template's own syntax (`Some`, DeepSeek) or in the generic JSON
+    /// format (`None`, see `frugal_output::generic_tools`).
+    SystemMessage(Option<ToolFormat>),
+}
+
+fn tool_prompt(template: &ChatTemplate, req: &ChatRequest) -> ToolPrompt {
+    if req.tools.as_ref().is_none_or(Vec::is_empty) {
+        return ToolPrompt::Absent;
+    }
+    if template.renders_tools() {
+        return ToolPrompt::Template;
+    }
+    if req.tool_choice.as_ref().and_then(Value::as_str) == Some("none") {
+        return ToolPrompt::Absent;
+    }
+    ToolPrompt::SystemMessage(ToolFormat::detect(template.source()))
+}
+
 /// The prompt text of a chat request.
 pub fn render(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
-    let (messages, prefix) = prepare_messages(&req.messages)?;
+    render_prompt(&st.template, req)
+}
+
+/// The prompt text of a chat request with `template`: messages checked and normalized, tools
+/// the template cannot render described in a system message, a final `prefix` assistant message
+/// left open.
+pub fn render_prompt(template: &ChatTemplate, req: &ChatRequest) -> Result<String, ApiError> {
+    let (mut messages, prefix) = prepare_messages(&req.messages)?;
     let extra = req.chat_template_kwargs.clone().unwrap_or_default();
-    let tools = req.tools.as_deref().filter(|t| !t.is_empty());
+    let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
+    if let ToolPrompt::SystemMessage(native) = tool_prompt(template, req) {
+        let described = tools.unwrap_or_default();
+        messages = frugal_chat::normalize_messages(&messages);
+        if native.is_none() {
+            generic_tools::rewrite_history(&mut messages);
+        }
+        let prompt = generic_tools::tools_system_prompt(described, native);
+        generic_tools::add_tools_to_system(&mut messages, &prompt);
+        tools = None;
+    }
     let render = |msgs: &[Value], add_generation_prompt: bool| {
-        st.template
+        template
             .render(msgs, tools, add_generation_prompt, &extra)
             .map_err(|e| {
                 ApiError::invalid_param("messages", format!("Cannot apply the chat template: {e}"))
@@ -56,6 +100,7 @@ fn prepare_messages(messages: &[Value]) -> Result<(Vec<Value>, Option<String>), 
                 format!("messages[{i}] must be an object."),
             ));
         };
+        check_content(i, obj.get("content"))?;
         let is_prefix = obj.remove("prefix").is_some_and(|p| p == Value::Bool(true));
         if obj.get("role").and_then(Value::as_str) == Some("assistant") {
             // Earlier reasoning is not fed back, as DeepSeek's API does.
@@ -91,6 +136,57 @@ fn prepare_messages(messages: &[Value]) -> Result<(Vec<Value>, Option<String>), 
         out.push(m);
     }
     Ok((out, prefix))
+}
+
+/// Message content must be text: a string, null, or a list of `text` parts. Images, audio and
+/// files are refused rather than dropped, since the model would answer without them.
+fn check_content(i: usize, content: Option<&Value>) -> Result<(), ApiError> {
+    let parts = match content {
+        None | Some(Value::Null) | Some(Value::String(_)) => return Ok(()),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                format!("messages[{i}].content"),
+                format!("messages[{i}].content must be a string or a list of content parts."),
+            ))
+        }
+    };
+    for (j, part) in parts.iter().enumerate() {
+        let param = format!("messages[{i}].content[{j}]");
+        let kind = part.get("type").and_then(Value::as_str);
+        match kind {
+            Some("text") => {
+                if !part.get("text").is_some_and(Value::is_string) {
+                    return Err(ApiError::invalid_param(
+                        format!("{param}.text"),
+                        format!("{param} is a text part without a 'text' string."),
+                    ));
+                }
+            }
+            Some(t @ ("image_url" | "input_image" | "image" | "input_audio" | "audio" | "file")) => {
+                return Err(ApiError::invalid_param(
+                    param.clone(),
+                    format!(
+                        "{param} is a '{t}' part, but this model takes text only: \
+                         send the content as text parts."
+                    ),
+                ))
+            }
+            Some(t) => {
+                return Err(ApiError::invalid_param(
+                    param.clone(),
+                    format!("{param} has the unknown content part type '{t}' (this model takes 'text' parts)."),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid_param(
+                    format!("{param}.type"),
+                    format!("{param} must be an object with a 'type' (this model takes 'text' parts)."),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An assistant answer without a leading `<think>…</think>` block (clients that keep raw text).
@@ -137,6 +233,7 @@ pub fn output(
 ) -> Result<ChatOutput, ApiError> {
     let tools = req.tools.as_deref().unwrap_or_default();
     let template = st.template.source();
+    let generic = tool_prompt(&st.template, req) == ToolPrompt::SystemMessage(None);
     let needs_env = req.tool_choice.is_some()
         || req.response_format.is_some()
         || req.reasoning_effort.is_some()
@@ -159,35 +256,45 @@ pub fn output(
             };
             let format = (!tools.is_empty())
                 .then(|| ToolFormat::detect(template).unwrap_or(ToolFormat::Hermes));
+            let parser = if generic {
+                OutputParser::generic(mode)
+            } else {
+                OutputParser::new(mode, format)
+            };
             return Ok(ChatOutput {
-                parser: OutputParser::new(mode, format),
+                parser,
                 plan: None,
                 render_special: reasoning_mode(template, prompt) != ReasoningMode::None
                     || format.is_some(),
             });
         }
     };
-    let mut plan = OutputPlan::new(
-        &env,
-        &OutputRequest {
-            template_source: template,
-            prompt,
-            tools,
-            tool_choice: req.tool_choice.as_ref(),
-            parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
-            response_format: req.response_format.as_ref(),
-            reasoning_effort: req.reasoning_effort.as_deref(),
-            max_tokens: Some(max_tokens),
-        },
-    )
-    .map_err(|e| output_error(req, e))?;
-    tracing::debug!(reasoning = ?plan.reasoning, tools = ?plan.tool_format, budget = ?plan.budget, "output plan");
+    let output_req = OutputRequest {
+        template_source: template,
+        prompt,
+        tools,
+        tool_choice: req.tool_choice.as_ref(),
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+        response_format: req.response_format.as_ref(),
+        reasoning_effort: req.reasoning_effort.as_deref(),
+        max_tokens: Some(max_tokens),
+    };
+    let plan = if generic {
+        OutputPlan::generic(&env, &output_req)
+    } else {
+        OutputPlan::new(&env, &output_req)
+    };
+    let mut plan = plan.map_err(|e| output_error(req, e))?;
+    tracing::debug!(reasoning = ?plan.reasoning, tools = ?plan.tool_format,
+        generic_tools = plan.generic_tools, budget = ?plan.budget, "output plan");
     match req.max_reasoning_tokens {
         Some(n) => plan.budget = Some(n.min(usize::MAX as u64) as usize),
         None if req.reasoning_effort.is_none() => plan.budget = st.cfg.reasoning_budget,
         None => {}
     }
-    let parser = if raw {
+    let parser = if raw && plan.generic_tools {
+        OutputParser::generic(ReasoningMode::None)
+    } else if raw {
         OutputParser::new(ReasoningMode::None, plan.tool_format)
     } else {
         plan.parser()
@@ -202,6 +309,9 @@ pub fn output(
 /// A 400 naming the request field the problem comes from.
 fn output_error(req: &ChatRequest, e: OutputError) -> ApiError {
     let msg = e.to_string();
+    if let Some(param) = e.param() {
+        return ApiError::invalid_param(param, msg);
+    }
     let named = [
         "tool_choice",
         "parallel_tool_calls",
