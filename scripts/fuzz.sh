@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for N seconds each (default 60):
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
-# Works on a clean machine with rustup: installs the nightly toolchain and cargo-fuzz when they
-# are missing. Seeds: the fixture models for `gguf`, fuzz/seeds/<target>/ for the others.
+# Runs on the stable toolchain CI has (RUSTC_BOOTSTRAP=1 lets it take cargo-fuzz's -Z sanitizer
+# flags; stable ships the ASan runtime), so no nightly download is needed: only cargo-fuzz, from
+# crates.io, when it is missing. Seeds: the fixture models for `gguf`, fuzz/seeds/<target>/ for the others.
 # Crashes land in fuzz/artifacts/<target>/ and make the script fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,17 +11,15 @@ SECONDS_PER_TARGET=${1:-60}
 shift || true
 FIXTURES=${FRUGAL_FIXTURES:-../shared/fixtures}
 
-if ! rustup toolchain list | grep -q '^nightly'; then
-  rustup toolchain install nightly --profile minimal
-fi
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
 cd fuzz
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(cargo +nightly fuzz list)
+  mapfile -t targets < <(cargo fuzz list)
 fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
@@ -31,6 +30,6 @@ for t in "${targets[@]}"; do
     cp -n "$FIXTURES"/models/qwen2-Q4_0.gguf "corpus/$t/" 2>/dev/null || true
   fi
   echo "== fuzzing $t for ${SECONDS_PER_TARGET}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- \
+  cargo fuzz run "$t" "corpus/$t" -- \
     -max_total_time="$SECONDS_PER_TARGET" -max_len=65536 -timeout=10 -rss_limit_mb=2048
 done
