@@ -5,6 +5,7 @@ mod commands;
 mod load;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +44,7 @@ fn main() {
             tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,frugal_server=info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -58,7 +59,23 @@ fn main() {
         Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Standard error for the log, dropping what cannot be written: a full disk or a closed pipe
+/// must not stop (or panic) a server over its log.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

@@ -16,7 +16,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Which API the response speaks.
@@ -68,14 +68,9 @@ pub async fn generate(
             None => 0,
         };
         if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
-            return Err(ApiError::invalid(format!(
-                "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the prompt, {} for the completion). Please reduce the prompt or the completion length.",
-                st.n_ctx,
-                n_prompt.saturating_add(max_tokens.max(1)),
-                n_prompt,
-                max_tokens.max(1),
-            ))
-            .with_code("context_length_exceeded"));
+            return Err(crate::prep::context_exceeded(
+                st.n_ctx, n_prompt, max_tokens, false,
+            ));
         }
         plans.push((pi, max_tokens));
     }
@@ -328,77 +323,61 @@ async fn collect_response(
     Ok(axum::Json(body).into_response())
 }
 
+/// Events a stream holds for a client that has not read them yet; when they are all waiting,
+/// the stream waits for the client, at most the write timeout.
+const STREAM_BUFFER: usize = 32;
+
 fn stream_response(
     out: Output,
-    choices: Vec<Choice>,
+    mut choices: Vec<Choice>,
     echoes: Vec<Option<String>>,
     include_usage: bool,
 ) -> Response {
-    let (tx, rx) = mpsc::unbounded_channel::<Event>();
-    let n_choices = choices.len();
-    let mut choices = choices;
-    tokio::spawn(async move {
-        let send = |v: Value| tx.send(Event::default().data(v.to_string())).is_ok();
-        let chunk = |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
-            let mut c = match out.api {
-                Api::Chat => {
-                    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
-                }
-                Api::Completion => {
-                    json!({"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish})
-                }
-            };
-            if c["logprobs"].is_null() {
-                c["logprobs"] = Value::Null;
-            }
-            let mut e = out.envelope(true, vec![c]);
-            if include_usage {
-                e["usage"] = Value::Null;
-            }
-            e
-        };
-        let delta = |text: &str| match out.api {
-            Api::Chat => json!({"content": text}),
-            Api::Completion => json!(text),
-        };
-        // Opening chunks: the role (chat) or the echoed prompt (completions).
-        let mut offsets = vec![0usize; n_choices];
-        for c in &choices {
-            let first = match (out.api, &echoes[c.prompt]) {
-                (Api::Chat, _) => Some(json!({"role": "assistant", "content": ""})),
-                (Api::Completion, Some(e)) => {
-                    offsets[c.index] = e.chars().count();
-                    Some(json!(e))
-                }
-                (Api::Completion, None) => None,
-            };
-            if let Some(d) = first {
-                if !send(chunk(c.index, d, Value::Null, None)) {
-                    return;
-                }
-            }
+    let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
+    let n = choices.len();
+    let streamer = Streamer {
+        write_timeout: out.st.cfg.write_timeout,
+        prompt_of: choices.iter().map(|c| c.prompt).collect(),
+        parsers: choices.iter_mut().map(|c| c.parser.take()).collect(),
+        offsets: vec![0; n],
+        called_tools: vec![false; n],
+        dones: Vec::new(),
+        out,
+        tx,
+        include_usage,
+    };
+    tokio::spawn(streamer.run(choices, echoes));
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// One streamed response: the choices' pieces as OpenAI chunks, into a bounded queue of events.
+struct Streamer {
+    out: Output,
+    tx: mpsc::Sender<Event>,
+    include_usage: bool,
+    write_timeout: Duration,
+    prompt_of: Vec<usize>,
+    /// Chat: each choice's parser (reasoning, content, tool calls).
+    parsers: Vec<Option<OutputParser>>,
+    /// Completions: each choice's text length so far, for logprobs' `text_offset`.
+    offsets: Vec<usize>,
+    called_tools: Vec<bool>,
+    dones: Vec<(usize, Done)>,
+}
+
+impl Streamer {
+    /// Streams every choice, then the usage and `[DONE]`. Returning early (the client went away
+    /// or stopped reading) drops the choices' receivers, which cancels their sequences.
+    async fn run(mut self, choices: Vec<Choice>, echoes: Vec<Option<String>>) {
+        if !self.open(&choices, &echoes).await {
+            return;
         }
-        let prompt_of: Vec<usize> = choices.iter().map(|c| c.prompt).collect();
-        let mut parsers: Vec<Option<OutputParser>> =
-            choices.iter_mut().map(|c| c.parser.take()).collect();
-        let mut called_tools = vec![false; n_choices];
-        // A chat choice's text through its parser, as delta chunks (the token's logprobs ride
-        // on the first; a token that completes no delta still reports them).
-        let send_deltas = |index: usize, deltas: Vec<OutputDelta>, lp: Value, called: &mut bool| {
-            if deltas.is_empty() {
-                return lp.is_null() || send(chunk(index, json!({}), lp, None));
-            }
-            let mut lp = Some(lp);
-            deltas.iter().all(|d| {
-                *called |= matches!(d, OutputDelta::ToolCallStart { .. });
-                send(chunk(
-                    index,
-                    delta_json(d),
-                    lp.take().unwrap_or(Value::Null),
-                    None,
-                ))
-            })
-        };
+        let n_choices = choices.len();
         let mut merged = stream::select_all(choices.into_iter().map(|c| {
             let index = c.index;
             stream::unfold(
@@ -408,11 +387,10 @@ fn stream_response(
             .map(move |p| (index, p))
             .boxed()
         }));
-        let mut dones = Vec::new();
         loop {
             let next = tokio::select! {
                 biased;
-                () = tx.closed() => return,
+                () = self.tx.closed() => return,
                 n = merged.next() => n,
             };
             let Some((index, piece)) = next else { break };
@@ -421,44 +399,12 @@ fn stream_response(
                     token,
                     text,
                     logprobs,
-                } => {
-                    let lp = match logprobs {
-                        Some(lp) => out.logprobs(&[(token, lp)], offsets[index]),
-                        None => Value::Null,
-                    };
-                    offsets[index] += text.chars().count();
-                    if let Some(p) = &mut parsers[index] {
-                        send_deltas(index, p.push(&text), lp, &mut called_tools[index])
-                    } else if text.is_empty() && lp.is_null() {
-                        true
-                    } else {
-                        send(chunk(index, delta(&text), lp, None))
-                    }
-                }
-                Piece::Done(d) => {
-                    let mut ok = true;
-                    let mut finish = d.finish.as_str();
-                    if let Some(p) = &mut parsers[index] {
-                        let mut deltas = p.push(&d.text);
-                        deltas.extend(p.finish());
-                        ok = send_deltas(index, deltas, Value::Null, &mut called_tools[index]);
-                        if called_tools[index] && finish == "stop" {
-                            finish = "tool_calls";
-                        }
-                    } else if !d.text.is_empty() {
-                        ok = send(chunk(index, delta(&d.text), Value::Null, None));
-                    }
-                    let empty = match out.api {
-                        Api::Chat => json!({}),
-                        Api::Completion => json!(""),
-                    };
-                    ok = ok && send(chunk(index, empty, Value::Null, Some(finish)));
-                    dones.push((prompt_of[index], d));
-                    ok
-                }
+                } => self.token(index, token, &text, logprobs).await,
+                Piece::Done(d) => self.done(index, d).await,
                 Piece::Failed(msg) => {
-                    let _ = send(ApiError::internal(msg).body());
-                    let _ = tx.send(Event::default().data("[DONE]"));
+                    if self.send(ApiError::internal(msg).body()).await {
+                        self.send_event(Event::default().data("[DONE]")).await;
+                    }
                     return;
                 }
             };
@@ -466,21 +412,156 @@ fn stream_response(
                 return;
             }
         }
-        if dones.len() < n_choices {
-            let _ = send(ApiError::internal("The engine thread stopped.").body());
-        } else if include_usage {
-            let mut e = out.envelope(true, Vec::new());
-            e["usage"] = usage(&dones);
-            let _ = send(e);
+        self.finish(n_choices).await;
+    }
+
+    /// Queues an event; false when the client has gone, or has read nothing for the write
+    /// timeout (then the stream ends).
+    async fn send_event(&self, event: Event) -> bool {
+        match tokio::time::timeout(self.write_timeout, self.tx.send(event)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    "{}: the client read nothing for {:?}; cancelling the request",
+                    self.out.id,
+                    self.write_timeout
+                );
+                false
+            }
         }
-        let _ = tx.send(Event::default().data("[DONE]"));
-    });
-    let body = stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    }
+
+    async fn send(&self, v: Value) -> bool {
+        self.send_event(Event::default().data(v.to_string())).await
+    }
+
+    fn chunk(&self, index: usize, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
+        let c = match self.out.api {
+            Api::Chat => {
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Api::Completion => {
+                json!({"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+        };
+        let mut e = self.out.envelope(true, vec![c]);
+        if self.include_usage {
+            e["usage"] = Value::Null;
+        }
+        e
+    }
+
+    fn text_delta(&self, text: &str) -> Value {
+        match self.out.api {
+            Api::Chat => json!({"content": text}),
+            Api::Completion => json!(text),
+        }
+    }
+
+    /// Opening chunks: the role (chat) or the echoed prompt (completions).
+    async fn open(&mut self, choices: &[Choice], echoes: &[Option<String>]) -> bool {
+        for c in choices {
+            let first = match (self.out.api, &echoes[c.prompt]) {
+                (Api::Chat, _) => Some(json!({"role": "assistant", "content": ""})),
+                (Api::Completion, Some(e)) => {
+                    self.offsets[c.index] = e.chars().count();
+                    Some(json!(e))
+                }
+                (Api::Completion, None) => None,
+            };
+            if let Some(d) = first {
+                if !self.send(self.chunk(c.index, d, Value::Null, None)).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A chat choice's parsed text as delta chunks; the token's logprobs ride on the first, and a
+    /// token that completes no delta still reports them.
+    async fn deltas(&mut self, index: usize, deltas: Vec<OutputDelta>, lp: Value) -> bool {
+        if deltas.is_empty() {
+            return lp.is_null() || self.send(self.chunk(index, json!({}), lp, None)).await;
+        }
+        let mut lp = Some(lp);
+        for d in &deltas {
+            self.called_tools[index] |= matches!(d, OutputDelta::ToolCallStart { .. });
+            let lp = lp.take().unwrap_or(Value::Null);
+            if !self.send(self.chunk(index, delta_json(d), lp, None)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn token(
+        &mut self,
+        index: usize,
+        token: u32,
+        text: &str,
+        logprobs: Option<TokenLogprobs>,
+    ) -> bool {
+        let lp = match logprobs {
+            Some(lp) => self.out.logprobs(&[(token, lp)], self.offsets[index]),
+            None => Value::Null,
+        };
+        self.offsets[index] += text.chars().count();
+        if let Some(p) = &mut self.parsers[index] {
+            let deltas = p.push(text);
+            self.deltas(index, deltas, lp).await
+        } else if text.is_empty() && lp.is_null() {
+            true
+        } else {
+            self.send(self.chunk(index, self.text_delta(text), lp, None))
+                .await
+        }
+    }
+
+    /// A choice's held-back text and its finish chunk.
+    async fn done(&mut self, index: usize, d: Done) -> bool {
+        let mut ok = true;
+        let mut finish = d.finish.as_str();
+        if let Some(p) = &mut self.parsers[index] {
+            let mut deltas = p.push(&d.text);
+            deltas.extend(p.finish());
+            ok = self.deltas(index, deltas, Value::Null).await;
+            if self.called_tools[index] && finish == "stop" {
+                finish = "tool_calls";
+            }
+        } else if !d.text.is_empty() {
+            ok = self
+                .send(self.chunk(index, self.text_delta(&d.text), Value::Null, None))
+                .await;
+        }
+        let empty = match self.out.api {
+            Api::Chat => json!({}),
+            Api::Completion => json!(""),
+        };
+        ok = ok
+            && self
+                .send(self.chunk(index, empty, Value::Null, Some(finish)))
+                .await;
+        self.dones.push((self.prompt_of[index], d));
+        ok
+    }
+
+    /// After the last piece: the usage chunk (or an error if a choice never finished), `[DONE]`.
+    async fn finish(&self, n_choices: usize) {
+        let ok = if self.dones.len() < n_choices {
+            self.send(ApiError::internal("The engine thread stopped.").body())
+                .await
+        } else if self.include_usage {
+            let mut e = self.out.envelope(true, Vec::new());
+            e["usage"] = usage(&self.dones);
+            self.send(e).await
+        } else {
+            true
+        };
+        if ok {
+            self.send_event(Event::default().data("[DONE]")).await;
+        }
+    }
 }
 
 /// A streamed chat delta in OpenAI's (and DeepSeek's) shape.
