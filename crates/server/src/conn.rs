@@ -32,6 +32,10 @@ use tower::ServiceExt;
 /// How long connections still writing a response get after the shutdown deadline to send their
 /// last events (the engine cancels what runs at the deadline; the streams then say so).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// The kernel's send buffer of a connection (it doubles this). Autotuning would let a client that
+/// stops reading park megabytes in the kernel before the write timeout can notice; token streams
+/// need far less.
+const SEND_BUFFER: usize = 256 << 10;
 /// Connections over the cap that may be answered 503 at once; beyond that they are just closed.
 const REJECTING_AT_ONCE: usize = 64;
 /// How long a 503 answer may take, its write and the client's close together.
@@ -372,6 +376,7 @@ impl Connection {
     async fn serve(mut self, stream: TcpStream) {
         let _open = OpenGuard::new(self.metrics.clone());
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let io = TokioIo::new(Watched {
             inner: stream,
             activity: self.activity.clone(),
