@@ -35,7 +35,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// The kernel's send buffer of a connection (it doubles this). Autotuning would let a client that
 /// stops reading park megabytes in the kernel before the write timeout can notice; token streams
 /// need far less.
-const SEND_BUFFER: usize = 256 << 10;
+const SEND_BUFFER: usize = 64 << 10;
 /// Connections over the cap that may be answered 503 at once; beyond that they are just closed.
 const REJECTING_AT_ONCE: usize = 64;
 /// How long a 503 answer may take, its write and the client's close together.
@@ -166,6 +166,8 @@ struct Activity {
     opened: Instant,
     /// Requests whose response is not completely handed to the socket yet.
     in_flight: AtomicUsize,
+    /// The request in flight is still reading its body (until [`BodyProgress::received`]).
+    awaiting_body: AtomicBool,
     /// Whether a request has completed (then the idle timeout applies between requests; before
     /// the first one, the header timeout does).
     served: AtomicBool,
@@ -183,6 +185,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            awaiting_body: AtomicBool::new(false),
             served: AtomicBool::new(false),
             idle_since: AtomicU64::new(1),
             head_started: AtomicU64::new(0),
@@ -214,9 +217,11 @@ impl Activity {
         }
     }
 
-    /// No request in flight and nothing left to write: closing loses nothing.
+    /// No request in flight (or only one still reading its body) and nothing left to write:
+    /// closing at shutdown loses no answer.
     fn is_quiet(&self) -> bool {
-        self.in_flight.load(Relaxed) == 0 && self.write_blocked.load(Relaxed) == 0
+        let idle = self.in_flight.load(Relaxed) == 0 || self.awaiting_body.load(Relaxed);
+        idle && self.write_blocked.load(Relaxed) == 0
     }
 
     /// The earliest time a rule can close the connection, and which rule; `None` when none
@@ -253,8 +258,20 @@ struct RequestGuard(Arc<Activity>);
 impl RequestGuard {
     fn new(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Relaxed);
+        activity.awaiting_body.store(true, Relaxed);
         activity.head_started.store(0, Relaxed);
         RequestGuard(activity)
+    }
+}
+
+/// In a request's extensions: lets the handler say that the body has arrived. Until then, a
+/// shutdown closes the connection at once instead of waiting for the request.
+#[derive(Clone)]
+pub(crate) struct BodyProgress(Arc<Activity>);
+
+impl BodyProgress {
+    pub fn received(&self) {
+        self.0.awaiting_body.store(false, Relaxed);
     }
 }
 
@@ -383,11 +400,14 @@ impl Connection {
         });
         let app = self.app.clone();
         let activity = self.activity.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             let request = RequestGuard::new(activity.clone());
+            req.extensions_mut().insert(BodyProgress(activity.clone()));
             let app = app.clone();
             async move {
                 let Ok(response) = app.oneshot(req.map(Body::new)).await;
+                // Whatever the handler read, it has answered.
+                request.0.awaiting_body.store(false, Relaxed);
                 Ok::<_, Infallible>(response.map(|inner| Tracked {
                     inner,
                     _request: request,
@@ -412,7 +432,9 @@ impl Connection {
                     if cut_at.is_some_and(|c| Instant::now() >= c) {
                         return;
                     }
-                    if let Some((_, why)) = rule.filter(|r| Instant::now() >= r.0) {
+                    // The rule may have changed while asleep (a request began): ask again.
+                    let due = self.activity.deadline(&self.limits);
+                    if let Some((_, why)) = due.filter(|r| Instant::now() >= r.0) {
                         tracing::debug!("closing a connection: {why:?} timeout");
                         self.metrics.connections_timed_out.fetch_add(1, Relaxed);
                         return;
@@ -474,8 +496,12 @@ mod tests {
         assert_eq!(a.deadline(&l), Some((secs(10), Expiry::Header)));
         a.on_read();
         let guard = RequestGuard::new(a.clone());
-        // A request in flight: no rule until a write blocks.
+        // A request in flight: no rule until a write blocks; shutdown closes it at once while
+        // its body has not arrived, and waits for it after.
         assert_eq!(a.deadline(&l), None);
+        assert!(a.is_quiet());
+        BodyProgress(a.clone()).received();
+        assert!(!a.is_quiet());
         a.on_write(true);
         a.write_blocked.store(3001, Relaxed);
         assert_eq!(a.deadline(&l), Some((secs(33), Expiry::WriteStall)));

@@ -5,6 +5,7 @@ use crate::api::{
     parse_body, ChatRequest, Common, CompletionRequest, Generation, Prompt, MAX_TOP_LOGPROBS,
 };
 use crate::chat::{self, ChatOutput};
+use crate::conn::BodyProgress;
 use crate::error::ApiError;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
@@ -137,11 +138,16 @@ impl FromRequest<Arc<AppState>> for RequestBody {
                 return Err(ApiError::unsupported_encoding(encoding.trim()));
             }
         }
+        let progress = req.extensions().get::<BodyProgress>().cloned();
         let timeout = st.cfg.body_timeout;
-        match tokio::time::timeout(timeout, Bytes::from_request(req, st)).await {
-            Ok(b) => body(b, st.cfg.body_limit).map(RequestBody),
-            Err(_) => Err(ApiError::body_timeout(timeout)),
+        let b = match tokio::time::timeout(timeout, Bytes::from_request(req, st)).await {
+            Ok(b) => body(b, st.cfg.body_limit)?,
+            Err(_) => return Err(ApiError::body_timeout(timeout)),
+        };
+        if let Some(p) = progress {
+            p.received();
         }
+        Ok(RequestBody(b))
     }
 }
 
