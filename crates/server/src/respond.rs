@@ -51,76 +51,19 @@ pub async fn generate(
     api: Api,
     output: Option<ChatOutput>,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
     let ready = st
         .ready
         .get()
         .ok_or_else(|| ApiError::unavailable("The model is still loading."))?;
-    let mut plans = Vec::new();
-    for (pi, p) in prompts.iter().enumerate() {
-        let n_prompt = p.tokens.len();
-        if n_prompt == 0 {
-            return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
-        }
-        let max_tokens = match gen.max_tokens {
-            Some(m) => m,
-            None if n_prompt < st.n_ctx => st.n_ctx - n_prompt,
-            None => 0,
-        };
-        if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
-            return Err(crate::prep::context_exceeded(
-                st.n_ctx, n_prompt, max_tokens, false,
-            ));
-        }
-        plans.push((pi, max_tokens));
-    }
-
-    let mut choices = Vec::new();
-    let mut pending = Vec::new();
-    for &(pi, max_tokens) in &plans {
-        for i in 0..gen.n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let (acc_tx, acc_rx) = oneshot::channel();
-            let mut sampling = gen.sampling.clone();
-            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
-            let job = Job {
-                prompt: prompts[pi].tokens.clone(),
-                max_tokens,
-                sampling,
-                stop: gen.stop.clone(),
-                logprobs,
-                constraint: if gen.inject_panic {
-                    Some(Box::new(PanicConstraint))
-                } else {
-                    output.as_ref().and_then(ChatOutput::constraint)
-                },
-                render_special: output.as_ref().is_some_and(|o| o.render_special),
-                arrived,
-                request: format!("{request}/{}", choices.len()),
-                pieces: tx,
-                accepted: acc_tx,
-            };
-            ready
-                .commands
-                .send(Command::Add(Box::new(job)))
-                .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
-            pending.push(acc_rx);
-            choices.push(Choice {
-                index: choices.len(),
-                prompt: pi,
-                rx,
-                parser: output.as_ref().map(ChatOutput::parser),
-            });
-        }
-    }
-    for acc in pending {
-        match acc.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(job_error(e)),
-            Err(_) => return Err(ApiError::internal("The engine thread stopped.")),
-        }
-    }
-
+    let plans = plan(&st, &prompts, &gen)?;
+    let submit = Submit {
+        ready,
+        request: &request,
+        gen: &gen,
+        logprobs,
+        output: output.as_ref(),
+    };
+    let choices = submit.all(&prompts, &plans).await?;
     let out = Output {
         id: format!(
             "{}-{request}",
@@ -136,6 +79,110 @@ pub async fn generate(
         Ok(stream_response(out, choices, echoes, gen.include_usage))
     } else {
         collect_response(out, choices, echoes).await
+    }
+}
+
+/// Each prompt's completion length, checked against the context.
+fn plan(st: &AppState, prompts: &[Prompt], gen: &Generation) -> Result<Vec<usize>, ApiError> {
+    prompts
+        .iter()
+        .map(|p| {
+            let n_prompt = p.tokens.len();
+            if n_prompt == 0 {
+                return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
+            }
+            let max_tokens = match gen.max_tokens {
+                Some(m) => m,
+                None if n_prompt < st.n_ctx => st.n_ctx - n_prompt,
+                None => 0,
+            };
+            if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
+                return Err(crate::prep::context_exceeded(
+                    st.n_ctx, n_prompt, max_tokens, false,
+                ));
+            }
+            Ok(max_tokens)
+        })
+        .collect()
+}
+
+/// What every job of one request shares.
+struct Submit<'a> {
+    ready: &'a crate::Ready,
+    request: &'a str,
+    gen: &'a Generation,
+    logprobs: Option<usize>,
+    output: Option<&'a ChatOutput>,
+}
+
+impl Submit<'_> {
+    /// Sends `n` jobs per prompt to the engine and waits until it has queued them all.
+    async fn all(&self, prompts: &[Prompt], plans: &[usize]) -> Result<Vec<Choice>, ApiError> {
+        let arrived = Instant::now();
+        let mut choices = Vec::new();
+        let mut pending = Vec::new();
+        for (pi, (p, &max_tokens)) in prompts.iter().zip(plans).enumerate() {
+            for i in 0..self.gen.n {
+                let (job, choice, accepted) = self.job(p, max_tokens, i, arrived, choices.len());
+                self.ready
+                    .commands
+                    .send(Command::Add(Box::new(job)))
+                    .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
+                pending.push(accepted);
+                choices.push(Choice {
+                    prompt: pi,
+                    ..choice
+                });
+            }
+        }
+        for acc in pending {
+            match acc.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(job_error(e)),
+                Err(_) => return Err(ApiError::internal("The engine thread stopped.")),
+            }
+        }
+        Ok(choices)
+    }
+
+    /// Choice `index` (the `i`-th of its prompt) as an engine job, its receiving side, and the
+    /// engine's answer to it.
+    fn job(
+        &self,
+        p: &Prompt,
+        max_tokens: usize,
+        i: usize,
+        arrived: Instant,
+        index: usize,
+    ) -> (Job, Choice, oneshot::Receiver<Result<(), JobError>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (acc_tx, acc_rx) = oneshot::channel();
+        let mut sampling = self.gen.sampling.clone();
+        sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+        let job = Job {
+            prompt: p.tokens.clone(),
+            max_tokens,
+            sampling,
+            stop: self.gen.stop.clone(),
+            logprobs: self.logprobs,
+            constraint: if self.gen.inject_panic {
+                Some(Box::new(PanicConstraint))
+            } else {
+                self.output.and_then(ChatOutput::constraint)
+            },
+            render_special: self.output.is_some_and(|o| o.render_special),
+            arrived,
+            request: format!("{}/{index}", self.request),
+            pieces: tx,
+            accepted: acc_tx,
+        };
+        let choice = Choice {
+            index,
+            prompt: 0,
+            rx,
+            parser: self.output.map(ChatOutput::parser),
+        };
+        (job, choice, acc_rx)
     }
 }
 
