@@ -9,11 +9,13 @@ use std::io::Write;
 
 /// jemalloc, tuned by [`return_freed_memory`] to give freed memory back to the OS within about a
 /// second: a server's large transient buffers (8 MB prompts) otherwise stay in its RSS.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Purges freed pages after `DIRTY_DECAY_MS` from a background thread, rather than only when the
 /// process happens to allocate again. Best effort: a failure leaves jemalloc's defaults.
+#[cfg(not(target_env = "msvc"))]
 fn return_freed_memory() {
     use tikv_jemalloc_ctl::{Access, AsName};
     const DIRTY_DECAY_MS: isize = 1000;
@@ -57,6 +59,9 @@ enum Command {
     /// Print the text of comma-separated token ids.
     Detokenize(commands::tokenize::DetokenizeArgs),
 }
+
+#[cfg(target_env = "msvc")]
+fn return_freed_memory() {}
 
 fn main() {
     return_freed_memory();
