@@ -6,6 +6,8 @@
 //! `json.dumps` (", " and ": " separators, non-ASCII kept), and the globals `raise_exception` and
 //! `strftime_now`.
 
+#![forbid(unsafe_code)]
+
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 use serde::Serialize;
 use serde_json::{Map, Value as Json};

@@ -1,18 +1,17 @@
-//! Opening a model file and loading it with a progress bar.
+//! The flags every model command shares, and loading with a progress bar (the loading itself is
+//! `frugal-loader`'s, shared with the server).
 
 use anyhow::Result;
-use frugal_formats::GgufFile;
-use frugal_kernels::ThreadPool;
-use frugal_models::{LoadOptions, Model};
+use frugal_loader::{ModelFile, ModelOptions, Warning};
+use frugal_models::Model;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::Path;
 
 /// Options shared by every command that runs a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Path to a GGUF model file.
     pub model: std::path::PathBuf,
-    /// Worker threads (default: all available cores).
+    /// Worker threads, for loading and running (default: all available cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Dequantize all weights to F32 at load and keep activations in f32 (the exact reference path).
@@ -21,44 +20,45 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn pool(&self) -> Result<ThreadPool> {
-        let n = match self.threads {
-            Some(0) => anyhow::bail!("--threads must be at least 1"),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        Ok(ThreadPool::new(n))
+    /// Opens the model with these flags and the command's own `opts` (context, template);
+    /// prints the warnings that matter to every command.
+    pub fn open(&self, mut opts: ModelOptions) -> Result<ModelFile> {
+        opts.threads = self.threads;
+        opts.dequantize = self.dequantize;
+        let file = ModelFile::open(&self.model, &opts)?;
+        for w in &file.warnings {
+            if !matches!(w, Warning::NoChatTemplate) {
+                warn(w);
+            }
+        }
+        Ok(file)
     }
 }
 
-pub fn open(path: &Path) -> Result<GgufFile> {
-    // The error already names the file.
-    Ok(GgufFile::open(path)?)
+/// A warning on standard error (never fails: a closed stderr must not end the command).
+pub fn warn(w: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "warning: {w}");
 }
 
-/// Loads the model, showing a progress bar on a terminal for files over 64 MiB.
-pub fn load_model(gguf: &GgufFile, args: &ModelArgs) -> Result<Model> {
-    let bar = if gguf.file_size() > 64 << 20 {
-        let b = ProgressBar::new(gguf.file_size());
+/// Loads the weights, showing a progress bar on a terminal for files over 64 MiB.
+pub fn load_weights(file: &ModelFile) -> Result<Model> {
+    let size = file.gguf.file_size();
+    let bar = (size > 64 << 20).then(|| {
+        let b = ProgressBar::new(size);
         b.set_style(
             ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {elapsed}")
                 .expect("valid template"),
         );
-        Some(b)
-    } else {
-        None
-    };
+        b
+    });
     let progress = |done: u64, total: u64| {
         if let Some(b) = &bar {
             b.set_length(total);
             b.set_position(done);
         }
     };
-    let opts = LoadOptions {
-        dequantize: args.dequantize,
-        progress: Some(&progress),
-    };
-    let model = Model::load(gguf, &opts)?;
+    let model = file.load(Some(&progress))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -1,6 +1,8 @@
 //! `frugal`: the command-line front end. Parses arguments, loads models, and hands work to the
 //! library crates; errors are printed as one line and exit with status 1.
 
+#![forbid(unsafe_code)]
+
 mod commands;
 mod load;
 

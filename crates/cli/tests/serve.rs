@@ -112,11 +112,16 @@ fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 
 /// `GET path` with `Connection: close`: the status code and the raw rest of the response.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends a raw request; returns the status code and the whole response.
+fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     let mut s = connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    s.write_all(request.as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let status = text
@@ -289,4 +294,48 @@ fn a_model_or_port_it_cannot_use_fails_with_one_line() {
     let port = taken.local_addr().unwrap().port().to_string();
     let err = serve_fails(&model("qwen2-Q4_0.gguf"), &["--port", &port]);
     assert!(err.contains("cannot listen"), "{err}");
+}
+
+/// `POST path` with a JSON body and `Connection: close`: the status and the body.
+fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let (status, text) = exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )?;
+    Ok((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    ))
+}
+
+/// `frugal run` and the server share one generation loop: the same prompt, sampling settings and
+/// seed give the same text.
+#[test]
+fn run_and_serve_give_the_same_tokens_for_the_same_seed() {
+    let m = model("qwen2-Q8_0.gguf");
+    let prompt = "Once upon a time";
+    let out = Command::new(env!("CARGO_BIN_EXE_frugal"))
+        .args(["run", &m, "-p", prompt, "-n", "12", "-t", "2"])
+        .args(["--temp", "0.9", "--top-k", "40", "--top-p", "0.95"])
+        .args(["--min-p", "0.05", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let cli = stdout
+        .strip_prefix(prompt)
+        .and_then(|s| s.strip_suffix('\n'))
+        .unwrap();
+
+    let serve = Serve::start(&m, &[]);
+    let body = format!(
+        r#"{{"prompt": "{prompt}", "max_tokens": 12, "temperature": 0.9, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "seed": 7}}"#
+    );
+    let (status, body) = post(serve.addr, "/v1/completions", &body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"], cli);
 }

@@ -1,54 +1,99 @@
-//! The continuous-batching step: the scheduler decides which sequences run, one forward pass runs
-//! all their chunks together (decode tokens and prefill chunks in the same matrix products), and
-//! each sequence samples with its own sampler. A server drives this from its engine thread.
+//! The generation loop, for one sequence or many: the scheduler decides which sequences run, one
+//! forward pass runs all their chunks together (decode tokens and prefill chunks in the same
+//! matrix products), and each sequence samples its token and turns it into text (streaming
+//! detokenization, stop strings) with its own state. `frugal run` drives it with one sequence
+//! ([`crate::session`]), the server with many.
 
-use crate::constraint::{Constraint, ConstraintError};
+use crate::logprobs::TokenLogprobs;
 use crate::sampler::{Sampler, SamplingParams};
+use crate::sequence::{Choice, Sequence};
+use frugal_constraint::{Constraint, ConstraintError};
 use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
-use frugal_scheduler::{Finish, Rejected, Scheduler, SchedulerConfig, SeqId};
+use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SeqId, Step};
+use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// A token produced for a sequence, and whether the sequence ended with it.
+/// What to generate for one sequence.
+pub struct Request {
+    pub prompt: Vec<u32>,
+    /// `None`: up to the end of the context.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    /// Strings that end the generation; the text is cut before them.
+    pub stop: Vec<String>,
+    /// Report log-probabilities with this many alternatives (0: the sampled token's only).
+    pub logprobs: Option<usize>,
+    /// Masks the logits before sampling (grammars, reasoning budgets).
+    pub constraint: Option<Box<dyn Constraint>>,
+    /// Decode control tokens as their text (end-of-generation tokens aside), for output parsers
+    /// that look for tags such as `<think>` or `<｜tool▁calls▁begin｜>`.
+    pub render_special: bool,
+    /// Keep going past end-of-generation tokens (vLLM's `ignore_eos`; benchmarks, reference runs).
+    pub ignore_eos: bool,
+}
+
+impl Request {
+    /// Plain text generation: no stop strings, logprobs, constraint or special-token text.
+    pub fn new(prompt: Vec<u32>, max_tokens: Option<usize>, sampling: SamplingParams) -> Self {
+        Request {
+            prompt,
+            max_tokens,
+            sampling,
+            stop: Vec::new(),
+            logprobs: None,
+            constraint: None,
+            render_special: false,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// A token produced for a sequence, the text it released, and the end if it came.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: SeqId,
     pub token: u32,
-    pub finish: Option<Finish>,
-    /// The token's log-probability under the model (before sampling transforms) and the most
-    /// likely alternatives, when the sequence asked for them.
+    /// Text this token completed (possibly empty: held back for a stop string or an
+    /// incomplete character).
+    pub text: String,
+    /// When the sequence asked for them.
     pub logprobs: Option<TokenLogprobs>,
+    pub finish: Option<Finished>,
+}
+
+/// How a sequence ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub reason: FinishReason,
+    /// Text released at the end (held back until the sequence ended).
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// Token counts of one sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Prompt tokens found in the prefix cache and not recomputed.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
 }
 
 /// What one step produced.
 #[derive(Debug, Default)]
 pub struct StepOutput {
-    /// One token per sequence that sampled in this step.
+    /// One event per sequence that sampled in this step.
     pub events: Vec<Event>,
-    /// Sequences whose constraint failed (or panicked) in this step: they are aborted, their
+    /// Sequences admitted in this step, with their prompt tokens found in the prefix cache.
+    pub admitted: Vec<(SeqId, usize)>,
+    /// Sequences whose constraint failed (or panicked) in this step: they are ended, their
     /// blocks freed; the other sequences of the step are unaffected.
     pub failed: Vec<(SeqId, ConstraintError)>,
 }
 
-/// Log-probabilities of a sampled token and of the `top` most likely tokens at its position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenLogprobs {
-    pub logprob: f32,
-    pub top: Vec<(u32, f32)>,
-}
-
-/// Per-sequence options beyond sampling.
-#[derive(Default)]
-pub struct SeqOptions {
-    /// Report log-probabilities with this many alternatives (0: the sampled token's only).
-    pub logprobs: Option<usize>,
-    /// Masks the logits before sampling (grammars, reasoning budgets).
-    pub constraint: Option<Box<dyn Constraint>>,
-}
-
 #[derive(Debug, thiserror::Error)]
-pub enum BatchError {
+pub enum EngineError {
     #[error(transparent)]
     Rejected(#[from] Rejected),
     #[error(transparent)]
@@ -59,38 +104,33 @@ pub enum BatchError {
     DuplicateId(SeqId),
 }
 
-struct SeqState {
-    sampler: Sampler,
-    history: Vec<u32>,
-    opts: SeqOptions,
-}
-
 /// Many sequences sharing one model, one KV store and one scheduler.
 pub struct BatchEngine<'a> {
     model: &'a Model,
+    tokenizer: &'a Tokenizer,
     pool: &'a ThreadPool,
     kv: KvStore,
     scheduler: Scheduler,
-    seqs: HashMap<SeqId, SeqState>,
-    eog: Vec<u32>,
+    seqs: HashMap<SeqId, Sequence<'a>>,
 }
 
 impl<'a> BatchEngine<'a> {
+    /// An engine whose KV cache holds `n_blocks` blocks of `block_size` positions.
     pub fn new(
         model: &'a Model,
+        tokenizer: &'a Tokenizer,
         pool: &'a ThreadPool,
         cfg: SchedulerConfig,
         n_blocks: usize,
         block_size: usize,
-        eog: Vec<u32>,
     ) -> Self {
         BatchEngine {
             model,
+            tokenizer,
             pool,
             kv: model.new_kv_store(n_blocks, block_size),
             scheduler: Scheduler::new(cfg, n_blocks, block_size),
             seqs: HashMap::new(),
-            eog,
         }
     }
 
@@ -98,210 +138,157 @@ impl<'a> BatchEngine<'a> {
         &self.scheduler
     }
 
-    /// Queues a request; errors say why it can never run.
-    pub fn add(
-        &mut self,
-        id: SeqId,
-        prompt: Vec<u32>,
-        max_tokens: usize,
-        params: SamplingParams,
-    ) -> Result<(), BatchError> {
-        self.add_with(id, prompt, max_tokens, params, SeqOptions::default())
+    pub fn is_idle(&self) -> bool {
+        self.scheduler.is_idle()
     }
 
-    /// [`BatchEngine::add`] with log-probabilities or a constraint.
-    pub fn add_with(
-        &mut self,
-        id: SeqId,
-        prompt: Vec<u32>,
-        max_tokens: usize,
-        params: SamplingParams,
-        opts: SeqOptions,
-    ) -> Result<(), BatchError> {
+    /// Queues a request; errors say why it can never run (the context length is checked here,
+    /// by the scheduler, and nowhere else).
+    pub fn add(&mut self, id: SeqId, req: Request) -> Result<(), EngineError> {
         if self.seqs.contains_key(&id) {
-            return Err(BatchError::DuplicateId(id));
+            return Err(EngineError::DuplicateId(id));
         }
-        params.validate(self.model.config().n_vocab)?;
-        let sampler = Sampler::new(params)?;
-        self.scheduler.add(id, prompt.clone(), max_tokens)?;
-        self.seqs.insert(
-            id,
-            SeqState {
-                sampler,
-                history: prompt,
-                opts,
-            },
-        );
+        req.sampling.validate(self.model.config().n_vocab)?;
+        let sampler = Sampler::new(req.sampling.clone())?;
+        let max_tokens = req.max_tokens;
+        let (seq, prompt) = Sequence::new(self.tokenizer, sampler, req);
+        self.scheduler.add(id, prompt, max_tokens)?;
+        self.seqs.insert(id, seq);
         Ok(())
     }
 
     /// Cancels a sequence (a client went away) and frees its blocks.
     pub fn abort(&mut self, id: SeqId) {
-        self.scheduler.finish(id, Finish::Aborted);
+        self.scheduler.finish(id, FinishReason::Aborted);
         self.seqs.remove(&id);
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.scheduler.is_idle()
-    }
-
-    /// Runs one step; returns the tokens sampled in it and the sequences that failed.
-    pub fn step(&mut self) -> Result<StepOutput, BatchError> {
+    /// Runs one step: one forward pass over every scheduled chunk, then one token per sequence
+    /// that reached the end of its prompt.
+    pub fn step(&mut self) -> Result<StepOutput, EngineError> {
         let plan = self.scheduler.schedule();
         if plan.chunks.is_empty() {
             return Ok(StepOutput::default());
         }
-        let tables: Vec<Vec<u32>> = plan
+        let logits = self.forward(&plan)?;
+        let mut out = StepOutput {
+            admitted: self.record_admissions(&plan),
+            ..StepOutput::default()
+        };
+        let choices = self.choose(&plan, &logits, &mut out.failed);
+        let mut texts = HashMap::new();
+        let sampled: Vec<Sampled> = choices
+            .iter()
+            .map(|(id, c)| {
+                let seq = self.seqs.get_mut(id).expect("sampled sequences are known");
+                let eog = !seq.ignore_eos && self.tokenizer.eog_ids().contains(&c.token);
+                let (text, stopped) = seq.text(c.token, eog);
+                texts.insert(*id, (text, stopped));
+                Sampled {
+                    id: *id,
+                    token: c.token,
+                    stop: eog || stopped || c.complete,
+                }
+            })
+            .collect();
+        let finished: HashMap<SeqId, FinishReason> = self
+            .scheduler
+            .complete(&plan, &sampled)
+            .into_iter()
+            .collect();
+        // After `complete` (which skips them: they sampled nothing), so their computed prefix
+        // is committed like everyone else's before the blocks are released.
+        for (id, _) in &out.failed {
+            self.scheduler.finish(*id, FinishReason::Aborted);
+            self.seqs.remove(id);
+        }
+        for (id, choice) in choices {
+            let (text, stopped) = texts.remove(&id).expect("one text per choice");
+            let finish = finished.get(&id).map(|&reason| {
+                let mut seq = self.seqs.remove(&id).expect("finished sequences are known");
+                Finished {
+                    reason,
+                    text: if stopped { String::new() } else { seq.tail() },
+                    usage: Usage {
+                        prompt_tokens: seq.n_prompt,
+                        cached_tokens: seq.cached.unwrap_or(0),
+                        completion_tokens: seq.n_generated(),
+                    },
+                }
+            });
+            out.events.push(Event {
+                id,
+                token: choice.token,
+                text,
+                logprobs: choice.logprobs,
+                finish,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over the step's chunks; logits of the chunks that sample, in order.
+    fn forward(&mut self, plan: &Step) -> Result<Vec<f32>, EngineError> {
+        let tables: Vec<&[u32]> = plan
             .chunks
             .iter()
             .map(|c| {
                 self.scheduler
                     .block_table(c.id)
                     .expect("scheduled sequences have blocks")
-                    .to_vec()
             })
             .collect();
         let chunks: Vec<SeqChunk> = plan
             .chunks
             .iter()
-            .zip(&tables)
-            .map(|(c, t)| SeqChunk {
+            .zip(tables)
+            .map(|(c, blocks)| SeqChunk {
                 tokens: &c.tokens,
                 pos: c.pos,
-                blocks: t,
+                blocks,
                 logits: if c.sample { Logits::Last } else { Logits::None },
             })
             .collect();
-        let logits = self.model.forward(self.pool, &mut self.kv, &chunks)?;
-        let n_vocab = self.model.config().n_vocab;
-        let mut sampled = Vec::new();
-        let mut logprobs = HashMap::new();
-        let mut constraint_done = Vec::new();
-        let mut failed = Vec::new();
-        for (c, row) in plan
-            .chunks
-            .iter()
-            .filter(|c| c.sample)
-            .zip(logits.chunks_exact(n_vocab))
-        {
-            let s = self
+        Ok(self.model.forward(self.pool, &mut self.kv, &chunks)?)
+    }
+
+    /// Prefix-cache hits of sequences that ran for the first time in this step.
+    fn record_admissions(&mut self, plan: &Step) -> Vec<(SeqId, usize)> {
+        let mut admitted = Vec::new();
+        for c in &plan.chunks {
+            let seq = self
                 .seqs
                 .get_mut(&c.id)
                 .expect("scheduled sequences are known");
-            let lp = s.opts.logprobs.map(|top| token_logprobs(row, top));
-            let t = match s.opts.constraint.as_mut() {
-                None => s.sampler.sample(row, &s.history),
-                Some(con) => {
-                    let mut masked = row.to_vec();
-                    // A constraint is code from outside the engine: a panic in it fails its own
-                    // sequence only. Nothing of the engine's is borrowed inside the closure but
-                    // the constraint (dropped with the aborted sequence), the sampler and the
-                    // logits copy, so no engine state is left half-updated.
-                    let t = catch_unwind(AssertUnwindSafe(|| {
-                        con.mask(&mut masked)
-                            .map(|()| s.sampler.sample(&masked, &s.history))
-                            .and_then(|t| con.accept(t).map(|done| (t, done)))
-                    }))
-                    .unwrap_or_else(|panic| {
-                        Err(ConstraintError(format!(
-                            "the constraint panicked: {}",
-                            panic_message(&*panic)
-                        )))
-                    });
-                    match t {
-                        Ok((t, done)) => {
-                            if done {
-                                constraint_done.push(c.id);
-                            }
-                            t
-                        }
-                        Err(e) => {
-                            failed.push((c.id, e));
-                            continue;
-                        }
-                    }
-                }
-            };
-            if let Some(mut lp) = lp {
-                lp.logprob = log_softmax_at(row, t);
-                logprobs.insert(c.id, lp);
-            }
-            s.history.push(t);
-            sampled.push((c.id, t));
-        }
-        let mut finished: HashMap<SeqId, Finish> = self
-            .scheduler
-            .complete(&plan, &sampled)
-            .into_iter()
-            .collect();
-        for &(id, t) in &sampled {
-            let end = self.eog.contains(&t) || constraint_done.contains(&id);
-            if end && !finished.contains_key(&id) {
-                self.scheduler.finish(id, Finish::Stop);
-                finished.insert(id, Finish::Stop);
+            if seq.cached.is_none() {
+                let cached = self.scheduler.cached_tokens(c.id).unwrap_or(0);
+                seq.cached = Some(cached);
+                admitted.push((c.id, cached));
             }
         }
-        for id in finished.keys() {
-            self.seqs.remove(id);
-        }
-        // After `complete` (which skips them: they sampled nothing), so their computed prefix
-        // is committed like everyone else's before the blocks are released.
-        for (id, _) in &failed {
-            self.abort(*id);
-        }
-        let events = sampled
-            .into_iter()
-            .map(|(id, token)| Event {
-                id,
-                token,
-                finish: finished.get(&id).copied(),
-                logprobs: logprobs.remove(&id),
-            })
-            .collect();
-        Ok(StepOutput { events, failed })
+        admitted
     }
-}
 
-/// The text of a panic payload (`panic!` with a literal or a formatted message).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic")
-}
-
-/// `log softmax(logits)[t]`, computed in f64 for a stable sum over a large vocabulary.
-fn log_softmax_at(logits: &[f32], t: u32) -> f32 {
-    (logits[t as usize] as f64 - log_sum_exp(logits)) as f32
-}
-
-fn log_sum_exp(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + logits
-        .iter()
-        .map(|&l| (l as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
-}
-
-/// The `top` most likely tokens with their log-probabilities (the sampled token's is filled in
-/// by the caller).
-fn token_logprobs(logits: &[f32], top: usize) -> TokenLogprobs {
-    let lse = log_sum_exp(logits);
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let top = top.min(idx.len());
-    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    if top > 0 && top < idx.len() {
-        idx.select_nth_unstable_by(top - 1, by_logit);
-    }
-    idx.truncate(top);
-    idx.sort_by(by_logit);
-    TokenLogprobs {
-        logprob: 0.0,
-        top: idx
-            .into_iter()
-            .map(|i| (i, (logits[i as usize] as f64 - lse) as f32))
-            .collect(),
+    /// Each sampling chunk's token; sequences whose constraint fails go to `failed`.
+    fn choose(
+        &mut self,
+        plan: &Step,
+        logits: &[f32],
+        failed: &mut Vec<(SeqId, ConstraintError)>,
+    ) -> Vec<(SeqId, Choice)> {
+        let n_vocab = self.model.config().n_vocab;
+        let sampling = plan.chunks.iter().filter(|c| c.sample);
+        let mut choices = Vec::new();
+        for (c, row) in sampling.zip(logits.chunks_exact(n_vocab)) {
+            let seq = self
+                .seqs
+                .get_mut(&c.id)
+                .expect("scheduled sequences are known");
+            match seq.choose(row) {
+                Ok(choice) => choices.push((c.id, choice)),
+                Err(e) => failed.push((c.id, e)),
+            }
+        }
+        choices
     }
 }

@@ -1,9 +1,15 @@
 //! Text generation on top of a model: choosing tokens ([`sampler`]), stopping at stop strings
-//! ([`stop`]), the loop that runs one sequence with a reusable KV cache ([`session`]), and the
-//! continuous-batching step over many sequences ([`batch`]).
+//! ([`stop`]), log-probabilities ([`logprobs`]), and the one generation loop ([`batch`]) that
+//! runs every sequence — many at once for the server, one for `frugal run` ([`session`]).
+#![forbid(unsafe_code)]
 
 pub mod batch;
-pub mod constraint;
+pub mod logprobs;
 pub mod sampler;
+mod sequence;
 pub mod session;
 pub mod stop;
+
+pub use batch::{BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage};
+pub use frugal_scheduler::{FinishReason, SeqId};
+pub use sequence::panic_message;

@@ -2,13 +2,14 @@
 //! batch of others (chunked prefill, decodes and prefills mixed in one forward pass), and those
 //! tokens are llama.cpp's greedy continuation.
 
-use frugal_engine::batch::BatchEngine;
 use frugal_engine::sampler::SamplingParams;
+use frugal_engine::{BatchEngine, Request};
 use frugal_fixtures::{dir as fixtures, ids};
 use frugal_formats::GgufFile;
 use frugal_kernels::ThreadPool;
 use frugal_models::{LoadOptions, Model};
 use frugal_scheduler::SchedulerConfig;
+use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
 
 fn expected(name: &str) -> serde_json::Value {
@@ -19,7 +20,12 @@ fn expected(name: &str) -> serde_json::Value {
 }
 
 /// Runs requests (id, prompt, max_tokens) to completion; returns the tokens of each.
-fn run(model: &Model, budget: usize, reqs: &[(u64, Vec<u32>, usize)]) -> HashMap<u64, Vec<u32>> {
+fn run(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    budget: usize,
+    reqs: &[(u64, Vec<u32>, usize)],
+) -> HashMap<u64, Vec<u32>> {
     let pool = ThreadPool::new(2);
     let cfg = SchedulerConfig {
         max_seqs: 4,
@@ -27,11 +33,12 @@ fn run(model: &Model, budget: usize, reqs: &[(u64, Vec<u32>, usize)]) -> HashMap
         max_waiting: 16,
         n_ctx: 128,
     };
-    // No end-of-generation ids: the fixtures' greedy runs ignore them too.
-    let mut eng = BatchEngine::new(model, &pool, cfg, 40, 8, Vec::new());
+    let mut eng = BatchEngine::new(model, tokenizer, &pool, cfg, 40, 8);
     for (id, p, n) in reqs {
-        eng.add(*id, p.clone(), *n, SamplingParams::greedy())
-            .unwrap();
+        let mut req = Request::new(p.clone(), Some(*n), SamplingParams::greedy());
+        // The fixtures' greedy runs ignore end-of-generation tokens too.
+        req.ignore_eos = true;
+        eng.add(*id, req).unwrap();
     }
     let mut out: HashMap<u64, Vec<u32>> = HashMap::new();
     let mut steps = 0;
@@ -56,9 +63,10 @@ fn greedy_tokens_do_not_depend_on_the_batch() {
     ] {
         let gguf = GgufFile::open(fixtures().join("models").join(format!("{name}.gguf"))).unwrap();
         let model = Model::load(&gguf, &LoadOptions::default()).unwrap();
+        let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
         let e = expected(name);
         let prompt = ids(&e["token_ids"]);
-        let alone = run(&model, 64, &[(1, prompt.clone(), 16)]);
+        let alone = run(&model, &tokenizer, 64, &[(1, prompt.clone(), 16)]);
         if name.ends_with("f32") {
             assert_eq!(
                 alone[&1],
@@ -76,11 +84,11 @@ fn greedy_tokens_do_not_depend_on_the_batch() {
             (4, prompt[..33].to_vec(), 5),
         ];
         for budget in [5, 13, 64] {
-            let batched = run(&model, budget, &reqs);
+            let batched = run(&model, &tokenizer, budget, &reqs);
             assert_eq!(batched[&1], alone[&1], "{name}, budget {budget}");
             assert_eq!(batched[&2].len(), 10);
             assert_eq!(batched[&3].len(), 24);
-            let single = run(&model, 64, &[(3, vec![42, 43, 44, 45, 46], 24)]);
+            let single = run(&model, &tokenizer, 64, &[(3, vec![42, 43, 44, 45, 46], 24)]);
             assert_eq!(batched[&3], single[&3], "{name}, budget {budget}");
         }
     }

@@ -170,6 +170,8 @@ impl TensorInfo {
 pub enum GgufError {
     #[error("{file}: {error}")]
     Io { file: String, error: std::io::Error },
+    #[error("{file} is {what}, not a GGUF file")]
+    NotAFile { file: String, what: &'static str },
     #[error("{file}: not a GGUF file (magic {found:02x?}, expected \"GGUF\")")]
     BadMagic { file: String, found: Vec<u8> },
     #[error("{file}: GGUF version {version} is not supported (supported: 2, 3)")]
@@ -265,6 +267,19 @@ impl GgufFile {
             file: name.clone(),
             error,
         };
+        // Checked before opening: mapping a directory fails with a baffling "No such device", and
+        // opening a FIFO would wait for a writer.
+        let file_type = std::fs::metadata(path).map_err(io)?.file_type();
+        if !file_type.is_file() {
+            return Err(GgufError::NotAFile {
+                file: name,
+                what: if file_type.is_dir() {
+                    "a directory"
+                } else {
+                    "a special file (pipe, socket or device)"
+                },
+            });
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let bytes = if len == 0 {
@@ -626,6 +641,35 @@ impl<'a> Parser<'a> {
     }
 
     fn parse(mut self) -> Result<Header, GgufError> {
+        let version = self.magic_and_version()?;
+        // A tensor info takes at least 8 (name len) + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes; a
+        // metadata pair at least 8 (key len) + 4 (type) + 1 byte.
+        let n_tensors = self.count("tensor count", 32)?;
+        let n_kv = self.count("metadata count", 13)?;
+        let metadata = self.metadata(n_kv)?;
+        let alignment = self.alignment(&metadata)?;
+        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors);
+        let mut names = std::collections::HashSet::with_capacity(n_tensors);
+        for i in 0..n_tensors {
+            let t = self.tensor_info(i, alignment)?;
+            if !names.insert(t.name.clone()) {
+                return Err(self.invalid(&format!("tensor '{}'", t.name), "duplicate tensor name"));
+            }
+            tensors.push(t);
+        }
+        let data_offset = self.pos.div_ceil(alignment) * alignment;
+        self.check_tensor_data(&tensors, data_offset)?;
+        Ok(Header {
+            version,
+            alignment,
+            metadata,
+            tensors,
+            data_offset,
+        })
+    }
+
+    /// The magic and a supported version (2 or 3, little-endian).
+    fn magic_and_version(&mut self) -> Result<u32, GgufError> {
         let magic = self.take(4, "magic").map_err(|_| GgufError::BadMagic {
             file: self.file.to_string(),
             found: self.buf[..self.buf.len().min(4)].to_vec(),
@@ -648,11 +692,11 @@ impl<'a> Parser<'a> {
                 version,
             });
         }
-        // A tensor info takes at least 8 (name len) + 4 (n_dims) + 8 (one dim) + 4 + 8 bytes; a
-        // metadata pair at least 8 (key len) + 4 (type) + 1 byte.
-        let n_tensors = self.count("tensor count", 32)?;
-        let n_kv = self.count("metadata count", 13)?;
+        Ok(version)
+    }
 
+    /// `n_kv` key/value pairs, keys unique.
+    fn metadata(&mut self, n_kv: usize) -> Result<Vec<(String, Value)>, GgufError> {
         let mut metadata: Vec<(String, Value)> = Vec::with_capacity(n_kv);
         let mut seen = std::collections::HashSet::with_capacity(n_kv);
         for i in 0..n_kv {
@@ -664,87 +708,97 @@ impl<'a> Parser<'a> {
             }
             metadata.push((key, value));
         }
+        Ok(metadata)
+    }
 
-        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some((_, Value::U32(a))) if a.is_power_of_two() => *a as usize,
-            Some((_, v)) => {
-                return Err(self.invalid(
-                    "metadata key 'general.alignment'",
-                    format!("must be a u32 power of two, found {v:?}"),
-                ))
-            }
-        };
-
-        let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors);
-        let mut names = std::collections::HashSet::with_capacity(n_tensors);
-        for i in 0..n_tensors {
-            let name = self.string(&format!("name of tensor #{i}"))?;
-            let what = format!("tensor '{name}'");
-            let n_dims = self.u32(&what)? as usize;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(self.invalid(
-                    &what,
-                    format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
-                ));
-            }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                dims.push(self.u64(&what)?);
-            }
-            let type_id = self.u32(&what)?;
-            let offset = self.u64(&what)?;
-            let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
-                file: self.file.to_string(),
-                tensor: name.clone(),
-                id: type_id,
-            })?;
-            if dims.iter().any(|&d| d == 0 || d > i64::MAX as u64) {
-                return Err(self.invalid(&what, format!("invalid dimensions {dims:?}")));
-            }
-            let n_elements = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= i64::MAX as u64)
-                .ok_or_else(|| {
-                    self.invalid(&what, format!("element count of {dims:?} overflows"))
-                })?;
-            if dims[0] % ty.block_len() as u64 != 0 {
-                return Err(self.invalid(
-                    &what,
-                    format!(
-                        "row length {} is not a multiple of the {ty} block length {}",
-                        dims[0],
-                        ty.block_len()
-                    ),
-                ));
-            }
-            let n_bytes = (n_elements / ty.block_len() as u64)
-                .checked_mul(ty.block_bytes() as u64)
-                .filter(|&b| b <= usize::MAX as u64)
-                .ok_or_else(|| self.invalid(&what, "byte size overflows"))?;
-            if offset % alignment as u64 != 0 {
-                return Err(self.invalid(
-                    &what,
-                    format!("data offset {offset} is not aligned to {alignment}"),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                return Err(self.invalid(&what, "duplicate tensor name"));
-            }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ty,
-                offset,
-                n_bytes: n_bytes as usize,
-            });
+    /// `general.alignment` (a u32 power of two), or the default.
+    fn alignment(&self, metadata: &[(String, Value)]) -> Result<usize, GgufError> {
+        match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => Ok(DEFAULT_ALIGNMENT),
+            Some((_, Value::U32(a))) if a.is_power_of_two() => Ok(*a as usize),
+            Some((_, v)) => Err(self.invalid(
+                "metadata key 'general.alignment'",
+                format!("must be a u32 power of two, found {v:?}"),
+            )),
         }
+    }
 
-        let data_offset = self.pos.div_ceil(alignment) * alignment;
+    /// Tensor info `#i`: name, dims, type and offset, checked for sane dims, whole blocks, a byte
+    /// size that fits in memory and an aligned offset.
+    fn tensor_info(&mut self, i: usize, alignment: usize) -> Result<TensorInfo, GgufError> {
+        let name = self.string(&format!("name of tensor #{i}"))?;
+        let what = format!("tensor '{name}'");
+        let n_dims = self.u32(&what)? as usize;
+        if n_dims == 0 || n_dims > MAX_DIMS {
+            return Err(self.invalid(
+                &what,
+                format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+            ));
+        }
+        let mut dims = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            dims.push(self.u64(&what)?);
+        }
+        let type_id = self.u32(&what)?;
+        let offset = self.u64(&what)?;
+        let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
+            file: self.file.to_string(),
+            tensor: name.clone(),
+            id: type_id,
+        })?;
+        let n_bytes = self.tensor_bytes(&what, &dims, ty)?;
+        if offset % alignment as u64 != 0 {
+            return Err(self.invalid(
+                &what,
+                format!("data offset {offset} is not aligned to {alignment}"),
+            ));
+        }
+        Ok(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+            n_bytes,
+        })
+    }
+
+    /// The byte size of a `ty` tensor of `dims`: every dim positive, the element count and the
+    /// size without overflow, rows of whole blocks.
+    fn tensor_bytes(&self, what: &str, dims: &[u64], ty: GgmlType) -> Result<usize, GgufError> {
+        if dims.iter().any(|&d| d == 0 || d > i64::MAX as u64) {
+            return Err(self.invalid(what, format!("invalid dimensions {dims:?}")));
+        }
+        let n_elements = dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
+            .ok_or_else(|| self.invalid(what, format!("element count of {dims:?} overflows")))?;
+        if !dims[0].is_multiple_of(ty.block_len() as u64) {
+            return Err(self.invalid(
+                what,
+                format!(
+                    "row length {} is not a multiple of the {ty} block length {}",
+                    dims[0],
+                    ty.block_len()
+                ),
+            ));
+        }
+        let n_bytes = (n_elements / ty.block_len() as u64)
+            .checked_mul(ty.block_bytes() as u64)
+            .filter(|&b| b <= usize::MAX as u64)
+            .ok_or_else(|| self.invalid(what, "byte size overflows"))?;
+        Ok(n_bytes as usize)
+    }
+
+    /// Every tensor's data lies inside the file, after `data_offset`, and no two overlap.
+    fn check_tensor_data(
+        &self,
+        tensors: &[TensorInfo],
+        data_offset: usize,
+    ) -> Result<(), GgufError> {
         let size = self.buf.len() as u64;
         let data_len = size.saturating_sub(data_offset as u64);
-        for t in &tensors {
+        for t in tensors {
             let end = t.offset.checked_add(t.n_bytes as u64);
             if end.is_none_or(|e| e > data_len) {
                 return Err(GgufError::TensorOutOfBounds {
@@ -767,13 +821,7 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        Ok(Header {
-            version,
-            alignment,
-            metadata,
-            tensors,
-            data_offset,
-        })
+        Ok(())
     }
 }
 

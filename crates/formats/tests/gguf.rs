@@ -323,6 +323,28 @@ fn open_reports_missing_files() {
 }
 
 #[test]
+fn open_refuses_directories_and_special_files() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = GgufFile::open(&dir).err().unwrap();
+    assert!(matches!(e, GgufError::NotAFile { .. }), "{e:?}");
+    let e = e.to_string();
+    assert_eq!(
+        e,
+        format!("{} is a directory, not a GGUF file", dir.display())
+    );
+    // A FIFO must be refused, not waited on for a writer.
+    let fifo = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-model.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let e = GgufFile::open(&fifo).err().unwrap().to_string();
+        assert!(e.contains("not-a-model.fifo is a special file"), "{e}");
+        std::fs::remove_file(&fifo).unwrap();
+    }
+}
+
+#[test]
 fn version_2_files_read_like_version_3() {
     // v2 has the same layout as v3 (64-bit counts); only the version field differs.
     let mut b = sample_writer().to_bytes();

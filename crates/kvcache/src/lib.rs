@@ -4,6 +4,8 @@
 //! of cached blocks nobody uses. No tensors: the numbers live in `frugal_models::KvStore`,
 //! addressed by the block ids handed out here.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 

@@ -138,202 +138,91 @@ pub struct MoeConfig {
     pub n_group_used: usize,
 }
 
+/// One architecture's metadata: its keys are `{arch}.{name}`. Errors name the file.
+struct ArchKeys<'a> {
+    gguf: &'a GgufFile,
+    arch: Arch,
+}
+
+impl ArchKeys<'_> {
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.arch.name())
+    }
+
+    fn req_usize(&self, name: &str) -> Result<usize, ModelError> {
+        Ok(self.gguf.req_u32(&self.key(name))? as usize)
+    }
+
+    fn opt_usize(&self, name: &str) -> Result<Option<usize>, ModelError> {
+        Ok(self.gguf.opt_u32(&self.key(name))?.map(|v| v as usize))
+    }
+
+    fn opt_f32(&self, name: &str) -> Result<Option<f32>, ModelError> {
+        Ok(self.gguf.opt_f32(&self.key(name))?)
+    }
+
+    fn opt_bool(&self, name: &str) -> Result<Option<bool>, ModelError> {
+        Ok(self.gguf.opt_bool(&self.key(name))?)
+    }
+
+    fn opt_str(&self, name: &str) -> Result<Option<&str>, ModelError> {
+        Ok(self.gguf.opt_str(&self.key(name))?)
+    }
+
+    fn bad(&self, msg: String) -> ModelError {
+        ModelError::BadConfig {
+            file: self.gguf.name().to_string(),
+            msg,
+        }
+    }
+}
+
+/// The sizes every architecture has.
+struct BasicDims {
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    n_ff: usize,
+    n_ctx_train: usize,
+    rms_eps: f32,
+}
+
 impl ModelConfig {
     pub fn from_gguf(gguf: &GgufFile) -> Result<ModelConfig, ModelError> {
-        let arch_name = gguf.req_str("general.architecture")?;
-        let arch = Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch {
-            file: gguf.name().to_string(),
-            arch: arch_name.to_string(),
-            supported: Arch::SUPPORTED.join(", "),
-        })?;
-        let p = arch.name();
-        let key = |k: &str| format!("{p}.{k}");
-        let bad = |msg: String| ModelError::BadConfig {
-            file: gguf.name().to_string(),
-            msg,
+        let keys = ArchKeys {
+            gguf,
+            arch: read_arch(gguf)?,
         };
-
-        let n_layer = gguf.req_u32(&key("block_count"))? as usize;
-        let n_embd = gguf.req_u32(&key("embedding_length"))? as usize;
-        let n_head = gguf.req_u32(&key("attention.head_count"))? as usize;
-        let n_head_kv = gguf
-            .opt_u32(&key("attention.head_count_kv"))?
-            .map_or(n_head, |v| v as usize);
-        let n_ff = gguf.req_u32(&key("feed_forward_length"))? as usize;
-        let n_ctx_train = gguf.req_u32(&key("context_length"))? as usize;
-        if n_layer == 0 || n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
-            return Err(bad(
-                "block_count, embedding_length, head counts and feed_forward_length must be positive"
-                    .into(),
-            ));
-        }
-        if !n_head.is_multiple_of(n_head_kv) {
-            return Err(bad(format!(
-                "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
-            )));
-        }
-        let default_head = n_embd / n_head;
-        let head_dim_k = gguf
-            .opt_u32(&key("attention.key_length"))?
-            .map_or(default_head, |v| v as usize);
-        let head_dim_v = gguf
-            .opt_u32(&key("attention.value_length"))?
-            .map_or(default_head, |v| v as usize);
-        if head_dim_k == 0
-            || head_dim_v == 0
-            || (head_dim_k != head_dim_v && arch != Arch::Deepseek2)
-        {
-            return Err(bad(format!(
-                "key_length {head_dim_k} and value_length {head_dim_v} must be equal and positive"
-            )));
-        }
-        let rms_eps = gguf
-            .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
-            .unwrap_or(1e-6);
-        let n_rot = gguf
-            .opt_u32(&key("rope.dimension_count"))?
-            .map_or(head_dim_k, |v| v as usize);
-        if n_rot == 0 || n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
-            return Err(bad(format!(
-                "rope.dimension_count {n_rot} must be even and at most the head size {head_dim_k}"
-            )));
-        }
-        let freq_base = gguf.opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
-        let (freq_scale, yarn, kq_scale_mult) =
-            rope_scaling(gguf, arch, n_rot, freq_base, n_ctx_train)?;
-
-        let n_vocab = match gguf.tensor("token_embd.weight") {
-            Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
-            Some(t) => {
-                return Err(ModelError::BadShape {
-                    file: gguf.name().to_string(),
-                    name: t.name.clone(),
-                    expected: vec![n_embd as u64, 0],
-                    actual: t.dims.clone(),
-                })
-            }
-            None => {
-                return Err(ModelError::MissingTensor {
-                    file: gguf.name().to_string(),
-                    name: "token_embd.weight".into(),
-                })
-            }
-        };
-
+        let arch = keys.arch;
+        let dims = read_basic_dims(&keys)?;
+        let (rope, kq_scale_mult) = read_rope(&keys, &dims)?;
+        let n_vocab = read_vocab_size(gguf, dims.n_embd)?;
         let mla = match arch {
-            Arch::Deepseek2 => {
-                let kv_lora = gguf.req_u32(&key("attention.kv_lora_rank"))? as usize;
-                let q_lora = gguf
-                    .opt_u32(&key("attention.q_lora_rank"))?
-                    .filter(|&r| r > 0)
-                    .map(|r| r as usize);
-                let k_mla = gguf
-                    .opt_u32(&key("attention.key_length_mla"))?
-                    .map_or(head_dim_k, |v| v as usize);
-                let v_head = gguf
-                    .opt_u32(&key("attention.value_length_mla"))?
-                    .map_or(head_dim_v, |v| v as usize);
-                if n_rot >= k_mla || head_dim_k != kv_lora + n_rot || head_dim_v != kv_lora {
-                    return Err(bad(format!(
-                        "MLA shapes do not fit: key_length {head_dim_k}, value_length {head_dim_v}, kv_lora_rank {kv_lora}, rope {n_rot}, key_length_mla {k_mla}"
-                    )));
-                }
-                Some(MlaConfig {
-                    q_lora,
-                    kv_lora,
-                    qk_nope: k_mla - n_rot,
-                    qk_rope: n_rot,
-                    v_head,
-                })
-            }
+            Arch::Deepseek2 => Some(read_mla(&keys, &dims, rope.n_rot)?),
             _ => None,
         };
         let moe = match arch {
-            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2 => {
-                let n_expert = gguf.req_u32(&key("expert_count"))? as usize;
-                let n_expert_used = gguf.req_u32(&key("expert_used_count"))? as usize;
-                if n_expert == 0 || n_expert_used == 0 || n_expert_used > n_expert {
-                    return Err(bad(format!(
-                        "expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}"
-                    )));
-                }
-                let n_ff_exp = gguf
-                    .opt_u32(&key("expert_feed_forward_length"))?
-                    .map_or(n_ff, |v| v as usize);
-                let n_group = gguf.opt_u32(&key("expert_group_count"))?.unwrap_or(1) as usize;
-                let n_group_used = gguf
-                    .opt_u32(&key("expert_group_used_count"))?
-                    .unwrap_or(n_group as u32) as usize;
-                if n_group == 0
-                    || !n_expert.is_multiple_of(n_group)
-                    || n_group_used == 0
-                    || n_group_used > n_group
-                {
-                    return Err(bad(format!(
-                        "expert groups {n_group} (using {n_group_used}) do not divide {n_expert} experts"
-                    )));
-                }
-                Some(MoeConfig {
-                    n_expert,
-                    n_expert_used,
-                    n_ff_exp,
-                    n_ff_shared: match arch {
-                        Arch::Qwen2Moe => Some(
-                            gguf.opt_u32(&key("expert_shared_feed_forward_length"))?
-                                .map_or(n_ff, |v| v as usize),
-                        ),
-                        Arch::Deepseek2 => {
-                            let n_shared =
-                                gguf.opt_u32(&key("expert_shared_count"))?.unwrap_or(0) as usize;
-                            (n_shared > 0).then_some(n_ff_exp * n_shared)
-                        }
-                        _ => None,
-                    },
-                    gating: match gguf.opt_u32(&key("expert_gating_func"))? {
-                        None | Some(0) | Some(1) => Gating::Softmax,
-                        Some(2) => Gating::Sigmoid,
-                        Some(other) => {
-                            return Err(bad(format!("expert_gating_func {other} is not supported")))
-                        }
-                    },
-                    n_dense_lead: gguf
-                        .opt_u32(&key("leading_dense_block_count"))?
-                        .unwrap_or(0) as usize,
-                    shared_gated: arch == Arch::Qwen2Moe,
-                    n_group,
-                    n_group_used,
-                    norm_weights: gguf
-                        .opt_bool(&key("expert_weights_norm"))?
-                        .unwrap_or(arch == Arch::Qwen3Moe),
-                    weights_scale: gguf.opt_f32(&key("expert_weights_scale"))?.unwrap_or(0.0),
-                })
-            }
+            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2 => Some(read_moe(&keys, dims.n_ff)?),
             _ => None,
         };
-
         Ok(ModelConfig {
             arch,
             moe,
             mla,
-            n_layer,
-            n_embd,
-            n_head,
-            n_head_kv,
-            head_dim_k,
-            head_dim_v,
-            n_ff,
+            n_layer: dims.n_layer,
+            n_embd: dims.n_embd,
+            n_head: dims.n_head,
+            n_head_kv: dims.n_head_kv,
+            head_dim_k: dims.head_dim_k,
+            head_dim_v: dims.head_dim_v,
+            n_ff: dims.n_ff,
             n_vocab,
-            n_ctx_train,
-            rms_eps,
-            rope: Rope {
-                n_rot,
-                freq_base,
-                freq_scale,
-                neox: arch.rope_neox(),
-                // Filled in from the `rope_freqs` tensor by the loader, if the file has one.
-                freq_factors: None,
-                yarn,
-            },
+            n_ctx_train: dims.n_ctx_train,
+            rms_eps: dims.rms_eps,
+            rope,
             // Only DeepSeek2's graph scales its scores by YaRN's mscale².
             kq_scale_mult: if arch == Arch::Deepseek2 {
                 kq_scale_mult
@@ -378,30 +267,227 @@ impl ModelConfig {
     }
 }
 
+/// `general.architecture`, if frugal supports it.
+fn read_arch(gguf: &GgufFile) -> Result<Arch, ModelError> {
+    let arch_name = gguf.req_str("general.architecture")?;
+    Arch::from_name(arch_name).ok_or_else(|| ModelError::UnsupportedArch {
+        file: gguf.name().to_string(),
+        arch: arch_name.to_string(),
+        supported: Arch::SUPPORTED.join(", "),
+    })
+}
+
+/// Layer, embedding, head and feed-forward sizes, checked to be positive and consistent.
+fn read_basic_dims(keys: &ArchKeys) -> Result<BasicDims, ModelError> {
+    let n_layer = keys.req_usize("block_count")?;
+    let n_embd = keys.req_usize("embedding_length")?;
+    let n_head = keys.req_usize("attention.head_count")?;
+    let n_head_kv = keys.opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
+    let n_ff = keys.req_usize("feed_forward_length")?;
+    let n_ctx_train = keys.req_usize("context_length")?;
+    if n_layer == 0 || n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
+        return Err(keys.bad(
+            "block_count, embedding_length, head counts and feed_forward_length must be positive"
+                .into(),
+        ));
+    }
+    if !n_head.is_multiple_of(n_head_kv) {
+        return Err(keys.bad(format!(
+            "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
+        )));
+    }
+    let default_head = n_embd / n_head;
+    let head_dim_k = keys
+        .opt_usize("attention.key_length")?
+        .unwrap_or(default_head);
+    let head_dim_v = keys
+        .opt_usize("attention.value_length")?
+        .unwrap_or(default_head);
+    if head_dim_k == 0
+        || head_dim_v == 0
+        || (head_dim_k != head_dim_v && keys.arch != Arch::Deepseek2)
+    {
+        return Err(keys.bad(format!(
+            "key_length {head_dim_k} and value_length {head_dim_v} must be equal and positive"
+        )));
+    }
+    let rms_eps = keys
+        .opt_f32("attention.layer_norm_rms_epsilon")?
+        .unwrap_or(1e-6);
+    Ok(BasicDims {
+        n_layer,
+        n_embd,
+        n_head,
+        n_head_kv,
+        head_dim_k,
+        head_dim_v,
+        n_ff,
+        n_ctx_train,
+        rms_eps,
+    })
+}
+
+/// The vocabulary size, from the token embedding's shape.
+fn read_vocab_size(gguf: &GgufFile, n_embd: usize) -> Result<usize, ModelError> {
+    match gguf.tensor("token_embd.weight") {
+        Some(t) if t.dims.len() == 2 => Ok(t.dims[1] as usize),
+        Some(t) => Err(ModelError::BadShape {
+            file: gguf.name().to_string(),
+            name: t.name.clone(),
+            expected: vec![n_embd as u64, 0],
+            actual: t.dims.clone(),
+        }),
+        None => Err(ModelError::MissingTensor {
+            file: gguf.name().to_string(),
+            name: "token_embd.weight".into(),
+        }),
+    }
+}
+
+/// Rotary embeddings (with their scaling) and the attention-score multiplier that comes with
+/// YaRN.
+fn read_rope(keys: &ArchKeys, dims: &BasicDims) -> Result<(Rope, f32), ModelError> {
+    let head_dim_k = dims.head_dim_k;
+    let n_rot = keys
+        .opt_usize("rope.dimension_count")?
+        .unwrap_or(head_dim_k);
+    if n_rot == 0 || n_rot > head_dim_k || !n_rot.is_multiple_of(2) {
+        return Err(keys.bad(format!(
+            "rope.dimension_count {n_rot} must be even and at most the head size {head_dim_k}"
+        )));
+    }
+    let freq_base = keys.opt_f32("rope.freq_base")?.unwrap_or(10000.0);
+    let (freq_scale, yarn, kq_scale_mult) = rope_scaling(keys, n_rot, freq_base, dims.n_ctx_train)?;
+    let rope = Rope {
+        n_rot,
+        freq_base,
+        freq_scale,
+        neox: keys.arch.rope_neox(),
+        // Filled in from the `rope_freqs` tensor by the loader, if the file has one.
+        freq_factors: None,
+        yarn,
+    };
+    Ok((rope, kq_scale_mult))
+}
+
+/// Multi-head latent attention (deepseek2): latent ranks and per-head widths, checked against
+/// the key and value lengths.
+fn read_mla(keys: &ArchKeys, dims: &BasicDims, n_rot: usize) -> Result<MlaConfig, ModelError> {
+    let (head_dim_k, head_dim_v) = (dims.head_dim_k, dims.head_dim_v);
+    let kv_lora = keys.req_usize("attention.kv_lora_rank")?;
+    let q_lora = keys.opt_usize("attention.q_lora_rank")?.filter(|&r| r > 0);
+    let k_mla = keys
+        .opt_usize("attention.key_length_mla")?
+        .unwrap_or(head_dim_k);
+    let v_head = keys
+        .opt_usize("attention.value_length_mla")?
+        .unwrap_or(head_dim_v);
+    if n_rot >= k_mla || head_dim_k != kv_lora + n_rot || head_dim_v != kv_lora {
+        return Err(keys.bad(format!(
+            "MLA shapes do not fit: key_length {head_dim_k}, value_length {head_dim_v}, kv_lora_rank {kv_lora}, rope {n_rot}, key_length_mla {k_mla}"
+        )));
+    }
+    Ok(MlaConfig {
+        q_lora,
+        kv_lora,
+        qk_nope: k_mla - n_rot,
+        qk_rope: n_rot,
+        v_head,
+    })
+}
+
+/// Mixture-of-experts routing: expert counts, groups, shared expert, gating and weighting.
+fn read_moe(keys: &ArchKeys, n_ff: usize) -> Result<MoeConfig, ModelError> {
+    let arch = keys.arch;
+    let n_expert = keys.req_usize("expert_count")?;
+    let n_expert_used = keys.req_usize("expert_used_count")?;
+    if n_expert == 0 || n_expert_used == 0 || n_expert_used > n_expert {
+        return Err(keys.bad(format!(
+            "expert_used_count {n_expert_used} must be between 1 and expert_count {n_expert}"
+        )));
+    }
+    let n_ff_exp = keys
+        .opt_usize("expert_feed_forward_length")?
+        .unwrap_or(n_ff);
+    let (n_group, n_group_used) = read_expert_groups(keys, n_expert)?;
+    Ok(MoeConfig {
+        n_expert,
+        n_expert_used,
+        n_ff_exp,
+        n_ff_shared: read_shared_expert_width(keys, n_ff, n_ff_exp)?,
+        gating: match keys.opt_usize("expert_gating_func")? {
+            None | Some(0) | Some(1) => Gating::Softmax,
+            Some(2) => Gating::Sigmoid,
+            Some(other) => {
+                return Err(keys.bad(format!("expert_gating_func {other} is not supported")))
+            }
+        },
+        n_dense_lead: keys.opt_usize("leading_dense_block_count")?.unwrap_or(0),
+        shared_gated: arch == Arch::Qwen2Moe,
+        n_group,
+        n_group_used,
+        norm_weights: keys
+            .opt_bool("expert_weights_norm")?
+            .unwrap_or(arch == Arch::Qwen3Moe),
+        weights_scale: keys.opt_f32("expert_weights_scale")?.unwrap_or(0.0),
+    })
+}
+
+/// Expert groups (DeepSeek-V3) and how many of them compete; one group by default.
+fn read_expert_groups(keys: &ArchKeys, n_expert: usize) -> Result<(usize, usize), ModelError> {
+    let n_group = keys.opt_usize("expert_group_count")?.unwrap_or(1);
+    let n_group_used = keys
+        .opt_usize("expert_group_used_count")?
+        .unwrap_or(n_group);
+    if n_group == 0
+        || !n_expert.is_multiple_of(n_group)
+        || n_group_used == 0
+        || n_group_used > n_group
+    {
+        return Err(keys.bad(format!(
+            "expert groups {n_group} (using {n_group_used}) do not divide {n_expert} experts"
+        )));
+    }
+    Ok((n_group, n_group_used))
+}
+
+/// Hidden width of the shared expert: its own key (qwen2moe), or the routed width times the
+/// number of shared experts (deepseek2); `None` when there is none.
+fn read_shared_expert_width(
+    keys: &ArchKeys,
+    n_ff: usize,
+    n_ff_exp: usize,
+) -> Result<Option<usize>, ModelError> {
+    Ok(match keys.arch {
+        Arch::Qwen2Moe => Some(
+            keys.opt_usize("expert_shared_feed_forward_length")?
+                .unwrap_or(n_ff),
+        ),
+        Arch::Deepseek2 => {
+            let n_shared = keys.opt_usize("expert_shared_count")?.unwrap_or(0);
+            (n_shared > 0).then_some(n_ff_exp * n_shared)
+        }
+        _ => None,
+    })
+}
+
 /// RoPE scaling from metadata, as llama.cpp sets it up: returns `freq_scale`, the YaRN
 /// parameters (also used for a plain `rope.scaling.attn_factor`), and the multiplier DeepSeek2
 /// applies to its attention scores (`mscale²`).
 fn rope_scaling(
-    gguf: &GgufFile,
-    arch: Arch,
+    keys: &ArchKeys,
     n_rot: usize,
     freq_base: f32,
     n_ctx_train: usize,
 ) -> Result<(f32, Option<Yarn>, f32), ModelError> {
-    let p = arch.name();
-    let key = |k: &str| format!("{p}.rope.scaling.{k}");
-    let bad = |msg: String| ModelError::BadConfig {
-        file: gguf.name().to_string(),
-        msg,
-    };
-    let kind = gguf.opt_str(&key("type"))?.unwrap_or("none");
-    let factor = gguf
-        .opt_f32(&key("factor"))?
-        .or(gguf.opt_f32(&format!("{p}.rope.scale_linear"))?);
-    let rope_attn = gguf.opt_f32(&key("attn_factor"))?.unwrap_or(1.0);
+    let kind = keys.opt_str("rope.scaling.type")?.unwrap_or("none");
+    let factor = keys
+        .opt_f32("rope.scaling.factor")?
+        .or(keys.opt_f32("rope.scale_linear")?);
+    let rope_attn = keys.opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0);
     if let Some(f) = factor {
         if !(f > 0.0 && f.is_finite()) {
-            return Err(bad(format!("rope scaling factor {f} must be positive")));
+            return Err(keys.bad(format!("rope scaling factor {f} must be positive")));
         }
     }
     let plain = |fs: f32| {
@@ -416,59 +502,97 @@ fn rope_scaling(
         "none" => Ok(plain(1.0)),
         "linear" => Ok(plain(1.0 / factor.unwrap_or(1.0))),
         "yarn" => {
-            let factor = factor.unwrap_or(1.0);
-            let fs = 1.0 / factor;
-            let n_ctx_orig = gguf
-                .opt_u32(&key("original_context_length"))?
-                .map_or(n_ctx_train, |v| v as usize);
-            let ext_factor = gguf
-                .opt_f32(&key("yarn_ext_factor"))?
-                .filter(|v| *v >= 0.0)
-                .unwrap_or(1.0);
-            let beta_fast = gguf.opt_f32(&key("yarn_beta_fast"))?.unwrap_or(32.0);
-            let beta_slow = gguf.opt_f32(&key("yarn_beta_slow"))?.unwrap_or(1.0);
-            let mut log_mul = gguf.opt_f32(&key("yarn_log_multiplier"))?.unwrap_or(0.0);
-            if arch == Arch::Deepseek2 {
-                // The converter stores DeepSeek's value times 0.1; llama.cpp undoes that.
-                log_mul /= 0.1;
-            }
-            let mut attn_factor = gguf.opt_f32(&key("yarn_attn_factor"))?.unwrap_or(1.0);
-            if ext_factor != 0.0 {
-                let get_mscale = |s: f32, m: f32| {
-                    if s <= 1.0 {
-                        1.0
-                    } else {
-                        0.1 * m * s.ln() + 1.0
-                    }
-                };
-                attn_factor = if log_mul != 0.0 {
-                    let m = if arch == Arch::Deepseek2 && log_mul != 1.0 {
-                        log_mul
-                    } else {
-                        1.0
-                    };
-                    get_mscale(factor, m) / get_mscale(factor, log_mul)
-                } else {
-                    get_mscale(factor, 1.0)
-                };
-                // ggml multiplies this back in when it applies YaRN.
-                attn_factor /= 1.0 + 0.1 * factor.ln();
-            }
-            attn_factor *= rope_attn;
-            let attn_org = attn_factor * (1.0 + 0.1 * (1.0 / fs).ln());
-            let mscale = attn_org * (1.0 + 0.1 * log_mul * (1.0 / fs).ln());
-            Ok((
-                fs,
-                Some(Yarn {
-                    ext_factor,
-                    attn_factor,
-                    corr_dims: Yarn::corr_dims(n_rot, n_ctx_orig, freq_base, beta_fast, beta_slow),
-                }),
-                mscale * mscale,
-            ))
+            let yarn = YarnInputs {
+                factor: factor.unwrap_or(1.0),
+                rope_attn,
+                n_rot,
+                freq_base,
+                n_ctx_train,
+            };
+            yarn_scaling(keys, &yarn)
         }
-        other => Err(bad(format!(
+        other => Err(keys.bad(format!(
             "rope scaling type '{other}' is not supported (supported: none, linear, yarn)"
         ))),
     }
+}
+
+/// What YaRN scaling needs besides its own `rope.scaling.yarn_*` keys.
+struct YarnInputs {
+    factor: f32,
+    /// `rope.scaling.attn_factor`.
+    rope_attn: f32,
+    n_rot: usize,
+    freq_base: f32,
+    n_ctx_train: usize,
+}
+
+/// YaRN: `freq_scale`, the YaRN parameters and the attention-score multiplier (`mscale²`).
+fn yarn_scaling(
+    keys: &ArchKeys,
+    inputs: &YarnInputs,
+) -> Result<(f32, Option<Yarn>, f32), ModelError> {
+    let factor = inputs.factor;
+    let fs = 1.0 / factor;
+    let n_ctx_orig = keys
+        .opt_usize("rope.scaling.original_context_length")?
+        .unwrap_or(inputs.n_ctx_train);
+    let ext_factor = keys
+        .opt_f32("rope.scaling.yarn_ext_factor")?
+        .filter(|v| *v >= 0.0)
+        .unwrap_or(1.0);
+    let beta_fast = keys.opt_f32("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0);
+    let beta_slow = keys.opt_f32("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0);
+    let mut log_mul = keys
+        .opt_f32("rope.scaling.yarn_log_multiplier")?
+        .unwrap_or(0.0);
+    if keys.arch == Arch::Deepseek2 {
+        // The converter stores DeepSeek's value times 0.1; llama.cpp undoes that.
+        log_mul /= 0.1;
+    }
+    let mut attn_factor = keys
+        .opt_f32("rope.scaling.yarn_attn_factor")?
+        .unwrap_or(1.0);
+    if ext_factor != 0.0 {
+        attn_factor = yarn_attn_factor(keys.arch, factor, log_mul);
+    }
+    attn_factor *= inputs.rope_attn;
+    let attn_org = attn_factor * (1.0 + 0.1 * (1.0 / fs).ln());
+    let mscale = attn_org * (1.0 + 0.1 * log_mul * (1.0 / fs).ln());
+    let corr_dims = Yarn::corr_dims(
+        inputs.n_rot,
+        n_ctx_orig,
+        inputs.freq_base,
+        beta_fast,
+        beta_slow,
+    );
+    let yarn = Yarn {
+        ext_factor,
+        attn_factor,
+        corr_dims,
+    };
+    Ok((fs, Some(yarn), mscale * mscale))
+}
+
+/// YaRN's attention factor as llama.cpp derives it from the scaling factor and the log
+/// multiplier, divided by what ggml multiplies back in when it applies YaRN.
+fn yarn_attn_factor(arch: Arch, factor: f32, log_mul: f32) -> f32 {
+    let get_mscale = |s: f32, m: f32| {
+        if s <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * s.ln() + 1.0
+        }
+    };
+    let attn_factor = if log_mul != 0.0 {
+        let m = if arch == Arch::Deepseek2 && log_mul != 1.0 {
+            log_mul
+        } else {
+            1.0
+        };
+        get_mscale(factor, m) / get_mscale(factor, log_mul)
+    } else {
+        get_mscale(factor, 1.0)
+    };
+    attn_factor / (1.0 + 0.1 * factor.ln())
 }

@@ -5,6 +5,8 @@
 //! every matrix product together, while attention reads each sequence's own KV blocks. `frugal logits`
 //! is one chunk; a serving engine passes many.
 
+#![forbid(unsafe_code)]
+
 mod attention;
 mod config;
 mod kv_store;
@@ -50,8 +52,6 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     #[error("sequence needs {needed} positions but its KV blocks hold {capacity}")]
     KvOverflow { needed: usize, capacity: usize },
-    #[error("position {pos} is beyond the KV store's context of {n_ctx}")]
-    ContextOverflow { pos: usize, n_ctx: usize },
 }
 
 /// Which logits a chunk wants back.

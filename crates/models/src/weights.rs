@@ -45,6 +45,8 @@ pub struct LoadOptions<'a> {
     /// Dequantize every matrix to F32 at load ("exact path": f32 weights and activations, no
     /// activation quantization). Used to check the rest of the forward pass against references.
     pub dequantize: bool,
+    /// Threads that repack weights at load (`None`: every available core).
+    pub threads: Option<usize>,
     /// Called after each tensor with (bytes loaded, bytes total).
     pub progress: Option<&'a (dyn Fn(u64, u64) + Sync)>,
 }
@@ -308,9 +310,10 @@ impl Weights {
             .collect();
         let next = AtomicUsize::new(0);
         let done = AtomicU64::new(done);
-        let n_threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(todo.len().max(1));
+        let n_threads = opts
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, todo.len().max(1));
         let work = || loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(m) = todo.get(i) else { break };

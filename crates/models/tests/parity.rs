@@ -41,7 +41,7 @@ fn load(model: &str, dequantize: bool) -> Model {
         &gguf,
         &LoadOptions {
             dequantize,
-            progress: None,
+            ..LoadOptions::default()
         },
     )
     .unwrap()
@@ -207,10 +207,14 @@ fn check_f32(model_name: &str) {
 fn check_quantized(model_name: &str) {
     let e = expected(model_name);
     let tokens = ids(&e["token_ids"]);
-    let n_vocab = e["n_vocab"].as_u64().unwrap() as usize;
     let pool = ThreadPool::new(2);
+    check_exact_path(model_name, &e, &tokens, &pool);
+    check_ggml_path(model_name, &e, &tokens, &pool);
+}
 
-    // Exact path: dequantized weights against llama.cpp on the dequantized copy.
+/// Exact path: dequantized weights against llama.cpp on the dequantized copy.
+fn check_exact_path(model_name: &str, e: &Value, tokens: &[u32], pool: &ThreadPool) {
+    let n_vocab = e["n_vocab"].as_u64().unwrap() as usize;
     let exact = load(model_name, true);
     let deq_ref = read_f32(e["logits"]["deq_batched"].as_str().unwrap());
     let deq = &e["deq_reference"];
@@ -220,7 +224,7 @@ fn check_quantized(model_name: &str) {
         "fixture self-check"
     );
     for step in [false, true] {
-        let ours = logits(&exact, &pool, &tokens, step);
+        let ours = logits(&exact, pool, tokens, step);
         let d = dist(&ours, &deq_ref);
         eprintln!(
             "{model_name} exact (step={step}): max |Δ| {:.2e}, mean |Δ| {:.2e}",
@@ -237,7 +241,7 @@ fn check_quantized(model_name: &str) {
             "{model_name} exact: argmax differs at {bad:?}"
         );
     }
-    let g = greedy(&exact, &pool, &tokens, 16);
+    let g = greedy(&exact, pool, tokens, 16);
     let want = ids(&deq["greedy"]["tokens"]);
     let margins = floats(&deq["greedy"]["top1_margin"]);
     // Identical up to the first near tie (margin below 2e-3, twice our tolerance).
@@ -247,8 +251,11 @@ fn check_quantized(model_name: &str) {
         want[..first_tie],
         "{model_name} exact: greedy tokens"
     );
+}
 
-    // ggml path: quantized activations and integer dot products.
+/// ggml path: quantized activations and integer dot products.
+fn check_ggml_path(model_name: &str, e: &Value, tokens: &[u32], pool: &ThreadPool) {
+    let n_vocab = e["n_vocab"].as_u64().unwrap() as usize;
     let model = load(model_name, false);
     let f32_ref = read_f32(&format!("{}-f32.batched.f32", e["arch"].as_str().unwrap()));
     let quant_vs_f32 = e["distances"]["quant_vs_f32_batched"]["mean_abs"]
@@ -257,7 +264,7 @@ fn check_quantized(model_name: &str) {
     let argmax_ref = ids(&e["argmax"]);
     for step in [false, true] {
         let file = if step { "step" } else { "batched" };
-        let ours = logits(&model, &pool, &tokens, step);
+        let ours = logits(&model, pool, tokens, step);
         let reference = read_f32(e["logits"][file].as_str().unwrap());
         let d = dist(&ours, &reference);
         let agree = ours
@@ -289,7 +296,7 @@ fn check_quantized(model_name: &str) {
             "{model_name} {file}: quantization error {vs_f32}"
         );
     }
-    let g = greedy(&model, &pool, &tokens, 16);
+    let g = greedy(&model, pool, tokens, 16);
     let want = ids(&e["greedy"]["tokens"]);
     let common = g.iter().zip(&want).take_while(|(a, b)| a == b).count();
     eprintln!("{model_name} ggml path: greedy common prefix {common}/16");

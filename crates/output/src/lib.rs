@@ -4,7 +4,7 @@
 //! - [`tools`] parses tool calls out of the answer in the model's own format, streaming.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
 //!   vocabulary.
-//! - [`machine`] is the per-sequence [`frugal_engine::constraint::Constraint`]: reasoning (with a
+//! - [`machine`] is the per-sequence [`frugal_constraint::Constraint`]: reasoning (with a
 //!   budget), then the constrained answer, then the end.
 //!
 //! A server wires a chat request like this (see [`OutputPlan`]):
@@ -29,6 +29,8 @@
 //! parser.finish();
 //! let message = parser.into_message();           // reasoning_content, content, tool_calls
 //! ```
+
+#![forbid(unsafe_code)]
 
 pub mod grammar;
 pub mod machine;

@@ -33,7 +33,7 @@
 use crate::grammar::{Grammar, GrammarMatcher, TokenEnv};
 use crate::reasoning::{ReasoningMode, THINK_CLOSE, THINK_OPEN};
 use crate::OutputError;
-use frugal_engine::constraint::{Constraint, ConstraintError};
+use frugal_constraint::{Constraint, ConstraintError};
 use llguidance::toktrie::SimpleVob;
 use std::sync::Arc;
 

@@ -334,268 +334,303 @@ impl ToolCallParser {
     /// One transition; false when more text is needed.
     fn step(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
         match self.state {
-            State::Content => {
-                let openers = self.format.openers();
-                let found = openers
-                    .iter()
-                    .filter_map(|o| self.buf.find(o).map(|i| (i, *o)))
-                    .min();
-                if let Some((i, opener)) = found {
-                    let before = self.buf[..i].to_string();
-                    self.emit_content(out, &before);
-                    self.buf.drain(..i + opener.len());
-                    self.opener = opener.to_string();
-                    self.state = if opener == deepseek::CALLS_BEGIN {
-                        State::Between
-                    } else {
-                        State::Header
-                    };
-                    return true;
-                }
-                let keep = if last {
-                    0
-                } else {
-                    openers
-                        .iter()
-                        .map(|o| partial_suffix(&self.buf, o))
-                        .max()
-                        .unwrap_or(0)
-                };
-                let text: String = self.buf.drain(..self.buf.len() - keep).collect();
-                self.emit_content(out, &text);
-                false
+            State::Content => self.step_content(out, last),
+            State::LlamaText => self.step_llama_text(out),
+            State::LlamaStart => self.step_llama_start(out, last),
+            State::Between => self.step_between(out, last),
+            State::Header => self.step_header(out, last),
+            State::Args => self.step_args(out, last),
+            State::RawArgs => self.step_raw_args(out, last),
+            State::Tail => self.step_tail(last),
+            State::Buffered => self.step_buffered(out, last),
+        }
+    }
+
+    /// Answer text up to the first opener; a possible opener's start is held back.
+    fn step_content(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let openers = self.format.openers();
+        let found = openers
+            .iter()
+            .filter_map(|o| self.buf.find(o).map(|i| (i, *o)))
+            .min();
+        if let Some((i, opener)) = found {
+            let before = self.buf[..i].to_string();
+            self.emit_content(out, &before);
+            self.buf.drain(..i + opener.len());
+            self.opener = opener.to_string();
+            self.state = if opener == deepseek::CALLS_BEGIN {
+                State::Between
+            } else {
+                State::Header
+            };
+            return true;
+        }
+        let keep = if last {
+            0
+        } else {
+            openers
+                .iter()
+                .map(|o| partial_suffix(&self.buf, o))
+                .max()
+                .unwrap_or(0)
+        };
+        let text: String = self.buf.drain(..self.buf.len() - keep).collect();
+        self.emit_content(out, &text);
+        false
+    }
+
+    /// Llama 3.1 plain answer: everything is content.
+    fn step_llama_text(&mut self, out: &mut Vec<ToolDelta>) -> bool {
+        let text = std::mem::take(&mut self.buf);
+        self.emit_content(out, &text);
+        false
+    }
+
+    /// Llama 3.1: a JSON call (optionally after `<|python_tag|>`) or plain text?
+    fn step_llama_start(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let t = self
+            .buf
+            .trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        let t = t.strip_prefix(PYTHON_TAG).unwrap_or(t).trim_start();
+        if t.is_empty() || (PYTHON_TAG.starts_with(t) && !last) {
+            if last {
+                self.buf.clear();
             }
-            State::LlamaText => {
-                let text = std::mem::take(&mut self.buf);
-                self.emit_content(out, &text);
-                false
-            }
-            State::LlamaStart => {
-                let t = self
-                    .buf
-                    .trim_start_matches(|c: char| c.is_whitespace() || c == ';');
-                let t = t.strip_prefix(PYTHON_TAG).unwrap_or(t).trim_start();
-                if t.is_empty() || (PYTHON_TAG.starts_with(t) && !last) {
-                    if last {
-                        self.buf.clear();
-                    }
-                    return false;
-                }
-                if !t.starts_with('{') {
-                    self.state = State::LlamaText;
-                    return true;
-                }
-                match match_json_header(t, &["parameters", "arguments"]) {
-                    Header::Incomplete if !last => false,
-                    Header::Incomplete | Header::NoMatch => {
-                        self.state = State::LlamaText;
-                        true
-                    }
-                    Header::Match { name, consumed } => {
-                        let skip = self.buf.len() - t.len() + consumed;
-                        self.buf.drain(..skip);
-                        self.start_call(out, name);
-                        self.scan = JsonScan::default();
-                        self.state = State::Args;
-                        true
-                    }
-                }
-            }
-            State::Between => {
-                let t = self.buf.trim_start();
-                if let Some(rest) = t.strip_prefix(deepseek::CALL_BEGIN) {
-                    self.buf = rest.to_string();
-                    self.opener = deepseek::CALL_BEGIN.to_string();
-                    self.state = State::Header;
-                    true
-                } else if let Some(rest) = t.strip_prefix(deepseek::CALLS_END) {
-                    self.buf = rest.to_string();
-                    self.state = State::Content;
-                    true
-                } else if !last
-                    && (deepseek::CALL_BEGIN.starts_with(t) || deepseek::CALLS_END.starts_with(t))
-                {
-                    false
-                } else if t.is_empty() {
-                    self.buf.clear();
-                    false
-                } else {
-                    // Not a call after all: answer text.
-                    if self.calls.is_empty() {
-                        self.abort_call(out);
-                    } else {
-                        self.state = State::Content;
-                    }
-                    true
-                }
-            }
-            State::Header => {
-                let header = match self.format {
-                    ToolFormat::Hermes => {
-                        let h = match_json_header(&self.buf, &["arguments", "parameters"]);
-                        if matches!(h, Header::Incomplete) && self.buf.contains(hermes::CALL_END) {
-                            Header::NoMatch
-                        } else {
-                            h
-                        }
-                    }
-                    ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
-                        let h = match_deepseek_header(&self.buf, self.format);
-                        if matches!(h, Header::Incomplete) && self.buf.contains(deepseek::CALL_END)
-                        {
-                            Header::NoMatch
-                        } else {
-                            h
-                        }
-                    }
-                    ToolFormat::Llama3Json => unreachable!("Llama calls start in LlamaStart"),
-                };
-                match header {
-                    Header::Incomplete if !last => false,
-                    Header::Match { name, consumed } => {
-                        self.buf.drain(..consumed);
-                        self.start_call(out, name);
-                        self.scan = JsonScan::default();
-                        self.state = State::Args;
-                        true
-                    }
-                    Header::Incomplete | Header::NoMatch => {
-                        if self.format == ToolFormat::Hermes {
-                            self.state = State::Buffered;
-                        } else {
-                            self.abort_call(out);
-                        }
-                        true
-                    }
-                }
-            }
-            State::Args => {
-                // Mid-arguments (the scanner is inside the value) the text continues them.
-                let mut start = (self.scan.depth > 0).then_some(0);
-                let mut end = None;
-                for (i, c) in self.buf.char_indices() {
-                    if start.is_none() {
-                        if c.is_whitespace() {
-                            continue;
-                        }
-                        if c != '{' && c != '[' {
-                            break;
-                        }
-                        start = Some(i);
-                    }
-                    if self.scan.feed(c) {
-                        end = Some(i + c.len_utf8());
-                        break;
-                    }
-                }
-                match (start, end) {
-                    (Some(s), Some(e)) => {
-                        let args = self.buf[s..e].to_string();
-                        self.emit_args(out, &args);
-                        self.buf.drain(..e);
-                        self.state = State::Tail;
-                        true
-                    }
-                    (Some(s), None) => {
-                        let args = self.buf[s..].to_string();
-                        self.emit_args(out, &args);
-                        self.buf.clear();
-                        if last {
-                            self.state = self.text_state();
-                        }
-                        false
-                    }
-                    (None, _) => {
-                        let ws_only = self.buf.trim_start().is_empty();
-                        if ws_only && !last {
-                            return false;
-                        }
-                        if ws_only {
-                            self.buf.clear();
-                            return false;
-                        }
-                        self.state = State::RawArgs;
-                        true
-                    }
-                }
-            }
-            State::RawArgs => {
-                let end = self.format.call_end();
-                let fence = (self.format == ToolFormat::DeepSeekR1)
-                    .then(|| self.buf.find("```"))
-                    .flatten();
-                let found = match (fence, self.buf.find(end)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let stop = match found {
-                    Some(i) => Some(i),
-                    None if last || self.format == ToolFormat::Llama3Json => Some(self.buf.len()),
-                    None => None,
-                };
-                let Some(i) = stop else { return false };
-                let mut raw = self.buf[..i].trim();
-                if self.format == ToolFormat::Hermes {
-                    // The object around the arguments closes before `</tool_call>`.
-                    raw = raw.strip_suffix('}').unwrap_or(raw).trim_end();
-                }
-                let raw = raw.to_string();
-                self.emit_args(out, &raw);
-                self.buf.drain(..i);
-                self.state = State::Tail;
+            return false;
+        }
+        if !t.starts_with('{') {
+            self.state = State::LlamaText;
+            return true;
+        }
+        match match_json_header(t, &["parameters", "arguments"]) {
+            Header::Incomplete if !last => false,
+            Header::Incomplete | Header::NoMatch => {
+                self.state = State::LlamaText;
                 true
             }
-            State::Tail => {
-                let end = self.format.call_end();
-                if let Some(i) = self.buf.find(end) {
-                    self.buf.drain(..i + end.len());
-                    self.state = match self.format {
-                        ToolFormat::Hermes => State::Content,
-                        ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => State::Between,
-                        ToolFormat::Llama3Json => State::LlamaStart,
-                    };
-                    return true;
-                }
-                if last {
-                    self.buf.clear();
-                    self.state = self.text_state();
-                    return false;
-                }
-                let keep = partial_suffix(&self.buf, end);
-                self.buf.drain(..self.buf.len() - keep);
-                false
+            Header::Match { name, consumed } => {
+                let skip = self.buf.len() - t.len() + consumed;
+                self.open_call(out, name, skip);
+                true
             }
-            State::Buffered => {
-                let end = self.buf.find(hermes::CALL_END);
-                if end.is_none() && !last {
-                    return false;
-                }
-                let body_end = end.unwrap_or(self.buf.len());
-                let parsed = parse_call_json(&self.buf[..body_end]);
-                match parsed {
-                    Some((name, args)) => {
-                        self.start_call(out, name);
-                        self.emit_args(out, &args);
-                        self.buf
-                            .drain(..(body_end + hermes::CALL_END.len()).min(self.buf.len()));
-                        self.state = State::Content;
-                    }
-                    None => {
-                        let mut text = self.buf[..body_end].to_string();
-                        if end.is_some() {
-                            text.push_str(hermes::CALL_END);
-                        }
-                        self.buf
-                            .drain(..(body_end + hermes::CALL_END.len()).min(self.buf.len()));
-                        let mut whole = std::mem::take(&mut self.opener);
-                        whole.push_str(&text);
-                        self.emit_content(out, &whole);
-                        self.state = State::Content;
-                    }
+        }
+    }
+
+    /// DeepSeek, inside the calls section: another call, the section's end, or text.
+    fn step_between(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let t = self.buf.trim_start();
+        if let Some(rest) = t.strip_prefix(deepseek::CALL_BEGIN) {
+            self.buf = rest.to_string();
+            self.opener = deepseek::CALL_BEGIN.to_string();
+            self.state = State::Header;
+            true
+        } else if let Some(rest) = t.strip_prefix(deepseek::CALLS_END) {
+            self.buf = rest.to_string();
+            self.state = State::Content;
+            true
+        } else if !last
+            && (deepseek::CALL_BEGIN.starts_with(t) || deepseek::CALLS_END.starts_with(t))
+        {
+            false
+        } else if t.is_empty() {
+            self.buf.clear();
+            false
+        } else {
+            // Not a call after all: answer text.
+            if self.calls.is_empty() {
+                self.abort_call(out);
+            } else {
+                self.state = State::Content;
+            }
+            true
+        }
+    }
+
+    /// A call's header, up to its arguments.
+    fn step_header(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        match self.match_header() {
+            Header::Incomplete if !last => false,
+            Header::Match { name, consumed } => {
+                self.open_call(out, name, consumed);
+                true
+            }
+            Header::Incomplete | Header::NoMatch => {
+                if self.format == ToolFormat::Hermes {
+                    self.state = State::Buffered;
+                } else {
+                    self.abort_call(out);
                 }
                 true
             }
         }
+    }
+
+    /// Matches the buffered text against this format's call header; a header still incomplete
+    /// when the call's end has arrived is no header.
+    fn match_header(&self) -> Header {
+        let (header, call_end) = match self.format {
+            ToolFormat::Hermes => (
+                match_json_header(&self.buf, &["arguments", "parameters"]),
+                hermes::CALL_END,
+            ),
+            ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => (
+                match_deepseek_header(&self.buf, self.format),
+                deepseek::CALL_END,
+            ),
+            ToolFormat::Llama3Json => unreachable!("Llama calls start in LlamaStart"),
+        };
+        if matches!(header, Header::Incomplete) && self.buf.contains(call_end) {
+            Header::NoMatch
+        } else {
+            header
+        }
+    }
+
+    /// Starts call `name` whose arguments follow the first `skip` bytes of the buffer.
+    fn open_call(&mut self, out: &mut Vec<ToolDelta>, name: String, skip: usize) {
+        self.buf.drain(..skip);
+        self.start_call(out, name);
+        self.scan = JsonScan::default();
+        self.state = State::Args;
+    }
+
+    /// Streams a JSON object or array of arguments up to where it closes.
+    fn step_args(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        match self.scan_args() {
+            (Some(s), Some(e)) => {
+                let args = self.buf[s..e].to_string();
+                self.emit_args(out, &args);
+                self.buf.drain(..e);
+                self.state = State::Tail;
+                true
+            }
+            (Some(s), None) => {
+                let args = self.buf[s..].to_string();
+                self.emit_args(out, &args);
+                self.buf.clear();
+                if last {
+                    self.state = self.text_state();
+                }
+                false
+            }
+            (None, _) => {
+                let ws_only = self.buf.trim_start().is_empty();
+                if ws_only && !last {
+                    return false;
+                }
+                if ws_only {
+                    self.buf.clear();
+                    return false;
+                }
+                self.state = State::RawArgs;
+                true
+            }
+        }
+    }
+
+    /// Where the arguments start in the buffer (`None`: not a JSON object or array, or only
+    /// whitespace so far) and where they end (`None`: not yet).
+    fn scan_args(&mut self) -> (Option<usize>, Option<usize>) {
+        // Mid-arguments (the scanner is inside the value) the text continues them.
+        let mut start = (self.scan.depth > 0).then_some(0);
+        for (i, c) in self.buf.char_indices() {
+            if start.is_none() {
+                if c.is_whitespace() {
+                    continue;
+                }
+                if c != '{' && c != '[' {
+                    break;
+                }
+                start = Some(i);
+            }
+            if self.scan.feed(c) {
+                return (start, Some(i + c.len_utf8()));
+            }
+        }
+        (start, None)
+    }
+
+    /// Arguments that are not JSON: everything up to the end of the call (or DeepSeek R1's
+    /// closing fence).
+    fn step_raw_args(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let end = self.format.call_end();
+        let fence = (self.format == ToolFormat::DeepSeekR1)
+            .then(|| self.buf.find("```"))
+            .flatten();
+        let found = match (fence, self.buf.find(end)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Without the end in sight, wait for more text (until the answer ends): emitting what
+        // has arrived would cut the arguments at a piece boundary.
+        let stop = match found {
+            Some(i) => Some(i),
+            None if last => Some(self.buf.len()),
+            None => None,
+        };
+        let Some(i) = stop else { return false };
+        let mut raw = self.buf[..i].trim();
+        if self.format == ToolFormat::Hermes {
+            // The object around the arguments closes before `</tool_call>`.
+            raw = raw.strip_suffix('}').unwrap_or(raw).trim_end();
+        }
+        let raw = raw.to_string();
+        self.emit_args(out, &raw);
+        self.buf.drain(..i);
+        self.state = State::Tail;
+        true
+    }
+
+    /// After the arguments: skips to the end of the call.
+    fn step_tail(&mut self, last: bool) -> bool {
+        let end = self.format.call_end();
+        if let Some(i) = self.buf.find(end) {
+            self.buf.drain(..i + end.len());
+            self.state = match self.format {
+                ToolFormat::Hermes => State::Content,
+                ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => State::Between,
+                ToolFormat::Llama3Json => State::LlamaStart,
+            };
+            return true;
+        }
+        if last {
+            self.buf.clear();
+            self.state = self.text_state();
+            return false;
+        }
+        let keep = partial_suffix(&self.buf, end);
+        self.buf.drain(..self.buf.len() - keep);
+        false
+    }
+
+    /// Hermes: a whole call body up to `</tool_call>`, parsed as JSON in any key order; if it
+    /// is no call, its text goes back to the content.
+    fn step_buffered(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let end = self.buf.find(hermes::CALL_END);
+        if end.is_none() && !last {
+            return false;
+        }
+        let body_end = end.unwrap_or(self.buf.len());
+        let parsed = parse_call_json(&self.buf[..body_end]);
+        let mut text = self.buf[..body_end].to_string();
+        if end.is_some() {
+            text.push_str(hermes::CALL_END);
+        }
+        self.buf
+            .drain(..(body_end + hermes::CALL_END.len()).min(self.buf.len()));
+        match parsed {
+            Some((name, args)) => {
+                self.start_call(out, name);
+                self.emit_args(out, &args);
+            }
+            None => {
+                let mut whole = std::mem::take(&mut self.opener);
+                whole.push_str(&text);
+                self.emit_content(out, &whole);
+            }
+        }
+        self.state = State::Content;
+        true
     }
 }
 
@@ -916,6 +951,35 @@ mod tests {
         check(f, "{\"answer\": 42}", "{\"answer\": 42}", &[]);
         check(f, "Paris {\"name\"", "Paris {\"name\"", &[]);
         check(f, "{\"name\": \"f\"}", "{\"name\": \"f\"}", &[]);
+    }
+
+    /// Arguments that are not a JSON object or array (the `RawArgs` state).
+    #[test]
+    fn raw_arguments() {
+        check(
+            ToolFormat::Hermes,
+            "<tool_call>{\"name\": \"f\", \"arguments\": \"x=1\"}</tool_call> done",
+            "done",
+            &[("f", "\"x=1\"")],
+        );
+        check(
+            ToolFormat::DeepSeekR1,
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\nx = 1\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+            "",
+            &[("f", "x = 1")],
+        );
+        check(
+            ToolFormat::DeepSeekV31,
+            "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>x = 1<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+            "",
+            &[("f", "x = 1")],
+        );
+        check(
+            ToolFormat::Llama3Json,
+            "{\"name\": \"f\", \"parameters\": \"xy\"} after",
+            "after",
+            &[("f", "\"xy\"")],
+        );
     }
 
     #[test]

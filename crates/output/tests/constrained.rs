@@ -4,7 +4,7 @@
 //! arguments validate, and a reasoning budget of N must give at most N reasoning tokens, then a
 //! valid answer. Real vocabularies (Llama 3, Qwen2, DeepSeek) are exercised with random logits.
 
-use frugal_engine::constraint::Constraint;
+use frugal_constraint::Constraint;
 use frugal_engine::sampler::{Sampler, SamplingParams};
 use frugal_fixtures::dir as fixtures;
 use frugal_formats::GgufFile;

@@ -8,6 +8,8 @@
 //! prefix may still be in the cache). Nothing here touches a tensor; the engine turns a
 //! [`Step`] into a forward pass and reports back with [`Scheduler::complete`].
 
+#![forbid(unsafe_code)]
+
 use frugal_kvcache::{BlockManager, SeqBlocks};
 use std::collections::VecDeque;
 
@@ -51,6 +53,15 @@ pub struct Chunk {
     pub sample: bool,
 }
 
+/// The token a sequence sampled in a step, and whether the engine ends the sequence with it
+/// (end of generation, a stop string, a completed constraint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampled {
+    pub id: SeqId,
+    pub token: u32,
+    pub stop: bool,
+}
+
 /// What the next forward pass runs.
 #[derive(Debug, Clone, Default)]
 pub struct Step {
@@ -85,15 +96,31 @@ impl Seq {
     }
 }
 
-/// Why a sequence stopped.
+/// Why a sequence stopped (OpenAI's `finish_reason`, plus cancellation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// The engine saw an end-of-generation token or a stop string.
+pub enum FinishReason {
+    /// An end-of-generation token, a stop string, or a constraint that completed.
     Stop,
-    /// max_tokens reached.
+    /// `max_tokens` reached (or the end of the context, when no `max_tokens` was given).
     Length,
-    /// Cancelled (client gone).
+    /// Cancelled: the client went away, or the caller gave up on it.
     Aborted,
+}
+
+impl FinishReason {
+    pub const ALL: [FinishReason; 3] = [
+        FinishReason::Stop,
+        FinishReason::Length,
+        FinishReason::Aborted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Aborted => "abort",
+        }
+    }
 }
 
 pub struct Scheduler {
@@ -102,6 +129,8 @@ pub struct Scheduler {
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     preemptions: u64,
+    /// Finished sequences, by [`FinishReason`].
+    finished: [u64; 3],
 }
 
 impl Scheduler {
@@ -116,6 +145,7 @@ impl Scheduler {
             waiting: VecDeque::new(),
             running: Vec::new(),
             preemptions: 0,
+            finished: [0; 3],
         }
     }
 
@@ -139,15 +169,23 @@ impl Scheduler {
         self.waiting.is_empty() && self.running.is_empty()
     }
 
-    /// Queues a request, or says why it can never run.
-    pub fn add(&mut self, id: SeqId, prompt: Vec<u32>, max_tokens: usize) -> Result<(), Rejected> {
+    /// Queues a request, or says why it can never run. This is the one place where a request is
+    /// checked against the context length. `max_tokens: None` generates up to the end of the
+    /// context.
+    pub fn add(
+        &mut self,
+        id: SeqId,
+        prompt: Vec<u32>,
+        max_tokens: Option<usize>,
+    ) -> Result<(), Rejected> {
         if prompt.is_empty() {
             return Err(Rejected::Empty);
         }
-        if prompt.len() + max_tokens > self.cfg.n_ctx {
+        let max_tokens = max_tokens.unwrap_or(self.cfg.n_ctx.saturating_sub(prompt.len()));
+        if max_tokens == 0 || prompt.len().saturating_add(max_tokens) > self.cfg.n_ctx {
             return Err(Rejected::TooLong {
                 prompt: prompt.len(),
-                max_tokens,
+                max_tokens: max_tokens.max(1),
                 n_ctx: self.cfg.n_ctx,
             });
         }
@@ -281,10 +319,11 @@ impl Scheduler {
         step
     }
 
-    /// Records a finished step: every chunk's tokens are now computed, and `sampled` gives the new
-    /// token of each chunk that had `sample` set. Sequences that reached max_tokens finish with
-    /// `Length`; the engine ends others with [`Scheduler::finish`].
-    pub fn complete(&mut self, step: &Step, sampled: &[(SeqId, u32)]) -> Vec<(SeqId, Finish)> {
+    /// Records a finished step: every chunk's tokens are now computed (their full blocks enter
+    /// the prefix cache), and `sampled` gives the new token of each chunk that had `sample` set.
+    /// Sequences the engine ends with their token finish with `Stop`, those that reached
+    /// max_tokens with `Length`; the finished ones are returned, their blocks released.
+    pub fn complete(&mut self, step: &Step, sampled: &[Sampled]) -> Vec<(SeqId, FinishReason)> {
         let mut done = Vec::new();
         for c in &step.chunks {
             let Some(s) = self.running.iter_mut().find(|s| s.id == c.id) else {
@@ -294,12 +333,15 @@ impl Scheduler {
             if let Some(b) = s.blocks.as_mut() {
                 self.blocks.commit(b, &s.tokens, s.n_computed);
             }
-            if c.sample {
-                if let Some(&(_, t)) = sampled.iter().find(|(id, _)| *id == c.id) {
-                    s.tokens.push(t);
-                    if s.n_generated() >= s.max_tokens {
-                        done.push((s.id, Finish::Length));
-                    }
+            if !c.sample {
+                continue;
+            }
+            if let Some(x) = sampled.iter().find(|x| x.id == c.id) {
+                s.tokens.push(x.token);
+                if x.stop {
+                    done.push((s.id, FinishReason::Stop));
+                } else if s.n_generated() >= s.max_tokens {
+                    done.push((s.id, FinishReason::Length));
                 }
             }
         }
@@ -310,18 +352,24 @@ impl Scheduler {
     }
 
     /// Ends a sequence (running or waiting) and releases its blocks.
-    pub fn finish(&mut self, id: SeqId, _why: Finish) -> bool {
+    /// Returns false (and counts nothing) for an unknown or already finished id.
+    pub fn finish(&mut self, id: SeqId, why: FinishReason) -> bool {
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
             let mut s = self.running.remove(i);
             if let Some(b) = s.blocks.take() {
                 self.blocks.free(b);
             }
-            return true;
-        }
-        if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
+        } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
             self.waiting.remove(i);
-            return true;
+        } else {
+            return false;
         }
-        false
+        self.finished[why as usize] += 1;
+        true
+    }
+
+    /// Sequences ended so far for this reason.
+    pub fn n_finished(&self, why: FinishReason) -> u64 {
+        self.finished[why as usize]
     }
 }

@@ -1,7 +1,7 @@
 //! Simulated request traces: the budget is never exceeded, block tables always cover what a step
 //! computes, every request finishes or is rejected, and no block leaks.
 
-use frugal_scheduler::{Finish, Rejected, Scheduler, SchedulerConfig};
+use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -34,7 +34,7 @@ fn random_traces() {
                 };
                 prompt.extend((0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..50)));
                 let max_tokens = rng.gen_range(1..16);
-                match sch.add(next_id, prompt, max_tokens) {
+                match sch.add(next_id, prompt, Some(max_tokens)) {
                     Ok(()) => {
                         accepted.insert(next_id);
                     }
@@ -58,19 +58,24 @@ fn random_traces() {
                     "seed {seed}: blocks do not cover the chunk"
                 );
             }
-            let sampled: Vec<(u64, u32)> = step
+            // The engine sometimes ends a sequence with the token it sampled (EOS, stop string).
+            let sampled: Vec<Sampled> = step
                 .chunks
                 .iter()
                 .filter(|c| c.sample)
-                .map(|c| (c.id, rng.gen_range(0..50)))
+                .map(|c| Sampled {
+                    id: c.id,
+                    token: rng.gen_range(0..50),
+                    stop: rng.gen_bool(0.03),
+                })
                 .collect();
             for (id, _) in sch.complete(&step, &sampled) {
                 assert!(finished.insert(id));
             }
-            // The engine sometimes stops a sequence early (EOS) or a client disconnects.
+            // A client sometimes disconnects.
             if rng.gen_bool(0.05) {
                 if let Some(c) = step.chunks.first() {
-                    if sch.finish(c.id, Finish::Stop) {
+                    if sch.finish(c.id, FinishReason::Aborted) {
                         assert!(finished.insert(c.id));
                     }
                 }
@@ -100,12 +105,12 @@ fn long_prompts_are_chunked_and_decodes_go_first() {
         n_ctx: 64,
     };
     let mut sch = Scheduler::new(cfg, 32, 4);
-    sch.add(1, vec![1, 2, 3], 4).unwrap();
+    sch.add(1, vec![1, 2, 3], Some(4)).unwrap();
     let s = sch.schedule();
     assert_eq!(s.chunks.len(), 1);
     assert!(s.chunks[0].sample);
-    sch.complete(&s, &[(1, 9)]);
-    sch.add(2, (0..20).collect(), 2).unwrap();
+    sch.complete(&s, &[sampled(1, 9)]);
+    sch.add(2, (0..20).collect(), Some(2)).unwrap();
     let s = sch.schedule();
     // Sequence 1 decodes one token; sequence 2 gets the remaining 7 of the budget.
     assert_eq!(s.chunks[0].id, 1);
@@ -127,12 +132,12 @@ fn shared_prefix_is_reported_as_cached() {
     let system: Vec<u32> = (100..112).collect();
     let mut a = system.clone();
     a.push(1);
-    sch.add(1, a, 1).unwrap();
+    sch.add(1, a, Some(1)).unwrap();
     let s = sch.schedule();
-    sch.complete(&s, &[(1, 7)]);
+    sch.complete(&s, &[sampled(1, 7)]);
     let mut b = system.clone();
     b.push(2);
-    sch.add(2, b, 1).unwrap();
+    sch.add(2, b, Some(1)).unwrap();
     let s = sch.schedule();
     let c = s.chunks.iter().find(|c| c.id == 2).unwrap();
     assert_eq!(c.pos, 12, "the system prompt's three blocks are reused");
@@ -149,17 +154,52 @@ fn impossible_requests_are_rejected() {
     };
     let mut sch = Scheduler::new(cfg, 2, 4);
     assert!(matches!(
-        sch.add(1, vec![1; 10], 10),
+        sch.add(1, vec![1; 10], Some(10)),
         Err(Rejected::TooLong { .. })
     ));
     assert!(matches!(
-        sch.add(1, vec![1; 10], 2),
+        sch.add(1, vec![1; 10], Some(2)),
         Err(Rejected::TooBig { .. })
     ));
-    assert!(matches!(sch.add(1, vec![], 2), Err(Rejected::Empty)));
-    sch.add(1, vec![1, 2], 2).unwrap();
+    assert!(matches!(sch.add(1, vec![], Some(2)), Err(Rejected::Empty)));
+    sch.add(1, vec![1, 2], Some(2)).unwrap();
     assert!(matches!(
-        sch.add(2, vec![1, 2], 2),
+        sch.add(2, vec![1, 2], Some(2)),
         Err(Rejected::QueueFull(1))
     ));
+}
+
+fn sampled(id: u64, token: u32) -> Sampled {
+    Sampled {
+        id,
+        token,
+        stop: false,
+    }
+}
+
+#[test]
+fn without_max_tokens_a_sequence_runs_to_the_end_of_the_context() {
+    let cfg = SchedulerConfig {
+        max_seqs: 1,
+        token_budget: 16,
+        max_waiting: 4,
+        n_ctx: 8,
+    };
+    let mut sch = Scheduler::new(cfg, 2, 4);
+    assert!(matches!(
+        sch.add(1, vec![1; 8], None),
+        Err(Rejected::TooLong { max_tokens: 1, .. })
+    ));
+    sch.add(1, vec![1; 5], None).unwrap();
+    let mut reasons = Vec::new();
+    for token in 0.. {
+        let s = sch.schedule();
+        if s.chunks.is_empty() {
+            break;
+        }
+        reasons.extend(sch.complete(&s, &[sampled(1, token)]));
+    }
+    assert_eq!(reasons, vec![(1, FinishReason::Length)]);
+    assert_eq!(sch.n_finished(FinishReason::Length), 1);
+    assert_eq!(sch.blocks().n_used(), 0);
 }

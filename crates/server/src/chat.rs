@@ -5,7 +5,7 @@
 use crate::api::ChatRequest;
 use crate::error::ApiError;
 use crate::{AppState, ReasoningFormat};
-use frugal_engine::constraint::Constraint;
+use frugal_constraint::Constraint;
 use frugal_output::{
     reasoning_mode, OutputError, OutputParser, OutputPlan, OutputRequest, ReasoningMode, TokenEnv,
     ToolFormat,

@@ -3,6 +3,8 @@
 //! runs on tokio; the model runs on one engine thread ([`worker`]) that batches every request's
 //! sequences into shared forward passes. [`metrics`] is what both sides report.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 mod chat;
 mod conn;
@@ -14,9 +16,7 @@ mod routes;
 pub mod worker;
 
 use frugal_chat::ChatTemplate;
-use frugal_formats::GgufFile;
-use frugal_kernels::ThreadPool;
-use frugal_models::{LoadOptions, Model};
+use frugal_loader::{ModelFile, ModelOptions};
 use frugal_output::TokenEnv;
 use frugal_scheduler::SchedulerConfig;
 use frugal_tokenizer::Tokenizer;
@@ -46,7 +46,8 @@ pub struct ServerConfig {
     pub token_budget: usize,
     /// Requests allowed to wait for a slot; more get 429.
     pub max_waiting: usize,
-    pub threads: usize,
+    /// Worker threads, for loading and running (`None`: every available core).
+    pub threads: Option<usize>,
     /// The name clients use in `model` (default: the file name without extension).
     pub model_alias: Option<String>,
     /// Largest request body accepted (bytes).
@@ -75,6 +76,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
 }
 
+impl ServerConfig {
+    /// How the model file is opened and loaded (shared with every command: `frugal-loader`).
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            threads: self.threads,
+            dequantize: self.dequantize,
+            mmap: None,
+            chat_template: self.chat_template.clone(),
+            ctx_size: self.ctx_size,
+        }
+    }
+}
+
 /// How chat responses carry the model's reasoning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReasoningFormat {
@@ -98,7 +112,7 @@ impl ServerConfig {
             block_size: 16,
             token_budget: 512,
             max_waiting: 256,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: None,
             model_alias: None,
             body_limit: 8 << 20,
             shutdown_timeout: Duration::from_secs(30),
@@ -139,14 +153,7 @@ impl ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Format(#[from] frugal_formats::GgufError),
-    #[error(transparent)]
-    Tokenizer(#[from] frugal_tokenizer::TokenizerError),
-    #[error(transparent)]
-    Model(#[from] frugal_models::ModelError),
-    // The messages carry the cause themselves; `#[source]` would make `{:#}` print it twice.
-    #[error("chat template: {0}")]
-    Template(frugal_chat::ChatError),
+    Load(#[from] frugal_loader::LoadError),
     #[error("cannot listen on {addr}: {error}")]
     Bind { addr: String, error: std::io::Error },
     #[error("invalid configuration: {0}")]
@@ -167,7 +174,7 @@ pub(crate) struct AppState {
     pub model_id: String,
     pub created: u64,
     pub tokenizer: Arc<Tokenizer>,
-    pub template: ChatTemplate,
+    pub template: Arc<ChatTemplate>,
     /// The vocabulary as grammars see it; `None` when the tokenizer cannot serve constrained
     /// decoding (requests that need it get a 400 saying why).
     pub output: Result<Arc<TokenEnv>, String>,
@@ -191,39 +198,23 @@ impl AppState {
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    gguf: GgufFile,
+    /// Opened; its weights load in [`Server::run`].
+    file: ModelFile,
 }
 
 impl Server {
     /// Opens the model file, reads its tokenizer and template, and binds the socket. The weights
     /// load in [`Server::run`], while `/health` answers 503.
     pub async fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
-        if cfg.max_seqs == 0 || cfg.token_budget == 0 || cfg.block_size == 0 || cfg.threads == 0 {
+        if cfg.max_seqs == 0 || cfg.token_budget == 0 || cfg.block_size == 0 {
             return Err(ServerError::Config(
-                "max-seqs, token budget, block size and threads must be at least 1".into(),
+                "max-seqs, token budget and block size must be at least 1".into(),
             ));
         }
-        let gguf = GgufFile::open(&cfg.model)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let config = frugal_models::ModelConfig::from_gguf(&gguf)?;
-        let n_ctx = cfg.ctx_size.unwrap_or(config.n_ctx_train.min(4096));
-        if n_ctx == 0 {
-            return Err(ServerError::Config("--ctx-size must be at least 1".into()));
+        let file = ModelFile::open(&cfg.model, &cfg.model_options())?;
+        for w in &file.warnings {
+            tracing::warn!("{w}");
         }
-        let source = cfg.chat_template.as_deref().or(tokenizer.chat_template());
-        let template = match source {
-            Some(src) => ChatTemplate::new(
-                src,
-                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Bos),
-                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Eos),
-                tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Pad),
-            )
-            .map_err(ServerError::Template)?,
-            None => {
-                tracing::warn!("the model has no chat template; using ChatML");
-                ChatTemplate::chatml()
-            }
-        };
         let model_id = cfg.model_alias.clone().unwrap_or_else(|| {
             cfg.model
                 .file_stem()
@@ -237,23 +228,22 @@ impl Server {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let tokenizer = Arc::new(tokenizer);
-        let output = TokenEnv::new(tokenizer.clone())
+        let output = TokenEnv::new(file.tokenizer.clone())
             .map(Arc::new)
             .map_err(|e| e.to_string());
         if let Err(e) = &output {
             tracing::warn!("constrained decoding is unavailable: {e}");
         }
-        let prep = prep::Prep::new(&tokenizer);
+        let prep = prep::Prep::new(&file.tokenizer);
         let state = Arc::new(AppState {
-            n_vocab: config.n_vocab,
+            n_vocab: file.config.n_vocab,
+            n_ctx: file.n_ctx,
+            tokenizer: file.tokenizer.clone(),
             cfg,
             model_id,
             created,
             output,
-            tokenizer,
-            template,
-            n_ctx,
+            template: file.template.clone(),
             ready: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             prep,
@@ -261,7 +251,7 @@ impl Server {
         Ok(Server {
             listener,
             state,
-            gguf,
+            file,
         })
     }
 
@@ -278,13 +268,13 @@ impl Server {
         let Server {
             listener,
             state,
-            gguf,
+            file,
         } = self;
         let local = listener.local_addr().ok();
         let limits = state.cfg.connection_limits()?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        let engine = spawn_engine(gguf, state.clone(), cmd_rx, loaded_tx)?;
+        let engine = spawn_engine(file, state.clone(), cmd_rx, loaded_tx)?;
 
         let app = routes::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -348,34 +338,32 @@ impl Server {
 }
 
 fn spawn_engine(
-    gguf: GgufFile,
+    file: ModelFile,
     state: Arc<AppState>,
     commands: mpsc::Receiver<worker::Command>,
     loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
 ) -> Result<std::thread::JoinHandle<()>, ServerError> {
-    let cfg = state.cfg.clone();
+    let engine_cfg = engine_config(&state.cfg, file.n_ctx);
     let metrics = state.metrics.clone();
-    let tokenizer = state.tokenizer.clone();
-    let n_ctx = state.n_ctx;
+    let max_seqs = state.cfg.max_seqs;
     drop(state);
     let handle = std::thread::Builder::new()
         .name("frugal-engine".into())
         .spawn(move || {
             let t0 = Instant::now();
-            let opts = LoadOptions {
-                dequantize: cfg.dequantize,
-                ..LoadOptions::default()
-            };
-            let model = match Model::load(&gguf, &opts) {
+            let model = match file.load(None) {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = loaded.send(Err(e.into()));
                     return;
                 }
             };
+            let pool = file.thread_pool();
+            let ModelFile {
+                gguf, tokenizer, ..
+            } = file;
+            // The weights hold what they need of the file's map.
             drop(gguf);
-            let pool = ThreadPool::new(cfg.threads);
-            let engine_cfg = engine_config(&cfg, n_ctx);
             tracing::info!(
                 "loaded in {:.1}s; KV cache: {} blocks of {} tokens ({:.0} MiB), context {} tokens, up to {} sequences",
                 t0.elapsed().as_secs_f64(),
@@ -383,8 +371,8 @@ fn spawn_engine(
                 engine_cfg.block_size,
                 (engine_cfg.n_blocks * engine_cfg.block_size * model.config().kv_bytes_per_token()) as f64
                     / (1 << 20) as f64,
-                n_ctx,
-                cfg.max_seqs,
+                engine_cfg.scheduler.n_ctx,
+                max_seqs,
             );
             let _ = loaded.send(Ok(()));
             worker::run(&model, &tokenizer, &pool, engine_cfg, commands, metrics);

@@ -8,8 +8,9 @@ use crate::worker::{Command, Done, Job, JobError, Piece};
 use crate::AppState;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use frugal_engine::batch::TokenLogprobs;
-use frugal_engine::constraint::{Constraint, ConstraintError};
+use frugal_constraint::{Constraint, ConstraintError};
+use frugal_engine::logprobs::TokenLogprobs;
+use frugal_engine::Request;
 use frugal_output::{OutputDelta, OutputParser, ParsedMessage};
 use frugal_scheduler::Rejected;
 use futures_util::stream::{self, StreamExt};
@@ -55,7 +56,9 @@ pub async fn generate(
         .ready
         .get()
         .ok_or_else(|| ApiError::unavailable("The model is still loading."))?;
-    let plans = plan(&st, &prompts, &gen)?;
+    if prompts.iter().any(|p| p.tokens.is_empty()) {
+        return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
+    }
     let submit = Submit {
         ready,
         request: &request,
@@ -63,7 +66,7 @@ pub async fn generate(
         logprobs,
         output: output.as_ref(),
     };
-    let choices = submit.all(&prompts, &plans).await?;
+    let choices = submit.all(&prompts).await?;
     let out = Output {
         id: format!(
             "{}-{request}",
@@ -82,30 +85,6 @@ pub async fn generate(
     }
 }
 
-/// Each prompt's completion length, checked against the context.
-fn plan(st: &AppState, prompts: &[Prompt], gen: &Generation) -> Result<Vec<usize>, ApiError> {
-    prompts
-        .iter()
-        .map(|p| {
-            let n_prompt = p.tokens.len();
-            if n_prompt == 0 {
-                return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
-            }
-            let max_tokens = match gen.max_tokens {
-                Some(m) => m,
-                None if n_prompt < st.n_ctx => st.n_ctx - n_prompt,
-                None => 0,
-            };
-            if max_tokens == 0 || n_prompt.saturating_add(max_tokens) > st.n_ctx {
-                return Err(crate::prep::context_exceeded(
-                    st.n_ctx, n_prompt, max_tokens, false,
-                ));
-            }
-            Ok(max_tokens)
-        })
-        .collect()
-}
-
 /// What every job of one request shares.
 struct Submit<'a> {
     ready: &'a crate::Ready,
@@ -117,13 +96,13 @@ struct Submit<'a> {
 
 impl Submit<'_> {
     /// Sends `n` jobs per prompt to the engine and waits until it has queued them all.
-    async fn all(&self, prompts: &[Prompt], plans: &[usize]) -> Result<Vec<Choice>, ApiError> {
+    async fn all(&self, prompts: &[Prompt]) -> Result<Vec<Choice>, ApiError> {
         let arrived = Instant::now();
         let mut choices = Vec::new();
         let mut pending = Vec::new();
-        for (pi, (p, &max_tokens)) in prompts.iter().zip(plans).enumerate() {
+        for (pi, p) in prompts.iter().enumerate() {
             for i in 0..self.gen.n {
-                let (job, choice, accepted) = self.job(p, max_tokens, i, arrived, choices.len());
+                let (job, choice, accepted) = self.job(p, i, arrived, choices.len());
                 self.ready
                     .commands
                     .send(Command::Add(Box::new(job)))
@@ -150,7 +129,6 @@ impl Submit<'_> {
     fn job(
         &self,
         p: &Prompt,
-        max_tokens: usize,
         i: usize,
         arrived: Instant,
         index: usize,
@@ -159,20 +137,19 @@ impl Submit<'_> {
         let (acc_tx, acc_rx) = oneshot::channel();
         let mut sampling = self.gen.sampling.clone();
         sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+        let mut req = Request::new(p.tokens.clone(), self.gen.max_tokens, sampling);
+        req.stop = self.gen.stop.clone();
+        req.logprobs = self.logprobs;
+        req.constraint = if self.gen.inject_panic {
+            Some(Box::new(PanicConstraint))
+        } else {
+            self.output.and_then(ChatOutput::constraint)
+        };
+        req.render_special = self.output.is_some_and(|o| o.render_special);
         let job = Job {
-            prompt: p.tokens.clone(),
-            max_tokens,
-            sampling,
-            stop: self.gen.stop.clone(),
-            logprobs: self.logprobs,
-            constraint: if self.gen.inject_panic {
-                Some(Box::new(PanicConstraint))
-            } else {
-                self.output.and_then(ChatOutput::constraint)
-            },
-            render_special: self.output.is_some_and(|o| o.render_special),
+            request: req,
             arrived,
-            request: format!("{}/{index}", self.request),
+            id: format!("{}/{index}", self.request),
             pieces: tx,
             accepted: acc_tx,
         };
@@ -189,9 +166,11 @@ impl Submit<'_> {
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Rejected(Rejected::QueueFull(n)) => ApiError::queue_full(n),
-        JobError::Rejected(r @ Rejected::TooLong { .. }) => {
-            ApiError::invalid(r.to_string()).with_code("context_length_exceeded")
-        }
+        JobError::Rejected(Rejected::TooLong {
+            prompt,
+            max_tokens,
+            n_ctx,
+        }) => crate::prep::context_exceeded(n_ctx, prompt, max_tokens, false),
         JobError::Rejected(r) => ApiError::invalid(r.to_string()),
         JobError::Invalid { param, msg } => ApiError::invalid_param(param, msg),
         JobError::ShuttingDown => ApiError::unavailable("The server is shutting down."),

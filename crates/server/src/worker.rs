@@ -1,19 +1,16 @@
-//! The engine thread: owns the model, the KV store and the batching engine; takes jobs from the
-//! HTTP handlers over a channel and streams text pieces back to each job's own channel.
+//! The engine thread: owns the model's [`BatchEngine`], takes jobs from the HTTP handlers over a
+//! channel and forwards each sequence's text to the job's own channel. The generation itself
+//! (sampling, detokenizing, stop strings, finish reasons) is the engine's; this is glue: intake,
+//! disconnects, drain, step, emit — and the metrics and the per-request log line.
 //!
-//! The loop: take new jobs (blocking only when idle), cancel jobs whose client went away, run one
-//! batched step, turn each sampled token into text (streaming detokenization, stop strings), and
-//! publish the gauges. A failed or panicking step fails the sequences in it, not the server.
+//! A failed or panicking step fails the sequences in it, not the server.
 
 use crate::metrics::Metrics;
-use frugal_engine::batch::{panic_message, BatchEngine, BatchError, SeqOptions, TokenLogprobs};
-use frugal_engine::constraint::Constraint;
-use frugal_engine::sampler::SamplingParams;
-use frugal_engine::stop::{StopMatcher, StopResult};
+use frugal_engine::{panic_message, BatchEngine, EngineError, Event, FinishReason, Request, SeqId};
 use frugal_kernels::ThreadPool;
 use frugal_models::Model;
-use frugal_scheduler::{Finish, Rejected, SchedulerConfig, SeqId};
-use frugal_tokenizer::{StreamDecoder, Tokenizer};
+use frugal_scheduler::{Rejected, SchedulerConfig};
+use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,20 +19,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+pub use frugal_engine::logprobs::TokenLogprobs;
+
 /// One sequence to generate.
 pub struct Job {
-    pub prompt: Vec<u32>,
-    pub max_tokens: usize,
-    pub sampling: SamplingParams,
-    pub stop: Vec<String>,
-    pub logprobs: Option<usize>,
-    pub constraint: Option<Box<dyn Constraint>>,
-    /// Decode control tokens as their text (end-of-generation tokens aside), for output parsers
-    /// that look for tags such as `<think>` or `<｜tool▁calls▁begin｜>`.
-    pub render_special: bool,
+    pub request: Request,
     pub arrived: Instant,
     /// Request id for the log line.
-    pub request: String,
+    pub id: String,
     pub pieces: mpsc::UnboundedSender<Piece>,
     /// Answered once the scheduler has queued the job or refused it.
     pub accepted: oneshot::Sender<Result<(), JobError>>,
@@ -75,21 +66,6 @@ pub struct Done {
     pub cached_tokens: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
 pub enum Command {
     Add(Box<Job>),
     /// Stop taking jobs; cancel whatever is still running at the deadline.
@@ -104,18 +80,23 @@ pub struct EngineConfig {
     pub block_size: usize,
 }
 
-struct Active<'t> {
-    render_special: bool,
+/// A job the engine is running: where its text goes, and what its log line needs.
+struct Active {
     pieces: mpsc::UnboundedSender<Piece>,
-    decoder: StreamDecoder<'t>,
-    stop: StopMatcher,
     arrived: Instant,
     request: String,
     n_prompt: usize,
     n_generated: usize,
-    cached: Option<usize>,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
+}
+
+struct Worker<'a> {
+    engine: BatchEngine<'a>,
+    metrics: Arc<Metrics>,
+    active: HashMap<SeqId, Active>,
+    next_id: SeqId,
+    drain: Option<Instant>,
 }
 
 /// Runs the engine until the command channel closes or a drain completes.
@@ -127,246 +108,241 @@ pub fn run(
     commands: Receiver<Command>,
     metrics: Arc<Metrics>,
 ) {
-    let eog = tokenizer.eog_ids().to_vec();
-    let mut engine = BatchEngine::new(
-        model,
-        pool,
-        cfg.scheduler,
-        cfg.n_blocks,
-        cfg.block_size,
-        eog.clone(),
-    );
     metrics.kv_blocks_total.store(cfg.n_blocks as u64, Relaxed);
-    let mut active: HashMap<SeqId, Active> = HashMap::new();
-    let mut next_id: SeqId = 0;
-    let mut drain: Option<Instant> = None;
+    let mut w = Worker {
+        engine: BatchEngine::new(
+            model,
+            tokenizer,
+            pool,
+            cfg.scheduler,
+            cfg.n_blocks,
+            cfg.block_size,
+        ),
+        metrics,
+        active: HashMap::new(),
+        next_id: 0,
+        drain: None,
+    };
     loop {
-        // New jobs: wait for one when there is nothing to do, otherwise just look.
+        if !w.intake(&commands) {
+            return;
+        }
+        w.cancel_disconnected();
+        if w.drained() {
+            w.publish();
+            return;
+        }
+        if !w.engine.is_idle() {
+            let events = w.step();
+            w.emit(events);
+        }
+        w.publish();
+    }
+}
+
+impl Worker<'_> {
+    /// Takes new commands: waits for one when there is nothing to do, otherwise just looks.
+    /// Returns false when the channel is closed and nothing is left to run.
+    fn intake(&mut self, commands: &Receiver<Command>) -> bool {
         loop {
-            let cmd = if engine.is_idle() && drain.is_none() {
+            let cmd = if self.engine.is_idle() && self.drain.is_none() {
                 match commands.recv() {
                     Ok(c) => c,
-                    Err(_) => return,
+                    Err(_) => return false,
                 }
             } else {
                 match commands.try_recv() {
                     Ok(c) => c,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) if engine.is_idle() => return,
-                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => return !self.engine.is_idle(),
                 }
             };
             match cmd {
-                Command::Drain(deadline) => drain = Some(deadline),
-                Command::Add(job) if drain.is_some() => {
+                Command::Drain(deadline) => self.drain = Some(deadline),
+                Command::Add(job) if self.drain.is_some() => {
                     let _ = job.accepted.send(Err(JobError::ShuttingDown));
                 }
-                Command::Add(job) => {
-                    let id = next_id;
-                    next_id += 1;
-                    let job = *job;
-                    let n_prompt = job.prompt.len();
-                    let opts = SeqOptions {
-                        logprobs: job.logprobs,
-                        constraint: job.constraint,
-                    };
-                    match engine.add_with(id, job.prompt, job.max_tokens, job.sampling, opts) {
-                        Ok(()) => {
-                            if job.accepted.send(Ok(())).is_err() {
-                                engine.abort(id);
-                                continue;
-                            }
-                            active.insert(
-                                id,
-                                Active {
-                                    render_special: job.render_special,
-                                    pieces: job.pieces,
-                                    decoder: StreamDecoder::new(tokenizer, !job.render_special),
-                                    stop: StopMatcher::new(job.stop),
-                                    arrived: job.arrived,
-                                    request: job.request,
-                                    n_prompt,
-                                    n_generated: 0,
-                                    cached: None,
-                                    first_token: None,
-                                    last_token: None,
-                                },
-                            );
-                        }
-                        Err(e) => {
-                            let err = match e {
-                                BatchError::Rejected(r) => {
-                                    if matches!(r, Rejected::QueueFull(_)) {
-                                        metrics.requests_rejected.fetch_add(1, Relaxed);
-                                    }
-                                    JobError::Rejected(r)
-                                }
-                                BatchError::Sampling(s) => JobError::Invalid {
-                                    param: s.param,
-                                    msg: s.msg,
-                                },
-                                other => JobError::Invalid {
-                                    param: "request",
-                                    msg: other.to_string(),
-                                },
-                            };
-                            let _ = job.accepted.send(Err(err));
-                        }
-                    }
-                }
+                Command::Add(job) => self.add(*job),
             }
         }
+    }
 
-        // Clients that went away.
-        let gone: Vec<SeqId> = active
+    fn add(&mut self, job: Job) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let n_prompt = job.request.prompt.len();
+        if let Err(e) = self.engine.add(id, job.request) {
+            let _ = job.accepted.send(Err(self.refusal(e)));
+            return;
+        }
+        if job.accepted.send(Ok(())).is_err() {
+            self.engine.abort(id);
+            return;
+        }
+        self.active.insert(
+            id,
+            Active {
+                pieces: job.pieces,
+                arrived: job.arrived,
+                request: job.id,
+                n_prompt,
+                n_generated: 0,
+                first_token: None,
+                last_token: None,
+            },
+        );
+    }
+
+    fn refusal(&self, e: EngineError) -> JobError {
+        match e {
+            EngineError::Rejected(r) => {
+                if matches!(r, Rejected::QueueFull(_)) {
+                    self.metrics.requests_rejected.fetch_add(1, Relaxed);
+                }
+                JobError::Rejected(r)
+            }
+            EngineError::Sampling(s) => JobError::Invalid {
+                param: s.param,
+                msg: s.msg,
+            },
+            other => JobError::Invalid {
+                param: "request",
+                msg: other.to_string(),
+            },
+        }
+    }
+
+    /// Cancels the sequences whose client went away.
+    fn cancel_disconnected(&mut self) {
+        let gone: Vec<SeqId> = self
+            .active
             .iter()
             .filter(|(_, a)| a.pieces.is_closed())
             .map(|(&id, _)| id)
             .collect();
         for id in gone {
-            engine.abort(id);
-            if let Some(a) = active.remove(&id) {
+            self.engine.abort(id);
+            if let Some(a) = self.active.remove(&id) {
                 tracing::info!(request = %a.request, generated = a.n_generated, "client disconnected; sequence cancelled");
             }
-            metrics.requests_aborted.fetch_add(1, Relaxed);
+            self.metrics.requests_aborted.fetch_add(1, Relaxed);
         }
+    }
 
-        if let Some(deadline) = drain {
-            if engine.is_idle() {
-                publish(&engine, &metrics);
-                return;
-            }
-            if Instant::now() >= deadline {
-                for (id, a) in active.drain() {
-                    engine.abort(id);
-                    let _ = a
-                        .pieces
-                        .send(Piece::Failed("the server is shutting down".into()));
-                    metrics.requests_aborted.fetch_add(1, Relaxed);
-                }
-                publish(&engine, &metrics);
-                return;
-            }
+    /// During a drain: true once nothing is left, or at the deadline (cancelling what is left).
+    fn drained(&mut self) -> bool {
+        let Some(deadline) = self.drain else {
+            return false;
+        };
+        if self.engine.is_idle() {
+            return true;
         }
+        if Instant::now() < deadline {
+            return false;
+        }
+        for (id, a) in self.active.drain() {
+            self.engine.abort(id);
+            let _ = a
+                .pieces
+                .send(Piece::Failed("the server is shutting down".into()));
+            self.metrics.requests_aborted.fetch_add(1, Relaxed);
+        }
+        true
+    }
 
-        if engine.is_idle() {
-            publish(&engine, &metrics);
-            continue;
-        }
-
-        let preempted_before = engine.scheduler().preemptions();
-        let result = catch_unwind(AssertUnwindSafe(|| engine.step()));
-        metrics
-            .preemptions
-            .fetch_add(engine.scheduler().preemptions() - preempted_before, Relaxed);
-        // Cache hits are known once a sequence is admitted; record them before it can finish.
-        for (&id, a) in active.iter_mut() {
-            if a.cached.is_none() {
-                if let Some(c) = engine.scheduler().cached_tokens(id) {
-                    a.cached = Some(c);
-                    metrics.prompt_tokens.fetch_add(a.n_prompt as u64, Relaxed);
-                    metrics.prefix_cache_hit_tokens.fetch_add(c as u64, Relaxed);
-                }
-            }
-        }
-        let events = match result {
+    /// One engine step; a failed or panicking step fails every running sequence.
+    fn step(&mut self) -> Vec<Event> {
+        let preempted_before = self.engine.scheduler().preemptions();
+        let result = catch_unwind(AssertUnwindSafe(|| self.engine.step()));
+        let preempted = self.engine.scheduler().preemptions() - preempted_before;
+        self.metrics.preemptions.fetch_add(preempted, Relaxed);
+        let msg = match result {
             Ok(Ok(out)) => {
+                for &(id, cached) in &out.admitted {
+                    let prompt = self.active.get(&id).map_or(0, |a| a.n_prompt);
+                    self.metrics.prompt_tokens.fetch_add(prompt as u64, Relaxed);
+                    self.metrics
+                        .prefix_cache_hit_tokens
+                        .fetch_add(cached as u64, Relaxed);
+                }
                 for (id, e) in out.failed {
                     tracing::error!("sequence {id}: {e}");
-                    fail(
-                        &mut active,
-                        &metrics,
-                        &[id],
-                        &format!("internal error: {e}"),
-                    );
+                    self.fail(id, &format!("internal error: {e}"));
                 }
-                out.events
+                return out.events;
             }
-            Ok(Err(e)) => {
-                tracing::error!("engine step failed: {e}");
-                let ids: Vec<SeqId> = active.keys().copied().collect();
-                for &id in &ids {
-                    engine.abort(id);
-                }
-                fail(&mut active, &metrics, &ids, &format!("internal error: {e}"));
-                Vec::new()
-            }
-            Err(panic) => {
-                let msg = panic_message(&*panic);
-                tracing::error!("engine step panicked: {msg}");
-                let ids: Vec<SeqId> = active.keys().copied().collect();
-                for &id in &ids {
-                    engine.abort(id);
-                }
-                fail(
-                    &mut active,
-                    &metrics,
-                    &ids,
-                    &format!("internal error: {msg}"),
-                );
-                Vec::new()
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => panic_message(&*panic).to_string(),
         };
+        tracing::error!("engine step failed: {msg}");
+        let ids: Vec<SeqId> = self.active.keys().copied().collect();
+        for id in ids {
+            self.engine.abort(id);
+            self.fail(id, &format!("internal error: {msg}"));
+        }
+        Vec::new()
+    }
 
+    /// Forwards each event to its job, and the end of finished jobs.
+    fn emit(&mut self, events: Vec<Event>) {
         let now = Instant::now();
         for ev in events {
-            let Some(a) = active.get_mut(&ev.id) else {
+            let Some(a) = self.active.get_mut(&ev.id) else {
                 continue;
             };
             a.n_generated += 1;
-            metrics.generation_tokens.fetch_add(1, Relaxed);
+            self.metrics.generation_tokens.fetch_add(1, Relaxed);
             match a.last_token {
                 None => {
                     a.first_token = Some(now);
-                    metrics.observe_ttft(now.duration_since(a.arrived).as_secs_f64());
+                    let ttft = now.duration_since(a.arrived).as_secs_f64();
+                    self.metrics.observe_ttft(ttft);
                 }
-                Some(prev) => metrics.observe_tpot(now.duration_since(prev).as_secs_f64()),
+                Some(prev) => self
+                    .metrics
+                    .observe_tpot(now.duration_since(prev).as_secs_f64()),
             }
             a.last_token = Some(now);
-            let piece = if a.render_special && eog.contains(&ev.token) {
-                String::new()
-            } else {
-                a.decoder.push(ev.token)
-            };
-            let (text, stopped) = match a.stop.push(&piece) {
-                StopResult::Continue(t) => (t, false),
-                StopResult::Stopped(t) => (t, true),
-            };
-            let finish = if stopped {
-                engine.abort(ev.id);
-                Some(FinishReason::Stop)
-            } else {
-                match ev.finish {
-                    Some(Finish::Stop) => Some(FinishReason::Stop),
-                    Some(Finish::Length) => Some(FinishReason::Length),
-                    Some(Finish::Aborted) | None => None,
-                }
-            };
             let _ = a.pieces.send(Piece::Token {
                 token: ev.token,
-                text,
+                text: ev.text,
                 logprobs: ev.logprobs,
             });
-            if let Some(finish) = finish {
-                let mut a = active.remove(&ev.id).expect("present");
-                let mut tail = String::new();
-                if !stopped {
-                    tail = a.decoder.finish();
-                    match a.stop.push(&tail) {
-                        StopResult::Continue(t) => tail = t + &a.stop.flush(),
-                        StopResult::Stopped(t) => tail = t,
-                    }
-                }
-                finished(&a, finish, tail, &metrics);
+            if let Some(end) = ev.finish {
+                let a = self.active.remove(&ev.id).expect("present");
+                self.metrics.requests_finished.fetch_add(1, Relaxed);
+                log_done(&a, &end);
+                let _ = a.pieces.send(Piece::Done(Done {
+                    finish: end.reason,
+                    text: end.text,
+                    prompt_tokens: end.usage.prompt_tokens,
+                    completion_tokens: end.usage.completion_tokens,
+                    cached_tokens: end.usage.cached_tokens,
+                }));
             }
         }
-        publish(&engine, &metrics);
+    }
+
+    fn fail(&mut self, id: SeqId, msg: &str) {
+        if let Some(a) = self.active.remove(&id) {
+            tracing::warn!(request = %a.request, "request failed: {msg}");
+            self.metrics.requests_failed.fetch_add(1, Relaxed);
+            let _ = a.pieces.send(Piece::Failed(msg.to_string()));
+        }
+    }
+
+    fn publish(&self) {
+        let s = self.engine.scheduler();
+        self.metrics.running.store(s.n_running() as u64, Relaxed);
+        self.metrics.waiting.store(s.n_waiting() as u64, Relaxed);
+        self.metrics
+            .kv_blocks_used
+            .store(s.blocks().n_used() as u64, Relaxed);
     }
 }
 
-fn finished(a: &Active, finish: FinishReason, text: String, metrics: &Metrics) {
-    metrics.requests_finished.fetch_add(1, Relaxed);
-    let cached = a.cached.unwrap_or(0);
+/// The one log line of a finished request.
+fn log_done(a: &Active, end: &frugal_engine::Finished) {
     let elapsed = a.arrived.elapsed().as_secs_f64();
     let ttft = a
         .first_token
@@ -382,39 +358,13 @@ fn finished(a: &Active, finish: FinishReason, text: String, metrics: &Metrics) {
     };
     tracing::info!(
         request = %a.request,
-        prompt_tokens = a.n_prompt,
-        cached_tokens = cached,
-        completion_tokens = a.n_generated,
+        prompt_tokens = end.usage.prompt_tokens,
+        cached_tokens = end.usage.cached_tokens,
+        completion_tokens = end.usage.completion_tokens,
         ttft_ms = (ttft * 1e3).round() as u64,
         tokens_per_s = (tps * 10.0).round() / 10.0,
         total_ms = (elapsed * 1e3).round() as u64,
-        finish = finish.as_str(),
+        finish = end.reason.as_str(),
         "request done"
     );
-    let _ = a.pieces.send(Piece::Done(Done {
-        finish,
-        text,
-        prompt_tokens: a.n_prompt,
-        completion_tokens: a.n_generated,
-        cached_tokens: cached,
-    }));
-}
-
-fn fail(active: &mut HashMap<SeqId, Active>, metrics: &Metrics, ids: &[SeqId], msg: &str) {
-    for id in ids {
-        if let Some(a) = active.remove(id) {
-            tracing::warn!(request = %a.request, "request failed: {msg}");
-            metrics.requests_failed.fetch_add(1, Relaxed);
-            let _ = a.pieces.send(Piece::Failed(msg.to_string()));
-        }
-    }
-}
-
-fn publish(engine: &BatchEngine, metrics: &Metrics) {
-    let s = engine.scheduler();
-    metrics.running.store(s.n_running() as u64, Relaxed);
-    metrics.waiting.store(s.n_waiting() as u64, Relaxed);
-    metrics
-        .kv_blocks_used
-        .store(s.blocks().n_used() as u64, Relaxed);
 }

@@ -48,33 +48,81 @@ struct AddedToken {
 }
 
 pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
-    let file = path.display().to_string();
     let err = |msg: String| TokenizerError::Load {
-        file: file.clone(),
+        file: path.display().to_string(),
         msg,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let spec: Spec = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
-    drop(text);
-    let part = |what: &str, raw: &Option<Box<RawValue>>| -> Result<Json, TokenizerError> {
-        match raw {
-            Some(r) => serde_json::from_str(r.get())
-                .map_err(|e| err(format!("invalid JSON in {what}: {e}"))),
-            None => Ok(Json::Null),
-        }
-    };
-    let normalizer_json = part("normalizer", &spec.normalizer)?;
-    let pre_tokenizer_json = part("pre_tokenizer", &spec.pre_tokenizer)?;
-    let decoder_json = spec.decoder.unwrap_or(Json::Null);
-    let added = spec.added_tokens;
-    let (template_bos, template_eos) =
-        template_specials(spec.post_processor.as_ref().unwrap_or(&Json::Null));
-    let byte_encoded =
-        mentions_byte_level(&decoder_json) || mentions_byte_level(&pre_tokenizer_json);
+    let spec = read_spec(path).map_err(err)?;
+    let normalizer_json = part_json("normalizer", &spec.normalizer).map_err(err)?;
+    let pre_tokenizer_json = part_json("pre_tokenizer", &spec.pre_tokenizer).map_err(err)?;
+    let byte_encoded = mentions_byte_level(spec.decoder.as_ref().unwrap_or(&Json::Null))
+        || mentions_byte_level(&pre_tokenizer_json);
     let add_space_prefix =
         !byte_encoded && (prepends_space(&normalizer_json) || prepends_space(&pre_tokenizer_json));
+    let template = template_specials(spec.post_processor.as_ref().unwrap_or(&Json::Null));
 
-    let cannot = |what: &str, e: serde_json::Error| err(format!("cannot load the {what}: {e}"));
+    let (tok, model) = build_tokenizer(&spec).map_err(err)?;
+    let vocab = Vocab::new(
+        tok.get_vocab(false),
+        &spec.added_tokens,
+        model.byte_fallback,
+    )
+    .map_err(err)?;
+
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let config = read_json(&dir.join("tokenizer_config.json")).map_err(err)?;
+    let specials = read_specials(&config, &vocab, template, model.unk.as_deref());
+    let chat_template = read_chat_template(&config, dir);
+    let generation = read_json(&dir.join("generation_config.json")).map_err(err)?;
+
+    let level = if byte_encoded { ", byte-level" } else { "" };
+    let n = vocab.texts.len();
+    Ok(Parts {
+        model: Model::Hf(Box::new(tok)),
+        texts: vocab.texts,
+        attrs: vocab.attrs,
+        ids: specials.ids,
+        added: vocab.added_ids,
+        byte_encoded,
+        add_bos: specials.add_bos,
+        add_eos: specials.add_eos,
+        add_space_prefix,
+        extra_eog: extra_eog_ids(&generation),
+        kind: format!("tokenizer.json ({}{level}), {n} tokens", model.kind),
+        chat_template,
+        // The file's own lstrip/rstrip flags say it all.
+        strip_rule: StripRule::None,
+    })
+}
+
+/// Reads and parses the tokenizer.json itself (the file's text is dropped once parsed).
+fn read_spec(path: &Path) -> Result<Spec, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// A raw part of the file as a JSON tree (`Null` when absent), to inspect its type.
+fn part_json(what: &str, raw: &Option<Box<RawValue>>) -> Result<Json, String> {
+    match raw {
+        Some(r) => {
+            serde_json::from_str(r.get()).map_err(|e| format!("invalid JSON in {what}: {e}"))
+        }
+        None => Ok(Json::Null),
+    }
+}
+
+/// What the tokenizer's model says about itself.
+struct ModelInfo {
+    kind: &'static str,
+    byte_fallback: bool,
+    unk: Option<String>,
+}
+
+/// The `tokenizers` tokenizer: the model, normalizer and pre-tokenizer. Added tokens are
+/// matched before the model runs (see the module comment), BOS/EOS are added by us and decoding
+/// is ours: nothing else of the file is needed.
+fn build_tokenizer(spec: &Spec) -> Result<(tokenizers::Tokenizer, ModelInfo), String> {
+    let cannot = |what: &str, e: serde_json::Error| format!("cannot load the {what}: {e}");
     let model_type: ModelType =
         serde_json::from_str(spec.model.get()).map_err(|e| cannot("model", e))?;
     let model = match model_type.kind.as_deref() {
@@ -83,21 +131,19 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
                 serde_json::from_str(spec.model.get()).map_err(|e| cannot("model", e))?;
             ModelWrapper::BPE(
                 bpe.build()
-                    .map_err(|e| err(format!("cannot build the BPE model: {e}")))?,
+                    .map_err(|e| format!("cannot build the BPE model: {e}"))?,
             )
         }
         // Other models (and files too old to name their model type) are rare enough to go
         // through `tokenizers`' own, slower, deserializer.
         _ => serde_json::from_str(spec.model.get()).map_err(|e| cannot("model", e))?,
     };
-    let (model_type, byte_fallback, model_unk) = match &model {
+    let (kind, byte_fallback, unk) = match &model {
         ModelWrapper::BPE(m) => ("BPE", m.byte_fallback, m.unk_token.clone()),
         ModelWrapper::WordPiece(m) => ("WordPiece", false, Some(m.unk_token.clone())),
         ModelWrapper::WordLevel(m) => ("WordLevel", false, Some(m.unk_token.clone())),
         ModelWrapper::Unigram(m) => ("Unigram", m.byte_fallback(), None),
     };
-    // Added tokens are matched before the model runs (see the module comment), BOS/EOS are added
-    // by us and decoding is ours: only the normalizer, pre-tokenizer and model are needed.
     let mut tok = tokenizers::Tokenizer::new(model);
     if let Some(raw) = &spec.normalizer {
         let n: Option<NormalizerWrapper> =
@@ -109,57 +155,101 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
             serde_json::from_str(raw.get()).map_err(|e| cannot("pre-tokenizer", e))?;
         tok.with_pre_tokenizer(p);
     }
+    let info = ModelInfo {
+        kind,
+        byte_fallback,
+        unk,
+    };
+    Ok((tok, info))
+}
 
-    let model_vocab = tok.get_vocab(false);
-    let n = model_vocab
-        .values()
-        .chain(added.iter().map(|t| &t.id))
-        .map(|&id| id as usize + 1)
-        .max()
-        .unwrap_or(0);
-    if n == 0 {
-        return Err(err("the vocabulary is empty".into()));
-    }
-    let mut texts = vec![String::new(); n];
-    // Ids nobody claims print nothing and are never produced.
-    let mut attrs = vec![0u16; n];
-    for (t, &id) in &model_vocab {
-        let a = if byte_fallback && parse_byte_token(t).is_some() {
-            attr::BYTE
-        } else {
-            attr::NORMAL
-        };
-        attrs[id as usize] = a;
-        texts[id as usize] = t.clone();
-    }
-    let mut added_ids = HashMap::new();
-    for t in &added {
-        let i = t.id as usize;
-        texts[i] = t.content.clone();
-        attrs[i] = if t.special {
-            attr::CONTROL
-        } else {
-            attr::USER_DEFINED
-        };
-        if t.lstrip {
-            attrs[i] |= attr::LSTRIP;
+/// Every id's text and attributes, from the model's vocabulary and the added tokens.
+struct Vocab {
+    model_vocab: HashMap<String, u32>,
+    texts: Vec<String>,
+    attrs: Vec<u16>,
+    /// Added tokens the model's vocabulary does not have under the same id.
+    added_ids: HashMap<String, u32>,
+}
+
+impl Vocab {
+    fn new(
+        model_vocab: HashMap<String, u32>,
+        added: &[AddedToken],
+        byte_fallback: bool,
+    ) -> Result<Vocab, String> {
+        let n = model_vocab
+            .values()
+            .chain(added.iter().map(|t| &t.id))
+            .map(|&id| id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if n == 0 {
+            return Err("the vocabulary is empty".into());
         }
-        if t.rstrip {
-            attrs[i] |= attr::RSTRIP;
+        let mut texts = vec![String::new(); n];
+        // Ids nobody claims print nothing and are never produced.
+        let mut attrs = vec![0u16; n];
+        for (t, &id) in &model_vocab {
+            let a = if byte_fallback && parse_byte_token(t).is_some() {
+                attr::BYTE
+            } else {
+                attr::NORMAL
+            };
+            attrs[id as usize] = a;
+            texts[id as usize] = t.clone();
         }
-        if model_vocab.get(&t.content) != Some(&t.id) {
-            added_ids.insert(t.content.clone(), t.id);
+        let mut added_ids = HashMap::new();
+        for t in added {
+            let i = t.id as usize;
+            texts[i] = t.content.clone();
+            attrs[i] = if t.special {
+                attr::CONTROL
+            } else {
+                attr::USER_DEFINED
+            };
+            if t.lstrip {
+                attrs[i] |= attr::LSTRIP;
+            }
+            if t.rstrip {
+                attrs[i] |= attr::RSTRIP;
+            }
+            if model_vocab.get(&t.content) != Some(&t.id) {
+                added_ids.insert(t.content.clone(), t.id);
+            }
         }
+        Ok(Vocab {
+            model_vocab,
+            texts,
+            attrs,
+            added_ids,
+        })
     }
-    let id_of = |s: &str| -> Option<u32> {
-        added_ids
+
+    /// The id of a token text, an added token's first.
+    fn id_of(&self, s: &str) -> Option<u32> {
+        self.added_ids
             .get(s)
             .copied()
-            .or_else(|| model_vocab.get(s).copied())
-    };
+            .or_else(|| self.model_vocab.get(s).copied())
+    }
+}
 
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let config = read_json(&dir.join("tokenizer_config.json")).map_err(&err)?;
+/// The special tokens' ids and whether BOS and EOS are added.
+struct Specials {
+    ids: SpecialIds,
+    add_bos: bool,
+    add_eos: bool,
+}
+
+/// Special tokens from tokenizer_config.json, else from the post-processor's template (BOS,
+/// and EOS when it is added) or the model's unknown token.
+fn read_specials(
+    config: &Json,
+    vocab: &Vocab,
+    (template_bos, template_eos): (Option<String>, Option<String>),
+    model_unk: Option<&str>,
+) -> Specials {
     let mut ids = SpecialIds::default();
     for (role, key) in [
         (SpecialToken::Bos, "bos_token"),
@@ -171,14 +261,14 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
     ] {
         let v = &config[key];
         if let Some(s) = v.as_str().or_else(|| v["content"].as_str()) {
-            ids[role] = id_of(s);
+            ids[role] = vocab.id_of(s);
         }
     }
     if ids[SpecialToken::Bos].is_none() {
-        ids[SpecialToken::Bos] = template_bos.as_deref().and_then(id_of);
+        ids[SpecialToken::Bos] = template_bos.as_deref().and_then(|s| vocab.id_of(s));
     }
     if ids[SpecialToken::Unk].is_none() {
-        ids[SpecialToken::Unk] = model_unk.as_deref().and_then(id_of);
+        ids[SpecialToken::Unk] = model_unk.and_then(|s| vocab.id_of(s));
     }
     // The post-processor's template is what adds BOS/EOS in `tokenizers`; the config's flags,
     // where present, are what transformers goes by.
@@ -189,10 +279,19 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
         .as_bool()
         .unwrap_or(template_eos.is_some());
     if ids[SpecialToken::Eos].is_none() && add_eos {
-        ids[SpecialToken::Eos] = template_eos.as_deref().and_then(id_of);
+        ids[SpecialToken::Eos] = template_eos.as_deref().and_then(|s| vocab.id_of(s));
     }
+    Specials {
+        ids,
+        add_bos,
+        add_eos,
+    }
+}
 
-    let chat_template = match &config["chat_template"] {
+/// tokenizer_config.json's chat template (the default one of several), else
+/// `chat_template.jinja` beside it.
+fn read_chat_template(config: &Json, dir: &Path) -> Option<String> {
+    match &config["chat_template"] {
         Json::String(s) => Some(s.clone()),
         // Several named templates: the default one.
         Json::Array(list) => list
@@ -202,35 +301,19 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
             .and_then(|t| t["template"].as_str())
             .map(str::to_string),
         _ => std::fs::read_to_string(dir.join("chat_template.jinja")).ok(),
-    };
+    }
+}
 
-    let generation = read_json(&dir.join("generation_config.json")).map_err(&err)?;
-    let extra_eog = match &generation["eos_token_id"] {
+/// generation_config.json's `eos_token_id` (one or a list): more end-of-generation ids.
+fn extra_eog_ids(generation: &Json) -> Vec<u32> {
+    match &generation["eos_token_id"] {
         Json::Number(v) => v.as_u64().into_iter().collect(),
         Json::Array(list) => list.iter().filter_map(Json::as_u64).collect(),
         _ => Vec::new(),
     }
     .into_iter()
     .filter_map(|v| u32::try_from(v).ok())
-    .collect();
-
-    let level = if byte_encoded { ", byte-level" } else { "" };
-    Ok(Parts {
-        model: Model::Hf(Box::new(tok)),
-        texts,
-        attrs,
-        ids,
-        added: added_ids,
-        byte_encoded,
-        add_bos,
-        add_eos,
-        add_space_prefix,
-        extra_eog,
-        kind: format!("tokenizer.json ({model_type}{level}), {n} tokens"),
-        chat_template,
-        // The file's own lstrip/rstrip flags say it all.
-        strip_rule: StripRule::None,
-    })
+    .collect()
 }
 
 /// Just the model's type, to pick a deserializer.

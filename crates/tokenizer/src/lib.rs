@@ -12,6 +12,8 @@
 //! Decoding maps each token to the bytes it stands for (GPT-2's byte alphabet undone, or `▁`
 //! turned back into spaces) and converts to UTF-8 only at the very end.
 
+#![forbid(unsafe_code)]
+
 mod byte_level;
 mod gguf;
 mod hf;
@@ -262,6 +264,108 @@ pub(crate) enum StripRule {
     MaskLstrip,
 }
 
+/// Roles the metadata left open, by text. llama.cpp takes whichever listed token its hash map
+/// yields first; we take the one earliest in the list (then the lowest id), which is
+/// deterministic and prefers e.g. <|im_end|> over <|endoftext|> as Qwen's end of turn.
+fn assign_roles_by_text(texts: &[String], ids: &mut SpecialIds, attrs: &mut [u16]) {
+    for &(role, names) in ROLE_TEXTS {
+        if ids[role].is_some() {
+            continue;
+        }
+        let best = texts
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| looks_special(t))
+            .filter_map(|(i, t)| Some((names.iter().position(|n| n == t)?, i)))
+            .min();
+        if let Some((_, i)) = best {
+            ids[role] = Some(i as u32);
+            attrs[i] |= attr::CONTROL;
+        }
+    }
+}
+
+/// The end-of-generation ids, sorted, as llama.cpp collects them: FIM pad/rep/sep, tokens with
+/// an end-of-generation text, EOS/EOT/EOM, and the loader's extra ids in the vocabulary. Marks
+/// them control tokens (and the always-rendered ones user-defined) on the way.
+fn end_of_generation_ids(
+    texts: &[String],
+    ids: &SpecialIds,
+    attrs: &mut [u16],
+    extra_eog: Vec<u32>,
+) -> Vec<u32> {
+    let mut eog: Vec<u32> = [
+        ids[SpecialToken::FimPad],
+        ids[SpecialToken::FimRep],
+        ids[SpecialToken::FimSep],
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for (i, t) in texts.iter().enumerate() {
+        if !looks_special(t) {
+            continue;
+        }
+        if EOG_TEXTS.contains(&t.as_str()) {
+            eog.push(i as u32);
+            attrs[i] |= attr::CONTROL;
+        }
+        if ALWAYS_RENDERED.contains(&t.as_str()) {
+            attrs[i] = attr::USER_DEFINED;
+        }
+    }
+    eog.extend(
+        [
+            ids[SpecialToken::Eos],
+            ids[SpecialToken::Eot],
+            ids[SpecialToken::Eom],
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    eog.extend(
+        extra_eog
+            .into_iter()
+            .filter(|&i| (i as usize) < texts.len()),
+    );
+    eog.sort_unstable();
+    eog.dedup();
+    // gpt-oss (and Solar Open) end a message with <|end|> but keep generating after it, ending
+    // the turn with <|return|> or <|call|>: there <|end|> must not stop generation.
+    let has = |s: &str| eog.iter().any(|&i| texts[i as usize] == s);
+    if (has("<|return|>") || has("<|flush|>")) && (has("<|call|>") || has("<|calls|>")) {
+        if let Some(pos) = eog.iter().position(|&i| texts[i as usize] == "<|end|>") {
+            attrs[eog[pos] as usize] = attr::USER_DEFINED;
+            eog.remove(pos);
+        }
+    }
+    eog
+}
+
+impl StripRule {
+    /// Sets the LSTRIP/RSTRIP attributes this rule gives special tokens.
+    fn apply(self, texts: &[String], attrs: &mut [u16]) {
+        match self {
+            StripRule::None => {}
+            StripRule::Phi3 => {
+                for (t, a) in texts.iter().zip(attrs.iter_mut()) {
+                    let special = *a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0;
+                    if (special || t == "</s>")
+                        && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>")
+                    {
+                        *a |= attr::RSTRIP;
+                    }
+                }
+            }
+            StripRule::MaskLstrip => {
+                if let Some(i) = texts.iter().position(|t| t == "<mask>") {
+                    attrs[i] |= attr::LSTRIP;
+                }
+            }
+        }
+    }
+}
+
 /// Strings stored back to back, indexed by id (one allocation instead of one per token).
 #[derive(Default)]
 struct Pool {
@@ -334,90 +438,9 @@ impl Tokenizer {
             chat_template,
             strip_rule,
         } = p;
-
-        // Roles the metadata left open, by text. llama.cpp takes whichever listed token its hash
-        // map yields first; we take the one earliest in the list (then the lowest id), which is
-        // deterministic and prefers e.g. <|im_end|> over <|endoftext|> as Qwen's end of turn.
-        for &(role, names) in ROLE_TEXTS {
-            if ids[role].is_some() {
-                continue;
-            }
-            let best = texts
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| looks_special(t))
-                .filter_map(|(i, t)| Some((names.iter().position(|n| n == t)?, i)))
-                .min();
-            if let Some((_, i)) = best {
-                ids[role] = Some(i as u32);
-                attrs[i] |= attr::CONTROL;
-            }
-        }
-
-        let mut eog: Vec<u32> = [
-            ids[SpecialToken::FimPad],
-            ids[SpecialToken::FimRep],
-            ids[SpecialToken::FimSep],
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for (i, t) in texts.iter().enumerate() {
-            if !looks_special(t) {
-                continue;
-            }
-            if EOG_TEXTS.contains(&t.as_str()) {
-                eog.push(i as u32);
-                attrs[i] |= attr::CONTROL;
-            }
-            if ALWAYS_RENDERED.contains(&t.as_str()) {
-                attrs[i] = attr::USER_DEFINED;
-            }
-        }
-        eog.extend(
-            [
-                ids[SpecialToken::Eos],
-                ids[SpecialToken::Eot],
-                ids[SpecialToken::Eom],
-            ]
-            .into_iter()
-            .flatten(),
-        );
-        eog.extend(
-            extra_eog
-                .into_iter()
-                .filter(|&i| (i as usize) < texts.len()),
-        );
-        eog.sort_unstable();
-        eog.dedup();
-        // gpt-oss (and Solar Open) end a message with <|end|> but keep generating after it, ending
-        // the turn with <|return|> or <|call|>: there <|end|> must not stop generation.
-        let has = |s: &str| eog.iter().any(|&i| texts[i as usize] == s);
-        if (has("<|return|>") || has("<|flush|>")) && (has("<|call|>") || has("<|calls|>")) {
-            if let Some(pos) = eog.iter().position(|&i| texts[i as usize] == "<|end|>") {
-                attrs[eog[pos] as usize] = attr::USER_DEFINED;
-                eog.remove(pos);
-            }
-        }
-
-        match strip_rule {
-            StripRule::None => {}
-            StripRule::Phi3 => {
-                for (t, a) in texts.iter().zip(attrs.iter_mut()) {
-                    let special = *a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0;
-                    if (special || t == "</s>")
-                        && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>")
-                    {
-                        *a |= attr::RSTRIP;
-                    }
-                }
-            }
-            StripRule::MaskLstrip => {
-                if let Some(i) = texts.iter().position(|t| t == "<mask>") {
-                    attrs[i] |= attr::LSTRIP;
-                }
-            }
-        }
+        assign_roles_by_text(&texts, &mut ids, &mut attrs);
+        let eog = end_of_generation_ids(&texts, &ids, &mut attrs, extra_eog);
+        strip_rule.apply(&texts, &mut attrs);
 
         let mut text_pool = Pool::default();
         let mut pieces = Pool::default();

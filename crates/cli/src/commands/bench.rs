@@ -3,8 +3,9 @@
 //! cache), median of `-r` repetitions after one warm-up.
 
 use crate::commands::info::{human_bytes, human_count};
-use crate::load::{load_model, open, ModelArgs};
+use crate::load::{load_weights, ModelArgs};
 use anyhow::Result;
+use frugal_loader::ModelOptions;
 use frugal_models::{Logits, Model, SeqChunk};
 use std::time::Instant;
 
@@ -29,10 +30,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.reps >= 1, "--reps must be at least 1");
     let t0 = Instant::now();
-    let gguf = open(&a.model.model)?;
-    let model = load_model(&gguf, &a.model)?;
+    let file = a.model.open(ModelOptions::default())?;
+    let model = load_weights(&file)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let pool = a.model.pool()?;
+    let pool = file.thread_pool();
     let c = model.config();
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     anyhow::ensure!(
@@ -91,7 +92,7 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             println!(
                 "| {name} | {} | {} | {} | {} | {kind}{n} | {median:.2} ± {:.2} |",
-                human_bytes(gguf.file_size()),
+                human_bytes(file.gguf.file_size()),
                 human_count(model.n_params()),
                 pool.n_threads(),
                 frugal_kernels::Isa::best().name(),

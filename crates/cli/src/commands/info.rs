@@ -1,7 +1,7 @@
 //! `frugal info`: what a model file holds, without running it.
 
-use crate::load::open;
 use anyhow::Result;
+use frugal_formats::GgufFile;
 use frugal_models::ModelConfig;
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = open(&a.model)?;
+    let gguf = GgufFile::open(&a.model)?;
     let arch = gguf.req_str("general.architecture")?.to_string();
     let mut types: BTreeMap<String, usize> = BTreeMap::new();
     let mut n_params = 0u64;

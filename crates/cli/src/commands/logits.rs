@@ -1,7 +1,8 @@
 //! `frugal logits`: raw logits for a token sequence, for comparison with reference implementations.
 
-use crate::load::{load_model, open, ModelArgs};
+use crate::load::{load_weights, ModelArgs};
 use anyhow::{Context, Result};
+use frugal_loader::ModelOptions;
 use frugal_models::{Logits, SeqChunk};
 use std::io::Write;
 
@@ -21,9 +22,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = open(&a.model.model)?;
-    let model = load_model(&gguf, &a.model)?;
-    let pool = a.model.pool()?;
+    let file = a.model.open(ModelOptions::default())?;
+    let model = load_weights(&file)?;
+    let pool = file.thread_pool();
     let logits = compute(&model, &pool, &a.tokens, a.step)?;
     let mut f = std::io::BufWriter::new(
         std::fs::File::create(&a.out)

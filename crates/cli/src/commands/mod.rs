@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod chat_input;
 pub mod info;
 pub mod logits;
 pub mod membw;

@@ -1,12 +1,17 @@
-//! `frugal run`: generate text in the terminal, from a prompt or as an interactive chat.
+//! `frugal run`: generate text in the terminal, from a prompt or as an interactive chat. Both go
+//! through the engine's one generation loop ([`Session`]), like the server's requests.
 
-use crate::commands::tokenize::load_tokenizer;
-use crate::load::{load_model, open, ModelArgs};
+use crate::commands::chat_input::{ChatInput, Line};
+use crate::load::{load_weights, warn, ModelArgs};
 use anyhow::{Context, Result};
-use frugal_chat::ChatTemplate;
 use frugal_engine::sampler::SamplingParams;
 use frugal_engine::session::{GenerateParams, GenerationStats, Session};
-use std::io::{BufRead, Write};
+use frugal_engine::FinishReason;
+use frugal_loader::{ModelFile, ModelOptions, Warning};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,6 +29,9 @@ pub struct Args {
     /// System message for --chat.
     #[arg(long)]
     pub system: Option<String>,
+    /// A Jinja chat template file to use instead of the model's own (--chat).
+    #[arg(long)]
+    pub chat_template_file: Option<PathBuf>,
     /// Maximum tokens to generate (per turn in --chat).
     #[arg(short = 'n', long, default_value_t = 256)]
     pub max_tokens: usize,
@@ -53,14 +61,17 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = open(&a.model.model)?;
-    let tokenizer = load_tokenizer(&a.model.model)?;
-    let model = load_model(&gguf, &a.model)?;
-    let pool = a.model.pool()?;
-    let n_ctx = a
-        .ctx_size
-        .unwrap_or_else(|| model.config().n_ctx_train.min(4096));
-    anyhow::ensure!(n_ctx > 0, "--ctx-size must be positive");
+    let chat_template = match &a.chat_template_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
+        None => None,
+    };
+    let file = a.model.open(ModelOptions {
+        ctx_size: a.ctx_size,
+        chat_template,
+        ..ModelOptions::default()
+    })?;
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {
@@ -76,97 +87,149 @@ pub fn run(a: Args) -> Result<()> {
     };
     params
         .sampling
-        .validate(model.config().n_vocab)
+        .validate(file.config.n_vocab)
         .context("invalid sampling parameters")?;
-    let mut session = Session::new(&model, &tokenizer, &pool, n_ctx);
-    let stdout = std::io::stdout();
-    let mut print = |s: &str| {
-        let mut out = stdout.lock();
-        let _ = out.write_all(s.as_bytes());
-        let _ = out.flush();
-    };
-
-    if !a.chat {
-        let (prompt, ids) = match (&a.prompt, &a.prompt_tokens) {
-            (Some(p), _) => (p.clone(), tokenizer.encode(p, !a.no_bos, true)?),
-            (None, Some(ids)) => {
-                let n_vocab = model.config().n_vocab;
-                if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
-                    anyhow::bail!("token id {bad} is outside the vocabulary of {n_vocab}");
-                }
-                (tokenizer.decode(ids, false), ids.clone())
-            }
-            (None, None) => {
-                anyhow::bail!("give a prompt with -p or --prompt-tokens, or use --chat")
-            }
-        };
-        anyhow::ensure!(
-            ids.len() <= n_ctx,
-            "the prompt has {} tokens but the context holds {n_ctx}",
-            ids.len()
-        );
-        print(&prompt);
-        let stats = session.generate(&ids, &params, &mut print)?;
-        println!();
-        report(&stats);
-        return Ok(());
+    let model = load_weights(&file)?;
+    let pool = file.thread_pool();
+    let mut session = Session::new(&model, &file.tokenizer, &pool, file.n_ctx);
+    if a.chat {
+        chat(&a, &file, &mut session, &params)
+    } else {
+        complete(&a, &file, &mut session, &params)
     }
+}
 
-    let template = match tokenizer.chat_template() {
-        Some(src) => ChatTemplate::new(
-            src,
-            tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Bos),
-            tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Eos),
-            tokenizer.special_token_text(frugal_tokenizer::SpecialToken::Pad),
-        )?,
-        None => {
-            eprintln!("warning: the model has no chat template; using ChatML");
-            ChatTemplate::chatml()
+/// Writes to standard output, ignoring a closed pipe (`frugal run … | head`).
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+/// One raw completion of `-p` or `--prompt-tokens`.
+fn complete(
+    a: &Args,
+    file: &ModelFile,
+    session: &mut Session,
+    params: &GenerateParams,
+) -> Result<()> {
+    let tokenizer = &file.tokenizer;
+    let (prompt, ids) = match (&a.prompt, &a.prompt_tokens) {
+        (Some(p), _) => (p.clone(), tokenizer.encode(p, !a.no_bos, true)?),
+        (None, Some(ids)) => {
+            let n_vocab = file.config.n_vocab;
+            if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+                anyhow::bail!("token id {bad} is outside the vocabulary of {n_vocab}");
+            }
+            (tokenizer.decode(ids, false), ids.clone())
         }
+        (None, None) => anyhow::bail!("give a prompt with -p or --prompt-tokens, or use --chat"),
     };
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(serde_json::json!({"role": "system", "content": s}));
+    anyhow::ensure!(
+        ids.len() < session.n_ctx(),
+        "the prompt has {} tokens but the context holds {} (room is needed to generate)",
+        ids.len(),
+        session.n_ctx()
+    );
+    print(&prompt);
+    let stats = session.generate(&ids, params, &mut |s: &str| {
+        print(s);
+        ControlFlow::Continue(())
+    })?;
+    print("\n");
+    report(&stats);
+    Ok(())
+}
+
+const CHAT_HELP: &str = "commands: /help this text, /clear forget the conversation, /exit quit \
+(or Ctrl-D); Ctrl-C stops a reply";
+
+/// The interactive chat: each turn renders the whole conversation with the chat template, and the
+/// session's KV cache makes only the new tokens cost anything.
+fn chat(a: &Args, file: &ModelFile, session: &mut Session, params: &GenerateParams) -> Result<()> {
+    if file.warnings.contains(&Warning::NoChatTemplate) {
+        warn(&Warning::NoChatTemplate);
     }
-    let stdin = std::io::stdin();
-    let interactive = std::io::IsTerminal::is_terminal(&stdin);
-    let mut lines = stdin.lock().lines();
+    let system: Vec<Value> = a
+        .system
+        .iter()
+        .map(|s| json!({"role": "system", "content": s}))
+        .collect();
+    let mut messages = system.clone();
+    let mut input = ChatInput::new()?;
+    if input.is_interactive() {
+        eprintln!("{CHAT_HELP}");
+    }
     loop {
-        if interactive {
-            eprint!("> ");
+        let line = match input.read_line()? {
+            Line::Text(l) => l,
+            Line::Interrupted => continue,
+            Line::End => break,
+        };
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/help" => eprintln!("{CHAT_HELP}"),
+            "/clear" => {
+                messages = system.clone();
+                eprintln!("(conversation cleared)");
+            }
+            _ => {
+                messages.push(json!({"role": "user", "content": line}));
+                match reply(file, session, params, &messages, &input)? {
+                    Some(text) => messages.push(json!({"role": "assistant", "content": text})),
+                    // A cancelled turn is forgotten, question and all.
+                    None => drop(messages.pop()),
+                }
+            }
         }
-        let Some(line) = lines.next() else { break };
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if matches!(line.trim(), "/exit" | "/quit") {
-            break;
-        }
-        messages.push(serde_json::json!({"role": "user", "content": line}));
-        let rendered = template.render(&messages, None, true, &serde_json::Map::new())?;
-        let ids = tokenizer.encode(&rendered, false, true)?;
-        let mut reply = String::new();
-        let stats = session.generate(&ids, &params, &mut |s: &str| {
-            reply.push_str(s);
-            print(s);
-        })?;
-        println!();
-        report(&stats);
-        messages.push(serde_json::json!({"role": "assistant", "content": reply}));
     }
     Ok(())
 }
 
+/// Generates the assistant's reply to `messages`, printing it as it comes; `None` when Ctrl-C
+/// cancelled it.
+fn reply(
+    file: &ModelFile,
+    session: &mut Session,
+    params: &GenerateParams,
+    messages: &[Value],
+    input: &ChatInput,
+) -> Result<Option<String>> {
+    let rendered = file
+        .template
+        .render(messages, None, true, &serde_json::Map::new())?;
+    let ids = file.tokenizer.encode(&rendered, false, true)?;
+    let mut text = String::new();
+    input.take_interrupt();
+    let stats = session.generate(&ids, params, &mut |s: &str| {
+        text.push_str(s);
+        print(s);
+        if input.take_interrupt() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    print("\n");
+    report(&stats);
+    Ok((stats.finish_reason != FinishReason::Aborted).then_some(text))
+}
+
 fn report(s: &GenerationStats) {
     let new = s.prompt_tokens - s.cached_tokens;
-    eprintln!(
-        "prompt: {} tokens ({} cached), {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | finish: {}",
+    // The first token comes with the prompt; decode speed is over the ones after it.
+    let decode = match s.generated_tokens {
+        0 | 1 => "-".to_string(),
+        n => format!("{:.1}", (n - 1) as f64 / s.decode_seconds.max(1e-9)),
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "prompt: {} tokens ({} cached), {:.1} tokens/s | generation: {} tokens, {decode} tokens/s | finish: {}",
         s.prompt_tokens,
         s.cached_tokens,
         new as f64 / s.prefill_seconds.max(1e-9),
         s.generated_tokens,
-        s.generated_tokens as f64 / s.decode_seconds.max(1e-9),
         s.finish_reason.as_str(),
     );
 }

@@ -1,5 +1,6 @@
 //! `frugal serve`: the OpenAI-compatible HTTP server (see the `frugal-server` crate).
 
+use crate::load::ModelArgs;
 use anyhow::{Context, Result};
 use frugal_server::{ReasoningFormat, Server, ServerConfig};
 use std::io::Write;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Path to a GGUF model file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8080)]
@@ -38,9 +39,6 @@ pub struct Args {
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
-    /// Worker threads (default: all available cores).
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
     /// The model name clients use (default: the file name without extension).
     #[arg(long)]
     pub model_alias: Option<String>,
@@ -109,7 +107,9 @@ pub enum ReasoningFormatArg {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = ServerConfig::new(a.model.clone());
+    let mut cfg = ServerConfig::new(a.model.model.clone());
+    cfg.threads = a.model.threads;
+    cfg.dequantize = a.model.dequantize;
     cfg.host = a.host;
     cfg.port = a.port;
     if let Some(k) = a.api_key {
@@ -133,9 +133,6 @@ pub fn run(a: Args) -> Result<()> {
     cfg.block_size = a.block_size;
     cfg.token_budget = a.batch_tokens;
     cfg.max_waiting = a.max_waiting;
-    if let Some(t) = a.threads {
-        cfg.threads = t;
-    }
     cfg.model_alias = a.model_alias;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
     cfg.body_limit = a.body_limit;

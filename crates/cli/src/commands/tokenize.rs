@@ -1,7 +1,6 @@
 //! `frugal tokenize` and `frugal detokenize`: the model's own tokenizer, from the command line.
 
-use crate::load::open;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use frugal_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
@@ -32,24 +31,10 @@ pub struct DetokenizeArgs {
     pub skip_special: bool,
 }
 
-/// Loads a tokenizer from a GGUF file or a tokenizer.json (or a folder holding one).
+/// A GGUF model (a vocabulary-only one works), a tokenizer.json, or a folder holding one.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let json = if path.is_dir() {
-        Some(path.join("tokenizer.json"))
-    } else if path.extension().is_some_and(|e| e == "json") {
-        Some(path.to_path_buf())
-    } else {
-        None
-    };
-    match json {
-        Some(j) => Tokenizer::from_file(&j)
-            .with_context(|| format!("cannot load tokenizer {}", j.display())),
-        None => {
-            let gguf = open(path)?;
-            Tokenizer::from_gguf(&gguf)
-                .with_context(|| format!("cannot load tokenizer from {}", path.display()))
-        }
-    }
+    // The errors name the file.
+    Ok(frugal_loader::load_tokenizer(path)?)
 }
 
 pub fn run_tokenize(a: TokenizeArgs) -> Result<()> {

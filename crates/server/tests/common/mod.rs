@@ -90,7 +90,7 @@ impl Running {
 pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Running {
     let mut cfg = ServerConfig::new(frugal_fixtures::dir().join(MODEL));
     cfg.port = 0;
-    cfg.threads = 2;
+    cfg.threads = Some(2);
     cfg.ctx_size = Some(256);
     cfg.max_seqs = 8;
     tweak(&mut cfg);

@@ -1,6 +1,7 @@
 //! A per-sequence hook that shapes which tokens may come next: grammar constraints (JSON schema,
 //! tool calls), reasoning budgets, forced closing tags. The batching step calls [`Constraint::mask`]
 //! on a sequence's logits before sampling and [`Constraint::accept`] with the token it chose.
+#![forbid(unsafe_code)]
 
 /// Shapes one sequence's choices. Implementations live outside the engine (see `frugal-output`).
 pub trait Constraint: Send {
