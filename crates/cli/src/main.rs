@@ -7,6 +7,29 @@ mod commands;
 mod load;
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
+
+/// jemalloc, tuned by [`return_freed_memory`] to give freed memory back to the OS within about a
+/// second: a server's large transient buffers (8 MB prompts) otherwise stay in its RSS.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Purges freed pages after `DIRTY_DECAY_MS` from a background thread, rather than only when the
+/// process happens to allocate again. Best effort: a failure leaves jemalloc's defaults.
+#[cfg(not(target_env = "msvc"))]
+fn return_freed_memory() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    const DIRTY_DECAY_MS: isize = 1000;
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    let _ = b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS);
+    // Arenas that exist already keep their setting; change theirs too.
+    let arenas = tikv_jemalloc_ctl::arenas::narenas::read().unwrap_or(0);
+    for i in 0..arenas {
+        let key = format!("arena.{i}.dirty_decay_ms\0");
+        let _ = key.as_bytes().name().write(DIRTY_DECAY_MS);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -39,13 +62,17 @@ enum Command {
     Detokenize(commands::tokenize::DetokenizeArgs),
 }
 
+#[cfg(target_env = "msvc")]
+fn return_freed_memory() {}
+
 fn main() {
+    return_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,frugal_server=info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -60,7 +87,23 @@ fn main() {
         Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Standard error for the log, dropping what cannot be written: a full disk or a closed pipe
+/// must not stop (or panic) a server over its log.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

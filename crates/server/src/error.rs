@@ -91,6 +91,28 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive within the body timeout.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "The request body did not arrive within {:.1} s.",
+                timeout.as_secs_f64()
+            ),
+        )
+        .with_code("request_timeout")
+    }
+
+    /// 415: a `Content-Encoding` the server does not decode.
+    pub fn unsupported_encoding(encoding: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!("Content-Encoding '{encoding}' is not supported; send the body uncompressed."),
+        )
+    }
+
     pub fn queue_full(waiting: usize) -> Self {
         ApiError {
             retry_after: Some(1),
@@ -137,6 +159,10 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
     }

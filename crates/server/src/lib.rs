@@ -7,8 +7,10 @@
 
 pub mod api;
 mod chat;
+mod conn;
 pub mod error;
 pub mod metrics;
+mod prep;
 mod respond;
 mod routes;
 pub mod worker;
@@ -61,6 +63,17 @@ pub struct ServerConfig {
     pub reasoning_budget: Option<usize>,
     /// A Jinja chat template to use instead of the model's own.
     pub chat_template: Option<String>,
+    /// A request's head must arrive within this (from its first byte, or from the connection's
+    /// opening for its first request).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this of its head (408 otherwise).
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// A response the client stops reading is abandoned (its sequences cancelled) after this.
+    pub write_timeout: Duration,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -107,7 +120,33 @@ impl ServerConfig {
             reasoning_format: ReasoningFormat::Deepseek,
             reasoning_budget: None,
             chat_template: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
+    }
+
+    fn connection_limits(&self) -> Result<conn::Limits, ServerError> {
+        let timeouts = [
+            self.header_timeout,
+            self.body_timeout,
+            self.idle_timeout,
+            self.write_timeout,
+        ];
+        if timeouts.contains(&Duration::ZERO) || self.max_connections == 0 {
+            return Err(ServerError::Config(
+                "the header, body, idle and write timeouts and max-connections must be above 0"
+                    .into(),
+            ));
+        }
+        Ok(conn::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            max_connections: self.max_connections,
+        })
     }
 }
 
@@ -143,6 +182,8 @@ pub(crate) struct AppState {
     pub n_vocab: usize,
     pub ready: OnceLock<Ready>,
     pub metrics: Arc<Metrics>,
+    /// The blocking pool for parsing, templating and tokenizing, and the cheap prompt bound.
+    pub prep: prep::Prep,
 }
 
 impl AppState {
@@ -193,6 +234,7 @@ impl Server {
         if let Err(e) = &output {
             tracing::warn!("constrained decoding is unavailable: {e}");
         }
+        let prep = prep::Prep::new(&file.tokenizer);
         let state = Arc::new(AppState {
             n_vocab: file.config.n_vocab,
             n_ctx: file.n_ctx,
@@ -204,6 +246,7 @@ impl Server {
             template: file.template.clone(),
             ready: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
+            prep,
         });
         Ok(Server {
             listener,
@@ -228,16 +271,16 @@ impl Server {
             file,
         } = self;
         let local = listener.local_addr().ok();
+        let limits = state.cfg.connection_limits()?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
         let engine = spawn_engine(file, state.clone(), cmd_rx, loaded_tx)?;
 
         let app = routes::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let serve_state = state.clone();
         let timeout = state.cfg.shutdown_timeout;
         let drain_tx = cmd_tx.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let stop = async move {
             let mut stop_rx = stop_rx;
             tokio::select! {
                 () = shutdown => {}
@@ -246,10 +289,17 @@ impl Server {
             tracing::info!(
                 "shutting down: no new requests; waiting up to {timeout:?} for running ones"
             );
-            let _ = drain_tx.send(worker::Command::Drain(Instant::now() + timeout));
-            let _ = &serve_state;
-        });
-        let server = tokio::spawn(async move { server.await });
+            let deadline = Instant::now() + timeout;
+            let _ = drain_tx.send(worker::Command::Drain(deadline));
+            deadline
+        };
+        let server = tokio::spawn(conn::serve(
+            listener,
+            app,
+            limits,
+            state.metrics.clone(),
+            stop,
+        ));
 
         // The weights load while the socket already answers /health with 503.
         match loaded_rx.await {
@@ -277,13 +327,13 @@ impl Server {
                 ));
             }
         }
-        let served = server
+        server
             .await
             .map_err(|e| ServerError::Engine(e.to_string()))?;
         // The engine thread exits once it has drained (or its command channel closes).
         drop(state);
         let _ = tokio::task::spawn_blocking(move || engine.join()).await;
-        served.map_err(ServerError::Io)
+        Ok(())
     }
 }
 

@@ -67,6 +67,12 @@ pub struct Metrics {
     pub requests_aborted: AtomicU64,
     pub requests_failed: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Connections being served (set by the HTTP side, not the engine).
+    pub connections_open: AtomicU64,
+    /// Connections over `--max-connections`, answered 503 and closed.
+    pub connections_rejected: AtomicU64,
+    /// Connections closed by the header, idle or write timeout.
+    pub connections_timed_out: AtomicU64,
     ttft: Mutex<Histogram>,
     tpot: Mutex<Histogram>,
 }
@@ -86,6 +92,9 @@ impl Default for Metrics {
             requests_aborted: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
             ttft: Mutex::new(Histogram::new(TTFT_BOUNDS)),
             tpot: Mutex::new(Histogram::new(TPOT_BOUNDS)),
         }
@@ -181,6 +190,24 @@ impl Metrics {
             "counter",
             "Requests rejected by the scheduler (queue full).",
             &self.requests_rejected,
+        );
+        metric(
+            "frugal_connections_open",
+            "gauge",
+            "HTTP connections being served.",
+            &self.connections_open,
+        );
+        metric(
+            "frugal_connections_rejected_total",
+            "counter",
+            "Connections over the cap, answered 503 and closed.",
+            &self.connections_rejected,
+        );
+        metric(
+            "frugal_connections_timed_out_total",
+            "counter",
+            "Connections closed by the header, idle or write timeout.",
+            &self.connections_timed_out,
         );
         lock(&self.ttft).render(
             &mut out,

@@ -17,7 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Which API the response speaks.
@@ -52,7 +52,6 @@ pub async fn generate(
     api: Api,
     output: Option<ChatOutput>,
 ) -> Result<Response, ApiError> {
-    let arrived = Instant::now();
     let ready = st
         .ready
         .get()
@@ -60,52 +59,14 @@ pub async fn generate(
     if prompts.iter().any(|p| p.tokens.is_empty()) {
         return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
     }
-
-    let mut choices = Vec::new();
-    let mut pending = Vec::new();
-    for (pi, p) in prompts.iter().enumerate() {
-        for i in 0..gen.n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let (acc_tx, acc_rx) = oneshot::channel();
-            let mut sampling = gen.sampling.clone();
-            sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
-            let mut req = Request::new(p.tokens.clone(), gen.max_tokens, sampling);
-            req.stop = gen.stop.clone();
-            req.logprobs = logprobs;
-            req.constraint = if gen.inject_panic {
-                Some(Box::new(PanicConstraint))
-            } else {
-                output.as_ref().and_then(ChatOutput::constraint)
-            };
-            req.render_special = output.as_ref().is_some_and(|o| o.render_special);
-            let job = Job {
-                request: req,
-                arrived,
-                id: format!("{request}/{}", choices.len()),
-                pieces: tx,
-                accepted: acc_tx,
-            };
-            ready
-                .commands
-                .send(Command::Add(Box::new(job)))
-                .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
-            pending.push(acc_rx);
-            choices.push(Choice {
-                index: choices.len(),
-                prompt: pi,
-                rx,
-                parser: output.as_ref().map(ChatOutput::parser),
-            });
-        }
-    }
-    for acc in pending {
-        match acc.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(job_error(e)),
-            Err(_) => return Err(ApiError::internal("The engine thread stopped.")),
-        }
-    }
-
+    let submit = Submit {
+        ready,
+        request: &request,
+        gen: &gen,
+        logprobs,
+        output: output.as_ref(),
+    };
+    let choices = submit.all(&prompts).await?;
     let out = Output {
         id: format!(
             "{}-{request}",
@@ -124,6 +85,84 @@ pub async fn generate(
     }
 }
 
+/// What every job of one request shares.
+struct Submit<'a> {
+    ready: &'a crate::Ready,
+    request: &'a str,
+    gen: &'a Generation,
+    logprobs: Option<usize>,
+    output: Option<&'a ChatOutput>,
+}
+
+impl Submit<'_> {
+    /// Sends `n` jobs per prompt to the engine and waits until it has queued them all.
+    async fn all(&self, prompts: &[Prompt]) -> Result<Vec<Choice>, ApiError> {
+        let arrived = Instant::now();
+        let mut choices = Vec::new();
+        let mut pending = Vec::new();
+        for (pi, p) in prompts.iter().enumerate() {
+            for i in 0..self.gen.n {
+                let (job, choice, accepted) = self.job(p, i, arrived, choices.len());
+                self.ready
+                    .commands
+                    .send(Command::Add(Box::new(job)))
+                    .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
+                pending.push(accepted);
+                choices.push(Choice {
+                    prompt: pi,
+                    ..choice
+                });
+            }
+        }
+        for acc in pending {
+            match acc.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(job_error(e)),
+                Err(_) => return Err(ApiError::internal("The engine thread stopped.")),
+            }
+        }
+        Ok(choices)
+    }
+
+    /// Choice `index` (the `i`-th of its prompt) as an engine job, its receiving side, and the
+    /// engine's answer to it.
+    fn job(
+        &self,
+        p: &Prompt,
+        i: usize,
+        arrived: Instant,
+        index: usize,
+    ) -> (Job, Choice, oneshot::Receiver<Result<(), JobError>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (acc_tx, acc_rx) = oneshot::channel();
+        let mut sampling = self.gen.sampling.clone();
+        sampling.seed = sampling.seed.map(|s| s.wrapping_add(i as u64));
+        let mut req = Request::new(p.tokens.clone(), self.gen.max_tokens, sampling);
+        req.stop = self.gen.stop.clone();
+        req.logprobs = self.logprobs;
+        req.constraint = if self.gen.inject_panic {
+            Some(Box::new(PanicConstraint))
+        } else {
+            self.output.and_then(ChatOutput::constraint)
+        };
+        req.render_special = self.output.is_some_and(|o| o.render_special);
+        let job = Job {
+            request: req,
+            arrived,
+            id: format!("{}/{index}", self.request),
+            pieces: tx,
+            accepted: acc_tx,
+        };
+        let choice = Choice {
+            index,
+            prompt: 0,
+            rx,
+            parser: self.output.map(ChatOutput::parser),
+        };
+        (job, choice, acc_rx)
+    }
+}
+
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::Rejected(Rejected::QueueFull(n)) => ApiError::queue_full(n),
@@ -131,11 +170,7 @@ fn job_error(e: JobError) -> ApiError {
             prompt,
             max_tokens,
             n_ctx,
-        }) => ApiError::invalid(format!(
-            "This model's maximum context length is {n_ctx} tokens. However, you requested {} tokens ({prompt} in the prompt, {max_tokens} for the completion). Please reduce the prompt or the completion length.",
-            prompt.saturating_add(max_tokens),
-        ))
-        .with_code("context_length_exceeded"),
+        }) => crate::prep::context_exceeded(n_ctx, prompt, max_tokens, false),
         JobError::Rejected(r) => ApiError::invalid(r.to_string()),
         JobError::Invalid { param, msg } => ApiError::invalid_param(param, msg),
         JobError::ShuttingDown => ApiError::unavailable("The server is shutting down."),
@@ -314,77 +349,61 @@ async fn collect_response(
     Ok(axum::Json(body).into_response())
 }
 
+/// Events a stream holds for a client that has not read them yet; when they are all waiting,
+/// the stream waits for the client, at most the write timeout.
+const STREAM_BUFFER: usize = 32;
+
 fn stream_response(
     out: Output,
-    choices: Vec<Choice>,
+    mut choices: Vec<Choice>,
     echoes: Vec<Option<String>>,
     include_usage: bool,
 ) -> Response {
-    let (tx, rx) = mpsc::unbounded_channel::<Event>();
-    let n_choices = choices.len();
-    let mut choices = choices;
-    tokio::spawn(async move {
-        let send = |v: Value| tx.send(Event::default().data(v.to_string())).is_ok();
-        let chunk = |index: usize, delta: Value, logprobs: Value, finish: Option<&str>| {
-            let mut c = match out.api {
-                Api::Chat => {
-                    json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
-                }
-                Api::Completion => {
-                    json!({"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish})
-                }
-            };
-            if c["logprobs"].is_null() {
-                c["logprobs"] = Value::Null;
-            }
-            let mut e = out.envelope(true, vec![c]);
-            if include_usage {
-                e["usage"] = Value::Null;
-            }
-            e
-        };
-        let delta = |text: &str| match out.api {
-            Api::Chat => json!({"content": text}),
-            Api::Completion => json!(text),
-        };
-        // Opening chunks: the role (chat) or the echoed prompt (completions).
-        let mut offsets = vec![0usize; n_choices];
-        for c in &choices {
-            let first = match (out.api, &echoes[c.prompt]) {
-                (Api::Chat, _) => Some(json!({"role": "assistant", "content": ""})),
-                (Api::Completion, Some(e)) => {
-                    offsets[c.index] = e.chars().count();
-                    Some(json!(e))
-                }
-                (Api::Completion, None) => None,
-            };
-            if let Some(d) = first {
-                if !send(chunk(c.index, d, Value::Null, None)) {
-                    return;
-                }
-            }
+    let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
+    let n = choices.len();
+    let streamer = Streamer {
+        write_timeout: out.st.cfg.write_timeout,
+        prompt_of: choices.iter().map(|c| c.prompt).collect(),
+        parsers: choices.iter_mut().map(|c| c.parser.take()).collect(),
+        offsets: vec![0; n],
+        called_tools: vec![false; n],
+        dones: Vec::new(),
+        out,
+        tx,
+        include_usage,
+    };
+    tokio::spawn(streamer.run(choices, echoes));
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Sse::new(body)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// One streamed response: the choices' pieces as OpenAI chunks, into a bounded queue of events.
+struct Streamer {
+    out: Output,
+    tx: mpsc::Sender<Event>,
+    include_usage: bool,
+    write_timeout: Duration,
+    prompt_of: Vec<usize>,
+    /// Chat: each choice's parser (reasoning, content, tool calls).
+    parsers: Vec<Option<OutputParser>>,
+    /// Completions: each choice's text length so far, for logprobs' `text_offset`.
+    offsets: Vec<usize>,
+    called_tools: Vec<bool>,
+    dones: Vec<(usize, Done)>,
+}
+
+impl Streamer {
+    /// Streams every choice, then the usage and `[DONE]`. Returning early (the client went away
+    /// or stopped reading) drops the choices' receivers, which cancels their sequences.
+    async fn run(mut self, choices: Vec<Choice>, echoes: Vec<Option<String>>) {
+        if !self.open(&choices, &echoes).await {
+            return;
         }
-        let prompt_of: Vec<usize> = choices.iter().map(|c| c.prompt).collect();
-        let mut parsers: Vec<Option<OutputParser>> =
-            choices.iter_mut().map(|c| c.parser.take()).collect();
-        let mut called_tools = vec![false; n_choices];
-        // A chat choice's text through its parser, as delta chunks (the token's logprobs ride
-        // on the first; a token that completes no delta still reports them).
-        let send_deltas = |index: usize, deltas: Vec<OutputDelta>, lp: Value, called: &mut bool| {
-            if deltas.is_empty() {
-                return lp.is_null() || send(chunk(index, json!({}), lp, None));
-            }
-            let mut lp = Some(lp);
-            deltas.iter().all(|d| {
-                *called |= matches!(d, OutputDelta::ToolCallStart { .. });
-                send(chunk(
-                    index,
-                    delta_json(d),
-                    lp.take().unwrap_or(Value::Null),
-                    None,
-                ))
-            })
-        };
+        let n_choices = choices.len();
         let mut merged = stream::select_all(choices.into_iter().map(|c| {
             let index = c.index;
             stream::unfold(
@@ -394,11 +413,10 @@ fn stream_response(
             .map(move |p| (index, p))
             .boxed()
         }));
-        let mut dones = Vec::new();
         loop {
             let next = tokio::select! {
                 biased;
-                () = tx.closed() => return,
+                () = self.tx.closed() => return,
                 n = merged.next() => n,
             };
             let Some((index, piece)) = next else { break };
@@ -407,44 +425,12 @@ fn stream_response(
                     token,
                     text,
                     logprobs,
-                } => {
-                    let lp = match logprobs {
-                        Some(lp) => out.logprobs(&[(token, lp)], offsets[index]),
-                        None => Value::Null,
-                    };
-                    offsets[index] += text.chars().count();
-                    if let Some(p) = &mut parsers[index] {
-                        send_deltas(index, p.push(&text), lp, &mut called_tools[index])
-                    } else if text.is_empty() && lp.is_null() {
-                        true
-                    } else {
-                        send(chunk(index, delta(&text), lp, None))
-                    }
-                }
-                Piece::Done(d) => {
-                    let mut ok = true;
-                    let mut finish = d.finish.as_str();
-                    if let Some(p) = &mut parsers[index] {
-                        let mut deltas = p.push(&d.text);
-                        deltas.extend(p.finish());
-                        ok = send_deltas(index, deltas, Value::Null, &mut called_tools[index]);
-                        if called_tools[index] && finish == "stop" {
-                            finish = "tool_calls";
-                        }
-                    } else if !d.text.is_empty() {
-                        ok = send(chunk(index, delta(&d.text), Value::Null, None));
-                    }
-                    let empty = match out.api {
-                        Api::Chat => json!({}),
-                        Api::Completion => json!(""),
-                    };
-                    ok = ok && send(chunk(index, empty, Value::Null, Some(finish)));
-                    dones.push((prompt_of[index], d));
-                    ok
-                }
+                } => self.token(index, token, &text, logprobs).await,
+                Piece::Done(d) => self.done(index, d).await,
                 Piece::Failed(msg) => {
-                    let _ = send(ApiError::internal(msg).body());
-                    let _ = tx.send(Event::default().data("[DONE]"));
+                    if self.send(ApiError::internal(msg).body()).await {
+                        self.send_event(Event::default().data("[DONE]")).await;
+                    }
                     return;
                 }
             };
@@ -452,21 +438,156 @@ fn stream_response(
                 return;
             }
         }
-        if dones.len() < n_choices {
-            let _ = send(ApiError::internal("The engine thread stopped.").body());
-        } else if include_usage {
-            let mut e = out.envelope(true, Vec::new());
-            e["usage"] = usage(&dones);
-            let _ = send(e);
+        self.finish(n_choices).await;
+    }
+
+    /// Queues an event; false when the client has gone, or has read nothing for the write
+    /// timeout (then the stream ends).
+    async fn send_event(&self, event: Event) -> bool {
+        match tokio::time::timeout(self.write_timeout, self.tx.send(event)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    "{}: the client read nothing for {:?}; cancelling the request",
+                    self.out.id,
+                    self.write_timeout
+                );
+                false
+            }
         }
-        let _ = tx.send(Event::default().data("[DONE]"));
-    });
-    let body = stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
-    Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    }
+
+    async fn send(&self, v: Value) -> bool {
+        self.send_event(Event::default().data(v.to_string())).await
+    }
+
+    fn chunk(&self, index: usize, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
+        let c = match self.out.api {
+            Api::Chat => {
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Api::Completion => {
+                json!({"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+        };
+        let mut e = self.out.envelope(true, vec![c]);
+        if self.include_usage {
+            e["usage"] = Value::Null;
+        }
+        e
+    }
+
+    fn text_delta(&self, text: &str) -> Value {
+        match self.out.api {
+            Api::Chat => json!({"content": text}),
+            Api::Completion => json!(text),
+        }
+    }
+
+    /// Opening chunks: the role (chat) or the echoed prompt (completions).
+    async fn open(&mut self, choices: &[Choice], echoes: &[Option<String>]) -> bool {
+        for c in choices {
+            let first = match (self.out.api, &echoes[c.prompt]) {
+                (Api::Chat, _) => Some(json!({"role": "assistant", "content": ""})),
+                (Api::Completion, Some(e)) => {
+                    self.offsets[c.index] = e.chars().count();
+                    Some(json!(e))
+                }
+                (Api::Completion, None) => None,
+            };
+            if let Some(d) = first {
+                if !self.send(self.chunk(c.index, d, Value::Null, None)).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A chat choice's parsed text as delta chunks; the token's logprobs ride on the first, and a
+    /// token that completes no delta still reports them.
+    async fn deltas(&mut self, index: usize, deltas: Vec<OutputDelta>, lp: Value) -> bool {
+        if deltas.is_empty() {
+            return lp.is_null() || self.send(self.chunk(index, json!({}), lp, None)).await;
+        }
+        let mut lp = Some(lp);
+        for d in &deltas {
+            self.called_tools[index] |= matches!(d, OutputDelta::ToolCallStart { .. });
+            let lp = lp.take().unwrap_or(Value::Null);
+            if !self.send(self.chunk(index, delta_json(d), lp, None)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn token(
+        &mut self,
+        index: usize,
+        token: u32,
+        text: &str,
+        logprobs: Option<TokenLogprobs>,
+    ) -> bool {
+        let lp = match logprobs {
+            Some(lp) => self.out.logprobs(&[(token, lp)], self.offsets[index]),
+            None => Value::Null,
+        };
+        self.offsets[index] += text.chars().count();
+        if let Some(p) = &mut self.parsers[index] {
+            let deltas = p.push(text);
+            self.deltas(index, deltas, lp).await
+        } else if text.is_empty() && lp.is_null() {
+            true
+        } else {
+            self.send(self.chunk(index, self.text_delta(text), lp, None))
+                .await
+        }
+    }
+
+    /// A choice's held-back text and its finish chunk.
+    async fn done(&mut self, index: usize, d: Done) -> bool {
+        let mut ok = true;
+        let mut finish = d.finish.as_str();
+        if let Some(p) = &mut self.parsers[index] {
+            let mut deltas = p.push(&d.text);
+            deltas.extend(p.finish());
+            ok = self.deltas(index, deltas, Value::Null).await;
+            if self.called_tools[index] && finish == "stop" {
+                finish = "tool_calls";
+            }
+        } else if !d.text.is_empty() {
+            ok = self
+                .send(self.chunk(index, self.text_delta(&d.text), Value::Null, None))
+                .await;
+        }
+        let empty = match self.out.api {
+            Api::Chat => json!({}),
+            Api::Completion => json!(""),
+        };
+        ok = ok
+            && self
+                .send(self.chunk(index, empty, Value::Null, Some(finish)))
+                .await;
+        self.dones.push((self.prompt_of[index], d));
+        ok
+    }
+
+    /// After the last piece: the usage chunk (or an error if a choice never finished), `[DONE]`.
+    async fn finish(&self, n_choices: usize) {
+        let ok = if self.dones.len() < n_choices {
+            self.send(ApiError::internal("The engine thread stopped.").body())
+                .await
+        } else if self.include_usage {
+            let mut e = self.out.envelope(true, Vec::new());
+            e["usage"] = usage(&self.dones);
+            self.send(e).await
+        } else {
+            true
+        };
+        if ok {
+            self.send_event(Event::default().data("[DONE]")).await;
+        }
+    }
 }
 
 /// A streamed chat delta in OpenAI's (and DeepSeek's) shape.

@@ -1,14 +1,18 @@
 //! The HTTP routes: authentication, `/health`, `/metrics`, `/v1/models`, and the two completion
 //! endpoints, which turn a request into tokenized prompts for [`crate::respond`].
 
-use crate::api::{parse_body, ChatRequest, Common, CompletionRequest, Prompt, MAX_TOP_LOGPROBS};
-use crate::chat;
+use crate::api::{
+    parse_body, ChatRequest, Common, CompletionRequest, Generation, Prompt, MAX_TOP_LOGPROBS,
+};
+use crate::chat::{self, ChatOutput};
+use crate::conn::BodyProgress;
 use crate::error::ApiError;
+use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -51,12 +55,19 @@ async fn authenticate(State(st): Shared, req: Request, next: Next) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match given {
         Some(k) if st.cfg.api_keys.iter().any(|key| key == k) => next.run(req).await,
         _ => ApiError::unauthorized().into_response(),
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 async fn health(State(st): Shared) -> Response {
@@ -112,6 +123,34 @@ fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiErro
     })
 }
 
+/// A request body, read within the body timeout and under the body limit (which chunked bodies
+/// meet too: the limit counts what arrives). Compressed bodies are refused: the server does not
+/// decode them, so it could not hold them to the limit.
+struct RequestBody(Bytes);
+
+impl FromRequest<Arc<AppState>> for RequestBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiError> {
+        if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+            let encoding = String::from_utf8_lossy(encoding.as_bytes());
+            if !encoding.trim().eq_ignore_ascii_case("identity") {
+                return Err(ApiError::unsupported_encoding(encoding.trim()));
+            }
+        }
+        let progress = req.extensions().get::<BodyProgress>().cloned();
+        let timeout = st.cfg.body_timeout;
+        let b = match tokio::time::timeout(timeout, Bytes::from_request(req, st)).await {
+            Ok(b) => body(b, st.cfg.body_limit)?,
+            Err(_) => return Err(ApiError::body_timeout(timeout)),
+        };
+        if let Some(p) = progress {
+            p.received();
+        }
+        Ok(RequestBody(b))
+    }
+}
+
 fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     match model {
         Some(m) if m != st.model_id => Err(ApiError::model_not_found(m, &st.model_id)),
@@ -132,31 +171,31 @@ fn tokenize(st: &AppState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiErr
         .map_err(|e| ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}")))
 }
 
-async fn chat(State(st): Shared, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let b = body(b, st.cfg.body_limit)?;
-    let req: ChatRequest = parse_body(&b)?;
-    let common: Common = parse_body(&b)?;
-    check_model(&st, common.model.as_deref())?;
+async fn chat(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+    let (gen, logprobs, tokens, output) = offload(&st, move |st| prepare_chat(st, &b)).await??;
+    let prompts = vec![respond::Prompt { tokens, echo: None }];
+    respond::generate(
+        st.clone(),
+        request_id(),
+        prompts,
+        gen,
+        logprobs,
+        Api::Chat,
+        Some(output),
+    )
+    .await
+}
+
+/// A chat request, checked, rendered and tokenized (on the blocking pool).
+fn prepare_chat(
+    st: &AppState,
+    b: &[u8],
+) -> Result<(Generation, Option<usize>, Vec<u32>, ChatOutput), ApiError> {
+    let req: ChatRequest = parse_body(b)?;
+    let common: Common = parse_body(b)?;
+    check_model(st, common.model.as_deref())?;
     let gen = common.generation(st.n_vocab)?;
-    let logprobs = match (req.logprobs, req.top_logprobs) {
-        (Some(true), top) => {
-            let top = top.unwrap_or(0);
-            if top > MAX_TOP_LOGPROBS {
-                return Err(ApiError::invalid_param(
-                    "top_logprobs",
-                    format!("'top_logprobs' must be at most {MAX_TOP_LOGPROBS}."),
-                ));
-            }
-            Some(top as usize)
-        }
-        (_, Some(_)) => {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "'top_logprobs' requires 'logprobs' to be true.",
-            ))
-        }
-        _ => None,
-    };
+    let logprobs = chat_logprobs(&req)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
@@ -171,34 +210,60 @@ async fn chat(State(st): Shared, b: Result<Bytes, BytesRejection>) -> Result<Res
             ));
         }
     }
-    let rendered = chat::render(&st, &req)?;
+    let rendered = chat::render(st, &req)?;
     tracing::debug!(prompt = %rendered, "chat prompt");
-    let tokens = tokenize(&st, &rendered, false)?;
+    check_length(st, rendered.len(), 0, gen.max_tokens)?;
+    let tokens = tokenize(st, &rendered, false)?;
     let max_tokens = gen
         .max_tokens
         .unwrap_or_else(|| st.n_ctx.saturating_sub(tokens.len()));
-    let output = chat::output(&st, &req, &rendered, max_tokens)?;
-    let prompts = vec![respond::Prompt { tokens, echo: None }];
+    let output = chat::output(st, &req, &rendered, max_tokens)?;
+    Ok((gen, logprobs, tokens, output))
+}
+
+/// Chat's `logprobs` and `top_logprobs`: how many alternatives to report, if any.
+fn chat_logprobs(req: &ChatRequest) -> Result<Option<usize>, ApiError> {
+    match (req.logprobs, req.top_logprobs) {
+        (Some(true), top) => {
+            let top = top.unwrap_or(0);
+            if top > MAX_TOP_LOGPROBS {
+                return Err(ApiError::invalid_param(
+                    "top_logprobs",
+                    format!("'top_logprobs' must be at most {MAX_TOP_LOGPROBS}."),
+                ));
+            }
+            Ok(Some(top as usize))
+        }
+        (_, Some(_)) => Err(ApiError::invalid_param(
+            "top_logprobs",
+            "'top_logprobs' requires 'logprobs' to be true.",
+        )),
+        _ => Ok(None),
+    }
+}
+
+async fn completions(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+    let (gen, logprobs, prompts) = offload(&st, move |st| prepare_completions(st, &b)).await??;
     respond::generate(
         st.clone(),
         request_id(),
         prompts,
         gen,
         logprobs,
-        Api::Chat,
-        Some(output),
+        Api::Completion,
+        None,
     )
     .await
 }
 
-async fn completions(
-    State(st): Shared,
-    b: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let b = body(b, st.cfg.body_limit)?;
-    let req: CompletionRequest = parse_body(&b)?;
-    let common: Common = parse_body(&b)?;
-    check_model(&st, common.model.as_deref())?;
+/// A completions request, checked and tokenized (on the blocking pool).
+fn prepare_completions(
+    st: &AppState,
+    b: &[u8],
+) -> Result<(Generation, Option<usize>, Vec<respond::Prompt>), ApiError> {
+    let req: CompletionRequest = parse_body(b)?;
+    let common: Common = parse_body(b)?;
+    check_model(st, common.model.as_deref())?;
     let gen = common.generation(st.n_vocab)?;
     let logprobs = match req.logprobs {
         Some(n) if n > MAX_TOP_LOGPROBS => {
@@ -210,73 +275,10 @@ async fn completions(
         Some(n) => Some(n as usize),
         None => None,
     };
-    let add_bos = st.tokenizer.add_bos();
-    if let Some(suffix) = &req.suffix {
-        let Prompt::Text(text) = &req.prompt else {
-            return Err(ApiError::invalid_param(
-                "prompt",
-                "With 'suffix', 'prompt' must be one string.",
-            ));
-        };
-        let tokens = fim_prompt(&st.tokenizer, text, suffix)?;
-        let echo = req.echo.then(|| match &req.prompt {
-            Prompt::Text(t) => t.clone(),
-            _ => String::new(),
-        });
-        let prompts = vec![respond::Prompt { tokens, echo }];
-        return respond::generate(
-            st.clone(),
-            request_id(),
-            prompts,
-            gen,
-            logprobs,
-            Api::Completion,
-            None,
-        )
-        .await;
-    }
-    let n_vocab = st.n_vocab;
-    let check_ids = |ids: &[u32]| -> Result<(), ApiError> {
-        match ids.iter().find(|&&t| t as usize >= n_vocab) {
-            Some(bad) => Err(ApiError::invalid_param(
-                "prompt",
-                format!("Token id {bad} is outside the vocabulary of {n_vocab}."),
-            )),
-            None => Ok(()),
-        }
+    let prompts = match &req.suffix {
+        Some(suffix) => vec![fim_completion(st, &req, suffix, gen.max_tokens)?],
+        None => completion_prompts(st, &req, gen.max_tokens)?,
     };
-    let echo = req.echo;
-    let mut prompts = Vec::new();
-    match &req.prompt {
-        Prompt::Text(t) => prompts.push(respond::Prompt {
-            tokens: tokenize(&st, t, add_bos)?,
-            echo: echo.then(|| t.clone()),
-        }),
-        Prompt::Texts(ts) => {
-            for t in ts {
-                prompts.push(respond::Prompt {
-                    tokens: tokenize(&st, t, add_bos)?,
-                    echo: echo.then(|| t.clone()),
-                });
-            }
-        }
-        Prompt::Tokens(ids) => {
-            check_ids(ids)?;
-            prompts.push(respond::Prompt {
-                tokens: ids.clone(),
-                echo: echo.then(|| st.tokenizer.decode(ids, false)),
-            });
-        }
-        Prompt::TokenLists(lists) => {
-            for ids in lists {
-                check_ids(ids)?;
-                prompts.push(respond::Prompt {
-                    tokens: ids.clone(),
-                    echo: echo.then(|| st.tokenizer.decode(ids, false)),
-                });
-            }
-        }
-    }
     if prompts.is_empty() {
         return Err(ApiError::invalid_param("prompt", "'prompt' is empty."));
     }
@@ -286,16 +288,65 @@ async fn completions(
             "Too many prompts times 'n' in one request.",
         ));
     }
-    respond::generate(
-        st.clone(),
-        request_id(),
-        prompts,
-        gen,
-        logprobs,
-        Api::Completion,
-        None,
-    )
-    .await
+    Ok((gen, logprobs, prompts))
+}
+
+/// The fill-in-the-middle prompt of a request with `suffix`.
+fn fim_completion(
+    st: &AppState,
+    req: &CompletionRequest,
+    suffix: &str,
+    max_tokens: Option<usize>,
+) -> Result<respond::Prompt, ApiError> {
+    let Prompt::Text(text) = &req.prompt else {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "With 'suffix', 'prompt' must be one string.",
+        ));
+    };
+    // BOS and the three FIM tokens come on top of the two texts.
+    check_length(st, text.len() + suffix.len(), 4, max_tokens)?;
+    let tokens = fim_prompt(&st.tokenizer, text, suffix)?;
+    Ok(respond::Prompt {
+        tokens,
+        echo: req.echo.then(|| text.clone()),
+    })
+}
+
+/// The prompts of a request without `suffix`: texts tokenized, token lists checked.
+fn completion_prompts(
+    st: &AppState,
+    req: &CompletionRequest,
+    max_tokens: Option<usize>,
+) -> Result<Vec<respond::Prompt>, ApiError> {
+    let add_bos = st.tokenizer.add_bos();
+    let n_vocab = st.n_vocab;
+    let echo = req.echo;
+    let text = |t: &String| -> Result<respond::Prompt, ApiError> {
+        check_length(st, t.len(), usize::from(add_bos), max_tokens)?;
+        Ok(respond::Prompt {
+            tokens: tokenize(st, t, add_bos)?,
+            echo: echo.then(|| t.clone()),
+        })
+    };
+    let ids = |ids: &Vec<u32>| -> Result<respond::Prompt, ApiError> {
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ApiError::invalid_param(
+                "prompt",
+                format!("Token id {bad} is outside the vocabulary of {n_vocab}."),
+            ));
+        }
+        Ok(respond::Prompt {
+            tokens: ids.clone(),
+            echo: echo.then(|| st.tokenizer.decode(ids, false)),
+        })
+    };
+    match &req.prompt {
+        Prompt::Text(t) => Ok(vec![text(t)?]),
+        Prompt::Texts(ts) => ts.iter().map(text).collect(),
+        Prompt::Tokens(t) => Ok(vec![ids(t)?]),
+        Prompt::TokenLists(lists) => lists.iter().map(ids).collect(),
+    }
 }
 
 /// A fill-in-the-middle prompt in llama.cpp's prefix-suffix-middle order:

@@ -3,6 +3,7 @@
 use crate::load::ModelArgs;
 use anyhow::{Context, Result};
 use frugal_server::{ReasoningFormat, Server, ServerConfig};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +59,45 @@ pub struct Args {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     pub chat_template_file: Option<PathBuf>,
+    /// A request's headers must arrive within this (e.g. `10s`, `500ms`; a bare number is
+    /// seconds); slower clients are disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this of its headers (408 otherwise).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Keep-alive connections with no request are closed after this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A client that reads nothing of its response for this long is disconnected and its
+    /// request cancelled.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+/// A duration: a number with an optional unit `ms`, `s` or `m` (no unit: seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{text}' must be a positive duration"))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -96,6 +136,16 @@ pub fn run(a: Args) -> Result<()> {
     cfg.model_alias = a.model_alias;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
     cfg.body_limit = a.body_limit;
+    cfg.header_timeout = a.header_timeout;
+    cfg.body_timeout = a.body_timeout;
+    cfg.idle_timeout = a.idle_timeout;
+    cfg.write_timeout = a.write_timeout;
+    cfg.max_connections = a.max_connections;
+    anyhow::ensure!(
+        a.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    warn_if_few_files(a.max_connections);
     cfg.reasoning_format = match a.reasoning_format {
         ReasoningFormatArg::Deepseek => ReasoningFormat::Deepseek,
         ReasoningFormatArg::None => ReasoningFormat::Raw,
@@ -115,16 +165,38 @@ pub fn run(a: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let server = Server::bind(cfg).await?;
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "frugal: listening on http://{} (loading the model; /health answers 503 until it is ready)",
             server.local_addr()?
         );
         server.run(shutdown_signal()).await?;
-        eprintln!("frugal: stopped");
+        let _ = writeln!(std::io::stderr(), "frugal: stopped");
         Ok(())
-    })
+    });
+    // Prompt preparation still running on the blocking pool is not waited for.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    served
+}
+
+/// Warns when the open-file limit is below what `--max-connections` needs: past it, new
+/// connections wait in the kernel's queue instead of getting a 503.
+fn warn_if_few_files(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft.filter(|&s| s < max_connections + 64) {
+        tracing::warn!(
+            "the open-file limit ({soft}) is below --max-connections ({max_connections}) plus 64; raise it (ulimit -n) or lower --max-connections"
+        );
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
