@@ -362,8 +362,9 @@ def reasoning_content(c):
 
 @output_check
 def tool_call_after_reasoning(c):
+    # One call: with parallel calls allowed, unseeded sampling may add a second one.
     r = c.chat("Weather in Paris?", max_tokens=300, tools=WEATHER, tool_choice="required",
-               extra_body={**THINKING, "max_reasoning_tokens": 6})
+               parallel_tool_calls=False, extra_body={**THINKING, "max_reasoning_tokens": 6})
     ch = r.choices[0]
     assert ch.finish_reason == "tool_calls", ch.finish_reason
     calls = ch.message.tool_calls
@@ -374,7 +375,8 @@ def tool_call_after_reasoning(c):
     # Streamed: deltas with index 0, the id and name first, then the arguments in pieces.
     name, arguments, ids, finish = None, "", set(), None
     for chunk in c.chat("Weather in Paris?", max_tokens=300, tools=WEATHER, tool_choice="required",
-                        stream=True, extra_body={**THINKING, "max_reasoning_tokens": 6}):
+                        parallel_tool_calls=False, stream=True,
+                        extra_body={**THINKING, "max_reasoning_tokens": 6}):
         if not chunk.choices:
             continue
         ch = chunk.choices[0]

@@ -314,6 +314,46 @@ fn slow_reader(server: &Serve) {
     drop(c);
 }
 
+/// Every `/health` probe answered within the limit; the p99 is reported.
+fn check_probes(mut latencies: Vec<Duration>) {
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    let worst = *latencies.last().unwrap();
+    println!(
+        "/health during the abuse: {} probes, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        p99.as_secs_f64() * 1e3,
+        worst.as_secs_f64() * 1e3
+    );
+    assert!(
+        worst <= PROBE_LIMIT,
+        "a /health probe took {worst:?} (or failed)"
+    );
+}
+
+/// RssAnon comes back to at most 1.5 x its level after the warm-up request.
+fn check_memory_returned(server: &Serve, rss_warm: u64) {
+    // The allocator purges freed pages after about a second; idle blocking-pool threads (their
+    // stacks and caches) exit after 10 s.
+    let t_idle = Instant::now();
+    let deadline = t_idle + Duration::from_secs(20);
+    let rss_after = loop {
+        let rss = server.rss_anon();
+        if rss * 2 <= rss_warm * 3 || Instant::now() >= deadline {
+            break rss;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!(
+        "RssAnon: {rss_warm} KiB after warm-up, {rss_after} KiB after the abuse ({:.1} s after it)",
+        t_idle.elapsed().as_secs_f64()
+    );
+    assert!(
+        rss_after * 2 <= rss_warm * 3,
+        "RssAnon {rss_after} KiB > 1.5 x {rss_warm} KiB"
+    );
+}
+
 #[test]
 fn abuse_suite() {
     let half_open = 1000.min(soft_file_limit().saturating_sub(200) / 2);
@@ -366,41 +406,9 @@ fn abuse_suite() {
         server.metric("frugal_generation_tokens_total")
     );
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = prober.join().unwrap();
-    latencies.sort();
-    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
-    let worst = *latencies.last().unwrap();
-    println!(
-        "/health during the abuse: {} probes, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        p99.as_secs_f64() * 1e3,
-        worst.as_secs_f64() * 1e3
-    );
-    assert!(
-        worst <= PROBE_LIMIT,
-        "a /health probe took {worst:?} (or failed)"
-    );
-
+    check_probes(prober.join().unwrap());
     server.wait_idle(Duration::from_secs(30));
-    // The allocator purges freed pages after about a second; idle blocking-pool threads (their
-    // stacks and caches) exit after 10 s.
-    let t_idle = Instant::now();
-    let deadline = t_idle + Duration::from_secs(20);
-    let rss_after = loop {
-        let rss = server.rss_anon();
-        if rss * 2 <= rss_warm * 3 || Instant::now() >= deadline {
-            break rss;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    println!(
-        "RssAnon: {rss_warm} KiB after warm-up, {rss_after} KiB after the abuse ({:.1} s after it)",
-        t_idle.elapsed().as_secs_f64()
-    );
-    assert!(
-        rss_after * 2 <= rss_warm * 3,
-        "RssAnon {rss_after} KiB > 1.5 x {rss_warm} KiB"
-    );
+    check_memory_returned(&server, rss_warm);
 
     sigterm_with_half_open_connections(&mut server, half_open);
     over_the_cap();

@@ -549,81 +549,18 @@ impl Grammar {
         choice: &ToolChoice,
         parallel: bool,
     ) -> Result<Option<Grammar>, OutputError> {
-        let fns = tool_signatures(tools)?;
-        let (fns, many) = match choice {
-            ToolChoice::None | ToolChoice::Auto => return Ok(None),
-            ToolChoice::Required => (fns, parallel),
-            ToolChoice::Function(name) => {
-                let f: Vec<_> = fns.into_iter().filter(|(n, _)| n == name).collect();
-                if f.is_empty() {
-                    return Err(OutputError::tool_choice(format!(
-                        "tool_choice names function '{name}', which is not in tools"
-                    )));
-                }
-                (f[..1].to_vec(), false)
-            }
+        let Some((fns, many)) = chosen_tools(tool_signatures(tools)?, choice, parallel)? else {
+            return Ok(None);
         };
-        if fns.is_empty() {
-            return Err(OutputError::tool_choice(
-                "tool_choice 'required' needs at least one tool".into(),
-            ));
-        }
         let many = many && format != ToolFormat::Llama3Json;
-        let mut lark = String::new();
         let calls: Vec<String> = (0..fns.len()).map(|i| format!("c{i}")).collect();
-        let call = calls.join(" | ");
-        let start = match format {
-            ToolFormat::Hermes | ToolFormat::Llama3Json => {
-                if many {
-                    "call (\"\\n\" call)*".to_string()
-                } else {
-                    "call".to_string()
-                }
-            }
-            ToolFormat::DeepSeekR1 => format!(
-                "{} call {} {}",
-                env.marker(deepseek::CALLS_BEGIN),
-                if many { "(\"\\n\" call)*" } else { "" },
-                env.marker(deepseek::CALLS_END)
-            ),
-            ToolFormat::DeepSeekV31 => format!(
-                "{} call{} {}",
-                env.marker(deepseek::CALLS_BEGIN),
-                if many { "+" } else { "" },
-                env.marker(deepseek::CALLS_END)
-            ),
-        };
-        lark.push_str(&format!("start: {start}\ncall: {call}\n"));
+        let mut lark = format!(
+            "start: {}\ncall: {}\n",
+            calls_rule(env, format, many),
+            calls.join(" | ")
+        );
         for (i, (name, params)) in fns.iter().enumerate() {
-            let quoted_name = serde_json::to_string(name).expect("strings serialize");
-            let body = match format {
-                ToolFormat::Hermes => format!(
-                    "{} a{i} {}",
-                    lark_str(&format!(
-                        "{}\n{{\"name\": {quoted_name}, \"arguments\": ",
-                        hermes::CALL_BEGIN
-                    )),
-                    lark_str(&format!("}}\n{}", hermes::CALL_END)),
-                ),
-                ToolFormat::Llama3Json => format!(
-                    "{} a{i} \"}}\"",
-                    lark_str(&format!("{{\"name\": {quoted_name}, \"parameters\": "))
-                ),
-                ToolFormat::DeepSeekR1 => format!(
-                    "{} \"function\" {} {} a{i} \"\\n```\" {}",
-                    env.marker(deepseek::CALL_BEGIN),
-                    env.marker(deepseek::SEP),
-                    lark_str(&format!("{name}\n```json\n")),
-                    env.marker(deepseek::CALL_END),
-                ),
-                ToolFormat::DeepSeekV31 => format!(
-                    "{} {} {} a{i} {}",
-                    env.marker(deepseek::CALL_BEGIN),
-                    lark_str(name),
-                    env.marker(deepseek::SEP),
-                    env.marker(deepseek::CALL_END),
-                ),
-            };
+            let body = call_rule(env, format, name, &format!("a{i}"));
             lark.push_str(&format!("c{i}: {body}\na{i}: {}\n", json_rule(params)));
         }
         let closers = match format {
@@ -650,5 +587,94 @@ impl Grammar {
     /// The Lark source.
     pub fn lark(&self) -> &str {
         &self.lark
+    }
+}
+
+/// Tool names and their `parameters` schemas.
+type Signatures = Vec<(String, Value)>;
+
+/// The tools `tool_choice` allows and whether several calls may follow each other; `None` for
+/// `auto` and `none` (no grammar).
+fn chosen_tools(
+    fns: Signatures,
+    choice: &ToolChoice,
+    parallel: bool,
+) -> Result<Option<(Signatures, bool)>, OutputError> {
+    let (fns, many) = match choice {
+        ToolChoice::None | ToolChoice::Auto => return Ok(None),
+        ToolChoice::Required => (fns, parallel),
+        ToolChoice::Function(name) => {
+            let f: Vec<_> = fns.into_iter().filter(|(n, _)| n == name).collect();
+            if f.is_empty() {
+                return Err(OutputError::tool_choice(format!(
+                    "tool_choice names function '{name}', which is not in tools"
+                )));
+            }
+            (f[..1].to_vec(), false)
+        }
+    };
+    if fns.is_empty() {
+        return Err(OutputError::tool_choice(
+            "tool_choice 'required' needs at least one tool".into(),
+        ));
+    }
+    Ok(Some((fns, many)))
+}
+
+/// The rule for the whole answer: one call, or several, in the format's wrapping.
+fn calls_rule(env: &TokenEnv, format: ToolFormat, many: bool) -> String {
+    match format {
+        ToolFormat::Hermes | ToolFormat::Llama3Json => {
+            if many {
+                "call (\"\\n\" call)*".to_string()
+            } else {
+                "call".to_string()
+            }
+        }
+        ToolFormat::DeepSeekR1 => format!(
+            "{} call {} {}",
+            env.marker(deepseek::CALLS_BEGIN),
+            if many { "(\"\\n\" call)*" } else { "" },
+            env.marker(deepseek::CALLS_END)
+        ),
+        ToolFormat::DeepSeekV31 => format!(
+            "{} call{} {}",
+            env.marker(deepseek::CALLS_BEGIN),
+            if many { "+" } else { "" },
+            env.marker(deepseek::CALLS_END)
+        ),
+    }
+}
+
+/// The rule for one call of `name`, its arguments being the rule `args`.
+fn call_rule(env: &TokenEnv, format: ToolFormat, name: &str, args: &str) -> String {
+    let quoted_name = serde_json::to_string(name).expect("strings serialize");
+    match format {
+        ToolFormat::Hermes => format!(
+            "{} {args} {}",
+            lark_str(&format!(
+                "{}\n{{\"name\": {quoted_name}, \"arguments\": ",
+                hermes::CALL_BEGIN
+            )),
+            lark_str(&format!("}}\n{}", hermes::CALL_END)),
+        ),
+        ToolFormat::Llama3Json => format!(
+            "{} {args} \"}}\"",
+            lark_str(&format!("{{\"name\": {quoted_name}, \"parameters\": "))
+        ),
+        ToolFormat::DeepSeekR1 => format!(
+            "{} \"function\" {} {} {args} \"\\n```\" {}",
+            env.marker(deepseek::CALL_BEGIN),
+            env.marker(deepseek::SEP),
+            lark_str(&format!("{name}\n```json\n")),
+            env.marker(deepseek::CALL_END),
+        ),
+        ToolFormat::DeepSeekV31 => format!(
+            "{} {} {} {args} {}",
+            env.marker(deepseek::CALL_BEGIN),
+            lark_str(name),
+            env.marker(deepseek::SEP),
+            env.marker(deepseek::CALL_END),
+        ),
     }
 }

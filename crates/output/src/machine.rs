@@ -482,117 +482,128 @@ impl Constraint for OutputConstraint {
                 Ok(self.is_eog(token))
             }
             Phase::Done => Ok(true),
-            Phase::Start => {
-                let bytes = self.env.tokenizer().token_bytes(token);
-                let mut s = std::mem::take(&mut self.start_bytes);
-                s.extend_from_slice(&bytes);
-                let trimmed_at = s
-                    .iter()
-                    .position(|b| !b.is_ascii_whitespace())
-                    .unwrap_or(s.len());
-                let s = s.split_off(trimmed_at);
-                let t = &s[..];
-                let open = THINK_OPEN.as_bytes();
-                if t.starts_with(open) {
-                    // Reasoning after all: undo what the grammar took.
-                    if let Some(g) = self.grammar.as_mut() {
-                        if self.grammar_fed > 0 {
-                            g.rollback(self.grammar_fed).map_err(ConstraintError)?;
-                        }
-                    }
-                    self.last_mask = None;
-                    self.answer_tail.clear();
-                    self.in_string = false;
-                    self.escaped = false;
-                    self.phase = Phase::Reasoning;
-                    self.tail = t[open.len()..].to_vec();
-                    if self.tail.ends_with(THINK_CLOSE.as_bytes()) {
-                        return self.enter_after_think();
-                    }
-                    return Ok(false);
+            Phase::Start => self.accept_at_start(token),
+            Phase::Reasoning => self.accept_reasoning(token),
+            Phase::AfterThink => self.accept_after_think(token),
+            Phase::Answer => self.feed_grammar(token),
+        }
+    }
+}
+
+impl OutputConstraint {
+    /// The first tokens: `<think>` opening after all, or the start of the answer.
+    fn accept_at_start(&mut self, token: u32) -> Result<bool, ConstraintError> {
+        let bytes = self.env.tokenizer().token_bytes(token);
+        let mut s = std::mem::take(&mut self.start_bytes);
+        s.extend_from_slice(&bytes);
+        let trimmed_at = s
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(s.len());
+        let s = s.split_off(trimmed_at);
+        let t = &s[..];
+        let open = THINK_OPEN.as_bytes();
+        if t.starts_with(open) {
+            // Reasoning after all: undo what the grammar took.
+            if let Some(g) = self.grammar.as_mut() {
+                if self.grammar_fed > 0 {
+                    g.rollback(self.grammar_fed).map_err(ConstraintError)?;
                 }
-                let think_alive = open.starts_with(t) && !self.is_eog(token);
-                if self.grammar.is_none() {
-                    self.last_mask = None;
-                    if think_alive {
-                        self.start_bytes = s;
-                        return Ok(false);
-                    }
-                    self.phase = Phase::Free;
-                    return Ok(self.is_eog(token));
-                }
-                if self.grammar_alive && self.grammar_allows(token)? {
-                    self.record_answer(token);
-                    let eog = self.is_eog(token);
-                    let g = self.grammar.as_mut().expect("a grammar");
-                    g.consume(token).map_err(ConstraintError)?;
-                    self.grammar_fed += 1;
-                    if !think_alive {
-                        self.phase = Phase::Answer;
-                        if eog || g.is_stopped() {
-                            self.phase = Phase::Done;
-                            return Ok(true);
-                        }
-                        return Ok(false);
-                    }
-                } else {
-                    self.grammar_alive = false;
-                }
-                self.last_mask = None;
-                if think_alive {
-                    self.start_bytes = s;
-                    return Ok(false);
-                }
-                Err(ConstraintError(format!(
-                    "token {token} is allowed neither by the grammar nor as `<think>`"
-                )))
             }
-            Phase::Reasoning => {
-                if self.is_eog(token) {
+            self.last_mask = None;
+            self.answer_tail.clear();
+            self.in_string = false;
+            self.escaped = false;
+            self.phase = Phase::Reasoning;
+            self.tail = t[open.len()..].to_vec();
+            if self.tail.ends_with(THINK_CLOSE.as_bytes()) {
+                return self.enter_after_think();
+            }
+            return Ok(false);
+        }
+        let think_alive = open.starts_with(t) && !self.is_eog(token);
+        if self.grammar.is_none() {
+            self.last_mask = None;
+            if think_alive {
+                self.start_bytes = s;
+                return Ok(false);
+            }
+            self.phase = Phase::Free;
+            return Ok(self.is_eog(token));
+        }
+        if self.grammar_alive && self.grammar_allows(token)? {
+            self.record_answer(token);
+            let eog = self.is_eog(token);
+            let g = self.grammar.as_mut().expect("a grammar");
+            g.consume(token).map_err(ConstraintError)?;
+            self.grammar_fed += 1;
+            if !think_alive {
+                self.phase = Phase::Answer;
+                if eog || g.is_stopped() {
                     self.phase = Phase::Done;
                     return Ok(true);
                 }
-                let bytes = self.env.tokenizer().token_bytes(token);
-                let forcing = self.forced > 0
-                    || self
-                        .effective_budget()
-                        .is_some_and(|b| self.reasoning_tokens >= b);
-                if forcing {
-                    let close = self.env.think_close_tokens();
-                    if close.get(self.forced) != Some(&token) {
-                        return Err(ConstraintError(format!(
-                            "token {token} is not the forced `</think>` token"
-                        )));
-                    }
-                    self.forced += 1;
-                    if self.forced == close.len() {
-                        return self.enter_after_think();
-                    }
-                    return Ok(false);
-                }
-                self.reasoning_tokens += 1;
-                self.tail.extend_from_slice(&bytes);
-                let close = THINK_CLOSE.as_bytes();
-                if self.tail.ends_with(close) {
-                    return self.enter_after_think();
-                }
-                let keep = close.len();
-                if self.tail.len() > keep {
-                    self.tail.drain(..self.tail.len() - keep);
-                }
-                Ok(false)
+                return Ok(false);
             }
-            Phase::AfterThink => {
-                let ws = self.env.whitespace_tokens().binary_search(&token).is_ok();
-                if ws && self.ws_after < 2 {
-                    self.ws_after += 1;
-                    self.last_mask = None;
-                    return Ok(false);
-                }
-                self.feed_grammar(token)
-            }
-            Phase::Answer => self.feed_grammar(token),
+        } else {
+            self.grammar_alive = false;
         }
+        self.last_mask = None;
+        if think_alive {
+            self.start_bytes = s;
+            return Ok(false);
+        }
+        Err(ConstraintError(format!(
+            "token {token} is allowed neither by the grammar nor as `<think>`"
+        )))
+    }
+
+    /// Inside `<think>`: counts the budget, forces `</think>` once it is spent.
+    fn accept_reasoning(&mut self, token: u32) -> Result<bool, ConstraintError> {
+        if self.is_eog(token) {
+            self.phase = Phase::Done;
+            return Ok(true);
+        }
+        let bytes = self.env.tokenizer().token_bytes(token);
+        let forcing = self.forced > 0
+            || self
+                .effective_budget()
+                .is_some_and(|b| self.reasoning_tokens >= b);
+        if forcing {
+            let close = self.env.think_close_tokens();
+            if close.get(self.forced) != Some(&token) {
+                return Err(ConstraintError(format!(
+                    "token {token} is not the forced `</think>` token"
+                )));
+            }
+            self.forced += 1;
+            if self.forced == close.len() {
+                return self.enter_after_think();
+            }
+            return Ok(false);
+        }
+        self.reasoning_tokens += 1;
+        self.tail.extend_from_slice(&bytes);
+        let close = THINK_CLOSE.as_bytes();
+        if self.tail.ends_with(close) {
+            return self.enter_after_think();
+        }
+        let keep = close.len();
+        if self.tail.len() > keep {
+            self.tail.drain(..self.tail.len() - keep);
+        }
+        Ok(false)
+    }
+
+    /// Right after `</think>`: a little whitespace, then the answer.
+    fn accept_after_think(&mut self, token: u32) -> Result<bool, ConstraintError> {
+        let ws = self.env.whitespace_tokens().binary_search(&token).is_ok();
+        if ws && self.ws_after < 2 {
+            self.ws_after += 1;
+            self.last_mask = None;
+            return Ok(false);
+        }
+        self.feed_grammar(token)
     }
 }
 

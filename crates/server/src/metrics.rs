@@ -110,105 +110,104 @@ impl Metrics {
         lock(&self.tpot).observe(seconds);
     }
 
+    /// The gauges: (name, help, value).
+    fn gauges(&self) -> [(&'static str, &'static str, &AtomicU64); 5] {
+        [
+            (
+                "frugal_requests_running",
+                "Sequences in the running batch.",
+                &self.running,
+            ),
+            (
+                "frugal_requests_waiting",
+                "Sequences waiting to be admitted.",
+                &self.waiting,
+            ),
+            (
+                "frugal_kv_blocks_used",
+                "KV-cache blocks referenced by sequences.",
+                &self.kv_blocks_used,
+            ),
+            (
+                "frugal_kv_blocks_total",
+                "KV-cache blocks in the pool.",
+                &self.kv_blocks_total,
+            ),
+            (
+                "frugal_connections_open",
+                "HTTP connections being served.",
+                &self.connections_open,
+            ),
+        ]
+    }
+
+    /// The counters: (name, help, value).
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+        [
+            (
+                "frugal_prompt_tokens_total",
+                "Prompt tokens of admitted requests.",
+                &self.prompt_tokens,
+            ),
+            (
+                "frugal_generation_tokens_total",
+                "Tokens generated.",
+                &self.generation_tokens,
+            ),
+            (
+                "frugal_prefix_cache_hit_tokens_total",
+                "Prompt tokens served from the prefix cache instead of recomputed.",
+                &self.prefix_cache_hit_tokens,
+            ),
+            (
+                "frugal_preemptions_total",
+                "Sequences preempted (blocks released, recomputed later).",
+                &self.preemptions,
+            ),
+            (
+                "frugal_requests_finished_total",
+                "Sequences that finished (stop or length).",
+                &self.requests_finished,
+            ),
+            (
+                "frugal_requests_aborted_total",
+                "Sequences cancelled because their client went away.",
+                &self.requests_aborted,
+            ),
+            (
+                "frugal_requests_failed_total",
+                "Sequences that failed with an internal error.",
+                &self.requests_failed,
+            ),
+            (
+                "frugal_requests_rejected_total",
+                "Requests rejected by the scheduler (queue full).",
+                &self.requests_rejected,
+            ),
+            (
+                "frugal_connections_rejected_total",
+                "Connections over the cap, answered 503 and closed.",
+                &self.connections_rejected,
+            ),
+            (
+                "frugal_connections_timed_out_total",
+                "Connections closed by the header, idle or write timeout.",
+                &self.connections_timed_out,
+            ),
+        ]
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+        let gauges = self.gauges().map(|(n, h, v)| (n, "gauge", h, v));
+        let counters = self.counters().map(|(n, h, v)| (n, "counter", h, v));
+        for (name, kind, help, v) in gauges.into_iter().chain(counters) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 v.load(Relaxed)
             );
-        };
-        metric(
-            "frugal_requests_running",
-            "gauge",
-            "Sequences in the running batch.",
-            &self.running,
-        );
-        metric(
-            "frugal_requests_waiting",
-            "gauge",
-            "Sequences waiting to be admitted.",
-            &self.waiting,
-        );
-        metric(
-            "frugal_kv_blocks_used",
-            "gauge",
-            "KV-cache blocks referenced by sequences.",
-            &self.kv_blocks_used,
-        );
-        metric(
-            "frugal_kv_blocks_total",
-            "gauge",
-            "KV-cache blocks in the pool.",
-            &self.kv_blocks_total,
-        );
-        metric(
-            "frugal_prompt_tokens_total",
-            "counter",
-            "Prompt tokens of admitted requests.",
-            &self.prompt_tokens,
-        );
-        metric(
-            "frugal_generation_tokens_total",
-            "counter",
-            "Tokens generated.",
-            &self.generation_tokens,
-        );
-        metric(
-            "frugal_prefix_cache_hit_tokens_total",
-            "counter",
-            "Prompt tokens served from the prefix cache instead of recomputed.",
-            &self.prefix_cache_hit_tokens,
-        );
-        metric(
-            "frugal_preemptions_total",
-            "counter",
-            "Sequences preempted (blocks released, recomputed later).",
-            &self.preemptions,
-        );
-        metric(
-            "frugal_requests_finished_total",
-            "counter",
-            "Sequences that finished (stop or length).",
-            &self.requests_finished,
-        );
-        metric(
-            "frugal_requests_aborted_total",
-            "counter",
-            "Sequences cancelled because their client went away.",
-            &self.requests_aborted,
-        );
-        metric(
-            "frugal_requests_failed_total",
-            "counter",
-            "Sequences that failed with an internal error.",
-            &self.requests_failed,
-        );
-        metric(
-            "frugal_requests_rejected_total",
-            "counter",
-            "Requests rejected by the scheduler (queue full).",
-            &self.requests_rejected,
-        );
-        metric(
-            "frugal_connections_open",
-            "gauge",
-            "HTTP connections being served.",
-            &self.connections_open,
-        );
-        metric(
-            "frugal_connections_rejected_total",
-            "counter",
-            "Connections over the cap, answered 503 and closed.",
-            &self.connections_rejected,
-        );
-        metric(
-            "frugal_connections_timed_out_total",
-            "counter",
-            "Connections closed by the header, idle or write timeout.",
-            &self.connections_timed_out,
-        );
+        }
         lock(&self.ttft).render(
             &mut out,
             "frugal_time_to_first_token_seconds",

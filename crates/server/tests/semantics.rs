@@ -170,6 +170,45 @@ fn validate(schema: &Value, doc: &Value) {
     assert!(errors.is_empty(), "{doc} does not validate: {errors:?}");
 }
 
+/// The one tool call of a streamed answer: name, arguments, finish reason.
+async fn streamed_call(s: &Running, body: Value) -> (String, String, String) {
+    let chunks = s.stream("/v1/chat/completions", body).await;
+    let (mut name, mut args, mut finish) = (String::new(), String::new(), String::new());
+    for c in &chunks {
+        let Some(ch) = c["choices"].get(0) else {
+            continue;
+        };
+        for tc in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            assert_eq!(tc["index"], 0, "{c}");
+            name.push_str(tc["function"]["name"].as_str().unwrap_or_default());
+            args.push_str(tc["function"]["arguments"].as_str().unwrap_or_default());
+        }
+        if let Some(f) = ch["finish_reason"].as_str() {
+            finish = f.to_string();
+        }
+    }
+    (name, args, finish)
+}
+
+/// The one tool call of an answer in one body: name, arguments, finish reason.
+async fn one_call(s: &Running, body: Value) -> (String, String, String) {
+    let (status, v) = s.post("/v1/chat/completions", body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let m = &v["choices"][0]["message"];
+    let calls = m["tool_calls"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no calls: {v}"));
+    assert_eq!(calls.len(), 1, "{v}");
+    assert!(m["content"].is_null() || m["content"] == "", "{v}");
+    let f = &calls[0]["function"];
+    let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+    (
+        f["name"].as_str().unwrap().to_string(),
+        f["arguments"].as_str().unwrap().to_string(),
+        finish.to_string(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tools_on_a_template_without_tools_come_back_as_tool_calls() {
     let s = start(|cfg| cfg.ctx_size = Some(1024)).await;
@@ -184,41 +223,9 @@ async fn tools_on_a_template_without_tools_come_back_as_tool_calls() {
                 "tools": tools, "tool_choice": choice, "max_tokens": 200, "seed": seed,
                 "stream": stream});
             let (name, args, finish) = if stream {
-                let chunks = s.stream("/v1/chat/completions", body).await;
-                let (mut name, mut args, mut finish) =
-                    (String::new(), String::new(), String::new());
-                for c in &chunks {
-                    let Some(ch) = c["choices"].get(0) else {
-                        continue;
-                    };
-                    for tc in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
-                        assert_eq!(tc["index"], 0, "{c}");
-                        name.push_str(tc["function"]["name"].as_str().unwrap_or_default());
-                        args.push_str(tc["function"]["arguments"].as_str().unwrap_or_default());
-                    }
-                    if let Some(f) = ch["finish_reason"].as_str() {
-                        finish = f.to_string();
-                    }
-                }
-                (name, args, finish)
+                streamed_call(&s, body).await
             } else {
-                let (status, v) = s.post("/v1/chat/completions", body).await;
-                assert_eq!(status, StatusCode::OK, "{v}");
-                let m = &v["choices"][0]["message"];
-                let calls = m["tool_calls"]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("no calls: {v}"));
-                assert_eq!(calls.len(), 1, "{v}");
-                assert!(m["content"].is_null() || m["content"] == "", "{v}");
-                let f = &calls[0]["function"];
-                (
-                    f["name"].as_str().unwrap().to_string(),
-                    f["arguments"].as_str().unwrap().to_string(),
-                    v["choices"][0]["finish_reason"]
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                )
+                one_call(&s, body).await
             };
             let ctx = format!("{choice} seed {seed} stream {stream}");
             assert_eq!(finish, "tool_calls", "{ctx}");
