@@ -5,157 +5,42 @@
 //! printed). Afterwards the gauges must be back to idle and RssAnon near its level after one
 //! warm-up request. Loopback only, bounded in time and traffic; plain HTTP/1.1 over std sockets.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+mod common;
+
+use common::{connect, model, request, serve_command, sigterm, wait_exit, wait_healthy, Serve};
+use common::{IO_TIMEOUT, STARTUP};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const STARTUP: Duration = Duration::from_secs(60);
-/// Bounds a hang, not a speed: a loaded machine can make a 224-token answer take tens of seconds.
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const PROBE_LIMIT: Duration = Duration::from_secs(2);
 const HEADER_TIMEOUT_S: u64 = 2;
 const WRITE_TIMEOUT_S: u64 = 1;
 const SHUTDOWN_TIMEOUT_S: u64 = 5;
+const MODEL: &str = "qwen2-Q8_0.gguf";
 
-fn model() -> String {
-    frugal_fixtures::dir()
-        .join("models/qwen2-Q8_0.gguf")
-        .display()
-        .to_string()
-}
-
-/// A running `frugal serve`, killed on drop.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
-            .args([
-                "serve",
-                &model(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "-t",
-                "2",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = loop {
-            let line = rx.recv_timeout(STARTUP).expect("no 'listening on' line");
-            if line.contains("listening on http://") {
-                break line;
-            }
-        };
-        let rest = line.split("listening on http://").nth(1).unwrap();
-        let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-        let s = Serve { child, addr };
-        let deadline = Instant::now() + STARTUP;
-        while !matches!(request(addr, "GET", "/health", ""), Ok((200, _))) {
-            assert!(Instant::now() < deadline, "/health never answered 200");
-            std::thread::sleep(Duration::from_millis(50));
+/// Waits until every gauge is back to idle: no sequence, no KV block, no connection but the
+/// one asking.
+fn wait_idle(server: &Serve, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let gauges = [
+            server.metric("frugal_requests_running"),
+            server.metric("frugal_requests_waiting"),
+            server.metric("frugal_kv_blocks_used"),
+            server.metric("frugal_connections_open") - 1.0,
+        ];
+        if gauges.iter().all(|&g| g <= 0.0) {
+            return;
         }
-        s
+        assert!(
+            Instant::now() < deadline,
+            "not idle after {limit:?}: {gauges:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
-
-    /// RssAnon of the server process, in KiB.
-    fn rss_anon(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("RssAnon:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, text) = request(self.addr, "GET", "/metrics", "").unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Waits until every gauge is back to idle: no sequence, no KV block, no connection but the
-    /// one asking.
-    fn wait_idle(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let gauges = [
-                self.metric("frugal_requests_running"),
-                self.metric("frugal_requests_waiting"),
-                self.metric("frugal_kv_blocks_used"),
-                self.metric("frugal_connections_open") - 1.0,
-            ];
-            if gauges.iter().all(|&g| g <= 0.0) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not idle after {limit:?}: {gauges:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(s)
-}
-
-/// One request with `Connection: close`: the status and the whole raw response.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    let mut s = connect(addr)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    s.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, text))
 }
 
 /// Whether the server has closed `s` (EOF or reset) within `limit`.
@@ -369,22 +254,25 @@ fn abuse_suite() {
     let shutdown = SHUTDOWN_TIMEOUT_S.to_string();
     // The KV cache is one context of 256 tokens, filled by the warm-up request: its pages are
     // then in the warm-up RSS, and what the abuse leaves is what the check measures.
-    let mut server = Serve::start(&[
-        "-c",
-        "256",
-        "--kv-tokens",
-        "256",
-        "--header-timeout",
-        &header,
-        "--write-timeout",
-        &write,
-        "--idle-timeout",
-        "5",
-        "--shutdown-timeout",
-        &shutdown,
-        "--max-connections",
-        "1500",
-    ]);
+    let mut server = Serve::start(
+        &model(MODEL),
+        &[
+            "-c",
+            "256",
+            "--kv-tokens",
+            "256",
+            "--header-timeout",
+            &header,
+            "--write-timeout",
+            &write,
+            "--idle-timeout",
+            "5",
+            "--shutdown-timeout",
+            &shutdown,
+            "--max-connections",
+            "1500",
+        ],
+    );
     let addr = server.addr;
     let warm_up = r#"{"messages": [{"role": "user", "content": "Once upon a time"}], "max_tokens": 224, "temperature": 0}"#;
     let (status, text) = request(addr, "POST", "/v1/chat/completions", warm_up).unwrap();
@@ -407,7 +295,7 @@ fn abuse_suite() {
     );
     stop.store(true, Ordering::Relaxed);
     check_probes(prober.join().unwrap());
-    server.wait_idle(Duration::from_secs(30));
+    wait_idle(&server, Duration::from_secs(30));
     check_memory_returned(&server, rss_warm);
 
     sigterm_with_half_open_connections(&mut server, half_open);
@@ -432,22 +320,11 @@ fn sigterm_with_half_open_connections(server: &mut Serve, n: usize) {
         })
         .collect();
     let t0 = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    server.sigterm();
     let limit = Duration::from_secs(SHUTDOWN_TIMEOUT_S);
-    let status = loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "still running {limit:?} after SIGTERM with {n} half-open connections"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.wait_exit(limit).unwrap_or_else(|| {
+        panic!("still running {limit:?} after SIGTERM with {n} half-open connections")
+    });
     assert_eq!(status.code(), Some(0));
     println!(
         "SIGTERM with {n} half-open connections: exited 0 in {:.2} s",
@@ -459,7 +336,10 @@ fn sigterm_with_half_open_connections(server: &mut Serve, n: usize) {
 /// Connections over `--max-connections` get a 503 in OpenAI's error shape; once the others close,
 /// requests are served again.
 fn over_the_cap() {
-    let server = Serve::start(&["--max-connections", "8", "--header-timeout", "30"]);
+    let server = Serve::start(
+        &model(MODEL),
+        &["--max-connections", "8", "--header-timeout", "30"],
+    );
     let held: Vec<TcpStream> = (0..8).map(|_| connect(server.addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let (status, text) = request(server.addr, "GET", "/health", "").unwrap();
@@ -478,7 +358,7 @@ fn over_the_cap() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    server.wait_idle(Duration::from_secs(10));
+    wait_idle(&server, Duration::from_secs(10));
     assert!(server.metric("frugal_connections_rejected_total") >= 1.0);
     println!("connection cap: the 9th of 8 got 503; served again once they closed");
 }
@@ -496,52 +376,25 @@ fn a_log_it_cannot_write_does_not_stop_the_server() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_frugal"))
-        .args([
-            "serve",
-            &model(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "-t",
-            "1",
-        ])
+    let mut child = serve_command(&model(MODEL), 1)
+        .args(["--port", &port.to_string()])
         .env("FRUGAL_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(full)
         .spawn()
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + STARTUP;
-    while !matches!(request(addr, "GET", "/health", ""), Ok((200, _))) {
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("exited with {st} while starting");
-        }
-        assert!(Instant::now() < deadline, "/health never answered 200");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_healthy(addr, Instant::now() + STARTUP, || {
+        child.try_wait().unwrap().map(|st| st.to_string())
+    });
     let body = r#"{"prompt": "Hello", "max_tokens": 4}"#;
     assert_eq!(
         request(addr, "POST", "/v1/completions", body).unwrap().0,
         200
     );
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running 20 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    sigterm(&child);
+    let Some(status) = wait_exit(&mut child, Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("still running 20 s after SIGTERM");
     };
     assert_eq!(status.code(), Some(0), "{status}");
 }
