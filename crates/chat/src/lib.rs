@@ -253,14 +253,20 @@ fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Jinja
             );
             json.serialize(&mut ser)
         }
-        None => {
-            let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-            json.serialize(&mut ser)
-        }
+        None => return Ok(Value::from_safe_string(python_json(&json))),
     };
     result.map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let s = String::from_utf8(out).expect("serde_json writes UTF-8");
     Ok(Value::from_safe_string(s))
+}
+
+/// JSON text as Python's `json.dumps(x, ensure_ascii=False)` writes it: `", "` and `": "`
+/// separators (what templates' `tojson` gives, and what the generic tool format shows models).
+pub fn python_json(v: &Json) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    v.serialize(&mut ser).expect("JSON values serialize");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// serde_json formatter with Python's default separators.

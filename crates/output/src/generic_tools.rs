@@ -32,7 +32,7 @@
 use crate::grammar::{Grammar, ToolChoice};
 use crate::tools::{deepseek, new_call_id, ToolCall, ToolDelta, ToolFormat};
 use crate::OutputError;
-use serde::Serialize;
+use frugal_chat::python_json;
 use serde_json::{json, Map, Value};
 
 /// The system-message text that describes `tools` and how to call them: in the generic JSON
@@ -351,46 +351,6 @@ fn string_prefix(s: &str) -> (usize, bool) {
         }
     }
     (b.len().min(i), false)
-}
-
-/// JSON text as the grammar writes it (and Python's `json.dumps`): `", "` and `": "`.
-fn python_json(v: &Value) -> String {
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    v.serialize(&mut ser).expect("JSON values serialize");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
-
-struct PythonFormatter;
-
-impl serde_json::ser::Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b": ")
-    }
 }
 
 #[cfg(test)]
