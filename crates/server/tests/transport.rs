@@ -110,10 +110,12 @@ async fn the_bearer_scheme_is_case_insensitive_and_401_names_it() {
 async fn compressed_bodies_get_415_and_chunked_bodies_meet_the_limit() {
     let s = start(|c| c.body_limit = 4096).await;
     let body = json!({"prompt": "Hello", "max_tokens": 2}).to_string();
-    let r = s
-        .client
-        .post(s.url("/v1/completions"))
-        .header("content-type", "application/json")
+    let post = || {
+        s.client
+            .post(s.url("/v1/completions"))
+            .header("content-type", "application/json")
+    };
+    let r = post()
         .header("content-encoding", "gzip")
         .body(body.clone())
         .send()
@@ -136,24 +138,10 @@ async fn compressed_bodies_get_415_and_chunked_bodies_meet_the_limit() {
             .collect::<Vec<_>>();
         reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
     };
-    let r = s
-        .client
-        .post(s.url("/v1/completions"))
-        .header("content-type", "application/json")
-        .body(chunked(body))
-        .send()
-        .await
-        .unwrap();
+    let r = post().body(chunked(body)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let big = json!({"prompt": "x".repeat(10_000), "max_tokens": 2}).to_string();
-    let r = s
-        .client
-        .post(s.url("/v1/completions"))
-        .header("content-type", "application/json")
-        .body(chunked(big))
-        .send()
-        .await
-        .unwrap();
+    let r = post().body(chunked(big)).send().await.unwrap();
     let status = r.status();
     assert_error(
         status,
