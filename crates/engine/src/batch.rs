@@ -176,21 +176,20 @@ impl<'a> BatchEngine<'a> {
             ..StepOutput::default()
         };
         let choices = self.choose(&plan, &logits, &mut out.failed);
-        let mut texts = HashMap::new();
-        let sampled: Vec<Sampled> = choices
-            .iter()
-            .map(|(id, c)| {
-                let seq = self.seqs.get_mut(id).expect("sampled sequences are known");
-                let eog = !seq.ignore_eos && self.tokenizer.eog_ids().contains(&c.token);
-                let (text, stopped) = seq.text(c.token, eog);
-                texts.insert(*id, (text, stopped));
-                Sampled {
-                    id: *id,
-                    token: c.token,
-                    stop: eog || stopped || c.complete,
-                }
-            })
-            .collect();
+        // Each token's text, and whether it ends its sequence, before the scheduler records it.
+        let mut decoded = Vec::with_capacity(choices.len());
+        let mut sampled = Vec::with_capacity(choices.len());
+        for (id, choice) in choices {
+            let seq = self.seqs.get_mut(&id).expect("sampled sequences are known");
+            let eog = !seq.ignore_eos && self.tokenizer.eog_ids().contains(&choice.token);
+            let (text, stopped) = seq.text(choice.token, eog);
+            sampled.push(Sampled {
+                id,
+                token: choice.token,
+                stop: eog || stopped || choice.complete,
+            });
+            decoded.push((id, choice, text, stopped));
+        }
         let finished: HashMap<SeqId, FinishReason> = self
             .scheduler
             .complete(&plan, &sampled)
@@ -202,8 +201,7 @@ impl<'a> BatchEngine<'a> {
             self.scheduler.finish(*id, FinishReason::Aborted);
             self.seqs.remove(id);
         }
-        for (id, choice) in choices {
-            let (text, stopped) = texts.remove(&id).expect("one text per choice");
+        for (id, choice, text, stopped) in decoded {
             let finish = finished.get(&id).map(|&reason| {
                 let mut seq = self.seqs.remove(&id).expect("finished sequences are known");
                 Finished {

@@ -130,6 +130,10 @@ impl<'a> Session<'a> {
                 self.engine.abort(id);
                 break;
             }
+            // Ended without a last event (a failed constraint): nothing more will come.
+            if usage.is_none() && self.engine.is_idle() {
+                break;
+            }
         }
         let first_token = first_token.unwrap_or_else(Instant::now);
         Ok(GenerationStats {
