@@ -75,6 +75,10 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::Q4_K => per_block(src, dst, QK_K, q4_k_block),
         GgmlType::Q5_K => per_block(src, dst, QK_K, q5_k_block),
         GgmlType::Q6_K => per_block(src, dst, QK_K, q6_k_block),
+        _ => assert!(
+            crate::quant::dequantize_row(ty, src, dst),
+            "dequantize_row: {ty} has no dequantization in this build"
+        ),
     }
 }
 

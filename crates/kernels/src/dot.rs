@@ -25,7 +25,35 @@ pub fn vec_dot_fn(ty: GgmlType, isa: Isa) -> VecDotFn {
     if let Some(f) = crate::simd::vec_dot_fn(ty, isa) {
         return f;
     }
-    scalar_fn(ty)
+    decoded_fn(ty, isa).unwrap_or_else(|| scalar_fn(ty))
+}
+
+/// For a decoded type (`quant`), its decoder and generic dot product at `isa`, as one function.
+fn decoded_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
+    use crate::quant::vec_dot;
+    crate::quant::decoder(ty, isa)?;
+    macro_rules! at_isa {
+        ($($t:ident),*) => {
+            match (ty, isa) {
+                $(
+                    (GgmlType::$t, Isa::Scalar) => |n: usize, w: &[u8], a: &[u8]| {
+                        vec_dot(GgmlType::$t, Isa::Scalar, n, w, a)
+                    },
+                    (GgmlType::$t, Isa::Avx2) => |n: usize, w: &[u8], a: &[u8]| {
+                        vec_dot(GgmlType::$t, Isa::Avx2, n, w, a)
+                    },
+                    (GgmlType::$t, Isa::Avx512Vnni) => |n: usize, w: &[u8], a: &[u8]| {
+                        vec_dot(GgmlType::$t, Isa::Avx512Vnni, n, w, a)
+                    },
+                )*
+                _ => return None,
+            }
+        };
+    }
+    Some(at_isa!(
+        Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL,
+        IQ4_XS, TQ1_0, TQ2_0, MXFP4
+    ))
 }
 
 /// The scalar reference kernel for `ty` (checks the slice sizes like every other level).
@@ -39,7 +67,10 @@ pub fn scalar_fn(ty: GgmlType) -> VecDotFn {
             }
         };
     }
-    scalar!(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)
+    scalar!(
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
+        IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4
+    )
 }
 
 /// Quantizes one activation row into `ty`; `dst` holds exactly `ty.row_bytes(src.len())` bytes.

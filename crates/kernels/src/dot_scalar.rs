@@ -31,6 +31,8 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q5_K => vec_dot_q5_k_q8_k(w, a),
         GgmlType::Q6_K => vec_dot_q6_k_q8_k(w, a),
         GgmlType::Q8_K => vec_dot_q8_k_q8_k(w, a),
+        // The other types' reference is the generic one over their decoded form.
+        _ => crate::quant::vec_dot(ty, crate::Isa::Scalar, n, w, a),
     }
 }
 

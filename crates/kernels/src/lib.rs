@@ -21,6 +21,7 @@ pub mod ops;
 pub mod packed;
 pub mod parallel;
 pub mod pool;
+pub mod quant;
 pub mod quantize;
 mod simd;
 pub mod storage;

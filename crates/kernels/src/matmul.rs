@@ -12,8 +12,10 @@ use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn};
 use crate::packed::{matmul_packed, ActAux, Acts, Packed};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
+use crate::quant::{Decoded32, DecodedK, Kernels};
 use crate::storage::{SharedBytes, WeightBytes};
 use crate::types::GgmlType;
+use crate::types::{QK, QK_K};
 use crate::KernelError;
 use bytemuck::{Pod, Zeroable};
 use std::sync::OnceLock;
@@ -348,13 +350,46 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
     }
     let out = SharedOut(y.as_mut_ptr());
     let (rows, n) = (w.rows, qa.n_tokens);
+    let decoded = crate::quant::kernels(w.ty, Isa::best());
     pool.run(&|tid, nth| {
         let (r0, r1) = (rows * tid / nth, rows * (tid + 1) / nth);
         // SAFETY: thread `tid` writes only y[t * rows + r] for r in r0..r1, and these ranges are
         // disjoint across threads; `y` outlives `run`, which returns after every thread is done.
         let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
-        matmul_rows(w, qa, r0..r1, n, &write);
+        match decoded {
+            Some(Kernels::K { decode, dot }) => {
+                decoded_rows(w, qa, r0..r1, (DecodedK::ZERO, QK_K), decode, dot, &write)
+            }
+            Some(Kernels::B32 { decode, dot }) => {
+                decoded_rows(w, qa, r0..r1, (Decoded32::ZERO, QK), decode, dot, &write)
+            }
+            None => matmul_rows(w, qa, r0..r1, n, &write),
+        }
     });
+}
+
+/// [`matmul_rows`] for a decoded type: each weight row is decoded once per block of tokens into
+/// a buffer that stays in L1, then multiplied with every token of the block.
+fn decoded_rows<D: Copy>(
+    w: &Matrix,
+    qa: &QuantizedActivations,
+    rows: std::ops::Range<usize>,
+    (zero, block_len): (D, usize),
+    decode: fn(&[u8], &mut [D]),
+    dot: fn(&[D], &[u8]) -> f32,
+    write: &dyn Fn(usize, usize, f32),
+) {
+    let n = qa.n_tokens;
+    let mut buf = vec![zero; w.cols / block_len];
+    let token_block = (TOKEN_BLOCK_BYTES / qa.row_bytes.max(1)).max(1);
+    for t0 in (0..n).step_by(token_block) {
+        for r in rows.clone() {
+            decode(w.row(r), &mut buf);
+            for t in t0..(t0 + token_block).min(n) {
+                write(t, r, dot(&buf, qa.row(t)));
+            }
+        }
+    }
 }
 
 /// Weight rows per tile: their bytes stay in L1 while a block of tokens passes over them.

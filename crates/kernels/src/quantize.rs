@@ -87,6 +87,7 @@ pub fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
         GgmlType::Q5_K => write_blocks(dst, src, QK_K, q5_k_ref),
         GgmlType::Q6_K => write_blocks(dst, src, QK_K, q6_k_ref),
         GgmlType::Q8_K => write_blocks(dst, src, QK_K, q8k_block),
+        _ => return Err(KernelError::Unsupported(ty)),
     }
     Ok(())
 }

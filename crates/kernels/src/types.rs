@@ -26,11 +26,36 @@ pub enum GgmlType {
     Q5_K = 13,
     Q6_K = 14,
     Q8_K = 15,
+    IQ2_XXS = 16,
+    IQ2_XS = 17,
+    IQ3_XXS = 18,
+    IQ1_S = 19,
+    IQ4_NL = 20,
+    IQ3_S = 21,
+    IQ2_S = 22,
+    IQ4_XS = 23,
+    IQ1_M = 29,
     BF16 = 30,
+    TQ1_0 = 34,
+    TQ2_0 = 35,
+    MXFP4 = 39,
+}
+
+/// What ggml says about a type: its name, block shape and activation pairing.
+struct Info {
+    name: &'static str,
+    /// Values per block (1 for plain float types).
+    block_len: usize,
+    /// Bytes per block (`ggml-common.h`'s sizes; each block struct asserts its own).
+    block_bytes: usize,
+    /// ggml's `vec_dot_type` on x86 (`type_traits_cpu` in ggml-cpu.c).
+    vec_dot_type: GgmlType,
+    /// Whether this build has kernels for it (GGUF files with other types are refused).
+    supported: bool,
 }
 
 impl GgmlType {
-    /// All supported types.
+    /// Every type this build can load and compute with.
     pub const ALL: [GgmlType; 15] = [
         GgmlType::F32,
         GgmlType::F16,
@@ -49,71 +74,106 @@ impl GgmlType {
         GgmlType::BF16,
     ];
 
-    /// Maps a ggml type id to a supported type; `None` for ids this build cannot handle.
+    /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.
+    pub const KNOWN: [GgmlType; 27] = [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ1_S,
+        GgmlType::IQ4_NL,
+        GgmlType::IQ3_S,
+        GgmlType::IQ2_S,
+        GgmlType::IQ4_XS,
+        GgmlType::IQ1_M,
+        GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
+    ];
+
+    /// Maps a ggml type id to a supported type; `None` for ids this build cannot compute with.
     pub fn from_id(id: u32) -> Option<GgmlType> {
         Self::ALL.iter().copied().find(|t| *t as u32 == id)
     }
 
+    /// The type with ggml id `id` if its layout is known here, supported or not (for messages
+    /// such as "IQ2_XXS weights are not supported yet").
+    pub fn known(id: u32) -> Option<GgmlType> {
+        Self::KNOWN.iter().copied().find(|t| *t as u32 == id)
+    }
+
+    fn info(self) -> Info {
+        use GgmlType::*;
+        let (name, block_len, block_bytes, vec_dot_type) = match self {
+            F32 => ("F32", 1, 4, F32),
+            F16 => ("F16", 1, 2, F16),
+            BF16 => ("BF16", 1, 2, BF16),
+            Q4_0 => ("Q4_0", QK, 18, Q8_0),
+            Q4_1 => ("Q4_1", QK, 20, Q8_1),
+            Q5_0 => ("Q5_0", QK, 22, Q8_0),
+            Q5_1 => ("Q5_1", QK, 24, Q8_1),
+            Q8_0 => ("Q8_0", QK, 34, Q8_0),
+            Q8_1 => ("Q8_1", QK, 36, Q8_1),
+            Q2_K => ("Q2_K", QK_K, 84, Q8_K),
+            Q3_K => ("Q3_K", QK_K, 110, Q8_K),
+            Q4_K => ("Q4_K", QK_K, 144, Q8_K),
+            Q5_K => ("Q5_K", QK_K, 176, Q8_K),
+            Q6_K => ("Q6_K", QK_K, 210, Q8_K),
+            Q8_K => ("Q8_K", QK_K, 292, Q8_K),
+            IQ2_XXS => ("IQ2_XXS", QK_K, 66, Q8_K),
+            IQ2_XS => ("IQ2_XS", QK_K, 74, Q8_K),
+            IQ2_S => ("IQ2_S", QK_K, 82, Q8_K),
+            IQ3_XXS => ("IQ3_XXS", QK_K, 98, Q8_K),
+            IQ3_S => ("IQ3_S", QK_K, 110, Q8_K),
+            IQ1_S => ("IQ1_S", QK_K, 50, Q8_K),
+            IQ1_M => ("IQ1_M", QK_K, 56, Q8_K),
+            IQ4_NL => ("IQ4_NL", QK, 18, Q8_0),
+            IQ4_XS => ("IQ4_XS", QK_K, 136, Q8_K),
+            TQ1_0 => ("TQ1_0", QK_K, 54, Q8_K),
+            TQ2_0 => ("TQ2_0", QK_K, 66, Q8_K),
+            MXFP4 => ("MXFP4", QK, 17, Q8_0),
+        };
+        Info {
+            name,
+            block_len,
+            block_bytes,
+            vec_dot_type,
+            supported: Self::ALL.contains(&self),
+        }
+    }
+
     /// ggml's name for the type, as llama.cpp prints it.
     pub fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "F32",
-            GgmlType::F16 => "F16",
-            GgmlType::Q4_0 => "Q4_0",
-            GgmlType::Q4_1 => "Q4_1",
-            GgmlType::Q5_0 => "Q5_0",
-            GgmlType::Q5_1 => "Q5_1",
-            GgmlType::Q8_0 => "Q8_0",
-            GgmlType::Q8_1 => "Q8_1",
-            GgmlType::Q2_K => "Q2_K",
-            GgmlType::Q3_K => "Q3_K",
-            GgmlType::Q4_K => "Q4_K",
-            GgmlType::Q5_K => "Q5_K",
-            GgmlType::Q6_K => "Q6_K",
-            GgmlType::Q8_K => "Q8_K",
-            GgmlType::BF16 => "BF16",
-        }
+        self.info().name
     }
 
     /// Values per block (1 for plain float types).
     pub fn block_len(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q8_1 => QK,
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::Q8_K => QK_K,
-        }
+        self.info().block_len
     }
 
     /// Bytes per block.
     pub fn block_bytes(self) -> usize {
-        use crate::blocks::*;
-        use std::mem::size_of;
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => size_of::<BlockQ4_0>(),
-            GgmlType::Q4_1 => size_of::<BlockQ4_1>(),
-            GgmlType::Q5_0 => size_of::<BlockQ5_0>(),
-            GgmlType::Q5_1 => size_of::<BlockQ5_1>(),
-            GgmlType::Q8_0 => size_of::<BlockQ8_0>(),
-            GgmlType::Q8_1 => size_of::<BlockQ8_1>(),
-            GgmlType::Q2_K => size_of::<BlockQ2K>(),
-            GgmlType::Q3_K => size_of::<BlockQ3K>(),
-            GgmlType::Q4_K => size_of::<BlockQ4K>(),
-            GgmlType::Q5_K => size_of::<BlockQ5K>(),
-            GgmlType::Q6_K => size_of::<BlockQ6K>(),
-            GgmlType::Q8_K => size_of::<BlockQ8K>(),
-        }
+        self.info().block_bytes
+    }
+
+    /// Whether this build has kernels for the type.
+    pub fn is_supported(self) -> bool {
+        self.info().supported
     }
 
     /// Bytes of one row of `n` values, or `None` when `n` is not a whole number of blocks.
@@ -130,22 +190,10 @@ impl GgmlType {
     }
 
     /// The type ggml quantizes activations into before a dot product with weights of this type
-    /// (ggml's `vec_dot_type`): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for k-quants,
-    /// and the weight type itself for F32/F16/BF16.
+    /// (ggml's `vec_dot_type` on x86): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4, Q8_1 for
+    /// Q4_1/Q5_1, Q8_K for k-, i- and t-quants, and the weight type itself for F32/F16/BF16.
     pub fn vec_dot_type(self) -> GgmlType {
-        match self {
-            GgmlType::F32 => GgmlType::F32,
-            GgmlType::F16 => GgmlType::F16,
-            GgmlType::BF16 => GgmlType::BF16,
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
-            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 => GgmlType::Q8_1,
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::Q8_K => GgmlType::Q8_K,
-        }
+        self.info().vec_dot_type
     }
 }
 

@@ -44,6 +44,7 @@ fn random_weights(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
         GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q6_K => &[208],
         GgmlType::Q8_K => &[],
+        t => panic!("{t}: no random weights here (not in TYPES)"),
     };
     for block in out.chunks_exact_mut(ty.block_bytes()) {
         for &o in f16_scales {
@@ -81,6 +82,7 @@ fn pair_fn(ty: GgmlType) -> fn(&[u8], &[u8]) -> f32 {
         GgmlType::Q5_K => dot_scalar::vec_dot_q5_k_q8_k,
         GgmlType::Q6_K => dot_scalar::vec_dot_q6_k_q8_k,
         GgmlType::Q8_K => dot_scalar::vec_dot_q8_k_q8_k,
+        t => panic!("{t}: not in TYPES"),
     }
 }
 

@@ -16,6 +16,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod decoded;
+#[cfg(target_arch = "x86_64")]
 mod gemm256;
 #[cfg(target_arch = "x86_64")]
 mod gemm512;
@@ -33,6 +35,43 @@ pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (ty, isa);
+        None
+    }
+}
+
+/// The generic dot product over decoded super-blocks at `isa` (checked available), if SIMD.
+pub(crate) fn decoded_dot_k(isa: Isa) -> Option<crate::quant::DotKFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match isa {
+            Isa::Avx512Vnni => Some(decoded::avx512::dot_k),
+            Isa::Avx2 => Some(decoded::avx2::dot_k),
+            Isa::Scalar => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        None
+    }
+}
+
+/// The generic dot product over decoded 32-value blocks against Q8_1 (`q8_1`) or Q8_0 activations.
+pub(crate) fn decoded_dot_32(isa: Isa, q8_1: bool) -> Option<crate::quant::Dot32Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use decoded::{avx2, avx512};
+        match (isa, q8_1) {
+            (Isa::Avx512Vnni, true) => Some(avx512::dot_32_q8_1),
+            (Isa::Avx512Vnni, false) => Some(avx512::dot_32_q8_0),
+            (Isa::Avx2, true) => Some(avx2::dot_32_q8_1),
+            (Isa::Avx2, false) => Some(avx2::dot_32_q8_0),
+            (Isa::Scalar, _) => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, q8_1);
         None
     }
 }

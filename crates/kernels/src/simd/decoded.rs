@@ -1,0 +1,219 @@
+//! The generic dot products over decoded weights (`quant::decoded`) at AVX2 and AVX-512 VNNI,
+//! bit-identical to the scalar references there: the integer sums are exact (wrapping i32
+//! arithmetic whose true result fits, see `DecodedK`), and the float scaling of each block is the
+//! reference's, in block order.
+//!
+//! Each public kernel is a safe function that checks slice lengths first; the `unsafe` inside is
+//! the `#[target_feature]` call, made only where the dispatcher saw the features.
+
+use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::dequant::blocks_of;
+use crate::quant::decoded::{Decoded32, DecodedK};
+use std::arch::x86_64::*;
+
+pub(crate) mod avx2 {
+    use super::*;
+
+    pub(crate) fn dot_k(w: &[DecodedK], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8K>(a);
+        assert_eq!(w.len(), a.len(), "dot_k: block counts differ");
+        // SAFETY: dispatched only where the CPU has AVX2 (`Isa::Avx2` or above).
+        unsafe { dot_k_impl(w, &a) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_k_impl(w: &[DecodedK], a: &[BlockQ8K]) -> f32 {
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a) {
+            let mut acc = _mm256_setzero_si256();
+            for s in 0..16 {
+                // SAFETY: `q` and `qs` hold 256 bytes; run `s` is bytes 16s..16s + 16.
+                let (wq, aq) = unsafe {
+                    (
+                        _mm_loadu_si128(x.q.as_ptr().add(16 * s).cast()),
+                        _mm_loadu_si128(y.qs.as_ptr().add(16 * s).cast()),
+                    )
+                };
+                // |q * sc| <= 128 * 255 fits i16; pairs of products with |a| <= 128 fit i32.
+                let ws = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(wq), _mm256_set1_epi16(x.sc[s]));
+                let p = _mm256_madd_epi16(ws, _mm256_cvtepi8_epi16(aq));
+                acc = _mm256_add_epi32(acc, p);
+            }
+            let (is, ms) = (hsum(acc), min_sum(x, y));
+            sum += (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32;
+        }
+        sum
+    }
+
+    /// `Σ m[s] * bsums[s]`.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn min_sum(x: &DecodedK, y: &BlockQ8K) -> i32 {
+        // SAFETY: `m` and `bsums` are 16 i16 each (32 bytes).
+        let (m, b) = unsafe {
+            (
+                _mm256_loadu_si256(x.m.as_ptr().cast()),
+                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+            )
+        };
+        hsum(_mm256_madd_epi16(m, b))
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn hsum(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// `Σ q * a` of one 32-value block.
+    #[target_feature(enable = "avx2")]
+    fn isum32(q: &[i8; 32], a: &[i8; 32]) -> i32 {
+        // SAFETY: both arrays hold 32 bytes.
+        let (w0, w1, a0, a1) = unsafe {
+            (
+                _mm_loadu_si128(q.as_ptr().cast()),
+                _mm_loadu_si128(q.as_ptr().add(16).cast()),
+                _mm_loadu_si128(a.as_ptr().cast()),
+                _mm_loadu_si128(a.as_ptr().add(16).cast()),
+            )
+        };
+        let p0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(w0), _mm256_cvtepi8_epi16(a0));
+        let p1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(w1), _mm256_cvtepi8_epi16(a1));
+        hsum(_mm256_add_epi32(p0, p1))
+    }
+
+    pub(crate) fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8_0>(a);
+        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a.iter()) {
+            // SAFETY: dispatched only where the CPU has AVX2.
+            let is = unsafe { isum32(&x.q, &y.qs) };
+            sum += (x.d * y.d.to_f32()) * is as f32;
+        }
+        sum
+    }
+
+    pub(crate) fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8_1>(a);
+        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a.iter()) {
+            // SAFETY: dispatched only where the CPU has AVX2.
+            let is = unsafe { isum32(&x.q, &y.qs) };
+            sum += (x.d * y.d.to_f32()) * is as f32 + x.m * y.s.to_f32();
+        }
+        sum
+    }
+}
+
+pub(crate) mod avx512 {
+    use super::avx2::{hsum, min_sum};
+    use super::*;
+
+    pub(crate) fn dot_k(w: &[DecodedK], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8K>(a);
+        assert_eq!(w.len(), a.len(), "dot_k: block counts differ");
+        // SAFETY: dispatched only where the CPU has AVX-512 F/BW/VL and VNNI.
+        unsafe { dot_k_impl(w, &a) }
+    }
+
+    /// `vpdpbusd` multiplies unsigned by signed bytes, so the weights go in as `q + 128` and
+    /// `128 * Σ_s sc[s] * bsums[s]` comes off again; lane `l` of 64-byte chunk `c` covers values
+    /// `64c + 4l ..+ 4`, i.e. run `s = 4c + l / 4`, whose scale a permutation puts there.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    unsafe fn dot_k_impl(w: &[DecodedK], a: &[BlockQ8K]) -> f32 {
+        let k80 = _mm512_set1_epi8(-128);
+        let idx: [__m512i; 4] = std::array::from_fn(|c| {
+            let l = |i: i32| 4 * c as i32 + i / 4;
+            _mm512_setr_epi32(
+                l(0),
+                l(1),
+                l(2),
+                l(3),
+                l(4),
+                l(5),
+                l(6),
+                l(7),
+                l(8),
+                l(9),
+                l(10),
+                l(11),
+                l(12),
+                l(13),
+                l(14),
+                l(15),
+            )
+        });
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a) {
+            // SAFETY: `sc` and `bsums` hold 16 i16 (32 bytes); `q` and `qs` 256 bytes.
+            let (sc, bs) = unsafe {
+                (
+                    _mm256_loadu_si256(x.sc.as_ptr().cast()),
+                    _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+                )
+            };
+            let sc32 = _mm512_cvtepi16_epi32(sc);
+            let mut acc = _mm512_setzero_si512();
+            for (c, idx) in idx.iter().enumerate() {
+                // SAFETY: chunk `c` is bytes 64c..64c + 64 of 256.
+                let (wq, aq) = unsafe {
+                    (
+                        _mm512_loadu_si512(x.q.as_ptr().add(64 * c).cast()),
+                        _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast()),
+                    )
+                };
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, k80), aq);
+                let s = _mm512_permutexvar_epi32(*idx, sc32);
+                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, s));
+            }
+            let bias = hsum(_mm256_madd_epi16(sc, bs)).wrapping_mul(128);
+            let is = _mm512_reduce_add_epi32(acc).wrapping_sub(bias);
+            let ms = min_sum(x, y);
+            sum += (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32;
+        }
+        sum
+    }
+
+    /// `Σ q * a` of one 32-value block: `vpdpbusd` on `q + 128`, minus `128 * Σ a`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+    fn isum32(q: &[i8; 32], a: &[i8; 32]) -> i32 {
+        let k80 = _mm256_set1_epi8(-128);
+        // SAFETY: both arrays hold 32 bytes.
+        let (wq, aq) = unsafe {
+            (
+                _mm256_loadu_si256(q.as_ptr().cast()),
+                _mm256_loadu_si256(a.as_ptr().cast()),
+            )
+        };
+        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(wq, k80), aq);
+        let bias = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k80, aq);
+        hsum(_mm256_sub_epi32(p, bias))
+    }
+
+    pub(crate) fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8_0>(a);
+        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a.iter()) {
+            // SAFETY: dispatched only where the CPU has AVX-512 VL and VNNI.
+            let is = unsafe { isum32(&x.q, &y.qs) };
+            sum += (x.d * y.d.to_f32()) * is as f32;
+        }
+        sum
+    }
+
+    pub(crate) fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
+        let a = blocks_of::<BlockQ8_1>(a);
+        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+        let mut sum = 0.0f32;
+        for (x, y) in w.iter().zip(a.iter()) {
+            // SAFETY: dispatched only where the CPU has AVX-512 VL and VNNI.
+            let is = unsafe { isum32(&x.q, &y.qs) };
+            sum += (x.d * y.d.to_f32()) * is as f32 + x.m * y.s.to_f32();
+        }
+        sum
+    }
+}
