@@ -1,48 +1,50 @@
 #!/usr/bin/env python3
-"""Writes crates/kernels/tests/data/dequant_vectors.bin: random blocks of every GGUF weight type
-with the values gguf-py dequantizes them to (gguf-py's dequantization is bit-identical to ggml's;
-the fixtures README checked that with ggml itself). An independent reference for
-`dequantize_row`, including the types no fixture model uses (Q4_1, Q5_1, Q2_K, Q3_K, Q5_K).
+"""Bit-exact dequantization vectors for the kernels' tests, from gguf-py (whose dequantization is
+bit-identical to ggml's: ../shared/fixtures/tools/check_deq.c proves it per file).
 
-Needs numpy and gguf-py (llama.cpp's gguf-py folder on PYTHONPATH, or `pip install gguf`).
-Format, little-endian, repeated per type:
-  u32 type id, u32 n_values, u32 n_bytes, bytes[n_bytes], f32[n_values]
+For each type: random block bytes (every bit pattern; blocks whose values are not all finite and
+below 1e4 in magnitude are drawn again) and what gguf-py dequantizes them to:
+  crates/kernels/tests/data/dequant/<TYPE>.blocks  raw blocks, ggml layout
+  crates/kernels/tests/data/dequant/<TYPE>.f32     little-endian f32, block_len values per block
+
+Run with gguf-py of the peer's llama.cpp tree (../shared/peer/README.md):
+  PYTHONPATH=.peer/llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py .peer-venv/bin/python \
+      scripts/gen_dequant_vectors.py IQ2_XXS IQ4_NL ...
 """
-import struct
 import sys
+from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType as T
-from gguf import quants
+from gguf import GGMLQuantizationType, GGML_QUANT_SIZES
+from gguf.quants import dequantize
 
-TYPES = [T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
-BLOCKS = 8
-rng = np.random.default_rng(1234)
-out = bytearray()
-for t in TYPES:
-    block_len, block_bytes = {
-        T.F16: (1, 2), T.BF16: (1, 2), T.Q4_0: (32, 18), T.Q4_1: (32, 20), T.Q5_0: (32, 22),
-        T.Q5_1: (32, 24), T.Q8_0: (32, 34), T.Q2_K: (256, 84), T.Q3_K: (256, 110),
-        T.Q4_K: (256, 144), T.Q5_K: (256, 176), T.Q6_K: (256, 210),
-    }[t]
-    n_values = 256 * BLOCKS if block_len == 1 else block_len * BLOCKS
-    raw = bytearray(rng.integers(0, 256, size=n_values // block_len * block_bytes, dtype=np.uint8).tobytes())
-    # Keep every f16 scale finite and moderate: random bytes can be Inf/NaN.
-    scale_offsets = {T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0],
-                     T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208]}
-    for b in range(len(raw) // block_bytes):
-        for o in scale_offsets.get(t, []):
-            d = np.float16(rng.uniform(-0.1, 0.1)).tobytes()
-            raw[b * block_bytes + o: b * block_bytes + o + 2] = d
-    if t in (T.F16, T.BF16):
-        vals = rng.standard_normal(n_values).astype(np.float32)
-        if t == T.F16:
-            raw = bytearray(vals.astype(np.float16).tobytes())
-        else:
-            raw = bytearray((vals.view(np.uint32) >> 16).astype(np.uint16).tobytes())
-    deq = quants.dequantize(np.frombuffer(bytes(raw), dtype=np.uint8), t).astype(np.float32).reshape(-1)
-    assert deq.size == n_values, (t, deq.size)
-    out += struct.pack("<III", int(t), n_values, len(raw)) + bytes(raw) + deq.tobytes()
-path = sys.argv[1] if len(sys.argv) > 1 else "crates/kernels/tests/data/dequant_vectors.bin"
-open(path, "wb").write(out)
-print(f"wrote {path}: {len(out)} bytes, {len(TYPES)} types")
+OUT = Path(__file__).resolve().parent.parent / "crates/kernels/tests/data/dequant"
+BLOCKS = 16
+
+
+def vectors(name: str, seed: int):
+    qtype = GGMLQuantizationType[name]
+    block_len, block_bytes = GGML_QUANT_SIZES[qtype]
+    rng = np.random.default_rng(seed)
+    blocks, values = [], []
+    while len(blocks) < BLOCKS:
+        raw = rng.integers(0, 256, block_bytes, dtype=np.uint8)
+        with np.errstate(all="ignore"):
+            v = dequantize(raw, qtype).astype(np.float32).reshape(-1)
+        if v.size == block_len and np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e4):
+            blocks.append(raw)
+            values.append(v)
+    return np.concatenate(blocks), np.concatenate(values)
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(sys.argv[1:]):
+        raw, vals = vectors(name, 1000 + sum(map(ord, name)))
+        (OUT / f"{name}.blocks").write_bytes(raw.tobytes())
+        (OUT / f"{name}.f32").write_bytes(vals.astype("<f4").tobytes())
+        print(f"{name}: {BLOCKS} blocks, {raw.size} bytes, {vals.size} values")
+
+
+if __name__ == "__main__":
+    main()
