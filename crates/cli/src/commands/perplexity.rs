@@ -73,14 +73,19 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let n_vocab = file.config.n_vocab;
     let tok = &file.tokenizer;
-    let fingerprint = klfile::vocab_fingerprint(tok.vocab_size(), |id| tok.token_bytes(id));
+    // Replacing each chunk's first token by BOS, as llama.cpp does for models that add one.
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let describe = format!("{} bos {bos:?}", tok.kind());
+    let fingerprint =
+        klfile::vocab_fingerprint(&describe, tok.vocab_size(), |id| tok.token_bytes(id));
     let (tokens, plan) = match &reader {
         Some(r) => {
             let h = &r.header;
             ensure!(
                 h.n_vocab == n_vocab && h.vocab_fingerprint == fingerprint,
-                "the KL base file was made with another vocabulary (n_vocab {} vs this model's \
-                 {n_vocab}): compare models that share a tokenizer",
+                "the KL base file was made by a model with another tokenizer (vocabulary, \
+                 pre-tokenizer or BOS; n_vocab {} vs this model's {n_vocab}): compare models \
+                 that share a tokenizer, such as quantizations of one model",
                 h.n_vocab
             );
             if let Some(text) = &a.file {
@@ -122,8 +127,6 @@ pub fn run(a: Args) -> Result<()> {
     };
     let model = load_weights(&file)?;
     let pool = file.thread_pool();
-    // Replacing each chunk's first token by BOS, as llama.cpp does for models that add one.
-    let bos = if tok.add_bos() { tok.bos() } else { None };
     let mut runner = Runner::new(&model, &pool, plan, bos);
     evaluate(&mut runner, &tokens, mode)
 }

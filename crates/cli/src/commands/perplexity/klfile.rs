@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic "FRUGALKL" | u32 version (1) | u32 n_ctx | u32 n_vocab | u32 n_chunk
-//! | u64 vocabulary fingerprint (FNV-1a over every token's length and bytes)
+//! | u64 tokenizer fingerprint (FNV-1a over its kind, the BOS it adds, every token's bytes)
 //! | u32 tokens[n_chunk * n_ctx]            (the text's tokens, before any BOS substitution)
 //! | per chunk, per scored position (n_ctx - 1 - n_ctx/2 of them):
 //!     f32 scale | f32 min_log_prob | u16 q[n_vocab]   (log p[i] = scale * q[i] + min_log_prob)
@@ -46,15 +46,21 @@ impl Header {
     }
 }
 
-/// A fingerprint of a vocabulary: the same for every quantization of one model, different for a
-/// model with other tokens.
-pub fn vocab_fingerprint(n_vocab: usize, token_bytes: impl Fn(u32) -> Vec<u8>) -> u64 {
+/// A fingerprint of a tokenizer: the same for every quantization of one model, different for a
+/// model with other tokens, another pre-tokenizer or another BOS policy (`describe` says the
+/// last two), since the saved tokens and their BOS substitution must mean the same to both.
+pub fn vocab_fingerprint(
+    describe: &str,
+    n_vocab: usize,
+    token_bytes: impl Fn(u32) -> Vec<u8>,
+) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
+    eat(describe.as_bytes());
     for id in 0..n_vocab as u32 {
         let t = token_bytes(id);
         eat(&(t.len() as u32).to_le_bytes());
@@ -281,19 +287,16 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_tell_vocabularies_apart() {
-        let a = vocab_fingerprint(3, |id| vec![b'a' + id as u8]);
-        assert_eq!(a, vocab_fingerprint(3, |id| vec![b'a' + id as u8]));
-        assert_ne!(a, vocab_fingerprint(3, |id| vec![b'b' + id as u8]));
+    fn fingerprints_tell_tokenizers_apart() {
+        let a = vocab_fingerprint("bpe", 3, |id| vec![b'a' + id as u8]);
+        assert_eq!(a, vocab_fingerprint("bpe", 3, |id| vec![b'a' + id as u8]));
+        assert_ne!(a, vocab_fingerprint("bpe", 3, |id| vec![b'b' + id as u8]));
+        assert_ne!(a, vocab_fingerprint("spm", 3, |id| vec![b'a' + id as u8]));
         // Lengths are part of it: ["ab", ""] is not ["a", "b"].
-        let split = vocab_fingerprint(2, |id| {
-            if id == 0 {
-                b"a".to_vec()
-            } else {
-                b"b".to_vec()
-            }
-        });
-        let joined = vocab_fingerprint(2, |id| if id == 0 { b"ab".to_vec() } else { Vec::new() });
-        assert_ne!(split, joined);
+        let two = |a: &'static [u8], b: &'static [u8]| {
+            move |id: u32| if id == 0 { a.to_vec() } else { b.to_vec() }
+        };
+        let split = vocab_fingerprint("", 2, two(b"a", b"b"));
+        assert_ne!(split, vocab_fingerprint("", 2, two(b"ab", b"")));
     }
 }
