@@ -183,10 +183,9 @@ impl<'a> Runner<'a> {
     }
 
     /// The logits of positions `first..n_ctx` of each of `chunks` (consecutive chunk indices, at
-    /// most `n_seq`), one `[n_ctx - first, n_vocab]` array per chunk.
-    fn eval(&mut self, tokens: &[u32], chunks: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
+    /// most `n_seq`): `[chunks, n_ctx - first, n_vocab]`.
+    fn eval(&mut self, tokens: &[u32], chunks: std::ops::Range<usize>) -> Result<Vec<f32>> {
         let p = self.plan;
-        let n_vocab = self.model.config().n_vocab;
         // Writing from position 0 again is what empties the cache: attention reads only the
         // positions before each token.
         let seqs: Vec<Vec<u32>> = chunks
@@ -198,7 +197,10 @@ impl<'a> Runner<'a> {
                 t
             })
             .collect();
-        let mut out = vec![Vec::with_capacity((p.n_ctx - p.first) * n_vocab); seqs.len()];
+        // Several chunks side by side means one batch covers whole chunks, so one pass returns
+        // all their scored rows, chunk after chunk; otherwise the passes of the one chunk follow
+        // each other. Either way the rows arrive in the order returned, without a copy per chunk.
+        let mut out = Vec::new();
         for (range, want) in p.passes() {
             let batch: Vec<SeqChunk> = seqs
                 .iter()
@@ -211,10 +213,10 @@ impl<'a> Runner<'a> {
                 })
                 .collect();
             let logits = self.model.forward(self.pool, &mut self.kv, &batch)?;
-            if want {
-                for (o, part) in out.iter_mut().zip(logits.chunks(range.len() * n_vocab)) {
-                    o.extend_from_slice(part);
-                }
+            if out.is_empty() {
+                out = logits;
+            } else {
+                out.extend_from_slice(&logits);
             }
         }
         Ok(out)
@@ -252,7 +254,8 @@ fn evaluate(runner: &mut Runner, tokens: &[u32], mut mode: Mode) -> Result<()> {
                 writeln!(stdout, "{}", report::CHUNK_HEADER)?;
             }
         }
-        for (c, logits) in group.zip(&logits) {
+        let per_chunk = (p.n_ctx - p.first) * runner.model.config().n_vocab;
+        for (c, logits) in group.zip(logits.chunks(per_chunk)) {
             let from = c * p.n_ctx + p.first + 1;
             let targets = &tokens[from..from + p.n_scored()];
             score_chunk(runner.pool, &mut mode, logits, targets)?;

@@ -78,7 +78,8 @@ impl Plan {
     }
 
     /// The position ranges of one chunk's forward passes, in order: each batch is cut at `first`
-    /// so that logits are asked for (`true`) only from there on.
+    /// so that logits are asked for (`true`) only from there on. With several chunks side by side
+    /// a batch spans whole chunks, so there is one pass with logits.
     pub fn passes(&self) -> Vec<(std::ops::Range<usize>, bool)> {
         let mut out = Vec::new();
         let mut a = 0;
@@ -401,6 +402,7 @@ mod tests {
         assert_eq!(p.n_scored(), 63);
         let p = Plan::new(1000, 128, 300, Some(3)).unwrap();
         assert_eq!((p.n_chunk, p.n_seq, p.n_batch), (3, 2, 256));
+        assert_eq!(p.passes(), vec![(0..64, false), (64..128, true)]);
         let p = Plan::new(1000, 128, 100, Some(99)).unwrap();
         assert_eq!((p.n_chunk, p.n_seq, p.n_batch), (7, 1, 100));
         // Logits only from `first` on: the batch that straddles it is cut there.
