@@ -52,6 +52,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Measure this machine's memory read bandwidth (the ceiling for decode speed).
     Membw(commands::membw::Args),
+    /// Perplexity of a text, or KL divergence from a base model, like llama-perplexity.
+    Perplexity(commands::perplexity::Args),
     /// Generate text from a prompt, or chat interactively with --chat.
     Run(commands::run::Args),
     /// Serve the model over an OpenAI-compatible HTTP API.
@@ -81,6 +83,7 @@ fn main() {
         Command::Info(a) => commands::info::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Membw(a) => commands::membw::run(a),
+        Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Tokenize(a) => commands::tokenize::run_tokenize(a),

@@ -3,6 +3,7 @@ pub mod chat_input;
 pub mod info;
 pub mod logits;
 pub mod membw;
+pub mod perplexity;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
