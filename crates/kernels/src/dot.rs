@@ -5,12 +5,7 @@ use crate::cpu::Isa;
 use crate::dot_scalar;
 use crate::types::GgmlType;
 
-/// Dot product of `n` values: a weight row (ggml bytes of the weight type) with an activation row
-/// (bytes of its `vec_dot_type`).
-pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
-
-/// One weight row against four activation rows (prefill): the weight blocks are decoded once.
-pub type VecDot4Fn = fn(n: usize, w: &[u8], a: &[&[u8]; 4]) -> [f32; 4];
+pub use crate::simd::{VecDot4Fn, VecDotFn};
 
 /// A four-row kernel for `ty` at `isa` or below, if one exists (else use [`vec_dot_fn`] per row).
 /// Each of its results is bit-identical to `vec_dot_fn(ty, isa)` on that row, so batching tokens
@@ -73,8 +68,7 @@ pub fn scalar_fn(ty: GgmlType) -> VecDotFn {
     )
 }
 
-/// Quantizes one activation row into `ty`; `dst` holds exactly `ty.row_bytes(src.len())` bytes.
-pub type QuantizeRowFn = fn(src: &[f32], dst: &mut [u8]);
+pub use crate::simd::QuantizeRowFn;
 
 /// The fastest activation quantizer for `ty` (F32, F16, BF16, Q8_0, Q8_1 or Q8_K) at `isa` or
 /// below. Every level writes exactly the bytes of the scalar [`crate::quantize::quantize_row`].

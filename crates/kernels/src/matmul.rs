@@ -8,52 +8,16 @@
 
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
-use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn};
+use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn, VecDot4Fn, VecDotFn};
 use crate::packed::{matmul_packed, ActAux, Acts, Packed};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quant::{Decoded32, DecodedK, Kernels};
-use crate::storage::{SharedBytes, WeightBytes};
+use crate::storage::{AlignedBytes, SharedBytes, WeightBytes};
 use crate::types::GgmlType;
 use crate::types::{QK, QK_K};
 use crate::KernelError;
-use bytemuck::{Pod, Zeroable};
 use std::sync::OnceLock;
-
-#[derive(Clone, Copy, Pod, Zeroable)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-/// A 64-byte-aligned byte buffer (block views need 2- or 4-byte alignment; SIMD loads prefer 64).
-#[derive(Clone)]
-pub struct AlignedBytes {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    pub fn zeroed(len: usize) -> AlignedBytes {
-        AlignedBytes {
-            // Zeroed by the allocator (fresh pages from the OS for large buffers), not written.
-            lines: bytemuck::zeroed_vec(len.div_ceil(64)),
-            len,
-        }
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> AlignedBytes {
-        let mut a = AlignedBytes::zeroed(bytes.len());
-        a.as_mut_slice().copy_from_slice(bytes);
-        a
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        &bytemuck::cast_slice(&self.lines)[..self.len]
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
-    }
-}
 
 /// A weight matrix `[rows x cols]` in a ggml type: rows are output features, cols are inputs.
 #[derive(Clone)]
@@ -66,6 +30,37 @@ pub struct Matrix {
     data: WeightBytes,
     /// The row-interleaved layout of the packed GEMM, built on first use (see [`Matrix::repack`]).
     packed: OnceLock<Option<Box<Packed>>>,
+    /// How [`matmul`] computes with this matrix, chosen once when it is made.
+    plan: Plan,
+}
+
+/// The kernels of a matrix, chosen once from its type and `Isa::best()`: the packed GEMM (its
+/// layout built on first use), a decoded type's decoder and generic dot product, or a row kernel
+/// (one token, and four at a time where the type has such a kernel).
+#[derive(Clone, Copy)]
+enum Plan {
+    Packed,
+    Decoded(Kernels),
+    Rows {
+        dot: VecDotFn,
+        dot4: Option<VecDot4Fn>,
+    },
+}
+
+impl Plan {
+    fn new(ty: GgmlType, may_pack: bool) -> Plan {
+        let isa = Isa::best();
+        if may_pack && crate::packed::packs(ty) {
+            return Plan::Packed;
+        }
+        if let Some(k) = crate::quant::kernels(ty, isa) {
+            return Plan::Decoded(k);
+        }
+        Plan::Rows {
+            dot: vec_dot_fn(ty, isa),
+            dot4: vec_dot4_fn(ty, isa),
+        }
+    }
 }
 
 impl Matrix {
@@ -84,6 +79,7 @@ impl Matrix {
             row_bytes,
             data: WeightBytes::copy_of(bytes),
             packed: OnceLock::new(),
+            plan: Plan::new(ty, true),
         })
     }
 
@@ -113,6 +109,7 @@ impl Matrix {
             row_bytes,
             data,
             packed: OnceLock::new(),
+            plan: Plan::new(ty, true),
         })
     }
 
@@ -150,6 +147,7 @@ impl Matrix {
             row_bytes: cols * 4,
             data: WeightBytes::copy_of(bytemuck::cast_slice(&values)),
             packed: OnceLock::new(),
+            plan: Plan::new(GgmlType::F32, true),
         }
     }
 
@@ -179,6 +177,7 @@ impl Matrix {
     /// (MoE experts of a model larger than RAM).
     pub fn without_repack(mut self) -> Matrix {
         self.packed = OnceLock::from(None);
+        self.plan = Plan::new(self.ty, false);
         self
     }
 
@@ -336,7 +335,7 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
         let requantized = quantize_activations(pool, w.ty.vec_dot_type(), &x, qa.n_tokens);
         return matmul_quantized(pool, w, &requantized, y);
     }
-    if let Some(p) = w.packed() {
+    if let (Plan::Packed, Some(p)) = (w.plan, w.packed()) {
         let aux = qa.aux.get_or_init(|| {
             ActAux::new(pool, qa.ty, qa.data.as_slice(), qa.row_bytes, qa.n_tokens)
         });
@@ -349,21 +348,28 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
         return matmul_packed(pool, p, &acts, y);
     }
     let out = SharedOut(y.as_mut_ptr());
-    let (rows, n) = (w.rows, qa.n_tokens);
-    let decoded = crate::quant::kernels(w.ty, Isa::best());
+    let rows = w.rows;
     pool.run(&|tid, nth| {
         let (r0, r1) = (rows * tid / nth, rows * (tid + 1) / nth);
         // SAFETY: thread `tid` writes only y[t * rows + r] for r in r0..r1, and these ranges are
         // disjoint across threads; `y` outlives `run`, which returns after every thread is done.
         let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
-        match decoded {
-            Some(Kernels::K { decode, dot }) => {
+        match w.plan {
+            Plan::Decoded(Kernels::K { decode, dot }) => {
                 decoded_rows(w, qa, r0..r1, (DecodedK::ZERO, QK_K), decode, dot, &write)
             }
-            Some(Kernels::B32 { decode, dot }) => {
+            Plan::Decoded(Kernels::B32 { decode, dot }) => {
                 decoded_rows(w, qa, r0..r1, (Decoded32::ZERO, QK), decode, dot, &write)
             }
-            None => matmul_rows(w, qa, r0..r1, n, &write),
+            Plan::Rows { dot, dot4 } => matmul_rows(w, qa, r0..r1, (dot, dot4), &write),
+            // A type that packs but whose layout could not be built: its row kernels.
+            Plan::Packed => {
+                let kernels = (
+                    vec_dot_fn(w.ty, Isa::best()),
+                    vec_dot4_fn(w.ty, Isa::best()),
+                );
+                matmul_rows(w, qa, r0..r1, kernels, &write)
+            }
         }
     });
 }
@@ -403,11 +409,10 @@ fn matmul_rows(
     w: &Matrix,
     qa: &QuantizedActivations,
     rows: std::ops::Range<usize>,
-    n: usize,
+    (dot, dot4): (VecDotFn, Option<VecDot4Fn>),
     write: &dyn Fn(usize, usize, f32),
 ) {
-    let cols = w.cols;
-    let dot = vec_dot_fn(w.ty, Isa::best());
+    let (cols, n) = (w.cols, qa.n_tokens);
     if n == 1 {
         let a = qa.row(0);
         for r in rows {
@@ -415,7 +420,6 @@ fn matmul_rows(
         }
         return;
     }
-    let dot4 = vec_dot4_fn(w.ty, Isa::best());
     // A multiple of 4 tokens (the four-token kernels' step), at least 4.
     let token_block = (TOKEN_BLOCK_BYTES / qa.row_bytes.max(1)).max(4) / 4 * 4;
     for t0 in (0..n).step_by(token_block) {

@@ -33,9 +33,9 @@
 use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0};
 use crate::cpu::Isa;
 use crate::dequant::{blocks_of, scale_min_k4};
-use crate::matmul::AlignedBytes;
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
+use crate::storage::AlignedBytes;
 use crate::types::{GgmlType, QK, QK_K};
 use std::mem::size_of;
 
@@ -270,8 +270,7 @@ pub(crate) struct ActAux {
     pub data: Vec<i32>,
 }
 
-/// i32 values of [`ActAux`] per Q8_K block.
-pub(crate) const AUX_K: usize = 20;
+pub(crate) use crate::simd::gemm512::AUX_K;
 
 impl ActAux {
     pub(crate) fn new(
@@ -350,7 +349,7 @@ pub(crate) fn matmul_packed(pool: &ThreadPool, p: &Packed, a: &Acts<'_>, y: &mut
     assert_eq!(a.q.len(), a.row_bytes * n, "matmul: activation size");
     assert_eq!(a.aux.data.len(), a.aux.per_token * n, "matmul: aux size");
     let groups = p.groups();
-    let out = crate::simd::OutPtr(y.as_mut_ptr());
+    let out = OutPtr(y.as_mut_ptr());
     let token_block = (TOKEN_BLOCK_BYTES / a.row_bytes.max(1)).max(8) / 8 * 8;
     pool.run(&|tid, nth| {
         let (g0, g1) = (groups * tid / nth, groups * (tid + 1) / nth);
@@ -359,7 +358,7 @@ pub(crate) fn matmul_packed(pool: &ThreadPool, p: &Packed, a: &Acts<'_>, y: &mut
             for g in g0..g1 {
                 // SAFETY: thread `tid` writes only rows of its groups g0..g1 (disjoint across
                 // threads), tokens t0..t1 < n, within `y` of rows * n values, which outlives `run`.
-                unsafe { crate::simd::gemm_group(p, g, p.group(g), a, t0..t1, &out) };
+                unsafe { gemm_group(p, g, p.group(g), a, t0..t1, &out) };
             }
         }
     });
@@ -372,5 +371,99 @@ impl Packed {
 
     pub(crate) fn stride(&self) -> usize {
         self.stride
+    }
+}
+
+/// The output of a packed matmul, written by several threads at disjoint indices.
+pub(crate) struct OutPtr(pub *mut f32);
+
+// SAFETY: only a pointer; `packed::matmul_packed` makes every index written by at most one thread
+// and keeps the buffer alive until all threads are done.
+unsafe impl Sync for OutPtr {}
+
+/// Tokens per GEMM tile of the AVX-512 kernels.
+const TILE: usize = 8;
+
+/// Tokens per GEMM tile of the AVX2 kernels (16 registers: fewer accumulators fit).
+const TILE256: usize = 4;
+
+/// Computes rows `16 g..` (at most 16, fewer in a last partial group) of `y` for tokens `tokens`
+/// with the packed kernels: `y[t * rows + r] = W[r] · a[t]`.
+///
+/// # Safety
+/// `out` points to the `p.rows() * a.n_tokens` values of `y`, no other thread accesses those
+/// rows of those tokens meanwhile, and `tokens.end <= a.n_tokens`. `group` is group `g` of `p`.
+/// The CPU has `Isa::best()` (`packed::packs` says it is at least `Isa::Avx2` before any packed
+/// layout is built): `gemm512` runs at `Isa::Avx512Vnni`, `gemm256` below.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn gemm_group(
+    p: &Packed,
+    g: usize,
+    group: &[u8],
+    a: &Acts<'_>,
+    tokens: std::ops::Range<usize>,
+    out: &OutPtr,
+) {
+    use crate::simd::{gemm256, gemm512};
+    use gemm512::Kind;
+    assert!(Isa::best() >= Isa::Avx2, "packed GEMM without AVX2");
+    let kind = match p.ty() {
+        GgmlType::Q8_0 => Kind::Q32(gemm512::Q8_0),
+        GgmlType::Q4_0 => Kind::Q32(gemm512::Q4_0),
+        GgmlType::Q5_0 => Kind::Q32(gemm512::Q5_0),
+        GgmlType::Q4_K => Kind::Q4K,
+        GgmlType::Q6_K => Kind::Q6K,
+        t => unreachable!("{t} has no packed layout"),
+    };
+    let (nb, stride, rows) = (p.nb(), p.stride(), p.rows());
+    assert!(group.len() == nb * stride && tokens.end <= a.n_tokens && 16 * g < rows);
+    assert!(
+        a.q.len() >= a.n_tokens * a.row_bytes && a.aux.data.len() >= a.n_tokens * a.aux.per_token
+    );
+    let live = (rows - 16 * g).min(16);
+    let mask = if live == 16 {
+        !0u16
+    } else {
+        (1u16 << live) - 1
+    };
+    let w = group.as_ptr();
+    let act = |t: usize| a.q[t * a.row_bytes..].as_ptr();
+    let aux = |t: usize| a.aux.data[t * a.aux.per_token..].as_ptr();
+    // SAFETY: token t's output row starts at t * rows < rows * n_tokens; the caller owns lanes
+    // 16g..16g + live of it, which `mask` selects.
+    let dst = |t: usize| unsafe { out.0.add(t * rows + 16 * g) };
+    let mut t = tokens.start;
+    let avx512 = Isa::best() == Isa::Avx512Vnni;
+    macro_rules! run {
+        ($m:ident, $n:expr) => {
+            while tokens.end - t >= $n {
+                let ts: [usize; $n] = std::array::from_fn(|i| t + i);
+                // SAFETY: `group` holds nb records; each token row holds nb blocks of the
+                // activation type and its aux values (the asserts above and `matmul_packed`'s);
+                // the outputs are as the caller guarantees; the CPU has the features of `$m`
+                // (`Isa::best()`, checked above and by `packs`).
+                unsafe {
+                    $m::tile::<$n>(
+                        kind,
+                        nb,
+                        stride,
+                        w,
+                        ts.map(act),
+                        ts.map(aux),
+                        ts.map(dst),
+                        mask,
+                    )
+                };
+                t += $n;
+            }
+        };
+    }
+    if avx512 {
+        run!(gemm512, TILE);
+        run!(gemm512, 4);
+        run!(gemm512, 1);
+    } else {
+        run!(gemm256, TILE256);
+        run!(gemm256, 1);
     }
 }

@@ -8,9 +8,44 @@
 //! is sound; [`crate::Matrix::from_mapped`] still copies regions that are not 4-byte aligned, to keep
 //! the fast paths.
 
-use crate::matmul::AlignedBytes;
 use crate::KernelError;
+use bytemuck::{Pod, Zeroable};
 use std::sync::Arc;
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A 64-byte-aligned byte buffer (block views need 2- or 4-byte alignment; SIMD loads prefer 64).
+#[derive(Clone)]
+pub struct AlignedBytes {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        AlignedBytes {
+            // Zeroed by the allocator (fresh pages from the OS for large buffers), not written.
+            lines: bytemuck::zeroed_vec(len.div_ceil(64)),
+            len,
+        }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> AlignedBytes {
+        let mut a = AlignedBytes::zeroed(bytes.len());
+        a.as_mut_slice().copy_from_slice(bytes);
+        a
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
 
 /// An immutable byte image that several weight matrices can borrow regions of (the formats crate
 /// implements it for its memory map).

@@ -2,7 +2,7 @@
 //!
 //! A family owns its block layouts, its dequantization (bit-exact with ggml / gguf-py) and a
 //! decoder per instruction-set level that turns a row of blocks into the [`decoded`] form; the
-//! generic kernels ([`decoded`] for the reference, `simd::decoded` for AVX2 and AVX-512) multiply
+//! generic kernels ([`decoded`]: the reference, and its AVX2 and AVX-512 versions) multiply
 //! that form with quantized activations. Adding a type means adding it to its family's folder and
 //! one line to each `match` below.
 
@@ -51,7 +51,7 @@ pub fn kernels(ty: GgmlType, isa: Isa) -> Option<Kernels> {
 
 /// The generic dot product over decoded super-blocks at `isa` or the best level below it.
 pub fn dot_k_fn(isa: Isa) -> DotKFn {
-    crate::simd::decoded_dot_k(isa.min(Isa::best_available())).unwrap_or(decoded::dot_k)
+    decoded::simd_dot_k(isa.min(Isa::best_available())).unwrap_or(decoded::dot_k)
 }
 
 /// The generic dot product over decoded 32-value blocks against activations of type `act`
@@ -63,7 +63,7 @@ pub fn dot_32_fn(isa: Isa, act: GgmlType) -> Dot32Fn {
     } else {
         decoded::dot_32_q8_0
     };
-    crate::simd::decoded_dot_32(isa.min(Isa::best_available()), q8_1).unwrap_or(reference)
+    decoded::simd_dot_32(isa.min(Isa::best_available()), q8_1).unwrap_or(reference)
 }
 
 /// Dot product of `n` values of a decoded type with its activations, at `isa` or below: the row

@@ -78,8 +78,8 @@ macro_rules! sum_blocks_x4 {
     }};
 }
 
+use super::VecDotFn;
 use crate::cpu::Isa;
-use crate::dot::VecDotFn;
 
 /// The kernel for `ty`, if this level has one.
 pub fn kernel(ty: GgmlType) -> Option<VecDotFn> {
@@ -98,7 +98,7 @@ pub fn kernel(ty: GgmlType) -> Option<VecDotFn> {
 }
 
 /// The four-row kernel for `ty`, if this level has one.
-pub fn kernel4(ty: GgmlType) -> Option<crate::dot::VecDot4Fn> {
+pub fn kernel4(ty: GgmlType) -> Option<super::VecDot4Fn> {
     Some(match ty {
         GgmlType::Q8_0 => q8_0_x4,
         GgmlType::Q4_0 => q4_0_x4,
@@ -616,7 +616,7 @@ fn dpbusd_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 /// The SIMD activation quantizer for `ty`, if this level has one. Each produces exactly the bytes
 /// of `quantize::quantize_row` (same float operations; `vcvtps2dq` rounds half to even like the
 /// scalar magic-number rounding), and hands blocks with non-finite values to the scalar code.
-pub fn quantizer(ty: GgmlType) -> Option<crate::dot::QuantizeRowFn> {
+pub fn quantizer(ty: GgmlType) -> Option<super::QuantizeRowFn> {
     Some(match ty {
         GgmlType::Q8_0 => quantize_q8_0,
         GgmlType::Q8_K => quantize_q8_k,

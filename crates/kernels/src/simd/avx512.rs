@@ -15,8 +15,8 @@
 //! the `unsafe` inside is the `#[target_feature]` call, made after the dispatcher confirmed the CPU
 //! has those features (`Isa::available`, plus `avx512bf16` for the BF16 dot-product kernel).
 
+use super::{VecDot4Fn, VecDotFn};
 use crate::cpu::Isa;
-use crate::dot::{VecDot4Fn, VecDotFn};
 use crate::types::{GgmlType, QK, QK_K};
 use std::arch::x86_64::*;
 

@@ -22,9 +22,8 @@
 //! multiplications and additions in the same order, never fused), so the results equal
 //! `dot_scalar` bit for bit, like `gemm512`'s.
 
-use super::gemm512::{Kind, Q4_0, Q5_0, Q8_0};
+use super::gemm512::{Kind, AUX_K, Q4_0, Q5_0, Q8_0};
 use crate::blocks::{BlockQ8K, BlockQ8_0};
-use crate::packed::AUX_K;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 

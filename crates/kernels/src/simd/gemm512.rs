@@ -6,9 +6,12 @@
 //! so the results equal `dot_scalar` bit for bit.
 
 use crate::blocks::{BlockQ8K, BlockQ8_0};
-use crate::packed::AUX_K;
 use std::arch::x86_64::*;
 use std::mem::size_of;
+
+/// i32 values of the packed layout's per-token activation side data (`packed::ActAux`) per Q8_K
+/// block.
+pub(crate) const AUX_K: usize = 20;
 
 // Kinds of the 32-value block formats.
 pub const Q8_0: u8 = 0;

@@ -6,9 +6,9 @@
 //! Each public kernel is a safe function that checks slice lengths first; the `unsafe` inside is
 //! the `#[target_feature]` call, made only where the dispatcher saw the features.
 
+use super::{Decoded32, DecodedK};
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::dequant::blocks_of;
-use crate::quant::decoded::{Decoded32, DecodedK};
 use std::arch::x86_64::*;
 
 pub(crate) mod avx2 {

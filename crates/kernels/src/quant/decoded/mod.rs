@@ -3,11 +3,15 @@
 //! A family's decoder turns each weight block into small signed integers `q` with integer scales,
 //! so that one block's part of a dot product with quantized activations is an exact integer sum
 //! scaled by floats in a fixed order. ggml's dot products for every k-, i- and t-quant, Q4_1,
-//! Q5_1, IQ4_NL and MXFP4 have that shape; the generic kernels (`simd::decoded` at each
+//! Q5_1, IQ4_NL and MXFP4 have that shape; the generic kernels (`x86`: AVX2 and AVX-512, at each
 //! instruction-set level) compute the same integers and the same float operations as the
 //! functions here, so they agree with them bit for bit.
 
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::cpu::Isa;
 use crate::dequant::blocks_of;
 use crate::types::{QK, QK_K};
 
@@ -118,3 +122,40 @@ const _: () = {
     assert!(std::mem::size_of::<DecodedK>() == 384);
     assert!(std::mem::size_of::<Decoded32>() == 40);
 };
+
+/// The generic dot product over decoded super-blocks at `isa` (checked available), if SIMD.
+pub(super) fn simd_dot_k(isa: Isa) -> Option<super::DotKFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match isa {
+            Isa::Avx512Vnni => Some(x86::avx512::dot_k),
+            Isa::Avx2 => Some(x86::avx2::dot_k),
+            Isa::Scalar => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = isa;
+        None
+    }
+}
+
+/// The generic dot product over decoded 32-value blocks against Q8_1 (`q8_1`) or Q8_0 activations.
+pub(super) fn simd_dot_32(isa: Isa, q8_1: bool) -> Option<super::Dot32Fn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use x86::{avx2, avx512};
+        match (isa, q8_1) {
+            (Isa::Avx512Vnni, true) => Some(avx512::dot_32_q8_1),
+            (Isa::Avx512Vnni, false) => Some(avx512::dot_32_q8_0),
+            (Isa::Avx2, true) => Some(avx2::dot_32_q8_1),
+            (Isa::Avx2, false) => Some(avx2::dot_32_q8_0),
+            (Isa::Scalar, _) => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, q8_1);
+        None
+    }
+}
