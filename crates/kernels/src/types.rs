@@ -56,7 +56,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with.
-    pub const ALL: [GgmlType; 17] = [
+    pub const ALL: [GgmlType; 19] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -74,6 +74,8 @@ impl GgmlType {
         GgmlType::BF16,
         GgmlType::IQ4_NL,
         GgmlType::IQ4_XS,
+        GgmlType::IQ3_XXS,
+        GgmlType::IQ3_S,
     ];
 
     /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.

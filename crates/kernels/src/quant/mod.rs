@@ -7,6 +7,7 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+mod iq3;
 mod iq4;
 mod legacy;
 
@@ -33,6 +34,7 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     match ty {
         GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
         GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::decoder(ty, isa),
+        GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::decoder(ty, isa),
         _ => None,
     }
 }
@@ -97,6 +99,7 @@ pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool 
     // Families add their types here: `GgmlType::X => family::dequantize_row(ty, src, dst)`.
     match ty {
         GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::dequantize_row(ty, src, dst),
+        GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::dequantize_row(ty, src, dst),
         _ => false,
     }
 }

@@ -159,4 +159,4 @@ fn dequantize_group(dl: f32, qs: &[u8; 16], y: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(in crate::quant) mod tests;

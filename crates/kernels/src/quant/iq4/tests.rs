@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Random blocks with a finite scale `d` (the first two bytes) of moderate size.
-fn random_row(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
+pub(in crate::quant) fn random_row(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
     let mut w = vec![0u8; ty.row_bytes(n).unwrap()];
     rng.fill(&mut w[..]);
     for b in w.chunks_exact_mut(ty.block_bytes()) {
@@ -18,7 +18,7 @@ fn random_row(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
     w
 }
 
-fn acts(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
+pub(in crate::quant) fn acts(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
     let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
     let mut a = vec![0u8; ty.row_bytes(n).unwrap()];
     crate::dot::quantize_row(ty, &x, &mut a);
@@ -149,7 +149,7 @@ fn decode_speed() {
 }
 
 /// Best of 20 runs of `f`, in ns.
-pub(crate) fn time(mut f: impl FnMut()) -> f64 {
+pub(in crate::quant) fn time(mut f: impl FnMut()) -> f64 {
     (0..20)
         .map(|_| {
             let t = std::time::Instant::now();
