@@ -136,8 +136,9 @@ fn put_group(grid: &[u32], idx: impl Fn(usize) -> usize, signs: u32, q: &mut [i8
         let p = grid[idx(k)].to_le_bytes();
         for j in 0..4 {
             let v = 4 * k + j;
-            let g = p[j] as i8;
-            q[v] = if signs >> v & 1 != 0 { -g } else { g };
+            // `s` is -1 for a negative value: (g ^ s) - s is then -g, else g.
+            let s = -(((signs >> v) & 1) as i8);
+            q[v] = ((p[j] as i8) ^ s).wrapping_sub(s);
         }
     }
 }
