@@ -856,7 +856,11 @@ mod tests {
         }
         for ty in GgmlType::ALL {
             let mut out = vec![0xAAu8; ty.row_bytes(256).unwrap()];
-            quantize_weights(ty, &x, &mut out).unwrap();
+            // Types read from files only (no quantizer here) are skipped.
+            match quantize_weights(ty, &x, &mut out) {
+                Err(KernelError::Unsupported(_)) => continue,
+                r => r.unwrap(),
+            }
             let mut back = vec![1.0f32; 256];
             dequantize_row(ty, &out, &mut back);
             assert!(back.iter().all(|&v| v == 0.0), "{ty}");
@@ -940,7 +944,11 @@ mod tests {
         for ty in GgmlType::ALL {
             let len = ty.row_bytes(256).unwrap();
             let mut buf = vec![0u8; len + 1];
-            quantize_weights(ty, &x, &mut buf[1..]).unwrap();
+            // Types read from files only (no quantizer here) are skipped.
+            match quantize_weights(ty, &x, &mut buf[1..]) {
+                Err(KernelError::Unsupported(_)) => continue,
+                r => r.unwrap(),
+            }
             let mut aligned = vec![0u8; len];
             quantize_weights(ty, &x, &mut aligned).unwrap();
             assert_eq!(&buf[1..], &aligned[..], "{ty}");
