@@ -56,7 +56,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with.
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 18] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -72,6 +72,9 @@ impl GgmlType {
         GgmlType::Q6_K,
         GgmlType::Q8_K,
         GgmlType::BF16,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
     ];
 
     /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.

@@ -7,11 +7,15 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+mod fp4;
 mod legacy;
+mod ternary;
 
 use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
+pub(crate) use fp4::quantize_mxfp4;
+pub(crate) use ternary::{quantize_tq1_0, quantize_tq2_0};
 
 /// Dot product of a decoded row with an activation row (bytes of the type's `vec_dot_type`).
 pub type DotKFn = fn(w: &[DecodedK], a: &[u8]) -> f32;
@@ -31,6 +35,8 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     let isa = isa.min(Isa::best_available());
     match ty {
         GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::decoder(ty, isa),
+        GgmlType::MXFP4 => fp4::decoder(ty, isa),
         _ => None,
     }
 }
@@ -93,6 +99,9 @@ pub fn vec_dot(ty: GgmlType, isa: Isa, n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Dequantizes a row of a family's type into `dst`; `false` if `ty` belongs to no family here.
 pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
     // Families add their types here: `GgmlType::X => family::dequantize_row(ty, src, dst)`.
-    let _ = (ty, src, dst);
-    false
+    match ty {
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::dequantize_row(ty, src, dst),
+        GgmlType::MXFP4 => fp4::dequantize_row(ty, src, dst),
+        _ => false,
+    }
 }
