@@ -10,7 +10,12 @@ below 1e4 in magnitude are drawn again) and what gguf-py dequantizes them to:
 Run with gguf-py of the peer's llama.cpp tree (../shared/peer/README.md):
   PYTHONPATH=.peer/llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py .peer-venv/bin/python \
       scripts/gen_dequant_vectors.py IQ2_XXS IQ4_NL ...
+
+Types gguf-py cannot dequantize (Q1_0, Q2_0) are dequantized by ggml itself instead: its
+`to_float` from the peer's libggml-base.so (.peer/build/bin, or the file named by GGML_BASE_LIB).
 """
+import ctypes
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +25,33 @@ from gguf.quants import dequantize
 
 OUT = Path(__file__).resolve().parent.parent / "crates/kernels/tests/data/dequant"
 BLOCKS = 16
+GGML_BASE_LIB = os.environ.get("GGML_BASE_LIB", ".peer/build/bin/libggml-base.so")
+
+
+class _TypeTraits(ctypes.Structure):
+    # ggml.h's struct ggml_type_traits
+    _fields_ = [("type_name", ctypes.c_char_p), ("blck_size", ctypes.c_int64),
+                ("blck_size_interleave", ctypes.c_int64), ("type_size", ctypes.c_size_t),
+                ("is_quantized", ctypes.c_bool), ("to_float", ctypes.c_void_p),
+                ("from_float_ref", ctypes.c_void_p)]
+
+
+def ggml_dequantize(raw: np.ndarray, qtype, block_len: int) -> np.ndarray:
+    lib = ctypes.CDLL(GGML_BASE_LIB)
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+    traits = lib.ggml_get_type_traits(int(qtype)).contents
+    to_float = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(traits.to_float)
+    src = np.ascontiguousarray(raw, dtype=np.uint8)
+    out = np.zeros(block_len, dtype=np.float32)
+    to_float(src.ctypes.data, out.ctypes.data, block_len)
+    return out
+
+
+def dequant(raw: np.ndarray, qtype, block_len: int) -> np.ndarray:
+    try:
+        return dequantize(raw, qtype).astype(np.float32).reshape(-1)
+    except NotImplementedError:
+        return ggml_dequantize(raw, qtype, block_len)
 
 
 def vectors(name: str, seed: int):
@@ -30,7 +62,7 @@ def vectors(name: str, seed: int):
     while len(blocks) < BLOCKS:
         raw = rng.integers(0, 256, block_bytes, dtype=np.uint8)
         with np.errstate(all="ignore"):
-            v = dequantize(raw, qtype).astype(np.float32).reshape(-1)
+            v = dequant(raw, qtype, block_len)
         if v.size == block_len and np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e4):
             blocks.append(raw)
             values.append(v)

@@ -87,6 +87,11 @@ pub fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
         GgmlType::Q5_K => write_blocks(dst, src, QK_K, q5_k_ref),
         GgmlType::Q6_K => write_blocks(dst, src, QK_K, q6_k_ref),
         GgmlType::Q8_K => write_blocks(dst, src, QK_K, q8k_block),
+        GgmlType::TQ1_0 => write_blocks(dst, src, QK_K, crate::quant::quantize_tq1_0),
+        GgmlType::TQ2_0 => write_blocks(dst, src, QK_K, crate::quant::quantize_tq2_0),
+        GgmlType::MXFP4 => write_blocks(dst, src, QK, crate::quant::quantize_mxfp4),
+        GgmlType::Q1_0 => write_blocks(dst, src, 128, crate::quant::quantize_q1_0),
+        GgmlType::Q2_0 => write_blocks(dst, src, 64, crate::quant::quantize_q2_0),
         _ => return Err(KernelError::Unsupported(ty)),
     }
     Ok(())

@@ -39,6 +39,8 @@ pub enum GgmlType {
     TQ1_0 = 34,
     TQ2_0 = 35,
     MXFP4 = 39,
+    Q1_0 = 41,
+    Q2_0 = 42,
 }
 
 /// What ggml says about a type: its name, block shape and activation pairing.
@@ -56,7 +58,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with.
-    pub const ALL: [GgmlType; 19] = [
+    pub const ALL: [GgmlType; 24] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -76,10 +78,15 @@ impl GgmlType {
         GgmlType::IQ4_XS,
         GgmlType::IQ3_XXS,
         GgmlType::IQ3_S,
+        GgmlType::TQ1_0,
+        GgmlType::TQ2_0,
+        GgmlType::MXFP4,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
     ];
 
     /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.
-    pub const KNOWN: [GgmlType; 27] = [
+    pub const KNOWN: [GgmlType; 29] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -107,6 +114,8 @@ impl GgmlType {
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
         GgmlType::MXFP4,
+        GgmlType::Q1_0,
+        GgmlType::Q2_0,
     ];
 
     /// Maps a ggml type id to a supported type; `None` for ids this build cannot compute with.
@@ -150,6 +159,8 @@ impl GgmlType {
             TQ1_0 => ("TQ1_0", QK_K, 54, Q8_K),
             TQ2_0 => ("TQ2_0", QK_K, 66, Q8_K),
             MXFP4 => ("MXFP4", QK, 17, Q8_0),
+            Q1_0 => ("Q1_0", 128, 18, Q8_0),
+            Q2_0 => ("Q2_0", 64, 18, Q8_0),
         };
         Info {
             name,
@@ -194,7 +205,7 @@ impl GgmlType {
     }
 
     /// The type ggml quantizes activations into before a dot product with weights of this type
-    /// (ggml's `vec_dot_type` on x86): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4, Q8_1 for
+    /// (ggml's `vec_dot_type` on x86): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4/Q1_0/Q2_0, Q8_1 for
     /// Q4_1/Q5_1, Q8_K for k-, i- and t-quants, and the weight type itself for F32/F16/BF16.
     pub fn vec_dot_type(self) -> GgmlType {
         self.info().vec_dot_type

@@ -18,13 +18,8 @@ const PENDING: &[&str] = &[
     "qwen2-IQ2_XXS",
     "qwen2-IQ2_XS",
     "qwen2-IQ2_S",
-    "qwen2-TQ1_0",
-    "qwen2-TQ2_0",
     "qwen2-NVFP4",
-    "qwen2-Q1_0",
-    "qwen2-Q2_0",
     "qwen2-UD_MIX",
-    "qwen3moe-MXFP4_MOE",
 ];
 
 fn check(model: &str) {

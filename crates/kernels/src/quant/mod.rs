@@ -7,13 +7,19 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+mod fp4;
 mod iq3;
 mod iq4;
 mod legacy;
+mod q1q2;
+mod ternary;
 
 use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
+pub(crate) use fp4::quantize_mxfp4;
+pub(crate) use q1q2::{quantize_q1_0, quantize_q2_0};
+pub(crate) use ternary::{quantize_tq1_0, quantize_tq2_0};
 
 /// Dot product of a decoded row with an activation row (bytes of the type's `vec_dot_type`).
 pub type DotKFn = fn(w: &[DecodedK], a: &[u8]) -> f32;
@@ -35,6 +41,9 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
         GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
         GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::decoder(ty, isa),
         GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::decoder(ty, isa),
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::decoder(ty, isa),
+        GgmlType::MXFP4 => fp4::decoder(ty, isa),
+        GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::decoder(ty, isa),
         _ => None,
     }
 }
@@ -100,6 +109,9 @@ pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool 
     match ty {
         GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::dequantize_row(ty, src, dst),
         GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::dequantize_row(ty, src, dst),
+        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::dequantize_row(ty, src, dst),
+        GgmlType::MXFP4 => fp4::dequantize_row(ty, src, dst),
+        GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::dequantize_row(ty, src, dst),
         _ => false,
     }
 }
