@@ -856,7 +856,10 @@ mod tests {
         }
         for ty in GgmlType::ALL {
             let mut out = vec![0xAAu8; ty.row_bytes(256).unwrap()];
-            quantize_weights(ty, &x, &mut out).unwrap();
+            // Types without a quantizer here (the i-quants) are loaded, never written.
+            if let Err(KernelError::Unsupported(_)) = quantize_weights(ty, &x, &mut out) {
+                continue;
+            }
             let mut back = vec![1.0f32; 256];
             dequantize_row(ty, &out, &mut back);
             assert!(back.iter().all(|&v| v == 0.0), "{ty}");
@@ -940,7 +943,9 @@ mod tests {
         for ty in GgmlType::ALL {
             let len = ty.row_bytes(256).unwrap();
             let mut buf = vec![0u8; len + 1];
-            quantize_weights(ty, &x, &mut buf[1..]).unwrap();
+            if let Err(KernelError::Unsupported(_)) = quantize_weights(ty, &x, &mut buf[1..]) {
+                continue;
+            }
             let mut aligned = vec![0u8; len];
             quantize_weights(ty, &x, &mut aligned).unwrap();
             assert_eq!(&buf[1..], &aligned[..], "{ty}");

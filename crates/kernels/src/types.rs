@@ -56,7 +56,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with.
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 20] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -72,6 +72,11 @@ impl GgmlType {
         GgmlType::Q6_K,
         GgmlType::Q8_K,
         GgmlType::BF16,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
     ];
 
     /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.

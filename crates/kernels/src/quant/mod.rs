@@ -7,6 +7,8 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+mod iq1;
+mod iq2;
 mod legacy;
 
 use crate::cpu::Isa;
@@ -31,6 +33,8 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     let isa = isa.min(Isa::best_available());
     match ty {
         GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
+        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::decoder(ty, isa),
+        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::decoder(ty, isa),
         _ => None,
     }
 }
@@ -93,6 +97,9 @@ pub fn vec_dot(ty: GgmlType, isa: Isa, n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Dequantizes a row of a family's type into `dst`; `false` if `ty` belongs to no family here.
 pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
     // Families add their types here: `GgmlType::X => family::dequantize_row(ty, src, dst)`.
-    let _ = (ty, src, dst);
-    false
+    match ty {
+        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::dequantize_row(ty, src, dst),
+        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::dequantize_row(ty, src, dst),
+        _ => false,
+    }
 }
