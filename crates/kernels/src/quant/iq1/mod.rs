@@ -48,67 +48,76 @@ const _: () = {
     assert!(std::mem::size_of::<BlockIq1M>() == 56);
 };
 
-/// A block's fields, unpacked: `d`, the 3-bit scale of each run of 16 values, each group's grid
-/// row (8 bytes -1, 0 or 1, value `j` in byte `j`) and its delta's sign (1 or -1).
-pub(super) struct Unpacked {
-    pub d: f32,
-    pub scales: [u8; QK_K / 16],
-    pub grid: [u64; QK_K / 8],
-    pub delta: [i8; QK_K / 8],
-}
-
-/// A block type of this family.
+/// A block type of this family, read 32 values (4 groups of 8) at a time.
 pub(super) trait Iq1Block: Pod {
-    fn unpack(&self) -> Unpacked;
+    /// The bits of the f16 super-block scale.
+    fn d_bits(&self) -> u16;
+    /// The 3-bit scale `s` of each run of 16 values.
+    fn scales(&self) -> [u8; QK_K / 16];
+    /// Values `32 * ib..32 * ib + 32`: each group's grid row (bytes -1, 0 or 1, value `j` in byte
+    /// `j`) and the sign of its delta (byte `l` of the u32 for group `l`: 1 or -1 as `i8`).
+    fn group32(&self, ib: usize) -> ([u64; 4], u32);
 }
 
 impl Iq1Block for BlockIq1S {
     #[inline(always)]
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked {
-            d: self.d.to_f32(),
-            scales: [0; 16],
-            grid: [0; 32],
-            delta: [0; 32],
-        };
-        for (ib, &qh) in self.qh.iter().enumerate() {
-            let qh = qh as usize;
-            for l in 0..4 {
-                let g = 4 * ib + l;
-                u.grid[g] = IQ1S_GRID[self.qs[g] as usize | ((qh >> (3 * l)) & 7) << 8];
-                u.delta[g] = if qh & 0x8000 != 0 { -1 } else { 1 };
-            }
-            u.scales[2 * ib] = ((qh >> 12) & 7) as u8;
-            u.scales[2 * ib + 1] = ((qh >> 12) & 7) as u8;
-        }
-        u
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+
+    #[inline(always)]
+    fn scales(&self) -> [u8; QK_K / 16] {
+        std::array::from_fn(|s| ((self.qh[s / 2] >> 12) & 7) as u8)
+    }
+
+    #[inline(always)]
+    fn group32(&self, ib: usize) -> ([u64; 4], u32) {
+        let qh = self.qh[ib] as usize;
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        let grid = std::array::from_fn(|l| IQ1S_GRID[q[l] as usize | ((qh >> (3 * l)) & 7) << 8]);
+        (
+            grid,
+            if qh & 0x8000 != 0 {
+                0xFFFF_FFFF
+            } else {
+                0x0101_0101
+            },
+        )
+    }
+}
+
+impl BlockIq1M {
+    /// The 4 little-endian u16 of `scales`.
+    #[inline(always)]
+    fn scale_words(&self) -> [u16; 4] {
+        std::array::from_fn(|i| u16::from_le_bytes([self.scales[2 * i], self.scales[2 * i + 1]]))
     }
 }
 
 impl Iq1Block for BlockIq1M {
     #[inline(always)]
-    fn unpack(&self) -> Unpacked {
-        let sc: [u16; 4] = std::array::from_fn(|i| {
-            u16::from_le_bytes([self.scales[2 * i], self.scales[2 * i + 1]])
-        });
-        let d =
-            (sc[0] >> 12) | ((sc[1] >> 8) & 0x00F0) | ((sc[2] >> 4) & 0x0F00) | (sc[3] & 0xF000);
-        let mut u = Unpacked {
-            d: f16::from_bits(d).to_f32(),
-            scales: [0; 16],
-            grid: [0; 32],
-            delta: [0; 32],
-        };
-        for (s, out) in u.scales.iter_mut().enumerate() {
-            // Run s: u16 s / 4, bits 3 * (s % 4)..
-            *out = ((sc[s / 4] >> (3 * (s % 4))) & 7) as u8;
-        }
-        for (g, &q) in self.qs.iter().enumerate() {
-            let h = (self.qh[g / 2] >> (4 * (g % 2))) as usize;
-            u.grid[g] = IQ1S_GRID[q as usize | (h & 7) << 8];
-            u.delta[g] = if h & 8 != 0 { -1 } else { 1 };
-        }
-        u
+    fn d_bits(&self) -> u16 {
+        let sc = self.scale_words();
+        (sc[0] >> 12) | ((sc[1] >> 8) & 0x00F0) | ((sc[2] >> 4) & 0x0F00) | (sc[3] & 0xF000)
+    }
+
+    #[inline(always)]
+    fn scales(&self) -> [u8; QK_K / 16] {
+        let sc = self.scale_words();
+        // Run s: bits 3 * (s % 4).. of u16 s / 4.
+        std::array::from_fn(|s| ((sc[s / 4] >> (3 * (s % 4))) & 7) as u8)
+    }
+
+    #[inline(always)]
+    fn group32(&self, ib: usize) -> ([u64; 4], u32) {
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        // Group l's high index bits and delta sign: nibble l % 2 of qh byte l / 2.
+        let h = self.qh[2 * ib] as usize | (self.qh[2 * ib + 1] as usize) << 8;
+        let grid = std::array::from_fn(|l| IQ1S_GRID[q[l] as usize | ((h >> (4 * l)) & 7) << 8]);
+        // Sign bits 3, 7, 11, 15 to bits 0, 8, 16, 24, then to 0xFF (-1) bytes over 0x01 (1).
+        let t = (h as u32 >> 3) & 0x1111;
+        let t = (t & 1) | (t & 0x10) << 4 | (t & 0x100) << 8 | (t & 0x1000) << 12;
+        (grid, 0x0101_0101 | (t * 0xFF))
     }
 }
 
@@ -129,25 +138,35 @@ pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     }))
 }
 
-/// The decoded form's scales of a block: `sc`, `d`, no mins (all but `q`).
+/// The super-block scale of `x` as f32.
 #[inline(always)]
-pub(super) fn set_scales(u: &Unpacked, o: &mut DecodedK) {
-    for (sc, &s) in o.sc.iter_mut().zip(&u.scales) {
+fn d<B: Iq1Block>(x: &B) -> f32 {
+    f16::from_bits(x.d_bits()).to_f32()
+}
+
+/// The decoded form's scales of a block whose super-block scale is `d`: `sc`, `d / 8`, no mins
+/// (all but `q`).
+#[inline(always)]
+pub(super) fn set_scales<B: Iq1Block>(x: &B, d: f32, o: &mut DecodedK) {
+    for (sc, s) in o.sc.iter_mut().zip(x.scales()) {
         *sc = 2 * s as i16 + 1;
     }
     o.m = [0; 16];
-    o.d = u.d * 0.125;
+    o.d = d * 0.125;
     o.dmin = 0.0;
 }
 
 /// The scalar decoder.
 fn decode<B: Iq1Block>(row: &[u8], out: &mut [DecodedK]) {
     for (x, o) in blocks_of::<B>(row).iter().zip(out.iter_mut()) {
-        let u = x.unpack();
-        set_scales(&u, o);
-        for (l, (&g, &delta)) in u.grid.iter().zip(&u.delta).enumerate() {
-            for (j, &b) in g.to_le_bytes().iter().enumerate() {
-                o.q[8 * l + j] = 8 * b as i8 + delta;
+        set_scales(x, d(x), o);
+        for ib in 0..QK_K / 32 {
+            let (grid, delta) = x.group32(ib);
+            for (l, g) in grid.iter().enumerate() {
+                let delta = (delta >> (8 * l)) as i8;
+                for (j, &b) in g.to_le_bytes().iter().enumerate() {
+                    o.q[32 * ib + 8 * l + j] = 8 * b as i8 + delta;
+                }
             }
         }
     }
@@ -165,13 +184,16 @@ pub(super) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool 
 
 fn dequantize<B: Iq1Block>(src: &[u8], dst: &mut [f32]) {
     for (x, y) in blocks_of::<B>(src).iter().zip(dst.chunks_exact_mut(QK_K)) {
-        let u = x.unpack();
-        for (l, (&g, &delta)) in u.grid.iter().zip(&u.delta).enumerate() {
-            // ggml: `dl * (grid[j] + delta)`, dl = `d * (2 * s + 1)`, delta = ±0.125f.
-            let dl = u.d * (2 * u.scales[l / 2] as i32 + 1) as f32;
-            let delta = 0.125 * delta as f32;
-            for (j, &b) in g.to_le_bytes().iter().enumerate() {
-                y[8 * l + j] = dl * (b as i8 as f32 + delta);
+        let (d, scales) = (d(x), x.scales());
+        for ib in 0..QK_K / 32 {
+            let (grid, delta) = x.group32(ib);
+            for (l, g) in grid.iter().enumerate() {
+                // ggml: `dl * (grid[j] + delta)`, dl = `d * (2 * s + 1)`, delta = ±0.125f.
+                let dl = d * (2 * scales[2 * ib + l / 2] as i32 + 1) as f32;
+                let delta = 0.125 * (delta >> (8 * l)) as i8 as f32;
+                for (j, &b) in g.to_le_bytes().iter().enumerate() {
+                    y[32 * ib + 8 * l + j] = dl * (b as i8 as f32 + delta);
+                }
             }
         }
     }

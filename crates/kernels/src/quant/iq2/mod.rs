@@ -55,87 +55,90 @@ const _: () = {
     assert!(std::mem::size_of::<BlockIq2S>() == 82);
 };
 
-/// A block's fields, unpacked: `d`, the 4-bit scale of each run of 16 values, each group's grid
-/// row (8 bytes, value `j` in byte `j`) and sign byte (bit `j` set: value `j` is negative).
-pub(super) struct Unpacked {
-    pub d: f32,
-    pub scales: [u8; QK_K / 16],
-    pub grid: [u64; QK_K / 8],
-    pub signs: [u8; QK_K / 8],
+/// A block type of this family, read 32 values (4 groups of 8) at a time.
+pub(super) trait Iq2Block: Pod {
+    /// The bits of the f16 super-block scale.
+    fn d_bits(&self) -> u16;
+    /// The 4-bit scale `s` of each run of 16 values.
+    fn scales(&self) -> [u8; QK_K / 16];
+    /// Values `32 * ib..32 * ib + 32`: each group's grid row (value `j` in byte `j`) and its sign
+    /// byte (byte `l` of the u32 for group `l`; bit `j` set: value `j` is negative).
+    fn group32(&self, ib: usize) -> ([u64; 4], u32);
 }
 
-/// A block type of this family.
-pub(super) trait Iq2Block: Pod {
-    fn unpack(&self) -> Unpacked;
+/// Low and high nibbles of `scales[i]`: the scales of values 32i..32i + 16 and the next 16.
+#[inline(always)]
+fn nibble_scales(scales: &[u8; QK_K / 32]) -> [u8; QK_K / 16] {
+    std::array::from_fn(|s| (scales[s / 2] >> (4 * (s % 2))) & 0xF)
 }
 
 impl Iq2Block for BlockIq2Xxs {
     #[inline(always)]
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked {
-            d: self.d.to_f32(),
-            scales: [0; 16],
-            grid: [0; 32],
-            signs: [0; 32],
-        };
-        for ib in 0..QK_K / 32 {
-            let q = &self.qs[4 * ib..4 * ib + 4];
-            let idx = q[0] as u32 | (q[1] as u32) << 16;
-            let aux = q[2] as u32 | (q[3] as u32) << 16;
-            for l in 0..4 {
-                u.grid[4 * ib + l] = IQ2XXS_GRID[((idx >> (8 * l)) & 0xFF) as usize];
-                u.signs[4 * ib + l] = KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize];
-            }
-            u.scales[2 * ib] = (aux >> 28) as u8;
-            u.scales[2 * ib + 1] = (aux >> 28) as u8;
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+
+    #[inline(always)]
+    fn scales(&self) -> [u8; QK_K / 16] {
+        std::array::from_fn(|s| (self.qs[4 * (s / 2) + 3] >> 12) as u8)
+    }
+
+    #[inline(always)]
+    fn group32(&self, ib: usize) -> ([u64; 4], u32) {
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        let idx = q[0] as u32 | (q[1] as u32) << 16;
+        let aux = q[2] as u32 | (q[3] as u32) << 16;
+        let grid = std::array::from_fn(|l| IQ2XXS_GRID[((idx >> (8 * l)) & 0xFF) as usize]);
+        let mut signs = 0;
+        for l in 0..4 {
+            signs |= (KSIGNS_IQ2XS[((aux >> (7 * l)) & 127) as usize] as u32) << (8 * l);
         }
-        u
+        (grid, signs)
     }
 }
 
 impl Iq2Block for BlockIq2Xs {
     #[inline(always)]
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked {
-            d: self.d.to_f32(),
-            scales: [0; 16],
-            grid: [0; 32],
-            signs: [0; 32],
-        };
-        for (l, &q) in self.qs.iter().enumerate() {
-            u.grid[l] = IQ2XS_GRID[(q & 511) as usize];
-            u.signs[l] = KSIGNS_IQ2XS[(q >> 9) as usize];
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+
+    #[inline(always)]
+    fn scales(&self) -> [u8; QK_K / 16] {
+        nibble_scales(&self.scales)
+    }
+
+    #[inline(always)]
+    fn group32(&self, ib: usize) -> ([u64; 4], u32) {
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        let grid = std::array::from_fn(|l| IQ2XS_GRID[(q[l] & 511) as usize]);
+        let mut signs = 0;
+        for (l, &q) in q.iter().enumerate() {
+            signs |= (KSIGNS_IQ2XS[(q >> 9) as usize] as u32) << (8 * l);
         }
-        for (ib, &s) in self.scales.iter().enumerate() {
-            u.scales[2 * ib] = s & 0xF;
-            u.scales[2 * ib + 1] = s >> 4;
-        }
-        u
+        (grid, signs)
     }
 }
 
 impl Iq2Block for BlockIq2S {
     #[inline(always)]
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked {
-            d: self.d.to_f32(),
-            scales: [0; 16],
-            grid: [0; 32],
-            signs: [0; 32],
-        };
-        for ib in 0..QK_K / 32 {
-            let qh = self.qh[ib] as usize;
-            for l in 0..4 {
-                let g = 4 * ib + l;
-                u.grid[g] = IQ2S_GRID[self.qs[g] as usize | ((qh << (8 - 2 * l)) & 0x300)];
-            }
-        }
-        u.signs.copy_from_slice(&self.qs[QK_K / 8..]);
-        for (ib, &s) in self.scales.iter().enumerate() {
-            u.scales[2 * ib] = s & 0xF;
-            u.scales[2 * ib + 1] = s >> 4;
-        }
-        u
+    fn d_bits(&self) -> u16 {
+        self.d.to_bits()
+    }
+
+    #[inline(always)]
+    fn scales(&self) -> [u8; QK_K / 16] {
+        nibble_scales(&self.scales)
+    }
+
+    #[inline(always)]
+    fn group32(&self, ib: usize) -> ([u64; 4], u32) {
+        let q = &self.qs[4 * ib..4 * ib + 4];
+        let qh = self.qh[ib] as usize;
+        let grid =
+            std::array::from_fn(|l| IQ2S_GRID[q[l] as usize | ((qh << (8 - 2 * l)) & 0x300)]);
+        let s = &self.qs[QK_K / 8 + 4 * ib..QK_K / 8 + 4 * ib + 4];
+        (grid, u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
 }
 
@@ -158,26 +161,35 @@ pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     }))
 }
 
-/// The decoded form's scales of a block: `sc`, `d`, no mins (all but `q`).
+/// The super-block scale of `x` as f32.
 #[inline(always)]
-pub(super) fn set_scales(u: &Unpacked, o: &mut DecodedK) {
-    for (sc, &s) in o.sc.iter_mut().zip(&u.scales) {
+fn d<B: Iq2Block>(x: &B) -> f32 {
+    f16::from_bits(x.d_bits()).to_f32()
+}
+
+/// The decoded form's scales of a block whose super-block scale is `d`: `sc`, `d / 8`, no mins
+/// (all but `q`).
+#[inline(always)]
+pub(super) fn set_scales<B: Iq2Block>(x: &B, d: f32, o: &mut DecodedK) {
+    for (sc, s) in o.sc.iter_mut().zip(x.scales()) {
         *sc = 2 * s as i16 + 1;
     }
     o.m = [0; 16];
-    o.d = u.d * 0.125;
+    o.d = d * 0.125;
     o.dmin = 0.0;
 }
 
 /// The scalar decoder.
 fn decode<B: Iq2Block>(row: &[u8], out: &mut [DecodedK]) {
     for (x, o) in blocks_of::<B>(row).iter().zip(out.iter_mut()) {
-        let u = x.unpack();
-        set_scales(&u, o);
-        for (l, (&g, &s)) in u.grid.iter().zip(&u.signs).enumerate() {
-            for (j, &b) in g.to_le_bytes().iter().enumerate() {
-                let v = b as i8;
-                o.q[8 * l + j] = if s >> j & 1 != 0 { -v } else { v };
+        set_scales(x, d(x), o);
+        for ib in 0..QK_K / 32 {
+            let (grid, signs) = x.group32(ib);
+            for (l, g) in grid.iter().enumerate() {
+                for (j, &b) in g.to_le_bytes().iter().enumerate() {
+                    let neg = (signs >> (8 * l + j)) & 1 != 0;
+                    o.q[32 * ib + 8 * l + j] = if neg { -(b as i8) } else { b as i8 };
+                }
             }
         }
     }
@@ -196,13 +208,17 @@ pub(super) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool 
 
 fn dequantize<B: Iq2Block>(src: &[u8], dst: &mut [f32]) {
     for (x, y) in blocks_of::<B>(src).iter().zip(dst.chunks_exact_mut(QK_K)) {
-        let u = x.unpack();
-        for (l, (&g, &s)) in u.grid.iter().zip(&u.signs).enumerate() {
-            // ggml: `db * grid[j] * (sign ? -1.f : 1.f)`, db = `d * (0.5f + s) * 0.25f`.
-            let db = u.d * (0.5 + u.scales[l / 2] as f32) * 0.25;
-            for (j, &b) in g.to_le_bytes().iter().enumerate() {
-                let v = db * b as f32;
-                y[8 * l + j] = if s >> j & 1 != 0 { -v } else { v };
+        let (d, scales) = (d(x), x.scales());
+        for ib in 0..QK_K / 32 {
+            let (grid, signs) = x.group32(ib);
+            for (l, g) in grid.iter().enumerate() {
+                // ggml: `db * grid[j] * (sign ? -1.f : 1.f)`, db = `d * (0.5f + s) * 0.25f`.
+                let db = d * (0.5 + scales[2 * ib + l / 2] as f32) * 0.25;
+                for (j, &b) in g.to_le_bytes().iter().enumerate() {
+                    let v = db * b as f32;
+                    let neg = (signs >> (8 * l + j)) & 1 != 0;
+                    y[32 * ib + 8 * l + j] = if neg { -v } else { v };
+                }
             }
         }
     }

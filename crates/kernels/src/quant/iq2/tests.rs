@@ -156,3 +156,39 @@ fn iq2_s_dot_is_ggmls() {
         ggml_iq2_s(&blocks_of(w), &blocks_of(a))
     });
 }
+
+/// Decoding speed of this folder's and iq1's types at each level, in ns per 256 values:
+/// `cargo test -p frugal-kernels --lib decode_speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn decode_speed() {
+    use crate::quant::{decoder, DecodedK, Decoder};
+    let mut rng = StdRng::seed_from_u64(1);
+    let blocks = 64;
+    for ty in [
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
+    ] {
+        let w = random_row(&mut rng, ty, blocks);
+        let mut out = vec![DecodedK::ZERO; blocks];
+        for isa in Isa::available() {
+            let Some(Decoder::K(f)) = decoder(ty, isa) else {
+                panic!("{ty} has no decoder")
+            };
+            // The fastest of many short runs: robust against a loaded machine.
+            let best = (0..3000)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f(std::hint::black_box(&w), &mut out);
+                    t.elapsed().as_nanos()
+                })
+                .min()
+                .unwrap();
+            let ns = best as f64 / blocks as f64;
+            println!("{ty} {}: {ns:.1} ns / 256 values", isa.name());
+        }
+    }
+}
