@@ -17,7 +17,8 @@ CTYPES = {"uint64_t": ("u64", 64), "uint8_t": ("u8", 8)}
 
 def table(src: str, name: str, size: int):
     """The values of `GGML_TABLE_BEGIN(type, name, size) ... GGML_TABLE_END()`."""
-    m = re.search(r"GGML_TABLE_BEGIN\((\w+),\s*" + name + r",\s*\w+\)(.*?)GGML_TABLE_END\(\)", src, re.S)
+    begin = r"GGML_TABLE_BEGIN\((\w+),\s*" + name + r",\s*\w+\)"
+    m = re.search(begin + r"(.*?)GGML_TABLE_END\(\)", src, re.S)
     if m is None:
         sys.exit(f"{name} not found")
     body = re.sub(r"//[^\n]*", "", m.group(2))

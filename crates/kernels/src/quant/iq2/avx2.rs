@@ -6,8 +6,8 @@ use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
 use std::arch::x86_64::*;
 
-/// Decodes a row at AVX2 (with F16C, part of `Isa::Avx2`); `iq2::decoder` returns it only for `Isa::Avx2` or above, which
-/// `quant::decoder` caps at the CPU's level.
+/// Decodes a row at AVX2 (with F16C, part of `Isa::Avx2`); `iq2::decoder` returns it only for
+/// `Isa::Avx2` or above, which `quant::decoder` caps at the CPU's level.
 pub(super) fn decode<B: Iq2Block>(row: &[u8], out: &mut [DecodedK]) {
     // SAFETY: dispatched only where the CPU has AVX2 and F16C (see above).
     unsafe { decode_impl::<B>(row, out) }
