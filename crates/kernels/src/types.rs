@@ -58,7 +58,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with.
-    pub const ALL: [GgmlType; 24] = [
+    pub const ALL: [GgmlType; 29] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -83,6 +83,11 @@ impl GgmlType {
         GgmlType::MXFP4,
         GgmlType::Q1_0,
         GgmlType::Q2_0,
+        GgmlType::IQ2_XXS,
+        GgmlType::IQ2_XS,
+        GgmlType::IQ2_S,
+        GgmlType::IQ1_S,
+        GgmlType::IQ1_M,
     ];
 
     /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.

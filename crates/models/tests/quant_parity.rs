@@ -12,15 +12,7 @@ mod common;
 use frugal_fixtures::Set;
 
 /// Files (stems under `models/`) whose weight types frugal cannot load yet.
-const PENDING: &[&str] = &[
-    "qwen2-IQ1_S",
-    "qwen2-IQ1_M",
-    "qwen2-IQ2_XXS",
-    "qwen2-IQ2_XS",
-    "qwen2-IQ2_S",
-    "qwen2-NVFP4",
-    "qwen2-UD_MIX",
-];
+const PENDING: &[&str] = &["qwen2-NVFP4"];
 
 fn check(model: &str) {
     let set = Set::quants();

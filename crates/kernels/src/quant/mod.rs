@@ -8,6 +8,8 @@
 
 pub mod decoded;
 mod fp4;
+mod iq1;
+mod iq2;
 mod iq3;
 mod iq4;
 mod legacy;
@@ -44,6 +46,8 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::decoder(ty, isa),
         GgmlType::MXFP4 => fp4::decoder(ty, isa),
         GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::decoder(ty, isa),
+        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::decoder(ty, isa),
+        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::decoder(ty, isa),
         _ => None,
     }
 }
@@ -112,6 +116,8 @@ pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool 
         GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::dequantize_row(ty, src, dst),
         GgmlType::MXFP4 => fp4::dequantize_row(ty, src, dst),
         GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::dequantize_row(ty, src, dst),
+        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::dequantize_row(ty, src, dst),
+        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::dequantize_row(ty, src, dst),
         _ => false,
     }
 }
