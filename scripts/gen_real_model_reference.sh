@@ -15,7 +15,7 @@ MODEL=$(scripts/fetch_model.py smollm2)
 N_GEN=24
 SYSTEM="You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 USER_MSG="What is the capital of France? Answer in one sentence."
-CTX=128
+CTX=512
 CHUNKS=4
 
 tool=$(mktemp -d)/real_model_reference

@@ -177,7 +177,6 @@ fn final_ppl_is_parsed_from_llama_style_output() {
 /// `frugal perplexity` on plain English text: the final estimate within 0.5 % of
 /// llama-perplexity's on the same file and settings.
 #[test]
-#[ignore = "needs frugal perplexity (lands with helper-ppl)"]
 fn perplexity_equals_llama_cpp() {
     let Some(path) = smollm2("perplexity_equals_llama_cpp") else {
         return;
