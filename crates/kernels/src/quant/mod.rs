@@ -7,6 +7,7 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+mod kquants;
 mod legacy;
 
 use crate::cpu::Isa;
@@ -31,6 +32,7 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     let isa = isa.min(Isa::best_available());
     match ty {
         GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => kquants::decoder(ty, isa),
         _ => None,
     }
 }
