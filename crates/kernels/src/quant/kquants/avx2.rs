@@ -5,9 +5,9 @@
 use crate::quant::decoded::DecodedK;
 use std::arch::x86_64::*;
 
-pub(super) const Q2K: usize = 84;
-pub(super) const Q3K: usize = 110;
-pub(super) const Q5K: usize = 176;
+const Q2K: usize = 84;
+const Q3K: usize = 110;
+const Q5K: usize = 176;
 
 const _: () = {
     use std::mem::size_of;
@@ -19,7 +19,7 @@ const _: () = {
 /// 16 bytes of `b` from `off`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn ld128<const N: usize>(b: &[u8; N], off: usize) -> __m128i {
+fn ld128<const N: usize>(b: &[u8; N], off: usize) -> __m128i {
     assert!(off + 16 <= N);
     // SAFETY: bytes off..off + 16 lie inside `b` (checked above).
     unsafe { _mm_loadu_si128(b.as_ptr().add(off).cast()) }
@@ -28,7 +28,7 @@ pub(super) fn ld128<const N: usize>(b: &[u8; N], off: usize) -> __m128i {
 /// 32 bytes of `b` from `off`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn ld256<const N: usize>(b: &[u8; N], off: usize) -> __m256i {
+fn ld256<const N: usize>(b: &[u8; N], off: usize) -> __m256i {
     assert!(off + 32 <= N);
     // SAFETY: bytes off..off + 32 lie inside `b` (checked above).
     unsafe { _mm256_loadu_si256(b.as_ptr().add(off).cast()) }
@@ -36,20 +36,20 @@ pub(super) fn ld256<const N: usize>(b: &[u8; N], off: usize) -> __m256i {
 
 /// Little-endian u32 of `b` at `off`.
 #[inline]
-pub(super) fn u32_at<const N: usize>(b: &[u8; N], off: usize) -> u32 {
+fn u32_at<const N: usize>(b: &[u8; N], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn st_q(dst: &mut [i8; 32], v: __m256i) {
+fn st_q(dst: &mut [i8; 32], v: __m256i) {
     // SAFETY: `dst` is 32 writable bytes.
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
 
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn st_i16(dst: &mut [i16; 16], v: __m256i) {
+fn st_i16(dst: &mut [i16; 16], v: __m256i) {
     // SAFETY: `dst` is 32 writable bytes.
     unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), v) }
 }
@@ -57,20 +57,20 @@ pub(super) fn st_i16(dst: &mut [i16; 16], v: __m256i) {
 /// The two f16 at `b[off..off + 4]` as f32 (F16C converts exactly, like `half`).
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-pub(super) fn two_f16<const N: usize>(b: &[u8; N], off: usize) -> (f32, f32) {
+fn two_f16<const N: usize>(b: &[u8; N], off: usize) -> (f32, f32) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(u32_at(b, off) as i32));
     (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
 }
 
 /// The 32-byte runs of a decoded block's values.
 #[inline]
-pub(super) fn runs(o: &mut DecodedK) -> &mut [[i8; 32]] {
+fn runs(o: &mut DecodedK) -> &mut [[i8; 32]] {
     o.q.as_chunks_mut::<32>().0
 }
 
 /// The 16 signed Q3_K scales from the 12 bytes at `b[off..]`, as bytes (ggml's `kmask` shuffle).
 #[inline]
-pub(super) fn q3k_scales_x4<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
+fn q3k_scales_x4<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
     let (a0, a1, a2) = (u32_at(b, off), u32_at(b, off + 4), u32_at(b, off + 8));
@@ -85,7 +85,7 @@ pub(super) fn q3k_scales_x4<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4]
 /// The 8 six-bit scales (bytes 0..8) and mins (bytes 8..16) of Q4_K / Q5_K from the 12 bytes at
 /// `b[off..]` (ggml's `utmp` shuffle; same values as `dequant::scale_min_k4`).
 #[inline]
-pub(super) fn k4_scales_mins<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
+fn k4_scales_mins<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;
@@ -100,14 +100,14 @@ pub(super) fn k4_scales_mins<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4
 
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn set_u32x4(v: [u32; 4]) -> __m128i {
+fn set_u32x4(v: [u32; 4]) -> __m128i {
     _mm_setr_epi32(v[0] as i32, v[1] as i32, v[2] as i32, v[3] as i32)
 }
 
 /// Stores Q5_K scales and mins (8 each, bytes of `sm`) as 16 runs each.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn store_k4_scales(o: &mut DecodedK, sm: __m128i) {
+fn store_k4_scales(o: &mut DecodedK, sm: __m128i) {
     st_i16(&mut o.sc, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm)));
     st_i16(&mut o.m, _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)));
 }

@@ -109,29 +109,3 @@ fn decoded_integers_stay_in_range() {
         }
     }
 }
-
-/// Quick decode timing (`cargo test --release -p frugal-kernels -- --ignored --nocapture
-/// decode_speed`): ns per 256 values at each level.
-#[test]
-#[ignore]
-fn decode_speed() {
-    let mut rng = StdRng::seed_from_u64(23);
-    let nb = 19;
-    for ty in TYPES {
-        let w = random_row(&mut rng, ty, nb, None);
-        let mut buf = vec![DecodedK::ZERO; nb];
-        for isa in Isa::available() {
-            let Some(Decoder::K(decode)) = decoder(ty, isa) else {
-                panic!()
-            };
-            let reps = 20_000;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                decode(std::hint::black_box(&w), &mut buf);
-                std::hint::black_box(&mut buf);
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (reps * nb) as f64;
-            println!("{ty} {:>10}: {ns:6.2} ns / 256 values", isa.name());
-        }
-    }
-}

@@ -1,5 +1,6 @@
-//! AVX2 and AVX-512 decoders for Q4_1 and Q5_1, bit-identical to the scalar ones in `mod.rs`.
-//! The safe entry points are returned only for a level the CPU has (`decoder`'s `isa` is capped).
+//! AVX2 decoders for Q4_1 and Q5_1 (also used at AVX-512, where mask registers saved nothing
+//! measurable), bit-identical to the scalar ones in `mod.rs`. `decoder` returns them only for
+//! `Isa::Avx2` or above, which the caller has capped at what the CPU has.
 
 use super::super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;
@@ -15,10 +16,10 @@ const _: () = {
 };
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
-    Some(Decoder::B32(match (ty, isa) {
-        (GgmlType::Q4_1, _) => decode_q4_1_avx2,
-        (GgmlType::Q5_1, Isa::Avx512Vnni) => decode_q5_1_avx512,
-        (GgmlType::Q5_1, _) => decode_q5_1_avx2,
+    debug_assert!(isa >= Isa::Avx2);
+    Some(Decoder::B32(match ty {
+        GgmlType::Q4_1 => decode_q4_1_avx2,
+        GgmlType::Q5_1 => decode_q5_1_avx2,
         _ => return None,
     }))
 }
@@ -90,22 +91,6 @@ fn fifth_bits(qh: u32) -> __m256i {
 fn q5_1_avx2(blocks: &[[u8; Q5_1]], out: &mut [Decoded32]) {
     for (b, o) in blocks.iter().zip(out.iter_mut()) {
         let q = _mm256_or_si256(nibbles(b, 8), fifth_bits(u32_at(b, 4)));
-        store(o, q, b);
-    }
-}
-
-fn decode_q5_1_avx512(row: &[u8], out: &mut [Decoded32]) {
-    // SAFETY: returned by `decoder` only for `Isa::Avx512Vnni`, which the CPU has (BW and VL).
-    unsafe { q5_1_avx512(row.as_chunks::<Q5_1>().0, out) }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,f16c")]
-fn q5_1_avx512(blocks: &[[u8; Q5_1]], out: &mut [Decoded32]) {
-    let c16 = _mm256_set1_epi8(0x10);
-    for (b, o) in blocks.iter().zip(out.iter_mut()) {
-        // Nibbles are < 16, so adding 16 where the bit is set is an or.
-        let v = nibbles(b, 8);
-        let q = _mm256_mask_add_epi8(v, u32_at(b, 4), v, c16);
         store(o, q, b);
     }
 }
