@@ -12,6 +12,7 @@ mod iq1;
 mod iq2;
 mod iq3;
 mod iq4;
+mod kquants;
 mod legacy;
 mod q1q2;
 mod ternary;
@@ -48,6 +49,7 @@ pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
         GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::decoder(ty, isa),
         GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::decoder(ty, isa),
         GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::decoder(ty, isa),
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => kquants::decoder(ty, isa),
         _ => None,
     }
 }

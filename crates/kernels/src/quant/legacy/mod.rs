@@ -1,6 +1,9 @@
 //! Q4_1 and Q5_1: 32-value blocks `x = d * q + m`, paired with Q8_1 activations (whose `s` is
 //! `d * Σ q`), so a block's dot product is `(d * a.d) * Σ q * a.q + m * a.s`.
 
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
 use super::decoded::{Decoded32, Decoder};
 use crate::blocks::{BlockQ4_1, BlockQ5_1};
 use crate::cpu::Isa;
@@ -8,6 +11,10 @@ use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        return simd::decoder(ty, isa);
+    }
     let _ = isa;
     Some(match ty {
         GgmlType::Q4_1 => Decoder::B32(decode_q4_1),
