@@ -73,6 +73,30 @@ pub enum Decoder {
     B32(Decode32Fn),
 }
 
+/// Sums `$term` over blocks `$i in 0..$n` into four running sums (block `i` into sum `i % 4`),
+/// added as `(s0 + s1) + (s2 + s3)` at the end: four independent dependency chains instead of one
+/// long one, summed in the same order at every instruction-set level.
+macro_rules! sum4 {
+    ($n:expr, |$i:ident| $term:expr) => {{
+        let n: usize = $n;
+        let mut s = [0.0f32; 4];
+        let mut base = 0;
+        while base + 4 <= n {
+            for (j, s) in s.iter_mut().enumerate() {
+                let $i = base + j;
+                *s += $term;
+            }
+            base += 4;
+        }
+        for (j, s) in s.iter_mut().enumerate().take(n - base) {
+            let $i = base + j;
+            *s += $term;
+        }
+        (s[0] + s[1]) + (s[2] + s[3])
+    }};
+}
+pub(crate) use sum4;
+
 /// `Σ q * a` over equal-length runs, exactly.
 fn isum(q: &[i8], a: &[i8]) -> i32 {
     q.iter().zip(a).map(|(&x, &y)| x as i32 * y as i32).sum()
@@ -82,8 +106,8 @@ fn isum(q: &[i8], a: &[i8]) -> i32 {
 pub fn dot_k(w: &[DecodedK], a: &[u8]) -> f32 {
     let a = blocks_of::<BlockQ8K>(a);
     assert_eq!(w.len(), a.len(), "dot_k: block counts differ");
-    let mut sum = 0.0f32;
-    for (x, y) in w.iter().zip(a.iter()) {
+    sum4!(w.len(), |i| {
+        let (x, y) = (&w[i], &a[i]);
         let mut is = 0i32;
         let mut ms = 0i32;
         for s in 0..QK_K / 16 {
@@ -91,31 +115,28 @@ pub fn dot_k(w: &[DecodedK], a: &[u8]) -> f32 {
             is += x.sc[s] as i32 * isum(&x.q[r.clone()], &y.qs[r]);
             ms += x.m[s] as i32 * y.bsums[s] as i32;
         }
-        sum += (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32;
-    }
-    sum
+        (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32
+    })
 }
 
 /// The reference dot product of decoded 32-value blocks with a Q8_0 activation row.
 pub fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
     let a = blocks_of::<BlockQ8_0>(a);
     assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-    let mut sum = 0.0f32;
-    for (x, y) in w.iter().zip(a.iter()) {
-        sum += (x.d * y.d.to_f32()) * isum(&x.q, &y.qs) as f32;
-    }
-    sum
+    sum4!(w.len(), |i| {
+        let (x, y) = (&w[i], &a[i]);
+        (x.d * y.d.to_f32()) * isum(&x.q, &y.qs) as f32
+    })
 }
 
 /// The reference dot product of decoded 32-value blocks with a Q8_1 activation row.
 pub fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
     let a = blocks_of::<BlockQ8_1>(a);
     assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-    let mut sum = 0.0f32;
-    for (x, y) in w.iter().zip(a.iter()) {
-        sum += (x.d * y.d.to_f32()) * isum(&x.q, &y.qs) as f32 + x.m * y.s.to_f32();
-    }
-    sum
+    sum4!(w.len(), |i| {
+        let (x, y) = (&w[i], &a[i]);
+        (x.d * y.d.to_f32()) * isum(&x.q, &y.qs) as f32 + x.m * y.s.to_f32()
+    })
 }
 
 const _: () = {

@@ -6,10 +6,56 @@
 //! Each public kernel is a safe function that checks slice lengths first; the `unsafe` inside is
 //! the `#[target_feature]` call, made only where the dispatcher saw the features.
 
-use super::{Decoded32, DecodedK};
+use super::{sum4, Decoded32, DecodedK};
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::dequant::blocks_of;
 use std::arch::x86_64::*;
+
+/// The dot products over decoded 32-value blocks against Q8_0 and Q8_1 activations, with the
+/// `isum32` of the module they are expanded in, whole loops inside one `#[target_feature]`
+/// function so that `isum32` and the F16C conversions inline.
+macro_rules! dot_32 {
+    ($features:literal) => {
+        pub(crate) fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
+            let a = blocks_of::<BlockQ8_0>(a);
+            assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+            // SAFETY: dispatched only where the CPU has `$features` (`Isa::Avx2` includes FMA
+            // and F16C; `Isa::Avx512Vnni` includes AVX2).
+            unsafe { q8_0_impl(w, &a) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn q8_0_impl(w: &[Decoded32], a: &[BlockQ8_0]) -> f32 {
+            sum4!(w.len(), |i| {
+                let (x, y) = (&w[i], &a[i]);
+                (x.d * f16_to_f32(y.d.to_bits())) * isum32(&x.q, &y.qs) as f32
+            })
+        }
+
+        pub(crate) fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
+            let a = blocks_of::<BlockQ8_1>(a);
+            assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
+            // SAFETY: dispatched only where the CPU has `$features` (`Isa::Avx2` includes FMA
+            // and F16C; `Isa::Avx512Vnni` includes AVX2).
+            unsafe { q8_1_impl(w, &a) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn q8_1_impl(w: &[Decoded32], a: &[BlockQ8_1]) -> f32 {
+            sum4!(w.len(), |i| {
+                let (x, y) = (&w[i], &a[i]);
+                let is = isum32(&x.q, &y.qs);
+                (x.d * f16_to_f32(y.d.to_bits())) * is as f32 + x.m * f16_to_f32(y.s.to_bits())
+            })
+        }
+    };
+}
+
+/// An f16 (its bits) as f32 through F16C: exact, like every f16 to f32 conversion.
+#[target_feature(enable = "f16c")]
+fn f16_to_f32(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
 
 pub(crate) mod avx2 {
     use super::*;
@@ -23,8 +69,8 @@ pub(crate) mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn dot_k_impl(w: &[DecodedK], a: &[BlockQ8K]) -> f32 {
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a) {
+        sum4!(w.len(), |i| {
+            let (x, y) = (&w[i], &a[i]);
             let mut acc = _mm256_setzero_si256();
             for s in 0..16 {
                 // SAFETY: `q` and `qs` hold 256 bytes; run `s` is bytes 16s..16s + 16.
@@ -40,9 +86,8 @@ pub(crate) mod avx2 {
                 acc = _mm256_add_epi32(acc, p);
             }
             let (is, ms) = (hsum(acc), min_sum(x, y));
-            sum += (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32;
-        }
-        sum
+            (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32
+        })
     }
 
     /// `Σ m[s] * bsums[s]`.
@@ -83,29 +128,7 @@ pub(crate) mod avx2 {
         hsum(_mm256_add_epi32(p0, p1))
     }
 
-    pub(crate) fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
-        let a = blocks_of::<BlockQ8_0>(a);
-        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a.iter()) {
-            // SAFETY: dispatched only where the CPU has AVX2.
-            let is = unsafe { isum32(&x.q, &y.qs) };
-            sum += (x.d * y.d.to_f32()) * is as f32;
-        }
-        sum
-    }
-
-    pub(crate) fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
-        let a = blocks_of::<BlockQ8_1>(a);
-        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a.iter()) {
-            // SAFETY: dispatched only where the CPU has AVX2.
-            let is = unsafe { isum32(&x.q, &y.qs) };
-            sum += (x.d * y.d.to_f32()) * is as f32 + x.m * y.s.to_f32();
-        }
-        sum
-    }
+    dot_32!("avx2,fma,f16c");
 }
 
 pub(crate) mod avx512 {
@@ -146,8 +169,8 @@ pub(crate) mod avx512 {
                 l(15),
             )
         });
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a) {
+        sum4!(w.len(), |i| {
+            let (x, y) = (&w[i], &a[i]);
             // SAFETY: `sc` and `bsums` hold 16 i16 (32 bytes); `q` and `qs` 256 bytes.
             let (sc, bs) = unsafe {
                 (
@@ -172,9 +195,8 @@ pub(crate) mod avx512 {
             let bias = hsum(_mm256_madd_epi16(sc, bs)).wrapping_mul(128);
             let is = _mm512_reduce_add_epi32(acc).wrapping_sub(bias);
             let ms = min_sum(x, y);
-            sum += (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32;
-        }
-        sum
+            (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32
+        })
     }
 
     /// `Σ q * a` of one 32-value block: `vpdpbusd` on `q + 128`, minus `128 * Σ a`.
@@ -193,27 +215,5 @@ pub(crate) mod avx512 {
         hsum(_mm256_sub_epi32(p, bias))
     }
 
-    pub(crate) fn dot_32_q8_0(w: &[Decoded32], a: &[u8]) -> f32 {
-        let a = blocks_of::<BlockQ8_0>(a);
-        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a.iter()) {
-            // SAFETY: dispatched only where the CPU has AVX-512 VL and VNNI.
-            let is = unsafe { isum32(&x.q, &y.qs) };
-            sum += (x.d * y.d.to_f32()) * is as f32;
-        }
-        sum
-    }
-
-    pub(crate) fn dot_32_q8_1(w: &[Decoded32], a: &[u8]) -> f32 {
-        let a = blocks_of::<BlockQ8_1>(a);
-        assert_eq!(w.len(), a.len(), "dot_32: block counts differ");
-        let mut sum = 0.0f32;
-        for (x, y) in w.iter().zip(a.iter()) {
-            // SAFETY: dispatched only where the CPU has AVX-512 VL and VNNI.
-            let is = unsafe { isum32(&x.q, &y.qs) };
-            sum += (x.d * y.d.to_f32()) * is as f32 + x.m * y.s.to_f32();
-        }
-        sum
-    }
+    dot_32!("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 }
