@@ -97,6 +97,13 @@ macro_rules! sum4 {
 }
 pub(crate) use sum4;
 
+/// Per-block terms summed in the order of every decoded dot product (`sum4!`), for tests that
+/// compare with a transcription of ggml's per-block arithmetic.
+#[cfg(test)]
+pub(crate) fn sum_in_kernel_order(terms: &[f32]) -> f32 {
+    sum4!(terms.len(), |i| terms[i])
+}
+
 /// `Σ q * a` over equal-length runs, exactly.
 fn isum(q: &[i8], a: &[i8]) -> i32 {
     q.iter().zip(a).map(|(&x, &y)| x as i32 * y as i32).sum()

@@ -1,6 +1,7 @@
 use super::*;
 use crate::blocks::BlockQ8_0;
 use crate::quant::decoded::dot_32_q8_0;
+use crate::quant::decoded::sum_in_kernel_order;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -24,7 +25,7 @@ fn random_q8_0(rng: &mut StdRng, n: usize) -> Vec<u8> {
 /// ggml's `ggml_vec_dot_mxfp4_q8_0_generic`, transcribed.
 fn ggml_mxfp4(x: &[BlockMXFP4], y: &[BlockQ8_0]) -> f32 {
     let kv = |n: u8| KVALUES_MXFP4[n as usize] as i32;
-    let mut sumf = 0.0f32;
+    let mut terms = vec![];
     for (x, y) in x.iter().zip(y) {
         let d = y.d.to_f32() * e8m0_to_fp32_half(x.e);
         let (mut s1, mut s2) = (0i32, 0i32);
@@ -32,9 +33,9 @@ fn ggml_mxfp4(x: &[BlockMXFP4], y: &[BlockQ8_0]) -> f32 {
             s1 += y.qs[j] as i32 * kv(x.qs[j] & 0xF);
             s2 += y.qs[j + 16] as i32 * kv(x.qs[j] >> 4);
         }
-        sumf += d * (s1 + s2) as f32;
+        terms.push(d * (s1 + s2) as f32);
     }
-    sumf
+    sum_in_kernel_order(&terms)
 }
 
 fn decode(isa: Isa, w: &[u8]) -> Vec<Decoded32> {
@@ -46,7 +47,8 @@ fn decode(isa: Isa, w: &[u8]) -> Vec<Decoded32> {
     out
 }
 
-/// The decoded form's dot product is ggml's, bit for bit (same integer sum, same `d * a.d`).
+/// The decoded form's dot product is ggml's per-block arithmetic, bit for bit (summed in the
+/// kernels' block order) (same integer sum, same `d * a.d`).
 #[test]
 fn decoded_dot_is_ggml_generic_dot() {
     let mut rng = StdRng::seed_from_u64(3);

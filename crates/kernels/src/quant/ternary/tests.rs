@@ -1,6 +1,7 @@
 use super::*;
 use crate::blocks::BlockQ8K;
 use crate::quant::decoded::dot_k;
+use crate::quant::decoded::sum_in_kernel_order;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -27,7 +28,7 @@ fn random_q8k(rng: &mut StdRng, nb: usize) -> Vec<u8> {
 fn ggml_tq1_0(x: &[BlockTQ1_0], y: &[BlockQ8K]) -> f32 {
     let pow3 = [1u8, 3, 9, 27, 81, 243];
     let t = |b: u8, l: usize| ((b.wrapping_mul(pow3[l]) as u16 * 3) >> 8) as i32 - 1;
-    let mut sumf = 0.0f32;
+    let mut terms = vec![];
     for (x, y) in x.iter().zip(y) {
         let mut sum = 0i32;
         for l in 0..5 {
@@ -45,14 +46,14 @@ fn ggml_tq1_0(x: &[BlockTQ1_0], y: &[BlockQ8K]) -> f32 {
                 sum += t(x.qh[j], l) * y.qs[240 + l * 4 + j] as i32;
             }
         }
-        sumf += sum as f32 * (x.d.to_f32() * y.d);
+        terms.push(sum as f32 * (x.d.to_f32() * y.d));
     }
-    sumf
+    sum_in_kernel_order(&terms)
 }
 
 /// ggml's `ggml_vec_dot_tq2_0_q8_K_generic`, transcribed.
 fn ggml_tq2_0(x: &[BlockTQ2_0], y: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0.0f32;
+    let mut terms = vec![];
     for (x, y) in x.iter().zip(y) {
         let mut sumi = 0i32;
         for j in (0..64).step_by(32) {
@@ -63,9 +64,9 @@ fn ggml_tq2_0(x: &[BlockTQ2_0], y: &[BlockQ8K]) -> f32 {
                 }
             }
         }
-        sumf += sumi as f32 * (y.d * x.d.to_f32());
+        terms.push(sumi as f32 * (y.d * x.d.to_f32()));
     }
-    sumf
+    sum_in_kernel_order(&terms)
 }
 
 fn decode(ty: GgmlType, isa: Isa, w: &[u8]) -> Vec<DecodedK> {
@@ -77,7 +78,8 @@ fn decode(ty: GgmlType, isa: Isa, w: &[u8]) -> Vec<DecodedK> {
     out
 }
 
-/// The decoded form's dot product is ggml's, bit for bit: the same exact integer sum times the
+/// The decoded form's dot product is ggml's per-block arithmetic, bit for bit (summed in the
+/// kernels' block order): the same exact integer sum times the
 /// same `d * a.d`, minus an exact zero.
 #[test]
 fn decoded_dot_is_ggml_generic_dot() {
