@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The IQ2 and IQ1 grid tables, copied from ggml's ggml-common.h into Rust.
+"""The i-quants' grid tables, copied from ggml's ggml-common.h into Rust.
 
-Writes crates/kernels/src/quant/iq2/grids.rs (iq2xxs_grid, iq2xs_grid, iq2s_grid, ksigns_iq2xs)
-and crates/kernels/src/quant/iq1/grids.rs (iq1s_grid). Run from the repository root:
+Writes crates/kernels/src/quant/iq2/grids.rs (iq2xxs_grid, iq2xs_grid, iq2s_grid, ksigns_iq2xs,
+which IQ3 shares), crates/kernels/src/quant/iq3/grids.rs (iq3xxs_grid, iq3s_grid: each entry holds 4
+unsigned values, value `j` in byte `j`) and crates/kernels/src/quant/iq1/grids.rs (iq1s_grid).
+Run from the repository root (the committed files are exactly its output):
   python3 scripts/gen_iq_grids.py [path/to/ggml-common.h]
 (default: the peer's llama.cpp tree, .peer/llama_cpp_python-0.3.36/vendor/llama.cpp).
 """
@@ -12,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = ".peer/llama_cpp_python-0.3.36/vendor/llama.cpp/ggml/src/ggml-common.h"
-CTYPES = {"uint64_t": ("u64", 64), "uint8_t": ("u8", 8)}
+CTYPES = {"uint64_t": ("u64", 64), "uint32_t": ("u32", 32), "uint8_t": ("u8", 8)}
 
 
 def table(src: str, name: str, size: int):
@@ -39,7 +41,7 @@ def rust(src: str, tables):
         out.append(f"/// ggml's `{cname}`.")
         out.append("#[rustfmt::skip]")
         out.append(f"pub(crate) static {rname}: [{rtype}; {size}] = [")
-        fmt = (lambda v: f"0x{v:016x}") if bits == 64 else (lambda v: f"{v}")
+        fmt = {64: lambda v: f"0x{v:016x}", 32: lambda v: f"0x{v:08x}", 8: lambda v: f"{v}"}[bits]
         for i in range(0, size, per_line):
             out.append("    " + ", ".join(fmt(v) for v in values[i : i + per_line]) + ",")
         out.append("];")
@@ -56,6 +58,10 @@ def main():
         ("iq2xs_grid", "IQ2XS_GRID", 512, 4),
         ("iq2s_grid", "IQ2S_GRID", 1024, 4),
         ("ksigns_iq2xs", "KSIGNS_IQ2XS", 128, 16),
+    ]))
+    (kernels / "iq3/grids.rs").write_text(rust(src, [
+        ("iq3xxs_grid", "IQ3XXS_GRID", 256, 8),
+        ("iq3s_grid", "IQ3S_GRID", 512, 8),
     ]))
     (kernels / "iq1/grids.rs").write_text(rust(src, [("iq1s_grid", "IQ1S_GRID", 2048, 4)]))
 

@@ -15,7 +15,8 @@ use crate::cpu::Isa;
 use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK_K};
 use bytemuck::{Pod, Zeroable};
-use grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
+pub(super) use grids::KSIGNS_IQ2XS;
+use grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};
 use half::f16;
 
 /// 256 values: 32 groups of 8; per 32 values two little-endian u32 words (`qs[4i..4i + 4]`): the

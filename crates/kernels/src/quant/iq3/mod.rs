@@ -21,11 +21,12 @@ mod avx512;
 mod grids;
 
 use super::decoded::{DecodedK, Decoder};
+use super::iq2::KSIGNS_IQ2XS as KSIGNS;
 use crate::cpu::Isa;
 use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK_K};
 use bytemuck::{Pod, Zeroable};
-use grids::{IQ3S_GRID, IQ3XXS_GRID, KSIGNS};
+use grids::{IQ3S_GRID, IQ3XXS_GRID};
 use half::f16;
 
 /// 256 values: 64 grid indices, then 8 little-endian u32 of sign indices and scales.
