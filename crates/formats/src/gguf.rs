@@ -166,6 +166,11 @@ impl TensorInfo {
 }
 
 /// Everything that can be wrong with a GGUF file. Every message names the file.
+/// "type NVFP4" for a type ggml defines, "an unknown type" otherwise.
+fn ggml_type_name(id: u32) -> String {
+    GgmlType::name_of_id(id).map_or_else(|| "an unknown type".into(), |n| format!("type {n}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{file}: {error}")]
@@ -191,7 +196,7 @@ pub enum GgufError {
         what: String,
         msg: String,
     },
-    #[error("{file}: tensor '{tensor}' has unknown or unsupported type id {id}")]
+    #[error("{file}: tensor '{tensor}' has {} (ggml type id {id}), which this build cannot compute with", ggml_type_name(*.id))]
     UnknownTensorType {
         file: String,
         tensor: String,

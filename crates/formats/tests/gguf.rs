@@ -280,7 +280,8 @@ fn bad_tensors() {
         patch_tensor(&mut b, name, field, value);
         err(b)
     };
-    assert!(with(2, 77, "x").contains("tensor 'x' has unknown or unsupported type id 77"));
+    assert!(with(2, 77, "x").contains("tensor 'x' has an unknown type (ggml type id 77)"));
+    assert!(with(2, 40, "x").contains("has type NVFP4 (ggml type id 40), which this build cannot"));
     assert!(with(0, 0, "x").contains("dimensions"));
     assert!(with(0, 5, "x").contains("dimensions"));
     assert!(with(1, 33, "x").contains("not a multiple"));

@@ -134,6 +134,22 @@ impl GgmlType {
         Self::KNOWN.iter().copied().find(|t| *t as u32 == id)
     }
 
+    /// ggml's name for any type id it defines (supported here or not), for error messages.
+    pub fn name_of_id(id: u32) -> Option<&'static str> {
+        if let Some(t) = Self::known(id) {
+            return Some(t.name());
+        }
+        Some(match id {
+            24 => "I8",
+            25 => "I16",
+            26 => "I32",
+            27 => "I64",
+            28 => "F64",
+            40 => "NVFP4",
+            _ => return None,
+        })
+    }
+
     fn info(self) -> Info {
         use GgmlType::*;
         let (name, block_len, block_bytes, vec_dot_type) = match self {
