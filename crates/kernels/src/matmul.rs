@@ -6,6 +6,7 @@
 //! of weight rows stays in L1 while a block of tokens (sized for L2) passes over it, four tokens
 //! per kernel call where the weight type has a four-row kernel.
 
+use crate::blocks::BlockQ8K;
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
 use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn, VecDot4Fn, VecDotFn};
@@ -17,6 +18,7 @@ use crate::storage::{AlignedBytes, SharedBytes, WeightBytes};
 use crate::types::GgmlType;
 use crate::types::{QK, QK_K};
 use crate::KernelError;
+use std::mem::size_of;
 use std::sync::OnceLock;
 
 /// A weight matrix `[rows x cols]` in a ggml type: rows are output features, cols are inputs.
@@ -349,12 +351,16 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
     }
     let out = SharedOut(y.as_mut_ptr());
     let rows = w.rows;
+    // Several tokens over a decoded type: sixteen rows per VNNI instruction.
+    let gemm = qa.n_tokens >= GEMM_MIN_TOKENS && Isa::best() == Isa::Avx512Vnni;
     pool.run(&|tid, nth| {
         let (r0, r1) = (rows * tid / nth, rows * (tid + 1) / nth);
         // SAFETY: thread `tid` writes only y[t * rows + r] for r in r0..r1, and these ranges are
         // disjoint across threads; `y` outlives `run`, which returns after every thread is done.
         let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
         match w.plan {
+            #[cfg(target_arch = "x86_64")]
+            Plan::Decoded(kernels) if gemm => decoded_gemm(w, qa, r0..r1, kernels, &write),
             Plan::Decoded(Kernels::K { decode, dot }) => {
                 decoded_rows(w, qa, r0..r1, (DecodedK::ZERO, QK_K), decode, dot, &write)
             }
@@ -372,6 +378,165 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
             }
         }
     });
+}
+
+/// Tokens from which `decoded_gemm` beats one dot product per row and token.
+const GEMM_MIN_TOKENS: usize = 4;
+
+/// Tokens whose running sums `decoded_gemm` keeps while a row group's blocks pass.
+const GEMM_TOKEN_BLOCK: usize = 64;
+
+/// The rows `rows` of a decoded type for every token, with AVX-512 VNNI: groups of 16 rows,
+/// each block decoded once into a panel per block of tokens (`quant::decoded::gemm`);
+/// bit-identical to [`decoded_rows`].
+#[cfg(target_arch = "x86_64")]
+fn decoded_gemm(
+    w: &Matrix,
+    qa: &QuantizedActivations,
+    rows: std::ops::Range<usize>,
+    kernels: Kernels,
+    write: &dyn Fn(usize, usize, f32),
+) {
+    use crate::quant::decoded::gemm::{accumulate, accumulate32, Panel, Panel32};
+    let bb = w.ty.block_bytes();
+    match kernels {
+        Kernels::K { decode, .. } => {
+            let act = |t: usize, b: usize| -> &BlockQ8K {
+                let k = size_of::<BlockQ8K>();
+                bytemuck::from_bytes(&qa.row(t)[b * k..(b + 1) * k])
+            };
+            let mut panel = Panel::new();
+            let (p, fill) = (&mut panel, |p: &mut Box<Panel>, g: &[&[u8]], b| {
+                p.fill(decode, g, b, bb)
+            });
+            gemm_groups(
+                w,
+                qa,
+                rows,
+                QK_K,
+                p,
+                fill,
+                |p, t, b, s| {
+                    // SAFETY: called only where the CPU has AVX-512 VNNI (`Isa::best()`).
+                    unsafe { accumulate(p, std::array::from_fn(|i| act(t + i, b)), s, b) }
+                },
+                |p, t, b, s| {
+                    // SAFETY: as above.
+                    unsafe { accumulate(p, [act(t, b)], s, b) }
+                },
+                write,
+            );
+        }
+        Kernels::B32 { decode, .. } => {
+            let q8_1 = w.ty.vec_dot_type() == GgmlType::Q8_1;
+            let act = |t: usize, b: usize| act32(qa.row(t), b, q8_1);
+            let mut panel = Panel32::new();
+            let (p, fill) = (&mut panel, |p: &mut Box<Panel32>, g: &[&[u8]], b| {
+                p.fill(decode, g, b, (w.ty.block_len(), bb))
+            });
+            gemm_groups(
+                w,
+                qa,
+                rows,
+                QK,
+                p,
+                fill,
+                |p, t, b, s| {
+                    let a = std::array::from_fn(|i| act(t + i, b));
+                    // SAFETY: called only where the CPU has AVX-512 VNNI (`Isa::best()`).
+                    unsafe {
+                        if q8_1 {
+                            accumulate32::<4, true>(p, a, s, b)
+                        } else {
+                            accumulate32::<4, false>(p, a, s, b)
+                        }
+                    }
+                },
+                |p, t, b, s| {
+                    // SAFETY: as above.
+                    unsafe {
+                        if q8_1 {
+                            accumulate32::<1, true>(p, [act(t, b)], s, b)
+                        } else {
+                            accumulate32::<1, false>(p, [act(t, b)], s, b)
+                        }
+                    }
+                },
+                write,
+            );
+        }
+    }
+}
+
+/// Activation block `b` of a Q8_0 or (`q8_1`) Q8_1 row as the 32-value GEMM reads it.
+#[cfg(target_arch = "x86_64")]
+fn act32(row: &[u8], b: usize, q8_1: bool) -> crate::quant::decoded::gemm::Act32<'_> {
+    use crate::blocks::{BlockQ8_0, BlockQ8_1};
+    let (d, s, qs): (half::f16, f32, &[i8; QK]) = if q8_1 {
+        let k = size_of::<BlockQ8_1>();
+        let x: &BlockQ8_1 = bytemuck::from_bytes(&row[b * k..(b + 1) * k]);
+        (x.d, x.s.to_f32(), &x.qs)
+    } else {
+        let k = size_of::<BlockQ8_0>();
+        let x: &BlockQ8_0 = bytemuck::from_bytes(&row[b * k..(b + 1) * k]);
+        (x.d, 0.0, &x.qs)
+    };
+    let sum = qs.iter().map(|&q| q as i32).sum();
+    crate::quant::decoded::gemm::Act32 {
+        qs,
+        d: d.to_f32(),
+        s,
+        sum,
+    }
+}
+
+/// The loop of [`decoded_gemm`]: per block of tokens, per group of 16 rows, per weight block, the
+/// panel filled once, then the tokens four at a time (`acc4`) and one by one (`acc1`); at the
+/// end of a group each token's four running sums are added and written.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_groups<P>(
+    w: &Matrix,
+    qa: &QuantizedActivations,
+    rows: std::ops::Range<usize>,
+    block_len: usize,
+    panel: &mut P,
+    fill: impl Fn(&mut P, &[&[u8]], usize),
+    acc4: impl Fn(&P, usize, usize, &mut [crate::quant::decoded::gemm::Sums; 4]),
+    acc1: impl Fn(&P, usize, usize, &mut [crate::quant::decoded::gemm::Sums; 1]),
+    write: &dyn Fn(usize, usize, f32),
+) {
+    use crate::quant::decoded::gemm::{total, Sums, ROWS};
+    let (n, nb) = (qa.n_tokens, w.cols / block_len);
+    let mut sums: Vec<Sums> = vec![[[0.0; ROWS]; 4]; GEMM_TOKEN_BLOCK];
+    for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
+        let tn = (n - t0).min(GEMM_TOKEN_BLOCK);
+        for g0 in rows.clone().step_by(ROWS) {
+            let group: Vec<&[u8]> = (g0..(g0 + ROWS).min(rows.end)).map(|r| w.row(r)).collect();
+            sums[..tn].fill([[0.0; ROWS]; 4]);
+            for b in 0..nb {
+                fill(panel, &group, b);
+                let mut quads = sums[..tn].chunks_exact_mut(4);
+                for (i, s) in quads.by_ref().enumerate() {
+                    acc4(panel, t0 + 4 * i, b, s.try_into().expect("4 sums"));
+                }
+                let done = t0 + tn / 4 * 4;
+                for (j, s) in quads.into_remainder().iter_mut().enumerate() {
+                    acc1(
+                        panel,
+                        done + j,
+                        b,
+                        std::slice::from_mut(s).try_into().expect("1 sum"),
+                    );
+                }
+            }
+            for (j, s) in sums[..tn].iter().enumerate() {
+                for r in 0..group.len() {
+                    write(t0 + j, g0 + r, total(s, r));
+                }
+            }
+        }
+    }
 }
 
 /// [`matmul_rows`] for a decoded type: each weight row is decoded once per block of tokens into

@@ -181,18 +181,19 @@ fn generic_dots_are_exact_at_every_level() {
 }
 
 /// `matmul` over a decoded type equals the per-row products at the same level, for one token
-/// (decode) and many (prefill), on a ragged number of rows.
+/// (decode) and many (prefill: the 16-row GEMM, across its token blocks), on ragged rows and
+/// block counts that wrap the four running sums.
 #[test]
 fn matmul_equals_row_products() {
     let mut rng = StdRng::seed_from_u64(10);
     let pool = ThreadPool::new(2);
     for ty in decoded_types() {
-        let (rows, cols) = (13, 512);
+        let (rows, cols) = (21, 5 * 256);
         let bytes: Vec<u8> = (0..rows)
             .flat_map(|_| random_row(&mut rng, ty, cols))
             .collect();
         let w = Matrix::from_bytes(ty, rows, cols, &bytes).unwrap();
-        for n in [1, 5] {
+        for n in [1, 5, 70] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let qa = quantize_activations(&pool, ty.vec_dot_type(), &x, n);
             let mut y = vec![0.0f32; rows * n];

@@ -8,6 +8,8 @@
 //! functions here, so they agree with them bit for bit.
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
