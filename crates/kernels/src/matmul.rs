@@ -481,12 +481,10 @@ fn act32(row: &[u8], b: usize, q8_1: bool) -> crate::quant::decoded::gemm::Act32
         let x: &BlockQ8_0 = bytemuck::from_bytes(&row[b * k..(b + 1) * k]);
         (x.d, 0.0, &x.qs)
     };
-    let sum = qs.iter().map(|&q| q as i32).sum();
     crate::quant::decoded::gemm::Act32 {
         qs,
         d: d.to_f32(),
         s,
-        sum,
     }
 }
 

@@ -133,11 +133,13 @@ pub(crate) unsafe fn accumulate<const N: usize>(
     }
 }
 
-/// One 32-value block of up to 16 rows, interleaved like [`Panel`]'s values, with the rows' `d`
-/// and `m`.
+/// One 32-value block of up to 16 rows, interleaved like [`Panel`]'s values but signed (here the
+/// activations are the unsigned operand, `a + 128`, so the weights' sums `qsum` take the offset
+/// off), with the rows' `d` and `m`.
 #[repr(C, align(64))]
 pub(crate) struct Panel32 {
     w: [[u8; 64]; QK / 4],
+    qsum: [i32; ROWS],
     d: [f32; ROWS],
     m: [f32; ROWS],
 }
@@ -145,7 +147,8 @@ pub(crate) struct Panel32 {
 impl Panel32 {
     pub(crate) fn new() -> Box<Panel32> {
         Box::new(Panel32 {
-            w: [[0x80; 64]; QK / 4],
+            w: [[0; 64]; QK / 4],
+            qsum: [0; ROWS],
             d: [0.0; ROWS],
             m: [0.0; ROWS],
         })
@@ -173,23 +176,23 @@ impl Panel32 {
             let x = &x[sub];
             for (v, w) in self.w.iter_mut().enumerate() {
                 for j in 0..4 {
-                    w[4 * r + j] = (x.q[4 * v + j] as u8) ^ 0x80;
+                    w[4 * r + j] = x.q[4 * v + j] as u8;
                 }
             }
+            self.qsum[r] = x.q.iter().map(|&q| q as i32).sum();
             self.d[r] = x.d;
             self.m[r] = x.m;
         }
     }
 }
 
-/// One token's activation block as the 32-value kernels use it: quants, `d`, `s` (Q8_1; unused
-/// against Q8_0) and the exact `Σ qs`.
+/// One token's activation block as the 32-value kernels use it: quants, `d` and `s` (Q8_1;
+/// unused against Q8_0).
 #[derive(Clone, Copy)]
 pub(crate) struct Act32<'a> {
     pub qs: &'a [i8; QK],
     pub d: f32,
     pub s: f32,
-    pub sum: i32,
 }
 
 /// Adds block `b`'s terms for `N` tokens to their sums: `(d * a.d) * isum`, plus `m * a.s`
@@ -210,14 +213,21 @@ pub(crate) unsafe fn accumulate32<const N: usize, const Q8_1: bool>(
         let w = unsafe { _mm512_loadu_si512(p.w[v].as_ptr().cast()) };
         for t in 0..N {
             // SAFETY: `qs` holds 32 bytes and `4v + 4 <= 32`.
-            let dword = unsafe { a[t].qs.as_ptr().add(4 * v).cast::<i32>().read_unaligned() };
-            dp[t] = _mm512_dpbusd_epi32(dp[t], w, _mm512_set1_epi32(dword));
+            let dword = unsafe { a[t].qs.as_ptr().add(4 * v).cast::<u32>().read_unaligned() };
+            let unsigned = _mm512_set1_epi32((dword ^ 0x8080_8080) as i32);
+            dp[t] = _mm512_dpbusd_epi32(dp[t], unsigned, w);
         }
     }
-    // SAFETY: `d` and `m` are 16 f32.
-    let (d, m) = unsafe { (_mm512_loadu_ps(p.d.as_ptr()), _mm512_loadu_ps(p.m.as_ptr())) };
+    // SAFETY: `qsum` is 16 i32, `d` and `m` 16 f32.
+    let (bias, d, m) = unsafe {
+        (
+            _mm512_slli_epi32(_mm512_loadu_si512(p.qsum.as_ptr().cast()), 7),
+            _mm512_loadu_ps(p.d.as_ptr()),
+            _mm512_loadu_ps(p.m.as_ptr()),
+        )
+    };
     for t in 0..N {
-        let is = _mm512_sub_epi32(dp[t], _mm512_set1_epi32(a[t].sum.wrapping_mul(128)));
+        let is = _mm512_sub_epi32(dp[t], bias);
         let mut term = _mm512_mul_ps(
             _mm512_mul_ps(d, _mm512_set1_ps(a[t].d)),
             _mm512_cvtepi32_ps(is),
