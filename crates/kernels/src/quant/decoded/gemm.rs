@@ -14,12 +14,12 @@ use std::arch::x86_64::*;
 /// Weight rows per panel: one per 32-bit lane of a 512-bit register.
 pub(crate) const ROWS: usize = 16;
 
-/// One super-block of up to 16 rows, interleaved: vector `v`, lane `r`, byte `j` holds value
+/// One super-block of up to 16 rows, interleaved: vector `v`, lane `r` (a dword), byte `j` holds value
 /// `4v + j` of row `r` plus 128 (unsigned for `vpdpbusd`); per run of 16 values the rows' scales
 /// and mins; the rows' `d` and `dmin`. Missing rows are zero (they contribute nothing).
 #[repr(C, align(64))]
 pub(crate) struct Panel {
-    w: [[u8; 64]; QK_K / 4],
+    w: [[u32; ROWS]; QK_K / 4],
     sc: [[i32; ROWS]; QK_K / 16],
     m: [[i32; ROWS]; QK_K / 16],
     d: [f32; ROWS],
@@ -29,7 +29,7 @@ pub(crate) struct Panel {
 impl Panel {
     pub(crate) fn new() -> Box<Panel> {
         Box::new(Panel {
-            w: [[0x80; 64]; QK_K / 4],
+            w: [[0x8080_8080; ROWS]; QK_K / 4],
             sc: [[0; ROWS]; QK_K / 16],
             m: [[0; ROWS]; QK_K / 16],
             d: [0.0; ROWS],
@@ -50,9 +50,7 @@ impl Panel {
             }
             let x = &x[0];
             for (v, w) in self.w.iter_mut().enumerate() {
-                for j in 0..4 {
-                    w[4 * r + j] = (x.q[4 * v + j] as u8) ^ 0x80;
-                }
+                w[r] = dword(&x.q, v) ^ 0x8080_8080;
             }
             for s in 0..QK_K / 16 {
                 self.sc[s][r] = x.sc[s] as i32;
@@ -62,6 +60,17 @@ impl Panel {
             self.dmin[r] = x.dmin;
         }
     }
+}
+
+/// Values `4v .. 4v + 4` of `q` as one little-endian dword.
+#[inline(always)]
+fn dword(q: &[i8], v: usize) -> u32 {
+    u32::from_le_bytes([
+        q[4 * v] as u8,
+        q[4 * v + 1] as u8,
+        q[4 * v + 2] as u8,
+        q[4 * v + 3] as u8,
+    ])
 }
 
 /// Four running sums per row lane (block `b` into sum `b % 4`), one set per token.
@@ -88,7 +97,7 @@ pub(crate) unsafe fn accumulate<const N: usize>(
     for s in 0..QK_K / 16 {
         let mut dp = [zero; N];
         for v in 4 * s..4 * s + 4 {
-            // SAFETY: `w[v]` is 64 bytes.
+            // SAFETY: `w[v]` is 16 dwords (64 bytes).
             let w = unsafe { _mm512_loadu_si512(p.w[v].as_ptr().cast()) };
             for t in 0..N {
                 // SAFETY: `qs` holds 256 bytes and `4v + 4 <= 256`.
@@ -138,7 +147,7 @@ pub(crate) unsafe fn accumulate<const N: usize>(
 /// off), with the rows' `d` and `m`.
 #[repr(C, align(64))]
 pub(crate) struct Panel32 {
-    w: [[u8; 64]; QK / 4],
+    w: [[u32; ROWS]; QK / 4],
     qsum: [i32; ROWS],
     d: [f32; ROWS],
     m: [f32; ROWS],
@@ -147,7 +156,7 @@ pub(crate) struct Panel32 {
 impl Panel32 {
     pub(crate) fn new() -> Box<Panel32> {
         Box::new(Panel32 {
-            w: [[0; 64]; QK / 4],
+            w: [[0; ROWS]; QK / 4],
             qsum: [0; ROWS],
             d: [0.0; ROWS],
             m: [0.0; ROWS],
@@ -175,9 +184,7 @@ impl Panel32 {
             }
             let x = &x[sub];
             for (v, w) in self.w.iter_mut().enumerate() {
-                for j in 0..4 {
-                    w[4 * r + j] = x.q[4 * v + j] as u8;
-                }
+                w[r] = dword(&x.q, v);
             }
             self.qsum[r] = x.q.iter().map(|&q| q as i32).sum();
             self.d[r] = x.d;
@@ -209,7 +216,7 @@ pub(crate) unsafe fn accumulate32<const N: usize, const Q8_1: bool>(
 ) {
     let mut dp = [_mm512_setzero_si512(); N];
     for v in 0..QK / 4 {
-        // SAFETY: `w[v]` is 64 bytes.
+        // SAFETY: `w[v]` is 16 dwords (64 bytes).
         let w = unsafe { _mm512_loadu_si512(p.w[v].as_ptr().cast()) };
         for t in 0..N {
             // SAFETY: `qs` holds 32 bytes and `4v + 4 <= 32`.
