@@ -14,9 +14,10 @@ use std::arch::x86_64::*;
 /// Weight rows per panel: one per 32-bit lane of a 512-bit register.
 pub(crate) const ROWS: usize = 16;
 
-/// One super-block of up to 16 rows, interleaved: vector `v`, lane `r` (a dword), byte `j` holds value
-/// `4v + j` of row `r` plus 128 (unsigned for `vpdpbusd`); per run of 16 values the rows' scales
-/// and mins; the rows' `d` and `dmin`. Missing rows are zero (they contribute nothing).
+/// One super-block of up to 16 rows, interleaved: vector `v`, lane `r` (a dword), byte `j`
+/// holds value `4v + j` of row `r` plus 128 (unsigned for `vpdpbusd`); per run of 16 values the
+/// rows' scales and mins; the rows' `d` and `dmin`. Missing rows are zero (they contribute
+/// nothing).
 #[repr(C, align(64))]
 pub(crate) struct Panel {
     w: [[u32; ROWS]; QK_K / 4],
