@@ -3,7 +3,9 @@
 //! bit for bit (every level runs the same fused multiply-adds in the same order), on random data
 //! with ragged lengths, strides and row counts that leave partial tiles and partial vectors.
 
-use frugal_kernels::{dot, ops, Isa};
+mod common;
+
+use frugal_kernels::{dot, ops};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -13,6 +15,7 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 #[test]
 fn scores_t_matches_the_reference_at_every_level() {
+    let levels = common::levels("scores_t_matches_the_reference_at_every_level");
     let mut rng = StdRng::seed_from_u64(3);
     for &(nq, dim, len, stride) in &[
         (1, 1, 1, 1),
@@ -28,7 +31,7 @@ fn scores_t_matches_the_reference_at_every_level() {
         let out_stride = len + 3;
         let mut want = vec![0.5f32; nq * out_stride];
         ops::scores_t(&q, dim, &kt, stride, len, &mut want, out_stride);
-        for isa in Isa::available() {
+        for isa in levels.clone() {
             let mut got = vec![0.5f32; nq * out_stride];
             dot::scores_t_at(isa, &q, dim, &kt, stride, len, &mut got, out_stride);
             let (g, w): (Vec<u32>, Vec<u32>) = (
@@ -42,6 +45,7 @@ fn scores_t_matches_the_reference_at_every_level() {
 
 #[test]
 fn weighted_rows_matches_the_reference_at_every_level() {
+    let levels = common::levels("weighted_rows_matches_the_reference_at_every_level");
     let mut rng = StdRng::seed_from_u64(4);
     for &(nh, dv, len, v_stride) in &[
         (1, 1, 1, 1),
@@ -58,7 +62,7 @@ fn weighted_rows_matches_the_reference_at_every_level() {
         let init = random(&mut rng, nh * dv);
         let mut want = init.clone();
         ops::weighted_rows(&mut want, dv, &w, w_stride, &v, v_stride, len);
-        for isa in Isa::available() {
+        for isa in levels.clone() {
             let mut got = init.clone();
             dot::weighted_rows_at(isa, &mut got, dv, &w, w_stride, &v, v_stride, len);
             let (g, wb): (Vec<u32>, Vec<u32>) = (

@@ -1,7 +1,9 @@
 //! The decoded-form kernels (`quant`): at every instruction-set level this CPU has, each decoder
 //! gives exactly the scalar decoder's integers and scales, each generic dot product exactly the
 //! scalar reference's bits, and `matmul` exactly the per-row products. Every test prints the levels
-//! it ran and fails if it ran no SIMD level on a CPU that has one.
+//! it ran and skipped (`common::levels`).
+
+mod common;
 
 use frugal_kernels::dequant::dequantize_row;
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations};
@@ -16,21 +18,6 @@ fn decoded_types() -> Vec<GgmlType> {
         .into_iter()
         .filter(|&t| quant::decoder(t, Isa::Scalar).is_some())
         .collect()
-}
-
-/// Reports the levels run and skipped; fails if a SIMD level exists but none ran.
-fn report(test: &str, ran: &[Isa]) {
-    let skipped: Vec<&str> = [Isa::Avx2, Isa::Avx512Vnni]
-        .into_iter()
-        .filter(|i| !ran.contains(i))
-        .map(Isa::name)
-        .collect();
-    let ran: Vec<&str> = ran.iter().map(|i| i.name()).collect();
-    println!("{test}: ran {ran:?}, skipped (CPU lacks them) {skipped:?}");
-    assert!(
-        Isa::best_available() == Isa::Scalar || ran.len() > 1,
-        "{test}: no SIMD level ran on a CPU that has one"
-    );
 }
 
 /// Random blocks of `ty` (every bit pattern), resampled until they dequantize to finite values.
@@ -59,6 +46,7 @@ fn random_acts(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
 
 #[test]
 fn decoders_agree_with_the_scalar_decoder() {
+    let levels = common::levels("decoders_agree_with_the_scalar_decoder");
     let mut rng = StdRng::seed_from_u64(7);
     for ty in decoded_types() {
         let n = 3 * 256;
@@ -69,7 +57,7 @@ fn decoders_agree_with_the_scalar_decoder() {
                 Decoder::K(want) => {
                     let mut a = vec![DecodedK::ZERO; n / 256];
                     want(&w, &mut a);
-                    for isa in Isa::available() {
+                    for isa in levels.clone() {
                         let Decoder::K(f) = decode(isa) else { panic!() };
                         let mut b = vec![DecodedK::ZERO; n / 256];
                         f(&w, &mut b);
@@ -79,7 +67,7 @@ fn decoders_agree_with_the_scalar_decoder() {
                 Decoder::B32(want) => {
                     let mut a = vec![Decoded32::ZERO; n / 32];
                     want(&w, &mut a);
-                    for isa in Isa::available() {
+                    for isa in levels.clone() {
                         let Decoder::B32(f) = decode(isa) else {
                             panic!()
                         };
@@ -91,7 +79,6 @@ fn decoders_agree_with_the_scalar_decoder() {
             }
         }
     }
-    report("decoders", &Isa::available());
 }
 
 /// The decoded form means the same values as the type's dequantization.
@@ -136,9 +123,9 @@ fn decoded_values_match_dequantization() {
 /// The generic dot products on random decoded rows (every integer in range), bit for bit.
 #[test]
 fn generic_dots_are_exact_at_every_level() {
+    let levels = common::levels("generic_dots_are_exact_at_every_level");
     let mut rng = StdRng::seed_from_u64(9);
-    let mut ran = vec![];
-    for isa in Isa::available() {
+    for isa in levels.clone() {
         for nb in [1, 2, 3, 7] {
             let w: Vec<DecodedK> = (0..nb)
                 .map(|_| {
@@ -175,9 +162,7 @@ fn generic_dots_are_exact_at_every_level() {
                 assert_eq!(got.to_bits(), want.to_bits(), "dot_32 {act} {isa:?}");
             }
         }
-        ran.push(isa);
     }
-    report("generic dots", &ran);
 }
 
 /// `matmul` over a decoded type equals the per-row products at the same level, for one token

@@ -1,6 +1,8 @@
 //! Every SIMD kernel against its scalar reference, on random blocks and activations, at every
 //! instruction-set level this CPU has, with ragged tails where the type allows them.
 
+mod common;
+
 use frugal_kernels::dequant::dequantize_row;
 use frugal_kernels::dot::{scalar_fn, vec_dot_fn};
 use frugal_kernels::quantize::quantize_row;
@@ -45,6 +47,7 @@ fn random_weights(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
 
 #[test]
 fn simd_dots_match_scalar() {
+    let levels = common::levels("simd_dots_match_scalar");
     let mut rng = StdRng::seed_from_u64(1);
     let types = [
         GgmlType::F32,
@@ -88,7 +91,7 @@ fn simd_dots_match_scalar() {
                 dequantize_row(vdt, &a, &mut af);
                 let mag: f64 = wf.iter().zip(&af).map(|(p, q)| (p * q).abs() as f64).sum();
                 let want = scalar_fn(ty)(n, &w, &a);
-                for isa in Isa::available() {
+                for isa in levels.clone() {
                     let got = vec_dot_fn(ty, isa)(n, &w, &a);
                     let tol = 2e-5 * mag + 1e-6;
                     assert!(
@@ -100,10 +103,7 @@ fn simd_dots_match_scalar() {
             }
         }
     }
-    eprintln!(
-        "{checked} SIMD/scalar comparisons on {:?}",
-        Isa::available()
-    );
+    eprintln!("{checked} SIMD/scalar comparisons on {:?}", levels.clone());
 }
 
 #[test]
@@ -126,12 +126,13 @@ fn f32_helpers_match_scalar_with_ragged_tails() {
 
 #[test]
 fn four_row_kernels_match_scalar() {
+    let levels = common::levels("four_row_kernels_match_scalar");
     let mut rng = StdRng::seed_from_u64(3);
     let mut checked = 0;
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0] {
         for blocks in [1usize, 3, 8, 28] {
             let n = blocks * 32;
-            for isa in Isa::available() {
+            for isa in levels.clone() {
                 let Some(dot4) = frugal_kernels::dot::vec_dot4_fn(ty, isa) else {
                     continue;
                 };
@@ -167,5 +168,5 @@ fn four_row_kernels_match_scalar() {
             }
         }
     }
-    assert!(checked > 0 || Isa::available() == vec![Isa::Scalar]);
+    assert!(checked > 0 || levels.clone() == vec![Isa::Scalar]);
 }

@@ -3,11 +3,13 @@
 //! random blocks with every bit pattern of the quants, odd block counts, ragged float rows,
 //! integer-exact cases, four-row kernels bit for bit, and quantizers byte for byte.
 
+mod common;
+
 use frugal_kernels::dequant::dequantize_row;
 use frugal_kernels::dot::{self, quantize_row_fn, vec_dot4_fn, vec_dot_fn};
 use frugal_kernels::dot_scalar;
 use frugal_kernels::quantize::{quantize_row, quantize_weights};
-use frugal_kernels::{GgmlType, Isa};
+use frugal_kernels::GgmlType;
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -102,6 +104,7 @@ fn sizes(rng: &mut StdRng, ty: GgmlType) -> Vec<usize> {
 
 #[test]
 fn every_kernel_matches_the_scalar_reference_at_every_level() {
+    let levels = common::levels("every_kernel_matches_the_scalar_reference_at_every_level");
     let mut rng = StdRng::seed_from_u64(11);
     let mut checked = 0;
     for ty in WEIGHT_TYPES {
@@ -111,7 +114,7 @@ fn every_kernel_matches_the_scalar_reference_at_every_level() {
                 let a = random_activations(&mut rng, ty.vec_dot_type(), n);
                 let want = dot_scalar::vec_dot(ty, n, &w, &a);
                 let tol = 1e-5 * magnitude(ty, &w, &a, n) + 1e-30;
-                for isa in Isa::available() {
+                for isa in levels.clone() {
                     let got = vec_dot_fn(ty, isa)(n, &w, &a);
                     assert!(
                         ((got - want) as f64).abs() <= tol,
@@ -123,7 +126,7 @@ fn every_kernel_matches_the_scalar_reference_at_every_level() {
             }
         }
     }
-    eprintln!("{checked} comparisons on {:?}", Isa::available());
+    eprintln!("{checked} comparisons on {:?}", levels.clone());
 }
 
 /// Q8_0 activations with scale 1 and quants in -lim..=lim (`lim` <= 127).
@@ -155,6 +158,7 @@ fn unit_q8_k(rng: &mut StdRng, n: usize, lim: i8) -> Vec<u8> {
 /// and bit unpacking, offsets, sub-block scales and mins) independently of rounding.
 #[test]
 fn integer_parts_are_exact() {
+    let levels = common::levels("integer_parts_are_exact");
     let mut rng = StdRng::seed_from_u64(12);
     let mut checked = 0;
     for ty in WEIGHT_TYPES.into_iter().filter(|t| t.is_quantized()) {
@@ -181,7 +185,7 @@ fn integer_parts_are_exact() {
                 };
                 let want = dot_scalar::vec_dot(ty, n, &w, &a);
                 let exact = ty.vec_dot_type() != GgmlType::Q8_1;
-                for isa in Isa::available() {
+                for isa in levels.clone() {
                     let got = vec_dot_fn(ty, isa)(n, &w, &a);
                     if exact {
                         assert_eq!(got, want, "{ty} n={n} {}", isa.name());
@@ -196,10 +200,11 @@ fn integer_parts_are_exact() {
 
 #[test]
 fn four_row_kernels_equal_the_one_row_kernels_bit_for_bit() {
+    let levels = common::levels("four_row_kernels_equal_the_one_row_kernels_bit_for_bit");
     let mut rng = StdRng::seed_from_u64(13);
     let mut checked = 0;
     for ty in WEIGHT_TYPES {
-        for isa in Isa::available() {
+        for isa in levels.clone() {
             let Some(dot4) = vec_dot4_fn(ty, isa) else {
                 continue;
             };
@@ -226,7 +231,7 @@ fn four_row_kernels_equal_the_one_row_kernels_bit_for_bit() {
             }
         }
     }
-    let simd = Isa::available().len() > 1;
+    let simd = levels.clone().len() > 1;
     assert!(checked > 0 || !simd);
 }
 
@@ -285,6 +290,7 @@ fn tricky_rows(rng: &mut StdRng, block: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn simd_quantizers_are_byte_identical_to_the_scalar_ones() {
+    let levels = common::levels("simd_quantizers_are_byte_identical_to_the_scalar_ones");
     let mut rng = StdRng::seed_from_u64(14);
     let types = [
         GgmlType::Q8_0,
@@ -317,7 +323,7 @@ fn simd_quantizers_are_byte_identical_to_the_scalar_ones() {
         for x in &rows {
             let mut want = vec![0u8; ty.row_bytes(x.len()).unwrap()];
             quantize_row(ty, x, &mut want);
-            for isa in Isa::available() {
+            for isa in levels.clone() {
                 let mut got = vec![0xAAu8; want.len()];
                 quantize_row_fn(ty, isa)(x, &mut got);
                 if ty == GgmlType::F16 && x.iter().any(|v| v.is_nan()) {
@@ -372,6 +378,7 @@ fn best_level_entry_points_agree_with_the_reference() {
 
 #[test]
 fn f32_helpers_match_f64_with_ragged_tails() {
+    let levels = common::levels("f32_helpers_match_f64_with_ragged_tails");
     let mut rng = StdRng::seed_from_u64(16);
     for n in [0, 1, 3, 8, 15, 16, 17, 31, 63, 64, 65, 130, 1000, 4097] {
         let a: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -389,7 +396,7 @@ fn f32_helpers_match_f64_with_ragged_tails() {
             a.iter().flat_map(|v| v.to_le_bytes()).collect(),
             b.iter().flat_map(|v| v.to_le_bytes()).collect(),
         );
-        for isa in Isa::available() {
+        for isa in levels.clone() {
             let got = vec_dot_fn(GgmlType::F32, isa)(n, &wb, &ab);
             assert!(
                 (got as f64 - want).abs() <= 1e-6 * mag + 1e-30,
@@ -410,6 +417,7 @@ fn f32_helpers_match_f64_with_ragged_tails() {
 #[test]
 #[should_panic(expected = "weight row size")]
 fn mismatched_row_sizes_are_caught() {
-    let isa = *Isa::available().last().unwrap();
+    let levels = common::levels("mismatched_row_sizes_are_caught");
+    let isa = *levels.clone().last().unwrap();
     vec_dot_fn(GgmlType::Q4_0, isa)(64, &[0u8; 18], &[0u8; 68]);
 }
