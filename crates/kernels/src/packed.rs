@@ -20,6 +20,8 @@
 //!   the 16 scales (f16).
 //! * Q5_0 (352 bytes): the Q4_0 nibbles of the low 4 bits; one vector of fifth bits: lane `r`,
 //!   byte `j`, bit `g` is bit 4 of value `4g + j` (`g < 4`) or `16 + 4(g - 4) + j`; the scales.
+//! * Q4_1 (320 bytes, AVX-512 only): the Q4_0 nibbles of `q` (no offset); the 16 `d`; the 16
+//!   `m` (f16).
 //! * Q8_0 (544 bytes): 8 vectors: vector `g`, lane `r` holds values `4g..4g + 4` of row `r` plus
 //!   128; the scales.
 //! * Q4_K (2368 bytes): per 32-value sub-block `s`, 4 nibble vectors laid out like Q4_0's (at
@@ -30,7 +32,9 @@
 //!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
 //!   (16 bytes each); `d`.
 
-use crate::blocks::{BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0};
+use crate::blocks::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
 use crate::cpu::Isa;
 use crate::dequant::{blocks_of, scale_min_k4};
 use crate::parallel::par_chunks_mut;
@@ -59,6 +63,7 @@ pub struct Packed {
 pub(crate) fn record_bytes(ty: GgmlType) -> Option<usize> {
     Some(match ty {
         GgmlType::Q4_0 => 288,
+        GgmlType::Q4_1 => 320,
         GgmlType::Q5_0 => 352,
         GgmlType::Q8_0 => 544,
         GgmlType::Q4_K => 2368,
@@ -70,7 +75,13 @@ pub(crate) fn record_bytes(ty: GgmlType) -> Option<usize> {
 /// Whether matrices of `ty` get a packed layout (and the packed GEMM) at the current `Isa::best()`:
 /// AVX2 or better (`simd::gemm256`, or `simd::gemm512` with AVX-512 VNNI).
 pub fn packs(ty: GgmlType) -> bool {
-    Isa::best() >= Isa::Avx2 && record_bytes(ty).is_some()
+    // Q4_1 has a kernel at AVX-512 VNNI only; below, it is a decoded type (`quant`).
+    let floor = if ty == GgmlType::Q4_1 {
+        Isa::Avx512Vnni
+    } else {
+        Isa::Avx2
+    };
+    Isa::best() >= floor && record_bytes(ty).is_some()
 }
 
 impl Packed {
@@ -150,6 +161,7 @@ fn put_nibbles(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
 fn pack_block(ty: GgmlType, src: &[u8], b: usize, i: usize, rec: &mut [u8]) {
     match ty {
         GgmlType::Q4_0 => pack_q4_0(&blocks_of::<BlockQ4_0>(src)[b], i, rec),
+        GgmlType::Q4_1 => pack_q4_1(&blocks_of::<BlockQ4_1>(src)[b], i, rec),
         GgmlType::Q5_0 => pack_q5_0(&blocks_of::<BlockQ5_0>(src)[b], i, rec),
         GgmlType::Q8_0 => pack_q8_0(&blocks_of::<BlockQ8_0>(src)[b], i, rec),
         GgmlType::Q4_K => pack_q4_k(&blocks_of::<BlockQ4K>(src)[b], i, rec),
@@ -173,6 +185,18 @@ fn pack_q4_0(x: &BlockQ4_0, i: usize, rec: &mut [u8]) {
     }
     put_nibbles(rec, 0, i, &u);
     put_f16(rec, 256, i, x.d);
+}
+
+#[inline(always)]
+fn pack_q4_1(x: &BlockQ4_1, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = x.qs[j] & 0xF;
+        u[j + QK / 2] = x.qs[j] >> 4;
+    }
+    put_nibbles(rec, 0, i, &u);
+    put_f16(rec, 256, i, x.d);
+    put_f16(rec, 288, i, x.m);
 }
 
 #[inline(always)]
@@ -262,6 +286,7 @@ fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
 /// (computed once per set of activations, shared by every matrix that uses them):
 ///
 /// * Q8_0, per token: `nb` negated block sums `-Σ q`, then the `nb` block scales as f32 bits.
+/// * Q8_1, per token: the `nb` block scales `d`, then the `nb` values `s`, as f32 bits.
 /// * Q8_K, per token and block: 16 values `-32 · bsums[k]` (Q6_K's offset), then 4 dwords of
 ///   16-bit pairs `(b 2p, b 2p + 1)`, `b s` the sum of sub-block `s`'s 32 quants (Q4_K's mins).
 pub(crate) struct ActAux {
@@ -282,6 +307,7 @@ impl ActAux {
     ) -> ActAux {
         let per_token = match ty {
             GgmlType::Q8_0 => 2 * (row_bytes / size_of::<BlockQ8_0>()),
+            GgmlType::Q8_1 => 2 * (row_bytes / size_of::<BlockQ8_1>()),
             GgmlType::Q8_K => AUX_K * (row_bytes / size_of::<BlockQ8K>()),
             _ => 0,
         };
@@ -295,6 +321,14 @@ impl ActAux {
                 let t = c * rows_per_chunk + j;
                 let row = &q[t * row_bytes..(t + 1) * row_bytes];
                 match ty {
+                    GgmlType::Q8_1 => {
+                        let blocks = blocks_of::<BlockQ8_1>(row);
+                        let nb = blocks.len();
+                        for (b, x) in blocks.iter().enumerate() {
+                            o[b] = x.d.to_f32().to_bits() as i32;
+                            o[nb + b] = x.s.to_f32().to_bits() as i32;
+                        }
+                    }
                     GgmlType::Q8_0 => {
                         let blocks = blocks_of::<BlockQ8_0>(row);
                         let nb = blocks.len();
@@ -411,6 +445,7 @@ pub(crate) unsafe fn gemm_group(
         GgmlType::Q8_0 => Kind::Q32(gemm512::Q8_0),
         GgmlType::Q4_0 => Kind::Q32(gemm512::Q4_0),
         GgmlType::Q5_0 => Kind::Q32(gemm512::Q5_0),
+        GgmlType::Q4_1 => Kind::Q41,
         GgmlType::Q4_K => Kind::Q4K,
         GgmlType::Q6_K => Kind::Q6K,
         t => unreachable!("{t} has no packed layout"),

@@ -165,14 +165,17 @@ fn generic_dots_are_exact_at_every_level() {
     }
 }
 
-/// `matmul` over a decoded type equals the per-row products at the same level, for one token
+/// `matmul` over a decoded type (unless this CPU packs it instead: Q4_1 at AVX-512) equals the per-row products at the same level, for one token
 /// (decode) and many (prefill: the 16-row GEMM, across its token blocks), on ragged rows and
 /// block counts that wrap the four running sums.
 #[test]
 fn matmul_equals_row_products() {
     let mut rng = StdRng::seed_from_u64(10);
     let pool = ThreadPool::new(2);
-    for ty in decoded_types() {
+    for ty in decoded_types()
+        .into_iter()
+        .filter(|&t| !frugal_kernels::packed::packs(t))
+    {
         let (rows, cols) = (21, 5 * 256);
         let bytes: Vec<u8> = (0..rows)
             .flat_map(|_| random_row(&mut rng, ty, cols))

@@ -13,8 +13,9 @@ use frugal_kernels::{GgmlType, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 5] = [
+const TYPES: [GgmlType; 6] = [
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,

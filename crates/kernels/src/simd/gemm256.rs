@@ -427,6 +427,8 @@ pub unsafe fn tile<const T: usize>(
                 Kind::Q32(_) => tile_q32::<Q5_0, T>(nb, stride, w, h, a, aux, o, lanes),
                 Kind::Q4K => tile_q4k::<T>(nb, stride, w, h, a, aux, o, lanes),
                 Kind::Q6K => tile_q6k::<T>(nb, stride, w, h, a, o, lanes),
+                // `packed::packs` packs Q4_1 only where the AVX-512 kernel runs.
+                Kind::Q41 => unreachable!("no AVX2 kernel for packed Q4_1"),
             }
         }
     }
