@@ -52,12 +52,10 @@ struct Info {
     block_bytes: usize,
     /// ggml's `vec_dot_type` on x86 (`type_traits_cpu` in ggml-cpu.c).
     vec_dot_type: GgmlType,
-    /// Whether this build has kernels for it (GGUF files with other types are refused).
-    supported: bool,
 }
 
 impl GgmlType {
-    /// Every type this build can load and compute with.
+    /// Every type this build can load and compute with (every enum variant).
     pub const ALL: [GgmlType; 29] = [
         GgmlType::F32,
         GgmlType::F16,
@@ -90,53 +88,14 @@ impl GgmlType {
         GgmlType::IQ1_M,
     ];
 
-    /// Every type ggml writes into GGUF files that this build knows the layout of, supported or not.
-    pub const KNOWN: [GgmlType; 29] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q8_1,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ3_XXS,
-        GgmlType::IQ1_S,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ3_S,
-        GgmlType::IQ2_S,
-        GgmlType::IQ4_XS,
-        GgmlType::IQ1_M,
-        GgmlType::BF16,
-        GgmlType::TQ1_0,
-        GgmlType::TQ2_0,
-        GgmlType::MXFP4,
-        GgmlType::Q1_0,
-        GgmlType::Q2_0,
-    ];
-
     /// Maps a ggml type id to a supported type; `None` for ids this build cannot compute with.
     pub fn from_id(id: u32) -> Option<GgmlType> {
         Self::ALL.iter().copied().find(|t| *t as u32 == id)
     }
 
-    /// The type with ggml id `id` if its layout is known here, supported or not (for messages
-    /// such as "IQ2_XXS weights are not supported yet").
-    pub fn known(id: u32) -> Option<GgmlType> {
-        Self::KNOWN.iter().copied().find(|t| *t as u32 == id)
-    }
-
     /// ggml's name for any type id it defines (supported here or not), for error messages.
     pub fn name_of_id(id: u32) -> Option<&'static str> {
-        if let Some(t) = Self::known(id) {
+        if let Some(t) = Self::from_id(id) {
             return Some(t.name());
         }
         Some(match id {
@@ -188,7 +147,6 @@ impl GgmlType {
             block_len,
             block_bytes,
             vec_dot_type,
-            supported: Self::ALL.contains(&self),
         }
     }
 
@@ -205,11 +163,6 @@ impl GgmlType {
     /// Bytes per block.
     pub fn block_bytes(self) -> usize {
         self.info().block_bytes
-    }
-
-    /// Whether this build has kernels for the type.
-    pub fn is_supported(self) -> bool {
-        self.info().supported
     }
 
     /// Bytes of one row of `n` values, or `None` when `n` is not a whole number of blocks.
