@@ -809,7 +809,7 @@ impl<'a> Parser<'a> {
                 return Err(GgufError::TensorOutOfBounds {
                     file: self.file.to_string(),
                     tensor: t.name.clone(),
-                    start: data_offset as u64 + t.offset,
+                    start: (data_offset as u64).saturating_add(t.offset),
                     end: (data_offset as u64).saturating_add(end.unwrap_or(u64::MAX)),
                     size,
                 });

@@ -288,6 +288,8 @@ fn bad_tensors() {
     assert!(with(1, 0, "y").contains("invalid dimensions"));
     assert!(with(3, 16, "y").contains("aligned"));
     assert!(with(3, 1 << 20, "y").contains("outside the file"));
+    // An aligned offset so large that start = data offset + offset overflows (found by fuzzing).
+    assert!(with(3, u64::MAX - 31, "y").contains("outside the file"));
     assert!(with(3, 0, "y").contains("overlap"));
     assert!(with(1, u64::MAX / 2, "y").contains("tensor 'y'"));
     // Duplicate tensor names.
