@@ -36,9 +36,10 @@ use crate::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::cpu::Isa;
-use crate::dequant::{blocks_of, scale_min_k4};
+use crate::dequant::blocks_of;
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
+use crate::quant::kquants::scale_min_k4;
 use crate::storage::AlignedBytes;
 use crate::types::{GgmlType, QK, QK_K};
 use std::mem::size_of;

@@ -7,22 +7,20 @@
 //! one line to each `match` below.
 
 pub mod decoded;
+pub(crate) mod float;
 mod fp4;
 mod iq1;
 mod iq2;
 mod iq3;
 mod iq4;
-mod kquants;
-mod legacy;
+pub(crate) mod kquants;
+pub(crate) mod legacy;
 mod q1q2;
 mod ternary;
 
 use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
-pub(crate) use fp4::quantize_mxfp4;
-pub(crate) use q1q2::{quantize_q1_0, quantize_q2_0};
-pub(crate) use ternary::{quantize_tq1_0, quantize_tq2_0};
 
 /// Dot product of a decoded row with an activation row (bytes of the type's `vec_dot_type`).
 pub type DotKFn = fn(w: &[DecodedK], a: &[u8]) -> f32;
@@ -109,17 +107,99 @@ pub fn vec_dot(ty: GgmlType, isa: Isa, n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
 }
 
-/// Dequantizes a row of a family's type into `dst`; `false` if `ty` belongs to no family here.
-pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
-    // Families add their types here: `GgmlType::X => family::dequantize_row(ty, src, dst)`.
+/// The quantization family of each type: the one table through which every per-type operation
+/// (dequantization, reference dot product, quantization, kernels) finds its family's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    Float,
+    Legacy,
+    KQuants,
+    Iq1,
+    Iq2,
+    Iq3,
+    Iq4,
+    Ternary,
+    Fp4,
+    Q1Q2,
+}
+
+pub(crate) fn family(ty: GgmlType) -> Family {
+    use GgmlType::*;
     match ty {
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::dequantize_row(ty, src, dst),
-        GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::dequantize_row(ty, src, dst),
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::dequantize_row(ty, src, dst),
-        GgmlType::MXFP4 => fp4::dequantize_row(ty, src, dst),
-        GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::dequantize_row(ty, src, dst),
-        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::dequantize_row(ty, src, dst),
-        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::dequantize_row(ty, src, dst),
+        F32 | F16 | BF16 => Family::Float,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => Family::Legacy,
+        Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K => Family::KQuants,
+        IQ1_S | IQ1_M => Family::Iq1,
+        IQ2_XXS | IQ2_XS | IQ2_S => Family::Iq2,
+        IQ3_XXS | IQ3_S => Family::Iq3,
+        IQ4_NL | IQ4_XS => Family::Iq4,
+        TQ1_0 | TQ2_0 => Family::Ternary,
+        MXFP4 => Family::Fp4,
+        Q1_0 | Q2_0 => Family::Q1Q2,
+    }
+}
+
+/// The reference dot product of a row of `ty` with its activations (sizes checked by the caller):
+/// the family's transcription of ggml's generic kernel where it has one, else the generic
+/// reference over the decoded form.
+pub(crate) fn reference_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let own = match family(ty) {
+        Family::Float => float::vec_dot(ty, w, a),
+        Family::Legacy => legacy::reference::vec_dot(ty, w, a),
+        Family::KQuants => kquants::reference::vec_dot(ty, w, a),
+        _ => None,
+    };
+    own.unwrap_or_else(|| vec_dot(ty, Isa::Scalar, n, w, a))
+}
+
+/// Quantizes an activation row into `ty` (F32, F16, BF16, Q8_0, Q8_1, Q8_K: the `vec_dot_type`s)
+/// as ggml's x86 build does (sizes checked by the caller); `false` for other types.
+pub(crate) fn quantize_activations(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> bool {
+    match family(ty) {
+        Family::Float => float::quantize_row(ty, src, dst),
+        Family::Legacy => legacy::quantize::quantize_activations(ty, src, dst),
+        Family::KQuants => kquants::quantize::quantize_activations(ty, src, dst),
         _ => false,
+    }
+}
+
+/// Quantizes weights into `ty` with ggml's reference algorithm (sizes checked by the caller);
+/// `false` for types without one here (the i-quants need an importance matrix: llama-quantize
+/// makes them).
+pub(crate) fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> bool {
+    use crate::quantize::write_blocks;
+    use crate::types::{QK, QK_K};
+    match ty {
+        GgmlType::TQ1_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq1_0),
+        GgmlType::TQ2_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq2_0),
+        GgmlType::MXFP4 => write_blocks(dst, src, QK, fp4::quantize_mxfp4),
+        GgmlType::Q1_0 => write_blocks(dst, src, 128, q1q2::quantize_q1_0),
+        GgmlType::Q2_0 => write_blocks(dst, src, 64, q1q2::quantize_q2_0),
+        _ => {
+            return match family(ty) {
+                Family::Float => float::quantize_row(ty, src, dst),
+                Family::Legacy => legacy::quantize::quantize_weights(ty, src, dst),
+                Family::KQuants => kquants::quantize::quantize_weights(ty, src, dst),
+                _ => false,
+            }
+        }
+    }
+    true
+}
+
+/// Dequantizes a row of `ty` into `dst` (sizes checked by the caller); `false` if its family
+/// has no dequantization for it.
+pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    match family(ty) {
+        Family::Float => float::dequantize_row(ty, src, dst),
+        Family::Legacy => legacy::dequantize_row(ty, src, dst),
+        Family::KQuants => kquants::dequantize_row(ty, src, dst),
+        Family::Iq1 => iq1::dequantize_row(ty, src, dst),
+        Family::Iq2 => iq2::dequantize_row(ty, src, dst),
+        Family::Iq3 => iq3::dequantize_row(ty, src, dst),
+        Family::Iq4 => iq4::dequantize_row(ty, src, dst),
+        Family::Ternary => ternary::dequantize_row(ty, src, dst),
+        Family::Fp4 => fp4::dequantize_row(ty, src, dst),
+        Family::Q1Q2 => q1q2::dequantize_row(ty, src, dst),
     }
 }

@@ -10,7 +10,7 @@
 //! dispatcher confirmed the CPU has those features (see `Isa::available`).
 
 use crate::blocks::*;
-use crate::dequant::scale_min_k4;
+use crate::quant::kquants::scale_min_k4;
 use crate::types::{GgmlType, QK, QK_K};
 use std::arch::x86_64::*;
 

@@ -555,7 +555,7 @@ mod imp {
     }
 
     /// The eight 6-bit scales and eight 6-bit mins of a Q4_K block, one per byte, from the 12
-    /// packed bytes (`dequant::scale_min_k4` for all eight sub-blocks at once).
+    /// packed bytes (`quant::kquants::scale_min_k4` for all eight sub-blocks at once).
     #[inline]
     fn q4k_scales_mins(packed: [u8; 12]) -> (u64, u64) {
         let u =

@@ -83,7 +83,7 @@ fn q3k_scales_x4<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
 }
 
 /// The 8 six-bit scales (bytes 0..8) and mins (bytes 8..16) of Q4_K / Q5_K from the 12 bytes at
-/// `b[off..]` (ggml's `utmp` shuffle; same values as `dequant::scale_min_k4`).
+/// `b[off..]` (ggml's `utmp` shuffle; same values as `quant::kquants::scale_min_k4`).
 #[inline]
 fn k4_scales_mins<const N: usize>(b: &[u8; N], off: usize) -> [u32; 4] {
     const KMASK1: u32 = 0x3f3f_3f3f;

@@ -1,7 +1,7 @@
 //! Q2_K, Q3_K and Q5_K: 256-value super-blocks whose ggml dot products with Q8_K activations are
 //! `(d * a.d) * Σ_s sc[s] * Σ q * a - (dmin * a.d) * Σ_s m[s] * a.bsums[s]`, so they decode into
-//! [`DecodedK`] with the block's own small integers (block layouts and dequantization are in
-//! `blocks.rs` and `dequant.rs`, shared with the packed Q4_K / Q6_K kernels).
+//! [`DecodedK`] with the block's own small integers (`blocks` and `dequant` hold every k-quant's
+//! layout and dequantization, Q4_K, Q6_K and the Q8_K activations included).
 //!
 //! - Q2_K: `q` in 0..4, 4-bit scale and 4-bit min per 16 values.
 //! - Q3_K: `q` in -4..4 (two low bits minus 4 unless the `hmask` bit is set), signed 6-bit scale
@@ -10,12 +10,18 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub(crate) mod blocks;
+mod dequant;
+pub(crate) mod quantize;
+pub(crate) mod reference;
+
+pub(crate) use dequant::{dequantize_row, q3k_scales, scale_min_k4};
 
 use super::decoded::{DecodedK, Decoder};
-use crate::blocks::{BlockQ2K, BlockQ3K, BlockQ5K};
 use crate::cpu::Isa;
-use crate::dequant::{blocks_of, q3k_scales, scale_min_k4};
+use crate::dequant::blocks_of;
 use crate::types::GgmlType;
+use blocks::{BlockQ2K, BlockQ3K, BlockQ5K};
 
 /// The AVX2 decoders serve `Isa::Avx512Vnni` too: decoding is bound by storing the 384-byte
 /// decoded blocks, and a 512-bit variant (`vpsrlvw` on broadcast bytes, mask registers for the

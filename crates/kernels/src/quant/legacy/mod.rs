@@ -1,14 +1,20 @@
 //! Q4_1 and Q5_1: 32-value blocks `x = d * q + m`, paired with Q8_1 activations (whose `s` is
 //! `d * Σ q`), so a block's dot product is `(d * a.d) * Σ q * a.q + m * a.s`.
 
+pub(crate) mod blocks;
+mod dequant;
+pub(crate) mod quantize;
+pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
+pub(crate) use dequant::dequantize_row;
+
 use super::decoded::{Decoded32, Decoder};
-use crate::blocks::{BlockQ4_1, BlockQ5_1};
 use crate::cpu::Isa;
 use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
+use blocks::{BlockQ4_1, BlockQ5_1};
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     #[cfg(target_arch = "x86_64")]
