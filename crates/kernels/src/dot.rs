@@ -11,13 +11,13 @@ pub use crate::simd::{VecDot4Fn, VecDotFn};
 /// Each of its results is bit-identical to `vec_dot_fn(ty, isa)` on that row, so batching tokens
 /// never changes their results.
 pub fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
-    crate::simd::vec_dot4_fn(ty, isa.min(Isa::best_available()))
+    crate::quant::row_kernels(ty, isa).and_then(|k| k.1)
 }
 
 /// The fastest kernel for weights of `ty` at `isa` or below, never one the CPU lacks.
 pub fn vec_dot_fn(ty: GgmlType, isa: Isa) -> VecDotFn {
     let isa = isa.min(Isa::best_available());
-    if let Some(f) = crate::simd::vec_dot_fn(ty, isa) {
+    if let Some((f, _)) = crate::quant::row_kernels(ty, isa) {
         return f;
     }
     decoded_fn(ty, isa).unwrap_or_else(|| scalar_fn(ty))

@@ -152,6 +152,28 @@ pub(crate) fn reference_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     own.unwrap_or_else(|| vec_dot(ty, Isa::Scalar, n, w, a))
 }
 
+/// The SIMD row kernels of `ty` (one row, and four rows where there is one) from the best level
+/// at or below `isa` (capped at what the CPU has) that has them; `None` for types whose rows are
+/// computed through their decoded form, and at the scalar level. The four-row kernel always comes
+/// from the same level as the one-row kernel, so a token's result does not depend on whether it
+/// was computed alone or in a batch.
+pub(crate) fn row_kernels(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    let at = |isa| match family(ty) {
+        Family::Float => float::rows(ty, isa),
+        Family::Legacy => legacy::rows(ty, isa),
+        Family::KQuants => kquants::rows(ty, isa),
+        _ => None,
+    };
+    let isa = isa.min(Isa::best_available());
+    [Isa::Avx512Vnni, Isa::Avx2]
+        .into_iter()
+        .filter(|&l| l <= isa)
+        .find_map(at)
+}
+
 /// Quantizes an activation row into `ty` (F32, F16, BF16, Q8_0, Q8_1, Q8_K: the `vec_dot_type`s)
 /// as ggml's x86 build does (sizes checked by the caller); `false` for other types.
 pub(crate) fn quantize_activations(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> bool {

@@ -1,9 +1,12 @@
-//! SIMD kernels, each tested against its scalar reference (tests/simd*.rs).
+//! SIMD code shared by the families' kernels, each tested against its scalar reference
+//! (tests/simd*.rs): the kernel signatures, the building blocks of each level (`avx2::prims`,
+//! `avx512::prims`), the f32 operations of attention (`attn`, dot products, axpy), the activation
+//! quantizers, and the packed GEMM's kernels (`gemm256`, `gemm512`, over the layouts of
+//! `crate::packed`). The row kernels of each weight type live with its family (`quant`).
 //!
 //! x86_64 has two levels, both compiled into every binary and chosen at run time: AVX2+FMA+F16C
-//! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). The packed GEMM has one
-//! kernel per level (`gemm256`, `gemm512`, over the same layouts). Other targets use the scalar
-//! kernels.
+//! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). Other targets use the
+//! scalar kernels.
 
 use crate::cpu::Isa;
 
@@ -21,48 +24,23 @@ use crate::types::GgmlType;
 #[cfg(target_arch = "x86_64")]
 mod attn;
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm256;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm512;
 
-/// A SIMD kernel for `ty` at `isa` (which the caller has checked is available), if there is one.
-pub(crate) fn vec_dot_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match isa {
-            Isa::Avx512Vnni => avx512::kernel(ty).or_else(|| avx2::kernel(ty)),
-            Isa::Avx2 => avx2::kernel(ty),
-            Isa::Scalar => None,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ty, isa);
-        None
-    }
-}
-
-/// A kernel dotting one weight row with four activation rows, for `ty` at `isa`, if there is one.
-/// It always comes from the same level as `vec_dot_fn(ty, isa)`, so a token's result does not
-/// depend on whether it was computed alone or in a batch.
-pub(crate) fn vec_dot4_fn(ty: GgmlType, isa: Isa) -> Option<VecDot4Fn> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match isa {
-            Isa::Avx512Vnni if avx512::kernel(ty).is_some() => avx512::kernel4(ty),
-            Isa::Avx512Vnni | Isa::Avx2 => avx2::kernel4(ty),
-            Isa::Scalar => None,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ty, isa);
-        None
-    }
+/// Panics unless `w` and `a` hold `n` values of `ty` and of its activation type: the check every
+/// safe row kernel makes before its pointer arithmetic.
+pub(crate) fn check_row(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) {
+    assert_eq!(Some(w.len()), ty.row_bytes(n), "vec_dot: weight row size");
+    assert_eq!(
+        Some(a.len()),
+        ty.vec_dot_type().row_bytes(n),
+        "vec_dot: activation row size"
+    );
 }
 
 /// A SIMD activation quantizer for `ty` at `isa`, byte-identical to `quantize::quantize_row`.

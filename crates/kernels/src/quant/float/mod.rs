@@ -1,8 +1,28 @@
 //! F32, F16 and BF16: plain floats, dequantized by conversion and dotted in f64 as ggml's
 //! reference does; quantized into by conversion (F16 rounded to nearest even, BF16 as ggml rounds).
 
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
+
+use crate::cpu::Isa;
 use crate::types::GgmlType;
 use half::{bf16, f16};
+
+/// The row kernels (one row, and four rows where there is one) of `ty` at exactly `isa`.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => dot_avx512::rows(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => dot_avx2::rows(ty),
+        _ => None,
+    }
+}
 
 /// Converts a row of a float type to f32; `false` if `ty` is not one.
 pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {

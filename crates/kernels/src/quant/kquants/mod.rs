@@ -12,6 +12,10 @@
 mod avx2;
 pub(crate) mod blocks;
 mod dequant;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 pub(crate) mod quantize;
 pub(crate) mod reference;
 
@@ -42,6 +46,20 @@ pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
         _ => return None,
     };
     Some(Decoder::K(f))
+}
+
+/// The row kernels (one row, and four rows where there is one) of `ty` at exactly `isa`.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => dot_avx512::rows(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => dot_avx2::rows(ty),
+        _ => None,
+    }
 }
 
 /// Q2_K: byte `k` of each 32-byte half of `qs` holds values `k`, `k + 32`, `k + 64`, `k + 96` of

@@ -3,6 +3,10 @@
 
 pub(crate) mod blocks;
 mod dequant;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 pub(crate) mod quantize;
 pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -27,6 +31,20 @@ pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
         GgmlType::Q5_1 => Decoder::B32(decode_q5_1),
         _ => return None,
     })
+}
+
+/// The row kernels (one row, and four rows where there is one) of `ty` at exactly `isa`.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => dot_avx512::rows(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => dot_avx2::rows(ty),
+        _ => None,
+    }
 }
 
 /// Q4_1 values: low nibbles are values 0..16, high nibbles 16..32.
