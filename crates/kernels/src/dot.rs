@@ -41,14 +41,10 @@ fn decoded_fn(ty: GgmlType, isa: Isa) -> Option<VecDotFn> {
                         vec_dot(GgmlType::$t, Isa::Avx512Vnni, n, w, a)
                     },
                 )*
-                _ => return None,
             }
         };
     }
-    Some(at_isa!(
-        Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL,
-        IQ4_XS, TQ1_0, TQ2_0, MXFP4, Q1_0, Q2_0
-    ))
+    Some(crate::types::with_all_types!(at_isa))
 }
 
 /// The scalar reference kernel for `ty` (checks the slice sizes like every other level).
@@ -62,11 +58,7 @@ pub fn scalar_fn(ty: GgmlType) -> VecDotFn {
             }
         };
     }
-    scalar!(
-        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-        IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4,
-        Q1_0, Q2_0
-    )
+    crate::types::with_all_types!(scalar)
 }
 
 pub use crate::simd::QuantizeRowFn;

@@ -43,6 +43,27 @@ pub enum GgmlType {
     Q2_0 = 42,
 }
 
+/// Calls `$m!(F32, F16, ...)` with every variant of [`GgmlType`]: the one list of the types this
+/// build computes, from which `GgmlType::ALL` and the dispatch tables that need a function per
+/// type (`dot::scalar_fn`, `dot::vec_dot_fn` for decoded types) are made.
+macro_rules! with_all_types {
+    ($m:ident) => {
+        $m!(
+            F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, BF16,
+            IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0, MXFP4, Q1_0, Q2_0, IQ2_XXS, IQ2_XS,
+            IQ2_S, IQ1_S, IQ1_M
+        )
+    };
+}
+pub(crate) use with_all_types;
+
+/// `[GgmlType::A, GgmlType::B, ...]`.
+macro_rules! type_array {
+    ($($t:ident),*) => {
+        [$(GgmlType::$t),*]
+    };
+}
+
 /// What ggml says about a type: its name, block shape and activation pairing.
 struct Info {
     name: &'static str,
@@ -56,37 +77,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with (every enum variant).
-    pub const ALL: [GgmlType; 29] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q8_1,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        GgmlType::BF16,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ4_XS,
-        GgmlType::IQ3_XXS,
-        GgmlType::IQ3_S,
-        GgmlType::TQ1_0,
-        GgmlType::TQ2_0,
-        GgmlType::MXFP4,
-        GgmlType::Q1_0,
-        GgmlType::Q2_0,
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ2_S,
-        GgmlType::IQ1_S,
-        GgmlType::IQ1_M,
-    ];
+    pub const ALL: [GgmlType; 29] = with_all_types!(type_array);
 
     /// Maps a ggml type id to a supported type; `None` for ids this build cannot compute with.
     pub fn from_id(id: u32) -> Option<GgmlType> {

@@ -1,10 +1,13 @@
-//! Weight types computed through a decoded form, one folder per quantization family.
+//! Every weight type's code, one folder per quantization family, and the one table that maps a
+//! type to its family ([`family`]).
 //!
-//! A family owns its block layouts, its dequantization (bit-exact with ggml / gguf-py) and a
-//! decoder per instruction-set level that turns a row of blocks into the [`decoded`] form; the
-//! generic kernels ([`decoded`]: the reference, and its AVX2 and AVX-512 versions) multiply
-//! that form with quantized activations. Adding a type means adding it to its family's folder and
-//! one line to each `match` below.
+//! A family owns its block layouts, its dequantization (bit-exact with ggml / gguf-py), its
+//! reference dot products and quantizers, and its kernels at each instruction-set level: SIMD row
+//! kernels (`dot_avx2`, `dot_avx512`: float, legacy, k-quants), and for the types computed
+//! through the [`decoded`] form a decoder per level, whose output the generic kernels (`decoded`:
+//! the reference, its AVX2 and AVX-512 versions and the AVX-512 GEMM) multiply with quantized
+//! activations. Every operation here dispatches through [`family`]; adding a type to a family
+//! touches that family's folder (and `types` for its id and sizes).
 
 pub mod decoded;
 pub(crate) mod float;
@@ -38,17 +41,17 @@ pub enum Kernels {
 /// own (F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, and the activation types).
 pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     let isa = isa.min(Isa::best_available());
-    match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 => legacy::decoder(ty, isa),
-        GgmlType::IQ4_NL | GgmlType::IQ4_XS => iq4::decoder(ty, isa),
-        GgmlType::IQ3_XXS | GgmlType::IQ3_S => iq3::decoder(ty, isa),
-        GgmlType::TQ1_0 | GgmlType::TQ2_0 => ternary::decoder(ty, isa),
-        GgmlType::MXFP4 => fp4::decoder(ty, isa),
-        GgmlType::Q1_0 | GgmlType::Q2_0 => q1q2::decoder(ty, isa),
-        GgmlType::IQ2_XXS | GgmlType::IQ2_XS | GgmlType::IQ2_S => iq2::decoder(ty, isa),
-        GgmlType::IQ1_S | GgmlType::IQ1_M => iq1::decoder(ty, isa),
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q5_K => kquants::decoder(ty, isa),
-        _ => None,
+    match family(ty) {
+        Family::Float => None,
+        Family::Legacy => legacy::decoder(ty, isa),
+        Family::KQuants => kquants::decoder(ty, isa),
+        Family::Iq1 => iq1::decoder(ty, isa),
+        Family::Iq2 => iq2::decoder(ty, isa),
+        Family::Iq3 => iq3::decoder(ty, isa),
+        Family::Iq4 => iq4::decoder(ty, isa),
+        Family::Ternary => ternary::decoder(ty, isa),
+        Family::Fp4 => fp4::decoder(ty, isa),
+        Family::Q1Q2 => q1q2::decoder(ty, isa),
     }
 }
 
