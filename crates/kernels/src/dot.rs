@@ -67,7 +67,7 @@ pub use crate::simd::QuantizeRowFn;
 /// below. Every level writes exactly the bytes of the scalar [`crate::quantize::quantize_row`].
 pub fn quantize_row_fn(ty: GgmlType, isa: Isa) -> QuantizeRowFn {
     let isa = isa.min(Isa::best_available());
-    if let Some(f) = crate::simd::quantize_row_fn(ty, isa) {
+    if let Some(f) = crate::quant::activation_quantizer(ty, isa) {
         return f;
     }
     macro_rules! scalar {

@@ -26,6 +26,7 @@ pub mod quantize;
 mod simd;
 pub mod storage;
 pub mod types;
+mod view;
 
 pub use cpu::Isa;
 pub use matmul::{matmul, Matrix};

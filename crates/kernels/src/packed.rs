@@ -36,12 +36,12 @@ use crate::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quant::kquants::scale_min_k4;
 use crate::storage::AlignedBytes;
 use crate::types::{GgmlType, QK, QK_K};
+use crate::view::blocks_of;
 use std::mem::size_of;
 
 /// Weight rows per group: one per 32-bit lane of a 512-bit register.

@@ -2,12 +2,11 @@
 //! and weights with ggml's reference quantizers (`quantize_row_*_ref`, which `llama-quantize`
 //! uses when no importance matrix is given), bit for bit.
 //!
-//! Each family quantizes its own types (`quant`); the helpers they share are here. Blocks are built
-//! on the stack and copied out, so destinations need no particular alignment.
+//! Each family quantizes its own types (`quant`). Blocks are built on the stack and copied out,
+//! so destinations need no particular alignment.
 
 use crate::types::GgmlType;
 use crate::KernelError;
-use bytemuck::Pod;
 
 pub use crate::quant::float::f32_to_bf16;
 
@@ -52,58 +51,12 @@ pub fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
     }
 }
 
-/// Fills `dst` with one block `B` per `per` values of `src`.
-#[inline]
-pub(crate) fn write_blocks<B: Pod>(
-    dst: &mut [u8],
-    src: &[f32],
-    per: usize,
-    f: impl Fn(&[f32]) -> B,
-) {
-    for (out, x) in dst
-        .chunks_exact_mut(std::mem::size_of::<B>())
-        .zip(src.chunks_exact(per))
-    {
-        out.copy_from_slice(bytemuck::bytes_of(&f(x)));
-    }
-}
-
-/// ggml's `nearest_int`: adding 1.5 * 2^23 leaves x rounded half to even in the low mantissa bits.
-/// Exact for |x| < 2^22; beyond that (or for NaN) it returns the same garbage as ggml, never panics.
-#[inline]
-pub(crate) fn nearest_int(x: f32) -> i32 {
-    let v = x + 12_582_912.0;
-    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
-}
-
-/// Round half to even as an f32, for |x| < 2^22 (activation quantization only sees |x| <= 127.5).
-/// Equals `_mm256_round_ps(x, _MM_ROUND_NEAREST)` there; unlike `f32::round_ties_even` (a libm call
-/// without SSE4.1 at compile time) it vectorizes.
-#[inline]
-pub(crate) fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
-}
-
-/// The value of largest magnitude (first one on ties) and that magnitude, as ggml's quantizers
-/// scan for it; (0, 0) when every value is zero (or NaN).
-#[inline]
-pub(crate) fn signed_max(x: &[f32]) -> (f32, f32) {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (max, amax)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::blocks::{BlockQ8K, BlockQ8_0};
     use crate::dequant::dequantize_row;
+    use crate::quant::rounding::{nearest_int, round_half_even};
 
     #[test]
     fn q8_0_rounds_half_to_even() {

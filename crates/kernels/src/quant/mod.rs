@@ -19,6 +19,7 @@ mod iq4;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
 mod q1q2;
+pub(crate) mod rounding;
 mod ternary;
 
 use crate::cpu::Isa;
@@ -177,6 +178,25 @@ pub(crate) fn row_kernels(
         .find_map(at)
 }
 
+/// The SIMD quantizer of activation type `ty` at `isa` (capped at what the CPU has), if its
+/// family has one: byte-identical to [`quantize_activations`].
+pub(crate) fn activation_quantizer(ty: GgmlType, isa: Isa) -> Option<crate::simd::QuantizeRowFn> {
+    if isa.min(Isa::best_available()) < Isa::Avx2 {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        match family(ty) {
+            Family::Float => float::quantize_avx2::quantizer(ty),
+            Family::Legacy => legacy::quantize_avx2::quantizer(ty),
+            Family::KQuants => kquants::quantize_avx2::quantizer(ty),
+            _ => None,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
 /// Quantizes an activation row into `ty` (F32, F16, BF16, Q8_0, Q8_1, Q8_K: the `vec_dot_type`s)
 /// as ggml's x86 build does (sizes checked by the caller); `false` for other types.
 pub(crate) fn quantize_activations(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> bool {
@@ -192,8 +212,8 @@ pub(crate) fn quantize_activations(ty: GgmlType, src: &[f32], dst: &mut [u8]) ->
 /// `false` for types without one here (the i-quants need an importance matrix: llama-quantize
 /// makes them).
 pub(crate) fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> bool {
-    use crate::quantize::write_blocks;
     use crate::types::{QK, QK_K};
+    use crate::view::write_blocks;
     match ty {
         GgmlType::TQ1_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq1_0),
         GgmlType::TQ2_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq2_0),

@@ -5,8 +5,6 @@
 //!
 //! Signed 8-bit dot products use the |x|·sign(y, x) identity with `vpmaddubsw` + `vpmaddwd`.
 
-use crate::blocks::*;
-use crate::types::{GgmlType, QK, QK_K};
 use std::arch::x86_64::*;
 
 /// Sums `d_i * Σ lanes(p_i)` over blocks `i in 0..nb`, where the body maps `i` to the block's
@@ -198,81 +196,12 @@ pub(crate) mod prims {
             }
         }
     }
-}
-
-/// `vpmaddubsw` + `vpmaddwd`: exact for the value ranges used here (|pair sums| < 2^15).
-#[inline(always)]
-fn dpbusd_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-    // SAFETY: only inlined into the `#[target_feature(enable = "avx2,...")]` kernels below.
-    unsafe {
-        let p16 = _mm256_maddubs_epi16(u, s);
-        _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
-    }
-}
-
-/// The SIMD activation quantizer for `ty`, if this level has one. Each produces exactly the bytes
-/// of `quantize::quantize_row` (same float operations; `vcvtps2dq` rounds half to even like the
-/// scalar magic-number rounding), and hands blocks with non-finite values to the scalar code.
-pub fn quantizer(ty: GgmlType) -> Option<super::QuantizeRowFn> {
-    Some(match ty {
-        GgmlType::Q8_0 => quantize_q8_0,
-        GgmlType::Q8_K => quantize_q8_k,
-        GgmlType::F16 => quantize_f16,
-        _ => return None,
-    })
-}
-
-fn check_quantize(ty: GgmlType, src: &[f32], dst: &[u8]) {
-    assert_eq!(
-        Some(dst.len()),
-        ty.row_bytes(src.len()),
-        "quantize_row: {ty} destination size does not match {} values",
-        src.len()
-    );
-}
-
-fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
-    check_quantize(GgmlType::Q8_0, src, dst);
-    for (x, b) in src
-        .chunks_exact(QK)
-        .zip(dst.chunks_exact_mut(std::mem::size_of::<BlockQ8_0>()))
-    {
-        // SAFETY: 32 values and a 34-byte block; the CPU has these features (dispatch).
-        if !unsafe { quant::q8_0_block(x, b) } {
-            crate::quantize::quantize_row(GgmlType::Q8_0, x, b);
-        }
-    }
-}
-
-fn quantize_q8_k(src: &[f32], dst: &mut [u8]) {
-    check_quantize(GgmlType::Q8_K, src, dst);
-    for (x, b) in src
-        .chunks_exact(QK_K)
-        .zip(dst.chunks_exact_mut(std::mem::size_of::<BlockQ8K>()))
-    {
-        // SAFETY: 256 values and a 292-byte block; the CPU has these features (dispatch).
-        if !unsafe { quant::q8_k_block(x, b) } {
-            crate::quantize::quantize_row(GgmlType::Q8_K, x, b);
-        }
-    }
-}
-
-fn quantize_f16(src: &[f32], dst: &mut [u8]) {
-    check_quantize(GgmlType::F16, src, dst);
-    let whole = src.len() / 8 * 8;
-    // SAFETY: `whole` values fit both slices; the CPU has these features (dispatch).
-    unsafe { quant::f16(&src[..whole], &mut dst[..2 * whole]) };
-    crate::quantize::quantize_row(GgmlType::F16, &src[whole..], &mut dst[2 * whole..]);
-}
-
-mod quant {
-    use super::*;
 
     /// Whether all 8·k values of `v` are finite (inf − inf and NaN stay NaN; a false "no" on a
     /// finite overflow only sends the block to the scalar code).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn all_finite(v: &[__m256]) -> bool {
+    pub(crate) fn all_finite(v: &[__m256]) -> bool {
         let mut s = _mm256_setzero_ps();
         for &x in v {
             s = _mm256_add_ps(s, x);
@@ -283,13 +212,13 @@ mod quant {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn abs(x: __m256) -> __m256 {
+    pub(crate) fn abs(x: __m256) -> __m256 {
         _mm256_andnot_ps(_mm256_set1_ps(-0.0), x)
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hmax(v: __m256) -> f32 {
+    pub(crate) fn hmax(v: __m256) -> f32 {
         let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let m = _mm_max_ss(m, _mm_movehdup_ps(m));
@@ -299,7 +228,7 @@ mod quant {
     /// 32 int32 (four vectors, values in -128..128) as 32 bytes in order.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn pack32(q: [__m256i; 4]) -> __m256i {
+    pub(crate) fn pack32(q: [__m256i; 4]) -> __m256i {
         // packs work within 128-bit lanes; the permute puts the 4-byte groups back in order.
         let p = _mm256_packs_epi16(
             _mm256_packs_epi32(q[0], q[1]),
@@ -307,121 +236,14 @@ mod quant {
         );
         _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
     }
+}
 
-    /// ggml's Q8_0 activation block (`quantize::quantize_row`), or `false` without writing when
-    /// a value is not finite or the block's scale overflows.
-    ///
-    /// # Safety: the CPU has AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_0_block(x: &[f32], out: &mut [u8]) -> bool {
-        assert!(x.len() == QK && out.len() == std::mem::size_of::<BlockQ8_0>());
-        // SAFETY: x holds 32 f32.
-        let v: [__m256; 4] =
-            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) });
-        if !all_finite(&v) {
-            return false;
-        }
-        let amax = hmax(_mm256_max_ps(
-            _mm256_max_ps(abs(v[0]), abs(v[1])),
-            _mm256_max_ps(abs(v[2]), abs(v[3])),
-        ));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        if !id.is_finite() {
-            // A subnormal amax: the scalar code's rounding of inf/NaN products is not vcvtps2dq's.
-            return false;
-        }
-        let id = _mm256_set1_ps(id);
-        let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
-        out[..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        // SAFETY: 32 bytes follow the 2-byte scale.
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(2).cast(), pack32(q)) };
-        true
-    }
-
-    /// ggml's Q8_K activation block (`quantize::quantize_row`), or `false` without writing when
-    /// a value is not finite or the block's scale overflows.
-    ///
-    /// # Safety: the CPU has AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_k_block(x: &[f32], out: &mut [u8]) -> bool {
-        assert!(x.len() == QK_K && out.len() == std::mem::size_of::<BlockQ8K>());
-        // SAFETY: x holds 256 f32.
-        let v: [__m256; 32] =
-            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * k)) });
-        if !all_finite(&v) {
-            return false;
-        }
-        let mut m = _mm256_setzero_ps();
-        for &v in &v {
-            m = _mm256_max_ps(m, abs(v));
-        }
-        let amax = hmax(m);
-        if amax == 0.0 {
-            out.fill(0);
-            return true;
-        }
-        // The scale comes from the first value of largest magnitude, with its sign.
-        let am = _mm256_set1_ps(amax);
-        let first = v
-            .iter()
-            .enumerate()
-            .find_map(|(k, &v)| {
-                let hit = _mm256_movemask_ps(_mm256_cmp_ps(abs(v), am, _CMP_EQ_OQ));
-                (hit != 0).then(|| 8 * k + hit.trailing_zeros() as usize)
-            })
-            .expect("amax is one of the values");
-        let iscale = -127.0 / x[first];
-        if !iscale.is_finite() {
-            // As in `q8_0_block`: leave subnormal blocks to the scalar code.
-            return false;
-        }
-        let is = _mm256_set1_ps(iscale);
-        let top = _mm256_set1_epi32(127);
-        let q: [__m256i; 32] = std::array::from_fn(|k| {
-            _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, v[k])), top)
-        });
-        out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
-        // 8 groups of 32 bytes, and for each the sums of its two 16-value halves.
-        let ones = _mm256_set1_epi8(1);
-        let mut sums = [_mm256_setzero_si256(); 8];
-        for g in 0..8 {
-            let bytes = pack32([q[4 * g], q[4 * g + 1], q[4 * g + 2], q[4 * g + 3]]);
-            // SAFETY: group g's 32 quants lie inside the 256 after the 4-byte scale.
-            unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(4 + 32 * g).cast(), bytes) };
-            // Per 128-bit lane (one 16-value half): four partial sums of 4 values each.
-            sums[g] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones, bytes), _mm256_set1_epi16(1));
-        }
-        // Two rounds of hadd leave lane 0 = [half 0 of groups g..g+4], lane 1 = [half 1 ...].
-        let h = |a: usize| {
-            _mm256_hadd_epi32(
-                _mm256_hadd_epi32(sums[a], sums[a + 1]),
-                _mm256_hadd_epi32(sums[a + 2], sums[a + 3]),
-            )
-        };
-        let p = _mm256_packs_epi32(h(0), h(4));
-        let (even, odd) = (_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-        // SAFETY: the 32 bytes of bsums follow the quants.
-        unsafe {
-            let b = out.as_mut_ptr().add(4 + QK_K);
-            _mm_storeu_si128(b.cast(), _mm_unpacklo_epi16(even, odd));
-            _mm_storeu_si128(b.add(16).cast(), _mm_unpackhi_epi16(even, odd));
-        }
-        true
-    }
-
-    /// f32 to f16 with round-to-nearest-even (what `half::f16::from_f32` does).
-    ///
-    /// # Safety: the CPU has AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn f16(x: &[f32], out: &mut [u8]) {
-        assert!(x.len().is_multiple_of(8) && out.len() == 2 * x.len());
-        for (x, o) in x.chunks_exact(8).zip(out.chunks_exact_mut(16)) {
-            // SAFETY: 8 values in, 16 bytes out.
-            unsafe {
-                let h = _mm256_cvtps_ph(_mm256_loadu_ps(x.as_ptr()), _MM_FROUND_TO_NEAREST_INT);
-                _mm_storeu_si128(o.as_mut_ptr().cast(), h);
-            }
-        }
+/// `vpmaddubsw` + `vpmaddwd`: exact for the value ranges used here (|pair sums| < 2^15).
+#[inline(always)]
+fn dpbusd_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: only inlined into the `#[target_feature(enable = "avx2,...")]` kernels below.
+    unsafe {
+        let p16 = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
     }
 }

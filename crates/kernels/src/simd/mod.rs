@@ -43,21 +43,15 @@ pub(crate) fn check_row(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) {
     );
 }
 
-/// A SIMD activation quantizer for `ty` at `isa`, byte-identical to `quantize::quantize_row`.
-pub(crate) fn quantize_row_fn(ty: GgmlType, isa: Isa) -> Option<QuantizeRowFn> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // 256-bit code is enough here: quantization is a small share of a matmul.
-        match isa {
-            Isa::Avx512Vnni | Isa::Avx2 => avx2::quantizer(ty),
-            Isa::Scalar => None,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ty, isa);
-        None
-    }
+/// Panics unless `dst` holds exactly the bytes of `src.len()` values of `ty`: the check every
+/// safe activation quantizer makes before its pointer arithmetic.
+pub(crate) fn check_quantized_row(ty: GgmlType, src: &[f32], dst: &[u8]) {
+    assert_eq!(
+        Some(dst.len()),
+        ty.row_bytes(src.len()),
+        "quantize_row: {ty} destination size does not match {} values",
+        src.len()
+    );
 }
 
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

@@ -14,8 +14,8 @@ mod x86;
 
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{QK, QK_K};
+use crate::view::blocks_of;
 
 /// 256 weights decoded for a dot product with one Q8_K activation block `a`:
 ///

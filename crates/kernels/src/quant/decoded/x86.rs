@@ -8,7 +8,7 @@
 
 use super::{sum4, Decoded32, DecodedK};
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
-use crate::dequant::blocks_of;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// The dot products over decoded 32-value blocks against Q8_0 and Q8_1 activations, with the

@@ -2,8 +2,8 @@
 //! one `vpshufb` each.
 
 use super::{e8m0_to_fp32_half, BlockMXFP4, KVALUES_MXFP4};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::Decoded32;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 pub(super) fn decode_mxfp4(row: &[u8], out: &mut [Decoded32]) {

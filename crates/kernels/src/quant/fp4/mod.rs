@@ -13,8 +13,8 @@ mod avx2;
 
 use super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 
 /// MXFP4: value `j` is `kv[qs[j] & 15]`, value `j + 16` is `kv[qs[j] >> 4]` (j < 16), times

@@ -3,8 +3,8 @@
 //! bytes masked off, and each group's ±1 spread over its 8 bytes).
 
 use super::{set_scales, Iq1Block};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// Decodes a row at AVX2 (with F16C, part of `Isa::Avx2`); `iq1::decoder` returns it only for

@@ -14,8 +14,8 @@ mod grids;
 
 use super::decoded::{DecodedK, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK_K};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 use grids::IQ1S_GRID;
 use half::f16;

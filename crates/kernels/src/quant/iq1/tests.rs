@@ -5,8 +5,8 @@
 use super::grids::IQ1S_GRID;
 use super::{BlockIq1M, BlockIq1S};
 use crate::blocks::BlockQ8K;
-use crate::dequant::blocks_of;
 use crate::quant::iq2::tests::check_against_ggml;
+use crate::view::blocks_of;
 use crate::GgmlType;
 use half::f16;
 

@@ -2,8 +2,8 @@
 //! sign bits spread to byte masks `m` (0 or -1), and `q = (grid ^ m) - m`.
 
 use super::{set_scales, Iq2Block};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// Decodes a row at AVX2 (with F16C, part of `Isa::Avx2`); `iq2::decoder` returns it only for

@@ -12,8 +12,8 @@ mod grids;
 
 use super::decoded::{DecodedK, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK_K};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 pub(super) use grids::KSIGNS_IQ2XS;
 use grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID};

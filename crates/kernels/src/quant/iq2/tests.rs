@@ -4,7 +4,7 @@
 use super::grids::{IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, KSIGNS_IQ2XS};
 use super::{BlockIq2S, BlockIq2Xs, BlockIq2Xxs};
 use crate::blocks::BlockQ8K;
-use crate::dequant::blocks_of;
+use crate::view::blocks_of;
 use crate::{GgmlType, Isa};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

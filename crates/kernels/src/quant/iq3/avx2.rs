@@ -3,8 +3,8 @@
 
 use super::grids::{IQ3S_GRID, IQ3XXS_GRID};
 use super::{BlockIq3S, BlockIq3Xxs};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// The 32 grid values `g` negated where bit `v` of `signs` is set.

@@ -3,8 +3,8 @@
 
 use super::grids::{IQ3S_GRID, IQ3XXS_GRID};
 use super::{BlockIq3S, BlockIq3Xxs};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// The 16 grid points `t(0..16)`, negated byte by byte where `signs` has the bit, stored at `q`.

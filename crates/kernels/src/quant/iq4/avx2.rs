@@ -1,8 +1,8 @@
 //! AVX2 decoders of IQ4_NL / IQ4_XS: the nibbles index `KVALUES` with one `vpshufb` per 32 values.
 
 use super::{BlockIq4Nl, BlockIq4Xs, KVALUES};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::{Decoded32, DecodedK};
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 /// `KVALUES` in both 128-bit lanes, for `vpshufb`.

@@ -1,8 +1,8 @@
 //! AVX-512 decoder of IQ4_XS: one `vpshufb` per 64 values, two 512-bit permutes per 128.
 
 use super::{avx2, BlockIq4Xs, KVALUES};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::DecodedK;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 pub(crate) fn decode_iq4_xs(row: &[u8], out: &mut [DecodedK]) {

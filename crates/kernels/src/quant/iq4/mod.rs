@@ -13,8 +13,8 @@ mod avx512;
 
 use super::decoded::{Decoded32, DecodedK, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK, QK_K};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 

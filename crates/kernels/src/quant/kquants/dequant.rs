@@ -2,8 +2,8 @@
 //! unpacking of their packed 6-bit scales.
 
 use super::blocks::*;
-use crate::dequant::per_block;
 use crate::types::{GgmlType, QK_K};
+use crate::view::per_block;
 
 /// Dequantizes a row of a k-quant type (Q8_K included); `false` if `ty` is not one.
 pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {

@@ -17,14 +17,16 @@ mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
 pub(crate) mod quantize;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod quantize_avx2;
 pub(crate) mod reference;
 
 pub(crate) use dequant::{dequantize_row, q3k_scales, scale_min_k4};
 
 use super::decoded::{DecodedK, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::GgmlType;
+use crate::view::blocks_of;
 use blocks::{BlockQ2K, BlockQ3K, BlockQ5K};
 
 /// The AVX2 decoders serve `Isa::Avx512Vnni` too: decoding is bound by storing the 384-byte

@@ -5,8 +5,9 @@
 
 use super::blocks::*;
 use super::scale_min_k4;
-use crate::quantize::{nearest_int, signed_max, write_blocks};
+use crate::quant::rounding::{nearest_int, signed_max};
 use crate::types::{GgmlType, QK_K};
+use crate::view::write_blocks;
 use bytemuck::Zeroable;
 use half::f16;
 

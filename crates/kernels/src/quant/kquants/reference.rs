@@ -3,9 +3,9 @@
 
 use super::blocks::*;
 use super::{q3k_scales, scale_min_k4};
-use crate::dequant::blocks_of;
 use crate::quant::legacy::reference::{dot_i8, sum_blocks};
 use crate::types::GgmlType;
+use crate::view::blocks_of;
 
 /// The reference dot product of a row of k-quant type `ty`; `None` if `ty` is not one.
 pub(crate) fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f32> {

@@ -1,8 +1,8 @@
 //! Dequantization of the 32-value blocks, bit-exact with ggml's `dequantize_row_*`.
 
 use super::blocks::*;
-use crate::dequant::per_block;
 use crate::types::{GgmlType, QK};
+use crate::view::per_block;
 
 /// Dequantizes a row of a legacy type; `false` if `ty` is not one.
 pub(crate) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {

@@ -8,6 +8,8 @@ mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
 pub(crate) mod quantize;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod quantize_avx2;
 pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 mod simd;
@@ -16,8 +18,8 @@ pub(crate) use dequant::dequantize_row;
 
 use super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
+use crate::view::blocks_of;
 use blocks::{BlockQ4_1, BlockQ5_1};
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {

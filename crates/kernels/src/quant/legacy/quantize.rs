@@ -2,8 +2,9 @@
 //! (`quantize_row_<type>_ref`, bit-exact) and the x86 build's Q8_0 / Q8_1 activation quantizers.
 
 use super::blocks::*;
-use crate::quantize::{round_half_even, signed_max, write_blocks};
+use crate::quant::rounding::{round_half_even, signed_max};
 use crate::types::{GgmlType, QK};
+use crate::view::write_blocks;
 use half::f16;
 
 /// Quantizes an activation row into Q8_0 or Q8_1 as ggml's x86 build does; `false` for other types.

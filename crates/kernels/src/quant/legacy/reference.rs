@@ -3,8 +3,8 @@
 //! order. The SIMD and packed kernels of these types are tested against them.
 
 use super::blocks::*;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
+use crate::view::blocks_of;
 
 /// The reference dot product of a row of legacy type `ty`; `None` if `ty` is not one.
 pub(crate) fn vec_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f32> {

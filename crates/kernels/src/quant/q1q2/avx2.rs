@@ -2,9 +2,9 @@
 //! lane) and Q2_0 (the four 2-bit fields of 8 bytes by shifts, interleaved back by unpacks).
 
 use super::{BlockQ1_0, BlockQ2_0};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::{Decoded32, Decoder};
 use crate::types::GgmlType;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 pub(super) fn decoder(ty: GgmlType) -> Option<Decoder> {

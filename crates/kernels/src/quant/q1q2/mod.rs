@@ -9,8 +9,8 @@ mod avx2;
 
 use super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 

@@ -4,9 +4,9 @@
 //! digit `(3c) >> 8` is two unsigned byte compares (`c >= 86`, `c >= 171`).
 
 use super::{set_scales, BlockTQ1_0, BlockTQ2_0};
-use crate::dequant::blocks_of;
 use crate::quant::decoded::{DecodedK, Decoder};
 use crate::types::GgmlType;
+use crate::view::blocks_of;
 use std::arch::x86_64::*;
 
 pub(super) fn decoder(ty: GgmlType) -> Option<Decoder> {

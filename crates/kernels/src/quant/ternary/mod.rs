@@ -12,8 +12,8 @@ mod avx2;
 
 use super::decoded::{DecodedK, Decoder};
 use crate::cpu::Isa;
-use crate::dequant::blocks_of;
 use crate::types::{GgmlType, QK_K};
+use crate::view::blocks_of;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
