@@ -22,18 +22,23 @@
 //!   byte `j`, bit `g` is bit 4 of value `4g + j` (`g < 4`) or `16 + 4(g - 4) + j`; the scales.
 //! * Q4_1 (320 bytes, AVX-512 only): the Q4_0 nibbles of `q` (no offset); the 16 `d`; the 16
 //!   `m` (f16).
+//! * Q5_1 (384 bytes): the Q5_0 nibbles and fifth bits of `q` (unsigned `0..=31`, no offset); the
+//!   16 `d` (at 320); the 16 `m` (at 352).
 //! * Q8_0 (544 bytes): 8 vectors: vector `g`, lane `r` holds values `4g..4g + 4` of row `r` plus
 //!   128; the scales.
 //! * Q4_K (2368 bytes): per 32-value sub-block `s`, 4 nibble vectors laid out like Q4_0's (at
 //!   `256 s`); the 8 sub-block scales (16 bytes each, one per row); the mins as 4 vectors of
 //!   16-bit pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair); `d`; `dmin`.
+//! * Q5_K (2880 bytes): the Q4_K record of the low 4 bits (same offsets); then per sub-block `s` a
+//!   fifth-bit vector laid out like Q5_0's (at `2368 + 64 s`).
 //! * Q6_K (3360 bytes): per 32 values `c`, the low 4 bits as 4 nibble vectors (at `256 c`); the
 //!   top 2 bits as 2 vectors per `c` (at `2048 + 128 c`): vector `h`, lane `r`, byte `j`, bits
 //!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
 //!   (16 bytes each); `d`.
 
 use crate::blocks::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1,
 };
 use crate::cpu::Isa;
 use crate::parallel::par_chunks_mut;
@@ -66,8 +71,10 @@ pub(crate) fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q4_0 => 288,
         GgmlType::Q4_1 => 320,
         GgmlType::Q5_0 => 352,
+        GgmlType::Q5_1 => 384,
         GgmlType::Q8_0 => 544,
         GgmlType::Q4_K => 2368,
+        GgmlType::Q5_K => 2880,
         GgmlType::Q6_K => 3360,
         _ => return None,
     })
@@ -164,8 +171,10 @@ fn pack_block(ty: GgmlType, src: &[u8], b: usize, i: usize, rec: &mut [u8]) {
         GgmlType::Q4_0 => pack_q4_0(&blocks_of::<BlockQ4_0>(src)[b], i, rec),
         GgmlType::Q4_1 => pack_q4_1(&blocks_of::<BlockQ4_1>(src)[b], i, rec),
         GgmlType::Q5_0 => pack_q5_0(&blocks_of::<BlockQ5_0>(src)[b], i, rec),
+        GgmlType::Q5_1 => pack_q5_1(&blocks_of::<BlockQ5_1>(src)[b], i, rec),
         GgmlType::Q8_0 => pack_q8_0(&blocks_of::<BlockQ8_0>(src)[b], i, rec),
         GgmlType::Q4_K => pack_q4_k(&blocks_of::<BlockQ4K>(src)[b], i, rec),
+        GgmlType::Q5_K => pack_q5_k(&blocks_of::<BlockQ5K>(src)[b], i, rec),
         GgmlType::Q6_K => pack_q6_k(&blocks_of::<BlockQ6K>(src)[b], i, rec),
         _ => unreachable!("record_bytes admits only the types above"),
     }
@@ -224,6 +233,38 @@ fn pack_q5_0(x: &BlockQ5_0, i: usize, rec: &mut [u8]) {
     put_f16(rec, 320, i, x.d);
 }
 
+/// Puts bit 4 of 32 values of row `i` (`u[k] < 32`) into the fifth-bit vector at `at`: lane
+/// byte `j`, bit `g` is bit 4 of value `4g + j` (`g < 4`) or `16 + 4(g - 4) + j`.
+#[inline(always)]
+fn put_fifth_bits(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
+    for j in 0..4 {
+        let mut h = 0u8;
+        for g in 0..8 {
+            let k = if g < 4 {
+                4 * g + j
+            } else {
+                16 + 4 * (g - 4) + j
+            };
+            h |= ((u[k] >> 4) & 1) << g;
+        }
+        *lane(rec, at, i, j) = h;
+    }
+}
+
+#[inline(always)]
+fn pack_q5_1(x: &BlockQ5_1, i: usize, rec: &mut [u8]) {
+    let qh = u32::from_le_bytes(x.qh);
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = (x.qs[j] & 0xF) | ((((qh >> j) << 4) & 0x10) as u8);
+        u[j + QK / 2] = (x.qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
+    }
+    put_nibbles(rec, 0, i, &u);
+    put_fifth_bits(rec, 256, i, &u);
+    put_f16(rec, 320, i, x.d);
+    put_f16(rec, 352, i, x.m);
+}
+
 #[inline(always)]
 fn pack_q8_0(x: &BlockQ8_0, i: usize, rec: &mut [u8]) {
     for g in 0..8 {
@@ -243,6 +284,25 @@ fn pack_q4_k(x: &BlockQ4K, i: usize, rec: &mut [u8]) {
             .map(|&v| if s % 2 == 0 { v & 0xF } else { v >> 4 })
             .collect();
         put_nibbles(rec, 256 * s, i, &u);
+        let (sc, m) = scale_min_k4(s, &x.scales);
+        rec[2048 + 16 * s + i] = sc;
+        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+    }
+    put_f16(rec, 2304, i, x.d);
+    put_f16(rec, 2336, i, x.dmin);
+}
+
+#[inline(always)]
+fn pack_q5_k(x: &BlockQ5K, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let mut u = [0u8; 32];
+        for (l, u) in u.iter_mut().enumerate() {
+            let lo = if s % 2 == 0 { q[l] & 0xF } else { q[l] >> 4 };
+            *u = lo | ((x.qh[l] >> s) & 1) << 4;
+        }
+        put_nibbles(rec, 256 * s, i, &u);
+        put_fifth_bits(rec, 2368 + 64 * s, i, &u);
         let (sc, m) = scale_min_k4(s, &x.scales);
         rec[2048 + 16 * s + i] = sc;
         rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
@@ -447,6 +507,8 @@ pub(crate) unsafe fn gemm_group(
         GgmlType::Q4_0 => Kind::Q32(gemm512::Q4_0),
         GgmlType::Q5_0 => Kind::Q32(gemm512::Q5_0),
         GgmlType::Q4_1 => Kind::Q41,
+        GgmlType::Q5_1 => Kind::Q51,
+        GgmlType::Q5_K => Kind::Q5K,
         GgmlType::Q4_K => Kind::Q4K,
         GgmlType::Q6_K => Kind::Q6K,
         t => unreachable!("{t} has no packed layout"),

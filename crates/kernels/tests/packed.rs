@@ -9,17 +9,19 @@ use frugal_kernels::dot_scalar;
 use frugal_kernels::matmul::{matmul, matmul_quantized, quantize_activations, Matrix};
 use frugal_kernels::packed::packs;
 use frugal_kernels::quantize::{quantize_row, quantize_weights};
-use frugal_kernels::{GgmlType, ThreadPool};
+use frugal_kernels::{GgmlType, Isa, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 6] = [
+const TYPES: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
+    GgmlType::Q5_1,
+    GgmlType::Q5_K,
 ];
 
 fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
@@ -58,6 +60,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, n: usize, pool: &ThreadPool, rn
         .collect();
     let mut y = vec![0.0f32; n * rows];
     matmul(pool, &w, &x, n, &mut y);
+    assert_eq!(w.is_repacked(), packs(ty), "{ty}: packed layout built");
     // The same through shared quantized activations (the aux data is computed once).
     let qa = quantize_activations(pool, ty.vec_dot_type(), &x, n);
     let mut y2 = vec![0.0f32; n * rows];
@@ -119,6 +122,7 @@ fn scale_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q5_K => &[0, 2],
         _ => &[0],
     }
 }
@@ -169,4 +173,33 @@ fn packed_matmul_is_exact_at_extreme_quants() {
             }
         }
     }
+}
+
+#[test]
+fn packed_matmul_runs_at_every_simd_level() {
+    // This process runs the kernels of `Isa::best()` (AVX-512 VNNI here when the CPU has it); the
+    // other tests of this file run again in a child process under `FRUGAL_ISA=avx2`, so the AVX2
+    // kernels (`gemm256`) are checked too. A child (FRUGAL_ISA set) does not recurse.
+    let best = Isa::best();
+    let avail = Isa::available();
+    let child = std::env::var_os("FRUGAL_ISA").is_some();
+    let mut ran = vec![best.name()];
+    if !child && best > Isa::Avx2 && avail.contains(&Isa::Avx2) {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("FRUGAL_ISA", "avx2")
+            .args(["--skip", "every_simd_level", "--test-threads", "2"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the packed tests under FRUGAL_ISA=avx2 failed"
+        );
+        ran.push(Isa::Avx2.name());
+    }
+    let skipped: Vec<&str> = [Isa::Avx2, Isa::Avx512Vnni]
+        .into_iter()
+        .filter(|i| !ran.contains(&i.name()))
+        .map(Isa::name)
+        .collect();
+    println!("packed: ran {ran:?}, skipped {skipped:?} (CPU or FRUGAL_ISA)");
 }

@@ -10,7 +10,8 @@
 //! * Q4_0 and Q4_K: quants `0..=15`; a `vpmaddubsw` pair is at most 2·15·128 = 3840 in
 //!   magnitude, so all 8 registers of a 32-value block sum in i16 (8·3840 = 30720) before one
 //!   `vpmaddwd`, with ones (Q4_0) or the sub-block scale (Q4_K, `0..=63`) in both halves of a lane.
-//! * Q5_0: quants `0..=31`, a pair at most 7936; four registers (31744) per i16 sum, two sums.
+//! * Q5_0, Q5_1 and Q5_K: quants `0..=31`, a pair at most 7936; four registers (31744) per i16
+//!   sum, two sums (per block, or per sub-block times its scale for Q5_K).
 //! * Q6_K: quants `0..=63`, a pair at most 16128; two registers (32256) per i16 sum, the signed
 //!   sub-block scale applied by `vpmaddwd` to each.
 //! * Q8_0: the stored `q + 128` is turned back into `q`, and |q| (unsigned) multiplies sign(y, q):
@@ -300,6 +301,147 @@ unsafe fn tile_q4k<const T: usize>(
     }
 }
 
+/// Like [`tile_q32`] for Q5_1 records (Q5_0's nibbles and fifth bits of the unsigned quants,
+/// then 16 `d` and 16 `m`) and Q8_1 activations (`aux[t]`: `nb` values `d`, then `nb` values `s`,
+/// as f32 bits): per block `(d · a.d) · isum + m · a.s`, as `dot_scalar::vec_dot_q5_1_q8_1`.
+/// Quants `0..=31` as Q5_0's: four registers per i16 sum, two sums.
+///
+/// # Safety: as for [`tile_q32`], with Q8_1 blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q5_1<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    h: usize,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __m256i,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m10 = _mm256_set1_epi8(0x10);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
+        // each `aux[t]`, all inside what the caller guarantees.
+        unsafe {
+            let rec = w.add(b * stride);
+            let y: [*const u8; T] =
+                std::array::from_fn(|t| a[t].add(b * size_of::<crate::blocks::BlockQ8_1>() + 4));
+            let hv = load(rec.add(256 + 32 * h));
+            let mut s16 = [[_mm256_setzero_si256(); T]; 2];
+            for v in 0..4 {
+                let raw = load(rec.add(64 * v + 32 * h));
+                let (lo, hi) = q5_0_quants(raw, hv, v, m4, m10);
+                for t in 0..T {
+                    let l = _mm256_maddubs_epi16(lo, bcst(y[t].add(4 * v)));
+                    let u = _mm256_maddubs_epi16(hi, bcst(y[t].add(16 + 4 * v)));
+                    s16[0][t] = _mm256_add_epi16(s16[0][t], l);
+                    s16[1][t] = _mm256_add_epi16(s16[1][t], u);
+                }
+            }
+            let dw = f16x8(rec.add(320 + 16 * h));
+            let mw = f16x8(rec.add(352 + 16 * h));
+            for t in 0..T {
+                let p = _mm256_add_epi32(
+                    _mm256_madd_epi16(s16[0][t], ones),
+                    _mm256_madd_epi16(s16[1][t], ones),
+                );
+                let dy = _mm256_set1_ps(f32::from_bits(aux[t].add(b).read() as u32));
+                let sy = _mm256_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
+                // sum += (d·dy)·isum + m·sy
+                let f = _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(p));
+                acc[t] = _mm256_add_ps(acc[t], _mm256_add_ps(f, _mm256_mul_ps(mw, sy)));
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q4k`] for Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
+/// `2368 + 64 s`), as `dot_scalar::vec_dot_q5_k_q8_k`. Quants `0..=31`: the low and the high
+/// nibbles of a sub-block (four registers each, at most 31744) sum in two i16 sums.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q5k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    h: usize,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __m256i,
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m10 = _mm256_set1_epi8(0x10);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
+            let mut isum = [_mm256_setzero_si256(); T];
+            for s in 0..8 {
+                let hv = load(rec.add(2368 + 64 * s + 32 * h));
+                let mut s16 = [[_mm256_setzero_si256(); T]; 2];
+                for v in 0..4 {
+                    let raw = load(rec.add(256 * s + 64 * v + 32 * h));
+                    let (lo, hi) = q5_0_quants(raw, hv, v, m4, m10);
+                    for t in 0..T {
+                        let y = blk[t].add(4 + 32 * s);
+                        let l = _mm256_maddubs_epi16(lo, bcst(y.add(4 * v)));
+                        let u = _mm256_maddubs_epi16(hi, bcst(y.add(16 + 4 * v)));
+                        s16[0][t] = _mm256_add_epi16(s16[0][t], l);
+                        s16[1][t] = _mm256_add_epi16(s16[1][t], u);
+                    }
+                }
+                let sc = scale_pairs::<false>(rec.add(2048 + 16 * s + 8 * h));
+                for t in 0..T {
+                    let p = _mm256_add_epi32(
+                        _mm256_madd_epi16(s16[0][t], sc),
+                        _mm256_madd_epi16(s16[1][t], sc),
+                    );
+                    isum[t] = _mm256_add_epi32(isum[t], p);
+                }
+            }
+            let mut mins = [_mm256_setzero_si256(); 4];
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(2176 + 32 * q + 16 * h).cast()));
+            }
+            let dw = f16x8(rec.add(2304 + 16 * h));
+            let dmw = f16x8(rec.add(2336 + 16 * h));
+            for t in 0..T {
+                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
+                let mut msum = _mm256_setzero_si256();
+                for (q, m) in mins.iter().enumerate() {
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*m, bcst(bs.add(4 * q))));
+                }
+                let dy = _mm256_set1_ps(blk[t].cast::<f32>().read_unaligned());
+                // sum += d·dy·isum - dmin·dy·msum
+                let f = _mm256_sub_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum[t])),
+                    _mm256_mul_ps(_mm256_mul_ps(dmw, dy), _mm256_cvtepi32_ps(msum)),
+                );
+                acc[t] = _mm256_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { store(out[t], mask, acc[t]) };
+    }
+}
+
 /// Like [`tile_q4k`] for Q6_K records.
 ///
 /// # Safety: as for [`tile_q4k`].
@@ -429,6 +571,8 @@ pub unsafe fn tile<const T: usize>(
                 Kind::Q6K => tile_q6k::<T>(nb, stride, w, h, a, o, lanes),
                 // `packed::packs` packs Q4_1 only where the AVX-512 kernel runs.
                 Kind::Q41 => unreachable!("no AVX2 kernel for packed Q4_1"),
+                Kind::Q51 => tile_q5_1::<T>(nb, stride, w, h, a, aux, o, lanes),
+                Kind::Q5K => tile_q5k::<T>(nb, stride, w, h, a, aux, o, lanes),
             }
         }
     }

@@ -194,6 +194,74 @@ unsafe fn tile_q4_1<const T: usize>(
     }
 }
 
+/// Merges the fifth bits of 32 values into their nibbles `x` (from [`nibbles`]): `h` is the
+/// fifth-bit vector (lane byte `j`, bit `g` the fifth bit of the value in byte `j` of `x[g]`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn merge_fifth(x: &mut [__m512i; 8], h: __m512i) {
+    let m10 = _mm512_set1_epi8(0x10);
+    let hb = [
+        _mm512_slli_epi32::<4>(h),
+        _mm512_slli_epi32::<3>(h),
+        _mm512_slli_epi32::<2>(h),
+        _mm512_slli_epi32::<1>(h),
+        h,
+        _mm512_srli_epi32::<1>(h),
+        _mm512_srli_epi32::<2>(h),
+        _mm512_srli_epi32::<3>(h),
+    ];
+    for g in 0..8 {
+        // x | (hb & 0x10)
+        x[g] = _mm512_ternarylogic_epi32::<0xF8>(x[g], hb[g], m10);
+    }
+}
+
+/// Like [`tile_q4_1`] for Q5_1 records (Q5_0's nibbles and fifth bits of the unsigned quants,
+/// then 16 `d` and 16 `m`): per block `(d · a.d) · isum + m · a.s`, as
+/// `dot_scalar::vec_dot_q5_1_q8_1`.
+///
+/// # Safety: as for [`tile_q4_1`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn tile_q5_1<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
+        // each `aux[t]`, all inside what the caller guarantees.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut x = nibbles(rec);
+            merge_fifth(&mut x, load(rec.add(256)));
+            let (dw, mw) = (f16x16(rec.add(320)), f16x16(rec.add(352)));
+            for t in 0..T {
+                let y = a[t].add(b * size_of::<crate::blocks::BlockQ8_1>() + 4);
+                let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for g in 0..4 {
+                    p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
+                    p2 = _mm512_dpbusd_epi32(p2, x[g + 4], bcst(y.add(16 + 4 * g)));
+                }
+                let p = _mm512_add_epi32(p, p2);
+                let dy = _mm512_set1_ps(f32::from_bits(aux[t].add(b).read() as u32));
+                let sy = _mm512_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
+                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(p));
+                acc[t] = _mm512_add_ps(acc[t], _mm512_add_ps(f, _mm512_mul_ps(mw, sy)));
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
 /// Like [`tile_q32`] for Q4_K records and Q8_K activations (`aux[t]` pointing to `AUX_K nb`
 /// values).
 ///
@@ -222,6 +290,75 @@ unsafe fn tile_q4k<const T: usize>(
                     let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
                     // Two dependency chains (exact integer sums, so the split changes nothing):
                     // with few tokens per tile one chain of 8 would leave the unit idle.
+                    let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                    for g in 0..4 {
+                        p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
+                        p2 = _mm512_dpbusd_epi32(p2, x[g + 4], bcst(y.add(16 + 4 * g)));
+                    }
+                    let p = _mm512_add_epi32(p, p2);
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
+            }
+            let mut mins = [_mm512_setzero_si512(); 4];
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(2176 + 32 * q).cast()));
+            }
+            let dw = f16x16(rec.add(2304));
+            let dmw = f16x16(rec.add(2336));
+            for t in 0..T {
+                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
+                let mut msum = _mm512_setzero_si512();
+                for (q, m) in mins.iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *m, bcst(bs.add(4 * q)));
+                }
+                let dy = _mm512_set1_ps(
+                    a[t].add(b * size_of::<BlockQ8K>())
+                        .cast::<f32>()
+                        .read_unaligned(),
+                );
+                // sum += d·dy·isum - dmin·dy·msum
+                let f = _mm512_sub_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t])),
+                    _mm512_mul_ps(_mm512_mul_ps(dmw, dy), _mm512_cvtepi32_ps(msum)),
+                );
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// Like [`tile_q4k`] for Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
+/// `2368 + 64 s`), as `dot_scalar::vec_dot_q5_k_q8_k`.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn tile_q5k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut isum = [_mm512_setzero_si512(); T];
+            for s in 0..8 {
+                let mut x = nibbles(rec.add(256 * s));
+                merge_fifth(&mut x, load(rec.add(2368 + 64 * s)));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
+                for t in 0..T {
+                    let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
+                    // Two dependency chains, as in `tile_q4k`.
                     let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
                     for g in 0..4 {
                         p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
@@ -346,6 +483,10 @@ pub enum Kind {
     Q41,
     Q4K,
     Q6K,
+    /// Q5_1 records against Q8_1 activations.
+    Q51,
+    /// Q5_K records against Q8_K activations.
+    Q5K,
 }
 
 /// One tile of `T` tokens.
@@ -372,6 +513,8 @@ pub unsafe fn tile<const T: usize>(
             Kind::Q41 => tile_q4_1::<T>(nb, stride, w, a, aux, out, mask),
             Kind::Q4K => tile_q4k::<T>(nb, stride, w, a, aux, out, mask),
             Kind::Q6K => tile_q6k::<T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q51 => tile_q5_1::<T>(nb, stride, w, a, aux, out, mask),
+            Kind::Q5K => tile_q5k::<T>(nb, stride, w, a, aux, out, mask),
         }
     }
 }
