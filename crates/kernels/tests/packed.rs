@@ -13,13 +13,15 @@ use frugal_kernels::{GgmlType, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 6] = [
+const TYPES: [GgmlType; 8] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q8_0,
     GgmlType::Q4_K,
     GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
@@ -38,9 +40,22 @@ fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Ma
                 }
             })
             .collect();
-        quantize_weights(ty, &src, dst).unwrap();
+        if quantize_weights(ty, &src, dst).is_err() {
+            random_blocks(rng, ty, dst);
+        }
     }
     Matrix::from_bytes(ty, rows, cols, &bytes).unwrap()
+}
+
+/// Random bytes for a type without a quantizer here (IQ4_NL, IQ4_XS: every byte pattern is a
+/// valid block), the f16 scale of each block (at offset 0) set to a finite value of varied size.
+fn random_blocks(rng: &mut StdRng, ty: GgmlType, dst: &mut [u8]) {
+    rng.fill(dst);
+    let bb = ty.row_bytes(ty.block_len()).unwrap();
+    for block in dst.chunks_exact_mut(bb) {
+        let d = half::f16::from_f32(rng.gen_range(-0.05f32..0.05));
+        block[..2].copy_from_slice(&d.to_le_bytes());
+    }
 }
 
 /// Σ|w·a| over a row: the scale of the rounding error any summation order may make.
@@ -118,6 +133,8 @@ fn packed_matmul_handles_many_tokens_and_wide_rows() {
 fn scale_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_K => &[0, 2],
+        // `m`: an all-ones fill would make it NaN.
+        GgmlType::Q4_1 => &[0, 2],
         GgmlType::Q6_K => &[208],
         _ => &[0],
     }
@@ -169,4 +186,35 @@ fn packed_matmul_is_exact_at_extreme_quants() {
             }
         }
     }
+}
+
+/// `Isa::best()` is fixed per process, so on an AVX-512 machine the packed tests above run the
+/// AVX-512 kernels (`simd::gemm512`) only: this runs them again in a child process with
+/// `FRUGAL_ISA=avx2`, for the AVX2 kernels (`simd::gemm256`) on the same records.
+#[test]
+fn packed_matmul_runs_at_every_level() {
+    use frugal_kernels::Isa;
+    let best = Isa::best();
+    println!("packed: this process runs the {} kernels", best.name());
+    if std::env::var_os("FRUGAL_ISA").is_some() || best != Isa::Avx512Vnni {
+        println!("packed: no AVX2 rerun (FRUGAL_ISA set, or AVX2 is already the best level)");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "packed_matmul_",
+            "--skip",
+            "runs_at_every_level",
+            "--nocapture",
+        ])
+        .env("FRUGAL_ISA", "avx2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "packed tests at avx2 failed:\n{text}");
+    assert!(
+        text.contains("3 passed"),
+        "packed tests at avx2 did not run:\n{text}"
+    );
+    println!("packed: ran again at avx2: 3 passed");
 }

@@ -21,6 +21,7 @@ use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
 pub(crate) use fp4::quantize_mxfp4;
+pub(crate) use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES as IQ4_VALUES};
 pub(crate) use q1q2::{quantize_q1_0, quantize_q2_0};
 pub(crate) use ternary::{quantize_tq1_0, quantize_tq2_0};
 
