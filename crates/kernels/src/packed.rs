@@ -35,6 +35,11 @@
 //!   top 2 bits as 2 vectors per `c` (at `2048 + 128 c`): vector `h`, lane `r`, byte `j`, bits
 //!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
 //!   (16 bytes each); `d`.
+//! * IQ4_NL (288 bytes): Q4_0's layout, the nibbles being indices into `kvalues_iq4nl` (as
+//!   stored); the 16 scales.
+//! * IQ4_XS (2240 bytes): per 32-value sub-block `s`, 4 nibble vectors of indices laid out like
+//!   Q4_0's (at `256 s`); the 8 sub-block scales `ls - 32` (i8, 16 bytes each, one per row); `d`;
+//!   32 bytes of padding (records stay 64-byte aligned).
 
 use crate::blocks::{
     BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
@@ -44,6 +49,7 @@ use crate::cpu::Isa;
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quant::kquants::scale_min_k4;
+use crate::quant::{BlockIq4Nl, BlockIq4Xs};
 use crate::storage::AlignedBytes;
 use crate::types::{GgmlType, QK, QK_K};
 use crate::view::blocks_of;
@@ -76,6 +82,8 @@ pub(crate) fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q4_K => 2368,
         GgmlType::Q5_K => 2880,
         GgmlType::Q6_K => 3360,
+        GgmlType::IQ4_NL => 288,
+        GgmlType::IQ4_XS => 2240,
         _ => return None,
     })
 }
@@ -176,6 +184,8 @@ fn pack_block(ty: GgmlType, src: &[u8], b: usize, i: usize, rec: &mut [u8]) {
         GgmlType::Q4_K => pack_q4_k(&blocks_of::<BlockQ4K>(src)[b], i, rec),
         GgmlType::Q5_K => pack_q5_k(&blocks_of::<BlockQ5K>(src)[b], i, rec),
         GgmlType::Q6_K => pack_q6_k(&blocks_of::<BlockQ6K>(src)[b], i, rec),
+        GgmlType::IQ4_NL => pack_iq4_nl(&blocks_of::<BlockIq4Nl>(src)[b], i, rec),
+        GgmlType::IQ4_XS => pack_iq4_xs(&blocks_of::<BlockIq4Xs>(src)[b], i, rec),
         _ => unreachable!("record_bytes admits only the types above"),
     }
 }
@@ -341,6 +351,32 @@ fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
         rec[3072 + 16 * k + i] = x.scales[k] as u8;
     }
     put_f16(rec, 3328, i, x.d);
+}
+
+#[inline(always)]
+fn pack_iq4_nl(x: &BlockIq4Nl, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = x.qs[j] & 0xF;
+        u[j + QK / 2] = x.qs[j] >> 4;
+    }
+    put_nibbles(rec, 0, i, &u);
+    put_f16(rec, 256, i, x.d);
+}
+
+#[inline(always)]
+fn pack_iq4_xs(x: &BlockIq4Xs, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[16 * s..16 * s + 16];
+        let mut u = [0u8; QK];
+        for j in 0..QK / 2 {
+            u[j] = q[j] & 0xF;
+            u[j + QK / 2] = q[j] >> 4;
+        }
+        put_nibbles(rec, 256 * s, i, &u);
+        rec[2048 + 16 * s + i] = x.scale(s) as i8 as u8;
+    }
+    put_f16(rec, 2176, i, x.d);
 }
 
 /// Per-token side data of quantized activations that the packed kernels read besides the quants
@@ -511,6 +547,8 @@ pub(crate) unsafe fn gemm_group(
         GgmlType::Q5_K => Kind::Q5K,
         GgmlType::Q4_K => Kind::Q4K,
         GgmlType::Q6_K => Kind::Q6K,
+        GgmlType::IQ4_NL => Kind::Iq4Nl,
+        GgmlType::IQ4_XS => Kind::Iq4Xs,
         t => unreachable!("{t} has no packed layout"),
     };
     let (nb, stride, rows) = (p.nb(), p.stride(), p.rows());

@@ -13,7 +13,7 @@ use frugal_kernels::{GgmlType, Isa, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 8] = [
+const TYPES: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -22,6 +22,8 @@ const TYPES: [GgmlType; 8] = [
     GgmlType::Q6_K,
     GgmlType::Q5_1,
     GgmlType::Q5_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
 ];
 
 fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
@@ -40,9 +42,22 @@ fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Ma
                 }
             })
             .collect();
-        quantize_weights(ty, &src, dst).unwrap();
+        if quantize_weights(ty, &src, dst).is_err() {
+            random_blocks(rng, ty, dst);
+        }
     }
     Matrix::from_bytes(ty, rows, cols, &bytes).unwrap()
+}
+
+/// Random bytes for a type without a quantizer here (IQ4_NL, IQ4_XS: every byte pattern is a
+/// valid block), the f16 scale of each block (at offset 0) set to a finite value of varied size.
+fn random_blocks(rng: &mut StdRng, ty: GgmlType, dst: &mut [u8]) {
+    rng.fill(dst);
+    let bb = ty.row_bytes(ty.block_len()).unwrap();
+    for block in dst.chunks_exact_mut(bb) {
+        let d = half::f16::from_f32(rng.gen_range(-0.05f32..0.05));
+        block[..2].copy_from_slice(&d.to_le_bytes());
+    }
 }
 
 /// Σ|w·a| over a row: the scale of the rounding error any summation order may make.
@@ -122,6 +137,7 @@ fn scale_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
+        // Q4_1/Q5_1's `m`: an all-ones fill would make it NaN.
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q5_K => &[0, 2],
         _ => &[0],
     }

@@ -25,6 +25,7 @@ mod ternary;
 use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
+pub(crate) use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES as IQ4_VALUES};
 
 /// Dot product of a decoded row with an activation row (bytes of the type's `vec_dot_type`).
 pub type DotKFn = fn(w: &[DecodedK], a: &[u8]) -> f32;
