@@ -407,7 +407,8 @@ fn decoded_gemm(
             };
             let mut panel = Panel::new();
             let (p, fill) = (&mut panel, |p: &mut Box<Panel>, g: &[&[u8]], b| {
-                p.fill(decode, g, b, bb)
+                // SAFETY: called only where the CPU has AVX-512 VNNI (`Isa::best()`).
+                unsafe { p.fill(decode, g, b, bb) }
             });
             gemm_groups(
                 w,
@@ -510,10 +511,12 @@ fn gemm_groups<P>(
     for t0 in (0..n).step_by(GEMM_TOKEN_BLOCK) {
         let tn = (n - t0).min(GEMM_TOKEN_BLOCK);
         for g0 in rows.clone().step_by(ROWS) {
-            let group: Vec<&[u8]> = (g0..(g0 + ROWS).min(rows.end)).map(|r| w.row(r)).collect();
+            let g1 = (g0 + ROWS).min(rows.end);
+            let all: [&[u8]; ROWS] = std::array::from_fn(|r| w.row((g0 + r).min(g1 - 1)));
+            let group = &all[..g1 - g0];
             sums[..tn].fill([[0.0; ROWS]; 4]);
             for b in 0..nb {
-                fill(panel, &group, b);
+                fill(panel, group, b);
                 let mut quads = sums[..tn].chunks_exact_mut(4);
                 for (i, s) in quads.by_ref().enumerate() {
                     acc4(panel, t0 + 4 * i, b, s.try_into().expect("4 sums"));

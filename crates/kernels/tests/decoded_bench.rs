@@ -14,8 +14,10 @@ use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::time::Instant;
 
-const DECODED: [GgmlType; 5] = [
+const DECODED: [GgmlType; 7] = [
     GgmlType::Q2_K,
+    GgmlType::TQ2_0,
+    GgmlType::IQ2_XXS,
     GgmlType::Q3_K,
     GgmlType::Q5_K,
     GgmlType::Q4_1,
@@ -30,6 +32,8 @@ fn random_row(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
         GgmlType::Q4_0 => &[0],
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
+        GgmlType::TQ2_0 => &[64],
+        GgmlType::IQ2_XXS => &[0],
         _ => &[0, 2],
     };
     for block in out.chunks_exact_mut(ty.block_bytes()) {
@@ -98,12 +102,12 @@ fn bench_ffn_matmul() {
     for ty in types.into_iter().chain(DECODED) {
         let bytes = random_row(&mut rng, ty, rows * cols);
         let w = Matrix::from_bytes(ty, rows, cols, &bytes).unwrap();
-        for n_tokens in [1, 64] {
+        for n_tokens in [1, 64, 256] {
             let x: Vec<f32> = (0..n_tokens * cols)
                 .map(|_| rng.gen_range(-1.0..1.0))
                 .collect();
             let mut y = vec![0.0f32; n_tokens * rows];
-            let reps = if n_tokens == 1 { 50 } else { 7 };
+            let reps = if n_tokens == 1 { 50 } else { 15 };
             let s = time(reps, || matmul(&pool, &w, &x, n_tokens, &mut y));
             let gops = 2.0 * (rows * cols * n_tokens) as f64 / s / 1e9;
             println!(

@@ -14,17 +14,33 @@ use std::arch::x86_64::*;
 /// Weight rows per panel: one per 32-bit lane of a 512-bit register.
 pub(crate) const ROWS: usize = 16;
 
+/// How a [`Panel`]'s values hold the scales: folded into the values (`q' = q * sc`, or
+/// `-q * sc` where only the negated products fit a byte), or beside them (`q`, scaled per run).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fold {
+    Plus,
+    Minus,
+    Unfolded,
+}
+
 /// One super-block of up to 16 rows, interleaved: vector `v`, lane `r` (a dword), byte `j`
-/// holds value `4v + j` of row `r` plus 128 (unsigned for `vpdpbusd`); per run of 16 values the
-/// rows' scales and mins; the rows' `d` and `dmin`. Missing rows are zero (they contribute
-/// nothing).
+/// holds value `4v + j` of row `r` plus 128 (unsigned for `vpdpbusd`), where the value is
+/// `q * sc` (`Fold::Plus`), `-q * sc` (`Fold::Minus`) or `q` (`Fold::Unfolded`, when the products
+/// of some row do not fit a byte; then `sc` holds the scales per run and `scp` the same as i16
+/// pairs); the mins as i16 pairs (`mp`, run `2k` low, `2k + 1` high); the rows' `d` and `dmin`.
+/// Missing rows are zero (they contribute nothing). `xs` and `qs` are scratch of `fill`.
 #[repr(C, align(64))]
 pub(crate) struct Panel {
     w: [[u32; ROWS]; QK_K / 4],
     sc: [[i32; ROWS]; QK_K / 16],
-    m: [[i32; ROWS]; QK_K / 16],
+    scp: [[u32; ROWS]; QK_K / 32],
+    mp: [[u32; ROWS]; QK_K / 32],
     d: [f32; ROWS],
     dmin: [f32; ROWS],
+    fold: Fold,
+    has_min: bool,
+    xs: [DecodedK; ROWS],
+    qs: [[i8; QK_K]; ROWS],
 }
 
 impl Panel {
@@ -32,33 +48,156 @@ impl Panel {
         Box::new(Panel {
             w: [[0x8080_8080; ROWS]; QK_K / 4],
             sc: [[0; ROWS]; QK_K / 16],
-            m: [[0; ROWS]; QK_K / 16],
+            scp: [[0; ROWS]; QK_K / 32],
+            mp: [[0; ROWS]; QK_K / 32],
             d: [0.0; ROWS],
             dmin: [0.0; ROWS],
+            fold: Fold::Unfolded,
+            has_min: false,
+            xs: [DecodedK::ZERO; ROWS],
+            qs: [[0; QK_K]; ROWS],
         })
     }
 
     /// Decodes block `b` of each of `rows` (at most 16 row slices of the weight type) into the
     /// panel.
-    pub(crate) fn fill(&mut self, decode: DecodeKFn, rows: &[&[u8]], b: usize, block_bytes: usize) {
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VL and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) unsafe fn fill(
+        &mut self,
+        decode: DecodeKFn,
+        rows: &[&[u8]],
+        b: usize,
+        block_bytes: usize,
+    ) {
         assert!(rows.len() <= ROWS);
-        let mut x = [DecodedK::ZERO];
         for r in 0..ROWS {
             if r < rows.len() {
-                decode(&rows[r][b * block_bytes..(b + 1) * block_bytes], &mut x);
+                let x = std::slice::from_mut(&mut self.xs[r]);
+                decode(&rows[r][b * block_bytes..(b + 1) * block_bytes], x);
             } else {
-                x[0] = DecodedK::ZERO;
+                self.xs[r] = DecodedK::ZERO;
             }
-            let x = &x[0];
-            for (v, w) in self.w.iter_mut().enumerate() {
-                w[r] = dword(&x.q, v) ^ 0x8080_8080;
+        }
+        self.fold = self.fold_products();
+        self.fill_scales();
+        let (k80, zero) = (_mm512_set1_epi8(-128), _mm512_setzero_si512());
+        for c in 0..QK_K / 64 {
+            let mut m: [__m512i; ROWS] = std::array::from_fn(|r| {
+                let src = match self.fold {
+                    Fold::Unfolded => &self.xs[r].q,
+                    _ => &self.qs[r],
+                };
+                // SAFETY: `src` holds 256 bytes; chunk `c` is bytes 64c..64c + 64.
+                let v = unsafe { _mm512_loadu_si512(src.as_ptr().add(64 * c).cast()) };
+                let v = if self.fold == Fold::Minus {
+                    _mm512_sub_epi8(zero, v)
+                } else {
+                    v
+                };
+                _mm512_xor_si512(v, k80)
+            });
+            transpose16(&mut m);
+            for (j, v) in m.into_iter().enumerate() {
+                // SAFETY: `w[16c + j]` is 16 dwords (64 bytes).
+                unsafe { _mm512_storeu_si512(self.w[16 * c + j].as_mut_ptr().cast(), v) };
             }
-            for s in 0..QK_K / 16 {
-                self.sc[s][r] = x.sc[s] as i32;
-                self.m[s][r] = x.m[s] as i32;
+        }
+    }
+
+    /// Multiplies each row's values by their run's scale into `qs` (truncated to bytes) and says
+    /// whether every product, or every negated product, fits a signed byte.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn fold_products(&mut self) -> Fold {
+        let (mut hi, mut lo) = (_mm512_set1_epi16(i16::MIN), _mm512_set1_epi16(i16::MAX));
+        // Lanes 0..16 take scale `2h`, lanes 16..32 scale `2h + 1`.
+        let idx: [__m512i; QK_K / 32] = std::array::from_fn(|h| {
+            let lanes: [i16; 32] = std::array::from_fn(|i| (2 * h + i / 16) as i16);
+            // SAFETY: `lanes` is 32 i16 (64 bytes).
+            unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }
+        });
+        for r in 0..ROWS {
+            let x = &self.xs[r];
+            // SAFETY: `sc` is 16 i16 (32 bytes).
+            let sc = _mm512_castsi256_si512(unsafe { _mm256_loadu_si256(x.sc.as_ptr().cast()) });
+            for (h, idx) in idx.iter().enumerate() {
+                // SAFETY: `q` holds 256 bytes; values 32h..32h + 32 are read.
+                let q = unsafe { _mm256_loadu_si256(x.q.as_ptr().add(32 * h).cast()) };
+                // |q * sc| <= 128 * 255 fits i16.
+                let p =
+                    _mm512_mullo_epi16(_mm512_cvtepi8_epi16(q), _mm512_permutexvar_epi16(*idx, sc));
+                (hi, lo) = (_mm512_max_epi16(hi, p), _mm512_min_epi16(lo, p));
+                // SAFETY: `qs[r]` holds 256 bytes; bytes 32h..32h + 32 are written.
+                unsafe {
+                    _mm256_storeu_si256(
+                        self.qs[r].as_mut_ptr().add(32 * h).cast(),
+                        _mm512_cvtepi16_epi8(p),
+                    )
+                };
+            }
+        }
+        let above = |v: __m512i, t: i16| _mm512_cmpgt_epi16_mask(v, _mm512_set1_epi16(t)) != 0;
+        let below = |v: __m512i, t: i16| _mm512_cmplt_epi16_mask(v, _mm512_set1_epi16(t)) != 0;
+        if !above(hi, 127) && !below(lo, -128) {
+            Fold::Plus
+        } else if !above(hi, 128) && !below(lo, -127) {
+            Fold::Minus
+        } else {
+            Fold::Unfolded
+        }
+    }
+
+    /// The rows' scales (unfolded only), mins, `d` and `dmin` into their lanes.
+    fn fill_scales(&mut self) {
+        let pair = |v: &[i16; QK_K / 16], k: usize| {
+            (v[2 * k] as u16 as u32) | ((v[2 * k + 1] as u16 as u32) << 16)
+        };
+        self.has_min = self.xs.iter().any(|x| x.m.iter().any(|&m| m != 0));
+        for (r, x) in self.xs.iter().enumerate() {
+            if self.fold == Fold::Unfolded {
+                for s in 0..QK_K / 16 {
+                    self.sc[s][r] = x.sc[s] as i32;
+                }
+                for k in 0..QK_K / 32 {
+                    self.scp[k][r] = pair(&x.sc, k);
+                }
+            }
+            if self.has_min {
+                for k in 0..QK_K / 32 {
+                    self.mp[k][r] = pair(&x.m, k);
+                }
             }
             self.d[r] = x.d;
             self.dmin[r] = x.dmin;
+        }
+    }
+}
+
+/// Transposes 16 x 16 dwords in place (`m[i]` lane `j` becomes `m[j]` lane `i`): four rounds,
+/// round `k` swapping bit `k` of the row index with bit `k` of the lane index.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose16(m: &mut [__m512i; 16]) {
+    for k in 0..4 {
+        let bit = 1i32 << k;
+        // Row `i` (bit `k` clear) lane `c` takes row `i | bit_k(c)`'s lane `c & !bit`, and row
+        // `i | bit` takes row `i | bit_k(c)`'s lane `c | bit`; `16 +` selects the second source.
+        let sel = |c: i32, or: i32| (if c & bit != 0 { 16 } else { 0 }) + ((c & !bit) | or);
+        let lo: [i32; 16] = std::array::from_fn(|c| sel(c as i32, 0));
+        let hi: [i32; 16] = std::array::from_fn(|c| sel(c as i32, bit));
+        // SAFETY: both arrays are 16 i32.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            )
+        };
+        for i in (0..16).filter(|i| i & (1 << k) == 0) {
+            let (a, b) = (m[i], m[i | 1 << k]);
+            m[i] = _mm512_permutex2var_epi32(a, lo, b);
+            m[i | 1 << k] = _mm512_permutex2var_epi32(a, hi, b);
         }
     }
 }
@@ -82,6 +221,76 @@ pub(crate) fn total(s: &Sums, r: usize) -> f32 {
     (s[0][r] + s[1][r]) + (s[2][r] + s[3][r])
 }
 
+/// The exact integer sums `Σ_s sc[s] * Σ q * a` of `N` tokens against a panel: with the scales
+/// folded, `Σ (q' + 128) * a` is the products' sum plus `128 * Σ a`; unfolded, each run's sum is
+/// scaled, and `128 * Σ_s sc[s] * bsums[s]` comes off.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn int_sums<const N: usize>(p: &Panel, a: &[&BlockQ8K; N]) -> [__m512i; N] {
+    let zero = _mm512_setzero_si512();
+    // SAFETY: `qs` holds 256 bytes and `4v + 4 <= 256`.
+    let act = |t: usize, v: usize| unsafe {
+        _mm512_set1_epi32(a[t].qs.as_ptr().add(4 * v).cast::<i32>().read_unaligned())
+    };
+    // SAFETY: `w[v]` is 16 dwords (64 bytes).
+    let wv = |v: usize| unsafe { _mm512_loadu_si512(p.w[v].as_ptr().cast()) };
+    let mut is = [zero; N];
+    if p.fold == Fold::Unfolded {
+        let mut corr = [zero; N];
+        for s in 0..QK_K / 16 {
+            let mut dp = [zero; N];
+            for v in 4 * s..4 * s + 4 {
+                let w = wv(v);
+                for t in 0..N {
+                    dp[t] = _mm512_dpbusd_epi32(dp[t], w, act(t, v));
+                }
+            }
+            // SAFETY: `sc[s]` is 16 i32 (64 bytes).
+            let sc = unsafe { _mm512_loadu_si512(p.sc[s].as_ptr().cast()) };
+            for t in 0..N {
+                is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(dp[t], sc));
+            }
+        }
+        for k in 0..QK_K / 32 {
+            // SAFETY: `scp[k]` is 16 dwords (64 bytes).
+            let scp = unsafe { _mm512_loadu_si512(p.scp[k].as_ptr().cast()) };
+            for t in 0..N {
+                corr[t] = _mm512_dpwssd_epi32(corr[t], scp, bsum_pair(a[t], k));
+            }
+        }
+        return std::array::from_fn(|t| _mm512_sub_epi32(is[t], _mm512_slli_epi32(corr[t], 7)));
+    }
+    let mut is2 = [zero; N];
+    for v in (0..QK_K / 4).step_by(2) {
+        let (w0, w1) = (wv(v), wv(v + 1));
+        for t in 0..N {
+            is[t] = _mm512_dpbusd_epi32(is[t], w0, act(t, v));
+            is2[t] = _mm512_dpbusd_epi32(is2[t], w1, act(t, v + 1));
+        }
+    }
+    std::array::from_fn(|t| {
+        let total: i32 = a[t].bsums.iter().map(|&b| b as i32).sum();
+        let corr = _mm512_set1_epi32(total << 7);
+        let dp = _mm512_add_epi32(is[t], is2[t]);
+        if p.fold == Fold::Plus {
+            _mm512_sub_epi32(dp, corr)
+        } else {
+            _mm512_sub_epi32(corr, dp)
+        }
+    })
+}
+
+/// `bsums[2k]` (low half) and `bsums[2k + 1]` (high) of `a` in every dword.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bsum_pair(a: &BlockQ8K, k: usize) -> __m512i {
+    let (lo, hi) = (
+        a.bsums[2 * k] as u16 as u32,
+        a.bsums[2 * k + 1] as u16 as u32,
+    );
+    _mm512_set1_epi32((lo | hi << 16) as i32)
+}
+
 /// Adds block `b`'s terms for `N` tokens (activation blocks `a`) to their sums.
 ///
 /// # Safety
@@ -93,31 +302,15 @@ pub(crate) unsafe fn accumulate<const N: usize>(
     sums: &mut [Sums; N],
     b: usize,
 ) {
-    let zero = _mm512_setzero_si512();
-    let (mut is, mut corr, mut ms) = ([zero; N], [zero; N], [zero; N]);
-    for s in 0..QK_K / 16 {
-        let mut dp = [zero; N];
-        for v in 4 * s..4 * s + 4 {
-            // SAFETY: `w[v]` is 16 dwords (64 bytes).
-            let w = unsafe { _mm512_loadu_si512(p.w[v].as_ptr().cast()) };
+    let is = int_sums(p, &a);
+    let mut ms = [_mm512_setzero_si512(); N];
+    if p.has_min {
+        for k in 0..QK_K / 32 {
+            // SAFETY: `mp[k]` is 16 dwords (64 bytes).
+            let mp = unsafe { _mm512_loadu_si512(p.mp[k].as_ptr().cast()) };
             for t in 0..N {
-                // SAFETY: `qs` holds 256 bytes and `4v + 4 <= 256`.
-                let dword = unsafe { a[t].qs.as_ptr().add(4 * v).cast::<i32>().read_unaligned() };
-                dp[t] = _mm512_dpbusd_epi32(dp[t], w, _mm512_set1_epi32(dword));
+                ms[t] = _mm512_dpwssd_epi32(ms[t], mp, bsum_pair(a[t], k));
             }
-        }
-        // SAFETY: `sc[s]` and `m[s]` are 16 i32 (64 bytes).
-        let (sc, m) = unsafe {
-            (
-                _mm512_loadu_si512(p.sc[s].as_ptr().cast()),
-                _mm512_loadu_si512(p.m[s].as_ptr().cast()),
-            )
-        };
-        for t in 0..N {
-            let bs = _mm512_set1_epi32(a[t].bsums[s] as i32);
-            is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(dp[t], sc));
-            corr[t] = _mm512_add_epi32(corr[t], _mm512_mullo_epi32(sc, bs));
-            ms[t] = _mm512_add_epi32(ms[t], _mm512_mullo_epi32(m, bs));
         }
     }
     // SAFETY: `d` and `dmin` are 16 f32.
@@ -128,10 +321,9 @@ pub(crate) unsafe fn accumulate<const N: usize>(
         )
     };
     for t in 0..N {
-        let is = _mm512_sub_epi32(is[t], _mm512_slli_epi32(corr[t], 7));
         let da = _mm512_set1_ps(a[t].d);
         let term = _mm512_sub_ps(
-            _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(is)),
+            _mm512_mul_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(is[t])),
             _mm512_mul_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(ms[t])),
         );
         let slot = &mut sums[t][b % 4];

@@ -132,7 +132,7 @@ pub(crate) mod avx2 {
 }
 
 pub(crate) mod avx512 {
-    use super::avx2::{hsum, min_sum};
+    use super::avx2::hsum;
     use super::*;
 
     pub(crate) fn dot_k(w: &[DecodedK], a: &[u8]) -> f32 {
@@ -169,34 +169,84 @@ pub(crate) mod avx512 {
                 l(15),
             )
         });
-        sum4!(w.len(), |i| {
-            let (x, y) = (&w[i], &a[i]);
-            // SAFETY: `sc` and `bsums` hold 16 i16 (32 bytes); `q` and `qs` 256 bytes.
-            let (sc, bs) = unsafe {
+        // Four blocks at a time: their exact integers reduced together, their float terms in the
+        // four lanes of `sum4!`'s running sums (a block `j` past the end leaves lane `j` as is).
+        let mut sums = _mm_setzero_ps();
+        for base in (0..w.len()).step_by(4) {
+            let live = (w.len() - base).min(4);
+            let blk = |j: usize| base + j.min(live - 1);
+            let (mut is, mut ms) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
+            for j in 0..4 {
+                (is[j], ms[j]) = block_ints(&w[blk(j)], &a[blk(j)], &idx, k80);
+            }
+            let f = |g: &dyn Fn(usize) -> f32| _mm_setr_ps(g(0), g(1), g(2), g(3));
+            let (d, dmin, ad) = (
+                f(&|j| w[blk(j)].d),
+                f(&|j| w[blk(j)].dmin),
+                f(&|j| a[blk(j)].d),
+            );
+            let term = _mm_sub_ps(
+                _mm_mul_ps(_mm_mul_ps(d, ad), _mm_cvtepi32_ps(reduce4(is))),
+                _mm_mul_ps(_mm_mul_ps(dmin, ad), _mm_cvtepi32_ps(reduce4(ms))),
+            );
+            let keep = _mm_castsi128_ps(_mm_cmplt_epi32(
+                _mm_setr_epi32(0, 1, 2, 3),
+                _mm_set1_epi32(live as i32),
+            ));
+            sums = _mm_blendv_ps(sums, _mm_add_ps(sums, term), keep);
+        }
+        let mut s = [0.0f32; 4];
+        // SAFETY: `s` is 4 f32.
+        unsafe { _mm_storeu_ps(s.as_mut_ptr(), sums) };
+        (s[0] + s[1]) + (s[2] + s[3])
+    }
+
+    /// One block's `Σ_s sc[s] * Σ q * a` and `Σ_s m[s] * bsums[s]`, each as 8 lanes whose sum it
+    /// is (wrapping i32 arithmetic whose true result fits).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+    #[inline]
+    fn block_ints(
+        x: &DecodedK,
+        y: &BlockQ8K,
+        idx: &[__m512i; 4],
+        k80: __m512i,
+    ) -> (__m256i, __m256i) {
+        // SAFETY: `sc`, `m` and `bsums` hold 16 i16 (32 bytes); `q` and `qs` 256 bytes.
+        let (sc, m, bs) = unsafe {
+            (
+                _mm256_loadu_si256(x.sc.as_ptr().cast()),
+                _mm256_loadu_si256(x.m.as_ptr().cast()),
+                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+            )
+        };
+        let sc32 = _mm512_cvtepi16_epi32(sc);
+        let mut acc = _mm512_setzero_si512();
+        for (c, idx) in idx.iter().enumerate() {
+            // SAFETY: chunk `c` is bytes 64c..64c + 64 of 256.
+            let (wq, aq) = unsafe {
                 (
-                    _mm256_loadu_si256(x.sc.as_ptr().cast()),
-                    _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+                    _mm512_loadu_si512(x.q.as_ptr().add(64 * c).cast()),
+                    _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast()),
                 )
             };
-            let sc32 = _mm512_cvtepi16_epi32(sc);
-            let mut acc = _mm512_setzero_si512();
-            for (c, idx) in idx.iter().enumerate() {
-                // SAFETY: chunk `c` is bytes 64c..64c + 64 of 256.
-                let (wq, aq) = unsafe {
-                    (
-                        _mm512_loadu_si512(x.q.as_ptr().add(64 * c).cast()),
-                        _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast()),
-                    )
-                };
-                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, k80), aq);
-                let s = _mm512_permutexvar_epi32(*idx, sc32);
-                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, s));
-            }
-            let bias = hsum(_mm256_madd_epi16(sc, bs)).wrapping_mul(128);
-            let is = _mm512_reduce_add_epi32(acc).wrapping_sub(bias);
-            let ms = min_sum(x, y);
-            (x.d * y.d) * is as f32 - (x.dmin * y.d) * ms as f32
-        })
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, k80), aq);
+            let s = _mm512_permutexvar_epi32(*idx, sc32);
+            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, s));
+        }
+        let half = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let bias = _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 7);
+        (_mm256_sub_epi32(half, bias), _mm256_madd_epi16(m, bs))
+    }
+
+    /// The lane sums of four vectors, in that order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn reduce4(v: [__m256i; 4]) -> __m128i {
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
     }
 
     /// `Σ q * a` of one 32-value block: `vpdpbusd` on `q + 128`, minus `128 * Σ a`.
