@@ -166,7 +166,7 @@ impl TensorInfo {
 }
 
 /// Everything that can be wrong with a GGUF file. Every message names the file.
-/// "type NVFP4" for a type ggml defines, "an unknown type" otherwise.
+/// "type I8" for a type ggml defines, "an unknown type" otherwise.
 fn ggml_type_name(id: u32) -> String {
     GgmlType::name_of_id(id).map_or_else(|| "an unknown type".into(), |n| format!("type {n}"))
 }

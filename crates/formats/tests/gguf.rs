@@ -281,7 +281,7 @@ fn bad_tensors() {
         err(b)
     };
     assert!(with(2, 77, "x").contains("tensor 'x' has an unknown type (ggml type id 77)"));
-    assert!(with(2, 40, "x").contains("has type NVFP4 (ggml type id 40), which this build cannot"));
+    assert!(with(2, 24, "x").contains("has type I8 (ggml type id 24), which this build cannot"));
     assert!(with(0, 0, "x").contains("dimensions"));
     assert!(with(0, 5, "x").contains("dimensions"));
     assert!(with(1, 33, "x").contains("not a multiple"));

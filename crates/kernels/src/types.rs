@@ -39,6 +39,7 @@ pub enum GgmlType {
     TQ1_0 = 34,
     TQ2_0 = 35,
     MXFP4 = 39,
+    NVFP4 = 40,
     Q1_0 = 41,
     Q2_0 = 42,
 }
@@ -50,8 +51,8 @@ macro_rules! with_all_types {
     ($m:ident) => {
         $m!(
             F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, BF16,
-            IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0, MXFP4, Q1_0, Q2_0, IQ2_XXS, IQ2_XS,
-            IQ2_S, IQ1_S, IQ1_M
+            IQ4_NL, IQ4_XS, IQ3_XXS, IQ3_S, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0, IQ2_XXS,
+            IQ2_XS, IQ2_S, IQ1_S, IQ1_M
         )
     };
 }
@@ -77,7 +78,7 @@ struct Info {
 
 impl GgmlType {
     /// Every type this build can load and compute with (every enum variant).
-    pub const ALL: [GgmlType; 29] = with_all_types!(type_array);
+    pub const ALL: [GgmlType; 30] = with_all_types!(type_array);
 
     /// Maps a ggml type id to a supported type; `None` for ids this build cannot compute with.
     pub fn from_id(id: u32) -> Option<GgmlType> {
@@ -95,7 +96,6 @@ impl GgmlType {
             26 => "I32",
             27 => "I64",
             28 => "F64",
-            40 => "NVFP4",
             _ => return None,
         })
     }
@@ -130,6 +130,7 @@ impl GgmlType {
             TQ1_0 => ("TQ1_0", QK_K, 54, Q8_K),
             TQ2_0 => ("TQ2_0", QK_K, 66, Q8_K),
             MXFP4 => ("MXFP4", QK, 17, Q8_0),
+            NVFP4 => ("NVFP4", 64, 36, Q8_0),
             Q1_0 => ("Q1_0", 128, 18, Q8_0),
             Q2_0 => ("Q2_0", 64, 18, Q8_0),
         };
@@ -170,8 +171,8 @@ impl GgmlType {
     }
 
     /// The type ggml quantizes activations into before a dot product with weights of this type
-    /// (ggml's `vec_dot_type` on x86): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4/Q1_0/Q2_0, Q8_1 for
-    /// Q4_1/Q5_1, Q8_K for k-, i- and t-quants, and the weight type itself for F32/F16/BF16.
+    /// (ggml's `vec_dot_type` on x86): Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4/NVFP4/Q1_0/Q2_0,
+    /// Q8_1 for Q4_1/Q5_1, Q8_K for k-, i- and t-quants, and the weight type itself for F32/F16/BF16.
     pub fn vec_dot_type(self) -> GgmlType {
         self.info().vec_dot_type
     }

@@ -61,7 +61,10 @@ fn golden_input(seed: u64) -> Vec<f32> {
     x
 }
 
-const WEIGHT_HASHES: [(GgmlType, [u64; 2]); 13] = [
+/// NVFP4's pair came from the same build's `quantize_row_nvfp4_ref` (its `from_float_ref`), called
+/// through Python's ctypes on this generator written in numpy float32 (which reproduced Q8_0's pair
+/// here first).
+const WEIGHT_HASHES: [(GgmlType, [u64; 2]); 14] = [
     (GgmlType::Q4_0, [0xbb7a2a944a76af2e, 0xeea2bbb55cdd99c3]),
     (GgmlType::Q4_1, [0x1efaab11a04cb2f2, 0xe0749ddc92f6ac74]),
     (GgmlType::Q5_0, [0x90b3474a65bc6b41, 0x8e8f50324bb17239]),
@@ -75,6 +78,7 @@ const WEIGHT_HASHES: [(GgmlType, [u64; 2]); 13] = [
     (GgmlType::Q6_K, [0x4682bdbb53099eeb, 0xae12b7b59bbf2bdd]),
     (GgmlType::F16, [0x51a51ad9a17ac674, 0x3a509390e257290b]),
     (GgmlType::BF16, [0xb04adf223c884561, 0x011e3a550922e7c6]),
+    (GgmlType::NVFP4, [0xeeaab712217c206c, 0x52d1e1e08e287392]),
 ];
 
 const ACTIVATION_HASHES: [(GgmlType, [u64; 2]); 5] = [

@@ -63,6 +63,7 @@ fn simd_dots_match_scalar() {
         GgmlType::Q2_K,
         GgmlType::Q3_K,
         GgmlType::Q5_K,
+        GgmlType::NVFP4,
     ];
     let mut checked = 0;
     for ty in types {

@@ -66,6 +66,7 @@ fn bench_dot_kernels() {
         GgmlType::Q5_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::NVFP4,
     ];
     // FRUGAL_BENCH_TYPES=Q4_0,Q8_0 limits the run to those types.
     let only = std::env::var("FRUGAL_BENCH_TYPES").ok();

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Every weight type: those with SIMD kernels, and the ones that fall back to scalar.
-const WEIGHT_TYPES: [GgmlType; 13] = [
+const WEIGHT_TYPES: [GgmlType; 14] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
@@ -29,7 +29,12 @@ const WEIGHT_TYPES: [GgmlType; 13] = [
     GgmlType::Q2_K,
     GgmlType::Q3_K,
     GgmlType::Q5_K,
+    GgmlType::NVFP4,
 ];
+
+/// Types whose kernels at every level equal the scalar reference bit for bit (their reference
+/// sums in the kernels' order).
+const BIT_EXACT: [GgmlType; 1] = [GgmlType::NVFP4];
 
 /// Offsets of the f16 scale fields inside one block of `ty`.
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
@@ -121,6 +126,9 @@ fn every_kernel_matches_the_scalar_reference_at_every_level() {
                         "{ty} n={n} {}: {got} vs scalar {want} (tolerance {tol})",
                         isa.name()
                     );
+                    if BIT_EXACT.contains(&ty) {
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty} n={n} {}", isa.name());
+                    }
                     checked += 1;
                 }
             }

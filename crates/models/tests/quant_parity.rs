@@ -12,7 +12,7 @@ mod common;
 use frugal_fixtures::Set;
 
 /// Files (stems under `models/`) whose weight types frugal cannot load yet.
-const PENDING: &[&str] = &["qwen2-NVFP4"];
+const PENDING: &[&str] = &[];
 
 fn check(model: &str) {
     let set = Set::quants();

@@ -40,7 +40,7 @@ pub enum Kernels {
 }
 
 /// The decoder of `ty` at `isa` or the best level below it; `None` for types with kernels of their
-/// own (F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, and the activation types).
+/// own (F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q6_K, NVFP4, and the activation types).
 pub fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
     let isa = isa.min(Isa::best_available());
     match family(ty) {
@@ -139,7 +139,7 @@ pub(crate) fn family(ty: GgmlType) -> Family {
         IQ3_XXS | IQ3_S => Family::Iq3,
         IQ4_NL | IQ4_XS => Family::Iq4,
         TQ1_0 | TQ2_0 => Family::Ternary,
-        MXFP4 => Family::Fp4,
+        MXFP4 | NVFP4 => Family::Fp4,
         Q1_0 | Q2_0 => Family::Q1Q2,
     }
 }
@@ -152,6 +152,7 @@ pub(crate) fn reference_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         Family::Float => float::vec_dot(ty, w, a),
         Family::Legacy => legacy::reference::vec_dot(ty, w, a),
         Family::KQuants => kquants::reference::vec_dot(ty, w, a),
+        Family::Fp4 => fp4::reference_dot(ty, w, a),
         _ => None,
     };
     own.unwrap_or_else(|| vec_dot(ty, Isa::Scalar, n, w, a))
@@ -170,6 +171,7 @@ pub(crate) fn row_kernels(
         Family::Float => float::rows(ty, isa),
         Family::Legacy => legacy::rows(ty, isa),
         Family::KQuants => kquants::rows(ty, isa),
+        Family::Fp4 => fp4::rows(ty, isa),
         _ => None,
     };
     let isa = isa.min(Isa::best_available());
@@ -219,6 +221,7 @@ pub(crate) fn quantize_weights(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> boo
         GgmlType::TQ1_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq1_0),
         GgmlType::TQ2_0 => write_blocks(dst, src, QK_K, ternary::quantize_tq2_0),
         GgmlType::MXFP4 => write_blocks(dst, src, QK, fp4::quantize_mxfp4),
+        GgmlType::NVFP4 => write_blocks(dst, src, 64, fp4::nvfp4::quantize_nvfp4),
         GgmlType::Q1_0 => write_blocks(dst, src, 128, q1q2::quantize_q1_0),
         GgmlType::Q2_0 => write_blocks(dst, src, 64, q1q2::quantize_q2_0),
         _ => {

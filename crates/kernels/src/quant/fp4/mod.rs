@@ -4,12 +4,18 @@
 //! block's dot product is `(a.d * d) * Σ kv[q] * a.q`: the decoded form is `q = kv[nibble]`,
 //! `d = e8m0_half(e)`, `m = 0`.
 //!
-//! NVFP4 (64-value blocks, one UE4M3 scale per 16 values) is not here: its dot product scales
-//! each 16 values by their own float, which one `d` per 32 cannot express (see the family's
-//! report).
+//! NVFP4 (`nvfp4`: 64-value blocks, one UE4M3 scale per 16 values) scales each 16 values by
+//! their own float, which the decoded form's one `d` per 32 values cannot express: it has row
+//! kernels of its own instead (`dot_avx2`, `dot_avx512`), bit-identical to its reference dot
+//! product.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
+pub(crate) mod nvfp4;
 
 use super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;
@@ -67,8 +73,35 @@ pub(crate) fn decode_mxfp4(row: &[u8], out: &mut [Decoded32]) {
     }
 }
 
-/// ggml's `dequantize_row_mxfp4`: `kv as f32 * d`.
+/// The row kernels (one row, and four rows) of `ty` at exactly `isa`: NVFP4's.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    if ty != GgmlType::NVFP4 {
+        return None;
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Some(dot_avx512::ROWS),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(dot_avx2::ROWS),
+        _ => None,
+    }
+}
+
+/// The family's own reference dot product of `ty` (NVFP4's); `None` for MXFP4, whose reference
+/// is the generic one over its decoded form.
+pub(super) fn reference_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> Option<f32> {
+    (ty == GgmlType::NVFP4).then(|| nvfp4::vec_dot_nvfp4_q8_0(w, a))
+}
+
+/// ggml's `dequantize_row_mxfp4` (`kv as f32 * d`) and `dequantize_row_nvfp4`.
 pub(super) fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    if ty == GgmlType::NVFP4 {
+        nvfp4::dequantize_row(src, dst);
+        return true;
+    }
     if ty != GgmlType::MXFP4 {
         return false;
     }
@@ -97,22 +130,26 @@ pub(crate) fn quantize_mxfp4(x: &[f32]) -> BlockMXFP4 {
         0
     };
     let d = e8m0_to_fp32_half(e);
-    let best = |v: f32| {
-        let mut best = (0u8, (KVALUES_MXFP4[0] as f32 * d - v).abs());
-        for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
-            let err = (k as f32 * d - v).abs();
-            if err < best.1 {
-                best = (i as u8, err);
-            }
-        }
-        best.0
-    };
     let mut b = BlockMXFP4 { e, qs: [0; QK / 2] };
     for j in 0..QK / 2 {
-        b.qs[j] = best(x[j]) | (best(x[j + QK / 2]) << 4);
+        b.qs[j] = best_index(x[j], d) | (best_index(x[j + QK / 2], d) << 4);
     }
     b
 }
 
+/// ggml's `best_index_mxfp4`: the table entry nearest `v` at scale `d` (the first on ties).
+pub(crate) fn best_index(v: f32, d: f32) -> u8 {
+    let mut best = (0u8, (KVALUES_MXFP4[0] as f32 * d - v).abs());
+    for (i, &k) in KVALUES_MXFP4.iter().enumerate().skip(1) {
+        let err = (k as f32 * d - v).abs();
+        if err < best.1 {
+            best = (i as u8, err);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod nvfp4_tests;
 #[cfg(test)]
 mod tests;
