@@ -25,7 +25,6 @@ mod ternary;
 use crate::cpu::Isa;
 use crate::types::GgmlType;
 pub use decoded::{Decode32Fn, DecodeKFn, Decoded32, DecodedK, Decoder};
-pub(crate) use iq4::{BlockIq4Nl, BlockIq4Xs, KVALUES as IQ4_VALUES};
 
 /// Dot product of a decoded row with an activation row (bytes of the type's `vec_dot_type`).
 pub type DotKFn = fn(w: &[DecodedK], a: &[u8]) -> f32;
@@ -198,6 +197,16 @@ pub(crate) fn activation_quantizer(ty: GgmlType, isa: Isa) -> Option<crate::simd
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+/// The packed (row-interleaved) layout of `ty` for the packed GEMM, if its family defines one.
+pub(crate) fn packed_layout(ty: GgmlType) -> Option<crate::packed::Layout> {
+    match family(ty) {
+        Family::Legacy => legacy::packed::layout(ty),
+        Family::KQuants => kquants::packed::layout(ty),
+        Family::Iq4 => iq4::packed::layout(ty),
+        _ => None,
+    }
 }
 
 /// Quantizes an activation row into `ty` (F32, F16, BF16, Q8_0, Q8_1, Q8_K: the `vec_dot_type`s)

@@ -1,8 +1,7 @@
 //! SIMD code shared by the families' kernels, each tested against its scalar reference
 //! (tests/simd*.rs): the kernel signatures, the building blocks of each level (`avx2::prims`,
-//! `avx512::prims`), the f32 operations of attention (`attn`, dot products, axpy), the activation
-//! quantizers, and the packed GEMM's kernels (`gemm256`, `gemm512`, over the layouts of
-//! `crate::packed`). The row kernels of each weight type live with its family (`quant`).
+//! `avx512::prims`), the f32 operations of attention (`attn`, dot products, axpy). The kernels of
+//! each weight type live with its family (`quant`).
 //!
 //! x86_64 has two levels, both compiled into every binary and chosen at run time: AVX2+FMA+F16C
 //! (`avx2`), and AVX-512 F/BW/VL/DQ+VNNI on 512-bit registers (`avx512`). Other targets use the
@@ -27,10 +26,6 @@ mod attn;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod gemm256;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod gemm512;
 
 /// Panics unless `w` and `a` hold `n` values of `ty` and of its activation type: the check every
 /// safe row kernel makes before its pointer arithmetic.

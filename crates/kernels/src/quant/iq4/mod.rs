@@ -11,6 +11,12 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 
+#[cfg(target_arch = "x86_64")]
+mod gemm256;
+#[cfg(target_arch = "x86_64")]
+mod gemm512;
+pub(crate) mod packed;
+
 use super::decoded::{Decoded32, DecodedK, Decoder};
 use crate::cpu::Isa;
 use crate::types::{GgmlType, QK, QK_K};

@@ -7,6 +7,11 @@ mod dequant;
 mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
+#[cfg(target_arch = "x86_64")]
+mod gemm256;
+#[cfg(target_arch = "x86_64")]
+mod gemm512;
+pub(crate) mod packed;
 pub(crate) mod quantize;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod quantize_avx2;

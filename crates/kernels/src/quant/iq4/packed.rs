@@ -1,0 +1,75 @@
+//! The packed (row-interleaved) records of IQ4_NL and IQ4_XS, their packing, and their
+//! [`Layout`]s for the packed GEMM (`crate::packed`; tiles in `gemm512`, `gemm256`).
+//!
+//! Record layout of one block of a group of 16 rows (missing rows of the last group are zero):
+//!
+//! * IQ4_NL (288 bytes): Q4_0's layout, the nibbles being indices into `kvalues_iq4nl` (as
+//!   stored); the 16 scales.
+//! * IQ4_XS (2240 bytes): per 32-value sub-block `s`, 4 nibble vectors of indices laid out like
+//!   Q4_0's (at `256 s`); the 8 sub-block scales `ls - 32` (i8, 16 bytes each, one per row); `d`;
+//!   32 bytes of padding (records stay 64-byte aligned).
+
+use super::{BlockIq4Nl, BlockIq4Xs};
+use crate::packed::{put_f16, put_nibbles, Layout, PackFn};
+use crate::types::{GgmlType, QK};
+
+/// The packed layout of an IQ4 type.
+pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::{gemm256 as g2, gemm512 as g5};
+        use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
+        let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
+            GgmlType::IQ4_NL => (
+                288,
+                packer!(BlockIq4Nl, pack_iq4_nl),
+                tiles512!(g5::tile_iq4nl),
+                tiles256!(g2::tile_iq4nl),
+            ),
+            GgmlType::IQ4_XS => (
+                2240,
+                packer!(BlockIq4Xs, pack_iq4_xs),
+                tiles512!(g5::tile_iq4xs),
+                tiles256!(g2::tile_iq4xs),
+            ),
+            _ => return None,
+        };
+        Some(Layout {
+            record_bytes,
+            pack,
+            avx512,
+            avx2: Some(avx2),
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
+#[inline(always)]
+fn pack_iq4_nl(x: &BlockIq4Nl, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK];
+    for j in 0..QK / 2 {
+        u[j] = x.qs[j] & 0xF;
+        u[j + QK / 2] = x.qs[j] >> 4;
+    }
+    put_nibbles(rec, 0, i, &u);
+    put_f16(rec, 256, i, x.d);
+}
+
+#[inline(always)]
+fn pack_iq4_xs(x: &BlockIq4Xs, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[16 * s..16 * s + 16];
+        let mut u = [0u8; QK];
+        for j in 0..QK / 2 {
+            u[j] = q[j] & 0xF;
+            u[j + QK / 2] = q[j] >> 4;
+        }
+        put_nibbles(rec, 256 * s, i, &u);
+        rec[2048 + 16 * s + i] = x.scale(s) as i8 as u8;
+    }
+    put_f16(rec, 2176, i, x.d);
+}

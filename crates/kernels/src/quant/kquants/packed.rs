@@ -1,0 +1,128 @@
+//! The packed (row-interleaved) records of Q4_K, Q5_K and Q6_K, their packing, and their
+//! [`Layout`]s for the packed GEMM (`crate::packed`; tiles in `gemm512`, `gemm256`).
+//!
+//! Record layout of one block of a group of 16 rows (missing rows of the last group are zero):
+//!
+//! * Q4_K (2368 bytes): per 32-value sub-block `s`, 4 nibble vectors laid out like Q4_0's (at
+//!   `256 s`); the 8 sub-block scales (16 bytes each, one per row); the mins as 4 vectors of
+//!   16-bit pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair); `d`; `dmin`.
+//! * Q5_K (2880 bytes): the Q4_K record of the low 4 bits (same offsets); then per sub-block `s` a
+//!   fifth-bit vector laid out like Q5_0's (at `2368 + 64 s`).
+//! * Q6_K (3360 bytes): per 32 values `c`, the low 4 bits as 4 nibble vectors (at `256 c`); the
+//!   top 2 bits as 2 vectors per `c` (at `2048 + 128 c`): vector `h`, lane `r`, byte `j`, bits
+//!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
+//!   (16 bytes each); `d`.
+
+use super::blocks::*;
+use super::scale_min_k4;
+use crate::packed::{lane, put_f16, put_fifth_bits, put_nibbles, Layout, PackFn};
+use crate::types::{GgmlType, QK_K};
+
+/// The packed layout of a k-quant, if it has one.
+pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::{gemm256 as g2, gemm512 as g5};
+        use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
+        let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
+            GgmlType::Q4_K => (
+                2368,
+                packer!(BlockQ4K, pack_q4_k),
+                tiles512!(g5::tile_q4k),
+                tiles256!(g2::tile_q4k),
+            ),
+            GgmlType::Q5_K => (
+                2880,
+                packer!(BlockQ5K, pack_q5_k),
+                tiles512!(g5::tile_q5k),
+                tiles256!(g2::tile_q5k),
+            ),
+            GgmlType::Q6_K => (
+                3360,
+                packer!(BlockQ6K, pack_q6_k),
+                tiles512!(g5::tile_q6k),
+                tiles256!(g2::tile_q6k),
+            ),
+            _ => return None,
+        };
+        Some(Layout {
+            record_bytes,
+            pack,
+            avx512,
+            avx2: Some(avx2),
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
+#[inline(always)]
+fn pack_q4_k(x: &BlockQ4K, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let u: Vec<u8> = q
+            .iter()
+            .map(|&v| if s % 2 == 0 { v & 0xF } else { v >> 4 })
+            .collect();
+        put_nibbles(rec, 256 * s, i, &u);
+        let (sc, m) = scale_min_k4(s, &x.scales);
+        rec[2048 + 16 * s + i] = sc;
+        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+    }
+    put_f16(rec, 2304, i, x.d);
+    put_f16(rec, 2336, i, x.dmin);
+}
+
+#[inline(always)]
+fn pack_q5_k(x: &BlockQ5K, i: usize, rec: &mut [u8]) {
+    for s in 0..8 {
+        let q = &x.qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let mut u = [0u8; 32];
+        for (l, u) in u.iter_mut().enumerate() {
+            let lo = if s % 2 == 0 { q[l] & 0xF } else { q[l] >> 4 };
+            *u = lo | ((x.qh[l] >> s) & 1) << 4;
+        }
+        put_nibbles(rec, 256 * s, i, &u);
+        put_fifth_bits(rec, 2368 + 64 * s, i, &u);
+        let (sc, m) = scale_min_k4(s, &x.scales);
+        rec[2048 + 16 * s + i] = sc;
+        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+    }
+    put_f16(rec, 2304, i, x.d);
+    put_f16(rec, 2336, i, x.dmin);
+}
+
+#[inline(always)]
+fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
+    let mut u = [0u8; QK_K];
+    for half in 0..2 {
+        let (ql, qh) = (&x.ql[64 * half..], &x.qh[32 * half..]);
+        let o = 128 * half;
+        for l in 0..32 {
+            u[o + l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            u[o + l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            u[o + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            u[o + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    for c in 0..8 {
+        let u = &u[32 * c..32 * c + 32];
+        put_nibbles(rec, 256 * c, i, u);
+        for h in 0..2 {
+            for j in 0..4 {
+                let mut t = 0u8;
+                for m in 0..4 {
+                    t |= (u[16 * h + 4 * m + j] >> 4) << (2 * m);
+                }
+                *lane(rec, 2048 + 128 * c + 64 * h, i, j) = t;
+            }
+        }
+    }
+    for k in 0..16 {
+        rec[3072 + 16 * k + i] = x.scales[k] as u8;
+    }
+    put_f16(rec, 3328, i, x.d);
+}
