@@ -14,8 +14,8 @@
 //! of tokens or threads.
 //!
 //! Each family defines its types' records, packing and tiles (`quant::*::packed`, `gemm512`,
-//! `gemm256`) and describes them with a [`Layout`]; this module holds what they share: the group
-//! layout, the record-writing helpers, the activations' side data ([`ActAux`]) and the GEMM
+//! `gemm256`) and describes them with a `Layout`; this module holds what they share: the group
+//! layout, the record-writing helpers, the activations' side data (`ActAux`) and the GEMM
 //! driver.
 //!
 //! `gemm512` and `gemm256` hold the building blocks of the tiles at each level.

@@ -1,12 +1,12 @@
 //! Every weight type's code, one folder per quantization family, and the one table that maps a
-//! type to its family ([`family`]).
+//! type to its family (`family`).
 //!
 //! A family owns its block layouts, its dequantization (bit-exact with ggml / gguf-py), its
 //! reference dot products and quantizers, and its kernels at each instruction-set level: SIMD row
 //! kernels (`dot_avx2`, `dot_avx512`: float, legacy, k-quants), and for the types computed
 //! through the [`decoded`] form a decoder per level, whose output the generic kernels (`decoded`:
 //! the reference, its AVX2 and AVX-512 versions and the AVX-512 GEMM) multiply with quantized
-//! activations. Every operation here dispatches through [`family`]; adding a type to a family
+//! activations. Every operation here dispatches through `family`; adding a type to a family
 //! touches that family's folder (and `types` for its id and sizes).
 
 pub mod decoded;

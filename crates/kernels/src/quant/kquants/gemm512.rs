@@ -8,82 +8,14 @@ use crate::packed::gemm512::*;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
-/// Like [`tile_q32`] for Q4_K records and Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// The tile of Q4_K records, or (`FIFTH`) Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
+/// `2368 + 64 s`), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
 /// values).
 ///
-/// # Safety: as for [`tile_q32`], with Q8_K blocks.
+/// # Safety: as for `crate::packed::gemm512::Tile`, with Q8_K activations.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) unsafe fn tile_q4k<const T: usize>(
-    nb: usize,
-    stride: usize,
-    w: *const u8,
-    a: [*const u8; T],
-    aux: [*const i32; T],
-    out: [*mut f32; T],
-    mask: __mmask16,
-) {
-    let mut acc = [_mm512_setzero_ps(); T];
-    for b in 0..nb {
-        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
-        unsafe {
-            let rec = w.add(b * stride);
-            let mut isum = [_mm512_setzero_si512(); T];
-            for s in 0..8 {
-                let x = nibbles(rec.add(256 * s));
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
-                for t in 0..T {
-                    let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
-                    // Two dependency chains (exact integer sums, so the split changes nothing):
-                    // with few tokens per tile one chain of 8 would leave the unit idle.
-                    let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                    for g in 0..4 {
-                        p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
-                        p2 = _mm512_dpbusd_epi32(p2, x[g + 4], bcst(y.add(16 + 4 * g)));
-                    }
-                    let p = _mm512_add_epi32(p, p2);
-                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
-                }
-            }
-            let mut mins = [_mm512_setzero_si512(); 4];
-            for (q, m) in mins.iter_mut().enumerate() {
-                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(2176 + 32 * q).cast()));
-            }
-            let dw = f16x16(rec.add(2304));
-            let dmw = f16x16(rec.add(2336));
-            for t in 0..T {
-                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
-                let mut msum = _mm512_setzero_si512();
-                for (q, m) in mins.iter().enumerate() {
-                    msum = _mm512_dpwssd_epi32(msum, *m, bcst(bs.add(4 * q)));
-                }
-                let dy = _mm512_set1_ps(
-                    a[t].add(b * size_of::<BlockQ8K>())
-                        .cast::<f32>()
-                        .read_unaligned(),
-                );
-                // sum += d·dy·isum - dmin·dy·msum
-                let f = _mm512_sub_ps(
-                    _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t])),
-                    _mm512_mul_ps(_mm512_mul_ps(dmw, dy), _mm512_cvtepi32_ps(msum)),
-                );
-                acc[t] = _mm512_add_ps(acc[t], f);
-            }
-        }
-    }
-    for t in 0..T {
-        // SAFETY: guaranteed by the caller.
-        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
-    }
-}
-
-/// Like [`tile_q4k`] for Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
-/// `2368 + 64 s`), as `dot_scalar::vec_dot_q5_k_q8_k`.
-///
-/// # Safety: as for [`tile_q4k`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) unsafe fn tile_q5k<const T: usize>(
+pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
     nb: usize,
     stride: usize,
     w: *const u8,
@@ -100,11 +32,14 @@ pub(crate) unsafe fn tile_q5k<const T: usize>(
             let mut isum = [_mm512_setzero_si512(); T];
             for s in 0..8 {
                 let mut x = nibbles(rec.add(256 * s));
-                merge_fifth(&mut x, load(rec.add(2368 + 64 * s)));
+                if FIFTH {
+                    merge_fifth(&mut x, load(rec.add(2368 + 64 * s)));
+                }
                 let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
                 for t in 0..T {
                     let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
-                    // Two dependency chains, as in `tile_q4k`.
+                    // Two dependency chains (exact integer sums, so the split changes nothing):
+                    // with few tokens per tile one chain of 8 would leave the unit idle.
                     let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
                     for g in 0..4 {
                         p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));

@@ -28,13 +28,13 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             GgmlType::Q4_K => (
                 2368,
                 packer!(BlockQ4K, pack_q4_k),
-                tiles512!(g5::tile_q4k),
+                tiles512!(g5::tile_q4k, false),
                 tiles256!(g2::tile_q4k),
             ),
             GgmlType::Q5_K => (
                 2880,
                 packer!(BlockQ5K, pack_q5_k),
-                tiles512!(g5::tile_q5k),
+                tiles512!(g5::tile_q4k, true),
                 tiles256!(g2::tile_q5k),
             ),
             GgmlType::Q6_K => (

@@ -101,57 +101,15 @@ pub(crate) unsafe fn tile_q32<const KIND: u8, const T: usize>(
     }
 }
 
-/// Like [`tile_q32`] for Q4_1 records (unsigned nibbles, then 16 `d` and 16 `m`) and Q8_1
-/// activations (`aux[t]`: `nb` values `d`, then `nb` values `s`, as f32 bits): per block
-/// `(d · a.d) · isum + m · a.s`, as `dot_scalar::vec_dot_q4_1_q8_1`.
+/// Like [`tile_q32`] for Q4_1 records (unsigned nibbles, then 16 `d` and 16 `m`) or (`FIFTH`)
+/// Q5_1 records (Q5_0's nibbles and fifth bits of the unsigned quants, then `d` and `m`) against
+/// Q8_1 activations (`aux[t]`: `nb` values `d`, then `nb` values `s`, as f32 bits): per block
+/// `(d · a.d) · isum + m · a.s`, as `dot_scalar::vec_dot_q4_1_q8_1` / `vec_dot_q5_1_q8_1`.
 ///
 /// # Safety: as for [`tile_q32`], with Q8_1 blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) unsafe fn tile_q4_1<const T: usize>(
-    nb: usize,
-    stride: usize,
-    w: *const u8,
-    a: [*const u8; T],
-    aux: [*const i32; T],
-    out: [*mut f32; T],
-    mask: __mmask16,
-) {
-    let mut acc = [_mm512_setzero_ps(); T];
-    for b in 0..nb {
-        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
-        // each `aux[t]`, all inside what the caller guarantees.
-        unsafe {
-            let rec = w.add(b * stride);
-            let x = nibbles(rec);
-            let (dw, mw) = (f16x16(rec.add(256)), f16x16(rec.add(288)));
-            for t in 0..T {
-                let y = a[t].add(b * size_of::<crate::blocks::BlockQ8_1>() + 4);
-                let mut p = _mm512_setzero_si512();
-                for g in 0..8 {
-                    p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
-                }
-                let dy = _mm512_set1_ps(f32::from_bits(aux[t].add(b).read() as u32));
-                let sy = _mm512_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
-                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(p));
-                acc[t] = _mm512_add_ps(acc[t], _mm512_add_ps(f, _mm512_mul_ps(mw, sy)));
-            }
-        }
-    }
-    for t in 0..T {
-        // SAFETY: guaranteed by the caller.
-        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
-    }
-}
-
-/// Like [`tile_q4_1`] for Q5_1 records (Q5_0's nibbles and fifth bits of the unsigned quants,
-/// then 16 `d` and 16 `m`): per block `(d · a.d) · isum + m · a.s`, as
-/// `dot_scalar::vec_dot_q5_1_q8_1`.
-///
-/// # Safety: as for [`tile_q4_1`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) unsafe fn tile_q5_1<const T: usize>(
+pub(crate) unsafe fn tile_q4_1<const FIFTH: bool, const T: usize>(
     nb: usize,
     stride: usize,
     w: *const u8,
@@ -167,8 +125,14 @@ pub(crate) unsafe fn tile_q5_1<const T: usize>(
         unsafe {
             let rec = w.add(b * stride);
             let mut x = nibbles(rec);
-            merge_fifth(&mut x, load(rec.add(256)));
-            let (dw, mw) = (f16x16(rec.add(320)), f16x16(rec.add(352)));
+            // Q5_1: the fifth bits, then `d` and `m` 64 bytes further on.
+            let at = if FIFTH {
+                merge_fifth(&mut x, load(rec.add(256)));
+                320
+            } else {
+                256
+            };
+            let (dw, mw) = (f16x16(rec.add(at)), f16x16(rec.add(at + 32)));
             for t in 0..T {
                 let y = a[t].add(b * size_of::<crate::blocks::BlockQ8_1>() + 4);
                 let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());

@@ -49,13 +49,13 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             GgmlType::Q4_1 => (
                 320,
                 packer!(BlockQ4_1, pack_q4_1),
-                tiles512!(g5::tile_q4_1),
+                tiles512!(g5::tile_q4_1, false),
                 None,
             ),
             GgmlType::Q5_1 => (
                 384,
                 packer!(BlockQ5_1, pack_q5_1),
-                tiles512!(g5::tile_q5_1),
+                tiles512!(g5::tile_q4_1, true),
                 Some(tiles256!(g2::tile_q5_1)),
             ),
             _ => return None,
