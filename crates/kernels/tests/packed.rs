@@ -13,7 +13,7 @@ use frugal_kernels::{GgmlType, Isa, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 10] = [
+const TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -24,6 +24,8 @@ const TYPES: [GgmlType; 10] = [
     GgmlType::Q5_K,
     GgmlType::IQ4_NL,
     GgmlType::IQ4_XS,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
 ];
 
 fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {
@@ -137,6 +139,8 @@ fn scale_fields(ty: GgmlType) -> &'static [usize] {
     match ty {
         GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[208],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
         // Q4_1/Q5_1's `m`: an all-ones fill would make it NaN.
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q5_K => &[0, 2],
         _ => &[0],

@@ -155,3 +155,166 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
     }
 }
+
+/// The 4 registers of 2-bit values of a sub-block (value `4m + j` in byte `j` of register `m`)
+/// from its vector `v` of a Q2_K / Q3_K record.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn low2(v: __m512i) -> [__m512i; 4] {
+    let m3 = _mm512_set1_epi8(0x03);
+    [
+        _mm512_and_si512(v, m3),
+        _mm512_and_si512(_mm512_srli_epi16::<2>(v), m3),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v), m3),
+        _mm512_and_si512(_mm512_srli_epi16::<6>(v), m3),
+    ]
+}
+
+/// Like [`tile_q4k`] for Q2_K records (16-value sub-blocks), as
+/// `dot_scalar::vec_dot_q2_k_q8_k`: the mins' sum takes the activations' `bsums` pairs straight
+/// from the Q8_K blocks.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) unsafe fn tile_q2k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    _aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut isum = [_mm512_setzero_si512(); T];
+            for k in 0..16 {
+                let x = low2(load(rec.add(64 * k)));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(1024 + 16 * k).cast()));
+                for t in 0..T {
+                    let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 16 * k);
+                    let mut p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[0], bcst(y));
+                    for m in 1..4 {
+                        p = _mm512_dpbusd_epi32(p, x[m], bcst(y.add(4 * m)));
+                    }
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                }
+            }
+            let mut mins = [_mm512_setzero_si512(); 8];
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(1280 + 32 * q).cast()));
+            }
+            let dw = f16x16(rec.add(1536));
+            let dmw = f16x16(rec.add(1568));
+            for t in 0..T {
+                let blk = a[t].add(b * size_of::<BlockQ8K>());
+                let mut msum = _mm512_setzero_si512();
+                for (q, m) in mins.iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *m, bcst(blk.add(4 + 256 + 4 * q)));
+                }
+                let dy = _mm512_set1_ps(blk.cast::<f32>().read_unaligned());
+                // sum += d·dy·isum - dmin·dy·msum
+                let f = _mm512_sub_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t])),
+                    _mm512_mul_ps(_mm512_mul_ps(dmw, dy), _mm512_cvtepi32_ps(msum)),
+                );
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// The high bits of sub-block `2c + h` (from its pair's vector `hv`) at bit 2 of the bytes of
+/// [`low2`]'s registers (other bits unspecified).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn high_bits<const H: usize>(hv: __m512i) -> [__m512i; 4] {
+    if H == 0 {
+        [
+            _mm512_slli_epi16::<2>(hv),
+            _mm512_slli_epi16::<1>(hv),
+            hv,
+            _mm512_srli_epi16::<1>(hv),
+        ]
+    } else {
+        [
+            _mm512_srli_epi16::<2>(hv),
+            _mm512_srli_epi16::<3>(hv),
+            _mm512_srli_epi16::<4>(hv),
+            _mm512_srli_epi16::<5>(hv),
+        ]
+    }
+}
+
+/// Like [`tile_q6k`] for Q3_K records (values `low | high << 2` in 0..7, quants minus 4), as
+/// `dot_scalar::vec_dot_q3_k_q8_k`.
+///
+/// # Safety: as for [`tile_q4k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) unsafe fn tile_q3k<const T: usize>(
+    nb: usize,
+    stride: usize,
+    w: *const u8,
+    a: [*const u8; T],
+    _aux: [*const i32; T],
+    out: [*mut f32; T],
+    mask: __mmask16,
+) {
+    let m4 = _mm512_set1_epi8(0x04);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: (all reads) record b of `w`, block b of each `a[t]`.
+        unsafe {
+            let rec = w.add(b * stride);
+            let mut isum = [_mm512_setzero_si512(); T];
+            for c in 0..8 {
+                let hv = load(rec.add(1024 + 64 * c));
+                let highs = [high_bits::<0>(hv), high_bits::<1>(hv)];
+                for (h, high) in highs.iter().enumerate() {
+                    let k = 2 * c + h;
+                    let mut x = low2(load(rec.add(64 * k)));
+                    for m in 0..4 {
+                        // x | (high & 4)
+                        x[m] = _mm512_ternarylogic_epi32::<0xF8>(x[m], high[m], m4);
+                    }
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(1536 + 16 * k).cast()));
+                    for t in 0..T {
+                        let blk = a[t].add(b * size_of::<BlockQ8K>());
+                        let y = blk.add(4 + 16 * k);
+                        // -4 · bsums[k]: the quants are stored + 4.
+                        let bs = blk.add(4 + 256 + 2 * k).cast::<i16>().read_unaligned();
+                        let mut p = _mm512_set1_epi32(-4 * bs as i32);
+                        for m in 0..4 {
+                            p = _mm512_dpbusd_epi32(p, x[m], bcst(y.add(4 * m)));
+                        }
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
+                    }
+                }
+            }
+            let dw = f16x16(rec.add(1792));
+            for t in 0..T {
+                let dy = _mm512_set1_ps(
+                    a[t].add(b * size_of::<BlockQ8K>())
+                        .cast::<f32>()
+                        .read_unaligned(),
+                );
+                // sum += d·dy·isum
+                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t]));
+                acc[t] = _mm512_add_ps(acc[t], f);
+            }
+        }
+    }
+    for t in 0..T {
+        // SAFETY: guaranteed by the caller.
+        unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}

@@ -1,4 +1,4 @@
-//! The packed (row-interleaved) records of Q4_K, Q5_K and Q6_K, their packing, and their
+//! The packed (row-interleaved) records of Q2_K, Q3_K, Q4_K, Q5_K and Q6_K, their packing, and their
 //! [`Layout`]s for the packed GEMM (`crate::packed`; tiles in `gemm512`, `gemm256`).
 //!
 //! Record layout of one block of a group of 16 rows (missing rows of the last group are zero):
@@ -12,9 +12,19 @@
 //!   top 2 bits as 2 vectors per `c` (at `2048 + 128 c`): vector `h`, lane `r`, byte `j`, bits
 //!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
 //!   (16 bytes each); `d`.
+//! * Q2_K (1600 bytes): per 16-value sub-block `k`, one 2-bit vector (at `64 k`): lane `r`, byte
+//!   `j`, bits `2m..2m + 2` hold value `16k + 4m + j` (0..3); the 16 sub-block scales (low
+//!   nibbles, 16 bytes each, at `1024 + 16 k`); the mins (high nibbles) as 8 vectors of 16-bit
+//!   pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair, at `1280 + 32 p`); `d` (at
+//!   1536); `dmin` (at 1568).
+//! * Q3_K (1824 bytes): the two low bits like Q2_K's (at `64 k`); the high (`hmask`) bits as one
+//!   vector per 2 sub-blocks `2c, 2c + 1` (at `1024 + 64 c`): lane `r`, byte `j`, bit `4h + m`
+//!   is the high bit of value `16(2c + h) + 4m + j`, so a value is `low | high << 2` in 0..7, its
+//!   quant that minus 4; the 16 signed 6-bit scales (16 bytes each, at `1536 + 16 k`); `d` (at
+//!   1792).
 
 use super::blocks::*;
-use super::scale_min_k4;
+use super::{q3k_scales, scale_min_k4};
 use crate::packed::{lane, put_f16, put_fifth_bits, put_nibbles, Layout, PackFn};
 use crate::types::{GgmlType, QK_K};
 
@@ -25,23 +35,35 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
         use super::{gemm256 as g2, gemm512 as g5};
         use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
         let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
+            GgmlType::Q2_K => (
+                1600,
+                packer!(BlockQ2K, pack_q2_k),
+                tiles512!(g5::tile_q2k),
+                None,
+            ),
+            GgmlType::Q3_K => (
+                1824,
+                packer!(BlockQ3K, pack_q3_k),
+                tiles512!(g5::tile_q3k),
+                None,
+            ),
             GgmlType::Q4_K => (
                 2368,
                 packer!(BlockQ4K, pack_q4_k),
                 tiles512!(g5::tile_q4k, false),
-                tiles256!(g2::tile_q4k),
+                Some(tiles256!(g2::tile_q4k)),
             ),
             GgmlType::Q5_K => (
                 2880,
                 packer!(BlockQ5K, pack_q5_k),
                 tiles512!(g5::tile_q4k, true),
-                tiles256!(g2::tile_q5k),
+                Some(tiles256!(g2::tile_q5k)),
             ),
             GgmlType::Q6_K => (
                 3360,
                 packer!(BlockQ6K, pack_q6_k),
                 tiles512!(g5::tile_q6k),
-                tiles256!(g2::tile_q6k),
+                Some(tiles256!(g2::tile_q6k)),
             ),
             _ => return None,
         };
@@ -49,7 +71,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             record_bytes,
             pack,
             avx512,
-            avx2: Some(avx2),
+            avx2,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -125,4 +147,60 @@ fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
         rec[3072 + 16 * k + i] = x.scales[k] as u8;
     }
     put_f16(rec, 3328, i, x.d);
+}
+
+/// The 256 two-bit values of a Q2_K / Q3_K block in value order: byte `l` of each 32-byte half
+/// of `qs` holds values `l`, `l + 32`, `l + 64`, `l + 96` of the half.
+fn low2(qs: &[u8; QK_K / 4]) -> [u8; QK_K] {
+    let mut u = [0u8; QK_K];
+    for (o, u) in u.iter_mut().enumerate() {
+        *u = (qs[32 * (o / 128) + o % 32] >> (2 * ((o % 128) / 32))) & 3;
+    }
+    u
+}
+
+/// Puts the 2-bit values `u` (value order) of row `i` into the 16 sub-block vectors at 0.
+fn put_low2(rec: &mut [u8], i: usize, u: &[u8; QK_K]) {
+    for k in 0..16 {
+        for j in 0..4 {
+            let mut t = 0u8;
+            for m in 0..4 {
+                t |= (u[16 * k + 4 * m + j] & 3) << (2 * m);
+            }
+            *lane(rec, 64 * k, i, j) = t;
+        }
+    }
+}
+
+#[inline(always)]
+fn pack_q2_k(x: &BlockQ2K, i: usize, rec: &mut [u8]) {
+    put_low2(rec, i, &low2(&x.qs));
+    for k in 0..16 {
+        rec[1024 + 16 * k + i] = x.scales[k] & 0xF;
+        rec[1280 + 32 * (k / 2) + 2 * i + k % 2] = x.scales[k] >> 4;
+    }
+    put_f16(rec, 1536, i, x.d);
+    put_f16(rec, 1568, i, x.dmin);
+}
+
+#[inline(always)]
+fn pack_q3_k(x: &BlockQ3K, i: usize, rec: &mut [u8]) {
+    put_low2(rec, i, &low2(&x.qs));
+    // Value o's high bit: bit `o / 32` of hmask[o % 32].
+    let high = |o: usize| (x.hmask[o % 32] >> (o / 32)) & 1;
+    for c in 0..8 {
+        for j in 0..4 {
+            let mut t = 0u8;
+            for h in 0..2 {
+                for m in 0..4 {
+                    t |= high(16 * (2 * c + h) + 4 * m + j) << (4 * h + m);
+                }
+            }
+            *lane(rec, 1024 + 64 * c, i, j) = t;
+        }
+    }
+    for (k, sc) in q3k_scales(&x.scales).iter().enumerate() {
+        rec[1536 + 16 * k + i] = *sc as u8;
+    }
+    put_f16(rec, 1792, i, x.d);
 }
