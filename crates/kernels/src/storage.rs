@@ -4,7 +4,7 @@
 //! A borrowed region costs no copy and no anonymous memory: the OS loads its pages from the file
 //! when they are first read and may drop them again under memory pressure, so a model larger than
 //! RAM can still run (slowly) from its file. Kernels read weights with unaligned loads, and block
-//! views ([`crate::dequant`]) copy a misaligned slice rather than reinterpret it, so any alignment
+//! views (`crate::view`) copy a misaligned slice rather than reinterpret it, so any alignment
 //! is sound; [`crate::Matrix::from_mapped`] still copies regions that are not 4-byte aligned, to keep
 //! the fast paths.
 
