@@ -8,86 +8,17 @@ use crate::packed::gemm256::*;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
-/// Like [`tile_q32`] for Q4_K records and Q8_K activations (`aux[t]` pointing to `AUX_K nb`
-/// values).
+/// The tile of Q4_K records, or (`FIFTH`) Q5_K records (Q4_K's, plus a fifth-bit vector per
+/// sub-block at `2368 + 64 s`), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// values), as `dot_scalar::vec_dot_q4_k_q8_k` / `vec_dot_q5_k_q8_k`. Q4_K's quants (`0..=15`)
+/// let a sub-block's low and high nibbles sum in one i16 sum (at most 30720); Q5_K's (`0..=31`)
+/// need two (four registers each, at most 31744).
 ///
-/// # Safety: as for [`tile_q32`], with Q8_K blocks.
+/// # Safety: as for `crate::packed::gemm256::Tile`, with Q8_K activations.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_q4k<const T: usize>(
-    nb: usize,
-    stride: usize,
-    w: *const u8,
-    h: usize,
-    a: [*const u8; T],
-    aux: [*const i32; T],
-    out: [*mut f32; T],
-    mask: __m256i,
-) {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); T];
-    for b in 0..nb {
-        // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
-        unsafe {
-            let rec = w.add(b * stride);
-            let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
-            let mut isum = [_mm256_setzero_si256(); T];
-            for s in 0..8 {
-                let mut s16 = [_mm256_setzero_si256(); T];
-                for v in 0..4 {
-                    let raw = load(rec.add(256 * s + 64 * v + 32 * h));
-                    let lo = _mm256_and_si256(raw, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
-                    for t in 0..T {
-                        let y = blk[t].add(4 + 32 * s);
-                        let l = _mm256_maddubs_epi16(lo, bcst(y.add(4 * v)));
-                        let u = _mm256_maddubs_epi16(hi, bcst(y.add(16 + 4 * v)));
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_add_epi16(l, u));
-                    }
-                }
-                let sc = scale_pairs::<false>(rec.add(2048 + 16 * s + 8 * h));
-                for t in 0..T {
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
-                }
-            }
-            let mut mins = [_mm256_setzero_si256(); 4];
-            for (q, m) in mins.iter_mut().enumerate() {
-                *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(2176 + 32 * q + 16 * h).cast()));
-            }
-            let dw = f16x8(rec.add(2304 + 16 * h));
-            let dmw = f16x8(rec.add(2336 + 16 * h));
-            for t in 0..T {
-                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
-                let mut msum = _mm256_setzero_si256();
-                for (q, m) in mins.iter().enumerate() {
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*m, bcst(bs.add(4 * q))));
-                }
-                let dy = _mm256_set1_ps(blk[t].cast::<f32>().read_unaligned());
-                // sum += d·dy·isum - dmin·dy·msum
-                let f = _mm256_sub_ps(
-                    _mm256_mul_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum[t])),
-                    _mm256_mul_ps(_mm256_mul_ps(dmw, dy), _mm256_cvtepi32_ps(msum)),
-                );
-                acc[t] = _mm256_add_ps(acc[t], f);
-            }
-        }
-    }
-    for t in 0..T {
-        // SAFETY: guaranteed by the caller.
-        unsafe { store(out[t], mask, acc[t]) };
-    }
-}
-
-/// Like [`tile_q4k`] for Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
-/// `2368 + 64 s`), as `dot_scalar::vec_dot_q5_k_q8_k`. Quants `0..=31`: the low and the high
-/// nibbles of a sub-block (four registers each, at most 31744) sum in two i16 sums.
-///
-/// # Safety: as for [`tile_q4k`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile_q5k<const T: usize>(
+pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
     nb: usize,
     stride: usize,
     w: *const u8,
@@ -107,25 +38,38 @@ pub(crate) unsafe fn tile_q5k<const T: usize>(
             let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
             let mut isum = [_mm256_setzero_si256(); T];
             for s in 0..8 {
-                let hv = load(rec.add(2368 + 64 * s + 32 * h));
+                let hv = if FIFTH {
+                    load(rec.add(2368 + 64 * s + 32 * h))
+                } else {
+                    _mm256_setzero_si256()
+                };
                 let mut s16 = [[_mm256_setzero_si256(); T]; 2];
                 for v in 0..4 {
                     let raw = load(rec.add(256 * s + 64 * v + 32 * h));
-                    let (lo, hi) = q5_0_quants(raw, hv, v, m4, m10);
+                    let (lo, hi) = if FIFTH {
+                        q5_0_quants(raw, hv, v, m4, m10)
+                    } else {
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+                        (_mm256_and_si256(raw, m4), hi)
+                    };
                     for t in 0..T {
                         let y = blk[t].add(4 + 32 * s);
                         let l = _mm256_maddubs_epi16(lo, bcst(y.add(4 * v)));
                         let u = _mm256_maddubs_epi16(hi, bcst(y.add(16 + 4 * v)));
-                        s16[0][t] = _mm256_add_epi16(s16[0][t], l);
-                        s16[1][t] = _mm256_add_epi16(s16[1][t], u);
+                        if FIFTH {
+                            s16[0][t] = _mm256_add_epi16(s16[0][t], l);
+                            s16[1][t] = _mm256_add_epi16(s16[1][t], u);
+                        } else {
+                            s16[0][t] = _mm256_add_epi16(s16[0][t], _mm256_add_epi16(l, u));
+                        }
                     }
                 }
                 let sc = scale_pairs::<false>(rec.add(2048 + 16 * s + 8 * h));
                 for t in 0..T {
-                    let p = _mm256_add_epi32(
-                        _mm256_madd_epi16(s16[0][t], sc),
-                        _mm256_madd_epi16(s16[1][t], sc),
-                    );
+                    let mut p = _mm256_madd_epi16(s16[0][t], sc);
+                    if FIFTH {
+                        p = _mm256_add_epi32(p, _mm256_madd_epi16(s16[1][t], sc));
+                    }
                     isum[t] = _mm256_add_epi32(isum[t], p);
                 }
             }

@@ -51,13 +51,13 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
                 2368,
                 packer!(BlockQ4K, pack_q4_k),
                 tiles512!(g5::tile_q4k, false),
-                Some(tiles256!(g2::tile_q4k)),
+                Some(tiles256!(g2::tile_q4k, false)),
             ),
             GgmlType::Q5_K => (
                 2880,
                 packer!(BlockQ5K, pack_q5_k),
                 tiles512!(g5::tile_q4k, true),
-                Some(tiles256!(g2::tile_q5k)),
+                Some(tiles256!(g2::tile_q4k, true)),
             ),
             GgmlType::Q6_K => (
                 3360,
