@@ -11,6 +11,7 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("frugal reads little-endian GGUF data in place and needs a little-endian target");
 
+pub mod activation;
 pub mod blocks;
 pub mod cpu;
 pub mod dequant;

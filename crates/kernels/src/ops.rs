@@ -25,24 +25,90 @@ pub fn rms_norm_inplace(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
-/// Softmax in place: subtract the max, exponentiate, divide by the sum (accumulated in f64).
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
+/// `log2(e)`, and `ln(2)` split in two so that `n · LN2_HI` is exact for `|n| ≤ 255`.
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LN2_HI: f32 = 0.693_145_75; // 0x3F317200
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI
+/// Taylor coefficients `1/k!` of `e^r`, `k = 0..=7`: under 2 ulp for `|r| ≤ ln(2)/2`.
+pub(crate) const EXP_POLY: [f32; 8] = [
+    1.0,
+    1.0,
+    0.5,
+    0.166_666_67,
+    0.041_666_668,
+    0.008_333_334,
+    0.001_388_888_9,
+    0.000_198_412_7,
+];
+/// Above this `e^x` overflows f32; below this it is under the smallest normal and taken as 0.
+pub(crate) const EXP_HI: f32 = 88.722_83;
+pub(crate) const EXP_LO: f32 = -87.336_55;
+
+/// `e^x` as the SIMD kernels compute it (this is their scalar reference): `2^n · p(r)` with
+/// `n = round(x · log2 e)` (clamped to the normal exponents), `r = x - n · ln 2` by two fused
+/// steps, `p` the degree-7 Taylor polynomial by Horner's rule in fused multiply-adds. Within 2 ulp
+/// of `e^x` (up to 20 ulp for `x` in 88.38..88.72, where `n` is clamped), 0 below
+/// [`EXP_LO`] (no subnormal results), `inf` above [`EXP_HI`], NaN for NaN. ggml's vector softmax
+/// and SiLU use an approximation of the same kind.
+pub fn exp(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    if x > EXP_HI {
+        return f32::INFINITY;
+    }
+    if x < EXP_LO {
+        return 0.0;
+    }
+    let n = (x * LOG2E).round_ties_even().clamp(-126.0, 127.0);
+    let r = (-n).mul_add(LN2_HI, x);
+    let r = (-n).mul_add(LN2_LO, r);
+    let mut p = EXP_POLY[7];
+    for &c in EXP_POLY[..7].iter().rev() {
+        p = p.mul_add(r, c);
+    }
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// The sum of 16 values as the SIMD kernels reduce a register: lane `l` plus lane `l + 8`, then
+/// `+ 4`, `+ 2`, `+ 1`.
+pub(crate) fn sum16(v: &[f32]) -> f32 {
+    let mut s: [f32; 16] = v.try_into().expect("sum16: 16 values");
+    for half in [8, 4, 2, 1] {
+        for l in 0..half {
+            s[l] += s[l + half];
+        }
+    }
+    s[0]
+}
+
+/// Softmax of `scale · x` in place, as ggml's `soft_max` computes it: scale, subtract the max,
+/// exponentiate ([`exp`]), divide by the sum. The sum is kept in f64, each 16 values added to it
+/// as one f32 [`sum16`] (one register of the SIMD kernels), the last `len % 16` one by one.
+pub fn softmax(x: &mut [f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        *v *= scale;
+        max = max.max(*v);
+    }
+    let mut sum = 0.0f64;
+    let mut chunks = x.chunks_exact_mut(16);
+    for c in &mut chunks {
+        c.iter_mut().for_each(|v| *v = exp(*v - max));
+        sum += sum16(c) as f64;
+    }
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
         sum += *v as f64;
     }
     let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    x.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// SiLU: `x / (1 + exp(-x))` (ggml's `ggml_silu_f32`).
+/// SiLU: `x / (1 + e^-x)` (ggml's `ggml_silu_f32`), with [`exp`].
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + exp(-x))
 }
 
 /// `gate[i] = silu(gate[i]) * up[i]`.
@@ -321,7 +387,7 @@ mod tests {
     #[test]
     fn softmax_sums_to_one() {
         let mut x = [1.0f32, 2.0, 3.0, -1000.0];
-        softmax(&mut x);
+        softmax(&mut x, 1.0);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[3] == 0.0 && x[2] > x[1] && x[1] > x[0]);
     }

@@ -61,7 +61,7 @@ fn softmax_matches_f64() {
         for r in [0.1f32, 10.0, 1000.0] {
             let x = random(&mut rng, n, r);
             let mut y = x.clone();
-            softmax(&mut y);
+            softmax(&mut y, 1.0);
             let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
             let e: Vec<f64> = x.iter().map(|&v| (v as f64 - max).exp()).collect();
             let sum: f64 = e.iter().sum();
@@ -84,7 +84,7 @@ fn softmax_matches_f64() {
 fn softmax_handles_masked_entries() {
     // -inf (masked attention scores) become exactly 0.
     let mut y = [1.0f32, f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY];
-    softmax(&mut y);
+    softmax(&mut y, 1.0);
     assert_eq!(y, [0.5, 0.0, 0.5, 0.0]);
 }
 

@@ -1,6 +1,7 @@
 //! Causal multi-head attention with grouped-query heads over the KV store.
 
 use crate::kv_store::KvStore;
+use frugal_kernels::activation::softmax;
 use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, ThreadPool};
 
 /// One query row: which sequence (its blocks) and which position it sits at.
@@ -60,19 +61,7 @@ pub(crate) fn attend(
             dot::scores_t(qg, head_dim, kt, bs, len, &mut scores[bi * bs..], n_pos);
         }
         for s in scores.chunks_exact_mut(n_pos) {
-            let mut max = f32::NEG_INFINITY;
-            for v in s.iter_mut() {
-                *v *= scale;
-                max = max.max(*v);
-            }
-            // Softmax with the sum in f64, as ggml does.
-            let mut sum = 0.0f64;
-            for v in s.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            s.iter_mut().for_each(|v| *v *= inv);
+            softmax(s, scale);
         }
         out_g.fill(0.0);
         for (bi, &block) in r.blocks[..n_pos.div_ceil(bs)].iter().enumerate() {

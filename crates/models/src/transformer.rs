@@ -11,8 +11,9 @@ use crate::config::{Gating, ModelConfig, MoeConfig};
 use crate::kv_store::KvStore;
 use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
+use frugal_kernels::activation::{softmax, swiglu};
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
-use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu, softmax, swiglu};
+use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu};
 use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::{matmul, Matrix, ThreadPool};
 
@@ -344,7 +345,7 @@ fn route(cfg: &MoeConfig, bias: Option<&[f32]>, probs: &mut [f32], n: usize) -> 
     let mut score = vec![0.0f32; n_exp];
     for (t, p) in probs.chunks_exact_mut(n_exp).enumerate() {
         match cfg.gating {
-            Gating::Softmax => softmax(p),
+            Gating::Softmax => softmax(p, 1.0),
             Gating::Sigmoid => p.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
         }
         score.copy_from_slice(p);

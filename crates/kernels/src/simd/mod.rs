@@ -21,6 +21,8 @@ pub type QuantizeRowFn = fn(src: &[f32], dst: &mut [u8]);
 use crate::types::GgmlType;
 
 #[cfg(target_arch = "x86_64")]
+mod activation;
+#[cfg(target_arch = "x86_64")]
 mod attn;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -103,6 +105,28 @@ pub(crate) fn weighted_rows(
         Isa::Scalar => {}
     }
     crate::ops::weighted_rows(out, dv, w, w_stride, v, v_stride, len)
+}
+
+/// `ops::softmax` with the kernel of `isa` (bit-identical at every level).
+pub(crate) fn softmax(isa: Isa, x: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => return activation::avx512::softmax(x, scale),
+        Isa::Avx2 => return activation::avx2::softmax(x, scale),
+        Isa::Scalar => {}
+    }
+    crate::ops::softmax(x, scale)
+}
+
+/// `ops::swiglu` with the kernel of `isa` (bit-identical at every level).
+pub(crate) fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => return activation::avx512::swiglu(gate, up),
+        Isa::Avx2 => return activation::avx2::swiglu(gate, up),
+        Isa::Scalar => {}
+    }
+    crate::ops::swiglu(gate, up)
 }
 
 pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
