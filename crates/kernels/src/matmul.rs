@@ -14,7 +14,7 @@ use crate::packed::{matmul_packed, ActAux, Acts, Packed};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quant::{Decoded32, DecodedK, Kernels};
-use crate::storage::{AlignedBytes, SharedBytes, WeightBytes};
+use crate::storage::{zeros, AlignedBytes, SharedBytes, WeightBytes};
 use crate::types::GgmlType;
 use crate::types::{QK, QK_K};
 use crate::KernelError;
@@ -282,7 +282,7 @@ pub fn quantize_activations(
         .row_bytes(cols)
         .expect("quantize_activations: the width must be a whole number of blocks");
     let quantize = quantize_row_fn(ty, Isa::best());
-    let mut data = AlignedBytes::zeroed(row_bytes * n_tokens);
+    let mut data = AlignedBytes::scratch(row_bytes * n_tokens);
     let rows_per_chunk = n_tokens.div_ceil(pool.n_threads());
     par_chunks_mut(
         pool,
@@ -330,7 +330,7 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
         "matmul: y has the wrong size"
     );
     if qa.ty != w.ty.vec_dot_type() {
-        let mut x = vec![0.0f32; qa.n_tokens * qa.cols];
+        let mut x = zeros(qa.n_tokens * qa.cols);
         for (t, row) in x.chunks_exact_mut(qa.cols).enumerate() {
             dequantize_row(qa.ty, qa.row(t), row);
         }

@@ -2,6 +2,7 @@
 
 use crate::kv_store::KvStore;
 use frugal_kernels::activation::softmax;
+use frugal_kernels::storage::zeros;
 use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, ThreadPool};
 
 /// One query row: which sequence (its blocks) and which position it sits at.
@@ -54,7 +55,7 @@ pub(crate) fn attend(
         let n_pos = r.pos + 1;
         let qg = &q[(row * n_head + g * group) * head_dim..][..group * head_dim];
         // Scores, `[group][n_pos]`.
-        let mut scores = vec![0.0f32; group * n_pos];
+        let mut scores = zeros(group * n_pos);
         for (bi, &block) in r.blocks[..n_pos.div_ceil(bs)].iter().enumerate() {
             let len = (n_pos - bi * bs).min(bs);
             let kt = &kv.keys_t(layer, block)[g * head_dim * bs..];

@@ -15,6 +15,7 @@ use frugal_kernels::activation::{softmax, swiglu};
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
 use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu};
 use frugal_kernels::parallel::par_chunks_mut;
+use frugal_kernels::storage::zeros;
 use frugal_kernels::{matmul, Matrix, ThreadPool};
 
 pub(crate) fn forward(
@@ -41,14 +42,14 @@ pub(crate) fn forward(
         return Vec::new();
     }
 
-    let mut x = vec![0.0f32; n * e];
+    let mut x = zeros(n * e);
     for (i, &t) in chunks.iter().flat_map(|ch| ch.tokens).enumerate() {
         w.token_embd
             .dequantize_row(t as usize, &mut x[i * e..(i + 1) * e]);
     }
 
-    let mut xn = vec![0.0f32; n * e];
-    let mut proj = vec![0.0f32; n * e];
+    let mut xn = zeros(n * e);
+    let mut proj = zeros(n * e);
     let (mut gate, mut up) = (Vec::new(), Vec::new());
 
     for (il, lw) in w.layers.iter().enumerate() {
@@ -80,7 +81,7 @@ pub(crate) fn forward(
         }
         start += len;
     }
-    let mut xs = vec![0.0f32; wanted.len() * e];
+    let mut xs = zeros(wanted.len() * e);
     for (j, &i) in wanted.iter().enumerate() {
         rms_norm(
             &x[i * e..(i + 1) * e],
@@ -89,7 +90,7 @@ pub(crate) fn forward(
             &mut xs[j * e..(j + 1) * e],
         );
     }
-    let mut logits = vec![0.0f32; wanted.len() * c.n_vocab];
+    let mut logits = zeros(wanted.len() * c.n_vocab);
     if !wanted.is_empty() {
         matmul(pool, w.output(), &xs, wanted.len(), &mut logits);
     }
@@ -109,9 +110,9 @@ fn gqa(
 ) -> Vec<f32> {
     let (n, hd) = (rows.len(), c.head_dim_k);
     let (qd, kvd) = (c.q_dim(), c.kv_dim());
-    let mut q = vec![0.0f32; n * qd];
-    let mut k = vec![0.0f32; n * kvd];
-    let mut v = vec![0.0f32; n * kvd];
+    let mut q = zeros(n * qd);
+    let mut k = zeros(n * kvd);
+    let mut v = zeros(n * kvd);
     let mut input = SharedInput::new(xn, n);
     input.matmul(pool, &a.wq, &mut q);
     input.matmul(pool, &a.wk, &mut k);
@@ -143,7 +144,7 @@ fn gqa(
             &v[i * kvd..(i + 1) * kvd],
         );
     }
-    let mut att = vec![0.0f32; n * qd];
+    let mut att = zeros(n * qd);
     let heads = Heads {
         n_head: c.n_head,
         n_head_kv: c.n_head_kv,
@@ -173,10 +174,10 @@ fn mla(
     let (nope, rope, lora, vh) = (cfg.qk_nope, cfg.qk_rope, cfg.kv_lora, cfg.v_head);
     let (hq, kdim) = (nope + rope, lora + rope);
 
-    let mut q = vec![0.0f32; n * nh * hq];
+    let mut q = zeros(n * nh * hq);
     match &m.q_a {
         Some((q_a, norm)) => {
-            let mut t = vec![0.0f32; n * q_a.rows()];
+            let mut t = zeros(n * q_a.rows());
             matmul(pool, q_a, xn, n, &mut t);
             t.chunks_exact_mut(q_a.rows())
                 .for_each(|r| rms_norm_inplace(r, norm, c.rms_eps));
@@ -184,13 +185,13 @@ fn mla(
         }
         None => matmul(pool, &m.q, xn, n, &mut q),
     }
-    let mut kvr = vec![0.0f32; n * kdim];
+    let mut kvr = zeros(n * kdim);
     matmul(pool, &m.kv_a, xn, n, &mut kvr);
 
     // Per head: [k_b · q_nope (kv_lora) | RoPE(q_pe) (qk_rope)], the query in latent space.
-    let mut qfull = vec![0.0f32; n * nh * kdim];
+    let mut qfull = zeros(n * nh * kdim);
     per_head_matmul(pool, &m.k_b, &q, hq, &mut qfull, kdim, n);
-    let mut pe = vec![0.0f32; nh * rope];
+    let mut pe = zeros(nh * rope);
     for (t, r) in rows.iter().enumerate() {
         for h in 0..nh {
             pe[h * rope..(h + 1) * rope].copy_from_slice(&q[(t * nh + h) * hq + nope..][..rope]);
@@ -206,7 +207,7 @@ fn mla(
         c.rope.apply(&mut key[lora..], 1, rope, r.pos);
         kv.write(il, r.blocks, r.pos, key, &[]);
     }
-    let mut latent = vec![0.0f32; n * nh * lora];
+    let mut latent = zeros(n * nh * lora);
     let heads = Heads {
         n_head: nh,
         n_head_kv: 1,
@@ -216,7 +217,7 @@ fn mla(
     };
     attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
 
-    let mut out = vec![0.0f32; n * nh * vh];
+    let mut out = zeros(n * nh * vh);
     per_head_matmul(pool, &m.v_b, &latent, lora, &mut out, vh, n);
     out
 }
@@ -240,7 +241,7 @@ fn per_head_matmul(
             .flat_map(|t| &inp[(t * nh + h) * in_stride..][..cols])
             .copied()
             .collect();
-        let mut y = vec![0.0f32; n * rows];
+        let mut y = zeros(n * rows);
         matmul(pool, w, &x, n, &mut y);
         for t in 0..n {
             out[(t * nh + h) * out_stride..][..rows].copy_from_slice(&y[t * rows..(t + 1) * rows]);
@@ -274,11 +275,11 @@ fn ffn(
 fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, out: &mut [f32]) {
     let cfg = c.moe.as_ref().expect("MoE weights imply a MoE config");
     let (e, k, n_exp) = (c.n_embd, cfg.n_expert_used, cfg.n_expert);
-    let mut probs = vec![0.0f32; n * n_exp];
+    let mut probs = zeros(n * n_exp);
     matmul(pool, &m.router, x, n, &mut probs);
     let chosen = route(cfg, m.probs_bias.as_deref(), &mut probs, n);
     // Expert outputs per (token, slot), summed in slot order like llama.cpp.
-    let mut slot_out = vec![0.0f32; n * k * e];
+    let mut slot_out = zeros(n * k * e);
     let (mut xs, mut ys, mut gate, mut up) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (ei, expert) in m.experts.iter().enumerate() {
         let rows: Vec<(usize, usize)> = (0..n * k)
@@ -312,9 +313,9 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
         }
     }
     if let Some((shared_gate, shared)) = &m.shared {
-        let mut ys = vec![0.0f32; n * e];
+        let mut ys = zeros(n * e);
         ffn(pool, shared, x, n, &mut gate, &mut up, &mut ys);
-        let mut g = vec![0.0f32; n];
+        let mut g = zeros(n);
         if let Some(sg) = shared_gate {
             matmul(pool, sg, x, n, &mut g);
         }
@@ -342,7 +343,7 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
 fn route(cfg: &MoeConfig, bias: Option<&[f32]>, probs: &mut [f32], n: usize) -> Vec<(usize, f32)> {
     let (k, n_exp) = (cfg.n_expert_used, cfg.n_expert);
     let mut chosen = vec![(0usize, 0.0f32); n * k];
-    let mut score = vec![0.0f32; n_exp];
+    let mut score = zeros(n_exp);
     for (t, p) in probs.chunks_exact_mut(n_exp).enumerate() {
         match cfg.gating {
             Gating::Softmax => softmax(p, 1.0),

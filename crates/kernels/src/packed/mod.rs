@@ -224,7 +224,7 @@ impl ActAux {
             GgmlType::Q8_K => AUX_K * (row_bytes / size_of::<BlockQ8K>()),
             _ => 0,
         };
-        let mut data = vec![0i32; per_token * n_tokens];
+        let mut data = crate::storage::zeros(per_token * n_tokens);
         if per_token == 0 {
             return ActAux { per_token, data };
         }
