@@ -42,7 +42,9 @@ pub struct Matrix {
 #[derive(Clone, Copy)]
 enum Plan {
     Packed,
-    Decoded(Kernels),
+    /// A decoded type: its decoder and dot product, and the fused row kernel its family may have
+    /// for few tokens (decode), where decoding each row into a buffer first costs more.
+    Decoded(Kernels, Option<VecDotFn>),
     Rows {
         dot: VecDotFn,
         dot4: Option<VecDot4Fn>,
@@ -56,7 +58,8 @@ impl Plan {
             return Plan::Packed;
         }
         if let Some(k) = crate::quant::kernels(ty, isa) {
-            return Plan::Decoded(k);
+            let fused = crate::quant::row_kernels(ty, isa).map(|(dot, _)| dot);
+            return Plan::Decoded(k, fused);
         }
         Plan::Rows {
             dot: vec_dot_fn(ty, isa),
@@ -360,11 +363,12 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
         let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
         match w.plan {
             #[cfg(target_arch = "x86_64")]
-            Plan::Decoded(kernels) if gemm => decoded_gemm(w, qa, r0..r1, kernels, &write),
-            Plan::Decoded(Kernels::K { decode, dot }) => {
+            Plan::Decoded(kernels, _) if gemm => decoded_gemm(w, qa, r0..r1, kernels, &write),
+            Plan::Decoded(_, Some(dot)) => matmul_rows(w, qa, r0..r1, (dot, None), &write),
+            Plan::Decoded(Kernels::K { decode, dot }, None) => {
                 decoded_rows(w, qa, r0..r1, (DecodedK::ZERO, QK_K), decode, dot, &write)
             }
-            Plan::Decoded(Kernels::B32 { decode, dot }) => {
+            Plan::Decoded(Kernels::B32 { decode, dot }, None) => {
                 decoded_rows(w, qa, r0..r1, (Decoded32::ZERO, QK), decode, dot, &write)
             }
             Plan::Rows { dot, dot4 } => matmul_rows(w, qa, r0..r1, (dot, dot4), &write),

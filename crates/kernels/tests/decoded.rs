@@ -202,3 +202,59 @@ fn matmul_equals_row_products() {
         }
     }
 }
+
+/// Q8_K activations with extreme quants: random bytes, -128 (which ggml's quantizer can write) and
+/// 127 among them, the block sums recomputed.
+fn extreme_q8k(rng: &mut StdRng, n: usize) -> Vec<u8> {
+    use frugal_kernels::blocks::BlockQ8K;
+    let mut blocks: Vec<BlockQ8K> = (0..n / 256)
+        .map(|_| {
+            let mut qs = [0i8; 256];
+            for q in qs.iter_mut() {
+                *q = match rng.gen_range(0..8) {
+                    0 => -128,
+                    1 => 127,
+                    _ => rng.gen(),
+                };
+            }
+            BlockQ8K {
+                d: rng.gen_range(-0.1..0.1),
+                qs,
+                bsums: [0; 16],
+            }
+        })
+        .collect();
+    for b in blocks.iter_mut() {
+        for s in 0..16 {
+            b.bsums[s] = b.qs[16 * s..16 * s + 16].iter().map(|&q| q as i16).sum();
+        }
+    }
+    bytemuck::cast_slice(&blocks).to_vec()
+}
+
+/// A decoded type's fused row kernels (`dot::vec_dot_fn`, where its family has them) equal its
+/// decoded reference bit for bit at every level, on random blocks and extreme activations.
+#[test]
+fn fused_row_kernels_equal_the_decoded_reference() {
+    let levels = common::levels("fused_row_kernels_equal_the_decoded_reference");
+    let mut rng = StdRng::seed_from_u64(11);
+    for ty in decoded_types()
+        .into_iter()
+        .filter(|&t| t.vec_dot_type() == GgmlType::Q8_K)
+    {
+        for nb in [1, 2, 3, 5, 9] {
+            let n = 256 * nb;
+            let w = random_row(&mut rng, ty, n);
+            for a in [
+                random_acts(&mut rng, GgmlType::Q8_K, n),
+                extreme_q8k(&mut rng, n),
+            ] {
+                let want = quant::vec_dot(ty, Isa::Scalar, n, &w, &a);
+                for &isa in &levels {
+                    let got = frugal_kernels::dot::vec_dot_fn(ty, isa)(n, &w, &a);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty} {isa:?} nb={nb}");
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 mod grids;
 
 use super::decoded::{DecodedK, Decoder};
@@ -141,6 +143,26 @@ impl Iq2Block for BlockIq2S {
         let s = &self.qs[QK_K / 8 + 4 * ib..QK_K / 8 + 4 * ib + 4];
         (grid, u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
+}
+
+/// The family's row kernels at `isa`: at AVX-512 VNNI a fused decode-and-dot kernel per type, for
+/// decode (one token), where decoding into a buffer first costs more than the dot product.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        let dot: crate::simd::VecDotFn = match ty {
+            GgmlType::IQ2_XXS => dot_avx512::dot::<BlockIq2Xxs>,
+            GgmlType::IQ2_XS => dot_avx512::dot::<BlockIq2Xs>,
+            GgmlType::IQ2_S => dot_avx512::dot::<BlockIq2S>,
+            _ => return None,
+        };
+        return Some((dot, None));
+    }
+    let _ = (ty, isa);
+    None
 }
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {

@@ -192,3 +192,12 @@ fn decode_speed() {
         }
     }
 }
+
+/// The fused AVX-512 kernel adds 64 to signed grid values to make them unsigned bytes: every grid
+/// byte must stay below 64.
+#[test]
+fn grid_values_are_below_64() {
+    for grid in [&IQ2XXS_GRID[..], &IQ2XS_GRID[..], &IQ2S_GRID[..]] {
+        assert!(grid.iter().flat_map(|g| g.to_le_bytes()).all(|b| b < 64));
+    }
+}

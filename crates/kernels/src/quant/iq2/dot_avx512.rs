@@ -1,0 +1,85 @@
+//! The AVX-512 VNNI row kernel of the IQ2 types (one weight row against one Q8_K row, for decode):
+//! the decoder's work and the generic dot product in one pass, nothing stored in between. Each
+//! 32-value group's grid rows and signs are read as the decoder reads them; the signs negate grid
+//! values under a byte mask, and 64 is added so that `vpdpbusd` sees unsigned bytes (the grid
+//! values are below 64); `64 · Σ ls · bsums` is taken back out once per block. The integer sum is
+//! the decoded reference's exactly, and each block's float steps and their order
+//! (`decoded::dot_k`) are its own, so the result equals it bit for bit.
+
+use super::Iq2Block;
+use crate::blocks::BlockQ8K;
+use crate::quant::decoded::sum4;
+use crate::view::blocks_of;
+use std::arch::x86_64::*;
+use std::mem::size_of;
+
+/// `quant::decoded::dot_k` of `n` values of a row of `B` blocks, decoded, against Q8_K `a`.
+pub(super) fn dot<B: Iq2Block>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / crate::QK_K;
+    assert!(
+        n.is_multiple_of(crate::QK_K)
+            && w.len() == nb * size_of::<B>()
+            && a.len() == nb * size_of::<BlockQ8K>(),
+        "vec_dot: row sizes"
+    );
+    // SAFETY: `iq2::rows` returns this kernel only for `Isa::Avx512Vnni`, which `quant::row_kernels`
+    // caps at what the CPU has.
+    unsafe { dot_impl::<B>(w, a) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn dot_impl<B: Iq2Block>(w: &[u8], a: &[u8]) -> f32 {
+    let (x, y) = (blocks_of::<B>(w), blocks_of::<BlockQ8K>(a));
+    let zero = _mm256_setzero_si256();
+    let off = _mm256_set1_epi8(64);
+    sum4!(x.len(), |i| {
+        let (x, y) = (&x[i], &y[i]);
+        // The sub-block scales 2 s + 1 (at most 31), as bytes and as i16.
+        let mut ls = x.scales();
+        for s in ls.iter_mut() {
+            *s = 2 * *s + 1;
+        }
+        // SAFETY: `ls` is 16 bytes; `bsums` is 16 i16 (32 bytes).
+        let (lsx, bsums) = unsafe {
+            (
+                _mm_loadu_si128(ls.as_ptr().cast()),
+                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
+            )
+        };
+        // -64 · Σ ls · bsums, spread over the 8 lanes.
+        let corr = _mm256_madd_epi16(bsums, _mm256_cvtepu8_epi16(lsx));
+        let mut acc = _mm256_sub_epi32(zero, _mm256_slli_epi32::<6>(corr));
+        for ib in 0..8 {
+            let (g, s) = x.group32(ib);
+            let g = _mm256_set_epi64x(g[3] as i64, g[2] as i64, g[1] as i64, g[0] as i64);
+            // (±g) + 64 in 0..=127.
+            let u = _mm256_add_epi8(_mm256_mask_sub_epi8(g, s, zero, g), off);
+            // SAFETY: values 32 ib..32 ib + 32 of the block's 256.
+            let q = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(32 * ib).cast()) };
+            let p = _mm256_dpbusd_epi32(zero, u, q);
+            // Lanes 0..4 hold sub-block 2 ib, lanes 4..8 sub-block 2 ib + 1.
+            let pick = _mm_set_epi32(
+                0,
+                0,
+                (2 * ib as i32 + 1) * 0x0101_0101,
+                2 * ib as i32 * 0x0101_0101,
+            );
+            let sc = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(lsx, pick));
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, sc));
+        }
+        let is = hsum(acc);
+        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d_bits() as i32))) * 0.125;
+        // `dot_k`'s block term with the decoder's `dmin` = 0 and `m` = 0.
+        (d * y.d) * is as f32 - (0.0 * y.d) * 0.0
+    })
+}
+
+/// The sum of the 8 i32 lanes of `v` (wrapping, exact where the true sum fits).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+fn hsum(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
