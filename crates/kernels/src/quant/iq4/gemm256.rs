@@ -3,6 +3,7 @@
 //! lane bit-identical to the family's reference dot product.
 
 #![allow(clippy::too_many_arguments)]
+use super::packed::iq4xs;
 use crate::blocks::*;
 use crate::packed::gemm256::*;
 use std::arch::x86_64::*;
@@ -144,11 +145,11 @@ pub(crate) unsafe fn tile_iq4xs<const T: usize>(
             let blk: [*const u8; T] = std::array::from_fn(|t| a[t].add(b * size_of::<BlockQ8K>()));
             let mut isum = [_mm256_setzero_si256(); T];
             for s in 0..8 {
-                let sc = scale_pairs::<true>(rec.add(2048 + 16 * s + 8 * h));
+                let sc = scale_pairs::<true>(rec.add(iq4xs::scales(s) + 8 * h));
                 let y = blk.map(|p| p.add(4 + 32 * s));
-                iq4_block(rec.add(256 * s), h, y, sc, table, &mut isum);
+                iq4_block(rec.add(iq4xs::nibbles(s)), h, y, sc, table, &mut isum);
             }
-            let dw = f16x8(rec.add(2176 + 16 * h));
+            let dw = f16x8(rec.add(iq4xs::D + 16 * h));
             for t in 0..T {
                 let dy = _mm256_set1_ps(blk[t].cast::<f32>().read_unaligned());
                 // sum[b % 4] += (d·dy)·isum - (dmin·dy)·msum, dmin = msum = 0

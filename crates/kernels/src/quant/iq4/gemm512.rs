@@ -3,6 +3,7 @@
 //! output lane bit-identical to the family's reference dot product.
 
 #![allow(clippy::too_many_arguments)]
+use super::packed::iq4xs;
 use crate::blocks::*;
 use crate::packed::gemm512::*;
 use std::arch::x86_64::*;
@@ -106,8 +107,7 @@ pub(crate) unsafe fn tile_iq4nl<const T: usize>(
 }
 
 /// Like [`tile_q4k`] for IQ4_XS records (per 32-value sub-block `s`, 4 nibble vectors of
-/// indices at `256 s`; the 8 signed sub-block scales `ls - 32`, 16 bytes each, at 2048; `d` at
-/// 2176) and Q8_K activations: per super-block `(d · a.d) · isum - (0 · a.d) · 0` (the decoded
+/// indices and the signed sub-block scales `ls - 32`, 16 bytes, `packed::iq4xs`; `d`) and Q8_K activations: per super-block `(d · a.d) · isum - (0 · a.d) · 0` (the decoded
 /// reference `quant::decoded::dot_k` with no mins), in its four running sums.
 ///
 /// # Safety: as for [`tile_q4k`].
@@ -132,8 +132,8 @@ pub(crate) unsafe fn tile_iq4xs<const T: usize>(
             let rec = w.add(b * stride);
             let mut isum = [_mm512_setzero_si512(); T];
             for s in 0..8 {
-                let x = iq4_values(rec.add(256 * s), table);
-                let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
+                let x = iq4_values(rec.add(iq4xs::nibbles(s)), table);
+                let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(iq4xs::scales(s)).cast()));
                 for t in 0..T {
                     let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
                     // -128 · Σy over the 32 values (aux: -32 · bsums per 16).
@@ -143,7 +143,7 @@ pub(crate) unsafe fn tile_iq4xs<const T: usize>(
                     isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
                 }
             }
-            let dw = f16x16(rec.add(2176));
+            let dw = f16x16(rec.add(iq4xs::D));
             for t in 0..T {
                 let dy = _mm512_set1_ps(
                     a[t].add(b * size_of::<BlockQ8K>())

@@ -5,9 +5,10 @@
 //!
 //! * IQ4_NL (288 bytes): Q4_0's layout, the nibbles being indices into `kvalues_iq4nl` (as
 //!   stored); the 16 scales.
-//! * IQ4_XS (2240 bytes): per 32-value sub-block `s`, 4 nibble vectors of indices laid out like
-//!   Q4_0's (at `256 s`); the 8 sub-block scales `ls - 32` (i8, 16 bytes each, one per row); `d`;
-//!   32 bytes of padding (records stay 64-byte aligned).
+//! * IQ4_XS (2240 bytes): per 32-value sub-block `s` (at `272 s`, [`iq4xs`]), 4 nibble vectors of
+//!   indices laid out like Q4_0's, then the sub-block scales `ls - 32` (i8, 16 bytes, one per
+//!   row), in the order the tiles read them (decode streams the record); `d` (at 2176); 32 bytes
+//!   of padding (records stay 64-byte aligned).
 
 use super::{BlockIq4Nl, BlockIq4Xs};
 use crate::packed::{put_f16, put_nibbles, Layout, PackFn};
@@ -59,6 +60,20 @@ fn pack_iq4_nl(x: &BlockIq4Nl, i: usize, rec: &mut [u8]) {
     put_f16(rec, 256, i, x.d);
 }
 
+/// Offsets in a packed IQ4_XS record (module docs).
+pub(crate) mod iq4xs {
+    /// The 4 nibble vectors of sub-block `s`.
+    pub(crate) const fn nibbles(s: usize) -> usize {
+        272 * s
+    }
+    /// The 16 rows' scales of sub-block `s`.
+    pub(crate) const fn scales(s: usize) -> usize {
+        272 * s + 256
+    }
+    /// The 16 rows' `d`.
+    pub(crate) const D: usize = 2176;
+}
+
 #[inline(always)]
 fn pack_iq4_xs(x: &BlockIq4Xs, i: usize, rec: &mut [u8]) {
     for s in 0..8 {
@@ -68,8 +83,8 @@ fn pack_iq4_xs(x: &BlockIq4Xs, i: usize, rec: &mut [u8]) {
             u[j] = q[j] & 0xF;
             u[j + QK / 2] = q[j] >> 4;
         }
-        put_nibbles(rec, 256 * s, i, &u);
-        rec[2048 + 16 * s + i] = x.scale(s) as i8 as u8;
+        put_nibbles(rec, iq4xs::nibbles(s), i, &u);
+        rec[iq4xs::scales(s) + i] = x.scale(s) as i8 as u8;
     }
-    put_f16(rec, 2176, i, x.d);
+    put_f16(rec, iq4xs::D, i, x.d);
 }

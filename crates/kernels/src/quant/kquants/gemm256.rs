@@ -3,13 +3,14 @@
 //! lane bit-identical to the family's reference dot product.
 
 #![allow(clippy::too_many_arguments)]
+use super::packed::{q4k, q6k};
 use crate::blocks::*;
 use crate::packed::gemm256::*;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
 /// The tile of Q4_K records, or (`FIFTH`) Q5_K records (Q4_K's, plus a fifth-bit vector per
-/// sub-block at `2368 + 64 s`), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// sub-block), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
 /// values), as `dot_scalar::vec_dot_q4_k_q8_k` / `vec_dot_q5_k_q8_k`. Q4_K's quants (`0..=15`)
 /// let a sub-block's low and high nibbles sum in one i16 sum (at most 30720); Q5_K's (`0..=31`)
 /// need two (four registers each, at most 31744).
@@ -39,13 +40,13 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
             let mut isum = [_mm256_setzero_si256(); T];
             for s in 0..8 {
                 let hv = if FIFTH {
-                    load(rec.add(2368 + 64 * s + 32 * h))
+                    load(rec.add(q4k::fifth_bits(s) + 32 * h))
                 } else {
                     _mm256_setzero_si256()
                 };
                 let mut s16 = [[_mm256_setzero_si256(); T]; 2];
                 for v in 0..4 {
-                    let raw = load(rec.add(256 * s + 64 * v + 32 * h));
+                    let raw = load(rec.add(q4k::nibbles(FIFTH, s) + 64 * v + 32 * h));
                     let (lo, hi) = if FIFTH {
                         q5_0_quants(raw, hv, v, m4, m10)
                     } else {
@@ -64,7 +65,7 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
                         }
                     }
                 }
-                let sc = scale_pairs::<false>(rec.add(2048 + 16 * s + 8 * h));
+                let sc = scale_pairs::<false>(rec.add(q4k::scales(FIFTH, s) + 8 * h));
                 for t in 0..T {
                     let mut p = _mm256_madd_epi16(s16[0][t], sc);
                     if FIFTH {
@@ -75,10 +76,12 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
             }
             let mut mins = [_mm256_setzero_si256(); 4];
             for (q, m) in mins.iter_mut().enumerate() {
-                *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(rec.add(2176 + 32 * q + 16 * h).cast()));
+                *m = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                    rec.add(q4k::mins(FIFTH, q) + 16 * h).cast(),
+                ));
             }
-            let dw = f16x8(rec.add(2304 + 16 * h));
-            let dmw = f16x8(rec.add(2336 + 16 * h));
+            let dw = f16x8(rec.add(q4k::d(FIFTH) + 16 * h));
+            let dmw = f16x8(rec.add(q4k::d(FIFTH) + 32 + 16 * h));
             for t in 0..T {
                 let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
                 let mut msum = _mm256_setzero_si256();
@@ -128,10 +131,10 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
             let mut isum = [_mm256_setzero_si256(); T];
             for c in 0..8 {
                 let raw: [__m256i; 4] =
-                    std::array::from_fn(|m| load(rec.add(256 * c + 64 * m + 32 * h)));
+                    std::array::from_fn(|m| load(rec.add(q6k::nibbles(c) + 64 * m + 32 * h)));
                 for hh in 0..2 {
                     // Sub-block 2c + hh: values 32c + 16hh + 4m + j.
-                    let hv = load(rec.add(2048 + 128 * c + 64 * hh + 32 * h));
+                    let hv = load(rec.add(q6k::high(c, hh) + 32 * h));
                     let top = [
                         _mm256_slli_epi16::<4>(hv),
                         _mm256_slli_epi16::<2>(hv),
@@ -148,7 +151,7 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
                         x[m] = _mm256_or_si256(nib, _mm256_and_si256(top[m], m30));
                     }
                     let k = 2 * c + hh;
-                    let sc = scale_pairs::<true>(rec.add(3072 + 16 * k + 8 * h));
+                    let sc = scale_pairs::<true>(rec.add(q6k::scales(k) + 8 * h));
                     for t in 0..T {
                         let y = blk[t].add(4 + 16 * k);
                         let p0 = _mm256_add_epi16(
@@ -169,8 +172,8 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
             // per `vpmaddwd` (scales in -128..=127, bsums in -2048..=2032).
             let mut off = [_mm256_setzero_si256(); T];
             for q in 0..8 {
-                let s0 = _mm_loadl_epi64(rec.add(3072 + 32 * q + 8 * h).cast());
-                let s1 = _mm_loadl_epi64(rec.add(3072 + 32 * q + 16 + 8 * h).cast());
+                let s0 = _mm_loadl_epi64(rec.add(q6k::scales(2 * q) + 8 * h).cast());
+                let s1 = _mm_loadl_epi64(rec.add(q6k::scales(2 * q + 1) + 8 * h).cast());
                 let sc = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(s0, s1));
                 for t in 0..T {
                     let bs = bcst(blk[t].add(BSUMS + 4 * q));

@@ -3,13 +3,14 @@
 //! output lane bit-identical to the family's reference dot product.
 
 #![allow(clippy::too_many_arguments)]
+use super::packed::{q2k, q3k, q4k, q6k};
 use crate::blocks::*;
 use crate::packed::gemm512::*;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
-/// The tile of Q4_K records, or (`FIFTH`) Q5_K records (Q4_K's, plus a fifth-bit vector per sub-block at
-/// `2368 + 64 s`), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
+/// The tile of Q4_K records, or (`FIFTH`) Q5_K records (Q4_K's, plus a fifth-bit vector per
+/// sub-block), against Q8_K activations (`aux[t]` pointing to `AUX_K nb`
 /// values).
 ///
 /// # Safety: as for `crate::packed::gemm512::Tile`, with Q8_K activations.
@@ -31,11 +32,12 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
             let rec = w.add(b * stride);
             let mut isum = [_mm512_setzero_si512(); T];
             for s in 0..8 {
-                let mut x = nibbles(rec.add(256 * s));
+                let mut x = nibbles(rec.add(q4k::nibbles(FIFTH, s)));
                 if FIFTH {
-                    merge_fifth(&mut x, load(rec.add(2368 + 64 * s)));
+                    merge_fifth(&mut x, load(rec.add(q4k::fifth_bits(s))));
                 }
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(2048 + 16 * s).cast()));
+                let sc =
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::scales(FIFTH, s)).cast()));
                 for t in 0..T {
                     let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 32 * s);
                     // Two dependency chains (exact integer sums, so the split changes nothing):
@@ -51,10 +53,10 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
             }
             let mut mins = [_mm512_setzero_si512(); 4];
             for (q, m) in mins.iter_mut().enumerate() {
-                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(2176 + 32 * q).cast()));
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q4k::mins(FIFTH, q)).cast()));
             }
-            let dw = f16x16(rec.add(2304));
-            let dmw = f16x16(rec.add(2336));
+            let dw = f16x16(rec.add(q4k::d(FIFTH)));
+            let dmw = f16x16(rec.add(q4k::d(FIFTH) + 32));
             for t in 0..T {
                 let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
                 let mut msum = _mm512_setzero_si512();
@@ -106,7 +108,7 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
             for c in 0..8 {
                 for h in 0..2 {
                     // Sub-block 2c + h: values 32c + 16h + 4m + j.
-                    let hv = load(rec.add(2048 + 128 * c + 64 * h));
+                    let hv = load(rec.add(q6k::high(c, h)));
                     let top = [
                         _mm512_slli_epi16::<4>(hv),
                         _mm512_slli_epi16::<2>(hv),
@@ -115,7 +117,7 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
                     ];
                     let mut x = [_mm512_setzero_si512(); 4];
                     for m in 0..4 {
-                        let raw = load(rec.add(256 * c + 64 * m));
+                        let raw = load(rec.add(q6k::nibbles(c) + 64 * m));
                         let nib = if h == 0 {
                             _mm512_and_si512(raw, m4)
                         } else {
@@ -125,7 +127,7 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
                         x[m] = _mm512_ternarylogic_epi32::<0xF8>(nib, top[m], m30);
                     }
                     let k = 2 * c + h;
-                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(3072 + 16 * k).cast()));
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q6k::scales(k)).cast()));
                     for t in 0..T {
                         let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 16 * k);
                         // -32 · bsums[k]: the quants are stored + 32.
@@ -193,8 +195,8 @@ pub(crate) unsafe fn tile_q2k<const T: usize>(
             let rec = w.add(b * stride);
             let mut isum = [_mm512_setzero_si512(); T];
             for k in 0..16 {
-                let x = low2(load(rec.add(64 * k)));
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(1024 + 16 * k).cast()));
+                let x = low2(load(rec.add(q2k::low(k))));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q2k::scales(k)).cast()));
                 for t in 0..T {
                     let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 16 * k);
                     let mut p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x[0], bcst(y));
@@ -277,16 +279,16 @@ pub(crate) unsafe fn tile_q3k<const T: usize>(
             let rec = w.add(b * stride);
             let mut isum = [_mm512_setzero_si512(); T];
             for c in 0..8 {
-                let hv = load(rec.add(1024 + 64 * c));
+                let hv = load(rec.add(q3k::high(c)));
                 let highs = [high_bits::<0>(hv), high_bits::<1>(hv)];
                 for (h, high) in highs.iter().enumerate() {
                     let k = 2 * c + h;
-                    let mut x = low2(load(rec.add(64 * k)));
+                    let mut x = low2(load(rec.add(q3k::low(k))));
                     for m in 0..4 {
                         // x | (high & 4)
                         x[m] = _mm512_ternarylogic_epi32::<0xF8>(x[m], high[m], m4);
                     }
-                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(1536 + 16 * k).cast()));
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q3k::scales(k)).cast()));
                     for t in 0..T {
                         let blk = a[t].add(b * size_of::<BlockQ8K>());
                         let y = blk.add(4 + 16 * k);

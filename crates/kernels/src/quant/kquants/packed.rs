@@ -3,25 +3,30 @@
 //!
 //! Record layout of one block of a group of 16 rows (missing rows of the last group are zero):
 //!
-//! * Q4_K (2368 bytes): per 32-value sub-block `s`, 4 nibble vectors laid out like Q4_0's (at
-//!   `256 s`); the 8 sub-block scales (16 bytes each, one per row); the mins as 4 vectors of
-//!   16-bit pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair); `d`; `dmin`.
-//! * Q5_K (2880 bytes): the Q4_K record of the low 4 bits (same offsets); then per sub-block `s` a
-//!   fifth-bit vector laid out like Q5_0's (at `2368 + 64 s`).
-//! * Q6_K (3360 bytes): per 32 values `c`, the low 4 bits as 4 nibble vectors (at `256 c`); the
-//!   top 2 bits as 2 vectors per `c` (at `2048 + 128 c`): vector `h`, lane `r`, byte `j`, bits
-//!   `2m..2m + 2` hold the top bits of value `32c + 16h + 4m + j`; the 16 sub-block scales
-//!   (16 bytes each); `d`.
-//! * Q2_K (1600 bytes): per 16-value sub-block `k`, one 2-bit vector (at `64 k`): lane `r`, byte
-//!   `j`, bits `2m..2m + 2` hold value `16k + 4m + j` (0..3); the 16 sub-block scales (low
-//!   nibbles, 16 bytes each, at `1024 + 16 k`); the mins (high nibbles) as 8 vectors of 16-bit
-//!   pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair, at `1280 + 32 p`); `d` (at
+//! * Q4_K (2368 bytes): per 32-value sub-block `s` (at `272 s`, [`q4k`]), 4 nibble vectors laid
+//!   out like Q4_0's, then the 16 rows' sub-block scales (16 bytes); after the 8 sub-blocks, the
+//!   mins as 4 vectors of 16-bit pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair);
+//!   `d`; `dmin`.
+//! * Q5_K (2880 bytes): Q4_K's record with, per sub-block (at `336 s`), a fifth-bit vector laid
+//!   out like Q5_0's between the nibbles and the scales.
+//! * Q6_K (3360 bytes): per 32 values `c` (at `416 c`, [`q6k`]), the low 4 bits as 4 nibble
+//!   vectors; the top 2 bits as 2 vectors `h` (lane `r`, byte `j`, bits `2m..2m + 2` hold the top
+//!   bits of value `32c + 16h + 4m + j`); the scales of sub-blocks `2c` and `2c + 1` (16 bytes
+//!   each, one per row); then `d` (at 3328).
+//! * Q2_K (1600 bytes): per 16-value sub-block `k` (at [`q2k::low`]`(k)` = `80 k`), one 2-bit
+//!   vector (lane `r`, byte `j`, bits `2m..2m + 2` hold value `16k + 4m + j`, 0..3) and the 16
+//!   rows' sub-block scales (low nibbles, 16 bytes); the mins (high nibbles) as 8 vectors of
+//!   16-bit pairs `(min 2p, min 2p + 1)` (stored as bytes, 32 per pair, at `1280 + 32 p`); `d` (at
 //!   1536); `dmin` (at 1568).
-//! * Q3_K (1824 bytes): the two low bits like Q2_K's (at `64 k`); the high (`hmask`) bits as one
-//!   vector per 2 sub-blocks `2c, 2c + 1` (at `1024 + 64 c`): lane `r`, byte `j`, bit `4h + m`
-//!   is the high bit of value `16(2c + h) + 4m + j`, so a value is `low | high << 2` in 0..7, its
-//!   quant that minus 4; the 16 signed 6-bit scales (16 bytes each, at `1536 + 16 k`); `d` (at
+//! * Q3_K (1824 bytes): per pair of sub-blocks `2c, 2c + 1` (at `224 c`), the high (`hmask`) bits
+//!   as one vector (lane `r`, byte `j`, bit `4h + m` is the high bit of value `16(2c + h) + 4m +
+//!   j`), then per sub-block `k` of the pair its two low bits like Q2_K's and its 16 signed 6-bit
+//!   scales ([`q3k`]); a value is `low | high << 2` in 0..7, its quant that minus 4; `d` (at
 //!   1792).
+//!
+//! The records are laid out in the order their tiles read them: decode (one token)
+//! streams the weights, and reading several places of a record at once keeps the hardware
+//! prefetchers from following.
 
 use super::blocks::*;
 use super::{q3k_scales, scale_min_k4};
@@ -89,13 +94,18 @@ fn pack_q4_k(x: &BlockQ4K, i: usize, rec: &mut [u8]) {
             .iter()
             .map(|&v| if s % 2 == 0 { v & 0xF } else { v >> 4 })
             .collect();
-        put_nibbles(rec, 256 * s, i, &u);
-        let (sc, m) = scale_min_k4(s, &x.scales);
-        rec[2048 + 16 * s + i] = sc;
-        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+        put_nibbles(rec, q4k::nibbles(false, s), i, &u);
+        put_scale_min(rec, false, s, i, scale_min_k4(s, &x.scales));
     }
-    put_f16(rec, 2304, i, x.d);
-    put_f16(rec, 2336, i, x.dmin);
+    put_f16(rec, q4k::d(false), i, x.d);
+    put_f16(rec, q4k::d(false) + 32, i, x.dmin);
+}
+
+/// Row `i`'s scale and min of sub-block `s` into a Q4_K (or, `fifth`, Q5_K) record.
+#[inline(always)]
+fn put_scale_min(rec: &mut [u8], fifth: bool, s: usize, i: usize, (sc, m): (u8, u8)) {
+    rec[q4k::scales(fifth, s) + i] = sc;
+    rec[q4k::mins(fifth, s / 2) + 2 * i + s % 2] = m;
 }
 
 #[inline(always)]
@@ -107,14 +117,12 @@ fn pack_q5_k(x: &BlockQ5K, i: usize, rec: &mut [u8]) {
             let lo = if s % 2 == 0 { q[l] & 0xF } else { q[l] >> 4 };
             *u = lo | ((x.qh[l] >> s) & 1) << 4;
         }
-        put_nibbles(rec, 256 * s, i, &u);
-        put_fifth_bits(rec, 2368 + 64 * s, i, &u);
-        let (sc, m) = scale_min_k4(s, &x.scales);
-        rec[2048 + 16 * s + i] = sc;
-        rec[2176 + 32 * (s / 2) + 2 * i + s % 2] = m;
+        put_nibbles(rec, q4k::nibbles(true, s), i, &u);
+        put_fifth_bits(rec, q4k::fifth_bits(s), i, &u);
+        put_scale_min(rec, true, s, i, scale_min_k4(s, &x.scales));
     }
-    put_f16(rec, 2304, i, x.d);
-    put_f16(rec, 2336, i, x.dmin);
+    put_f16(rec, q4k::d(true), i, x.d);
+    put_f16(rec, q4k::d(true) + 32, i, x.dmin);
 }
 
 #[inline(always)]
@@ -132,19 +140,19 @@ fn pack_q6_k(x: &BlockQ6K, i: usize, rec: &mut [u8]) {
     }
     for c in 0..8 {
         let u = &u[32 * c..32 * c + 32];
-        put_nibbles(rec, 256 * c, i, u);
+        put_nibbles(rec, q6k::nibbles(c), i, u);
         for h in 0..2 {
             for j in 0..4 {
                 let mut t = 0u8;
                 for m in 0..4 {
                     t |= (u[16 * h + 4 * m + j] >> 4) << (2 * m);
                 }
-                *lane(rec, 2048 + 128 * c + 64 * h, i, j) = t;
+                *lane(rec, q6k::high(c, h), i, j) = t;
             }
         }
     }
     for k in 0..16 {
-        rec[3072 + 16 * k + i] = x.scales[k] as u8;
+        rec[q6k::scales(k) + i] = x.scales[k] as u8;
     }
     put_f16(rec, 3328, i, x.d);
 }
@@ -160,23 +168,100 @@ fn low2(qs: &[u8; QK_K / 4]) -> [u8; QK_K] {
 }
 
 /// Puts the 2-bit values `u` (value order) of row `i` into the 16 sub-block vectors at 0.
-fn put_low2(rec: &mut [u8], i: usize, u: &[u8; QK_K]) {
+fn put_low2(rec: &mut [u8], i: usize, u: &[u8; QK_K], at: fn(usize) -> usize) {
     for k in 0..16 {
         for j in 0..4 {
             let mut t = 0u8;
             for m in 0..4 {
                 t |= (u[16 * k + 4 * m + j] & 3) << (2 * m);
             }
-            *lane(rec, 64 * k, i, j) = t;
+            *lane(rec, at(k), i, j) = t;
         }
     }
 }
 
+/// Offsets in a packed Q4_K record, or (`fifth`) Q5_K record (module docs).
+pub(crate) mod q4k {
+    /// Bytes per sub-block: nibbles, (fifth bits,) scales.
+    const fn unit(fifth: bool) -> usize {
+        if fifth {
+            336
+        } else {
+            272
+        }
+    }
+    /// The 4 nibble vectors of sub-block `s`.
+    pub(crate) const fn nibbles(fifth: bool, s: usize) -> usize {
+        unit(fifth) * s
+    }
+    /// The fifth-bit vector of Q5_K sub-block `s`.
+    pub(crate) const fn fifth_bits(s: usize) -> usize {
+        unit(true) * s + 256
+    }
+    /// The 16 rows' scales of sub-block `s`.
+    pub(crate) const fn scales(fifth: bool, s: usize) -> usize {
+        unit(fifth) * s + unit(fifth) - 16
+    }
+    /// The mins' pair vector `q` (sub-blocks `2q`, `2q + 1`).
+    pub(crate) const fn mins(fifth: bool, q: usize) -> usize {
+        8 * unit(fifth) + 32 * q
+    }
+    /// The 16 rows' `d`, then (32 bytes on) their `dmin`.
+    pub(crate) const fn d(fifth: bool) -> usize {
+        8 * unit(fifth) + 128
+    }
+}
+
+/// Offsets in a packed Q6_K record (module docs).
+pub(crate) mod q6k {
+    /// The 4 nibble vectors of values `32c..32c + 32`.
+    pub(crate) const fn nibbles(c: usize) -> usize {
+        416 * c
+    }
+    /// The top-bits vector `h` of values `32c..32c + 32`.
+    pub(crate) const fn high(c: usize, h: usize) -> usize {
+        416 * c + 256 + 64 * h
+    }
+    /// The 16 rows' scales of sub-block `k`.
+    pub(crate) const fn scales(k: usize) -> usize {
+        416 * (k / 2) + 384 + 16 * (k % 2)
+    }
+}
+
+/// Offsets in a packed Q2_K record (module docs).
+pub(crate) mod q2k {
+    /// The 2-bit vector of sub-block `k`.
+    pub(crate) const fn low(k: usize) -> usize {
+        80 * k
+    }
+    /// The 16 rows' scales of sub-block `k`.
+    pub(crate) const fn scales(k: usize) -> usize {
+        80 * k + 64
+    }
+}
+
+/// Offsets in a packed Q3_K record (module docs).
+pub(crate) mod q3k {
+    /// The high-bit vector of sub-blocks `2c` and `2c + 1`.
+    pub(crate) const fn high(c: usize) -> usize {
+        224 * c
+    }
+    /// The low-2-bit vector of sub-block `k`.
+    pub(crate) const fn low(k: usize) -> usize {
+        224 * (k / 2) + 64 + 80 * (k % 2)
+    }
+    /// The 16 rows' scales of sub-block `k`.
+    pub(crate) const fn scales(k: usize) -> usize {
+        q3k::low(k) + 64
+    }
+    use super::q3k;
+}
+
 #[inline(always)]
 fn pack_q2_k(x: &BlockQ2K, i: usize, rec: &mut [u8]) {
-    put_low2(rec, i, &low2(&x.qs));
+    put_low2(rec, i, &low2(&x.qs), q2k::low);
     for k in 0..16 {
-        rec[1024 + 16 * k + i] = x.scales[k] & 0xF;
+        rec[q2k::scales(k) + i] = x.scales[k] & 0xF;
         rec[1280 + 32 * (k / 2) + 2 * i + k % 2] = x.scales[k] >> 4;
     }
     put_f16(rec, 1536, i, x.d);
@@ -185,7 +270,7 @@ fn pack_q2_k(x: &BlockQ2K, i: usize, rec: &mut [u8]) {
 
 #[inline(always)]
 fn pack_q3_k(x: &BlockQ3K, i: usize, rec: &mut [u8]) {
-    put_low2(rec, i, &low2(&x.qs));
+    put_low2(rec, i, &low2(&x.qs), q3k::low);
     // Value o's high bit: bit `o / 32` of hmask[o % 32].
     let high = |o: usize| (x.hmask[o % 32] >> (o / 32)) & 1;
     for c in 0..8 {
@@ -196,11 +281,11 @@ fn pack_q3_k(x: &BlockQ3K, i: usize, rec: &mut [u8]) {
                     t |= high(16 * (2 * c + h) + 4 * m + j) << (4 * h + m);
                 }
             }
-            *lane(rec, 1024 + 64 * c, i, j) = t;
+            *lane(rec, q3k::high(c), i, j) = t;
         }
     }
     for (k, sc) in q3k_scales(&x.scales).iter().enumerate() {
-        rec[1536 + 16 * k + i] = *sc as u8;
+        rec[q3k::scales(k) + i] = *sc as u8;
     }
     put_f16(rec, 1792, i, x.d);
 }
