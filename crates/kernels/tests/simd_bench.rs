@@ -66,6 +66,9 @@ fn bench_dot_kernels() {
         GgmlType::Q5_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ2_XXS,
         GgmlType::NVFP4,
     ];
     // FRUGAL_BENCH_TYPES=Q4_0,Q8_0 limits the run to those types.
@@ -192,5 +195,54 @@ fn bench_matmul() {
                 Isa::best().name()
             );
         }
+    }
+}
+
+/// Decode-like matmuls (one token) over more weight bytes than the caches hold: per type, enough
+/// 896 x 4864 matrices (Qwen2.5-0.5B's ffn_down) for 256 MiB, each multiplied once per pass, as
+/// GB/s of weights read. `FRUGAL_BENCH_TYPES` (comma-separated names) picks the types.
+#[test]
+#[ignore]
+fn bench_decode_matmul() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let threads: usize = std::env::var("FRUGAL_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let pool = ThreadPool::new(threads);
+    let names = std::env::var("FRUGAL_BENCH_TYPES").unwrap_or_else(|_| {
+        "Q4_0,Q8_0,IQ4_NL,Q2_K,Q3_K,Q4_K,Q6_K,IQ2_XXS,IQ3_XXS,IQ1_S,TQ2_0".into()
+    });
+    let (rows, cols) = (896, 4864);
+    for name in names.split(',') {
+        let ty = GgmlType::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .unwrap_or_else(|| panic!("unknown type {name}"));
+        let row: Vec<u8> = random_row_bytes(&mut rng, ty, cols);
+        let bytes: Vec<u8> = (0..rows).flat_map(|_| row.iter().copied()).collect();
+        // FRUGAL_BENCH_HOT=1: one matrix, again and again (from the caches: compute-bound).
+        let count = if std::env::var_os("FRUGAL_BENCH_HOT").is_some() {
+            1
+        } else {
+            (256usize << 20).div_ceil(bytes.len())
+        };
+        let mats: Vec<Matrix> = (0..count)
+            .map(|_| Matrix::from_bytes(ty, rows, cols, &bytes).unwrap())
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut y = vec![0.0f32; rows];
+        let t = time(|| {
+            for w in &mats {
+                matmul(&pool, w, &x, 1, &mut y);
+            }
+        });
+        let gbs = (bytes.len() * count) as f64 / t / 1e9;
+        eprintln!(
+            "decode {:8} {count:4} x {rows}x{cols} threads={threads}: {:8.1} us per matrix, {gbs:6.1} GB/s [{}]",
+            ty.name(),
+            t / count as f64 * 1e6,
+            Isa::best().name()
+        );
     }
 }
