@@ -172,6 +172,7 @@ pub(crate) fn row_kernels(
         Family::KQuants => kquants::rows(ty, isa),
         Family::Fp4 => fp4::rows(ty, isa),
         Family::Iq2 => iq2::rows(ty, isa),
+        Family::Ternary => ternary::rows(ty, isa),
         _ => None,
     };
     let isa = isa.min(Isa::best_available());

@@ -9,6 +9,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod dot_avx512;
 
 use super::decoded::{DecodedK, Decoder};
 use crate::cpu::Isa;
@@ -47,6 +49,20 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 #[inline(always)]
 pub(crate) fn trit(b: u8, k: usize) -> u8 {
     ((b.wrapping_mul(POW3[k]) as u16 * 3) >> 8) as u8
+}
+
+/// The family's row kernels at `isa`: at AVX-512 VNNI a fused decode-and-dot kernel for TQ2_0, for
+/// decode (one token), where decoding into a buffer first costs more than the dot product.
+pub(super) fn rows(
+    ty: GgmlType,
+    isa: Isa,
+) -> Option<(crate::simd::VecDotFn, Option<crate::simd::VecDot4Fn>)> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni && ty == GgmlType::TQ2_0 {
+        return Some((dot_avx512::dot_tq2_0, None));
+    }
+    let _ = (ty, isa);
+    None
 }
 
 pub(super) fn decoder(ty: GgmlType, isa: Isa) -> Option<Decoder> {
