@@ -388,7 +388,7 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
 const GEMM_MIN_TOKENS: usize = 4;
 
 /// Tokens whose running sums `decoded_gemm` keeps while a row group's blocks pass.
-const GEMM_TOKEN_BLOCK: usize = 64;
+const GEMM_TOKEN_BLOCK: usize = 128;
 
 /// The rows `rows` of a decoded type for every token, with AVX-512 VNNI: groups of 16 rows,
 /// each block decoded once into a panel per block of tokens (`quant::decoded::gemm`);

@@ -181,7 +181,7 @@ fn matmul_equals_row_products() {
             .flat_map(|_| random_row(&mut rng, ty, cols))
             .collect();
         let w = Matrix::from_bytes(ty, rows, cols, &bytes).unwrap();
-        for n in [1, 5, 70] {
+        for n in [1, 5, 70, 150] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let qa = quantize_activations(&pool, ty.vec_dot_type(), &x, n);
             let mut y = vec![0.0f32; rows * n];
