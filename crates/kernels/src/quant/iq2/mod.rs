@@ -154,7 +154,7 @@ pub(super) fn rows(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
         let dot: crate::simd::VecDotFn = match ty {
-            GgmlType::IQ2_XXS => dot_avx512::dot::<BlockIq2Xxs>,
+            GgmlType::IQ2_XXS => dot_avx512::dot_iq2_xxs,
             GgmlType::IQ2_XS => dot_avx512::dot::<BlockIq2Xs>,
             GgmlType::IQ2_S => dot_avx512::dot::<BlockIq2S>,
             _ => return None,
