@@ -34,21 +34,6 @@ pub fn zeros<T: Zeroable + Copy>(n: usize) -> Vec<T> {
     v
 }
 
-/// Asks Linux to back the 2 MiB-aligned part of `len` bytes at `p` with transparent huge pages
-/// (best effort: an error leaves the pages as they are). Called before the pages are first
-/// touched, so the faults that bring them in can take huge pages directly.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(p: *const u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = (p as usize).next_multiple_of(HUGE);
-    let end = (p as usize + len) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: madvise only changes how the kernel backs these pages, which lie inside the
-        // allocation at `p` (start..end is within p..p + len); it reads or writes no memory.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
-}
-
 impl AlignedBytes {
     /// `len` zero bytes, the pages left for the allocator to zero (fresh from the OS for large
     /// buffers, never written here): for long-lived buffers such as repacked weights.
@@ -58,17 +43,6 @@ impl AlignedBytes {
             lines: bytemuck::zeroed_vec(len.div_ceil(64)),
             len,
         }
-    }
-
-    /// [`AlignedBytes::zeroed`], for large buffers that every step reads in full (packed weights):
-    /// on Linux the kernel is asked to back them with transparent huge pages where its settings
-    /// allow it (`madvise` mode). Decode streams every weight once per token; with 4 KiB pages
-    /// that is a TLB miss and a page walk every 4 KiB.
-    pub fn zeroed_huge(len: usize) -> AlignedBytes {
-        let a = AlignedBytes::zeroed(len);
-        #[cfg(target_os = "linux")]
-        advise_huge_pages(a.lines.as_ptr().cast(), a.len);
-        a
     }
 
     /// `len` zero bytes written by [`zeros`]: for working buffers that live for one step.

@@ -109,7 +109,7 @@ impl Packed {
         let stride = layout.record_bytes;
         let nb = cols / ty.block_len();
         let groups = rows.div_ceil(GROUP);
-        let mut data = AlignedBytes::zeroed_huge(groups * nb * stride);
+        let mut data = AlignedBytes::zeroed(groups * nb * stride);
         let group_bytes = nb * stride;
         for (g, out) in data
             .as_mut_slice()
