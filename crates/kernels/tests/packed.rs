@@ -13,7 +13,7 @@ use frugal_kernels::{GgmlType, Isa, ThreadPool};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const TYPES: [GgmlType; 12] = [
+const TYPES: [GgmlType; 13] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -26,6 +26,7 @@ const TYPES: [GgmlType; 12] = [
     GgmlType::IQ4_XS,
     GgmlType::Q2_K,
     GgmlType::Q3_K,
+    GgmlType::MXFP4,
 ];
 
 fn random_matrix(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Matrix {

@@ -11,11 +11,11 @@
 
 pub mod decoded;
 pub(crate) mod float;
-mod fp4;
+pub(crate) mod fp4;
 mod iq1;
 mod iq2;
 mod iq3;
-mod iq4;
+pub(crate) mod iq4;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
 mod q1q2;
@@ -207,6 +207,7 @@ pub(crate) fn packed_layout(ty: GgmlType) -> Option<crate::packed::Layout> {
         Family::Legacy => legacy::packed::layout(ty),
         Family::KQuants => kquants::packed::layout(ty),
         Family::Iq4 => iq4::packed::layout(ty),
+        Family::Fp4 => fp4::packed::layout(ty),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
 pub(crate) mod nvfp4;
+pub(crate) mod packed;
 
 use super::decoded::{Decoded32, Decoder};
 use crate::cpu::Isa;

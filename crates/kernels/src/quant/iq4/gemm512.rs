@@ -9,16 +9,41 @@ use crate::packed::gemm512::*;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
-/// ggml's IQ4 values `kvalues_iq4nl` plus 128 (`1..=241`, unsigned for `vpdpbusd`), in every
-/// 128-bit lane: a `vpshufb` table for 4-bit indices.
+/// A value table plus 128 (unsigned for `vpdpbusd`) in every 128-bit lane: a `vpshufb` table for
+/// 4-bit indices (ggml's `kvalues_iq4nl`, `kvalues_mxfp4`).
+///
+/// # Safety: the CPU has AVX-512 F.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) unsafe fn value_table(values: &[i8; 16]) -> __m512i {
+    let t: [u8; 16] = std::array::from_fn(|i| (values[i] as i16 + 128) as u8);
+    // SAFETY: `t` is 16 readable bytes.
+    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+}
+
+/// [`value_table`] of `kvalues_iq4nl`.
 ///
 /// # Safety: the CPU has AVX-512 F.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
 pub(crate) unsafe fn iq4_table() -> __m512i {
-    let t: [u8; 16] = std::array::from_fn(|i| (super::KVALUES[i] as i16 + 128) as u8);
-    // SAFETY: `t` is 16 readable bytes.
-    _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(t.as_ptr().cast()) })
+    // SAFETY: guaranteed by the caller.
+    unsafe { value_table(&super::KVALUES) }
+}
+
+/// ggml's `ggml_e8m0_to_fp32_half` of 16 exponent bytes at `p`: `(e - 1) << 23` as f32 bits, and
+/// `0x200000 << e` (subnormal) for `e < 2`, as `fp4::e8m0_to_fp32_half`.
+///
+/// # Safety: 16 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn e8m0_half16(p: *const u8) -> __m512 {
+    // SAFETY: guaranteed by the caller.
+    let e = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p.cast()) });
+    let normal = _mm512_slli_epi32::<23>(_mm512_sub_epi32(e, _mm512_set1_epi32(1)));
+    let small = _mm512_sllv_epi32(_mm512_set1_epi32(0x0020_0000), e);
+    let tiny = _mm512_cmplt_epu32_mask(e, _mm512_set1_epi32(2));
+    _mm512_castsi512_ps(_mm512_mask_blend_epi32(tiny, normal, small))
 }
 
 /// Like [`nibbles`] for IQ4 indices: the 8 registers of `KVALUES[i] + 128` of 32 values.
@@ -62,14 +87,16 @@ pub(crate) fn sum4_total(s: &[__m512; 4]) -> __m512 {
 }
 
 /// Like [`tile_q32`] for IQ4_NL records (Q4_0's layout: 4-bit indices into `kvalues_iq4nl`,
-/// then the 16 `d`) and Q8_0 activations. The indices become `kvalue + 128` by a byte shuffle,
-/// the `128 · Σy` taken back out through the block sums. Per block `(d · a.d) · isum`, summed in
-/// the four running sums of the decoded reference (`quant::decoded::dot_32_q8_0`).
+/// then the 16 `d`) or (`MX`) MXFP4 records (the same with indices into `kvalues_mxfp4`, then the
+/// 16 exponents `e`, `d = e8m0_half(e)`), and Q8_0 activations. The indices become `value + 128`
+/// by a byte shuffle, the `128 · Σy` taken back out through the block sums. Per block
+/// `(d · a.d) · isum`, summed in the four running sums of the decoded reference
+/// (`quant::decoded::dot_32_q8_0`).
 ///
 /// # Safety: as for [`tile_q32`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) unsafe fn tile_iq4nl<const T: usize>(
+pub(crate) unsafe fn tile_iq4nl<const MX: bool, const T: usize>(
     nb: usize,
     stride: usize,
     w: *const u8,
@@ -79,7 +106,13 @@ pub(crate) unsafe fn tile_iq4nl<const T: usize>(
     mask: __mmask16,
 ) {
     // SAFETY: the CPU has AVX-512 (this function's features).
-    let table = unsafe { iq4_table() };
+    let table = unsafe {
+        if MX {
+            value_table(&crate::quant::fp4::KVALUES_MXFP4)
+        } else {
+            iq4_table()
+        }
+    };
     let mut acc = [[_mm512_setzero_ps(); 4]; T];
     for b in 0..nb {
         // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
@@ -87,7 +120,11 @@ pub(crate) unsafe fn tile_iq4nl<const T: usize>(
         unsafe {
             let rec = w.add(b * stride);
             let x = iq4_values(rec, table);
-            let dw = f16x16(rec.add(256));
+            let dw = if MX {
+                e8m0_half16(rec.add(256))
+            } else {
+                f16x16(rec.add(256))
+            };
             for t in 0..T {
                 let y = a[t].add(b * size_of::<BlockQ8_0>() + 2);
                 // -128 · Σy: the values are stored + 128.

@@ -14,7 +14,7 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod gemm256;
 #[cfg(target_arch = "x86_64")]
-mod gemm512;
+pub(crate) mod gemm512;
 pub(crate) mod packed;
 
 use super::decoded::{Decoded32, DecodedK, Decoder};

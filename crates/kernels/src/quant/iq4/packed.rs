@@ -24,7 +24,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             GgmlType::IQ4_NL => (
                 288,
                 packer!(BlockIq4Nl, pack_iq4_nl),
-                tiles512!(g5::tile_iq4nl),
+                tiles512!(g5::tile_iq4nl, false),
                 tiles256!(g2::tile_iq4nl),
             ),
             GgmlType::IQ4_XS => (
