@@ -71,16 +71,16 @@ def main():
     args = ap.parse_args()
 
     threads = [int(x) for x in args.threads.split(",")]
-    bw = {t: bandwidth(args.frugal, t) for t in threads}
-    for t in threads:
-        print(f"read bandwidth, {t} thread(s): {bw[t] / 1e9:.2f} GB/s (frugal membw)")
+    print("Read bandwidth (`frugal membw`, same threads) is measured before each model: on shared or")
+    print("virtual machines it moves from minute to minute, and decode follows it.")
     print()
-    print("| model | threads | test | frugal t/s | llama.cpp t/s | ratio | frugal % of bandwidth limit "
-          "| peak RSS frugal / llama.cpp MB |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | threads | test | frugal t/s | llama.cpp t/s | ratio | read GB/s "
+          "| frugal % of bandwidth limit | peak RSS frugal / llama.cpp MB |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
         per_token = args.bytes_per_token or os.path.getsize(model)
         for t in threads:
+            bw = bandwidth(args.frugal, t)
             ours, theirs, rss_ours, rss_theirs = {}, {}, 0.0, 0.0
             for _ in range(args.rounds):
                 res, rss = run_frugal(args.frugal, model, t, args.p, args.n, args.reps)
@@ -94,8 +94,8 @@ def main():
             name = model.rsplit("/", 1)[-1]
             for test in (f"pp{args.p}", f"tg{args.n}"):
                 a, b = statistics.median(ours[test]), statistics.median(theirs[test])
-                frac = f"{100 * a * per_token / bw[t]:.0f} %" if test.startswith("tg") else ""
-                print(f"| {name} | {t} | {test} | {a:.2f} | {b:.2f} | {a / b:.2f} | {frac} "
+                frac = f"{100 * a * per_token / bw:.0f} %" if test.startswith("tg") else ""
+                print(f"| {name} | {t} | {test} | {a:.2f} | {b:.2f} | {a / b:.2f} | {bw / 1e9:.1f} | {frac} "
                       f"| {rss_ours:.0f} / {rss_theirs:.0f} |")
                 sys.stdout.flush()
 
