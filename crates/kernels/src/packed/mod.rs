@@ -171,6 +171,18 @@ pub(crate) fn put_nibbles(rec: &mut [u8], at: usize, i: usize, u: &[u8]) {
     }
 }
 
+/// Puts ggml's 16 bytes of 32 nibbles (value `j` in the low nibble of byte `j`, value `j + 16` in
+/// its high nibble: Q4_0, Q4_1, IQ4_NL, IQ4_XS, MXFP4) of row `i` into the 4 nibble vectors at
+/// `at`: [`put_nibbles`] of those values, which is the bytes themselves.
+#[inline(always)]
+pub(crate) fn put_ggml_nibbles(rec: &mut [u8], at: usize, i: usize, qs: &[u8]) {
+    for v in 0..4 {
+        for j in 0..4 {
+            *lane(rec, at + 64 * v, i, j) = qs[4 * v + j];
+        }
+    }
+}
+
 /// Puts row `i`'s f16 `d` into the 16 scales at `at`.
 #[inline(always)]
 pub(crate) fn put_f16(rec: &mut [u8], at: usize, i: usize, d: half::f16) {

@@ -7,8 +7,8 @@
 //! rows' exponents `e` (one byte each).
 
 use super::BlockMXFP4;
-use crate::packed::{put_nibbles, Layout};
-use crate::types::{GgmlType, QK};
+use crate::packed::{put_ggml_nibbles, Layout};
+use crate::types::GgmlType;
 
 /// The packed layout of MXFP4 (`None` for the family's other types).
 pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
@@ -29,11 +29,6 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
 
 #[inline(always)]
 fn pack_mxfp4(x: &BlockMXFP4, i: usize, rec: &mut [u8]) {
-    let mut u = [0u8; QK];
-    for j in 0..QK / 2 {
-        u[j] = x.qs[j] & 0xF;
-        u[j + QK / 2] = x.qs[j] >> 4;
-    }
-    put_nibbles(rec, 0, i, &u);
+    put_ggml_nibbles(rec, 0, i, &x.qs);
     rec[256 + i] = x.e;
 }

@@ -10,19 +10,14 @@ use super::grids::IQ2XXS_GRID;
 use super::{BlockIq2Xxs, Iq2Block};
 use crate::blocks::BlockQ8K;
 use crate::quant::decoded::sum4;
+use crate::simd::check_row;
+use crate::types::GgmlType;
 use crate::view::blocks_of;
 use std::arch::x86_64::*;
-use std::mem::size_of;
 
 /// `quant::decoded::dot_k` of `n` values of a row of `B` blocks, decoded, against Q8_K `a`.
 pub(super) fn dot<B: Iq2Block>(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / crate::QK_K;
-    assert!(
-        n.is_multiple_of(crate::QK_K)
-            && w.len() == nb * size_of::<B>()
-            && a.len() == nb * size_of::<BlockQ8K>(),
-        "vec_dot: row sizes"
-    );
+    check_row(B::TYPE, n, w, a);
     // SAFETY: `iq2::rows` returns this kernel only for `Isa::Avx512Vnni`, which `quant::row_kernels`
     // caps at what the CPU has.
     unsafe { dot_impl::<B>(w, a) }
@@ -89,13 +84,7 @@ fn hsum(v: __m256i) -> i32 {
 /// (two groups, 64 values, each), the 32 sign bytes computed in one register (`ksigns_iq2xs[i]`
 /// is `i` with its parity in bit 7), the group scales and the `bsums` correction in one more.
 pub(super) fn dot_iq2_xxs(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / crate::QK_K;
-    assert!(
-        n.is_multiple_of(crate::QK_K)
-            && w.len() == nb * size_of::<BlockIq2Xxs>()
-            && a.len() == nb * size_of::<BlockQ8K>(),
-        "vec_dot: row sizes"
-    );
+    check_row(GgmlType::IQ2_XXS, n, w, a);
     // SAFETY: as for `dot`.
     unsafe { dot_iq2_xxs_impl(w, a) }
 }

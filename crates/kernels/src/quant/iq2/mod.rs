@@ -60,6 +60,7 @@ const _: () = {
 
 /// A block type of this family, read 32 values (4 groups of 8) at a time.
 pub(super) trait Iq2Block: Pod {
+    const TYPE: GgmlType;
     /// The bits of the f16 super-block scale.
     fn d_bits(&self) -> u16;
     /// The 4-bit scale `s` of each run of 16 values.
@@ -76,6 +77,8 @@ fn nibble_scales(scales: &[u8; QK_K / 32]) -> [u8; QK_K / 16] {
 }
 
 impl Iq2Block for BlockIq2Xxs {
+    const TYPE: GgmlType = GgmlType::IQ2_XXS;
+
     #[inline(always)]
     fn d_bits(&self) -> u16 {
         self.d.to_bits()
@@ -101,6 +104,8 @@ impl Iq2Block for BlockIq2Xxs {
 }
 
 impl Iq2Block for BlockIq2Xs {
+    const TYPE: GgmlType = GgmlType::IQ2_XS;
+
     #[inline(always)]
     fn d_bits(&self) -> u16 {
         self.d.to_bits()
@@ -124,6 +129,8 @@ impl Iq2Block for BlockIq2Xs {
 }
 
 impl Iq2Block for BlockIq2S {
+    const TYPE: GgmlType = GgmlType::IQ2_S;
+
     #[inline(always)]
     fn d_bits(&self) -> u16 {
         self.d.to_bits()

@@ -11,8 +11,8 @@
 //!   of padding (records stay 64-byte aligned).
 
 use super::{BlockIq4Nl, BlockIq4Xs};
-use crate::packed::{put_f16, put_nibbles, Layout, PackFn};
-use crate::types::{GgmlType, QK};
+use crate::packed::{put_f16, put_ggml_nibbles, Layout, PackFn};
+use crate::types::GgmlType;
 
 /// The packed layout of an IQ4 type.
 pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
@@ -51,12 +51,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
 
 #[inline(always)]
 fn pack_iq4_nl(x: &BlockIq4Nl, i: usize, rec: &mut [u8]) {
-    let mut u = [0u8; QK];
-    for j in 0..QK / 2 {
-        u[j] = x.qs[j] & 0xF;
-        u[j + QK / 2] = x.qs[j] >> 4;
-    }
-    put_nibbles(rec, 0, i, &u);
+    put_ggml_nibbles(rec, 0, i, &x.qs);
     put_f16(rec, 256, i, x.d);
 }
 
@@ -77,13 +72,7 @@ pub(crate) mod iq4xs {
 #[inline(always)]
 fn pack_iq4_xs(x: &BlockIq4Xs, i: usize, rec: &mut [u8]) {
     for s in 0..8 {
-        let q = &x.qs[16 * s..16 * s + 16];
-        let mut u = [0u8; QK];
-        for j in 0..QK / 2 {
-            u[j] = q[j] & 0xF;
-            u[j + QK / 2] = q[j] >> 4;
-        }
-        put_nibbles(rec, iq4xs::nibbles(s), i, &u);
+        put_ggml_nibbles(rec, iq4xs::nibbles(s), i, &x.qs[16 * s..16 * s + 16]);
         rec[iq4xs::scales(s) + i] = x.scale(s) as i8 as u8;
     }
     put_f16(rec, iq4xs::D, i, x.d);

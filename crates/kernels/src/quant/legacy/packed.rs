@@ -16,7 +16,7 @@
 //!   128; the scales.
 
 use super::blocks::*;
-use crate::packed::{lane, put_f16, put_fifth_bits, put_nibbles, Layout, PackFn};
+use crate::packed::{lane, put_f16, put_fifth_bits, put_ggml_nibbles, put_nibbles, Layout, PackFn};
 use crate::types::{GgmlType, QK};
 
 /// The packed layout of a legacy type, if it has one.
@@ -76,23 +76,13 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
 
 #[inline(always)]
 fn pack_q4_0(x: &BlockQ4_0, i: usize, rec: &mut [u8]) {
-    let mut u = [0u8; QK];
-    for j in 0..QK / 2 {
-        u[j] = x.qs[j] & 0xF;
-        u[j + QK / 2] = x.qs[j] >> 4;
-    }
-    put_nibbles(rec, 0, i, &u);
+    put_ggml_nibbles(rec, 0, i, &x.qs);
     put_f16(rec, 256, i, x.d);
 }
 
 #[inline(always)]
 fn pack_q4_1(x: &BlockQ4_1, i: usize, rec: &mut [u8]) {
-    let mut u = [0u8; QK];
-    for j in 0..QK / 2 {
-        u[j] = x.qs[j] & 0xF;
-        u[j + QK / 2] = x.qs[j] >> 4;
-    }
-    put_nibbles(rec, 0, i, &u);
+    put_ggml_nibbles(rec, 0, i, &x.qs);
     put_f16(rec, 256, i, x.d);
     put_f16(rec, 288, i, x.m);
 }

@@ -6,19 +6,14 @@
 use super::BlockTQ2_0;
 use crate::blocks::BlockQ8K;
 use crate::quant::decoded::sum4;
+use crate::simd::check_row;
+use crate::types::GgmlType;
 use crate::view::blocks_of;
 use std::arch::x86_64::*;
-use std::mem::size_of;
 
 /// `quant::decoded::dot_k` of `n` values of a TQ2_0 row, decoded, against Q8_K `a`.
 pub(super) fn dot_tq2_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = n / crate::QK_K;
-    assert!(
-        n.is_multiple_of(crate::QK_K)
-            && w.len() == nb * size_of::<BlockTQ2_0>()
-            && a.len() == nb * size_of::<BlockQ8K>(),
-        "vec_dot: row sizes"
-    );
+    check_row(GgmlType::TQ2_0, n, w, a);
     // SAFETY: `ternary::rows` returns this kernel only for `Isa::Avx512Vnni`, which
     // `quant::row_kernels` caps at what the CPU has.
     unsafe { dot_impl(w, a) }
