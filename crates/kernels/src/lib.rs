@@ -14,6 +14,7 @@ compile_error!("frugal reads little-endian GGUF data in place and needs a little
 pub mod activation;
 pub mod blocks;
 pub mod cpu;
+pub mod delta_net;
 pub mod dequant;
 pub mod dot;
 pub mod dot_scalar;

@@ -1,0 +1,211 @@
+//! The Gated DeltaNet recurrence (`delta_net::gated_delta_net`) against an independent f64
+//! transcription of its definition (untransposed state, one head at a time), and the properties
+//! the engine relies on: a sequence split into several calls gives the same bits as one call (the
+//! state carries everything), and a fully decayed state forgets the past.
+
+use frugal_kernels::delta_net::{gated_delta_net, DeltaHeads};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+struct Inputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    g: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+fn random(rng: &mut StdRng, h: DeltaHeads, n: usize) -> Inputs {
+    let mut r = |len: usize, lo: f32, hi: f32| -> Vec<f32> {
+        (0..len).map(|_| rng.gen_range(lo..hi)).collect()
+    };
+    // Keys normalized as the model does (L2 per head), so the state stays bounded.
+    let mut unit = |len: usize| -> Vec<f32> {
+        let mut x = r(len, -1.0, 1.0);
+        for head in x.chunks_exact_mut(h.dim) {
+            let norm = head.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+            head.iter_mut().for_each(|v| *v /= norm);
+        }
+        x
+    };
+    let q = unit(n * h.k_heads * h.dim);
+    let k = unit(n * h.k_heads * h.dim);
+    Inputs {
+        q,
+        k,
+        v: r(n * h.v_heads * h.dim, -1.0, 1.0),
+        g: r(n * h.v_heads, -2.0, 0.0),
+        beta: r(n * h.v_heads, 0.0, 1.0),
+    }
+}
+
+/// The definition in f64 with `S[i][j]` untransposed, returning the outputs and the final state
+/// in the kernel's (transposed) layout.
+fn reference(h: DeltaHeads, n: usize, x: &Inputs, s0: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let d = h.dim;
+    let mut out = vec![0.0f64; n * h.v_heads * d];
+    let mut state = vec![0.0f64; h.state_len()];
+    for hv in 0..h.v_heads {
+        let kh = hv % h.k_heads;
+        // s[i][j] = state[hv][j][i]
+        let mut s = vec![vec![0.0f64; d]; d];
+        for (i, row) in s.iter_mut().enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = s0[(hv * d + j) * d + i] as f64;
+            }
+        }
+        for t in 0..n {
+            let q = &x.q[(t * h.k_heads + kh) * d..][..d];
+            let k = &x.k[(t * h.k_heads + kh) * d..][..d];
+            let v = &x.v[(t * h.v_heads + hv) * d..][..d];
+            let decay = (x.g[t * h.v_heads + hv] as f64).exp();
+            let beta = x.beta[t * h.v_heads + hv] as f64;
+            s.iter_mut().flatten().for_each(|x| *x *= decay);
+            let delta: Vec<f64> = (0..d)
+                .map(|j| {
+                    let sk: f64 = (0..d).map(|i| s[i][j] * k[i] as f64).sum();
+                    (v[j] as f64 - sk) * beta
+                })
+                .collect();
+            for i in 0..d {
+                for j in 0..d {
+                    s[i][j] += k[i] as f64 * delta[j];
+                }
+            }
+            for j in 0..d {
+                let sq: f64 = (0..d).map(|i| s[i][j] * q[i] as f64).sum();
+                out[(t * h.v_heads + hv) * d + j] = sq / (d as f64).sqrt();
+            }
+        }
+        for i in 0..d {
+            for j in 0..d {
+                state[(hv * d + j) * d + i] = s[i][j];
+            }
+        }
+    }
+    (out, state)
+}
+
+#[test]
+fn recurrence_matches_the_f64_definition() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for heads in [
+        DeltaHeads {
+            v_heads: 1,
+            k_heads: 1,
+            dim: 4,
+        },
+        DeltaHeads {
+            v_heads: 4,
+            k_heads: 2,
+            dim: 16,
+        },
+        DeltaHeads {
+            v_heads: 6,
+            k_heads: 3,
+            dim: 32,
+        },
+    ] {
+        let n = 37;
+        let x = random(&mut rng, heads, n);
+        let s0: Vec<f32> = (0..heads.state_len())
+            .map(|_| rng.gen_range(-0.5..0.5))
+            .collect();
+        let mut state = s0.clone();
+        let mut out = vec![0.0f32; n * heads.v_heads * heads.dim];
+        gated_delta_net(
+            heads, n, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
+        );
+        let (want_out, want_state) = reference(heads, n, &x, &s0);
+        for (got, want) in out
+            .iter()
+            .zip(&want_out)
+            .chain(state.iter().zip(&want_state))
+        {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{heads:?}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn split_calls_equal_one_call_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let heads = DeltaHeads {
+        v_heads: 4,
+        k_heads: 2,
+        dim: 8,
+    };
+    let n = 20;
+    let x = random(&mut rng, heads, n);
+    let (qk, v1, g1) = (
+        heads.k_heads * heads.dim,
+        heads.v_heads * heads.dim,
+        heads.v_heads,
+    );
+    let mut whole_state = vec![0.0f32; heads.state_len()];
+    let mut whole = vec![0.0f32; n * v1];
+    gated_delta_net(
+        heads,
+        n,
+        &x.q,
+        &x.k,
+        &x.v,
+        &x.g,
+        &x.beta,
+        &mut whole_state,
+        &mut whole,
+    );
+    let mut state = vec![0.0f32; heads.state_len()];
+    let mut parts = vec![0.0f32; n * v1];
+    for (a, b) in [(0, 1), (1, 8), (8, 9), (9, 20)] {
+        gated_delta_net(
+            heads,
+            b - a,
+            &x.q[a * qk..b * qk],
+            &x.k[a * qk..b * qk],
+            &x.v[a * v1..b * v1],
+            &x.g[a * g1..b * g1],
+            &x.beta[a * g1..b * g1],
+            &mut state,
+            &mut parts[a * v1..b * v1],
+        );
+    }
+    assert_eq!(parts, whole);
+    assert_eq!(state, whole_state);
+}
+
+#[test]
+fn a_fully_decayed_state_forgets_the_past() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let heads = DeltaHeads {
+        v_heads: 2,
+        k_heads: 2,
+        dim: 8,
+    };
+    let mut x = random(&mut rng, heads, 1);
+    x.g.iter_mut().for_each(|g| *g = f32::NEG_INFINITY);
+    let run = |s0: f32| {
+        let mut state = vec![s0; heads.state_len()];
+        let mut out = vec![0.0f32; heads.v_heads * heads.dim];
+        gated_delta_net(
+            heads, 1, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
+        );
+        (out, state)
+    };
+    assert_eq!(run(0.0), run(0.75));
+}
+
+#[test]
+#[should_panic(expected = "do not divide")]
+fn key_heads_must_divide_value_heads() {
+    let heads = DeltaHeads {
+        v_heads: 3,
+        k_heads: 2,
+        dim: 4,
+    };
+    let mut state = vec![0.0; heads.state_len()];
+    gated_delta_net(heads, 0, &[], &[], &[], &[], &[], &mut state, &mut []);
+}
