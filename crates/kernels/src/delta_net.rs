@@ -1,5 +1,6 @@
 //! Gated DeltaNet, the linear attention of Qwen3.5 and Qwen3-Next, in its plain recurrent form:
-//! the scalar reference that the chunked (prompt) and SIMD (decode) forms are checked against.
+//! the scalar reference ([`gated_delta_net`]) that the chunked (prompt) and SIMD forms are
+//! checked against, and the SIMD recurrence ([`gated_delta_net_at`]), equal to it bit for bit.
 //!
 //! Per value head, with a `dim × dim` state `S` carried from token to token:
 //!
@@ -10,8 +11,10 @@
 //! o = Sᵀq / √dim
 //! ```
 //!
-//! The state is stored transposed, as ggml's `gated_delta_net` stores it: `state[h][j][i]` is
-//! `S[i][j]`, so every product above walks contiguous rows.
+//! The state is `state[h][i][j]` = `S[i][j]`, row-major. Each token makes two passes over it: decay
+//! it and form `Sᵀk`, then add `k δᵀ` and form `Sᵀq`; both sums run down the rows `i` for every
+//! column `j` at once, so SIMD lanes take columns and each lane's fused multiply-adds happen in the
+//! reference's order.
 
 /// Head counts and width of one Gated DeltaNet layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +38,7 @@ impl DeltaHeads {
 /// Runs `n` tokens of one sequence through the recurrence, in order, updating `state` in place.
 ///
 /// `q`, `k`: `[n][k_heads][dim]`; `v`, `out`: `[n][v_heads][dim]`; `g` (log of the decay) and
-/// `beta`: `[n][v_heads]`; `state`: `[v_heads][dim][dim]`, transposed (module docs).
+/// `beta`: `[n][v_heads]`; `state`: `[v_heads][dim][dim]` (module docs).
 ///
 /// # Panics
 /// If a slice length does not match the shapes, or `k_heads` does not divide `v_heads`.
@@ -50,6 +53,118 @@ pub fn gated_delta_net(
     beta: &[f32],
     state: &mut [f32],
     out: &mut [f32],
+) {
+    check(heads, n, q, k, v, g, beta, state, out);
+    run(Passes::SCALAR, heads, n, [q, k, v, g, beta], state, out)
+}
+
+/// [`gated_delta_net`] with the kernels of `isa` or the best level below it: the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn gated_delta_net_at(
+    isa: crate::Isa,
+    heads: DeltaHeads,
+    n: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    check(heads, n, q, k, v, g, beta, state, out);
+    let passes = crate::simd::delta_net_passes(isa.min(crate::Isa::best_available()));
+    run(passes, heads, n, [q, k, v, g, beta], state, out)
+}
+
+/// `S *= decay; acc = Sᵀk` (`acc[j] = Σ_i S[i][j]·k[i]`, fused, in order of `i`).
+pub(crate) type DecayProjectFn =
+    fn(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]);
+
+/// `S += k δᵀ; o = Sᵀq` (each `S[i][j] = k[i]·δ[j] + S[i][j]` fused, then `o[j]` summed like
+/// `acc`).
+pub(crate) type UpdateReadFn =
+    fn(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]);
+
+/// The two passes over one head's state for one token.
+#[derive(Clone, Copy)]
+pub(crate) struct Passes {
+    pub decay_project: DecayProjectFn,
+    pub update_read: UpdateReadFn,
+}
+
+impl Passes {
+    pub(crate) const SCALAR: Passes = Passes {
+        decay_project,
+        update_read,
+    };
+}
+
+fn run(
+    p: Passes,
+    heads: DeltaHeads,
+    n: usize,
+    [q, k, v, g, beta]: [&[f32]; 5],
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    let DeltaHeads {
+        v_heads,
+        k_heads,
+        dim,
+    } = heads;
+    let scale = 1.0 / (dim as f32).sqrt();
+    let mut delta = vec![0.0f32; dim];
+    for t in 0..n {
+        for h in 0..v_heads {
+            let kh = h % k_heads;
+            let qt = &q[(t * k_heads + kh) * dim..][..dim];
+            let kt = &k[(t * k_heads + kh) * dim..][..dim];
+            let vt = &v[(t * v_heads + h) * dim..][..dim];
+            let s = &mut state[h * dim * dim..][..dim * dim];
+            let (decay, b) = (g[t * v_heads + h].exp(), beta[t * v_heads + h]);
+            (p.decay_project)(s, dim, decay, kt, &mut delta);
+            for (d, &vj) in delta.iter_mut().zip(vt) {
+                *d = (vj - *d) * b;
+            }
+            let o = &mut out[(t * v_heads + h) * dim..][..dim];
+            (p.update_read)(s, dim, kt, &delta, qt, o);
+            o.iter_mut().for_each(|o| *o *= scale);
+        }
+    }
+}
+
+fn decay_project(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]) {
+    acc.fill(0.0);
+    for (row, &ki) in s.chunks_exact_mut(dim).zip(k) {
+        for (x, a) in row.iter_mut().zip(acc.iter_mut()) {
+            *x *= decay;
+            *a = x.mul_add(ki, *a);
+        }
+    }
+}
+
+fn update_read(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]) {
+    o.fill(0.0);
+    for ((row, &ki), &qi) in s.chunks_exact_mut(dim).zip(k).zip(q) {
+        for ((x, &d), o) in row.iter_mut().zip(delta).zip(o.iter_mut()) {
+            *x = ki.mul_add(d, *x);
+            *o = x.mul_add(qi, *o);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    heads: DeltaHeads,
+    n: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    state: &[f32],
+    out: &[f32],
 ) {
     let DeltaHeads {
         v_heads,
@@ -70,35 +185,4 @@ pub fn gated_delta_net(
             && state.len() == heads.state_len(),
         "gated_delta_net: slice lengths do not match the shapes"
     );
-    let scale = 1.0 / (dim as f32).sqrt();
-    let mut delta = vec![0.0f32; dim];
-    for t in 0..n {
-        for h in 0..v_heads {
-            let kh = h % k_heads;
-            let qt = &q[(t * k_heads + kh) * dim..][..dim];
-            let kt = &k[(t * k_heads + kh) * dim..][..dim];
-            let vt = &v[(t * v_heads + h) * dim..][..dim];
-            let s = &mut state[h * dim * dim..][..dim * dim];
-            let decay = g[t * v_heads + h].exp();
-            s.iter_mut().for_each(|x| *x *= decay);
-            let b = beta[t * v_heads + h];
-            for (j, d) in delta.iter_mut().enumerate() {
-                *d = (vt[j] - dot(&s[j * dim..][..dim], kt)) * b;
-            }
-            for (j, &d) in delta.iter().enumerate() {
-                for (x, &ki) in s[j * dim..][..dim].iter_mut().zip(kt) {
-                    *x += d * ki;
-                }
-            }
-            let o = &mut out[(t * v_heads + h) * dim..][..dim];
-            for (j, o) in o.iter_mut().enumerate() {
-                *o = dot(&s[j * dim..][..dim], qt) * scale;
-            }
-        }
-    }
-}
-
-/// `Σ a·b` in order, in f32.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -28,6 +28,8 @@ mod attn;
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod delta_net;
 
 /// Panics unless `w` and `a` hold `n` values of `ty` and of its activation type: the check every
 /// safe row kernel makes before its pointer arithmetic.
@@ -127,6 +129,17 @@ pub(crate) fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
         Isa::Scalar => {}
     }
     crate::ops::swiglu(gate, up)
+}
+
+/// Gated DeltaNet's passes at `isa` (checked available; bit-identical at every level).
+pub(crate) fn delta_net_passes(isa: Isa) -> crate::delta_net::Passes {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => return delta_net::avx512::PASSES,
+        Isa::Avx2 => return delta_net::avx2::PASSES,
+        Isa::Scalar => {}
+    }
+    crate::delta_net::Passes::SCALAR
 }
 
 pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {

@@ -1,9 +1,12 @@
 //! The Gated DeltaNet recurrence (`delta_net::gated_delta_net`) against an independent f64
-//! transcription of its definition (untransposed state, one head at a time), and the properties
-//! the engine relies on: a sequence split into several calls gives the same bits as one call (the
-//! state carries everything), and a fully decayed state forgets the past.
+//! transcription of its definition (one head at a time), its SIMD form (`gated_delta_net_at`)
+//! against it bit for bit at every level this CPU has (widths that leave partial registers), and
+//! the properties the engine relies on: a sequence split into several calls gives the same bits
+//! as one call (the state carries everything), and a fully decayed state forgets the past.
 
-use frugal_kernels::delta_net::{gated_delta_net, DeltaHeads};
+mod common;
+
+use frugal_kernels::delta_net::{gated_delta_net, gated_delta_net_at, DeltaHeads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -39,19 +42,18 @@ fn random(rng: &mut StdRng, h: DeltaHeads, n: usize) -> Inputs {
     }
 }
 
-/// The definition in f64 with `S[i][j]` untransposed, returning the outputs and the final state
-/// in the kernel's (transposed) layout.
+/// The definition in f64, returning the outputs and the final state.
 fn reference(h: DeltaHeads, n: usize, x: &Inputs, s0: &[f32]) -> (Vec<f64>, Vec<f64>) {
     let d = h.dim;
     let mut out = vec![0.0f64; n * h.v_heads * d];
     let mut state = vec![0.0f64; h.state_len()];
     for hv in 0..h.v_heads {
         let kh = hv % h.k_heads;
-        // s[i][j] = state[hv][j][i]
+        // s[i][j] = state[hv][i][j]
         let mut s = vec![vec![0.0f64; d]; d];
         for (i, row) in s.iter_mut().enumerate() {
             for (j, x) in row.iter_mut().enumerate() {
-                *x = s0[(hv * d + j) * d + i] as f64;
+                *x = s0[(hv * d + i) * d + j] as f64;
             }
         }
         for t in 0..n {
@@ -79,7 +81,7 @@ fn reference(h: DeltaHeads, n: usize, x: &Inputs, s0: &[f32]) -> (Vec<f64>, Vec<
         }
         for i in 0..d {
             for j in 0..d {
-                state[(hv * d + j) * d + i] = s[i][j];
+                state[(hv * d + i) * d + j] = s[i][j];
             }
         }
     }
@@ -208,4 +210,59 @@ fn key_heads_must_divide_value_heads() {
     };
     let mut state = vec![0.0; heads.state_len()];
     gated_delta_net(heads, 0, &[], &[], &[], &[], &[], &mut state, &mut []);
+}
+
+#[test]
+fn simd_recurrence_equals_the_reference_at_every_level() {
+    let levels = common::levels("simd_recurrence_equals_the_reference_at_every_level");
+    let mut rng = StdRng::seed_from_u64(4);
+    for heads in [
+        DeltaHeads {
+            v_heads: 2,
+            k_heads: 1,
+            dim: 5,
+        },
+        DeltaHeads {
+            v_heads: 4,
+            k_heads: 2,
+            dim: 16,
+        },
+        DeltaHeads {
+            v_heads: 2,
+            k_heads: 2,
+            dim: 37,
+        },
+        DeltaHeads {
+            v_heads: 2,
+            k_heads: 1,
+            dim: 128,
+        },
+    ] {
+        let n = 9;
+        let x = random(&mut rng, heads, n);
+        let s0: Vec<f32> = (0..heads.state_len())
+            .map(|_| rng.gen_range(-0.5..0.5))
+            .collect();
+        let (mut want_state, mut want) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
+        gated_delta_net(
+            heads,
+            n,
+            &x.q,
+            &x.k,
+            &x.v,
+            &x.g,
+            &x.beta,
+            &mut want_state,
+            &mut want,
+        );
+        for &isa in &levels {
+            let (mut state, mut out) = (s0.clone(), vec![0.0f32; want.len()]);
+            gated_delta_net_at(
+                isa, heads, n, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
+            );
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&out), bits(&want), "{isa:?} {heads:?} outputs");
+            assert_eq!(bits(&state), bits(&want_state), "{isa:?} {heads:?} state");
+        }
+    }
 }
