@@ -186,3 +186,63 @@ fn check(
         "gated_delta_net: slice lengths do not match the shapes"
     );
 }
+
+/// The short causal convolution in front of a Gated DeltaNet layer (ggml's `ssm_conv`), for `n`
+/// tokens of one sequence: `out[t][c] = Σ_i xp[t + i][c] · w[i][c]` over the `width` taps in
+/// order (products then sums, as ggml adds them), where `xp` is the `width - 1` rows of `state`
+/// followed by the rows of `x`; `state` becomes the last `width - 1` rows of `xp`.
+///
+/// `x`, `out`: `[n][channels]`; `weight`: `[width][channels]` (the GGUF tensor's `[channels][width]`,
+/// transposed at load so that every tap is one contiguous row); `state`: `[width - 1][channels]`.
+/// Rows are processed whole, so the compiler's vectorized loop does the reference's arithmetic.
+///
+/// # Panics
+/// If a slice length does not match, or `width` is 0.
+pub fn causal_conv(
+    channels: usize,
+    width: usize,
+    n: usize,
+    x: &[f32],
+    weight: &[f32],
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        width > 0
+            && x.len() == n * channels
+            && out.len() == x.len()
+            && weight.len() == width * channels
+            && state.len() == (width - 1) * channels,
+        "causal_conv: slice lengths do not match the shapes"
+    );
+    let hist = width - 1;
+    for (t, o) in out.chunks_exact_mut(channels.max(1)).enumerate().take(n) {
+        o.fill(0.0);
+        for (i, w) in weight.chunks_exact(channels.max(1)).enumerate() {
+            let r = t + i;
+            let src = if r < hist {
+                &state[r * channels..(r + 1) * channels]
+            } else {
+                &x[(r - hist) * channels..(r - hist + 1) * channels]
+            };
+            for ((o, &s), &w) in o.iter_mut().zip(src).zip(w) {
+                *o += s * w;
+            }
+        }
+    }
+    // The new state: the last `hist` rows of [state; x].
+    if hist > 0 {
+        let total = hist + n;
+        let mut next = vec![0.0f32; hist * channels];
+        for (k, dst) in next.chunks_exact_mut(channels.max(1)).enumerate() {
+            let r = total - hist + k;
+            let src = if r < hist {
+                &state[r * channels..(r + 1) * channels]
+            } else {
+                &x[(r - hist) * channels..(r - hist + 1) * channels]
+            };
+            dst.copy_from_slice(src);
+        }
+        state.copy_from_slice(&next);
+    }
+}

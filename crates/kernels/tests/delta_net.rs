@@ -266,3 +266,52 @@ fn simd_recurrence_equals_the_reference_at_every_level() {
         }
     }
 }
+
+#[test]
+fn causal_conv_matches_the_definition_and_carries_its_state() {
+    use frugal_kernels::delta_net::causal_conv;
+    let mut rng = StdRng::seed_from_u64(5);
+    let (channels, width, n) = (19, 4, 11);
+    let mut r =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect() };
+    let (x, w, s0) = (
+        r(n * channels),
+        r(width * channels),
+        r((width - 1) * channels),
+    );
+    let mut state = s0.clone();
+    let mut out = vec![0.0f32; n * channels];
+    causal_conv(channels, width, n, &x, &w, &mut state, &mut out);
+    // The padded input, and the sum in tap order.
+    let xp: Vec<f32> = s0.iter().chain(&x).copied().collect();
+    for t in 0..n {
+        for c in 0..channels {
+            let mut want = 0.0f32;
+            for i in 0..width {
+                want += xp[(t + i) * channels + c] * w[i * channels + c];
+            }
+            assert_eq!(
+                out[t * channels + c].to_bits(),
+                want.to_bits(),
+                "t={t} c={c}"
+            );
+        }
+    }
+    assert_eq!(state, xp[n * channels..].to_vec());
+    // Token by token gives the same bits.
+    let mut state2 = s0.clone();
+    for t in 0..n {
+        let mut o = vec![0.0f32; channels];
+        causal_conv(
+            channels,
+            width,
+            1,
+            &x[t * channels..(t + 1) * channels],
+            &w,
+            &mut state2,
+            &mut o,
+        );
+        assert_eq!(o, out[t * channels..(t + 1) * channels].to_vec(), "t={t}");
+    }
+    assert_eq!(state2, state);
+}
