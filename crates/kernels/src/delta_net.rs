@@ -11,6 +11,12 @@
 //! o = Sᵀq / √dim
 //! ```
 //!
+//! A Qwen3.5 linear-attention layer (llama.cpp's `qwen35` graph) around it: `qkv = W_qkv·x`,
+//! `z = W_gate·x`; `β = σ(W_β·x)`; `g = softplus(W_α·x + dt_bias) · ssm_a` (the GGUF's `ssm_a` is
+//! `-exp(A_log)`); `qkv ← silu(causal_conv(qkv))` split into q, k, v; q and k through
+//! [`l2_norm`] (eps = the RMS-norm eps); the recurrence; `rms_norm(o, ssm_norm) · silu(z)` per
+//! head; `W_out`.
+//!
 //! The state is `state[h][i][j]` = `S[i][j]`, row-major. Each token makes two passes over it: decay
 //! it and form `Sᵀk`, then add `k δᵀ` and form `Sᵀq`; both sums run down the rows `i` for every
 //! column `j` at once, so SIMD lanes take columns and each lane's fused multiply-adds happen in the
@@ -244,5 +250,28 @@ pub fn causal_conv(
             dst.copy_from_slice(src);
         }
         state.copy_from_slice(&next);
+    }
+}
+
+/// ggml's `softplus`: `x` above 20, else `ln(1 + eˣ)`.
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 {
+        x
+    } else {
+        (1.0 + x.exp()).ln()
+    }
+}
+
+/// The L2 normalization of Gated DeltaNet's queries and keys, as llama.cpp builds it
+/// (`build_gdn_l2_norm`): an RMS norm with `eps / n` (mean of squares summed in f64), then a scale
+/// by `1/√n`, i.e. `x / √(Σx² + eps)`.
+pub fn l2_norm(x: &mut [f32], eps: f32) {
+    let n = x.len() as f32;
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps / n).sqrt();
+    let post = 1.0 / n.sqrt();
+    for v in x.iter_mut() {
+        *v = *v * scale * post;
     }
 }

@@ -315,3 +315,30 @@ fn causal_conv_matches_the_definition_and_carries_its_state() {
     }
     assert_eq!(state2, state);
 }
+
+#[test]
+fn softplus_and_l2_norm_by_their_definitions() {
+    use frugal_kernels::delta_net::{l2_norm, softplus};
+    for x in [-30.0f32, -1.0, 0.0, 0.5, 19.9, 20.0, 20.1, 50.0] {
+        let want = if x > 20.0 {
+            x as f64
+        } else {
+            (1.0 + (x as f64).exp()).ln()
+        };
+        assert!(
+            (softplus(x) as f64 - want).abs() <= 1e-6 * want.abs().max(1e-3),
+            "{x}"
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(6);
+    let x: Vec<f32> = (0..128).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+    let mut y = x.clone();
+    l2_norm(&mut y, 1e-6);
+    let norm = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+    for (a, b) in y.iter().zip(&x) {
+        assert!((*a as f64 - *b as f64 / norm).abs() < 1e-6);
+    }
+    let mut zeros = vec![0.0f32; 8];
+    l2_norm(&mut zeros, 1e-6);
+    assert_eq!(zeros, vec![0.0; 8]);
+}
