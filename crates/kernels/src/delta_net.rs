@@ -275,3 +275,158 @@ pub fn l2_norm(x: &mut [f32], eps: f32) {
         *v = *v * scale * post;
     }
 }
+
+/// [`gated_delta_net`] in its chunked form, for prompts: tokens go through in chunks of `chunk`,
+/// and within a chunk the updates `δ` solve one lower-triangular system instead of following
+/// each other, so the work is matrix products (`KKᵀ`, `QKᵀ`, `S₀ᵀK`, `S₀ᵀQ`) rather than a
+/// matrix-vector pass per token. With `Γ` the running sum of the gates inside the chunk and
+/// `S₀` the state before it:
+///
+/// ```text
+/// δ_t + β_t Σ_{s<t} e^(Γ_t − Γ_s) (k_t·k_s) δ_s = β_t (v_t − e^(Γ_t) S₀ᵀk_t)
+/// o_t = (e^(Γ_t) S₀ᵀq_t + Σ_{s≤t} e^(Γ_t − Γ_s) (q_t·k_s) δ_s) / √dim
+/// S ← e^(Γ_C) S₀ + Σ_s e^(Γ_C − Γ_s) k_s δ_sᵀ
+/// ```
+///
+/// Decays are taken as differences of log sums, so nothing overflows however long the chunk.
+/// The same numbers as the recurrence up to rounding (a different order of operations), which
+/// the tests bound.
+///
+/// # Panics
+/// As [`gated_delta_net`], or if `chunk` is 0.
+#[allow(clippy::too_many_arguments)]
+pub fn gated_delta_net_chunked(
+    heads: DeltaHeads,
+    n: usize,
+    chunk: usize,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: &[f32],
+    beta: &[f32],
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    check(heads, n, q, k, v, g, beta, state, out);
+    assert!(chunk > 0, "gated_delta_net_chunked: chunk of 0 tokens");
+    let DeltaHeads {
+        v_heads,
+        k_heads,
+        dim,
+    } = heads;
+    let scale = 1.0 / (dim as f32).sqrt();
+    let mut t0 = 0;
+    while t0 < n {
+        let c = chunk.min(n - t0);
+        for h in 0..v_heads {
+            let kh = h % k_heads;
+            let rows = |x: &[f32], nh: usize, hh: usize| -> Vec<Vec<f32>> {
+                (t0..t0 + c)
+                    .map(|t| x[(t * nh + hh) * dim..][..dim].to_vec())
+                    .collect()
+            };
+            // Γ_t: the gates summed through token t of the chunk.
+            let mut log_decay = Vec::with_capacity(c);
+            let mut acc = 0.0f32;
+            for t in t0..t0 + c {
+                acc += g[t * v_heads + h];
+                log_decay.push(acc);
+            }
+            let ch = Chunk {
+                q: rows(q, k_heads, kh),
+                k: rows(k, k_heads, kh),
+                log_decay,
+            };
+            let betas: Vec<f32> = (t0..t0 + c).map(|t| beta[t * v_heads + h]).collect();
+            let s = &mut state[h * dim * dim..][..dim * dim];
+            let deltas = ch.deltas(s, &rows(v, v_heads, h), &betas);
+            for (t, o) in ch.outputs(s, &deltas).iter().enumerate() {
+                let dst = &mut out[((t0 + t) * v_heads + h) * dim..][..dim];
+                for (d, o) in dst.iter_mut().zip(o) {
+                    *d = o * scale;
+                }
+            }
+            ch.advance(s, &deltas);
+        }
+        t0 += c;
+    }
+}
+
+/// One head's queries, keys and running log decays over one chunk (see
+/// [`gated_delta_net_chunked`]).
+struct Chunk {
+    q: Vec<Vec<f32>>,
+    k: Vec<Vec<f32>>,
+    log_decay: Vec<f32>,
+}
+
+impl Chunk {
+    /// `e^(Γ_t − Γ_s)`.
+    fn decay(&self, t: usize, s: usize) -> f32 {
+        (self.log_decay[t] - self.log_decay[s]).exp()
+    }
+
+    /// The updates `δ_t`, by forward substitution.
+    fn deltas(&self, s0: &[f32], v: &[Vec<f32>], betas: &[f32]) -> Vec<Vec<f32>> {
+        let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(v.len());
+        for t in 0..v.len() {
+            let sk = transposed_product(s0, &self.k[t]);
+            let decay = self.log_decay[t].exp();
+            let mut d: Vec<f32> = v[t].iter().zip(&sk).map(|(v, sk)| v - decay * sk).collect();
+            for (s, ds) in deltas.iter().enumerate() {
+                let w = self.decay(t, s) * dot(&self.k[t], &self.k[s]);
+                d.iter_mut().zip(ds).for_each(|(d, &x)| *d -= w * x);
+            }
+            d.iter_mut().for_each(|d| *d *= betas[t]);
+            deltas.push(d);
+        }
+        deltas
+    }
+
+    /// `o_t` before the `1/√dim` scale.
+    fn outputs(&self, s0: &[f32], deltas: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        (0..deltas.len())
+            .map(|t| {
+                let decay = self.log_decay[t].exp();
+                let mut o: Vec<f32> = transposed_product(s0, &self.q[t])
+                    .iter()
+                    .map(|x| decay * x)
+                    .collect();
+                for (s, ds) in deltas.iter().enumerate().take(t + 1) {
+                    let w = self.decay(t, s) * dot(&self.q[t], &self.k[s]);
+                    o.iter_mut().zip(ds).for_each(|(o, &x)| *o += w * x);
+                }
+                o
+            })
+            .collect()
+    }
+
+    /// The state after the chunk, in place of `s`.
+    fn advance(&self, s: &mut [f32], deltas: &[Vec<f32>]) {
+        let last = deltas.len() - 1;
+        let decay = self.log_decay[last].exp();
+        s.iter_mut().for_each(|x| *x *= decay);
+        let dim = self.k[0].len();
+        for (t, ds) in deltas.iter().enumerate() {
+            let w = self.decay(last, t);
+            for (row, &ki) in s.chunks_exact_mut(dim).zip(&self.k[t]) {
+                row.iter_mut().zip(ds).for_each(|(x, &d)| *x += w * ki * d);
+            }
+        }
+    }
+}
+
+/// `Sᵀx` for a key-space vector `x`: `Σ_i S[i][j] x[i]` for every `j`.
+fn transposed_product(s: &[f32], x: &[f32]) -> Vec<f32> {
+    let dim = x.len();
+    let mut r = vec![0.0f32; dim];
+    for (row, &xi) in s.chunks_exact(dim).zip(x) {
+        r.iter_mut().zip(row).for_each(|(r, &sv)| *r += sv * xi);
+    }
+    r
+}
+
+/// `Σ a·b` in order, in f32.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -342,3 +342,51 @@ fn softplus_and_l2_norm_by_their_definitions() {
     l2_norm(&mut zeros, 1e-6);
     assert_eq!(zeros, vec![0.0; 8]);
 }
+
+#[test]
+fn chunked_form_matches_the_recurrence() {
+    use frugal_kernels::delta_net::gated_delta_net_chunked;
+    let mut rng = StdRng::seed_from_u64(7);
+    for heads in [
+        DeltaHeads {
+            v_heads: 2,
+            k_heads: 1,
+            dim: 8,
+        },
+        DeltaHeads {
+            v_heads: 4,
+            k_heads: 2,
+            dim: 32,
+        },
+    ] {
+        let n = 45;
+        let x = random(&mut rng, heads, n);
+        let s0: Vec<f32> = (0..heads.state_len())
+            .map(|_| rng.gen_range(-0.5..0.5))
+            .collect();
+        let (mut want_state, mut want) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
+        gated_delta_net(
+            heads,
+            n,
+            &x.q,
+            &x.k,
+            &x.v,
+            &x.g,
+            &x.beta,
+            &mut want_state,
+            &mut want,
+        );
+        for chunk in [1, 4, 16, 64] {
+            let (mut state, mut out) = (s0.clone(), vec![0.0f32; want.len()]);
+            gated_delta_net_chunked(
+                heads, n, chunk, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
+            );
+            for (got, want) in out.iter().zip(&want).chain(state.iter().zip(&want_state)) {
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{heads:?} chunk={chunk}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
