@@ -41,46 +41,39 @@ impl DeltaHeads {
     }
 }
 
-/// Runs `n` tokens of one sequence through the recurrence, in order, updating `state` in place.
-///
-/// `q`, `k`: `[n][k_heads][dim]`; `v`, `out`: `[n][v_heads][dim]`; `g` (log of the decay) and
-/// `beta`: `[n][v_heads]`; `state`: `[v_heads][dim][dim]` (module docs).
+/// `n` tokens of one sequence: `q`, `k`: `[n][k_heads][dim]`; `v`: `[n][v_heads][dim]`; `g` (log
+/// of the decay) and `beta`: `[n][v_heads]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tokens<'a> {
+    pub n: usize,
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub g: &'a [f32],
+    pub beta: &'a [f32],
+}
+
+/// Runs the tokens `x` of one sequence through the recurrence, in order, updating `state`
+/// (`[v_heads][dim][dim]`, module docs) in place and writing `out` (`[n][v_heads][dim]`).
 ///
 /// # Panics
 /// If a slice length does not match the shapes, or `k_heads` does not divide `v_heads`.
-#[allow(clippy::too_many_arguments)]
-pub fn gated_delta_net(
-    heads: DeltaHeads,
-    n: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    state: &mut [f32],
-    out: &mut [f32],
-) {
-    check(heads, n, q, k, v, g, beta, state, out);
-    run(Passes::SCALAR, heads, n, [q, k, v, g, beta], state, out)
+pub fn gated_delta_net(heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
+    check(heads, x, state, out);
+    run(Passes::SCALAR, heads, x, state, out)
 }
 
 /// [`gated_delta_net`] with the kernels of `isa` or the best level below it: the same bits.
-#[allow(clippy::too_many_arguments)]
 pub fn gated_delta_net_at(
     isa: crate::Isa,
     heads: DeltaHeads,
-    n: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
+    x: &Tokens,
     state: &mut [f32],
     out: &mut [f32],
 ) {
-    check(heads, n, q, k, v, g, beta, state, out);
+    check(heads, x, state, out);
     let passes = crate::simd::delta_net_passes(isa.min(crate::Isa::best_available()));
-    run(passes, heads, n, [q, k, v, g, beta], state, out)
+    run(passes, heads, x, state, out)
 }
 
 /// `S *= decay; acc = Sᵀk` (`acc[j] = Σ_i S[i][j]·k[i]`, fused, in order of `i`).
@@ -106,14 +99,15 @@ impl Passes {
     };
 }
 
-fn run(
-    p: Passes,
-    heads: DeltaHeads,
-    n: usize,
-    [q, k, v, g, beta]: [&[f32]; 5],
-    state: &mut [f32],
-    out: &mut [f32],
-) {
+fn run(p: Passes, heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
+    let Tokens {
+        n,
+        q,
+        k,
+        v,
+        g,
+        beta,
+    } = *x;
     let DeltaHeads {
         v_heads,
         k_heads,
@@ -160,18 +154,15 @@ fn update_read(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check(
-    heads: DeltaHeads,
-    n: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    state: &[f32],
-    out: &[f32],
-) {
+fn check(heads: DeltaHeads, x: &Tokens, state: &[f32], out: &[f32]) {
+    let Tokens {
+        n,
+        q,
+        k,
+        v,
+        g,
+        beta,
+    } = *x;
     let DeltaHeads {
         v_heads,
         k_heads,
@@ -294,20 +285,22 @@ pub fn l2_norm(x: &mut [f32], eps: f32) {
 ///
 /// # Panics
 /// As [`gated_delta_net`], or if `chunk` is 0.
-#[allow(clippy::too_many_arguments)]
 pub fn gated_delta_net_chunked(
     heads: DeltaHeads,
-    n: usize,
     chunk: usize,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
+    x: &Tokens,
     state: &mut [f32],
     out: &mut [f32],
 ) {
-    check(heads, n, q, k, v, g, beta, state, out);
+    check(heads, x, state, out);
+    let Tokens {
+        n,
+        q,
+        k,
+        v,
+        g,
+        beta,
+    } = *x;
     assert!(chunk > 0, "gated_delta_net_chunked: chunk of 0 tokens");
     let DeltaHeads {
         v_heads,

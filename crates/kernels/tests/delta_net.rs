@@ -6,7 +6,7 @@
 
 mod common;
 
-use frugal_kernels::delta_net::{gated_delta_net, gated_delta_net_at, DeltaHeads};
+use frugal_kernels::delta_net::{gated_delta_net, gated_delta_net_at, DeltaHeads, Tokens};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -16,6 +16,21 @@ struct Inputs {
     v: Vec<f32>,
     g: Vec<f32>,
     beta: Vec<f32>,
+}
+
+impl Inputs {
+    /// Tokens `a..b`.
+    fn tokens(&self, h: DeltaHeads, a: usize, b: usize) -> Tokens<'_> {
+        let (qk, v, g) = (h.k_heads * h.dim, h.v_heads * h.dim, h.v_heads);
+        Tokens {
+            n: b - a,
+            q: &self.q[a * qk..b * qk],
+            k: &self.k[a * qk..b * qk],
+            v: &self.v[a * v..b * v],
+            g: &self.g[a * g..b * g],
+            beta: &self.beta[a * g..b * g],
+        }
+    }
 }
 
 fn random(rng: &mut StdRng, h: DeltaHeads, n: usize) -> Inputs {
@@ -115,9 +130,7 @@ fn recurrence_matches_the_f64_definition() {
             .collect();
         let mut state = s0.clone();
         let mut out = vec![0.0f32; n * heads.v_heads * heads.dim];
-        gated_delta_net(
-            heads, n, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
-        );
+        gated_delta_net(heads, &x.tokens(heads, 0, n), &mut state, &mut out);
         let (want_out, want_state) = reference(heads, n, &x, &s0);
         for (got, want) in out
             .iter()
@@ -142,38 +155,15 @@ fn split_calls_equal_one_call_bit_for_bit() {
     };
     let n = 20;
     let x = random(&mut rng, heads, n);
-    let (qk, v1, g1) = (
-        heads.k_heads * heads.dim,
-        heads.v_heads * heads.dim,
-        heads.v_heads,
-    );
+    let v1 = heads.v_heads * heads.dim;
     let mut whole_state = vec![0.0f32; heads.state_len()];
     let mut whole = vec![0.0f32; n * v1];
-    gated_delta_net(
-        heads,
-        n,
-        &x.q,
-        &x.k,
-        &x.v,
-        &x.g,
-        &x.beta,
-        &mut whole_state,
-        &mut whole,
-    );
+    gated_delta_net(heads, &x.tokens(heads, 0, n), &mut whole_state, &mut whole);
     let mut state = vec![0.0f32; heads.state_len()];
     let mut parts = vec![0.0f32; n * v1];
     for (a, b) in [(0, 1), (1, 8), (8, 9), (9, 20)] {
-        gated_delta_net(
-            heads,
-            b - a,
-            &x.q[a * qk..b * qk],
-            &x.k[a * qk..b * qk],
-            &x.v[a * v1..b * v1],
-            &x.g[a * g1..b * g1],
-            &x.beta[a * g1..b * g1],
-            &mut state,
-            &mut parts[a * v1..b * v1],
-        );
+        let out = &mut parts[a * v1..b * v1];
+        gated_delta_net(heads, &x.tokens(heads, a, b), &mut state, out);
     }
     assert_eq!(parts, whole);
     assert_eq!(state, whole_state);
@@ -192,9 +182,7 @@ fn a_fully_decayed_state_forgets_the_past() {
     let run = |s0: f32| {
         let mut state = vec![s0; heads.state_len()];
         let mut out = vec![0.0f32; heads.v_heads * heads.dim];
-        gated_delta_net(
-            heads, 1, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
-        );
+        gated_delta_net(heads, &x.tokens(heads, 0, 1), &mut state, &mut out);
         (out, state)
     };
     assert_eq!(run(0.0), run(0.75));
@@ -209,7 +197,15 @@ fn key_heads_must_divide_value_heads() {
         dim: 4,
     };
     let mut state = vec![0.0; heads.state_len()];
-    gated_delta_net(heads, 0, &[], &[], &[], &[], &[], &mut state, &mut []);
+    let none = Tokens {
+        n: 0,
+        q: &[],
+        k: &[],
+        v: &[],
+        g: &[],
+        beta: &[],
+    };
+    gated_delta_net(heads, &none, &mut state, &mut []);
 }
 
 #[test]
@@ -244,22 +240,10 @@ fn simd_recurrence_equals_the_reference_at_every_level() {
             .map(|_| rng.gen_range(-0.5..0.5))
             .collect();
         let (mut want_state, mut want) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
-        gated_delta_net(
-            heads,
-            n,
-            &x.q,
-            &x.k,
-            &x.v,
-            &x.g,
-            &x.beta,
-            &mut want_state,
-            &mut want,
-        );
+        gated_delta_net(heads, &x.tokens(heads, 0, n), &mut want_state, &mut want);
         for &isa in &levels {
             let (mut state, mut out) = (s0.clone(), vec![0.0f32; want.len()]);
-            gated_delta_net_at(
-                isa, heads, n, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
-            );
+            gated_delta_net_at(isa, heads, &x.tokens(heads, 0, n), &mut state, &mut out);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&out), bits(&want), "{isa:?} {heads:?} outputs");
             assert_eq!(bits(&state), bits(&want_state), "{isa:?} {heads:?} state");
@@ -365,22 +349,10 @@ fn chunked_form_matches_the_recurrence() {
             .map(|_| rng.gen_range(-0.5..0.5))
             .collect();
         let (mut want_state, mut want) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
-        gated_delta_net(
-            heads,
-            n,
-            &x.q,
-            &x.k,
-            &x.v,
-            &x.g,
-            &x.beta,
-            &mut want_state,
-            &mut want,
-        );
+        gated_delta_net(heads, &x.tokens(heads, 0, n), &mut want_state, &mut want);
         for chunk in [1, 4, 16, 64] {
             let (mut state, mut out) = (s0.clone(), vec![0.0f32; want.len()]);
-            gated_delta_net_chunked(
-                heads, n, chunk, &x.q, &x.k, &x.v, &x.g, &x.beta, &mut state, &mut out,
-            );
+            gated_delta_net_chunked(heads, chunk, &x.tokens(heads, 0, n), &mut state, &mut out);
             for (got, want) in out.iter().zip(&want).chain(state.iter().zip(&want_state)) {
                 assert!(
                     (got - want).abs() <= 1e-4 * want.abs().max(1.0),
