@@ -10,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::cpu::Isa;
@@ -109,6 +109,13 @@ pub(crate) fn sum_in_kernel_order(terms: &[f32]) -> f32 {
 /// `Σ q * a` over equal-length runs, exactly.
 fn isum(q: &[i8], a: &[i8]) -> i32 {
     q.iter().zip(a).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+/// [`dot_k`]'s term for one block of a decoded form without mins (`dmin` = 0, `m` = 0), in the
+/// same operations: what a fused kernel that never fills a `DecodedK` computes per block.
+#[inline(always)]
+pub(crate) fn term_without_mins(d: f32, dy: f32, is: i32) -> f32 {
+    (d * dy) * is as f32 - (0.0 * dy) * 0.0
 }
 
 /// The reference dot product of decoded super-blocks with a Q8_K activation row.

@@ -53,7 +53,7 @@ macro_rules! dot_32 {
 
 /// An f16 (its bits) as f32 through F16C: exact, like every f16 to f32 conversion.
 #[target_feature(enable = "f16c")]
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 

@@ -9,7 +9,8 @@
 use super::grids::IQ2XXS_GRID;
 use super::{BlockIq2Xxs, Iq2Block};
 use crate::blocks::BlockQ8K;
-use crate::quant::decoded::sum4;
+use crate::quant::decoded::x86::f16_to_f32;
+use crate::quant::decoded::{sum4, term_without_mins};
 use crate::simd::check_row;
 use crate::types::GgmlType;
 use crate::view::blocks_of;
@@ -64,9 +65,7 @@ fn dot_impl<B: Iq2Block>(w: &[u8], a: &[u8]) -> f32 {
             acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, sc));
         }
         let is = hsum(acc);
-        let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d_bits() as i32))) * 0.125;
-        // `dot_k`'s block term with the decoder's `dmin` = 0 and `m` = 0.
-        (d * y.d) * is as f32 - (0.0 * y.d) * 0.0
+        term_without_mins(f16_to_f32(x.d_bits()) * 0.125, y.d, is)
     })
 }
 
@@ -156,9 +155,7 @@ fn dot_iq2_xxs_impl(w: &[u8], a: &[u8]) -> f32 {
                 acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(d, sc));
             }
             let is = _mm512_reduce_add_epi32(acc);
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d.to_bits() as i32))) * 0.125;
-            // `dot_k`'s block term with the decoder's `dmin` = 0 and `m` = 0.
-            (d * y.d) * is as f32 - (0.0 * y.d) * 0.0
+            term_without_mins(f16_to_f32(x.d.to_bits()) * 0.125, y.d, is)
         }
     })
 }

@@ -5,7 +5,8 @@
 
 use super::BlockTQ2_0;
 use crate::blocks::BlockQ8K;
-use crate::quant::decoded::sum4;
+use crate::quant::decoded::x86::f16_to_f32;
+use crate::quant::decoded::{sum4, term_without_mins};
 use crate::simd::check_row;
 use crate::types::GgmlType;
 use crate::view::blocks_of;
@@ -46,9 +47,7 @@ fn dot_impl(w: &[u8], a: &[u8]) -> f32 {
                 acc = _mm512_dpbusd_epi32(acc, *t, yv);
             }
             let is = _mm512_reduce_add_epi32(acc);
-            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x.d.to_bits() as i32)));
-            // `dot_k`'s block term with the decoder's `dmin` = 0 and `m` = 0.
-            (d * y.d) * is as f32 - (0.0 * y.d) * 0.0
+            term_without_mins(f16_to_f32(x.d.to_bits()), y.d, is)
         }
     })
 }
