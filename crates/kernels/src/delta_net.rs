@@ -53,6 +53,31 @@ pub struct Tokens<'a> {
     pub beta: &'a [f32],
 }
 
+impl Tokens<'_> {
+    /// The query row value head `h` reads at token `t`.
+    fn q_row(&self, heads: DeltaHeads, t: usize, h: usize) -> &[f32] {
+        let kh = h % heads.k_heads;
+        &self.q[(t * heads.k_heads + kh) * heads.dim..][..heads.dim]
+    }
+
+    /// The key row value head `h` reads at token `t`.
+    fn k_row(&self, heads: DeltaHeads, t: usize, h: usize) -> &[f32] {
+        let kh = h % heads.k_heads;
+        &self.k[(t * heads.k_heads + kh) * heads.dim..][..heads.dim]
+    }
+
+    /// The value row of head `h` at token `t`.
+    fn v_row(&self, heads: DeltaHeads, t: usize, h: usize) -> &[f32] {
+        &self.v[(t * heads.v_heads + h) * heads.dim..][..heads.dim]
+    }
+
+    /// The gate (log decay) and `β` of head `h` at token `t`.
+    fn gate_beta(&self, heads: DeltaHeads, t: usize, h: usize) -> (f32, f32) {
+        let i = t * heads.v_heads + h;
+        (self.g[i], self.beta[i])
+    }
+}
+
 /// Runs the tokens `x` of one sequence through the recurrence, in order, updating `state`
 /// (`[v_heads][dim][dim]`, module docs) in place and writing `out` (`[n][v_heads][dim]`).
 ///
@@ -100,35 +125,20 @@ impl Passes {
 }
 
 fn run(p: Passes, heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
-    let Tokens {
-        n,
-        q,
-        k,
-        v,
-        g,
-        beta,
-    } = *x;
-    let DeltaHeads {
-        v_heads,
-        k_heads,
-        dim,
-    } = heads;
+    let dim = heads.dim;
     let scale = 1.0 / (dim as f32).sqrt();
     let mut delta = vec![0.0f32; dim];
-    for t in 0..n {
-        for h in 0..v_heads {
-            let kh = h % k_heads;
-            let qt = &q[(t * k_heads + kh) * dim..][..dim];
-            let kt = &k[(t * k_heads + kh) * dim..][..dim];
-            let vt = &v[(t * v_heads + h) * dim..][..dim];
+    for t in 0..x.n {
+        for h in 0..heads.v_heads {
             let s = &mut state[h * dim * dim..][..dim * dim];
-            let (decay, b) = (g[t * v_heads + h].exp(), beta[t * v_heads + h]);
-            (p.decay_project)(s, dim, decay, kt, &mut delta);
-            for (d, &vj) in delta.iter_mut().zip(vt) {
+            let (g, b) = x.gate_beta(heads, t, h);
+            let kt = x.k_row(heads, t, h);
+            (p.decay_project)(s, dim, g.exp(), kt, &mut delta);
+            for (d, &vj) in delta.iter_mut().zip(x.v_row(heads, t, h)) {
                 *d = (vj - *d) * b;
             }
-            let o = &mut out[(t * v_heads + h) * dim..][..dim];
-            (p.update_read)(s, dim, kt, &delta, qt, o);
+            let o = &mut out[(t * heads.v_heads + h) * dim..][..dim];
+            (p.update_read)(s, dim, kt, &delta, x.q_row(heads, t, h), o);
             o.iter_mut().for_each(|o| *o *= scale);
         }
     }
@@ -293,55 +303,38 @@ pub fn gated_delta_net_chunked(
     out: &mut [f32],
 ) {
     check(heads, x, state, out);
-    let Tokens {
-        n,
-        q,
-        k,
-        v,
-        g,
-        beta,
-    } = *x;
     assert!(chunk > 0, "gated_delta_net_chunked: chunk of 0 tokens");
-    let DeltaHeads {
-        v_heads,
-        k_heads,
-        dim,
-    } = heads;
+    let dim = heads.dim;
     let scale = 1.0 / (dim as f32).sqrt();
-    let mut t0 = 0;
-    while t0 < n {
-        let c = chunk.min(n - t0);
-        for h in 0..v_heads {
-            let kh = h % k_heads;
-            let rows = |x: &[f32], nh: usize, hh: usize| -> Vec<Vec<f32>> {
-                (t0..t0 + c)
-                    .map(|t| x[(t * nh + hh) * dim..][..dim].to_vec())
-                    .collect()
-            };
+    for t0 in (0..x.n).step_by(chunk) {
+        let ts = t0..(t0 + chunk).min(x.n);
+        for h in 0..heads.v_heads {
+            let rows = |row: &dyn Fn(usize) -> Vec<f32>| ts.clone().map(row).collect();
             // Γ_t: the gates summed through token t of the chunk.
-            let mut log_decay = Vec::with_capacity(c);
-            let mut acc = 0.0f32;
-            for t in t0..t0 + c {
-                acc += g[t * v_heads + h];
-                log_decay.push(acc);
-            }
+            let log_decay = ts
+                .clone()
+                .scan(0.0f32, |acc, t| {
+                    *acc += x.gate_beta(heads, t, h).0;
+                    Some(*acc)
+                })
+                .collect();
             let ch = Chunk {
-                q: rows(q, k_heads, kh),
-                k: rows(k, k_heads, kh),
+                q: rows(&|t| x.q_row(heads, t, h).to_vec()),
+                k: rows(&|t| x.k_row(heads, t, h).to_vec()),
                 log_decay,
             };
-            let betas: Vec<f32> = (t0..t0 + c).map(|t| beta[t * v_heads + h]).collect();
+            let v: Vec<Vec<f32>> = rows(&|t| x.v_row(heads, t, h).to_vec());
+            let betas: Vec<f32> = ts.clone().map(|t| x.gate_beta(heads, t, h).1).collect();
             let s = &mut state[h * dim * dim..][..dim * dim];
-            let deltas = ch.deltas(s, &rows(v, v_heads, h), &betas);
-            for (t, o) in ch.outputs(s, &deltas).iter().enumerate() {
-                let dst = &mut out[((t0 + t) * v_heads + h) * dim..][..dim];
-                for (d, o) in dst.iter_mut().zip(o) {
+            let deltas = ch.deltas(s, &v, &betas);
+            for (t, o) in ts.clone().zip(ch.outputs(s, &deltas)) {
+                let dst = &mut out[(t * heads.v_heads + h) * dim..][..dim];
+                for (d, o) in dst.iter_mut().zip(&o) {
                     *d = o * scale;
                 }
             }
             ch.advance(s, &deltas);
         }
-        t0 += c;
     }
 }
 
