@@ -42,6 +42,14 @@ fn random_row_bytes(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
 }
 
 /// Best-of-5 seconds of `f`.
+/// `FRUGAL_BENCH_THREADS`, or `default`.
+fn bench_threads(default: usize) -> usize {
+    std::env::var("FRUGAL_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn time(mut f: impl FnMut()) -> f64 {
     f();
     (0..25)
@@ -165,10 +173,7 @@ fn bench_quantize_activations() {
 #[ignore]
 fn bench_matmul() {
     let mut rng = StdRng::seed_from_u64(9);
-    let threads: usize = std::env::var("FRUGAL_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let threads = bench_threads(1);
     let pool = ThreadPool::new(threads);
     let (rows, cols) = (4096, 1536);
     for ty in [
@@ -205,10 +210,7 @@ fn bench_matmul() {
 #[ignore]
 fn bench_decode_matmul() {
     let mut rng = StdRng::seed_from_u64(10);
-    let threads: usize = std::env::var("FRUGAL_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let threads = bench_threads(2);
     let pool = ThreadPool::new(threads);
     let names = std::env::var("FRUGAL_BENCH_TYPES").unwrap_or_else(|_| {
         "Q4_0,Q8_0,IQ4_NL,Q2_K,Q3_K,Q4_K,Q6_K,IQ2_XXS,IQ3_XXS,IQ1_S,TQ2_0".into()
