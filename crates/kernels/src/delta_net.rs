@@ -22,6 +22,8 @@
 //! column `j` at once, so SIMD lanes take columns and each lane's fused multiply-adds happen in the
 //! reference's order.
 
+use crate::simd::Passes;
+
 /// Head counts and width of one Gated DeltaNet layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeltaHeads {
@@ -85,7 +87,7 @@ impl Tokens<'_> {
 /// If a slice length does not match the shapes, or `k_heads` does not divide `v_heads`.
 pub fn gated_delta_net(heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
     check(heads, x, state, out);
-    run(Passes::SCALAR, heads, x, state, out)
+    run(SCALAR, heads, x, state, out)
 }
 
 /// [`gated_delta_net`] with the kernels of `isa` or the best level below it: the same bits.
@@ -98,31 +100,15 @@ pub fn gated_delta_net_at(
 ) {
     check(heads, x, state, out);
     let passes = crate::simd::delta_net_passes(isa.min(crate::Isa::best_available()));
+    let passes = passes.unwrap_or(SCALAR);
     run(passes, heads, x, state, out)
 }
 
-/// `S *= decay; acc = Sᵀk` (`acc[j] = Σ_i S[i][j]·k[i]`, fused, in order of `i`).
-pub(crate) type DecayProjectFn =
-    fn(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]);
-
-/// `S += k δᵀ; o = Sᵀq` (each `S[i][j] = k[i]·δ[j] + S[i][j]` fused, then `o[j]` summed like
-/// `acc`).
-pub(crate) type UpdateReadFn =
-    fn(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]);
-
-/// The two passes over one head's state for one token.
-#[derive(Clone, Copy)]
-pub(crate) struct Passes {
-    pub decay_project: DecayProjectFn,
-    pub update_read: UpdateReadFn,
-}
-
-impl Passes {
-    pub(crate) const SCALAR: Passes = Passes {
-        decay_project,
-        update_read,
-    };
-}
+/// The scalar passes: the reference the SIMD ones equal bit for bit.
+const SCALAR: Passes = Passes {
+    decay_project,
+    update_read,
+};
 
 fn run(p: Passes, heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
     let dim = heads.dim;

@@ -1,9 +1,9 @@
-//! Gated DeltaNet's two passes over a head's state (`delta_net::Passes`) on 512-bit and 256-bit
+//! Gated DeltaNet's two passes over a head's state (`simd::Passes`) on 512-bit and 256-bit
 //! registers: lanes take columns `j` of the row-major state, and each lane runs the reference's
 //! multiplications and fused multiply-adds down the rows in the reference's order, so the results
 //! equal it bit for bit. The last `dim % width` columns run masked.
 
-use crate::delta_net::Passes;
+use super::Passes;
 use std::arch::x86_64::*;
 
 /// Checks what both passes index: `s` holds `dim × dim`, the vectors `dim` values.

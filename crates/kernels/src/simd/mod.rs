@@ -131,15 +131,33 @@ pub(crate) fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
     crate::ops::swiglu(gate, up)
 }
 
-/// Gated DeltaNet's passes at `isa` (checked available; bit-identical at every level).
-pub(crate) fn delta_net_passes(isa: Isa) -> crate::delta_net::Passes {
+/// `S *= decay; acc = Sᵀk` (`acc[j] = Σ_i S[i][j]·k[i]`, fused, in order of `i`).
+pub(crate) type DecayProjectFn =
+    fn(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]);
+
+/// `S += k δᵀ; o = Sᵀq` (each `S[i][j] = k[i]·δ[j] + S[i][j]` fused, then `o[j]` summed like
+/// `acc`).
+pub(crate) type UpdateReadFn =
+    fn(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]);
+
+/// Gated DeltaNet's two passes over one head's state for one token (`delta_net`).
+#[derive(Clone, Copy)]
+pub(crate) struct Passes {
+    pub decay_project: DecayProjectFn,
+    pub update_read: UpdateReadFn,
+}
+
+/// Gated DeltaNet's passes at `isa` (checked available), if SIMD: bit-identical to the scalar
+/// ones in `delta_net`.
+pub(crate) fn delta_net_passes(isa: Isa) -> Option<Passes> {
     #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512Vnni => return delta_net::avx512::PASSES,
-        Isa::Avx2 => return delta_net::avx2::PASSES,
+        Isa::Avx512Vnni => return Some(delta_net::avx512::PASSES),
+        Isa::Avx2 => return Some(delta_net::avx2::PASSES),
         Isa::Scalar => {}
     }
-    crate::delta_net::Passes::SCALAR
+    let _ = isa;
+    None
 }
 
 pub(crate) fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
