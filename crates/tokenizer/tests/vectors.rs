@@ -1,9 +1,10 @@
-//! llama.cpp's tokenizer test vectors (../shared/fixtures/tokenizer) on real Qwen2, Llama 3 and
-//! DeepSeek vocabularies, from the vocabulary GGUFs and from the equivalent tokenizer.json files;
-//! the fixture models' own toy vocabulary against llama.cpp's token ids.
+//! llama.cpp's tokenizer test vectors (../shared/fixtures/tokenizer; Qwen3.5's in tests/data) on
+//! real Qwen2, Qwen3.5, Llama 3 and DeepSeek vocabularies, from the vocabulary GGUFs and from the
+//! equivalent tokenizer.json files; the fixture models' own toy vocabulary against llama.cpp's
+//! token ids.
 
 use frugal_fixtures::dir as fixtures;
-use frugal_formats::GgufFile;
+use frugal_formats::{GgufFile, GgufWriter, Value};
 use frugal_tokenizer::{Tokenizer, TokenizerError};
 use std::io::Read;
 use std::path::Path;
@@ -125,6 +126,66 @@ fn gguf_and_tokenizer_json_agree() {
             );
         }
     }
+}
+
+/// A copy of the Qwen2 vocabulary GGUF whose `tokenizer.ggml.pre` says `pre`. llama.cpp's
+/// ggml-vocab-qwen35.gguf is exactly that for `qwen35` (every other key is identical), so the
+/// fixtures need not carry a second 6 MB vocabulary.
+fn qwen2_vocab_with_pre(pre: &str) -> Tokenizer {
+    let src = GgufFile::open(fixtures().join("tokenizer/ggml-vocab-qwen2.gguf")).unwrap();
+    assert!(src.tensors().is_empty());
+    let mut w = GgufWriter::new();
+    for (key, value) in src.metadata() {
+        let value = match key.as_str() {
+            "tokenizer.ggml.pre" => Value::String(pre.into()),
+            _ => value.clone(),
+        };
+        w.add_metadata(key.clone(), value);
+    }
+    Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes(), pre).unwrap()).unwrap()
+}
+
+/// Qwen3.5's pre-tokenizer (letters joined by combining marks) on llama.cpp's qwen35 vectors,
+/// kept in tests/data (the vocabulary is the Qwen2 one, see [`qwen2_vocab_with_pre`]).
+#[test]
+fn qwen35_vectors() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let cases = cases_in(&data, "qwen35");
+    assert_eq!(cases.len(), 51, "qwen35: test vectors changed?");
+    let tok = qwen2_vocab_with_pre("qwen35");
+    let failed = failures(&tok, &cases, "qwen35 (gguf)");
+    assert!(failed.is_empty(), "qwen35:\n{}", failed.join("\n"));
+}
+
+/// The vectors above tokenize the same under the Qwen2 split; words with combining marks (Thai
+/// vowels, Arabic harakat) do not. Ids from llama.cpp's llama-tokenize on both vocabularies.
+#[test]
+fn qwen35_keeps_combining_marks_in_words() {
+    let (qwen35, qwen2) = (
+        qwen2_vocab_with_pre("qwen35"),
+        qwen2_vocab_with_pre("qwen2"),
+    );
+    let thai = "ภาษาไทย สวัสดี";
+    assert_eq!(
+        qwen35.encode(thai, false, false).unwrap(),
+        [127382, 125451, 129328, 124294, 35648, 124311]
+    );
+    assert_eq!(
+        qwen2.encode(thai, false, false).unwrap(),
+        [127382, 125451, 129328, 37213, 23271, 125136, 28319]
+    );
+    let arabic = "مَرْحَبًا بِكُمْ";
+    assert_eq!(
+        qwen35.encode(arabic, false, false).unwrap(),
+        [130531, 11071, 59397, 132078, 21360, 127837, 27846, 52704, 138632]
+    );
+    assert_eq!(
+        qwen2.encode(arabic, false, false).unwrap(),
+        [
+            10176, 27910, 11071, 59397, 29825, 27910, 21360, 127837, 27846, 52704, 31073, 64604,
+            10176, 59397
+        ]
+    );
 }
 
 /// End-of-generation ids as llama.cpp 0.3.36 lists them (`llama_vocab_is_eog` over the vocabulary).
