@@ -5,7 +5,8 @@ Renders each conversation below (system, user, assistant tool call with null or 
 tool result, assistant answer, next user turn: the shapes the openai SDK and LangChain send back)
 through every chat template in ../shared/fixtures/templates and crates/chat/tests/data/templates
 with transformers' own renderer (`render_jinja_template`, what `apply_chat_template(...,
-tokenize=False)` calls, with the template's special tokens as variables), and writes
+tokenize=False)` calls, with the template's special tokens and the conversation's `kwargs` such as
+`enable_thinking` as variables), and writes
 crates/chat/tests/data/round_trip.json.
 
 The messages are normalized first exactly as frugal_chat::normalize_messages does (that is the
@@ -106,15 +107,94 @@ LANGCHAIN = [
     {"role": "user", "content": "Thanks! Tomorrow?"},
 ]
 
+# A tool whose parameters have every JSON type (templates that write arguments as text, like
+# Qwen3.5's XML calls, print each through Python's str()), and list-valued types.
+TYPED_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_forecast",
+            "description": "Forecast for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string"},
+                    "days": {"type": "integer", "minimum": 1},
+                    "ratio": {"type": "number"},
+                    "metric": {"type": "boolean"},
+                    "fallback": {"type": ["string", "integer"]},
+                    "options": {"type": "object"},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "note": {"type": "string", "enum": ["a", "b"]},
+                },
+                "required": ["location", "days"],
+            },
+        },
+    },
+    TOOLS[1],
+]
+
+TYPED_ARGS = {
+    "location": "Paris, France",
+    "days": 3,
+    "ratio": 0.5,
+    "metric": True,
+    "fallback": None,
+    "options": {"lang": ["fr", "en"], "deep": {"x": None, "y": False}},
+    "tags": ["a", "b"],
+    "note": "line one\nline two",
+}
+
+# An agent loop that ends on tool results: the reasoning since the last user turn is rendered
+# back (Qwen3.5), earlier reasoning is dropped, reasoning may also come inside the content.
+AGENT = [
+    {"role": "system", "content": "You are a weather bot."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "<think>\nGreeting.\n</think>\n\nHello! How can I help?"},
+    {"role": "user", "content": "Forecast and time in Paris?"},
+    {
+        "role": "assistant",
+        "reasoning_content": "\nThe user wants a forecast.\nCall get_forecast.\n",
+        "content": "",
+        "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "get_forecast", "arguments": json.dumps(TYPED_ARGS)}},
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_a", "content": "{\"days\": [18, 20, 17]}"},
+    {
+        "role": "assistant",
+        "reasoning_content": "Now the time.",
+        "content": "Checking the time.",
+        "tool_calls": [
+            {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{\"location\": \"Paris\"}"}},
+            {"id": "call_c", "type": "function", "function": {"name": "get_time", "arguments": "{\"location\": \"Lyon\"}"}},
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_b", "content": [{"type": "text", "text": "14:05"}]},
+    {"role": "tool", "tool_call_id": "call_c", "content": "14:05"},
+]
+
+# The agent's answer, then a new question: all reasoning is now before the last query.
+AGENT_DONE = AGENT + [
+    {"role": "assistant", "reasoning_content": "Both known.", "content": "18 °C; it is 14:05."},
+    {"role": "user", "content": "Thanks!"},
+]
+
 CONVERSATIONS = {
     "openai_sdk": {"messages": OPENAI_SDK, "tools": TOOLS, "add_generation_prompt": True},
     "langchain": {"messages": LANGCHAIN, "tools": TOOLS, "add_generation_prompt": True},
+    "agent_thinking": {"messages": AGENT, "tools": TYPED_TOOLS, "add_generation_prompt": True, "kwargs": {"enable_thinking": True}},
+    "agent_no_thinking": {"messages": AGENT, "tools": TYPED_TOOLS, "add_generation_prompt": True, "kwargs": {"enable_thinking": False}},
+    "agent_done": {"messages": AGENT_DONE, "tools": TYPED_TOOLS, "add_generation_prompt": True},
+    "agent_done_no_tools": {"messages": AGENT_DONE, "tools": [], "add_generation_prompt": True, "kwargs": {"enable_thinking": False}},
 }
 
 # Templates of crates/chat/tests/data/templates and their special tokens.
 LOCAL_TOKENS = {
     "HuggingFaceTB-SmolLM2-135M-Instruct": {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>"},
     "chatml": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": None},
+    "Qwen-Qwen3.5-4B": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    "Qwen-Qwen3-Coder": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
 }
 
 
@@ -142,6 +222,7 @@ def render(source, messages, conv, tokens):
         chat_template=source,
         add_generation_prompt=conv["add_generation_prompt"],
         **kw,
+        **conv.get("kwargs", {}),
     )
     return rendered[0]
 

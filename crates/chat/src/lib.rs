@@ -3,10 +3,12 @@
 //!
 //! Rendering follows Hugging Face transformers' `apply_chat_template`: `trim_blocks`,
 //! `lstrip_blocks`, loop controls, Python string/dict methods, `tojson` like Python's
-//! `json.dumps` (", " and ": " separators, non-ASCII kept), and the globals `raise_exception` and
-//! `strftime_now`.
+//! `json.dumps` (", " and ": " separators, non-ASCII kept), values printed as Python's `str()`
+//! prints them (`python`), and the globals `raise_exception` and `strftime_now`.
 
 #![forbid(unsafe_code)]
+
+mod python;
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 use serde::Serialize;
@@ -46,6 +48,8 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
+        env.add_filter("string", |v: Value| python::string_filter(&v));
+        env.set_formatter(python::formatter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source.to_string())

@@ -96,3 +96,26 @@ fn extra_variables_reach_the_template() {
     extra.insert("enable_thinking".into(), Value::Bool(false));
     assert_eq!(t.render(&[], None, false, &extra).unwrap(), "off");
 }
+
+/// Values print as Python's `str()` prints them (the expected text is Jinja2's).
+#[test]
+fn values_print_as_python_does() {
+    let t = ChatTemplate::new(
+        "{{ v }}|{{ v|string }}|{{ f }}|{{ g|string }}|{{ v[1] }}|{{ u|string }}|",
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    let mut extra = Map::new();
+    extra.insert(
+        "v".into(),
+        serde_json::json!([1, "it's", 1e-05, null, {"k": true}]),
+    );
+    extra.insert("f".into(), serde_json::json!(1e16));
+    extra.insert("g".into(), serde_json::json!(0.1));
+    assert_eq!(
+        t.render(&[], None, false, &extra).unwrap(),
+        r#"[1, "it's", 1e-05, None, {'k': True}]|[1, "it's", 1e-05, None, {'k': True}]|1e+16|0.1|it's||"#
+    );
+}
