@@ -1,7 +1,9 @@
 //! Gated DeltaNet's two passes over a head's state (`simd::Passes`) on 512-bit and 256-bit
 //! registers: lanes take columns `j` of the row-major state, and each lane runs the reference's
 //! multiplications and fused multiply-adds down the rows in the reference's order, so the results
-//! equal it bit for bit. The last `dim % width` columns run masked.
+//! equal it bit for bit. A segment of `GROUP` registers of columns goes down the rows at once, so
+//! that as many independent sums are in flight (a single sum would wait on every fused
+//! multiply-add's latency); the last `dim % width` columns run masked.
 
 use super::Passes;
 use std::arch::x86_64::*;
@@ -14,6 +16,22 @@ fn check(s: &[f32], dim: usize, vecs: &[&[f32]]) {
     );
 }
 
+/// Calls `$f::<G, ..>(args)` for `G = $n` registers, 1 to 8.
+macro_rules! by_group {
+    ($n:expr, $f:ident $(, $c:expr)?; $($arg:expr),*) => {
+        match $n {
+            1 => $f::<1 $(, $c)?>($($arg),*),
+            2 => $f::<2 $(, $c)?>($($arg),*),
+            3 => $f::<3 $(, $c)?>($($arg),*),
+            4 => $f::<4 $(, $c)?>($($arg),*),
+            5 => $f::<5 $(, $c)?>($($arg),*),
+            6 => $f::<6 $(, $c)?>($($arg),*),
+            7 => $f::<7 $(, $c)?>($($arg),*),
+            _ => $f::<8 $(, $c)?>($($arg),*),
+        }
+    };
+}
+
 pub(crate) mod avx512 {
     use super::*;
 
@@ -22,83 +40,113 @@ pub(crate) mod avx512 {
         update_read,
     };
 
+    /// Registers per segment (a whole row of 128 columns).
+    const GROUP: usize = 8;
+
     fn decay_project(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]) {
         check(s, dim, &[k, acc]);
-        // SAFETY: lengths checked above; the dispatcher confirmed the CPU has these features.
-        unsafe { decay_project_imp(s.as_mut_ptr(), dim, decay, k.as_ptr(), acc.as_mut_ptr()) }
+        let (s, k, acc) = (s.as_mut_ptr(), k.as_ptr(), acc.as_mut_ptr());
+        for j0 in (0..dim).step_by(16 * GROUP) {
+            let regs = (dim - j0).div_ceil(16).min(GROUP);
+            // SAFETY: lengths checked above; `regs` registers from column j0 start inside the
+            // row; the dispatcher confirmed the CPU has these features.
+            unsafe { by_group!(regs, decay_project_cols; s, dim, j0, decay, k, acc) }
+        }
     }
 
     fn update_read(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]) {
         check(s, dim, &[k, delta, q, o]);
-        // SAFETY: as above.
-        unsafe {
-            update_read_imp(
-                s.as_mut_ptr(),
-                dim,
-                k.as_ptr(),
-                delta.as_ptr(),
-                q.as_ptr(),
-                o.as_mut_ptr(),
-            )
+        let (s, o) = (s.as_mut_ptr(), o.as_mut_ptr());
+        let (k, delta, q) = (k.as_ptr(), delta.as_ptr(), q.as_ptr());
+        for j0 in (0..dim).step_by(16 * GROUP) {
+            let regs = (dim - j0).div_ceil(16).min(GROUP);
+            // SAFETY: as in `decay_project`.
+            unsafe { by_group!(regs, update_read_cols; s, dim, j0, k, delta, q, o) }
         }
     }
 
-    /// The lanes of columns `j0..min(j0 + 16, dim)`.
+    /// The lanes of the `G` registers of columns from `j0` that are below `dim`.
     #[inline]
-    fn mask(dim: usize, j0: usize) -> __mmask16 {
-        if dim - j0 >= 16 {
-            0xFFFF
-        } else {
-            (1u16 << (dim - j0)) - 1
-        }
-    }
-
-    /// # Safety: `s` points to `dim × dim` f32, `k` and `acc` to `dim`; AVX-512 F.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-    unsafe fn decay_project_imp(s: *mut f32, dim: usize, decay: f32, k: *const f32, acc: *mut f32) {
-        let vd = _mm512_set1_ps(decay);
-        for j0 in (0..dim).step_by(16) {
-            let m = mask(dim, j0);
-            let mut a = _mm512_setzero_ps();
-            for i in 0..dim {
-                // SAFETY: row i, columns j0.. under `m`, inside the state; k[i] inside `k`.
-                unsafe {
-                    let p = s.add(i * dim + j0);
-                    let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p), vd);
-                    _mm512_mask_storeu_ps(p, m, x);
-                    a = _mm512_fmadd_ps(x, _mm512_set1_ps(*k.add(i)), a);
-                }
+    fn masks<const G: usize>(dim: usize, j0: usize) -> [__mmask16; G] {
+        let mut m = [0xFFFF; G];
+        for (g, m) in m.iter_mut().enumerate() {
+            let left = dim - (j0 + 16 * g);
+            if left < 16 {
+                *m = (1u16 << left) - 1;
             }
-            // SAFETY: columns j0.. under `m` of `acc`.
-            unsafe { _mm512_mask_storeu_ps(acc.add(j0), m, a) };
         }
+        m
     }
 
-    /// # Safety: `s` points to `dim × dim` f32, the others to `dim`; AVX-512 F.
+    /// `decay_project` on the `G` registers of columns from `j0`.
+    ///
+    /// # Safety
+    /// `s` points to `dim × dim` f32, `k` and `acc` to `dim`; `j0 + 16 (G − 1) < dim`; AVX-512 F.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-    unsafe fn update_read_imp(
+    unsafe fn decay_project_cols<const G: usize>(
         s: *mut f32,
         dim: usize,
+        j0: usize,
+        decay: f32,
+        k: *const f32,
+        acc: *mut f32,
+    ) {
+        let (m, vd) = (masks::<G>(dim, j0), _mm512_set1_ps(decay));
+        let mut a = [_mm512_setzero_ps(); G];
+        for i in 0..dim {
+            // SAFETY: row i, columns under the masks, inside the state; k[i] inside `k`.
+            unsafe {
+                let (row, ki) = (s.add(i * dim + j0), _mm512_set1_ps(*k.add(i)));
+                for (g, a) in a.iter_mut().enumerate() {
+                    let p = row.add(16 * g);
+                    let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[g], p), vd);
+                    _mm512_mask_storeu_ps(p, m[g], x);
+                    *a = _mm512_fmadd_ps(x, ki, *a);
+                }
+            }
+        }
+        for (g, a) in a.iter().enumerate() {
+            // SAFETY: columns under the mask, inside `acc`.
+            unsafe { _mm512_mask_storeu_ps(acc.add(j0 + 16 * g), m[g], *a) };
+        }
+    }
+
+    /// `update_read` on the `G` registers of columns from `j0`.
+    ///
+    /// # Safety
+    /// `s` points to `dim × dim` f32, the others to `dim`; `j0 + 16 (G − 1) < dim`; AVX-512 F.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn update_read_cols<const G: usize>(
+        s: *mut f32,
+        dim: usize,
+        j0: usize,
         k: *const f32,
         delta: *const f32,
         q: *const f32,
         o: *mut f32,
     ) {
-        for j0 in (0..dim).step_by(16) {
-            let m = mask(dim, j0);
-            // SAFETY: (all accesses) as in `decay_project_imp`.
+        let m = masks::<G>(dim, j0);
+        let (mut d, mut acc) = ([_mm512_setzero_ps(); G], [_mm512_setzero_ps(); G]);
+        for (g, d) in d.iter_mut().enumerate() {
+            // SAFETY: columns under the mask, inside `delta`.
+            *d = unsafe { _mm512_maskz_loadu_ps(m[g], delta.add(j0 + 16 * g)) };
+        }
+        for i in 0..dim {
+            // SAFETY: as in `decay_project_cols`.
             unsafe {
-                let d = _mm512_maskz_loadu_ps(m, delta.add(j0));
-                let mut acc = _mm512_setzero_ps();
-                for i in 0..dim {
-                    let p = s.add(i * dim + j0);
-                    let x =
-                        _mm512_fmadd_ps(_mm512_set1_ps(*k.add(i)), d, _mm512_maskz_loadu_ps(m, p));
-                    _mm512_mask_storeu_ps(p, m, x);
-                    acc = _mm512_fmadd_ps(x, _mm512_set1_ps(*q.add(i)), acc);
+                let row = s.add(i * dim + j0);
+                let (ki, qi) = (_mm512_set1_ps(*k.add(i)), _mm512_set1_ps(*q.add(i)));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let p = row.add(16 * g);
+                    let x = _mm512_fmadd_ps(ki, d[g], _mm512_maskz_loadu_ps(m[g], p));
+                    _mm512_mask_storeu_ps(p, m[g], x);
+                    *acc = _mm512_fmadd_ps(x, qi, *acc);
                 }
-                _mm512_mask_storeu_ps(o.add(j0), m, acc);
             }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            // SAFETY: columns under the mask, inside `o`.
+            unsafe { _mm512_mask_storeu_ps(o.add(j0 + 16 * g), m[g], *acc) };
         }
     }
 }
@@ -111,83 +159,164 @@ pub(crate) mod avx2 {
         update_read,
     };
 
+    /// Registers per segment: enough sums in flight for two FMA pipes, few enough that the
+    /// segment's `δ` stays in the sixteen registers.
+    const GROUP: usize = 4;
+
     fn decay_project(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]) {
         check(s, dim, &[k, acc]);
-        // SAFETY: lengths checked above; the dispatcher confirmed the CPU has these features.
-        unsafe { decay_project_imp(s.as_mut_ptr(), dim, decay, k.as_ptr(), acc.as_mut_ptr()) }
+        let (s, k, acc) = (s.as_mut_ptr(), k.as_ptr(), acc.as_mut_ptr());
+        for j0 in (0..dim).step_by(8 * GROUP) {
+            let regs = (dim - j0).div_ceil(8).min(GROUP);
+            // SAFETY: lengths checked above; `regs` registers from column j0 start inside the
+            // row, and run masked unless all their columns are; the dispatcher confirmed the CPU
+            // has these features.
+            unsafe {
+                if j0 + 8 * regs <= dim {
+                    by_group!(regs, decay_project_cols, false; s, dim, j0, decay, k, acc)
+                } else {
+                    by_group!(regs, decay_project_cols, true; s, dim, j0, decay, k, acc)
+                }
+            }
+        }
     }
 
     fn update_read(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]) {
         check(s, dim, &[k, delta, q, o]);
-        // SAFETY: as above.
-        unsafe {
-            update_read_imp(
-                s.as_mut_ptr(),
-                dim,
-                k.as_ptr(),
-                delta.as_ptr(),
-                q.as_ptr(),
-                o.as_mut_ptr(),
-            )
-        }
-    }
-
-    /// All-ones lanes for columns `j0..min(j0 + 8, dim)`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn mask(dim: usize, j0: usize) -> __m256i {
-        let n = (dim - j0).min(8) as i32;
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(n),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
-
-    /// # Safety: `s` points to `dim × dim` f32, `k` and `acc` to `dim`; AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn decay_project_imp(s: *mut f32, dim: usize, decay: f32, k: *const f32, acc: *mut f32) {
-        let vd = _mm256_set1_ps(decay);
-        for j0 in (0..dim).step_by(8) {
-            let m = mask(dim, j0);
-            let mut a = _mm256_setzero_ps();
-            for i in 0..dim {
-                // SAFETY: row i, columns j0.. under `m`, inside the state; k[i] inside `k`.
-                unsafe {
-                    let p = s.add(i * dim + j0);
-                    let x = _mm256_mul_ps(_mm256_maskload_ps(p, m), vd);
-                    _mm256_maskstore_ps(p, m, x);
-                    a = _mm256_fmadd_ps(x, _mm256_set1_ps(*k.add(i)), a);
+        let (s, o) = (s.as_mut_ptr(), o.as_mut_ptr());
+        let (k, delta, q) = (k.as_ptr(), delta.as_ptr(), q.as_ptr());
+        for j0 in (0..dim).step_by(8 * GROUP) {
+            let regs = (dim - j0).div_ceil(8).min(GROUP);
+            // SAFETY: as in `decay_project`.
+            unsafe {
+                if j0 + 8 * regs <= dim {
+                    by_group!(regs, update_read_cols, false; s, dim, j0, k, delta, q, o)
+                } else {
+                    by_group!(regs, update_read_cols, true; s, dim, j0, k, delta, q, o)
                 }
             }
-            // SAFETY: columns j0.. under `m` of `acc`.
-            unsafe { _mm256_maskstore_ps(acc.add(j0), m, a) };
         }
     }
 
-    /// # Safety: `s` points to `dim × dim` f32, the others to `dim`; AVX2 and FMA.
+    /// The lanes of the `G` registers of columns from `j0` that are below `dim`.
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn update_read_imp(
+    fn masks<const G: usize>(dim: usize, j0: usize) -> [__m256i; G] {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mut m = [lanes; G];
+        for (g, m) in m.iter_mut().enumerate() {
+            let left = (dim - (j0 + 8 * g)).min(8) as i32;
+            *m = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes);
+        }
+        m
+    }
+
+    /// Eight lanes at `p`: those under `m` if `MASKED` (`vmaskmovps`, slow on AMD, so only for
+    /// the last columns), else all.
+    ///
+    /// # Safety
+    /// The lanes read are inside one allocation; AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load<const MASKED: bool>(p: *const f32, m: __m256i) -> __m256 {
+        // SAFETY: the caller's.
+        unsafe {
+            if MASKED {
+                _mm256_maskload_ps(p, m)
+            } else {
+                _mm256_loadu_ps(p)
+            }
+        }
+    }
+
+    /// Stores the lanes `load::<MASKED>` reads.
+    ///
+    /// # Safety
+    /// As for `load`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn store<const MASKED: bool>(p: *mut f32, m: __m256i, x: __m256) {
+        // SAFETY: the caller's.
+        unsafe {
+            if MASKED {
+                _mm256_maskstore_ps(p, m, x)
+            } else {
+                _mm256_storeu_ps(p, x)
+            }
+        }
+    }
+
+    /// `decay_project` on the `G` registers of columns from `j0`.
+    ///
+    /// # Safety
+    /// `s` points to `dim × dim` f32, `k` and `acc` to `dim`; `j0 + 8 (G − 1) < dim`, and
+    /// `j0 + 8 G <= dim` unless `MASKED`; AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn decay_project_cols<const G: usize, const MASKED: bool>(
         s: *mut f32,
         dim: usize,
+        j0: usize,
+        decay: f32,
+        k: *const f32,
+        acc: *mut f32,
+    ) {
+        let (m, vd) = (masks::<G>(dim, j0), _mm256_set1_ps(decay));
+        let mut a = [_mm256_setzero_ps(); G];
+        for i in 0..dim {
+            // SAFETY: row i, the columns `load`/`store` touch, inside the state; k[i] inside `k`.
+            unsafe {
+                let (row, ki) = (s.add(i * dim + j0), _mm256_set1_ps(*k.add(i)));
+                for (g, a) in a.iter_mut().enumerate() {
+                    let p = row.add(8 * g);
+                    let x = _mm256_mul_ps(load::<MASKED>(p, m[g]), vd);
+                    store::<MASKED>(p, m[g], x);
+                    *a = _mm256_fmadd_ps(x, ki, *a);
+                }
+            }
+        }
+        for (g, a) in a.iter().enumerate() {
+            // SAFETY: the same columns of `acc`.
+            unsafe { store::<MASKED>(acc.add(j0 + 8 * g), m[g], *a) };
+        }
+    }
+
+    /// `update_read` on the `G` registers of columns from `j0`.
+    ///
+    /// # Safety
+    /// `s` points to `dim × dim` f32, the others to `dim`; columns as for
+    /// `decay_project_cols`; AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn update_read_cols<const G: usize, const MASKED: bool>(
+        s: *mut f32,
+        dim: usize,
+        j0: usize,
         k: *const f32,
         delta: *const f32,
         q: *const f32,
         o: *mut f32,
     ) {
-        for j0 in (0..dim).step_by(8) {
-            let m = mask(dim, j0);
-            // SAFETY: (all accesses) as in `decay_project_imp`.
+        let m = masks::<G>(dim, j0);
+        let (mut d, mut acc) = ([_mm256_setzero_ps(); G], [_mm256_setzero_ps(); G]);
+        for (g, d) in d.iter_mut().enumerate() {
+            // SAFETY: the same columns of `delta`.
+            *d = unsafe { load::<MASKED>(delta.add(j0 + 8 * g), m[g]) };
+        }
+        for i in 0..dim {
+            // SAFETY: as in `decay_project_cols`.
             unsafe {
-                let d = _mm256_maskload_ps(delta.add(j0), m);
-                let mut acc = _mm256_setzero_ps();
-                for i in 0..dim {
-                    let p = s.add(i * dim + j0);
-                    let x = _mm256_fmadd_ps(_mm256_set1_ps(*k.add(i)), d, _mm256_maskload_ps(p, m));
-                    _mm256_maskstore_ps(p, m, x);
-                    acc = _mm256_fmadd_ps(x, _mm256_set1_ps(*q.add(i)), acc);
+                let row = s.add(i * dim + j0);
+                let (ki, qi) = (_mm256_set1_ps(*k.add(i)), _mm256_set1_ps(*q.add(i)));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let p = row.add(8 * g);
+                    let x = _mm256_fmadd_ps(ki, d[g], load::<MASKED>(p, m[g]));
+                    store::<MASKED>(p, m[g], x);
+                    *acc = _mm256_fmadd_ps(x, qi, *acc);
                 }
-                _mm256_maskstore_ps(o.add(j0), m, acc);
             }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            // SAFETY: the same columns of `o`.
+            unsafe { store::<MASKED>(o.add(j0 + 8 * g), m[g], *acc) };
         }
     }
 }
