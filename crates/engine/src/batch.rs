@@ -124,14 +124,25 @@ impl<'a> BatchEngine<'a> {
         n_blocks: usize,
         block_size: usize,
     ) -> Self {
+        let mut scheduler = Scheduler::new(cfg, n_blocks, block_size);
+        let state_bytes = model.state_bytes_per_seq();
+        if state_bytes > 0 {
+            scheduler = scheduler.with_states(state_bytes);
+        }
+        let n_states = scheduler.states().map_or(0, |s| s.n_slots());
         BatchEngine {
             model,
             tokenizer,
             pool,
-            kv: model.new_kv_store(n_blocks, block_size),
-            scheduler: Scheduler::new(cfg, n_blocks, block_size),
+            kv: model.new_kv_store(n_blocks, block_size, n_states),
+            scheduler,
             seqs: HashMap::new(),
         }
+    }
+
+    /// Bytes of the KV store: keys and values, and recurrent-state slots (live and snapshots).
+    pub fn cache_bytes(&self) -> usize {
+        self.kv.n_bytes()
     }
 
     pub fn scheduler(&self) -> &Scheduler {
@@ -244,10 +255,20 @@ impl<'a> BatchEngine<'a> {
                 tokens: &c.tokens,
                 pos: c.pos,
                 blocks,
+                state: c.state,
                 logits: if c.sample { Logits::Last } else { Logits::None },
             })
             .collect();
-        Ok(self.model.forward(self.pool, &mut self.kv, &chunks)?)
+        // Sequences resuming from a cached prefix start from its state snapshot; states at the
+        // end of chunks that reach a snapshot point are kept for later prompts.
+        for &(from, to) in &plan.restores {
+            self.kv.copy_state(from, to);
+        }
+        let logits = self.model.forward(self.pool, &mut self.kv, &chunks)?;
+        for &(from, to) in &plan.snapshots {
+            self.kv.copy_state(from, to);
+        }
+        Ok(logits)
     }
 
     /// Prefix-cache hits of sequences that ran for the first time in this step.

@@ -64,6 +64,7 @@ impl<'a> Session<'a> {
             token_budget: PREFILL_CHUNK,
             max_waiting: 1,
             n_ctx,
+            snapshots: Default::default(),
         };
         let n_blocks = n_ctx.div_ceil(BLOCK);
         Session {

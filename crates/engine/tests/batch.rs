@@ -32,6 +32,7 @@ fn run(
         token_budget: budget,
         max_waiting: 16,
         n_ctx: 128,
+        snapshots: Default::default(),
     };
     let mut eng = BatchEngine::new(model, tokenizer, &pool, cfg, 40, 8);
     for (id, p, n) in reqs {

@@ -37,6 +37,7 @@ fn engine(f: &Fixture) -> BatchEngine<'_> {
         token_budget: 32,
         max_waiting: 8,
         n_ctx: N_CTX,
+        snapshots: Default::default(),
     };
     BatchEngine::new(&f.model, &f.tokenizer, &f.pool, cfg, 32, 8)
 }

@@ -6,6 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+mod state;
+
+pub use state::{SlotId, StateSlots};
+
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
@@ -35,6 +39,12 @@ impl SeqBlocks {
 
     pub fn n_tokens(&self) -> usize {
         self.n_tokens
+    }
+
+    /// The prefix hash of the last leading full block registered so far (shared at allocation
+    /// or committed since), if any.
+    pub fn last_hash(&self) -> Option<u64> {
+        self.hashes.last().copied()
     }
 }
 
@@ -67,6 +77,14 @@ fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
     parent.hash(&mut h);
     tokens.hash(&mut h);
     h.finish()
+}
+
+/// The prefix-cache hash of `tokens` (whole blocks of `block_size`; a partial tail is ignored):
+/// the key of the block that ends the prefix, and of a state snapshot taken there.
+pub fn prefix_hash(block_size: usize, tokens: &[u32]) -> u64 {
+    tokens
+        .chunks_exact(block_size)
+        .fold(0, chain_hash)
 }
 
 impl BlockManager {
@@ -169,6 +187,17 @@ impl BlockManager {
     /// tokens are already computed. At least the last prompt token is always left to compute, so
     /// the caller gets logits for it.
     pub fn allocate(&mut self, prompt: &[u32]) -> Result<(SeqBlocks, usize), OutOfBlocks> {
+        self.allocate_with(prompt, &|_| true)
+    }
+
+    /// [`BlockManager::allocate`], sharing cached blocks only up to the longest prefix whose
+    /// hash `resumable` accepts (for hybrid models: one with a state snapshot at its end), so
+    /// that the tokens after it, which must be recomputed, get fresh blocks.
+    pub fn allocate_with(
+        &mut self,
+        prompt: &[u32],
+        resumable: &dyn Fn(u64) -> bool,
+    ) -> Result<(SeqBlocks, usize), OutOfBlocks> {
         let limit = prompt.len().saturating_sub(1);
         let mut parent = 0u64;
         let mut shared = Vec::new();
@@ -182,6 +211,8 @@ impl BlockManager {
                 _ => break,
             }
         }
+        let usable = shared.iter().rposition(|&(_, h)| resumable(h));
+        shared.truncate(usable.map_or(0, |i| i + 1));
         let needed_total = self.blocks_for(prompt.len());
         let fresh = needed_total - shared.len();
         // Shared blocks that are evictable stop being available once retained.

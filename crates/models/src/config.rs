@@ -4,6 +4,8 @@ use crate::ModelError;
 use frugal_formats::GgufFile;
 use frugal_kernels::ops::{Rope, Yarn};
 
+mod hybrid;
+
 /// Architecture families frugal can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
@@ -14,6 +16,13 @@ pub enum Arch {
     Qwen3Moe,
     /// DeepSeek-V2/V2-Lite/V3/R1: multi-head latent attention and MoE with shared experts.
     Deepseek2,
+    /// Qwen3.5 dense: Gated DeltaNet linear attention in three layers of four, gated full
+    /// attention in the others.
+    Qwen35,
+    /// Qwen3.5 MoE: the same layers with routed and shared experts.
+    Qwen35Moe,
+    /// Qwen3-Next: Qwen3.5 MoE's forerunner (grouped value heads, fused beta/alpha projection).
+    Qwen3Next,
 }
 
 impl Arch {
@@ -24,6 +33,9 @@ impl Arch {
         "qwen2moe",
         "qwen3moe",
         "deepseek2",
+        "qwen35",
+        "qwen35moe",
+        "qwen3next",
     ];
 
     fn from_name(name: &str) -> Option<Arch> {
@@ -34,6 +46,9 @@ impl Arch {
             "qwen2moe" => Some(Arch::Qwen2Moe),
             "qwen3moe" => Some(Arch::Qwen3Moe),
             "deepseek2" => Some(Arch::Deepseek2),
+            "qwen35" => Some(Arch::Qwen35),
+            "qwen35moe" => Some(Arch::Qwen35Moe),
+            "qwen3next" => Some(Arch::Qwen3Next),
             _ => None,
         }
     }
@@ -47,6 +62,9 @@ impl Arch {
             Arch::Qwen2Moe => "qwen2moe",
             Arch::Qwen3Moe => "qwen3moe",
             Arch::Deepseek2 => "deepseek2",
+            Arch::Qwen35 => "qwen35",
+            Arch::Qwen35Moe => "qwen35moe",
+            Arch::Qwen3Next => "qwen3next",
         }
     }
 
@@ -55,7 +73,12 @@ impl Arch {
         matches!(
             self,
             Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen2Moe | Arch::Qwen3Moe
-        )
+        ) || self.is_hybrid()
+    }
+
+    /// Gated DeltaNet layers beside full attention ones (recurrent state per sequence).
+    pub fn is_hybrid(self) -> bool {
+        matches!(self, Arch::Qwen35 | Arch::Qwen35Moe | Arch::Qwen3Next)
     }
 
     /// Query/key/value projections carry biases.
@@ -65,7 +88,7 @@ impl Arch {
 
     /// Per-head RMS norm of queries and keys before RoPE.
     pub(crate) fn qk_norm(self) -> bool {
-        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe)
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe) || self.is_hybrid()
     }
 }
 
@@ -93,6 +116,11 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     /// Multi-head latent attention (deepseek2).
     pub mla: Option<MlaConfig>,
+    /// Gated DeltaNet linear attention and which layers use it (the hybrid architectures).
+    pub delta_net: Option<DeltaNetConfig>,
+    /// Multi-token-prediction layers stored after the `n_layer` trunk layers (`nextn`): loaded,
+    /// not run by the forward pass (they are a draft head for speculative decoding).
+    pub n_nextn: usize,
 }
 
 /// Multi-head latent attention: keys and values are reconstructed from a per-token latent of
@@ -106,6 +134,8 @@ pub struct MlaConfig {
     pub qk_rope: usize,
     pub v_head: usize,
 }
+
+pub use hybrid::DeltaNetConfig;
 
 /// How router logits become expert probabilities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,16 +160,27 @@ pub struct MoeConfig {
     pub gating: Gating,
     /// Leading layers with a dense feed-forward instead of experts (deepseek2).
     pub n_dense_lead: usize,
-    /// Whether the shared expert's output is scaled by a sigmoid gate (qwen2moe) or added as is.
-    pub shared_gated: bool,
+    /// How the shared expert's output is scaled.
+    pub shared_gate: SharedGate,
     /// Grouped selection (DeepSeek-V3): experts in `n_group` groups, only the best `n_group_used`
     /// groups (by the sum of their top-2 scores) compete.
     pub n_group: usize,
     pub n_group_used: usize,
 }
 
+/// How the shared expert's output is weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedGate {
+    /// Added as is (deepseek2).
+    None,
+    /// Times `sigmoid(w · x)`, computed as llama.cpp's qwen2moe graph does: `silu(g) / g`.
+    SiluRatio,
+    /// Times `sigmoid(w · x)` (qwen35moe, qwen3next).
+    Sigmoid,
+}
+
 /// One architecture's metadata: its keys are `{arch}.{name}`. Errors name the file.
-struct ArchKeys<'a> {
+pub(crate) struct ArchKeys<'a> {
     gguf: &'a GgufFile,
     arch: Arch,
 }
@@ -178,7 +219,7 @@ impl ArchKeys<'_> {
 }
 
 /// The sizes every architecture has.
-struct BasicDims {
+pub(crate) struct BasicDims {
     n_layer: usize,
     n_embd: usize,
     n_head: usize,
@@ -197,7 +238,22 @@ impl ModelConfig {
             arch: read_arch(gguf)?,
         };
         let arch = keys.arch;
-        let dims = read_basic_dims(&keys)?;
+        if arch.is_hybrid() {
+            hybrid::refuse_unknown_keys(&keys)?;
+        }
+        let n_nextn = keys.opt_usize("nextn_predict_layers")?.unwrap_or(0);
+        let mut dims = read_basic_dims(&keys)?;
+        if n_nextn >= dims.n_layer {
+            return Err(keys.bad(format!(
+                "nextn_predict_layers {n_nextn} leaves no trunk layers of {}",
+                dims.n_layer
+            )));
+        }
+        dims.n_layer -= n_nextn;
+        let delta_net = match arch.is_hybrid() {
+            true => Some(hybrid::read(&keys, &dims)?),
+            false => None,
+        };
         let (rope, kq_scale_mult) = read_rope(&keys, &dims)?;
         let n_vocab = read_vocab_size(gguf, dims.n_embd)?;
         let mla = match arch {
@@ -205,13 +261,19 @@ impl ModelConfig {
             _ => None,
         };
         let moe = match arch {
-            Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2 => Some(read_moe(&keys, dims.n_ff)?),
+            Arch::Qwen2Moe
+            | Arch::Qwen3Moe
+            | Arch::Deepseek2
+            | Arch::Qwen35Moe
+            | Arch::Qwen3Next => Some(read_moe(&keys, dims.n_ff)?),
             _ => None,
         };
         Ok(ModelConfig {
             arch,
             moe,
             mla,
+            delta_net,
+            n_nextn,
             n_layer: dims.n_layer,
             n_embd: dims.n_embd,
             n_head: dims.n_head,
@@ -223,11 +285,12 @@ impl ModelConfig {
             n_ctx_train: dims.n_ctx_train,
             rms_eps: dims.rms_eps,
             rope,
-            // Only DeepSeek2's graph scales its scores by YaRN's mscale².
-            kq_scale_mult: if arch == Arch::Deepseek2 {
-                kq_scale_mult
-            } else {
-                1.0
+            // Only DeepSeek2's graph scales its scores by YaRN's mscale²; the hybrids may set
+            // the scale itself.
+            kq_scale_mult: match arch {
+                Arch::Deepseek2 => kq_scale_mult,
+                a if a.is_hybrid() => hybrid::attention_scale(&keys, dims.head_dim_k)?,
+                _ => 1.0,
             },
         })
     }
@@ -255,13 +318,29 @@ impl ModelConfig {
     /// Bytes of KV cache per token (f32, all layers). With MLA this is the latent plus the RoPE
     /// key, not the full per-head keys and values.
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.n_layer * (self.kv_dim() + self.kv_v_dim()) * 4
+        self.n_kv_layers() * (self.kv_dim() + self.kv_v_dim()) * 4
+    }
+
+    /// Whether layer `il` keeps keys and values (full attention), rather than recurrent state.
+    pub fn has_kv(&self, il: usize) -> bool {
+        self.delta_net.as_ref().is_none_or(|d| !d.recurrent[il])
+    }
+
+    /// Layers with keys and values.
+    pub fn n_kv_layers(&self) -> usize {
+        (0..self.n_layer).filter(|&il| self.has_kv(il)).count()
+    }
+
+    /// Bytes of recurrent state per sequence (f32, all linear-attention layers): 0 for models
+    /// without any.
+    pub fn state_bytes_per_seq(&self) -> usize {
+        self.delta_net.as_ref().map_or(0, |d| d.state_bytes())
     }
 
     /// What full per-head keys and values would take per token (f32), for comparison with MLA.
     pub fn kv_bytes_per_token_unabsorbed(&self) -> usize {
         match &self.mla {
-            Some(m) => self.n_layer * self.n_head * (m.qk_nope + m.qk_rope + m.v_head) * 4,
+            Some(m) => self.n_kv_layers() * self.n_head * (m.qk_nope + m.qk_rope + m.v_head) * 4,
             None => self.kv_bytes_per_token(),
         }
     }
@@ -283,7 +362,11 @@ fn read_basic_dims(keys: &ArchKeys) -> Result<BasicDims, ModelError> {
     let n_embd = keys.req_usize("embedding_length")?;
     let n_head = keys.req_usize("attention.head_count")?;
     let n_head_kv = keys.opt_usize("attention.head_count_kv")?.unwrap_or(n_head);
-    let n_ff = keys.req_usize("feed_forward_length")?;
+    // MoE models without dense layers may leave the dense width out.
+    let n_ff = match keys.arch {
+        Arch::Qwen35Moe | Arch::Qwen3Next => keys.opt_usize("feed_forward_length")?.unwrap_or(1),
+        _ => keys.req_usize("feed_forward_length")?,
+    };
     let n_ctx_train = keys.req_usize("context_length")?;
     if n_layer == 0 || n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_ff == 0 {
         return Err(keys.bad(
@@ -356,6 +439,9 @@ fn read_rope(keys: &ArchKeys, dims: &BasicDims) -> Result<(Rope, f32), ModelErro
             "rope.dimension_count {n_rot} must be even and at most the head size {head_dim_k}"
         )));
     }
+    if keys.arch.is_hybrid() {
+        hybrid::check_rope_sections(keys, n_rot)?;
+    }
     let freq_base = keys.opt_f32("rope.freq_base")?.unwrap_or(10000.0);
     let (freq_scale, yarn, kq_scale_mult) = rope_scaling(keys, n_rot, freq_base, dims.n_ctx_train)?;
     let rope = Rope {
@@ -408,7 +494,11 @@ fn read_moe(keys: &ArchKeys, n_ff: usize) -> Result<MoeConfig, ModelError> {
     }
     let n_ff_exp = keys
         .opt_usize("expert_feed_forward_length")?
-        .unwrap_or(n_ff);
+        .unwrap_or(if arch.is_hybrid() {
+            n_ff / n_expert_used
+        } else {
+            n_ff
+        });
     let (n_group, n_group_used) = read_expert_groups(keys, n_expert)?;
     Ok(MoeConfig {
         n_expert,
@@ -423,12 +513,17 @@ fn read_moe(keys: &ArchKeys, n_ff: usize) -> Result<MoeConfig, ModelError> {
             }
         },
         n_dense_lead: keys.opt_usize("leading_dense_block_count")?.unwrap_or(0),
-        shared_gated: arch == Arch::Qwen2Moe,
+        shared_gate: match arch {
+            Arch::Qwen2Moe => SharedGate::SiluRatio,
+            Arch::Qwen35Moe | Arch::Qwen3Next => SharedGate::Sigmoid,
+            _ => SharedGate::None,
+        },
         n_group,
         n_group_used,
-        norm_weights: keys
-            .opt_bool("expert_weights_norm")?
-            .unwrap_or(arch == Arch::Qwen3Moe),
+        norm_weights: keys.opt_bool("expert_weights_norm")?.unwrap_or(matches!(
+            arch,
+            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next
+        )),
         weights_scale: keys.opt_f32("expert_weights_scale")?.unwrap_or(0.0),
     })
 }
@@ -459,7 +554,7 @@ fn read_shared_expert_width(
     n_ff_exp: usize,
 ) -> Result<Option<usize>, ModelError> {
     Ok(match keys.arch {
-        Arch::Qwen2Moe => Some(
+        Arch::Qwen2Moe | Arch::Qwen35Moe | Arch::Qwen3Next => Some(
             keys.opt_usize("expert_shared_feed_forward_length")?
                 .unwrap_or(n_ff),
         ),

@@ -1,11 +1,14 @@
-//! The tensors behind the KV cache: keys and values of every layer, in fixed-size blocks.
+//! The tensors behind the cache: keys and values of every attention layer, in fixed-size blocks,
+//! and for hybrid models the recurrent state of every linear-attention layer, in slots.
 //!
-//! Which block belongs to which sequence is decided elsewhere (a sequence's block table); this store
-//! only holds the numbers, addressed by (layer, block id, slot).
+//! Which block or slot belongs to which sequence (or prefix snapshot) is decided elsewhere (a
+//! sequence's block table and state slot); this store only holds the numbers, addressed by
+//! (layer, block id, position in block) and (layer, slot).
 
 use crate::config::ModelConfig;
 
-/// Keys and values for `n_blocks` blocks of `block_size` positions, per layer, as f32.
+/// Keys and values for `n_blocks` blocks of `block_size` positions, per attention layer, and
+/// `n_states` recurrent-state slots per linear-attention layer, as f32.
 pub struct KvStore {
     block_size: usize,
     n_blocks: usize,
@@ -18,21 +21,83 @@ pub struct KvStore {
     /// of consecutive positions sit in consecutive lanes.
     kt: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    n_states: usize,
+    /// Values of one slot of one layer: the delta-rule state, then the convolution history.
+    state_len: usize,
+    /// Per layer: `[n_states][state_len]`; empty for attention layers.
+    states: Vec<Vec<f32>>,
 }
 
 impl KvStore {
-    pub fn new(c: &ModelConfig, n_blocks: usize, block_size: usize) -> KvStore {
+    /// A store of `n_blocks` KV blocks and, if the model has recurrent layers, `n_states` state
+    /// slots (one per sequence that runs at once, plus any prefix snapshots).
+    pub fn new(c: &ModelConfig, n_blocks: usize, block_size: usize, n_states: usize) -> KvStore {
         assert!(block_size > 0, "block size must be positive");
         let (kv_dim, v_dim) = (c.kv_dim(), c.kv_v_dim());
         let slots = n_blocks * block_size;
+        let per_kv_layer = |width: usize| -> Vec<Vec<f32>> {
+            (0..c.n_layer)
+                .map(|il| match c.has_kv(il) {
+                    true => vec![0.0; slots * width],
+                    false => Vec::new(),
+                })
+                .collect()
+        };
+        let state_len = c
+            .delta_net
+            .as_ref()
+            .map_or(0, |d| d.ssm_len() + d.conv_len());
         KvStore {
             block_size,
             n_blocks,
             kv_dim,
             v_dim,
-            k: (0..c.n_layer).map(|_| vec![0.0; slots * kv_dim]).collect(),
-            kt: (0..c.n_layer).map(|_| vec![0.0; slots * kv_dim]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0.0; slots * v_dim]).collect(),
+            k: per_kv_layer(kv_dim),
+            kt: per_kv_layer(kv_dim),
+            v: per_kv_layer(v_dim),
+            n_states,
+            state_len,
+            states: (0..c.n_layer)
+                .map(|il| match c.has_kv(il) {
+                    true => Vec::new(),
+                    false => vec![0.0; n_states * state_len],
+                })
+                .collect(),
+        }
+    }
+
+    /// Recurrent-state slots (meaningful only for models with recurrent layers).
+    pub fn n_states(&self) -> usize {
+        self.n_states
+    }
+
+    /// Whether the store holds recurrent state (the model has linear-attention layers).
+    pub fn has_states(&self) -> bool {
+        self.state_len > 0
+    }
+
+    /// Layer `layer`'s state slots, `[n_states][state_len]`, and `state_len`.
+    pub(crate) fn states_mut(&mut self, layer: usize) -> (&mut [f32], usize) {
+        (&mut self.states[layer], self.state_len)
+    }
+
+    /// Zeroes slot `slot` in every layer: the state before a sequence's first token.
+    pub fn clear_state(&mut self, slot: u32) {
+        let (s, len) = (slot as usize, self.state_len);
+        for layer in self.states.iter_mut().filter(|l| !l.is_empty()) {
+            layer[s * len..(s + 1) * len].fill(0.0);
+        }
+    }
+
+    /// Copies slot `from` into slot `to` in every layer (restoring a prefix snapshot into a
+    /// sequence's slot, or taking one).
+    pub fn copy_state(&mut self, from: u32, to: u32) {
+        let (a, b, len) = (from as usize, to as usize, self.state_len);
+        if a == b {
+            return;
+        }
+        for layer in self.states.iter_mut().filter(|l| !l.is_empty()) {
+            layer.copy_within(a * len..(a + 1) * len, b * len);
         }
     }
 
@@ -44,9 +109,14 @@ impl KvStore {
         self.n_blocks
     }
 
-    /// Bytes of memory the store holds.
+    /// Bytes of memory the store holds (keys, their transposed copy, values, and states).
     pub fn n_bytes(&self) -> usize {
-        self.k.len() * self.n_blocks * self.block_size * (2 * self.kv_dim + self.v_dim) * 4
+        let floats: usize = [&self.k, &self.kt, &self.v, &self.states]
+            .iter()
+            .flat_map(|layers| layers.iter())
+            .map(Vec::len)
+            .sum();
+        floats * 4
     }
 
     fn slot(&self, blocks: &[u32], pos: usize) -> usize {
@@ -111,6 +181,9 @@ impl KvStore {
     /// sequence forks, e.g. n > 1 completions sharing a prompt with a partial last block).
     pub fn copy_positions(&mut self, from: &[u32], to: &[u32], n_pos: usize) {
         for layer in 0..self.k.len() {
+            if self.k[layer].is_empty() {
+                continue;
+            }
             for p in 0..n_pos {
                 let (a, b) = (self.slot(from, p), self.slot(to, p));
                 if a != b {

@@ -9,11 +9,12 @@
 
 mod attention;
 mod config;
+mod delta_net;
 mod kv_store;
 mod transformer;
 mod weights;
 
-pub use config::{Arch, ModelConfig};
+pub use config::{Arch, DeltaNetConfig, Gating, MlaConfig, ModelConfig, MoeConfig, SharedGate};
 pub use kv_store::KvStore;
 pub use weights::{LoadOptions, Mmap};
 
@@ -52,6 +53,10 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     #[error("sequence needs {needed} positions but its KV blocks hold {capacity}")]
     KvOverflow { needed: usize, capacity: usize },
+    #[error(
+        "state slot {slot} is out of range ({n_states} slots) or used by two chunks of one step"
+    )]
+    BadStateSlot { slot: u32, n_states: usize },
 }
 
 /// Which logits a chunk wants back.
@@ -74,6 +79,9 @@ pub struct SeqChunk<'a> {
     pub pos: usize,
     /// The sequence's KV block ids, in order; they must cover positions `0..pos + tokens.len()`.
     pub blocks: &'a [u32],
+    /// The sequence's recurrent-state slot (models with linear-attention layers; ignored by the
+    /// others). It must hold the state after position `pos - 1`; at `pos` 0 it is cleared first.
+    pub state: u32,
     pub logits: Logits,
 }
 
@@ -102,9 +110,10 @@ impl Model {
         &self.config
     }
 
-    /// A KV store with `n_blocks` blocks of `block_size` positions each.
-    pub fn new_kv_store(&self, n_blocks: usize, block_size: usize) -> KvStore {
-        KvStore::new(&self.config, n_blocks, block_size)
+    /// A KV store with `n_blocks` blocks of `block_size` positions each and `n_states`
+    /// recurrent-state slots (used only by models with linear-attention layers).
+    pub fn new_kv_store(&self, n_blocks: usize, block_size: usize, n_states: usize) -> KvStore {
+        KvStore::new(&self.config, n_blocks, block_size, n_states)
     }
 
     /// Runs the chunks through the model, writing their keys and values into `kv`. Returns the
@@ -137,6 +146,12 @@ impl Model {
                 });
             }
         }
+        if kv.has_states() {
+            check_state_slots(kv, chunks)?;
+            for c in chunks.iter().filter(|c| c.pos == 0) {
+                kv.clear_state(c.state);
+            }
+        }
         Ok(transformer::forward(
             &self.config,
             &self.weights,
@@ -144,6 +159,11 @@ impl Model {
             kv,
             chunks,
         ))
+    }
+
+    /// Bytes of one sequence's recurrent state (0 for models without linear attention).
+    pub fn state_bytes_per_seq(&self) -> usize {
+        self.config.state_bytes_per_seq()
     }
 
     /// Total number of weight parameters.
@@ -155,4 +175,18 @@ impl Model {
     pub fn weight_bytes(&self) -> u64 {
         self.weights.n_bytes
     }
+}
+
+/// Every chunk's state slot exists, and no two chunks share one (they would race on it).
+fn check_state_slots(kv: &KvStore, chunks: &[SeqChunk<'_>]) -> Result<(), ModelError> {
+    let mut seen = std::collections::HashSet::new();
+    for c in chunks {
+        if c.state as usize >= kv.n_states() || !seen.insert(c.state) {
+            return Err(ModelError::BadStateSlot {
+                slot: c.state,
+                n_states: kv.n_states(),
+            });
+        }
+    }
+    Ok(())
 }

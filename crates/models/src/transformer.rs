@@ -7,7 +7,8 @@
 //! share each matrix product.
 
 use crate::attention::{attend, Heads, QueryRow};
-use crate::config::{Gating, ModelConfig, MoeConfig};
+use crate::config::{Gating, ModelConfig, MoeConfig, SharedGate};
+use crate::delta_net::SeqSpan;
 use crate::kv_store::KvStore;
 use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
@@ -41,6 +42,19 @@ pub(crate) fn forward(
     if n == 0 {
         return Vec::new();
     }
+    // One entry per chunk: its rows and its recurrent-state slot (hybrid models).
+    let spans: Vec<SeqSpan> = chunks
+        .iter()
+        .scan(0, |start, ch| {
+            let span = SeqSpan {
+                start: *start,
+                len: ch.tokens.len(),
+                slot: ch.state,
+            };
+            *start += ch.tokens.len();
+            Some(span)
+        })
+        .collect();
 
     let mut x = zeros(n * e);
     for (i, &t) in chunks.iter().flat_map(|ch| ch.tokens).enumerate() {
@@ -57,6 +71,7 @@ pub(crate) fn forward(
         let att = match &lw.attn {
             Attention::Gqa(a) => gqa(c, a, pool, kv, il, &rows, &xn),
             Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
+            Attention::DeltaNet(d) => crate::delta_net::layer(c, d, pool, kv, il, &spans, &xn),
         };
         matmul(pool, &lw.wo, &att, n, &mut proj);
         par_add(pool, &mut x, &proj);
@@ -114,7 +129,17 @@ fn gqa(
     let mut k = zeros(n * kvd);
     let mut v = zeros(n * kvd);
     let mut input = SharedInput::new(xn, n);
-    input.matmul(pool, &a.wq, &mut q);
+    let gate = match a.output_gate {
+        false => {
+            input.matmul(pool, &a.wq, &mut q);
+            None
+        }
+        true => {
+            let mut qg = zeros(n * 2 * qd);
+            input.matmul(pool, &a.wq, &mut qg);
+            Some(split_query_gate(&qg, hd, &mut q))
+        }
+    };
     input.matmul(pool, &a.wk, &mut k);
     input.matmul(pool, &a.wv, &mut v);
     // Per token: bias, per-head norm, RoPE (in parallel over tokens).
@@ -150,10 +175,30 @@ fn gqa(
         n_head_kv: c.n_head_kv,
         dim_k: hd,
         dim_v: hd,
-        scale: 1.0 / (hd as f32).sqrt(),
+        scale: c.kq_scale_mult / (hd as f32).sqrt(),
     };
     attend(pool, kv, il, rows, &q, &heads, &mut att);
+    if let Some(gate) = gate {
+        for (o, &g) in att.iter_mut().zip(&gate) {
+            *o *= 1.0 / (1.0 + (-g).exp());
+        }
+    }
     att
+}
+
+/// Splits the gated attention's query projection, per head `[query | gate]`, into the queries
+/// (written to `q`) and the gates (returned), both `[n][n_head * head_dim]`.
+fn split_query_gate(qg: &[f32], hd: usize, q: &mut [f32]) -> Vec<f32> {
+    let mut gate = zeros(q.len());
+    for ((pair, qh), gh) in qg
+        .chunks_exact(2 * hd)
+        .zip(q.chunks_exact_mut(hd))
+        .zip(gate.chunks_exact_mut(hd))
+    {
+        qh.copy_from_slice(&pair[..hd]);
+        gh.copy_from_slice(&pair[hd..]);
+    }
+    gate
 }
 
 /// Multi-head latent attention with the key and value up-projections absorbed: the cache holds
@@ -320,11 +365,12 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
             matmul(pool, sg, x, n, &mut g);
         }
         for t in 0..n {
-            // llama.cpp computes qwen2moe's sigmoid gate as silu(g) / g.
-            let s = match shared_gate {
-                None => 1.0,
-                Some(_) if g[t] == 0.0 => 0.5,
-                Some(_) => silu(g[t]) / g[t],
+            let s = match cfg.shared_gate {
+                SharedGate::None => 1.0,
+                // llama.cpp computes qwen2moe's sigmoid gate as silu(g) / g.
+                SharedGate::SiluRatio if g[t] == 0.0 => 0.5,
+                SharedGate::SiluRatio => silu(g[t]) / g[t],
+                SharedGate::Sigmoid => 1.0 / (1.0 + (-g[t]).exp()),
             };
             for (o, y) in out[t * e..(t + 1) * e]
                 .iter_mut()
@@ -412,14 +458,14 @@ fn par_add(pool: &ThreadPool, acc: &mut [f32], x: &[f32]) {
 /// One input of several matrix products, its activations quantized once per `vec_dot_type`
 /// (e.g. for Q, K and V, or gate and up) instead of once per product: the same numbers as
 /// `matmul`, which would quantize the same rows the same way each time.
-struct SharedInput<'a> {
+pub(crate) struct SharedInput<'a> {
     x: &'a [f32],
     n: usize,
     quantized: Vec<QuantizedActivations>,
 }
 
 impl<'a> SharedInput<'a> {
-    fn new(x: &'a [f32], n: usize) -> SharedInput<'a> {
+    pub(crate) fn new(x: &'a [f32], n: usize) -> SharedInput<'a> {
         SharedInput {
             x,
             n,
@@ -427,7 +473,7 @@ impl<'a> SharedInput<'a> {
         }
     }
 
-    fn matmul(&mut self, pool: &ThreadPool, w: &Matrix, y: &mut [f32]) {
+    pub(crate) fn matmul(&mut self, pool: &ThreadPool, w: &Matrix, y: &mut [f32]) {
         let i = match self.quantized.iter().position(|qa| qa.fits(w)) {
             Some(i) => i,
             None => {

@@ -1,6 +1,6 @@
 //! Loading a model's tensors from GGUF into kernel matrices, with shape checks that name the tensor.
 
-use crate::config::{MlaConfig, ModelConfig, MoeConfig};
+use crate::config::{DeltaNetConfig, MlaConfig, ModelConfig, MoeConfig, SharedGate};
 use crate::ModelError;
 use frugal_formats::{GgufFile, TensorInfo};
 use frugal_kernels::{dequant::dequantize_row, Matrix, SharedBytes};
@@ -54,16 +54,66 @@ pub struct LoadOptions<'a> {
 pub(crate) struct LayerWeights {
     pub attn_norm: Vec<f32>,
     pub attn: Attention,
+    /// The token mixer's output projection (attention's `attn_output`, Gated DeltaNet's
+    /// `ssm_out`).
     pub wo: Matrix,
+    /// The norm before the feed-forward (`ffn_norm`, or the hybrids' `post_attention_norm`).
     pub ffn_norm: Vec<f32>,
     pub ffn: Ffn,
 }
 
+// One per layer: the size difference between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Attention {
     /// Grouped-query attention with per-head keys and values.
     Gqa(GqaWeights),
     /// DeepSeek's multi-head latent attention.
     Mla(MlaWeights),
+    /// Gated DeltaNet linear attention (the hybrids' recurrent layers).
+    DeltaNet(DeltaNetWeights),
+}
+
+/// A Gated DeltaNet layer's tensors (see `crate::delta_net`).
+pub(crate) struct DeltaNetWeights {
+    /// Queries, keys and values before the convolution: `[conv_dim x n_embd]`.
+    pub qkv: Matrix,
+    /// The output gate `z`: `[value_dim x n_embd]`.
+    pub z: Matrix,
+    pub beta_alpha: BetaAlpha,
+    /// Convolution taps, `[conv_kernel][conv_dim]` (the file's `[conv_dim][conv_kernel]`
+    /// transposed, so each tap is one row).
+    pub conv: Vec<f32>,
+    /// Added to alpha before the softplus (`ssm_dt.bias`), per value head.
+    pub dt_bias: Vec<f32>,
+    /// `-exp(A_log)` per value head (`ssm_a`).
+    pub a: Vec<f32>,
+    /// RMS-norm weight of each value head's output (`ssm_norm`).
+    pub norm: Vec<f32>,
+}
+
+/// The projections to the per-head update strength (beta) and decay (alpha).
+pub(crate) enum BetaAlpha {
+    /// Qwen3.5: `ssm_beta` and `ssm_alpha`, `[n_v_heads x n_embd]` each.
+    Split { beta: Matrix, alpha: Matrix },
+    /// Qwen3-Next: `ssm_ba`, `[2 n_v_heads x n_embd]`, per key head its value heads' betas then
+    /// their alphas.
+    Fused(Matrix),
+}
+
+/// A multi-token-prediction layer (`nextn`): it predicts the token after next from the trunk's
+/// last hidden state and the next token's embedding. Loaded for speculative decoding; the
+/// forward pass does not run it.
+// The norms are read by the MTP draft head of speculative decoding, not by the forward pass.
+#[allow(dead_code)]
+pub(crate) struct NextnLayer {
+    /// `[n_embd x 2 n_embd]`: the normalized embedding and hidden state, concatenated, in.
+    pub eh_proj: Matrix,
+    pub enorm: Vec<f32>,
+    pub hnorm: Vec<f32>,
+    /// The head's own final norm, if it has one (else `output_norm`).
+    pub shared_head_norm: Option<Vec<f32>>,
+    /// A full-attention decoder layer.
+    pub layer: LayerWeights,
 }
 
 pub(crate) struct GqaWeights {
@@ -76,6 +126,9 @@ pub(crate) struct GqaWeights {
     /// Qwen3: RMS norm over each query / key head before RoPE.
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
+    /// `wq` also yields, per head after its query, a gate for the attention output (the
+    /// hybrids' gated attention: `out · sigmoid(gate)`).
+    pub output_gate: bool,
 }
 
 pub(crate) struct MlaWeights {
@@ -110,7 +163,7 @@ pub(crate) struct MoeWeights {
     /// Router: `[n_expert x n_embd]`.
     pub router: Matrix,
     pub experts: Vec<FfnWeights>,
-    /// Always-on shared expert(s), gated by `sigmoid(gate · x)` in qwen2moe.
+    /// Always-on shared expert(s), gated by `sigmoid(gate · x)` in qwen2moe and the hybrids.
     pub shared: Option<(Option<Matrix>, FfnWeights)>,
     /// Selection bias added to the expert scores (DeepSeek-V3's `exp_probs_b`).
     pub probs_bias: Option<Vec<f32>>,
@@ -122,6 +175,8 @@ pub(crate) struct Weights {
     pub output: Option<Matrix>,
     pub output_norm: Vec<f32>,
     pub layers: Vec<LayerWeights>,
+    /// Multi-token-prediction layers (after the trunk's in the file).
+    pub nextn: Vec<NextnLayer>,
     /// Llama 3.1-style RoPE frequency factors (`rope_freqs.weight`), one per rotated pair.
     pub rope_freqs: Option<std::sync::Arc<[f32]>>,
     pub n_params: u64,
@@ -155,11 +210,15 @@ impl Weights {
         for i in 0..c.n_layer {
             layers.push(l.layer(c, i)?);
         }
+        let nextn = (c.n_layer..c.n_layer + c.n_nextn)
+            .map(|i| l.nextn(c, i))
+            .collect::<Result<Vec<_>, _>>()?;
         let w = Weights {
             token_embd,
             output,
             output_norm,
             layers,
+            nextn,
             rope_freqs,
             n_params: l.n_params,
             n_bytes: l.n_bytes,
@@ -172,12 +231,21 @@ impl Weights {
     fn matrices(&self) -> Vec<&Matrix> {
         let mut out = vec![&self.token_embd];
         out.extend(&self.output);
+        out.extend(self.nextn.iter().map(|n| &n.eh_proj));
         fn ffn_of<'a>(out: &mut Vec<&'a Matrix>, f: &'a FfnWeights) {
             out.extend([&f.gate, &f.up, &f.down]);
         }
-        for l in &self.layers {
+        let layers = self.layers.iter();
+        for l in layers.chain(self.nextn.iter().map(|n| &n.layer)) {
             match &l.attn {
                 Attention::Gqa(a) => out.extend([&a.wq, &a.wk, &a.wv]),
+                Attention::DeltaNet(d) => {
+                    out.extend([&d.qkv, &d.z]);
+                    match &d.beta_alpha {
+                        BetaAlpha::Split { beta, alpha } => out.extend([beta, alpha]),
+                        BetaAlpha::Fused(m) => out.push(m),
+                    }
+                }
                 Attention::Mla(a) => {
                     out.extend(a.q_a.as_ref().map(|(m, _)| m));
                     out.extend([&a.q, &a.kv_a]);
@@ -373,16 +441,35 @@ impl<'a> Loader<'a> {
     /// error reported depend on it).
     fn layer(&mut self, c: &ModelConfig, i: usize) -> Result<LayerWeights, ModelError> {
         let e = c.n_embd;
-        let attn_out_width = c.mla.as_ref().map_or(c.q_dim(), |m| c.n_head * m.v_head);
         let dense_ffn = c.moe.as_ref().is_none_or(|m| i < m.n_dense_lead);
+        let recurrent = c
+            .delta_net
+            .as_ref()
+            .filter(|d| i < c.n_layer && d.recurrent[i]);
+        let attn_norm = self.vector(&blk(i, "attn_norm.weight"), e)?;
+        let (attn, wo) = match (recurrent, &c.mla) {
+            (Some(d), _) => (
+                Attention::DeltaNet(self.delta_net(c, d, i)?),
+                self.matrix(&blk(i, "ssm_out.weight"), d.value_dim(), e)?,
+            ),
+            (None, None) => (
+                Attention::Gqa(self.gqa(c, i)?),
+                self.matrix(&blk(i, "attn_output.weight"), c.q_dim(), e)?,
+            ),
+            (None, Some(m)) => (
+                Attention::Mla(self.mla(c, m, i)?),
+                self.matrix(&blk(i, "attn_output.weight"), c.n_head * m.v_head, e)?,
+            ),
+        };
+        let ffn_norm = match c.arch.is_hybrid() {
+            true => "post_attention_norm.weight",
+            false => "ffn_norm.weight",
+        };
         Ok(LayerWeights {
-            attn_norm: self.vector(&blk(i, "attn_norm.weight"), e)?,
-            attn: match &c.mla {
-                None => Attention::Gqa(self.gqa(c, i)?),
-                Some(m) => Attention::Mla(self.mla(c, m, i)?),
-            },
-            wo: self.matrix(&blk(i, "attn_output.weight"), attn_out_width, e)?,
-            ffn_norm: self.vector(&blk(i, "ffn_norm.weight"), e)?,
+            attn_norm,
+            attn,
+            wo,
+            ffn_norm: self.vector(&blk(i, ffn_norm), e)?,
             ffn: match &c.moe {
                 Some(m) if !dense_ffn => Ffn::Moe(self.moe(e, m, i)?),
                 _ => Ffn::Dense(self.ffn(&blk(i, "ffn_{}.weight"), e, c.n_ff)?),
@@ -395,8 +482,11 @@ impl<'a> Loader<'a> {
         let (e, q, kv) = (c.n_embd, c.q_dim(), c.kv_dim());
         let has_bias = c.arch.qkv_bias();
         let has_qk_norm = c.arch.qk_norm();
+        let output_gate = c.arch.is_hybrid();
+        let q_rows = if output_gate { 2 * q } else { q };
         Ok(GqaWeights {
-            wq: self.matrix(&n("attn_q.weight"), e, q)?,
+            output_gate,
+            wq: self.matrix(&n("attn_q.weight"), e, q_rows)?,
             wk: self.matrix(&n("attn_k.weight"), e, kv)?,
             wv: self.matrix(&n("attn_v.weight"), e, kv)?,
             bq: self.opt_vector(&n("attn_q.bias"), q, has_bias)?,
@@ -438,7 +528,7 @@ impl<'a> Loader<'a> {
             experts: self.experts(&n("ffn_{}_exps.weight"), e, m.n_ff_exp, m.n_expert)?,
             shared: match m.n_ff_shared {
                 Some(ff) => Some((
-                    if m.shared_gated {
+                    if m.shared_gate != SharedGate::None {
                         Some(self.matrix(&n("ffn_gate_inp_shexp.weight"), e, 1)?)
                     } else {
                         None
@@ -448,6 +538,58 @@ impl<'a> Loader<'a> {
                 None => None,
             },
             probs_bias: self.opt_vector(&n("exp_probs_b.bias"), m.n_expert, false)?,
+        })
+    }
+
+    /// A Gated DeltaNet layer's tensors (the output projection aside).
+    fn delta_net(
+        &mut self,
+        c: &ModelConfig,
+        d: &DeltaNetConfig,
+        i: usize,
+    ) -> Result<DeltaNetWeights, ModelError> {
+        let n = |s: &str| blk(i, s);
+        let (e, nv, width) = (c.n_embd, d.n_v_heads, d.conv_kernel);
+        let qkv = self.matrix(&n("attn_qkv.weight"), e, d.conv_dim())?;
+        let z = self.matrix(&n("attn_gate.weight"), e, d.value_dim())?;
+        let beta_alpha = match c.arch {
+            crate::Arch::Qwen3Next => {
+                BetaAlpha::Fused(self.matrix(&n("ssm_ba.weight"), e, 2 * nv)?)
+            }
+            _ => BetaAlpha::Split {
+                beta: self.matrix(&n("ssm_beta.weight"), e, nv)?,
+                alpha: self.matrix(&n("ssm_alpha.weight"), e, nv)?,
+            },
+        };
+        // The file stores each channel's taps together; the convolution wants each tap's row.
+        let taps = self.rows(&n("ssm_conv1d.weight"), width, d.conv_dim())?;
+        let mut conv = vec![0.0f32; taps.len()];
+        for (ch, row) in taps.chunks_exact(width).enumerate() {
+            for (tap, &w) in row.iter().enumerate() {
+                conv[tap * d.conv_dim() + ch] = w;
+            }
+        }
+        Ok(DeltaNetWeights {
+            qkv,
+            z,
+            beta_alpha,
+            conv,
+            dt_bias: self.vector(&n("ssm_dt.bias"), nv)?,
+            a: self.vector(&n("ssm_a"), nv)?,
+            norm: self.vector(&n("ssm_norm.weight"), d.head_dim)?,
+        })
+    }
+
+    /// Multi-token-prediction layer `i` (numbered after the trunk's layers).
+    fn nextn(&mut self, c: &ModelConfig, i: usize) -> Result<NextnLayer, ModelError> {
+        let e = c.n_embd;
+        let n = |s: &str| blk(i, s);
+        Ok(NextnLayer {
+            eh_proj: self.matrix(&n("nextn.eh_proj.weight"), 2 * e, e)?,
+            enorm: self.vector(&n("nextn.enorm.weight"), e)?,
+            hnorm: self.vector(&n("nextn.hnorm.weight"), e)?,
+            shared_head_norm: self.opt_vector(&n("nextn.shared_head_norm.weight"), e, false)?,
+            layer: self.layer(c, i)?,
         })
     }
 
@@ -613,6 +755,32 @@ impl<'a> Loader<'a> {
         }
         dequantize_row(t.ty, self.gguf.tensor_data(&t), &mut out);
         self.n_bytes += (len * 4) as u64;
+        self.n_params += t.n_elements();
+        self.done += t.n_bytes as u64;
+        Ok(out)
+    }
+
+    /// A small `[rows x cols]` tensor converted to f32, row-major (GGUF dims `[cols, rows]`).
+    fn rows(&mut self, name: &str, cols: usize, rows: usize) -> Result<Vec<f32>, ModelError> {
+        let t = self.info(name, &[cols as u64, rows as u64])?.clone();
+        let row_bytes = t.ty.row_bytes(cols).filter(|b| b * rows == t.n_bytes);
+        let Some(row_bytes) = row_bytes else {
+            return Err(ModelError::Kernel {
+                file: self.gguf.name().to_string(),
+                name: name.to_string(),
+                source: frugal_kernels::KernelError::RaggedRow {
+                    ty: t.ty,
+                    cols,
+                    block: t.ty.block_len(),
+                },
+            });
+        };
+        let mut out = vec![0.0f32; rows * cols];
+        let data = self.gguf.tensor_data(&t);
+        for (r, o) in out.chunks_exact_mut(cols).enumerate() {
+            dequantize_row(t.ty, &data[r * row_bytes..(r + 1) * row_bytes], o);
+        }
+        self.n_bytes += (rows * cols * 4) as u64;
         self.n_params += t.n_elements();
         self.done += t.n_bytes as u64;
         Ok(out)

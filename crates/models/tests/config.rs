@@ -2,7 +2,7 @@
 
 use frugal_fixtures::dir as fixtures;
 use frugal_formats::{GgufFile, GgufWriter, Value};
-use frugal_models::{ModelConfig, ModelError};
+use frugal_models::{ModelConfig, ModelError, SharedGate};
 
 const MODELS: &[&str] = &[
     "llama-f32",
@@ -66,12 +66,12 @@ fn fixture_configs() {
         .unwrap()
         .moe
         .unwrap();
-    assert!(moe.shared_gated && moe.n_ff_shared.is_some());
+    assert!(moe.shared_gate == SharedGate::SiluRatio && moe.n_ff_shared.is_some());
     let moe = ModelConfig::from_gguf(&open("qwen3moe-f32"))
         .unwrap()
         .moe
         .unwrap();
-    assert!(moe.norm_weights && !moe.shared_gated && moe.n_ff_shared.is_none());
+    assert!(moe.norm_weights && moe.shared_gate == SharedGate::None && moe.n_ff_shared.is_none());
 }
 
 #[test]

@@ -15,7 +15,7 @@ fn open(model: &str) -> GgufFile {
 /// All-position logits of a short prompt in one batch, then two single-token steps.
 fn logits(model: &Model, pool: &ThreadPool) -> Vec<f32> {
     let blocks: Vec<u32> = (0..4).collect();
-    let mut kv = model.new_kv_store(blocks.len(), 16);
+    let mut kv = model.new_kv_store(blocks.len(), 16, 1);
     let n_vocab = model.config().n_vocab as u32;
     let prompt: Vec<u32> = (0..9).map(|i| (i * 7919 + 11) % n_vocab).collect();
     let mut out = model
@@ -26,6 +26,7 @@ fn logits(model: &Model, pool: &ThreadPool) -> Vec<f32> {
                 tokens: &prompt,
                 pos: 0,
                 blocks: &blocks,
+                state: 0,
                 logits: Logits::All,
             }],
         )
@@ -40,6 +41,7 @@ fn logits(model: &Model, pool: &ThreadPool) -> Vec<f32> {
                         tokens: std::slice::from_ref(t),
                         pos: prompt.len() + i,
                         blocks: &blocks,
+                        state: 0,
                         logits: Logits::Last,
                     }],
                 )

@@ -90,11 +90,12 @@ fn out_of_range_token_is_an_error() {
     let model = load(&shared(), "qwen2-f32", false);
     let pool = ThreadPool::new(1);
     let blocks = [0u32];
-    let mut kv = model.new_kv_store(1, 16);
+    let mut kv = model.new_kv_store(1, 16, 1);
     let c = SeqChunk {
         tokens: &[576],
         pos: 0,
         blocks: &blocks,
+        state: 0,
         logits: Logits::Last,
     };
     assert!(model.forward(&pool, &mut kv, &[c]).is_err());
@@ -102,6 +103,7 @@ fn out_of_range_token_is_an_error() {
         tokens: &[1; 17],
         pos: 0,
         blocks: &blocks,
+        state: 0,
         logits: Logits::Last,
     };
     assert!(

@@ -59,7 +59,7 @@ fn run(c: &mut OutputConstraint, prompt: &str, seed: u64, max: usize, must_end: 
     let prompt = tok.encode(prompt, false, true).unwrap();
     let n_blocks = (prompt.len() + max + 1).div_ceil(BLOCK);
     let blocks: Vec<u32> = (0..n_blocks as u32).collect();
-    let mut kv = f.model.new_kv_store(n_blocks, BLOCK);
+    let mut kv = f.model.new_kv_store(n_blocks, BLOCK, 1);
     let mut sampler = Sampler::new(SamplingParams {
         seed: Some(seed),
         ..SamplingParams::default()
@@ -69,6 +69,7 @@ fn run(c: &mut OutputConstraint, prompt: &str, seed: u64, max: usize, must_end: 
         tokens: &prompt,
         pos: 0,
         blocks: &blocks,
+        state: 0,
         logits: Logits::Last,
     };
     let mut logits = f.model.forward(&f.pool, &mut kv, &[chunk]).unwrap();
@@ -95,6 +96,7 @@ fn run(c: &mut OutputConstraint, prompt: &str, seed: u64, max: usize, must_end: 
             tokens: std::slice::from_ref(&t),
             pos: history.len() - 1,
             blocks: &blocks,
+            state: 0,
             logits: Logits::Last,
         };
         logits = f.model.forward(&f.pool, &mut kv, &[chunk]).unwrap();

@@ -7,10 +7,17 @@
 //! blocks are released and it goes back to the front of the queue to be recomputed later (its
 //! prefix may still be in the cache). Nothing here touches a tensor; the engine turns a
 //! [`Step`] into a forward pass and reports back with [`Scheduler::complete`].
+//!
+//! For hybrid models ([`Scheduler::with_states`]) each running sequence also holds a recurrent-
+//! state slot, and prefix caching needs a snapshot of that state where the cached prefix ends:
+//! prefill chunks are cut at snapshot points (every `snapshot_every` tokens, and the last block
+//! boundary of the prompt), the step says which states to copy into snapshot slots after the
+//! forward pass ([`Step::snapshots`]) and which snapshots to copy into a sequence's slot before
+//! it ([`Step::restores`]); a prefix is reused only up to its last snapshot.
 
 #![forbid(unsafe_code)]
 
-use frugal_kvcache::{BlockManager, SeqBlocks};
+use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots};
 use std::collections::VecDeque;
 
 pub type SeqId = u64;
@@ -25,6 +32,27 @@ pub struct SchedulerConfig {
     pub max_waiting: usize,
     /// Context length: prompt plus generated tokens may not exceed it.
     pub n_ctx: usize,
+    /// Recurrent-state snapshots for prefix caching (hybrid models only).
+    pub snapshots: SnapshotConfig,
+}
+
+/// Where and how many recurrent-state snapshots a hybrid model's prefix cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Snapshot every this many tokens of a prompt (rounded down to a multiple of the block
+    /// size), besides at the prompt's last block boundary.
+    pub every: usize,
+    /// Bytes of memory the snapshots may take.
+    pub budget_bytes: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            every: 512,
+            budget_bytes: 1 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +79,8 @@ pub struct Chunk {
     pub tokens: Vec<u32>,
     /// Whether this chunk ends at the sequence's last token, so a new token is sampled from it.
     pub sample: bool,
+    /// The sequence's recurrent-state slot (hybrid models; 0 otherwise).
+    pub state: SlotId,
 }
 
 /// The token a sequence sampled in a step, and whether the engine ends the sequence with it
@@ -68,6 +98,14 @@ pub struct Step {
     pub chunks: Vec<Chunk>,
     /// Sequences preempted while planning this step.
     pub preempted: Vec<SeqId>,
+    /// State copies `(snapshot slot, sequence slot)` to make before the forward pass: sequences
+    /// resuming from a cached prefix.
+    pub restores: Vec<(SlotId, SlotId)>,
+    /// State copies `(sequence slot, snapshot slot)` to make after the forward pass: snapshots
+    /// of states at the end of this step's chunks.
+    pub snapshots: Vec<(SlotId, SlotId)>,
+    /// Per entry of `snapshots`: its sequence and the prefix hash it will be registered under.
+    pending: Vec<(SeqId, u64)>,
 }
 
 impl Step {
@@ -88,6 +126,8 @@ struct Seq {
     /// Prompt tokens found in the prefix cache at the last admission.
     cached: usize,
     blocks: Option<SeqBlocks>,
+    /// Recurrent-state slot while running (hybrid models).
+    slot: Option<SlotId>,
 }
 
 impl Seq {
@@ -126,6 +166,8 @@ impl FinishReason {
 pub struct Scheduler {
     cfg: SchedulerConfig,
     blocks: BlockManager,
+    /// Recurrent-state slots (hybrid models).
+    states: Option<StateSlots>,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     preemptions: u64,
@@ -142,6 +184,7 @@ impl Scheduler {
         Scheduler {
             cfg,
             blocks: BlockManager::new(n_blocks, block_size),
+            states: None,
             waiting: VecDeque::new(),
             running: Vec::new(),
             preemptions: 0,
@@ -149,8 +192,21 @@ impl Scheduler {
         }
     }
 
+    /// For a hybrid model whose per-sequence state takes `state_bytes`: a live state slot per
+    /// running sequence and as many snapshot slots as the snapshot budget holds.
+    pub fn with_states(mut self, state_bytes: usize) -> Self {
+        let n_snapshots = self.cfg.snapshots.budget_bytes / state_bytes.max(1);
+        self.states = Some(StateSlots::new(self.cfg.max_seqs, n_snapshots));
+        self
+    }
+
     pub fn blocks(&self) -> &BlockManager {
         &self.blocks
+    }
+
+    /// Recurrent-state slots, for hybrid models.
+    pub fn states(&self) -> Option<&StateSlots> {
+        self.states.as_ref()
     }
 
     pub fn n_waiting(&self) -> usize {
@@ -207,6 +263,7 @@ impl Scheduler {
             n_computed: 0,
             cached: 0,
             blocks: None,
+            slot: None,
         });
         Ok(())
     }
@@ -218,6 +275,27 @@ impl Scheduler {
             .find(|s| s.id == id)
             .and_then(|s| s.blocks.as_ref())
             .map(SeqBlocks::blocks)
+    }
+
+    /// The recurrent-state slot of a running sequence (hybrid models).
+    pub fn state_slot(&self, id: SeqId) -> Option<SlotId> {
+        self.running
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.slot)
+    }
+
+    /// Checks the state slots' invariants (for tests): every live slot in use belongs to exactly
+    /// one running sequence.
+    pub fn check_states(&self) -> Result<(), String> {
+        let Some(states) = &self.states else {
+            return Ok(());
+        };
+        let live: Vec<SlotId> = self.running.iter().filter_map(|s| s.slot).collect();
+        if live.len() != self.running.len() {
+            return Err("a running sequence has no state slot".into());
+        }
+        states.check(&live)
     }
 
     /// Prompt tokens of a running sequence that came from the prefix cache.
@@ -233,6 +311,7 @@ impl Scheduler {
         if let Some(b) = s.blocks.take() {
             self.blocks.free(b);
         }
+        self.release_state(&mut s, step);
         s.n_computed = 0;
         step.chunks.retain(|c| c.id != s.id);
         step.preempted.push(s.id);
@@ -248,7 +327,7 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() {
             let want = self.running[i].tokens.len() - self.running[i].n_computed;
-            let n = want.min(budget);
+            let n = self.cut(&self.running[i], want.min(budget));
             if n == 0 {
                 i += 1;
                 continue;
@@ -280,43 +359,128 @@ impl Scheduler {
                 }
                 continue;
             }
-            let s = &self.running[i];
-            step.chunks.push(Chunk {
-                id: s.id,
-                pos: s.n_computed,
-                tokens: s.tokens[s.n_computed..total].to_vec(),
-                sample: total == s.tokens.len(),
-            });
+            self.plan_chunk(i, n, &mut step);
             budget -= n;
             i += 1;
         }
         // Admit waiting requests while there is room.
         while budget > 0 && self.running.len() < self.cfg.max_seqs && step.preempted.is_empty() {
-            let Some(mut s) = self.waiting.pop_front() else {
+            let Some(s) = self.waiting.pop_front() else {
                 break;
             };
-            match self.blocks.allocate(&s.tokens) {
-                Ok((blocks, cached)) => {
-                    s.blocks = Some(blocks);
-                    s.n_computed = cached;
-                    s.cached = cached;
-                }
-                Err(_) => {
-                    self.waiting.push_front(s);
-                    break;
-                }
-            }
-            let n = (s.tokens.len() - s.n_computed).min(budget);
-            step.chunks.push(Chunk {
-                id: s.id,
-                pos: s.n_computed,
-                tokens: s.tokens[s.n_computed..s.n_computed + n].to_vec(),
-                sample: s.n_computed + n == s.tokens.len(),
-            });
-            budget -= n;
+            let Some(s) = self.admit(s, &mut step) else {
+                break;
+            };
+            let n = self.cut(&s, (s.tokens.len() - s.n_computed).min(budget));
             self.running.push(s);
+            self.plan_chunk(self.running.len() - 1, n, &mut step);
+            budget -= n;
         }
         step
+    }
+
+    /// Gives a waiting sequence its blocks (sharing the cached prefix) and, for hybrid models,
+    /// a state slot, restored from the snapshot at the end of the cached prefix. Puts it back and
+    /// returns `None` when the blocks are not there.
+    fn admit(&mut self, mut s: Seq, step: &mut Step) -> Option<Seq> {
+        let allocated = match &self.states {
+            None => self.blocks.allocate(&s.tokens),
+            Some(states) => self
+                .blocks
+                .allocate_with(&s.tokens, &|h| states.contains(h)),
+        };
+        let Ok((blocks, cached)) = allocated else {
+            self.waiting.push_front(s);
+            return None;
+        };
+        if let Some(states) = &mut self.states {
+            let slot = states
+                .take_live()
+                .expect("one live slot per running sequence");
+            if cached > 0 {
+                let hash = blocks.last_hash().expect("a cached prefix has a hash");
+                let snap = states.lookup(hash).expect("the prefix was resumable");
+                step.restores.push((snap, slot));
+            }
+            s.slot = Some(slot);
+        }
+        s.blocks = Some(blocks);
+        s.n_computed = cached;
+        s.cached = cached;
+        Some(s)
+    }
+
+    /// The next snapshot point after `from` for a sequence: a multiple of `every`, or the
+    /// prompt's last block boundary (a prompt resumes at most from there, since its last token
+    /// is always recomputed).
+    fn next_snapshot_point(&self, s: &Seq, from: usize) -> usize {
+        let bs = self.blocks.block_size();
+        let every = (self.cfg.snapshots.every / bs).max(1) * bs;
+        let periodic = (from / every + 1) * every;
+        let prompt_end = (s.n_prompt - 1) / bs * bs;
+        if prompt_end > from {
+            periodic.min(prompt_end)
+        } else {
+            periodic
+        }
+    }
+
+    /// How many of `n` tokens a sequence runs in this step: for hybrid models a chunk stops at
+    /// the next snapshot point, so that the state there can be copied.
+    fn cut(&self, s: &Seq, n: usize) -> usize {
+        if self.states.is_none() || n == 0 {
+            return n;
+        }
+        let point = self.next_snapshot_point(s, s.n_computed);
+        n.min(point - s.n_computed)
+    }
+
+    /// Adds running sequence `i`'s chunk of `n` tokens to the step and, if the chunk ends at a
+    /// snapshot point whose prefix has no snapshot yet, reserves one.
+    fn plan_chunk(&mut self, i: usize, n: usize, step: &mut Step) {
+        let s = &self.running[i];
+        let (start, end) = (s.n_computed, s.n_computed + n);
+        step.chunks.push(Chunk {
+            id: s.id,
+            pos: start,
+            tokens: s.tokens[start..end].to_vec(),
+            sample: end == s.tokens.len(),
+            state: s.slot.unwrap_or(0),
+        });
+        let (Some(slot), true) = (s.slot, n > 0) else {
+            return;
+        };
+        if self.next_snapshot_point(s, start) != end {
+            return;
+        }
+        let hash = prefix_hash(self.blocks.block_size(), &s.tokens[..end]);
+        let id = s.id;
+        let states = self.states.as_mut().expect("state slots imply states");
+        if states.contains(hash) || step.pending.iter().any(|&(_, h)| h == hash) {
+            return;
+        }
+        if let Some(snap) = states.reserve() {
+            step.snapshots.push((slot, snap));
+            step.pending.push((id, hash));
+        }
+    }
+
+    /// Frees a sequence's state slot and drops the snapshots planned from it in `step`.
+    fn release_state(&mut self, s: &mut Seq, step: &mut Step) {
+        let (Some(slot), Some(states)) = (s.slot.take(), self.states.as_mut()) else {
+            return;
+        };
+        states.free_live(slot);
+        let mut k = 0;
+        while k < step.snapshots.len() {
+            if step.pending[k].0 == s.id {
+                states.release(step.snapshots[k].1);
+                step.snapshots.remove(k);
+                step.pending.remove(k);
+            } else {
+                k += 1;
+            }
+        }
     }
 
     /// Records a finished step: every chunk's tokens are now computed (their full blocks enter
@@ -324,6 +488,11 @@ impl Scheduler {
     /// Sequences the engine ends with their token finish with `Stop`, those that reached
     /// max_tokens with `Length`; the finished ones are returned, their blocks released.
     pub fn complete(&mut self, step: &Step, sampled: &[Sampled]) -> Vec<(SeqId, FinishReason)> {
+        if let Some(states) = &mut self.states {
+            for (&(_, snap), &(_, hash)) in step.snapshots.iter().zip(&step.pending) {
+                states.register(hash, snap);
+            }
+        }
         let mut done = Vec::new();
         for c in &step.chunks {
             let Some(s) = self.running.iter_mut().find(|s| s.id == c.id) else {
@@ -358,6 +527,9 @@ impl Scheduler {
             let mut s = self.running.remove(i);
             if let Some(b) = s.blocks.take() {
                 self.blocks.free(b);
+            }
+            if let (Some(slot), Some(states)) = (s.slot.take(), self.states.as_mut()) {
+                states.free_live(slot);
             }
         } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
             self.waiting.remove(i);

@@ -39,6 +39,7 @@ impl Trace {
             token_budget: rng.gen_range(1..40),
             max_waiting: rng.gen_range(1..20),
             n_ctx: 64,
+            snapshots: Default::default(),
         };
         let budget = cfg.token_budget;
         let sch = Scheduler::new(cfg, n_blocks, block_size);
@@ -155,6 +156,7 @@ fn long_prompts_are_chunked_and_decodes_go_first() {
         token_budget: 8,
         max_waiting: 8,
         n_ctx: 64,
+        snapshots: Default::default(),
     };
     let mut sch = Scheduler::new(cfg, 32, 4);
     sch.add(1, vec![1, 2, 3], Some(4)).unwrap();
@@ -179,6 +181,7 @@ fn shared_prefix_is_reported_as_cached() {
         token_budget: 64,
         max_waiting: 8,
         n_ctx: 64,
+        snapshots: Default::default(),
     };
     let mut sch = Scheduler::new(cfg, 32, 4);
     let system: Vec<u32> = (100..112).collect();
@@ -203,6 +206,7 @@ fn impossible_requests_are_rejected() {
         token_budget: 8,
         max_waiting: 1,
         n_ctx: 16,
+        snapshots: Default::default(),
     };
     let mut sch = Scheduler::new(cfg, 2, 4);
     assert!(matches!(
@@ -236,6 +240,7 @@ fn without_max_tokens_a_sequence_runs_to_the_end_of_the_context() {
         token_budget: 16,
         max_waiting: 4,
         n_ctx: 8,
+        snapshots: Default::default(),
     };
     let mut sch = Scheduler::new(cfg, 2, 4);
     assert!(matches!(

@@ -391,6 +391,7 @@ fn engine_config(cfg: &ServerConfig, n_ctx: usize) -> worker::EngineConfig {
             token_budget: cfg.token_budget,
             max_waiting: cfg.max_waiting,
             n_ctx,
+            snapshots: Default::default(),
         },
         n_blocks: kv_tokens.div_ceil(cfg.block_size),
         block_size: cfg.block_size,

@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     let block = 16;
     let blocks: Vec<u32> = (0..n_ctx.div_ceil(block) as u32).collect();
-    let mut kv = model.new_kv_store(blocks.len(), block);
+    let mut kv = model.new_kv_store(blocks.len(), block, 1);
     // Token ids do not change the cost; use a fixed spread of ids.
     let tokens: Vec<u32> = (0..n_ctx as u32)
         .map(|i| (i * 7919 + 13) % c.n_vocab as u32)
@@ -115,6 +115,7 @@ fn time_prompt(
         tokens,
         pos: 0,
         blocks,
+        state: 0,
         logits: Logits::Last,
     };
     model.forward(pool, kv, &[chunk])?;
@@ -134,6 +135,7 @@ fn time_generation(
             tokens: std::slice::from_ref(tok),
             pos,
             blocks,
+            state: 0,
             logits: Logits::Last,
         };
         model.forward(pool, kv, &[chunk])?;

@@ -53,7 +53,7 @@ pub fn compute(
     );
     let block = 16;
     let blocks: Vec<u32> = (0..tokens.len().div_ceil(block) as u32).collect();
-    let mut kv = model.new_kv_store(blocks.len(), block);
+    let mut kv = model.new_kv_store(blocks.len(), block, 1);
     if step {
         let mut out = Vec::with_capacity(tokens.len() * model.config().n_vocab);
         for (pos, t) in tokens.iter().enumerate() {
@@ -61,6 +61,7 @@ pub fn compute(
                 tokens: std::slice::from_ref(t),
                 pos,
                 blocks: &blocks,
+                state: 0,
                 logits: Logits::Last,
             };
             out.extend(model.forward(pool, &mut kv, &[chunk])?);
@@ -71,6 +72,7 @@ pub fn compute(
             tokens,
             pos: 0,
             blocks: &blocks,
+            state: 0,
             logits: Logits::All,
         };
         Ok(model.forward(pool, &mut kv, &[chunk])?)

@@ -177,7 +177,7 @@ impl<'a> Runner<'a> {
             pool,
             plan,
             bos,
-            kv: model.new_kv_store(plan.n_seq * per_seq, BLOCK),
+            kv: model.new_kv_store(plan.n_seq * per_seq, BLOCK, plan.n_seq),
             tables,
         }
     }
@@ -205,10 +205,12 @@ impl<'a> Runner<'a> {
             let batch: Vec<SeqChunk> = seqs
                 .iter()
                 .zip(&self.tables)
-                .map(|(s, blocks)| SeqChunk {
+                .enumerate()
+                .map(|(i, (s, blocks))| SeqChunk {
                     tokens: &s[range.clone()],
                     pos: range.start,
                     blocks,
+                    state: i as u32,
                     logits: if want { Logits::All } else { Logits::None },
                 })
                 .collect();

@@ -40,7 +40,7 @@ pub fn load(set: &Set, model: &str, dequantize: bool) -> Model {
 /// All-position logits, batched or one token per forward pass.
 pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> Vec<f32> {
     let blocks: Vec<u32> = (0..8).collect();
-    let mut kv = model.new_kv_store(blocks.len(), 16);
+    let mut kv = model.new_kv_store(blocks.len(), 16, 1);
     if step {
         let mut out = Vec::new();
         for (pos, t) in tokens.iter().enumerate() {
@@ -48,6 +48,7 @@ pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> V
                 tokens: std::slice::from_ref(t),
                 pos,
                 blocks: &blocks,
+                state: 0,
                 logits: Logits::Last,
             };
             out.extend(model.forward(pool, &mut kv, &[c]).unwrap());
@@ -58,6 +59,7 @@ pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> V
             tokens,
             pos: 0,
             blocks: &blocks,
+            state: 0,
             logits: Logits::All,
         };
         model.forward(pool, &mut kv, &[c]).unwrap()
@@ -67,11 +69,12 @@ pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> V
 /// Greedy continuation: the prompt in one batch, then one token per step (as the fixtures did).
 pub fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec<u32> {
     let blocks: Vec<u32> = (0..8).collect();
-    let mut kv = model.new_kv_store(blocks.len(), 16);
+    let mut kv = model.new_kv_store(blocks.len(), 16, 1);
     let c = SeqChunk {
         tokens: prompt,
         pos: 0,
         blocks: &blocks,
+        state: 0,
         logits: Logits::Last,
     };
     let mut last = model.forward(pool, &mut kv, &[c]).unwrap();
@@ -83,6 +86,7 @@ pub fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec
             tokens: &[t],
             pos: prompt.len() + i,
             blocks: &blocks,
+            state: 0,
             logits: Logits::Last,
         };
         last = model.forward(pool, &mut kv, &[c]).unwrap();
