@@ -258,13 +258,21 @@ fn check_ggml_path(set: &Set, model_name: &str, e: &Value, tokens: &[u32], pool:
     let n_vocab = e["n_vocab"].as_u64().unwrap() as usize;
     let model = load(set, model_name, false);
     let arch = e["arch"].as_str().unwrap();
-    let f32_ref = Set::shared().expected_f32(&format!("{arch}-f32.batched.f32"));
+    // llama.cpp on the f32 model of the same weights: in the set itself, or the shared set's.
+    let f32_file = format!("{arch}-f32.batched.f32");
+    let f32_ref = match set.expected(&f32_file).is_file() {
+        true => set.expected_f32(&f32_file),
+        false => Set::shared().expected_f32(&f32_file),
+    };
     let quant_vs_f32 = e["distances"]["quant_vs_f32_batched"]["mean_abs"]
         .as_f64()
         .unwrap() as f32;
     let argmax_ref = ids(&e["argmax"]);
     // README tolerance: 0.5 for dense models, 3.0 for MoE (a flip can change the experts chosen).
-    let moe = matches!(arch, "qwen2moe" | "qwen3moe" | "deepseek2");
+    let moe = matches!(
+        arch,
+        "qwen2moe" | "qwen3moe" | "deepseek2" | "qwen35moe" | "qwen3next"
+    );
     let max_allowed = if moe { 3.0 } else { 0.5 };
     for step in [false, true] {
         let file = if step { "step" } else { "batched" };
