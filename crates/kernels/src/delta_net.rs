@@ -1,6 +1,9 @@
-//! Gated DeltaNet, the linear attention of Qwen3.5 and Qwen3-Next, in its plain recurrent form:
-//! the scalar reference ([`gated_delta_net`]) that the chunked (prompt) and SIMD forms are
-//! checked against, and the SIMD recurrence ([`gated_delta_net_at`]), equal to it bit for bit.
+//! Gated DeltaNet, the linear attention of Qwen3.5 and Qwen3-Next: the plain recurrence
+//! ([`gated_delta_net`], the scalar reference every other form is checked against) and its SIMD
+//! form ([`gated_delta_net_at`], equal to it bit for bit) for decode; the chunked form for prompts
+//! ([`gated_delta_net_chunked`], scalar, and [`gated_delta_net_chunked_at`], SIMD, equal to it bit
+//! for bit, both equal to the recurrence up to rounding); and [`forward`], which the model calls
+//! and which picks between them.
 //!
 //! Per value head, with a `dim × dim` state `S` carried from token to token:
 //!
@@ -99,16 +102,49 @@ pub fn gated_delta_net_at(
     out: &mut [f32],
 ) {
     check(heads, x, state, out);
-    let passes = crate::simd::delta_net_passes(isa.min(crate::Isa::best_available()));
-    let passes = passes.unwrap_or(SCALAR);
-    run(passes, heads, x, state, out)
+    run(
+        passes(isa.min(crate::Isa::best_available())),
+        heads,
+        x,
+        state,
+        out,
+    )
 }
 
-/// The scalar passes: the reference the SIMD ones equal bit for bit.
+/// Runs of fewer tokens than this take the recurrence in [`forward`]; longer ones the chunked
+/// form (measured: `tests/delta_net.rs`, `bench_recurrence_against_chunked`).
+pub const CHUNKED_FROM: usize = 16;
+
+/// The chunk [`forward`] gives the chunked form.
+pub const CHUNK: usize = 64;
+
+/// Gated DeltaNet over `x`, as the model runs it: [`gated_delta_net_at`] for fewer than
+/// [`CHUNKED_FROM`] tokens (decode), else [`gated_delta_net_chunked_at`] in chunks of [`CHUNK`],
+/// both at [`crate::Isa::best`]. Equal to [`gated_delta_net`] up to the chunked form's rounding.
+/// Keeps no state of its own, so threads may call it at once on disjoint `state` and `out`.
+///
+/// # Panics
+/// As [`gated_delta_net`].
+pub fn forward(heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
+    let isa = crate::Isa::best();
+    if x.n < CHUNKED_FROM {
+        gated_delta_net_at(isa, heads, x, state, out)
+    } else {
+        gated_delta_net_chunked_at(isa, heads, CHUNK, x, state, out)
+    }
+}
+
+/// The scalar kernels: the reference the SIMD ones equal bit for bit.
 const SCALAR: Passes = Passes {
     decay_project,
     update_read,
+    weighted_rows: crate::ops::weighted_rows,
 };
+
+/// The kernels of `isa` (available).
+fn passes(isa: crate::Isa) -> Passes {
+    crate::simd::delta_net_passes(isa).unwrap_or(SCALAR)
+}
 
 fn run(p: Passes, heads: DeltaHeads, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
     let dim = heads.dim;
@@ -265,19 +301,23 @@ pub fn l2_norm(x: &mut [f32], eps: f32) {
 
 /// [`gated_delta_net`] in its chunked form, for prompts: tokens go through in chunks of `chunk`,
 /// and within a chunk the updates `δ` solve one lower-triangular system instead of following
-/// each other, so the work is matrix products (`KKᵀ`, `QKᵀ`, `S₀ᵀK`, `S₀ᵀQ`) rather than a
-/// matrix-vector pass per token. With `Γ` the running sum of the gates inside the chunk and
-/// `S₀` the state before it:
+/// each other, so the work is matrix products (`KKᵀ`, `QKᵀ`, `S₀ᵀK`, `S₀ᵀQ`, `Kδᵀ`) rather than
+/// a matrix-vector pass per token. With `S₀` the state before the chunk, `a_t = e^(g_t)`,
+/// `A_t = a_0⋯a_t` (the decay from the chunk's start through token `t`) and
+/// `D_ts = a_(s+1)⋯a_t` (from token `s` to token `t`; `D_tt = 1`):
 ///
 /// ```text
-/// δ_t + β_t Σ_{s<t} e^(Γ_t − Γ_s) (k_t·k_s) δ_s = β_t (v_t − e^(Γ_t) S₀ᵀk_t)
-/// o_t = (e^(Γ_t) S₀ᵀq_t + Σ_{s≤t} e^(Γ_t − Γ_s) (q_t·k_s) δ_s) / √dim
-/// S ← e^(Γ_C) S₀ + Σ_s e^(Γ_C − Γ_s) k_s δ_sᵀ
+/// δ_t = β_t (v_t − A_t S₀ᵀk_t − Σ_{s<t} D_ts (k_t·k_s) δ_s)     (forward substitution)
+/// o_t = (A_t S₀ᵀq_t + Σ_{s≤t} D_ts (q_t·k_s) δ_s) / √dim
+/// S ← A_l S₀ + Σ_s D_ls k_s δ_sᵀ                                 (l: the chunk's last token)
 /// ```
 ///
-/// Decays are taken as differences of log sums, so nothing overflows however long the chunk.
-/// The same numbers as the recurrence up to rounding (a different order of operations), which
-/// the tests bound.
+/// Decays are running products of the per-token factors, never ratios, so nothing overflows
+/// however long the chunk or strong the gates (a gate of −∞ forgets the past, as in the
+/// recurrence). Every sum over tokens or over the key dimension is a chain of fused
+/// multiply-adds in index order (`ops::scores_t`, `ops::weighted_rows`), so
+/// [`gated_delta_net_chunked_at`] equals this scalar reference bit for bit. The same numbers as
+/// the recurrence up to rounding (a different order of operations), which the tests bound.
 ///
 /// # Panics
 /// As [`gated_delta_net`], or if `chunk` is 0.
@@ -288,117 +328,271 @@ pub fn gated_delta_net_chunked(
     state: &mut [f32],
     out: &mut [f32],
 ) {
+    chunked(crate::Isa::Scalar, heads, chunk, x, state, out)
+}
+
+/// [`gated_delta_net_chunked`] with the kernels of `isa` or the best level below it: the same
+/// bits. Lanes run over the head's dimension (products with the state, `δ` and outputs) or over
+/// the chunk's tokens (`KKᵀ`, `QKᵀ`), any `dim` (a partial last register runs masked).
+pub fn gated_delta_net_chunked_at(
+    isa: crate::Isa,
+    heads: DeltaHeads,
+    chunk: usize,
+    x: &Tokens,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    let isa = isa.min(crate::Isa::best_available());
+    chunked(isa, heads, chunk, x, state, out)
+}
+
+/// Rows of the triangular products done together: the terms of the tokens before a block of
+/// `BLOCK` rows go in one call of `ops::weighted_rows` (whose tiles share each load among rows),
+/// the triangle inside the block row by row.
+const BLOCK: usize = 8;
+
+fn chunked(
+    isa: crate::Isa,
+    heads: DeltaHeads,
+    chunk: usize,
+    x: &Tokens,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
     check(heads, x, state, out);
     assert!(chunk > 0, "gated_delta_net_chunked: chunk of 0 tokens");
     let dim = heads.dim;
-    let scale = 1.0 / (dim as f32).sqrt();
-    for t0 in (0..x.n).step_by(chunk) {
-        let ts = t0..(t0 + chunk).min(x.n);
-        for h in 0..heads.v_heads {
-            let rows = |row: &dyn Fn(usize) -> Vec<f32>| ts.clone().map(row).collect();
-            // Γ_t: the gates summed through token t of the chunk.
-            let log_decay = ts
-                .clone()
-                .scan(0.0f32, |acc, t| {
-                    *acc += x.gate_beta(heads, t, h).0;
-                    Some(*acc)
-                })
-                .collect();
-            let ch = Chunk {
-                q: rows(&|t| x.q_row(heads, t, h).to_vec()),
-                k: rows(&|t| x.k_row(heads, t, h).to_vec()),
-                log_decay,
-            };
-            let v: Vec<Vec<f32>> = rows(&|t| x.v_row(heads, t, h).to_vec());
-            let betas: Vec<f32> = ts.clone().map(|t| x.gate_beta(heads, t, h).1).collect();
-            let s = &mut state[h * dim * dim..][..dim * dim];
-            let deltas = ch.deltas(s, &v, &betas);
-            for (t, o) in ts.clone().zip(ch.outputs(s, &deltas)) {
-                let dst = &mut out[(t * heads.v_heads + h) * dim..][..dim];
-                for (d, o) in dst.iter_mut().zip(&o) {
-                    *d = o * scale;
-                }
+    if dim == 0 {
+        return;
+    }
+    SCRATCH.with_borrow_mut(|w| {
+        w.prepare(isa, chunk.min(x.n), dim);
+        for t0 in (0..x.n).step_by(chunk) {
+            for h in 0..heads.v_heads {
+                let s = &mut state[h * dim * dim..][..dim * dim];
+                w.load(heads, x, t0..(t0 + chunk).min(x.n), h);
+                w.products();
+                w.weights();
+                w.solve(s);
+                w.outputs(s);
+                w.write(heads, t0, h, out);
+                w.advance(s);
             }
-            ch.advance(s, &deltas);
+        }
+    })
+}
+
+thread_local! {
+    /// This thread's working buffers, kept from call to call (the model calls once per head and
+    /// layer, so allocating per call would be per head).
+    static SCRATCH: std::cell::RefCell<ChunkScratch> = std::cell::RefCell::new(ChunkScratch::default());
+}
+
+/// The working buffers of one head's chunk (see [`gated_delta_net_chunked`]), reused from head to
+/// head, chunk to chunk and call to call. `c` tokens; rows of `dim`, and `[c][c]` matrices with
+/// rows `c` apart.
+struct ChunkScratch {
+    isa: crate::Isa,
+    /// `ops::weighted_rows` at `isa`.
+    rows: crate::simd::WeightedRowsFn,
+    dim: usize,
+    c: usize,
+    /// `[c][dim]`: the keys, then `−A_t k_t`.
+    k: Vec<f32>,
+    /// `[c][dim]`: the queries, then `A_t q_t`.
+    q: Vec<f32>,
+    /// `[dim][c]`: the keys transposed, then `D_ls k_s`.
+    kt: Vec<f32>,
+    /// `[c][c]`: `k_t·k_s`, then `−D_ts (k_t·k_s)` for `s < t`.
+    kk: Vec<f32>,
+    /// `[c][c]`: `q_t·k_s`, then `D_ts (q_t·k_s)` for `s ≤ t`.
+    qk: Vec<f32>,
+    /// `a_t`.
+    gate: Vec<f32>,
+    /// `A_t`.
+    start: Vec<f32>,
+    /// `D_ts` for the row `t` last built by `weights`, in the end `D_ls`.
+    decay: Vec<f32>,
+    beta: Vec<f32>,
+    /// `[c][dim]`: `v_t`, then `δ_t`.
+    delta: Vec<f32>,
+    /// `[c][dim]`: `o_t` before the `1/√dim` scale.
+    o: Vec<f32>,
+}
+
+impl Default for ChunkScratch {
+    fn default() -> Self {
+        let e = Vec::new;
+        ChunkScratch {
+            isa: crate::Isa::Scalar,
+            rows: crate::ops::weighted_rows,
+            dim: 0,
+            c: 0,
+            k: e(),
+            q: e(),
+            kt: e(),
+            kk: e(),
+            qk: e(),
+            gate: e(),
+            start: e(),
+            decay: e(),
+            beta: e(),
+            delta: e(),
+            o: e(),
         }
     }
 }
 
-/// One head's queries, keys and running log decays over one chunk (see
-/// [`gated_delta_net_chunked`]).
-struct Chunk {
-    q: Vec<Vec<f32>>,
-    k: Vec<Vec<f32>>,
-    log_decay: Vec<f32>,
-}
-
-impl Chunk {
-    /// `e^(Γ_t − Γ_s)`.
-    fn decay(&self, t: usize, s: usize) -> f32 {
-        (self.log_decay[t] - self.log_decay[s]).exp()
-    }
-
-    /// The updates `δ_t`, by forward substitution.
-    fn deltas(&self, s0: &[f32], v: &[Vec<f32>], betas: &[f32]) -> Vec<Vec<f32>> {
-        let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(v.len());
-        for t in 0..v.len() {
-            let sk = transposed_product(s0, &self.k[t]);
-            let decay = self.log_decay[t].exp();
-            let mut d: Vec<f32> = v[t].iter().zip(&sk).map(|(v, sk)| v - decay * sk).collect();
-            for (s, ds) in deltas.iter().enumerate() {
-                let w = self.decay(t, s) * dot(&self.k[t], &self.k[s]);
-                d.iter_mut().zip(ds).for_each(|(d, &x)| *d -= w * x);
+impl ChunkScratch {
+    /// Makes room for chunks of up to `chunk` tokens of width `dim`, computed at `isa`. The
+    /// buffers only grow; every value a step reads was written by an earlier step of the same
+    /// head and chunk, so what is left from before does not matter.
+    fn prepare(&mut self, isa: crate::Isa, chunk: usize, dim: usize) {
+        (self.isa, self.rows, self.dim) = (isa, passes(isa).weighted_rows, dim);
+        let grow = |v: &mut Vec<f32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0)
             }
-            d.iter_mut().for_each(|d| *d *= betas[t]);
-            deltas.push(d);
+        };
+        for v in [
+            &mut self.k,
+            &mut self.q,
+            &mut self.kt,
+            &mut self.delta,
+            &mut self.o,
+        ] {
+            grow(v, chunk * dim);
         }
-        deltas
+        grow(&mut self.kk, chunk * chunk);
+        grow(&mut self.qk, chunk * chunk);
+        for v in [
+            &mut self.gate,
+            &mut self.start,
+            &mut self.decay,
+            &mut self.beta,
+        ] {
+            grow(v, chunk);
+        }
     }
 
-    /// `o_t` before the `1/√dim` scale.
-    fn outputs(&self, s0: &[f32], deltas: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        (0..deltas.len())
-            .map(|t| {
-                let decay = self.log_decay[t].exp();
-                let mut o: Vec<f32> = transposed_product(s0, &self.q[t])
-                    .iter()
-                    .map(|x| decay * x)
-                    .collect();
-                for (s, ds) in deltas.iter().enumerate().take(t + 1) {
-                    let w = self.decay(t, s) * dot(&self.q[t], &self.k[s]);
-                    o.iter_mut().zip(ds).for_each(|(o, &x)| *o += w * x);
-                }
-                o
-            })
-            .collect()
-    }
-
-    /// The state after the chunk, in place of `s`.
-    fn advance(&self, s: &mut [f32], deltas: &[Vec<f32>]) {
-        let last = deltas.len() - 1;
-        let decay = self.log_decay[last].exp();
-        s.iter_mut().for_each(|x| *x *= decay);
-        let dim = self.k[0].len();
-        for (t, ds) in deltas.iter().enumerate() {
-            let w = self.decay(last, t);
-            for (row, &ki) in s.chunks_exact_mut(dim).zip(&self.k[t]) {
-                row.iter_mut().zip(ds).for_each(|(x, &d)| *x += w * ki * d);
+    /// Copies head `h`'s rows of the tokens `ts` (at most the chunk the buffers were made for).
+    fn load(&mut self, heads: DeltaHeads, x: &Tokens, ts: std::ops::Range<usize>, h: usize) {
+        let (c, dim) = (ts.len(), self.dim);
+        self.c = c;
+        for (r, t) in ts.enumerate() {
+            self.k[r * dim..][..dim].copy_from_slice(x.k_row(heads, t, h));
+            self.q[r * dim..][..dim].copy_from_slice(x.q_row(heads, t, h));
+            self.delta[r * dim..][..dim].copy_from_slice(x.v_row(heads, t, h));
+            let (g, b) = x.gate_beta(heads, t, h);
+            (self.gate[r], self.beta[r]) = (g.exp(), b);
+        }
+        for (s, row) in self.k[..c * dim].chunks_exact(dim).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                self.kt[i * c + s] = v;
             }
         }
     }
-}
 
-/// `Sᵀx` for a key-space vector `x`: `Σ_i S[i][j] x[i]` for every `j`.
-fn transposed_product(s: &[f32], x: &[f32]) -> Vec<f32> {
-    let dim = x.len();
-    let mut r = vec![0.0f32; dim];
-    for (row, &xi) in s.chunks_exact(dim).zip(x) {
-        r.iter_mut().zip(row).for_each(|(r, &sv)| *r += sv * xi);
+    /// `KKᵀ` and `QKᵀ`, lanes over the keys `s`; only the blocks of rows on or below the
+    /// diagonal.
+    fn products(&mut self) {
+        let (c, dim) = (self.c, self.dim);
+        let kt = &self.kt[..dim * c];
+        for t0 in (0..c).step_by(BLOCK) {
+            let t1 = (t0 + BLOCK).min(c);
+            for (rows, dst) in [(&self.k, &mut self.kk), (&self.q, &mut self.qk)] {
+                let rows = &rows[t0 * dim..t1 * dim];
+                crate::simd::scores_t(self.isa, rows, dim, kt, c, t1, &mut dst[t0 * c..], c);
+            }
+        }
     }
-    r
-}
 
-/// `Σ a·b` in order, in f32.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    /// The decays `A_t`, `D_ts` (row by row: `D_ts = D_(t−1)s · a_t`) and the weights of the
+    /// solve and the outputs.
+    fn weights(&mut self) {
+        let c = self.c;
+        let mut start = 1.0f32;
+        for t in 0..c {
+            let a = self.gate[t];
+            start *= a;
+            self.start[t] = start;
+            self.decay[..t].iter_mut().for_each(|d| *d *= a);
+            self.decay[t] = 1.0;
+            let kk = &mut self.kk[t * c..][..t];
+            kk.iter_mut()
+                .zip(&self.decay)
+                .for_each(|(w, &d)| *w = -(d * *w));
+            let qk = &mut self.qk[t * c..][..=t];
+            qk.iter_mut().zip(&self.decay).for_each(|(w, &d)| *w *= d);
+        }
+    }
+
+    /// The updates `δ_t` in place of `v_t`: first `v_t − A_t S₀ᵀk_t` for all rows, then forward
+    /// substitution by blocks of rows (the rows before the block at once, then the triangle).
+    fn solve(&mut self, s0: &[f32]) {
+        let (c, dim) = (self.c, self.dim);
+        for (row, &a) in self.k[..c * dim].chunks_exact_mut(dim).zip(&self.start) {
+            row.iter_mut().for_each(|x| *x *= -a);
+        }
+        let delta = &mut self.delta[..c * dim];
+        (self.rows)(delta, dim, &self.k, dim, s0, dim, dim);
+        for t0 in (0..c).step_by(BLOCK) {
+            let t1 = (t0 + BLOCK).min(c);
+            let (done, rest) = delta.split_at_mut(t0 * dim);
+            let block = &mut rest[..(t1 - t0) * dim];
+            (self.rows)(block, dim, &self.kk[t0 * c..], c, done, dim, t0);
+            for r in 0..t1 - t0 {
+                let (prev, row) = block.split_at_mut(r * dim);
+                let row = &mut row[..dim];
+                let w = &self.kk[(t0 + r) * c + t0..];
+                (self.rows)(row, dim, w, c, prev, dim, r);
+                let b = self.beta[t0 + r];
+                row.iter_mut().for_each(|x| *x *= b);
+            }
+        }
+    }
+
+    /// The outputs `o_t` (unscaled): `A_t S₀ᵀq_t`, then the updates by blocks of rows as in
+    /// `solve`.
+    fn outputs(&mut self, s0: &[f32]) {
+        let (c, dim) = (self.c, self.dim);
+        for (row, &a) in self.q[..c * dim].chunks_exact_mut(dim).zip(&self.start) {
+            row.iter_mut().for_each(|x| *x *= a);
+        }
+        let o = &mut self.o[..c * dim];
+        o.fill(0.0);
+        (self.rows)(o, dim, &self.q, dim, s0, dim, dim);
+        let delta = &self.delta[..c * dim];
+        for t0 in (0..c).step_by(BLOCK) {
+            let t1 = (t0 + BLOCK).min(c);
+            let block = &mut o[t0 * dim..t1 * dim];
+            (self.rows)(block, dim, &self.qk[t0 * c..], c, delta, dim, t0);
+            for (r, row) in block.chunks_exact_mut(dim).enumerate() {
+                let w = &self.qk[(t0 + r) * c + t0..];
+                (self.rows)(row, dim, w, c, &delta[t0 * dim..], dim, r + 1);
+            }
+        }
+    }
+
+    /// The outputs, scaled, into head `h`'s rows of `out` from token `t0`.
+    fn write(&self, heads: DeltaHeads, t0: usize, h: usize, out: &mut [f32]) {
+        let dim = self.dim;
+        let scale = 1.0 / (dim as f32).sqrt();
+        for (r, o) in self.o[..self.c * dim].chunks_exact(dim).enumerate() {
+            let dst = &mut out[((t0 + r) * heads.v_heads + h) * dim..][..dim];
+            dst.iter_mut().zip(o).for_each(|(d, &o)| *d = o * scale);
+        }
+    }
+
+    /// The state after the chunk, in place of `s` (`S₀` until now).
+    fn advance(&mut self, s: &mut [f32]) {
+        let (c, dim) = (self.c, self.dim);
+        let last = self.start[c - 1];
+        s.iter_mut().for_each(|x| *x *= last);
+        for row in self.kt[..dim * c].chunks_exact_mut(c) {
+            row.iter_mut().zip(&self.decay).for_each(|(x, &d)| *x *= d);
+        }
+        let (kt, delta) = (&self.kt[..dim * c], &self.delta[..c * dim]);
+        (self.rows)(s, dim, kt, c, delta, dim, c);
+    }
 }

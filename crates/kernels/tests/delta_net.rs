@@ -6,7 +6,11 @@
 
 mod common;
 
-use frugal_kernels::delta_net::{gated_delta_net, gated_delta_net_at, DeltaHeads, Tokens};
+use frugal_kernels::delta_net::{
+    forward, gated_delta_net, gated_delta_net_at, gated_delta_net_chunked_at, DeltaHeads, Tokens,
+    CHUNKED_FROM,
+};
+use frugal_kernels::Isa;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -233,6 +237,17 @@ fn simd_recurrence_equals_the_reference_at_every_level() {
             k_heads: 1,
             dim: 128,
         },
+        // A full AVX2 group and a partial one; a full AVX-512 group and a partial one.
+        DeltaHeads {
+            v_heads: 1,
+            k_heads: 1,
+            dim: 48,
+        },
+        DeltaHeads {
+            v_heads: 1,
+            k_heads: 1,
+            dim: 200,
+        },
     ] {
         let n = 9;
         let x = random(&mut rng, heads, n);
@@ -327,38 +342,299 @@ fn softplus_and_l2_norm_by_their_definitions() {
     assert_eq!(zeros, vec![0.0; 8]);
 }
 
+/// Gate ranges the chunked form is checked under: the model's usual; near 0 (the state forgets
+/// nothing, so it carries the most and the solve's weights are largest); strongly negative (each
+/// token nearly forgets, and the decays inside a chunk fall below f32's normal range to 0).
+const GATES: [(f32, f32); 3] = [(-2.0, 0.0), (-1e-4, 0.0), (-80.0, -20.0)];
+
+/// `random` with gates drawn from `lo..=hi`, and a random starting state.
+fn with_gates(
+    rng: &mut StdRng,
+    h: DeltaHeads,
+    n: usize,
+    (lo, hi): (f32, f32),
+) -> (Inputs, Vec<f32>) {
+    let mut x = random(rng, h, n);
+    x.g.iter_mut().for_each(|g| *g = rng.gen_range(lo..=hi));
+    let s0 = (0..h.state_len())
+        .map(|_| rng.gen_range(-0.5..0.5))
+        .collect();
+    (x, s0)
+}
+
+/// The recurrence's outputs and final state from `s0`.
+fn recurrence(h: DeltaHeads, x: &Tokens, s0: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut state, mut out) = (s0.to_vec(), vec![0.0f32; x.n * h.v_heads * h.dim]);
+    gated_delta_net(h, x, &mut state, &mut out);
+    (out, state)
+}
+
+/// The chunked form's outputs and final state from `s0` at `isa`.
+fn chunked(isa: Isa, h: DeltaHeads, chunk: usize, x: &Tokens, s0: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let (mut state, mut out) = (s0.to_vec(), vec![0.0f32; x.n * h.v_heads * h.dim]);
+    gated_delta_net_chunked_at(isa, h, chunk, x, &mut state, &mut out);
+    (out, state)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The bound between the chunked form and the recurrence: `|chunked − recurrence| ≤ TOL ·
+/// max(1, |recurrence|)` for every output and state value. Both are within about 3e-6 of the
+/// f64 definition in these tests (the worst case: 1000 tokens that never decay, in the state);
+/// the bound leaves room for that from each side.
+const TOL: f32 = 1e-5;
+
+fn assert_close(got: &(Vec<f32>, Vec<f32>), want: &(Vec<f32>, Vec<f32>), what: &str) {
+    for (name, got, want) in [("out", &got.0, &want.0), ("state", &got.1, &want.1)] {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= TOL * w.abs().max(1.0),
+                "{what}: {name}[{i}] = {g}, the recurrence gives {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn simd_chunked_equals_the_scalar_chunked_at_every_level() {
+    let levels = common::levels("simd_chunked_equals_the_scalar_chunked_at_every_level");
+    let mut rng = StdRng::seed_from_u64(7);
+    let shapes = [(2, 1, 5), (4, 2, 16), (2, 2, 37), (2, 1, 128)];
+    for (i, (v_heads, k_heads, dim)) in shapes.into_iter().enumerate() {
+        let heads = DeltaHeads {
+            v_heads,
+            k_heads,
+            dim,
+        };
+        // Every gate range for one shape; 47 tokens leave a ragged last chunk for every size.
+        let gates = if i == 1 { &GATES[..] } else { &GATES[..1] };
+        for &range in gates {
+            let n = 47;
+            let (x, s0) = with_gates(&mut rng, heads, n, range);
+            let x = x.tokens(heads, 0, n);
+            for chunk in [1, 3, 8, 16, 64] {
+                let want = chunked(Isa::Scalar, heads, chunk, &x, &s0);
+                for &isa in &levels[1..] {
+                    let got = chunked(isa, heads, chunk, &x, &s0);
+                    let what = format!("{isa:?} {heads:?} chunk={chunk} gates {range:?}");
+                    assert_eq!(bits(&got.0), bits(&want.0), "{what}: outputs");
+                    assert_eq!(bits(&got.1), bits(&want.1), "{what}: state");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn chunked_form_matches_the_recurrence() {
-    use frugal_kernels::delta_net::gated_delta_net_chunked;
-    let mut rng = StdRng::seed_from_u64(7);
-    for heads in [
-        DeltaHeads {
-            v_heads: 2,
-            k_heads: 1,
-            dim: 8,
-        },
-        DeltaHeads {
-            v_heads: 4,
-            k_heads: 2,
-            dim: 32,
-        },
-    ] {
-        let n = 45;
-        let x = random(&mut rng, heads, n);
-        let s0: Vec<f32> = (0..heads.state_len())
-            .map(|_| rng.gen_range(-0.5..0.5))
-            .collect();
-        let (mut want_state, mut want) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
-        gated_delta_net(heads, &x.tokens(heads, 0, n), &mut want_state, &mut want);
-        for chunk in [1, 4, 16, 64] {
-            let (mut state, mut out) = (s0.clone(), vec![0.0f32; want.len()]);
-            gated_delta_net_chunked(heads, chunk, &x.tokens(heads, 0, n), &mut state, &mut out);
-            for (got, want) in out.iter().zip(&want).chain(state.iter().zip(&want_state)) {
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{heads:?} chunk={chunk}: {got} vs {want}"
-                );
+    let levels = common::levels("chunked_form_matches_the_recurrence");
+    let mut rng = StdRng::seed_from_u64(8);
+    for (v_heads, k_heads, dim) in [(2, 1, 8), (4, 2, 32), (2, 2, 48)] {
+        let heads = DeltaHeads {
+            v_heads,
+            k_heads,
+            dim,
+        };
+        for range in GATES {
+            let n = 45;
+            let (x, s0) = with_gates(&mut rng, heads, n, range);
+            let x = x.tokens(heads, 0, n);
+            let want = recurrence(heads, &x, &s0);
+            for chunk in [1, 4, 7, 16, 64] {
+                for &isa in &levels {
+                    let got = chunked(isa, heads, chunk, &x, &s0);
+                    assert_close(
+                        &got,
+                        &want,
+                        &format!("{isa:?} {heads:?} chunk={chunk} {range:?}"),
+                    );
+                }
             }
+        }
+    }
+}
+
+#[test]
+fn chunked_form_does_not_drift_over_1000_tokens() {
+    let levels = common::levels("chunked_form_does_not_drift_over_1000_tokens");
+    let mut rng = StdRng::seed_from_u64(9);
+    let heads = DeltaHeads {
+        v_heads: 2,
+        k_heads: 1,
+        dim: 128,
+    };
+    for range in GATES {
+        let n = 1000;
+        let (x, s0) = with_gates(&mut rng, heads, n, range);
+        let x = x.tokens(heads, 0, n);
+        let want = recurrence(heads, &x, &s0);
+        for chunk in [16, 64] {
+            for &isa in &levels {
+                let got = chunked(isa, heads, chunk, &x, &s0);
+                assert!(got.0.iter().chain(&got.1).all(|v| v.is_finite()));
+                assert_close(&got, &want, &format!("{isa:?} chunk={chunk} {range:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_calls_split_at_chunk_boundaries_equal_one_call_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let heads = DeltaHeads {
+        v_heads: 4,
+        k_heads: 2,
+        dim: 16,
+    };
+    let (n, chunk, v1) = (40, 8, 4 * 16);
+    let (x, s0) = with_gates(&mut rng, heads, n, GATES[0]);
+    let isa = Isa::best();
+    let whole = chunked(isa, heads, chunk, &x.tokens(heads, 0, n), &s0);
+    let (mut state, mut parts) = (s0.clone(), vec![0.0f32; n * v1]);
+    for (a, b) in [(0, 8), (8, 32), (32, 40)] {
+        let out = &mut parts[a * v1..b * v1];
+        gated_delta_net_chunked_at(isa, heads, chunk, &x.tokens(heads, a, b), &mut state, out);
+    }
+    assert_eq!(bits(&parts), bits(&whole.0));
+    assert_eq!(bits(&state), bits(&whole.1));
+}
+
+#[test]
+fn chunked_form_forgets_past_an_infinitely_negative_gate() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let heads = DeltaHeads {
+        v_heads: 2,
+        k_heads: 1,
+        dim: 16,
+    };
+    let (n, forget) = (20, 5);
+    let (mut x, _) = with_gates(&mut rng, heads, n, GATES[0]);
+    x.g[forget * heads.v_heads..(forget + 1) * heads.v_heads].fill(f32::NEG_INFINITY);
+    let x = x.tokens(heads, 0, n);
+    let from = forget * heads.v_heads * heads.dim;
+    for isa in common::levels("chunked_form_forgets_past_an_infinitely_negative_gate") {
+        let run = |s: f32| chunked(isa, heads, 8, &x, &vec![s; heads.state_len()]);
+        let (a, b) = (run(0.0), run(0.75));
+        assert_eq!(
+            a.0[from..],
+            b.0[from..],
+            "{isa:?}: outputs from the gate on"
+        );
+        assert_eq!(a.1, b.1, "{isa:?}: state");
+        assert!(a.0.iter().chain(&a.1).all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn forward_takes_the_recurrence_for_decode_and_chunks_for_prompts() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let heads = DeltaHeads {
+        v_heads: 4,
+        k_heads: 2,
+        dim: 32,
+    };
+    let n = CHUNKED_FROM + 30;
+    let (x, s0) = with_gates(&mut rng, heads, n, GATES[0]);
+    let run = |a: usize, b: usize, s: &[f32]| {
+        let (mut state, mut out) = (
+            s.to_vec(),
+            vec![0.0f32; (b - a) * heads.v_heads * heads.dim],
+        );
+        forward(heads, &x.tokens(heads, a, b), &mut state, &mut out);
+        (out, state)
+    };
+    // A few tokens: the recurrence (every level equals the reference bit for bit).
+    let short = x.tokens(heads, 0, CHUNKED_FROM - 1);
+    let got = run(0, CHUNKED_FROM - 1, &s0);
+    let want = recurrence(heads, &short, &s0);
+    assert_eq!((bits(&got.0), bits(&got.1)), (bits(&want.0), bits(&want.1)));
+    // A prompt, then decode steps: the chunked form, then the recurrence from its state.
+    let prompt = run(0, n - 3, &s0);
+    let mut state = prompt.1;
+    let mut out = prompt.0;
+    for t in n - 3..n {
+        let step = run(t, t + 1, &state);
+        out.extend(step.0);
+        state = step.1;
+    }
+    assert_close(
+        &(out, state),
+        &recurrence(heads, &x.tokens(heads, 0, n), &s0),
+        "forward",
+    );
+}
+
+#[test]
+fn forward_runs_on_several_threads_at_once() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let heads = DeltaHeads {
+        v_heads: 2,
+        k_heads: 1,
+        dim: 16,
+    };
+    let n = 50;
+    let seqs: Vec<(Inputs, Vec<f32>)> = (0..4)
+        .map(|_| with_gates(&mut rng, heads, n, GATES[0]))
+        .collect();
+    let one = |(x, s0): &(Inputs, Vec<f32>)| {
+        let (mut state, mut out) = (s0.clone(), vec![0.0f32; n * heads.v_heads * heads.dim]);
+        forward(heads, &x.tokens(heads, 0, n), &mut state, &mut out);
+        (out, state)
+    };
+    let alone: Vec<_> = seqs.iter().map(one).collect();
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = seqs.iter().map(|q| s.spawn(move || one(q))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(alone, together);
+}
+
+/// Best of 5 runs of `f`, in seconds.
+fn best_of_5(mut f: impl FnMut()) -> f64 {
+    f();
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Per-token cost of the recurrence and of the chunked form (several chunk sizes) at every SIMD
+/// level, one thread, Qwen3.5-like heads (16 × 128). Run with
+/// `cargo test --release -p frugal-kernels --test delta_net -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_recurrence_against_chunked() {
+    let heads = DeltaHeads {
+        v_heads: 16,
+        k_heads: 16,
+        dim: 128,
+    };
+    let mut rng = StdRng::seed_from_u64(99);
+    let x = random(&mut rng, heads, 512);
+    let mut state = vec![0.0f32; heads.state_len()];
+    let mut out = vec![0.0f32; 512 * heads.v_heads * heads.dim];
+    for isa in common::levels("bench_recurrence_against_chunked") {
+        if isa == Isa::Scalar {
+            continue;
+        }
+        for n in [1usize, 2, 3, 4, 8, 16, 32, 64, 512] {
+            let xs = x.tokens(heads, 0, n);
+            let o = &mut out[..n * heads.v_heads * heads.dim];
+            let us = |s: f64| s * 1e6 / n as f64;
+            let rec = best_of_5(|| gated_delta_net_at(isa, heads, &xs, &mut state, o));
+            let mut line = format!("{isa:?} n={n:4}: recurrence {:7.1} µs/token", us(rec));
+            for chunk in [16, 32, 64, 128] {
+                let t = best_of_5(|| {
+                    gated_delta_net_chunked_at(isa, heads, chunk, &xs, &mut state, o);
+                });
+                line += &format!(", chunk {chunk} {:7.1}", us(t));
+            }
+            println!("{line}");
         }
     }
 }

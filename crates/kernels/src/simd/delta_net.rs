@@ -6,6 +6,7 @@
 //! multiply-add's latency); the last `dim % width` columns run masked.
 
 use super::Passes;
+use crate::ops::check_weighted_rows;
 use std::arch::x86_64::*;
 
 /// Checks what both passes index: `s` holds `dim × dim`, the vectors `dim` values.
@@ -16,18 +17,45 @@ fn check(s: &[f32], dim: usize, vecs: &[&[f32]]) {
     );
 }
 
+/// A tile of `ops::weighted_rows`: its output rows (`dv` apart) from column `c0`, their weights
+/// (`w_stride` apart) and the `len` value rows (`v_stride` apart), as pointers into slices that
+/// `check_weighted_rows` accepted.
+#[derive(Clone, Copy)]
+struct Tile {
+    out: *mut f32,
+    dv: usize,
+    c0: usize,
+    w: *const f32,
+    w_stride: usize,
+    v: *const f32,
+    v_stride: usize,
+    len: usize,
+}
+
+impl Tile {
+    /// The tile's row `r` alone.
+    ///
+    /// # Safety
+    /// The tile has more than `r` rows.
+    unsafe fn row(self, r: usize) -> Tile {
+        // SAFETY: the caller's.
+        let (out, w) = unsafe { (self.out.add(r * self.dv), self.w.add(r * self.w_stride)) };
+        Tile { out, w, ..self }
+    }
+}
+
 /// Calls `$f::<G, ..>(args)` for `G = $n` registers, 1 to 8.
 macro_rules! by_group {
-    ($n:expr, $f:ident $(, $c:expr)?; $($arg:expr),*) => {
+    ($n:expr, $f:ident $(, $c:expr)*; $($arg:expr),*) => {
         match $n {
-            1 => $f::<1 $(, $c)?>($($arg),*),
-            2 => $f::<2 $(, $c)?>($($arg),*),
-            3 => $f::<3 $(, $c)?>($($arg),*),
-            4 => $f::<4 $(, $c)?>($($arg),*),
-            5 => $f::<5 $(, $c)?>($($arg),*),
-            6 => $f::<6 $(, $c)?>($($arg),*),
-            7 => $f::<7 $(, $c)?>($($arg),*),
-            _ => $f::<8 $(, $c)?>($($arg),*),
+            1 => $f::<1 $(, $c)*>($($arg),*),
+            2 => $f::<2 $(, $c)*>($($arg),*),
+            3 => $f::<3 $(, $c)*>($($arg),*),
+            4 => $f::<4 $(, $c)*>($($arg),*),
+            5 => $f::<5 $(, $c)*>($($arg),*),
+            6 => $f::<6 $(, $c)*>($($arg),*),
+            7 => $f::<7 $(, $c)*>($($arg),*),
+            _ => $f::<8 $(, $c)*>($($arg),*),
         }
     };
 }
@@ -38,10 +66,99 @@ pub(crate) mod avx512 {
     pub(crate) const PASSES: Passes = Passes {
         decay_project,
         update_read,
+        weighted_rows,
     };
 
     /// Registers per segment (a whole row of 128 columns).
     const GROUP: usize = 8;
+
+    /// The tile of `weighted_rows`: 16 sums in flight, 8 loads per 16 fused multiply-adds.
+    const ROWS: usize = 4;
+    const COLS: usize = 4;
+
+    /// `ops::weighted_rows` (same arguments and panics, same bits).
+    fn weighted_rows(
+        out: &mut [f32],
+        dv: usize,
+        w: &[f32],
+        w_stride: usize,
+        v: &[f32],
+        v_stride: usize,
+        len: usize,
+    ) {
+        check_weighted_rows(out, dv, w, w_stride, v, v_stride, len);
+        if len == 0 {
+            return;
+        }
+        let rows = out.len() / dv;
+        for h0 in (0..rows).step_by(ROWS) {
+            let (out, w) = (out[h0 * dv..].as_mut_ptr(), w[h0 * w_stride..].as_ptr());
+            for c0 in (0..dv).step_by(16 * COLS) {
+                let regs = (dv - c0).div_ceil(16).min(COLS);
+                let v = v.as_ptr();
+                let t = Tile {
+                    out,
+                    dv,
+                    c0,
+                    w,
+                    w_stride,
+                    v,
+                    v_stride,
+                    len,
+                };
+                // SAFETY: rows h0.. of `out` and `w` and rows below `len` of `v` are in bounds
+                // (checked above); `regs` registers from column c0 start below `dv`; the
+                // dispatcher confirmed the CPU has these features.
+                unsafe {
+                    if rows - h0 >= ROWS {
+                        by_group!(regs, weighted_tile, ROWS; t)
+                    } else {
+                        for r in 0..rows - h0 {
+                            by_group!(regs, weighted_tile, 1; t.row(r))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `weighted_rows` on the tile's first `R` rows and `G` registers of columns.
+    ///
+    /// # Safety
+    /// The tile has `R` rows, `c0 + 16 (G − 1) < dv`; AVX-512 F.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn weighted_tile<const G: usize, const R: usize>(t: Tile) {
+        let m = masks::<G>(t.dv, t.c0);
+        let at = |r: usize, g: usize| r * t.dv + t.c0 + 16 * g;
+        let mut acc = [[_mm512_setzero_ps(); G]; R];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (g, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row r of `out`, columns under the mask.
+                *a = unsafe { _mm512_maskz_loadu_ps(m[g], t.out.add(at(r, g))) };
+            }
+        }
+        for j in 0..t.len {
+            // SAFETY: row j of `v`, columns under the masks; weight j of rows r < R.
+            unsafe {
+                let mut x = [_mm512_setzero_ps(); G];
+                for (g, x) in x.iter_mut().enumerate() {
+                    *x = _mm512_maskz_loadu_ps(m[g], t.v.add(j * t.v_stride + t.c0 + 16 * g));
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let wr = _mm512_set1_ps(*t.w.add(r * t.w_stride + j));
+                    for (a, x) in acc.iter_mut().zip(&x) {
+                        *a = _mm512_fmadd_ps(wr, *x, *a);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (g, a) in acc.iter().enumerate() {
+                // SAFETY: as the loads above.
+                unsafe { _mm512_mask_storeu_ps(t.out.add(at(r, g)), m[g], *a) };
+            }
+        }
+    }
 
     fn decay_project(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]) {
         check(s, dim, &[k, acc]);
@@ -157,7 +274,105 @@ pub(crate) mod avx2 {
     pub(crate) const PASSES: Passes = Passes {
         decay_project,
         update_read,
+        weighted_rows,
     };
+
+    /// The tile of `weighted_rows`: 8 sums in flight (two FMA pipes of latency 4), 6 loads per 8
+    /// fused multiply-adds, in twelve of the sixteen registers.
+    const ROWS: usize = 4;
+    const COLS: usize = 2;
+
+    /// `ops::weighted_rows` (same arguments and panics, same bits).
+    fn weighted_rows(
+        out: &mut [f32],
+        dv: usize,
+        w: &[f32],
+        w_stride: usize,
+        v: &[f32],
+        v_stride: usize,
+        len: usize,
+    ) {
+        check_weighted_rows(out, dv, w, w_stride, v, v_stride, len);
+        if len == 0 {
+            return;
+        }
+        let rows = out.len() / dv;
+        for h0 in (0..rows).step_by(ROWS) {
+            let (out, w) = (out[h0 * dv..].as_mut_ptr(), w[h0 * w_stride..].as_ptr());
+            for c0 in (0..dv).step_by(8 * COLS) {
+                let regs = (dv - c0).div_ceil(8).min(COLS);
+                let v = v.as_ptr();
+                let t = Tile {
+                    out,
+                    dv,
+                    c0,
+                    w,
+                    w_stride,
+                    v,
+                    v_stride,
+                    len,
+                };
+                // SAFETY: rows h0.. of `out` and `w` and rows below `len` of `v` are in bounds
+                // (checked above); `regs` registers from column c0 start below `dv`, and run
+                // masked unless all their columns are; the dispatcher confirmed the CPU has
+                // these features.
+                unsafe {
+                    match (rows - h0 >= ROWS, c0 + 8 * regs <= dv) {
+                        (true, true) => by_group!(regs, weighted_tile, ROWS, false; t),
+                        (true, false) => by_group!(regs, weighted_tile, ROWS, true; t),
+                        (false, full) => {
+                            for r in 0..rows - h0 {
+                                if full {
+                                    by_group!(regs, weighted_tile, 1, false; t.row(r))
+                                } else {
+                                    by_group!(regs, weighted_tile, 1, true; t.row(r))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `weighted_rows` on the tile's first `R` rows and `G` registers of columns.
+    ///
+    /// # Safety
+    /// The tile has `R` rows, `c0 + 8 (G − 1) < dv`, and `c0 + 8 G <= dv` unless `MASKED`;
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_tile<const G: usize, const R: usize, const MASKED: bool>(t: Tile) {
+        let m = masks::<G>(t.dv, t.c0);
+        let at = |r: usize, g: usize| r * t.dv + t.c0 + 8 * g;
+        let mut acc = [[_mm256_setzero_ps(); G]; R];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            for (g, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row r of `out`, the columns `load` reads.
+                *a = unsafe { load::<MASKED>(t.out.add(at(r, g)), m[g]) };
+            }
+        }
+        for j in 0..t.len {
+            // SAFETY: row j of `v`, the columns `load` reads; weight j of rows r < R.
+            unsafe {
+                let mut x = [_mm256_setzero_ps(); G];
+                for (g, x) in x.iter_mut().enumerate() {
+                    *x = load::<MASKED>(t.v.add(j * t.v_stride + t.c0 + 8 * g), m[g]);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let wr = _mm256_set1_ps(*t.w.add(r * t.w_stride + j));
+                    for (a, x) in acc.iter_mut().zip(&x) {
+                        *a = _mm256_fmadd_ps(wr, *x, *a);
+                    }
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (g, a) in acc.iter().enumerate() {
+                // SAFETY: as the loads above.
+                unsafe { store::<MASKED>(t.out.add(at(r, g)), m[g], *a) };
+            }
+        }
+    }
 
     /// Registers per segment: enough sums in flight for two FMA pipes, few enough that the
     /// segment's `δ` stays in the sixteen registers.

@@ -140,14 +140,27 @@ pub(crate) type DecayProjectFn =
 pub(crate) type UpdateReadFn =
     fn(s: &mut [f32], dim: usize, k: &[f32], delta: &[f32], q: &[f32], o: &mut [f32]);
 
-/// Gated DeltaNet's two passes over one head's state for one token (`delta_net`).
+/// `ops::weighted_rows`: `out[h][..] += Σ_j w[h][j] · v[j][..]`.
+pub(crate) type WeightedRowsFn = fn(
+    out: &mut [f32],
+    dv: usize,
+    w: &[f32],
+    w_stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    len: usize,
+);
+
+/// Gated DeltaNet's kernels at one level (`delta_net`): the recurrence's two passes over one
+/// head's state for one token, and the chunked form's products.
 #[derive(Clone, Copy)]
 pub(crate) struct Passes {
     pub decay_project: DecayProjectFn,
     pub update_read: UpdateReadFn,
+    pub weighted_rows: WeightedRowsFn,
 }
 
-/// Gated DeltaNet's passes at `isa` (checked available), if SIMD: bit-identical to the scalar
+/// Gated DeltaNet's kernels at `isa` (checked available), if SIMD: bit-identical to the scalar
 /// ones in `delta_net`.
 pub(crate) fn delta_net_passes(isa: Isa) -> Option<Passes> {
     #[cfg(target_arch = "x86_64")]
