@@ -84,7 +84,10 @@ fn run(eng: &mut BatchEngine, reqs: &[(u64, Vec<u32>, usize)]) -> HashMap<u64, O
 fn alone(f: &Fixture, prompt: &[u32], n: usize) -> Vec<u32> {
     let pool = ThreadPool::new(2);
     let mut eng = engine(f, &pool, 256, 64, 512);
-    run(&mut eng, &[(1, prompt.to_vec(), n)]).remove(&1).unwrap().0
+    run(&mut eng, &[(1, prompt.to_vec(), n)])
+        .remove(&1)
+        .unwrap()
+        .0
 }
 
 #[test]

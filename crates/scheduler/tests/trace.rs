@@ -1,18 +1,26 @@
 //! Simulated request traces: the budget is never exceeded, block tables always cover what a step
-//! computes, every request finishes or is rejected, and no block leaks.
+//! computes, every request finishes or is rejected, and no block leaks. Half the traces are of a
+//! hybrid model: each state slot's contents are simulated (the tokens it has consumed) through
+//! the step's restores, chunks and snapshots, so a sequence that runs from a state that is not
+//! exactly its own prefix fails the trace.
 
-use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, Step};
+use frugal_scheduler::{
+    FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SnapshotConfig, Step,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 #[test]
 fn random_traces() {
-    let mut preemptions = 0;
+    let (mut preemptions, mut resumed) = (0, 0);
     for seed in 0..150 {
-        preemptions += Trace::new(seed).run();
+        let (p, r) = Trace::new(seed).run();
+        preemptions += p;
+        resumed += r;
     }
     assert!(preemptions > 0, "the traces must exercise preemption");
+    assert!(resumed > 0, "the traces must resume from state snapshots");
 }
 
 /// One simulated trace: requests arriving at random, steps run, tokens sampled, clients leaving.
@@ -27,6 +35,12 @@ struct Trace {
     accepted: HashSet<u64>,
     finished: HashSet<u64>,
     next_id: u64,
+    /// Every sequence's tokens so far (prompt and sampled).
+    tokens: HashMap<u64, Vec<u32>>,
+    /// Hybrid traces: what each state slot holds, as the tokens it has consumed.
+    slots: Option<HashMap<u32, Vec<u32>>>,
+    /// Sequences that started from a snapshot.
+    resumed: u64,
 }
 
 impl Trace {
@@ -39,10 +53,18 @@ impl Trace {
             token_budget: rng.gen_range(1..40),
             max_waiting: rng.gen_range(1..20),
             n_ctx: 64,
-            snapshots: Default::default(),
+            snapshots: SnapshotConfig {
+                every: rng.gen_range(1..24),
+                budget_bytes: rng.gen_range(0..6),
+            },
         };
         let budget = cfg.token_budget;
-        let sch = Scheduler::new(cfg, n_blocks, block_size);
+        let mut sch = Scheduler::new(cfg, n_blocks, block_size);
+        let hybrid = seed % 2 == 1;
+        if hybrid {
+            // One byte per state: the budget above is the number of snapshot slots.
+            sch = sch.with_states(1);
+        }
         let system: Vec<u32> = (0..rng.gen_range(0..16)).collect();
         Trace {
             seed,
@@ -54,11 +76,15 @@ impl Trace {
             accepted: HashSet::new(),
             finished: HashSet::new(),
             next_id: 0,
+            tokens: HashMap::new(),
+            slots: hybrid.then(HashMap::new),
+            resumed: 0,
         }
     }
 
-    /// Runs the trace to the end, checking every step; the number of preemptions.
-    fn run(mut self) -> u64 {
+    /// Runs the trace to the end, checking every step; the number of preemptions and of
+    /// sequences resumed from a snapshot.
+    fn run(mut self) -> (u64, u64) {
         let seed = self.seed;
         for round in 0..2000 {
             if round < 400 && self.rng.gen_bool(0.3) {
@@ -66,8 +92,10 @@ impl Trace {
             }
             let step = self.sch.schedule();
             self.check_step(&step);
+            self.run_states(&step);
             self.complete(&step);
             self.sch.blocks().check().unwrap();
+            self.sch.check_states().unwrap();
             if round > 400 && self.sch.is_idle() {
                 break;
             }
@@ -78,7 +106,41 @@ impl Trace {
             "seed {seed}: every accepted request finishes"
         );
         assert_eq!(self.sch.blocks().n_used(), 0, "seed {seed}: blocks leaked");
-        self.sch.preemptions()
+        (self.sch.preemptions(), self.resumed)
+    }
+
+    /// Hybrid traces: plays the step on the simulated slots, checking that every chunk starts
+    /// from its own sequence's state (its tokens before the chunk).
+    fn run_states(&mut self, step: &Step) {
+        let seed = self.seed;
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        for &(from, to) in &step.restores {
+            let state = slots.get(&from).cloned().expect("restored snapshots exist");
+            slots.insert(to, state);
+            self.resumed += 1;
+        }
+        let mut used = HashSet::new();
+        for c in &step.chunks {
+            assert!(used.insert(c.state), "seed {seed}: two chunks share a slot");
+            let state = slots.entry(c.state).or_default();
+            if c.pos == 0 {
+                state.clear();
+            }
+            let tokens = &self.tokens[&c.id];
+            assert_eq!(
+                state[..],
+                tokens[..c.pos],
+                "seed {seed}: sequence {} runs from a wrong state",
+                c.id
+            );
+            state.extend_from_slice(&c.tokens);
+        }
+        for &(from, to) in &step.snapshots {
+            let state = slots[&from].clone();
+            slots.insert(to, state);
+        }
     }
 
     fn add_request(&mut self) {
@@ -90,9 +152,10 @@ impl Trace {
         };
         prompt.extend((0..rng.gen_range(1..20)).map(|_| rng.gen_range(0..50)));
         let max_tokens = rng.gen_range(1..16);
-        match self.sch.add(self.next_id, prompt, Some(max_tokens)) {
+        match self.sch.add(self.next_id, prompt.clone(), Some(max_tokens)) {
             Ok(()) => {
                 self.accepted.insert(self.next_id);
+                self.tokens.insert(self.next_id, prompt);
             }
             Err(Rejected::QueueFull(_) | Rejected::TooLong { .. } | Rejected::TooBig { .. }) => {}
             Err(e) => panic!("{e}"),
@@ -136,6 +199,9 @@ impl Trace {
                 stop: rng.gen_bool(0.03),
             })
             .collect();
+        for x in &sampled {
+            self.tokens.get_mut(&x.id).expect("known").push(x.token);
+        }
         for (id, _) in self.sch.complete(step, &sampled) {
             assert!(self.finished.insert(id));
         }
