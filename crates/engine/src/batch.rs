@@ -127,7 +127,7 @@ impl<'a> BatchEngine<'a> {
         let mut scheduler = Scheduler::new(cfg, n_blocks, block_size);
         let state_bytes = model.state_bytes_per_seq();
         if state_bytes > 0 {
-            scheduler = scheduler.with_states(state_bytes);
+            scheduler = scheduler.with_states(state_bytes, model.state_window());
         }
         let n_states = scheduler.states().map_or(0, |s| s.n_slots());
         BatchEngine {

@@ -99,7 +99,9 @@ fn hybrid_greedy_tokens_do_not_depend_on_the_batch() {
         let short = vec![42, 43, 44, 45, 46];
         let short_alone = alone(&f, &short, 20);
         let pool = ThreadPool::new(2);
-        for budget in [7, 33, 128] {
+        // Budgets of at least one window of the delta rule's chunked form (64 tokens): chunks
+        // cut short by the budget end at window boundaries.
+        for budget in [64, 100, 160] {
             let mut eng = engine(&f, &pool, budget, 64, 512);
             let mut other = p[..20].to_vec();
             other.extend([5, 6, 7]);
@@ -125,20 +127,19 @@ fn hybrid_prompts_resume_from_state_snapshots() {
     let p = &f.prompt;
     let reference = alone(&f, p, 8);
     let pool = ThreadPool::new(2);
-    // Snapshots every 16 tokens and at the prompt's last block boundary (96 of 103).
-    let mut eng = engine(&f, &pool, 40, 64, 16);
+    // Snapshots every 64 tokens (the window) and at the prompt's last block boundary (96 of 103).
+    let mut eng = engine(&f, &pool, 64, 64, 64);
     let first = run(&mut eng, &[(1, p.clone(), 8)]);
     assert_eq!(first[&1], (reference.clone(), 0));
-    let snapshots = eng.scheduler().states().unwrap().n_snapshots();
-    assert!(snapshots >= 6, "{snapshots} snapshots");
+    assert_eq!(eng.scheduler().states().unwrap().n_snapshots(), 2);
     // The same prompt again: resumed at 96, only 7 tokens recomputed, the same tokens.
     let again = run(&mut eng, &[(2, p.clone(), 8)]);
     assert_eq!(again[&2], (reference, 96));
-    // A prompt sharing 37 tokens: resumed from the snapshot at 32.
-    let mut branch = p[..37].to_vec();
+    // A prompt sharing 70 tokens: resumed from the snapshot at 64.
+    let mut branch = p[..70].to_vec();
     branch.extend([9, 10, 11]);
     let branched = run(&mut eng, &[(3, branch.clone(), 6)]);
-    assert_eq!(branched[&3], (alone(&f, &branch, 6), 32));
+    assert_eq!(branched[&3], (alone(&f, &branch, 6), 64));
 }
 
 #[test]
@@ -170,7 +171,7 @@ fn hybrid_preemption_recomputes_state_and_keeps_tokens() {
     let want: Vec<Vec<u32>> = reqs.iter().map(|(_, q, n)| alone(&f, q, *n)).collect();
     let pool = ThreadPool::new(2);
     // 28 blocks of 8 cannot hold four sequences of 65-92 positions: some are preempted.
-    let mut eng = engine(&f, &pool, 48, 28, 16);
+    let mut eng = engine(&f, &pool, 64, 28, 16);
     let out = run(&mut eng, &reqs);
     assert!(eng.scheduler().preemptions() > 0, "no preemption happened");
     for (i, w) in want.iter().enumerate() {

@@ -10,25 +10,34 @@
 //! ```
 //!
 //! The projections run on every token of the batch at once; the convolution and the recurrence
-//! per sequence, the recurrence in parallel over (sequence, value head).
+//! per sequence, the recurrence in parallel over (sequence, value head), in its chunked form for
+//! the whole [`WINDOW`]s of prompts and token by token for the rest (decodes).
 
 use crate::config::{DeltaNetConfig, ModelConfig};
 use crate::kv_store::KvStore;
 use crate::transformer::SharedInput;
 use crate::weights::{BetaAlpha, DeltaNetWeights};
-use frugal_kernels::delta_net::{causal_conv, l2_norm, softplus, DeltaHeads, Tokens};
+use frugal_kernels::delta_net::{self, causal_conv, l2_norm, softplus, DeltaHeads, Tokens};
 use frugal_kernels::ops::{rms_norm_inplace, silu};
 use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::storage::zeros;
 use frugal_kernels::ThreadPool;
 
-/// One sequence's tokens in the batch: rows `start..start + len`, state in slot `slot`.
+/// One sequence's tokens in the batch: rows `start..start + len`, at positions `pos..`, state
+/// in slot `slot`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SeqSpan {
     pub start: usize,
     pub len: usize,
+    pub pos: usize,
     pub slot: u32,
 }
+
+/// The chunked form's windows: positions `[k·WINDOW, (k+1)·WINDOW)`. A window that a chunk holds
+/// whole goes through the chunked form, the rest token by token, so a sequence's numbers depend
+/// only on where its chunks are cut, and the scheduler cuts prompts at window boundaries (see
+/// `Model::state_window`): the same tokens whatever the batch.
+pub(crate) const WINDOW: usize = delta_net::CHUNK;
 
 /// Runs layer `il` on the normalized rows `xn` (`[n][n_embd]`) of the batch's sequences `spans`,
 /// reading and updating their states in `kv`. Returns `[n][value_dim]`, before `W_out`.
@@ -190,8 +199,7 @@ fn recurrence(
             beta: &bh,
         };
         wk.out = vec![0.0; s.len * hd];
-        let isa = frugal_kernels::Isa::best();
-        frugal_kernels::delta_net::gated_delta_net_at(isa, one, &x, wk.state, &mut wk.out);
+        run_windows(one, s.pos, &x, wk.state, &mut wk.out);
     });
     let n: usize = spans.iter().map(|s| s.len).sum();
     let mut o = zeros(n * d.value_dim());
@@ -202,6 +210,37 @@ fn recurrence(
         }
     }
     o
+}
+
+/// One head's tokens from position `pos`: the whole windows inside them in the chunked form, the
+/// partial ones at either end token by token.
+fn run_windows(one: DeltaHeads, pos: usize, x: &Tokens, state: &mut [f32], out: &mut [f32]) {
+    let isa = frugal_kernels::Isa::best();
+    let lead = ((WINDOW - pos % WINDOW) % WINDOW).min(x.n);
+    let whole = (x.n - lead) / WINDOW * WINDOW;
+    for (range, chunked) in [
+        (0..lead, false),
+        (lead..lead + whole, true),
+        (lead + whole..x.n, false),
+    ] {
+        if range.is_empty() {
+            continue;
+        }
+        let d = one.dim;
+        let part = Tokens {
+            n: range.len(),
+            q: &x.q[range.start * d..range.end * d],
+            k: &x.k[range.start * d..range.end * d],
+            v: &x.v[range.start * d..range.end * d],
+            g: &x.g[range.clone()],
+            beta: &x.beta[range.clone()],
+        };
+        let o = &mut out[range.start * d..range.end * d];
+        match chunked {
+            true => delta_net::gated_delta_net_chunked_at(isa, one, WINDOW, &part, state, o),
+            false => delta_net::gated_delta_net_at(isa, one, &part, state, o),
+        }
+    }
 }
 
 /// `o ← rms_norm(o, w) · silu(z)` per value head.

@@ -161,6 +161,13 @@ impl Model {
         ))
     }
 
+    /// Where a hybrid model's prompt chunks should be cut, if the token budget allows: at
+    /// multiples of this many positions, the windows of the delta rule's chunked form. A
+    /// sequence's numbers then do not depend on how its prompt was split across steps.
+    pub fn state_window(&self) -> usize {
+        delta_net::WINDOW
+    }
+
     /// Bytes of one sequence's recurrent state (0 for models without linear attention).
     pub fn state_bytes_per_seq(&self) -> usize {
         self.config.state_bytes_per_seq()

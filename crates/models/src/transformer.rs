@@ -49,6 +49,7 @@ pub(crate) fn forward(
             let span = SeqSpan {
                 start: *start,
                 len: ch.tokens.len(),
+                pos: ch.pos,
                 slot: ch.state,
             };
             *start += ch.tokens.len();

@@ -39,8 +39,8 @@ pub struct SchedulerConfig {
 /// Where and how many recurrent-state snapshots a hybrid model's prefix cache keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotConfig {
-    /// Snapshot every this many tokens of a prompt (rounded down to a multiple of the block
-    /// size), besides at the prompt's last block boundary.
+    /// Snapshot every this many tokens (rounded down to a multiple of the block size and of the
+    /// model's window, at least one of each), besides at the prompt's last block boundary.
     pub every: usize,
     /// Bytes of memory the snapshots may take.
     pub budget_bytes: usize,
@@ -136,6 +136,14 @@ impl Seq {
     }
 }
 
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// Why a sequence stopped (OpenAI's `finish_reason`, plus cancellation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
@@ -168,6 +176,8 @@ pub struct Scheduler {
     blocks: BlockManager,
     /// Recurrent-state slots (hybrid models).
     states: Option<StateSlots>,
+    /// Hybrid models: prompt chunks end at multiples of this where they can.
+    window: usize,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     preemptions: u64,
@@ -185,6 +195,7 @@ impl Scheduler {
             cfg,
             blocks: BlockManager::new(n_blocks, block_size),
             states: None,
+            window: 1,
             waiting: VecDeque::new(),
             running: Vec::new(),
             preemptions: 0,
@@ -193,10 +204,14 @@ impl Scheduler {
     }
 
     /// For a hybrid model whose per-sequence state takes `state_bytes`: a live state slot per
-    /// running sequence and as many snapshot slots as the snapshot budget holds.
-    pub fn with_states(mut self, state_bytes: usize) -> Self {
+    /// running sequence and as many snapshot slots as the snapshot budget holds. Prompt chunks
+    /// are cut at multiples of `window` positions where the budget allows (the model computes
+    /// whole windows differently from partial ones; aligned cuts make its numbers independent
+    /// of the batch).
+    pub fn with_states(mut self, state_bytes: usize, window: usize) -> Self {
         let n_snapshots = self.cfg.snapshots.budget_bytes / state_bytes.max(1);
         self.states = Some(StateSlots::new(self.cfg.max_seqs, n_snapshots));
+        self.window = window.max(1);
         self
     }
 
@@ -415,7 +430,10 @@ impl Scheduler {
     /// is always recomputed).
     fn next_snapshot_point(&self, s: &Seq, from: usize) -> usize {
         let bs = self.blocks.block_size();
-        let every = (self.cfg.snapshots.every / bs).max(1) * bs;
+        // A multiple of the block size (a snapshot sits where a cached block ends) and of the
+        // window (so snapshot cuts do not split the model's windows).
+        let unit = bs / gcd(bs, self.window) * self.window;
+        let every = (self.cfg.snapshots.every / unit).max(1) * unit;
         let periodic = (from / every + 1) * every;
         let prompt_end = (s.n_prompt - 1) / bs * bs;
         if prompt_end > from {
@@ -426,13 +444,21 @@ impl Scheduler {
     }
 
     /// How many of `n` tokens a sequence runs in this step: for hybrid models a chunk stops at
-    /// the next snapshot point, so that the state there can be copied.
+    /// the next snapshot point, so that the state there can be copied, and a chunk cut short by
+    /// the budget ends at a window boundary if one is in reach.
     fn cut(&self, s: &Seq, n: usize) -> usize {
         if self.states.is_none() || n == 0 {
             return n;
         }
         let point = self.next_snapshot_point(s, s.n_computed);
-        n.min(point - s.n_computed)
+        let n = n.min(point - s.n_computed);
+        let end = s.n_computed + n;
+        let aligned = end / self.window * self.window;
+        if end == point || end == s.tokens.len() || aligned <= s.n_computed {
+            n
+        } else {
+            aligned - s.n_computed
+        }
     }
 
     /// Adds running sequence `i`'s chunk of `n` tokens to the step and, if the chunk ends at a

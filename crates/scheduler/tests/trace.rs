@@ -63,7 +63,7 @@ impl Trace {
         let hybrid = seed % 2 == 1;
         if hybrid {
             // One byte per state: the budget above is the number of snapshot slots.
-            sch = sch.with_states(1);
+            sch = sch.with_states(1, 1 + seed as usize % 7);
         }
         let system: Vec<u32> = (0..rng.gen_range(0..16)).collect();
         Trace {
