@@ -111,12 +111,16 @@ pub fn gated_delta_net_at(
     )
 }
 
-/// Runs of fewer tokens than this take the recurrence in [`forward`]; longer ones the chunked
-/// form (measured: `tests/delta_net.rs`, `bench_recurrence_against_chunked`).
-pub const CHUNKED_FROM: usize = 16;
+/// Runs of fewer tokens than this take the recurrence in [`forward`], longer ones the chunked
+/// form: from 4 tokens the chunked form is the faster at both SIMD levels, about as fast at 3,
+/// slower at 1 and 2 (`bench_recurrence_against_chunked` in `tests/delta_net.rs`, 16 heads of 128
+/// on Zen 4: at 4 tokens 26.5 against 32.4 µs per token at AVX-512, 32.0 against 39.4 at AVX2).
+pub const CHUNKED_FROM: usize = 4;
 
-/// The chunk [`forward`] gives the chunked form.
-pub const CHUNK: usize = 64;
+/// The chunk [`forward`] gives the chunked form: on a CPU the cost per token grows with the
+/// chunk (the triangular part of the work), and below 32 the fixed cost of each chunk takes that
+/// back (the same bench: 16 and 32 tie, 64 costs 8% more per token at 512 tokens, 128 over 30%).
+pub const CHUNK: usize = 32;
 
 /// Gated DeltaNet over `x`, as the model runs it: [`gated_delta_net_at`] for fewer than
 /// [`CHUNKED_FROM`] tokens (decode), else [`gated_delta_net_chunked_at`] in chunks of [`CHUNK`],

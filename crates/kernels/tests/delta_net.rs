@@ -591,20 +591,11 @@ fn forward_runs_on_several_threads_at_once() {
     assert_eq!(alone, together);
 }
 
-/// Best of 5 runs of `f`, in seconds.
-fn best_of_5(mut f: impl FnMut()) -> f64 {
-    f();
-    (0..5)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 /// Per-token cost of the recurrence and of the chunked form (several chunk sizes) at every SIMD
-/// level, one thread, Qwen3.5-like heads (16 × 128). Run with
+/// level, one thread, Qwen3.5-like heads (16 × 128), for runs of 1 to 512 tokens. Every
+/// configuration runs once per round and keeps its best round, so that a busy moment of the
+/// machine does not land on one configuration only; the state is warm (in L2 where it fits).
+/// Run with
 /// `cargo test --release -p frugal-kernels --test delta_net -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -618,23 +609,42 @@ fn bench_recurrence_against_chunked() {
     let x = random(&mut rng, heads, 512);
     let mut state = vec![0.0f32; heads.state_len()];
     let mut out = vec![0.0f32; 512 * heads.v_heads * heads.dim];
-    for isa in common::levels("bench_recurrence_against_chunked") {
-        if isa == Isa::Scalar {
-            continue;
-        }
-        for n in [1usize, 2, 3, 4, 8, 16, 32, 64, 512] {
-            let xs = x.tokens(heads, 0, n);
-            let o = &mut out[..n * heads.v_heads * heads.dim];
-            let us = |s: f64| s * 1e6 / n as f64;
-            let rec = best_of_5(|| gated_delta_net_at(isa, heads, &xs, &mut state, o));
-            let mut line = format!("{isa:?} n={n:4}: recurrence {:7.1} µs/token", us(rec));
-            for chunk in [16, 32, 64, 128] {
-                let t = best_of_5(|| {
-                    gated_delta_net_chunked_at(isa, heads, chunk, &xs, &mut state, o);
-                });
-                line += &format!(", chunk {chunk} {:7.1}", us(t));
+    let levels = common::levels("bench_recurrence_against_chunked");
+    let (sizes, chunks) = ([1usize, 2, 3, 4, 8, 16, 32, 64, 512], [16, 32, 64, 128]);
+    // (level, tokens, chunk; 0 for the recurrence) and its best seconds.
+    let mut runs: Vec<((Isa, usize, usize), f64)> = Vec::new();
+    for &isa in &levels[1..] {
+        for n in sizes {
+            for chunk in std::iter::once(0).chain(chunks) {
+                runs.push(((isa, n, chunk), f64::INFINITY));
             }
-            println!("{line}");
         }
+    }
+    for _round in 0..15 {
+        for ((isa, n, chunk), best) in runs.iter_mut() {
+            let (isa, n, chunk) = (*isa, *n, *chunk);
+            let (xs, o) = (x.tokens(heads, 0, n), &mut out[..n * 16 * 128]);
+            let mut go = || {
+                if chunk == 0 {
+                    gated_delta_net_at(isa, heads, &xs, &mut state, o);
+                } else {
+                    gated_delta_net_chunked_at(isa, heads, chunk, &xs, &mut state, o);
+                }
+            };
+            // Once untimed, so that the state (1 MiB) is as warm for every configuration.
+            go();
+            let t = std::time::Instant::now();
+            go();
+            *best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    println!("µs per token (16 heads of 128), best of 15; recurrence, then chunks {chunks:?}");
+    for row in runs.chunks(1 + chunks.len()) {
+        let ((isa, n, _), _) = row[0];
+        let us: Vec<String> = row
+            .iter()
+            .map(|(_, s)| format!("{:6.1}", s * 1e6 / n as f64))
+            .collect();
+        println!("{:>10} n={n:3}: {}", isa.name(), us.join(" "));
     }
 }

@@ -4,6 +4,11 @@
 //! equal it bit for bit. A segment of `GROUP` registers of columns goes down the rows at once, so
 //! that as many independent sums are in flight (a single sum would wait on every fused
 //! multiply-add's latency); the last `dim % width` columns run masked.
+//!
+//! The chunked form's products (`ops::weighted_rows`: output rows plus weighted sums of value
+//! rows) go in tiles of `ROWS` rows by `COLS` registers of columns: each load of a value row
+//! serves every row of the tile, each weight every register, and each lane sums in the
+//! reference's order, so these equal it bit for bit too.
 
 use super::Passes;
 use crate::ops::check_weighted_rows;
@@ -32,18 +37,6 @@ struct Tile {
     len: usize,
 }
 
-impl Tile {
-    /// The tile's row `r` alone.
-    ///
-    /// # Safety
-    /// The tile has more than `r` rows.
-    unsafe fn row(self, r: usize) -> Tile {
-        // SAFETY: the caller's.
-        let (out, w) = unsafe { (self.out.add(r * self.dv), self.w.add(r * self.w_stride)) };
-        Tile { out, w, ..self }
-    }
-}
-
 /// Calls `$f::<G, ..>(args)` for `G = $n` registers, 1 to 8.
 macro_rules! by_group {
     ($n:expr, $f:ident $(, $c:expr)*; $($arg:expr),*) => {
@@ -56,6 +49,30 @@ macro_rules! by_group {
             6 => $f::<6 $(, $c)*>($($arg),*),
             7 => $f::<7 $(, $c)*>($($arg),*),
             _ => $f::<8 $(, $c)*>($($arg),*),
+        }
+    };
+}
+
+/// Calls `$f::<G, R, ..>(args)` for a tile of `R = $r` rows by `G = $g` registers, 1 to 4 each.
+macro_rules! by_tile {
+    ($r:expr, $g:expr, $f:ident $(, $c:expr)*; $($arg:expr),*) => {
+        match ($r, $g) {
+            (1, 1) => $f::<1, 1 $(, $c)*>($($arg),*),
+            (1, 2) => $f::<2, 1 $(, $c)*>($($arg),*),
+            (1, 3) => $f::<3, 1 $(, $c)*>($($arg),*),
+            (1, _) => $f::<4, 1 $(, $c)*>($($arg),*),
+            (2, 1) => $f::<1, 2 $(, $c)*>($($arg),*),
+            (2, 2) => $f::<2, 2 $(, $c)*>($($arg),*),
+            (2, 3) => $f::<3, 2 $(, $c)*>($($arg),*),
+            (2, _) => $f::<4, 2 $(, $c)*>($($arg),*),
+            (3, 1) => $f::<1, 3 $(, $c)*>($($arg),*),
+            (3, 2) => $f::<2, 3 $(, $c)*>($($arg),*),
+            (3, 3) => $f::<3, 3 $(, $c)*>($($arg),*),
+            (3, _) => $f::<4, 3 $(, $c)*>($($arg),*),
+            (_, 1) => $f::<1, 4 $(, $c)*>($($arg),*),
+            (_, 2) => $f::<2, 4 $(, $c)*>($($arg),*),
+            (_, 3) => $f::<3, 4 $(, $c)*>($($arg),*),
+            (_, _) => $f::<4, 4 $(, $c)*>($($arg),*),
         }
     };
 }
@@ -109,15 +126,7 @@ pub(crate) mod avx512 {
                 // SAFETY: rows h0.. of `out` and `w` and rows below `len` of `v` are in bounds
                 // (checked above); `regs` registers from column c0 start below `dv`; the
                 // dispatcher confirmed the CPU has these features.
-                unsafe {
-                    if rows - h0 >= ROWS {
-                        by_group!(regs, weighted_tile, ROWS; t)
-                    } else {
-                        for r in 0..rows - h0 {
-                            by_group!(regs, weighted_tile, 1; t.row(r))
-                        }
-                    }
-                }
+                unsafe { by_tile!((rows - h0).min(ROWS), regs, weighted_tile; t) }
             }
         }
     }
@@ -125,7 +134,7 @@ pub(crate) mod avx512 {
     /// `weighted_rows` on the tile's first `R` rows and `G` registers of columns.
     ///
     /// # Safety
-    /// The tile has `R` rows, `c0 + 16 (G − 1) < dv`; AVX-512 F.
+    /// The tile has at least `R` rows, `c0 + 16 (G − 1) < dv`; AVX-512 F.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
     unsafe fn weighted_tile<const G: usize, const R: usize>(t: Tile) {
         let m = masks::<G>(t.dv, t.c0);
@@ -312,23 +321,16 @@ pub(crate) mod avx2 {
                     v_stride,
                     len,
                 };
+                let r = (rows - h0).min(ROWS);
                 // SAFETY: rows h0.. of `out` and `w` and rows below `len` of `v` are in bounds
                 // (checked above); `regs` registers from column c0 start below `dv`, and run
                 // masked unless all their columns are; the dispatcher confirmed the CPU has
                 // these features.
                 unsafe {
-                    match (rows - h0 >= ROWS, c0 + 8 * regs <= dv) {
-                        (true, true) => by_group!(regs, weighted_tile, ROWS, false; t),
-                        (true, false) => by_group!(regs, weighted_tile, ROWS, true; t),
-                        (false, full) => {
-                            for r in 0..rows - h0 {
-                                if full {
-                                    by_group!(regs, weighted_tile, 1, false; t.row(r))
-                                } else {
-                                    by_group!(regs, weighted_tile, 1, true; t.row(r))
-                                }
-                            }
-                        }
+                    if c0 + 8 * regs <= dv {
+                        by_tile!(r, regs, weighted_tile, false; t)
+                    } else {
+                        by_tile!(r, regs, weighted_tile, true; t)
                     }
                 }
             }
@@ -338,7 +340,7 @@ pub(crate) mod avx2 {
     /// `weighted_rows` on the tile's first `R` rows and `G` registers of columns.
     ///
     /// # Safety
-    /// The tile has `R` rows, `c0 + 8 (G − 1) < dv`, and `c0 + 8 G <= dv` unless `MASKED`;
+    /// The tile has at least `R` rows, `c0 + 8 (G − 1) < dv`, and `c0 + 8 G <= dv` unless `MASKED`;
     /// AVX2 and FMA.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn weighted_tile<const G: usize, const R: usize, const MASKED: bool>(t: Tile) {
