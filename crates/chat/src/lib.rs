@@ -4,7 +4,7 @@
 //! Rendering follows Hugging Face transformers' `apply_chat_template`: `trim_blocks`,
 //! `lstrip_blocks`, loop controls, Python string/dict methods, `tojson` like Python's
 //! `json.dumps` (", " and ": " separators, non-ASCII kept), values printed as Python's `str()`
-//! prints them (`python`), and the globals `raise_exception` and `strftime_now`.
+//! prints them and Jinja2's `iterable` and `sequence` tests (`python`), and the globals `raise_exception` and `strftime_now`.
 
 #![forbid(unsafe_code)]
 
@@ -50,6 +50,8 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_filter("string", |v: Value| python::string_filter(&v));
         env.set_formatter(python::formatter);
+        env.add_test("iterable", |v: Value| python::is_iterable(&v));
+        env.add_test("sequence", |v: Value| python::is_sequence(&v));
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_template_owned("chat", source.to_string())

@@ -1,4 +1,5 @@
-//! Python's `str()` of template values, where minijinja's own text differs: lists and dicts
+//! Where Jinja2 (as transformers runs it) and minijinja differ, Jinja2's way: the `iterable` and
+//! `sequence` tests, and Python's `str()` of template values, where minijinja's own text differs: lists and dicts
 //! (`['a', 1]`, `{'k': None}` rather than JSON-like text) and floats (`1e-05`, `1e+16`). Templates
 //! print values through the `string` filter and `{{ }}`: Qwen3-Coder writes a parameter's
 //! `type | string`, which is a list for `["string", "integer"]`.
@@ -36,6 +37,25 @@ pub(crate) fn formatter(out: &mut Output, state: &State, v: &Value) -> Result<()
     } else {
         minijinja::escape_formatter(out, state, v)
     }
+}
+
+/// Jinja2's `iterable` test: whatever `iter()` takes, which `None` is not (minijinja iterates
+/// over none as over nothing). Templates write `tools is iterable and tools | length > 0`.
+pub(crate) fn is_iterable(v: &Value) -> bool {
+    v.kind() != ValueKind::None && v.try_iter().is_ok()
+}
+
+/// Jinja2's `sequence` test: anything with a length and items, so strings and dicts too (and
+/// Jinja2's undefined).
+pub(crate) fn is_sequence(v: &Value) -> bool {
+    matches!(
+        v.kind(),
+        ValueKind::Seq
+            | ValueKind::Map
+            | ValueKind::String
+            | ValueKind::Bytes
+            | ValueKind::Undefined
+    )
 }
 
 /// Deepest nesting written out; deeper values are written as `...` (Python's own recursion

@@ -119,3 +119,25 @@ fn values_print_as_python_does() {
         r#"[1, "it's", 1e-05, None, {'k': True}]|[1, "it's", 1e-05, None, {'k': True}]|1e+16|0.1|it's||"#
     );
 }
+
+/// Jinja2's `iterable` and `sequence` tests (the expected text is Jinja2's): `None` is not
+/// iterable (Qwen3-Coder's `tools is iterable and tools | length > 0` with no tools), strings
+/// and dicts are sequences, undefined is both.
+#[test]
+fn iterable_and_sequence_tests_as_jinja2() {
+    let t = ChatTemplate::new(
+        "{{ n is iterable }} {{ [] is iterable }} {{ 'a' is iterable }} {{ {} is iterable }} \
+         {{ 3 is iterable }} {{ x is iterable }}|{{ {} is sequence }} {{ 'a' is sequence }} \
+         {{ n is sequence }} {{ 3 is sequence }} {{ [] is sequence }} {{ x is sequence }}",
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    let mut extra = Map::new();
+    extra.insert("n".into(), Value::Null);
+    assert_eq!(
+        t.render(&[], None, false, &extra).unwrap(),
+        "False True True True False True|True True False False True True"
+    );
+}
