@@ -87,6 +87,15 @@ pub fn native_call_example(format: ToolFormat) -> Option<String> {
         ToolFormat::Llama3Json => {
             Some(format!("{{\"name\": <tool name>, \"parameters\": {args}}}"))
         }
+        ToolFormat::QwenXml => Some(format!(
+            "{}\n{}<tool name>>\n{}argument>\nvalue\n{}\n{}\n{}",
+            crate::tools::hermes::CALL_BEGIN,
+            crate::qwen_xml::FUNCTION_OPEN,
+            crate::qwen_xml::PARAM_OPEN,
+            crate::qwen_xml::PARAM_CLOSE,
+            crate::qwen_xml::FUNCTION_CLOSE,
+            crate::tools::hermes::CALL_END
+        )),
     }
 }
 

@@ -7,6 +7,7 @@
 //! `": "` after keys, no other whitespace. That keeps the output close to what models were
 //! trained on and leaves no room for endless whitespace.
 
+use crate::qwen_xml;
 use crate::tools::{deepseek, hermes, ToolFormat};
 use crate::OutputError;
 use frugal_tokenizer::Tokenizer;
@@ -268,7 +269,7 @@ fn clean_error(e: &str) -> String {
 }
 
 /// A Lark string literal (Lark strings use JSON string syntax).
-fn lark_str(s: &str) -> String {
+pub(crate) fn lark_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
@@ -330,6 +331,9 @@ pub struct Grammar {
     /// Texts that end the grammar's repeated parts (e.g. `<｜tool▁calls▁end｜>`), preferred when
     /// the answer must close.
     closers: Vec<String>,
+    /// Free text: the texts that open it and the one text that ends it (XML tool calls'
+    /// `<parameter=x>\n` … `</parameter>`), which the answer must reach when it must close.
+    free_text: Option<(Vec<String>, String)>,
 }
 
 /// OpenAI's `tool_choice`.
@@ -482,7 +486,7 @@ fn with_layout(schema: &Value) -> Value {
     s
 }
 
-fn json_rule(schema: &Value) -> String {
+pub(crate) fn json_rule(schema: &Value) -> String {
     format!("%json {}", with_layout(schema))
 }
 
@@ -513,6 +517,7 @@ impl Grammar {
         Ok(Grammar {
             lark: format!("start: {}\n", json_rule(&schema)),
             closers: Vec::new(),
+            free_text: None,
         })
     }
 
@@ -559,7 +564,14 @@ impl Grammar {
             calls_rule(env, format, many),
             calls.join(" | ")
         );
+        let mut text_openers = Vec::new();
         for (i, (name, params)) in fns.iter().enumerate() {
+            if format == ToolFormat::QwenXml {
+                let (rules, openers) = qwen_xml::call_rules(i, name, params);
+                lark.push_str(&rules);
+                text_openers.extend(openers);
+                continue;
+            }
             let body = call_rule(env, format, name, &format!("a{i}"));
             lark.push_str(&format!("c{i}: {body}\na{i}: {}\n", json_rule(params)));
         }
@@ -567,9 +579,16 @@ impl Grammar {
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
                 vec![deepseek::CALLS_END.to_string()]
             }
+            ToolFormat::QwenXml => vec![qwen_xml::FUNCTION_CLOSE.to_string()],
             ToolFormat::Hermes | ToolFormat::Llama3Json => Vec::new(),
         };
-        Ok(Some(Grammar { lark, closers }))
+        let free_text =
+            (!text_openers.is_empty()).then(|| (text_openers, qwen_xml::PARAM_CLOSE.to_string()));
+        Ok(Some(Grammar {
+            lark,
+            closers,
+            free_text,
+        }))
     }
 
     /// A grammar from Lark source (llguidance's dialect), for callers with their own grammars.
@@ -577,11 +596,16 @@ impl Grammar {
         Grammar {
             lark: source.into(),
             closers: Vec::new(),
+            free_text: None,
         }
     }
 
     pub(crate) fn closers(&self) -> &[String] {
         &self.closers
+    }
+
+    pub(crate) fn free_text(&self) -> Option<&(Vec<String>, String)> {
+        self.free_text.as_ref()
     }
 
     /// The Lark source.
@@ -624,7 +648,7 @@ fn chosen_tools(
 /// The rule for the whole answer: one call, or several, in the format's wrapping.
 fn calls_rule(env: &TokenEnv, format: ToolFormat, many: bool) -> String {
     match format {
-        ToolFormat::Hermes | ToolFormat::Llama3Json => {
+        ToolFormat::Hermes | ToolFormat::Llama3Json | ToolFormat::QwenXml => {
             if many {
                 "call (\"\\n\" call)*".to_string()
             } else {
@@ -676,5 +700,6 @@ fn call_rule(env: &TokenEnv, format: ToolFormat, name: &str, args: &str) -> Stri
             env.marker(deepseek::SEP),
             env.marker(deepseek::CALL_END),
         ),
+        ToolFormat::QwenXml => unreachable!("XML calls have rules per parameter"),
     }
 }

@@ -1,7 +1,8 @@
 //! Model output for chat requests: reasoning blocks, tool calls and structured output.
 //!
 //! - [`reasoning`] splits generated text into reasoning and answer (`<think>`…`</think>`), streaming.
-//! - [`tools`] parses tool calls out of the answer in the model's own format, streaming.
+//! - [`tools`] parses tool calls out of the answer in the model's own format, streaming
+//!   ([`qwen_xml`]: Qwen3-Coder and Qwen3.5's XML-like calls, their arguments built as JSON).
 //! - [`generic_tools`] is the JSON tool-call format for templates that cannot render tools.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
 //!   vocabulary.
@@ -36,6 +37,7 @@
 pub mod generic_tools;
 pub mod grammar;
 pub mod machine;
+pub mod qwen_xml;
 pub mod reasoning;
 pub mod tools;
 
@@ -45,6 +47,7 @@ pub use machine::{reasoning_budget, OutputConstraint};
 pub use reasoning::{reasoning_mode, ReasoningDelta, ReasoningMode, ReasoningParser};
 pub use tools::{ToolCall, ToolCallParser, ToolDelta, ToolFormat};
 
+use qwen_xml::ParamTypes;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -231,6 +234,19 @@ impl OutputParser {
         }
     }
 
+    /// Types the values of XML tool calls by these tools' `parameters` schemas (see
+    /// [`qwen_xml`]); without it any value that parses as JSON (but a string) is JSON.
+    pub fn with_tools(self, tools: &[Value]) -> Self {
+        self.with_param_types(Arc::new(ParamTypes::from_tools(tools)))
+    }
+
+    fn with_param_types(mut self, types: Arc<ParamTypes>) -> Self {
+        if let Some(ToolParsing::Native(p)) = self.tools.take() {
+            self.tools = Some(ToolParsing::Native(p.with_param_types(types)));
+        }
+        self
+    }
+
     /// A parser for answers in the generic JSON tool-call format ([`generic_tools`]).
     pub fn generic(mode: ReasoningMode) -> Self {
         OutputParser {
@@ -342,6 +358,8 @@ pub struct OutputPlan {
     pub max_tokens: Option<usize>,
     /// The grammar compiled (cloned for each sequence).
     compiled: Option<GrammarMatcher>,
+    /// The tools' parameter types, for XML tool calls.
+    param_types: Arc<ParamTypes>,
 }
 
 impl OutputPlan {
@@ -374,6 +392,7 @@ impl OutputPlan {
             (None, None) => OutputPlan::with_grammar(env, req, None)?,
         };
         plan.tool_format = tool_format;
+        plan.param_types = Arc::new(ParamTypes::from_tools(req.tools));
         Ok(plan)
     }
 
@@ -423,6 +442,7 @@ impl OutputPlan {
             budget,
             max_tokens: req.max_tokens,
             compiled,
+            param_types: Arc::default(),
         })
     }
 
@@ -431,6 +451,7 @@ impl OutputPlan {
             OutputParser::generic(self.reasoning)
         } else {
             OutputParser::new(self.reasoning, self.tool_format)
+                .with_param_types(self.param_types.clone())
         }
     }
 

@@ -18,6 +18,8 @@
 //! end, taking the first of these that the grammar allows:
 //! 1. end-of-generation;
 //! 2. the next token of text the grammar forces (canonically tokenized: keys, markers);
+//!    inside the grammar's free text (an XML tool call's parameter value), tokens that spell on
+//!    the text that ends it (`</parameter>`);
 //! 3. tokens that close what is open: inside a JSON string (quotes counted over the answer),
 //!    tokens made of `"` then only `}` and `]`; outside, tokens made only of `}` and `]`;
 //! 4. tokens that spell on one of the grammar's closing texts (`<｜tool▁calls▁end｜>` for
@@ -97,6 +99,11 @@ pub struct OutputConstraint {
     /// counted over the answer, which is right for every grammar of this crate.
     in_string: bool,
     escaped: bool,
+    /// The grammar's free text: the texts that open it, the one that ends it, and whether the
+    /// answer is inside it now (quotes there are no JSON).
+    text_openers: Vec<Vec<u8>>,
+    text_close: Vec<u8>,
+    in_text: bool,
 }
 
 impl OutputConstraint {
@@ -141,6 +148,14 @@ impl OutputConstraint {
                     .sum()
             })
             .unwrap_or(0);
+        let (text_openers, text_close) = grammar
+            .as_ref()
+            .and_then(|(g, _)| g.free_text())
+            .map(|(o, c)| {
+                let o = o.iter().map(|t| t.as_bytes().to_vec()).collect();
+                (o, c.as_bytes().to_vec())
+            })
+            .unwrap_or_default();
         let grammar = grammar.map(|(_, m)| m);
         let phase = match mode {
             ReasoningMode::Open => Phase::Reasoning,
@@ -168,6 +183,9 @@ impl OutputConstraint {
             answer_tail: Vec::new(),
             in_string: false,
             escaped: false,
+            text_openers,
+            text_close,
+            in_text: false,
         }
     }
 
@@ -264,6 +282,12 @@ impl OutputConstraint {
             mask.allow_token(t);
             return;
         }
+        if self.in_text {
+            let rest = rest_of(&self.text_close, &self.answer_tail);
+            if self.keep_only(mask, |b| continues(b, std::slice::from_ref(&rest))) {
+                return;
+            }
+        }
         // Close the open string, then the open arrays and objects.
         let in_string = self.in_string;
         let closes = |b: &[u8], set: &[u8]| {
@@ -284,21 +308,9 @@ impl OutputConstraint {
         let rests: Vec<Vec<u8>> = self
             .closers
             .iter()
-            .map(|c| {
-                let k = (0..c.len())
-                    .rev()
-                    .find(|&k| self.answer_tail.ends_with(&c[..k]))
-                    .unwrap_or(0);
-                c[k..].to_vec()
-            })
+            .map(|c| rest_of(c, &self.answer_tail))
             .collect();
-        let continues = |b: &[u8]| {
-            let b = b.strip_prefix(&[0xFF]).unwrap_or(b);
-            rests
-                .iter()
-                .any(|r| !b.is_empty() && (r.starts_with(b) || b.starts_with(r)))
-        };
-        if self.keep_only(mask, continues) {
+        if self.keep_only(mask, |b| continues(b, &rests)) {
             return;
         }
         self.keep_only(mask, |b| closes(b, b"}],: "));
@@ -347,24 +359,38 @@ impl OutputConstraint {
         Ok(false)
     }
 
-    /// Tracks the answer's last bytes and whether it is inside a JSON string.
+    /// Tracks the answer's last bytes, whether it is inside a JSON string, and whether inside
+    /// the grammar's free text.
     fn record_answer(&mut self, token: u32) {
         let b = self.env.trie_bytes(token);
-        let b = b.strip_prefix(&[0xFF]).unwrap_or(b);
-        for &c in b {
-            if self.escaped {
+        let b = b.strip_prefix(&[0xFF]).unwrap_or(b).to_vec();
+        let track = !self.closers.is_empty() || !self.text_openers.is_empty();
+        for c in b {
+            if self.in_text {
+                // Free text, not JSON.
+            } else if self.escaped {
                 self.escaped = false;
             } else if self.in_string && c == b'\\' {
                 self.escaped = true;
             } else if c == b'"' {
                 self.in_string = !self.in_string;
             }
+            if !track {
+                continue;
+            }
+            self.answer_tail.push(c);
+            if self.in_text {
+                self.in_text = !self.answer_tail.ends_with(&self.text_close);
+            } else if !self.in_string {
+                self.in_text = self
+                    .text_openers
+                    .iter()
+                    .any(|o| self.answer_tail.ends_with(o));
+            }
         }
-        if !self.closers.is_empty() {
-            self.answer_tail.extend_from_slice(b);
-            let excess = self.answer_tail.len().saturating_sub(64);
-            self.answer_tail.drain(..excess);
-        }
+        let longest = self.text_openers.iter().map(Vec::len).max().unwrap_or(0);
+        let excess = self.answer_tail.len().saturating_sub(64.max(longest));
+        self.answer_tail.drain(..excess);
     }
 
     /// Feeds an answer token to the grammar; true when the output is complete.
@@ -514,6 +540,7 @@ impl OutputConstraint {
             self.answer_tail.clear();
             self.in_string = false;
             self.escaped = false;
+            self.in_text = false;
             self.phase = Phase::Reasoning;
             self.tail = t[open.len()..].to_vec();
             if self.tail.ends_with(THINK_CLOSE.as_bytes()) {
@@ -605,6 +632,23 @@ impl OutputConstraint {
         }
         self.feed_grammar(token)
     }
+}
+
+/// What is left to write of `closer` when the answer ends with `tail` (which may have begun it).
+fn rest_of(closer: &[u8], tail: &[u8]) -> Vec<u8> {
+    let k = (0..closer.len())
+        .rev()
+        .find(|&k| tail.ends_with(&closer[..k]))
+        .unwrap_or(0);
+    closer[k..].to_vec()
+}
+
+/// Whether a token's bytes (control tokens: `0xFF` + text) go on with one of `rests`.
+fn continues(b: &[u8], rests: &[Vec<u8>]) -> bool {
+    let b = b.strip_prefix(&[0xFF]).unwrap_or(b);
+    rests
+        .iter()
+        .any(|r| !b.is_empty() && (r.starts_with(b) || b.starts_with(r)))
 }
 
 fn mask_to_eog(env: &TokenEnv, logits: &mut [f32]) -> Result<(), ConstraintError> {

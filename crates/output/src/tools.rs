@@ -1,15 +1,20 @@
 //! Parsing tool calls out of the answer text, streaming, in the formats chat templates teach
-//! models: Hermes/Qwen `<tool_call>` blocks, DeepSeek V3/R1 and V3.1 `<｜tool▁call▁begin｜>`
-//! sections, and Llama 3.1's bare JSON object.
+//! models: Hermes/Qwen `<tool_call>` blocks, Qwen3-Coder/Qwen3.5 `<tool_call>` blocks of XML-like
+//! parameters ([`crate::qwen_xml`]), DeepSeek V3/R1 and V3.1 `<｜tool▁call▁begin｜>` sections, and
+//! Llama 3.1's bare JSON object.
 //!
 //! [`ToolCallParser::push`] returns [`ToolDelta`]s as soon as they are certain: answer text, the
 //! start of a call (index, id, name), and pieces of its arguments JSON exactly as the model wrote
-//! them (their concatenation is the call's `arguments` string). Text that looks like the start of a
+//! them (their concatenation is the call's `arguments` string; for the XML format, the JSON object
+//! built from the parameters). Text that looks like the start of a
 //! tag is held back only while it still could be one. Whitespace around tool calls and at the ends
 //! of the content is dropped.
 
+use crate::qwen_xml::{self, Event, Outcome, ParamTypes, XmlCall};
 use crate::reasoning::partial_suffix;
 use rand::Rng;
+use serde_json::Value;
+use std::sync::Arc;
 
 /// DeepSeek's markers (V3, R1 and V3.1 share them).
 pub mod deepseek {
@@ -44,6 +49,9 @@ pub enum ToolFormat {
     /// `{"name": "f", "parameters": {..}}` as the whole answer, optionally after `<|python_tag|>`
     /// (Llama 3.1/3.2/3.3).
     Llama3Json,
+    /// `<tool_call>\n<function=f>\n<parameter=a>\nvalue\n</parameter>\n</function>\n</tool_call>`,
+    /// several allowed (Qwen3-Coder, Qwen3.5); see [`crate::qwen_xml`].
+    QwenXml,
 }
 
 impl ToolFormat {
@@ -56,6 +64,12 @@ impl ToolFormat {
             } else {
                 Some(ToolFormat::DeepSeekV31)
             }
+        } else if t.contains(hermes::CALL_BEGIN)
+            && t.contains(qwen_xml::FUNCTION_OPEN)
+            && t.contains(qwen_xml::PARAM_OPEN)
+        {
+            // As llama.cpp tells them apart: Hermes templates never show `<function=`.
+            Some(ToolFormat::QwenXml)
         } else if t.contains(hermes::CALL_BEGIN) {
             Some(ToolFormat::Hermes)
         } else if t.contains("\"parameters\": ") && t.contains("tool_call") {
@@ -68,7 +82,7 @@ impl ToolFormat {
     /// The texts that open a tool call in answer text.
     fn openers(self) -> &'static [&'static str] {
         match self {
-            ToolFormat::Hermes => &[hermes::CALL_BEGIN],
+            ToolFormat::Hermes | ToolFormat::QwenXml => &[hermes::CALL_BEGIN],
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
                 &[deepseek::CALLS_BEGIN, deepseek::CALL_BEGIN]
             }
@@ -79,7 +93,7 @@ impl ToolFormat {
     /// The text that ends one call.
     fn call_end(self) -> &'static str {
         match self {
-            ToolFormat::Hermes => hermes::CALL_END,
+            ToolFormat::Hermes | ToolFormat::QwenXml => hermes::CALL_END,
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => deepseek::CALL_END,
             ToolFormat::Llama3Json => "}",
         }
@@ -141,6 +155,8 @@ enum State {
     /// Hermes: a call whose JSON is not `{"name": .., "arguments": ..}` in that order: read it
     /// whole, up to `</tool_call>`.
     Buffered,
+    /// Qwen XML: inside a `<tool_call>` block.
+    Xml,
 }
 
 /// Tracks where a JSON value ends (strings and escapes aware).
@@ -192,6 +208,9 @@ pub struct ToolCallParser {
     ws: String,
     content: String,
     calls: Vec<ToolCall>,
+    /// Qwen XML: the block being parsed, and the parameter types that decide its values' JSON.
+    xml: XmlCall,
+    param_types: Arc<ParamTypes>,
 }
 
 /// The result of parsing a whole answer.
@@ -217,7 +236,20 @@ impl ToolCallParser {
             ws: String::new(),
             content: String::new(),
             calls: Vec::new(),
+            xml: XmlCall::new(),
+            param_types: Arc::default(),
         }
+    }
+
+    /// Types XML parameter values by these tools' `parameters` schemas (see
+    /// [`crate::qwen_xml`]); other formats take arguments as written.
+    pub fn with_tools(self, tools: &[Value]) -> Self {
+        self.with_param_types(Arc::new(ParamTypes::from_tools(tools)))
+    }
+
+    pub(crate) fn with_param_types(mut self, types: Arc<ParamTypes>) -> Self {
+        self.param_types = types;
+        self
     }
 
     pub fn format(&self) -> ToolFormat {
@@ -343,6 +375,7 @@ impl ToolCallParser {
             State::RawArgs => self.step_raw_args(out, last),
             State::Tail => self.step_tail(last),
             State::Buffered => self.step_buffered(out, last),
+            State::Xml => self.step_xml(out, last),
         }
     }
 
@@ -360,6 +393,9 @@ impl ToolCallParser {
             self.opener = opener.to_string();
             self.state = if opener == deepseek::CALLS_BEGIN {
                 State::Between
+            } else if self.format == ToolFormat::QwenXml {
+                self.xml = XmlCall::new();
+                State::Xml
             } else {
                 State::Header
             };
@@ -477,7 +513,9 @@ impl ToolCallParser {
                 match_deepseek_header(&self.buf, self.format),
                 deepseek::CALL_END,
             ),
-            ToolFormat::Llama3Json => unreachable!("Llama calls start in LlamaStart"),
+            ToolFormat::Llama3Json | ToolFormat::QwenXml => {
+                unreachable!("Llama calls start in LlamaStart, XML calls in Xml")
+            }
         };
         if matches!(header, Header::Incomplete) && self.buf.contains(call_end) {
             Header::NoMatch
@@ -587,7 +625,7 @@ impl ToolCallParser {
         if let Some(i) = self.buf.find(end) {
             self.buf.drain(..i + end.len());
             self.state = match self.format {
-                ToolFormat::Hermes => State::Content,
+                ToolFormat::Hermes | ToolFormat::QwenXml => State::Content,
                 ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => State::Between,
                 ToolFormat::Llama3Json => State::LlamaStart,
             };
@@ -632,11 +670,44 @@ impl ToolCallParser {
         self.state = State::Content;
         true
     }
+
+    /// Qwen XML: a `<tool_call>` block, up to its end.
+    fn step_xml(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let mut events = Vec::new();
+        let outcome = self
+            .xml
+            .step(&mut self.buf, last, &self.param_types, &mut events);
+        for e in events {
+            match e {
+                Event::Start(name) => self.start_call(out, name),
+                Event::Args(a) => self.emit_args(out, &a),
+            }
+        }
+        match outcome {
+            Outcome::More => false,
+            Outcome::Done => {
+                self.state = State::Content;
+                true
+            }
+            Outcome::NotACall => {
+                // Only the opener is text for sure: what follows may hold a real call.
+                let opener = std::mem::take(&mut self.opener);
+                self.emit_content(out, &opener);
+                self.state = State::Content;
+                true
+            }
+        }
+    }
 }
 
 /// Parses a whole answer.
 pub fn parse_tool_calls(format: ToolFormat, text: &str) -> ParsedToolCalls {
-    let mut p = ToolCallParser::new(format);
+    parse_tool_calls_with(format, &[], text)
+}
+
+/// Parses a whole answer, typing XML parameter values by `tools`' schemas.
+pub fn parse_tool_calls_with(format: ToolFormat, tools: &[Value], text: &str) -> ParsedToolCalls {
+    let mut p = ToolCallParser::new(format).with_tools(tools);
     p.push(text);
     p.finish();
     p.into_result()
@@ -825,8 +896,13 @@ mod tests {
         );
     }
 
-    fn collect(format: ToolFormat, text: &str, n: usize) -> (String, Vec<(String, String)>) {
-        let mut p = ToolCallParser::new(format);
+    fn collect(
+        format: ToolFormat,
+        tools: &[Value],
+        text: &str,
+        n: usize,
+    ) -> (String, Vec<(String, String)>) {
+        let mut p = ToolCallParser::new(format).with_tools(tools);
         let chars: Vec<char> = text.chars().collect();
         let mut deltas = Vec::new();
         for c in chars.chunks(n) {
@@ -861,13 +937,24 @@ mod tests {
     }
 
     fn check(format: ToolFormat, text: &str, content: &str, calls: &[(&str, &str)]) {
+        check_with(format, &[], text, content, calls);
+    }
+
+    /// Parsed whole and in pieces of 1 to 7 characters, `text` gives `content` and `calls`.
+    fn check_with(
+        format: ToolFormat,
+        tools: &[Value],
+        text: &str,
+        content: &str,
+        calls: &[(&str, &str)],
+    ) {
         let want: Vec<(String, String)> = calls
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         for n in [1, 2, 3, 4, 5, 6, 7, 1000] {
             assert_eq!(
-                collect(format, text, n),
+                collect(format, tools, text, n),
                 (content.to_string(), want.clone()),
                 "{format:?} {text:?} in pieces of {n}"
             );
@@ -983,11 +1070,108 @@ mod tests {
     }
 
     #[test]
+    fn qwen_xml() {
+        let f = ToolFormat::QwenXml;
+        check(
+            f,
+            "Let me check.\n\n<tool_call>\n<function=get_weather>\n<parameter=location>\nParis, France\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+            "Let me check.",
+            &[("get_weather", r#"{"location":"Paris, France","days":3}"#)],
+        );
+        // Several calls, whitespace around them, a multi-line value, no parameters, values
+        // without the format's newlines, several functions in one block.
+        check(
+            f,
+            "\n<tool_call>\n<function=a>\n</function>\n</tool_call>\n<tool_call>\n<function=b>\n<parameter=x>\nmulti\nline\n\n</parameter>\n<parameter=y>v</parameter></function></tool_call>\n",
+            "",
+            &[("a", "{}"), ("b", r#"{"x":"multi\nline\n","y":"v"}"#)],
+        );
+        check(
+            f,
+            "<tool_call>\n<function=a>\n</function>\n<function=b>\n<parameter=q>\n</parameter>\n</function>\n</tool_call> after",
+            "after",
+            &[("a", "{}"), ("b", r#"{"q":""}"#)],
+        );
+        // Quotes, backslashes and tags in a value are text.
+        check(
+            f,
+            "<tool_call>\n<function=run>\n<parameter=code>\nif a < b: print(\"x\\y\") # </tool_call>\n</parameter>\n</function>\n</tool_call>",
+            "",
+            &[("run", r#"{"code":"if a < b: print(\"x\\y\") # </tool_call>"}"#)],
+        );
+    }
+
+    #[test]
+    fn qwen_xml_not_calls_and_cut_off_calls() {
+        let f = ToolFormat::QwenXml;
+        check(
+            f,
+            "<tool_call>\nnot xml</tool_call> ok",
+            "<tool_call>\nnot xml</tool_call> ok",
+            &[],
+        );
+        check(
+            f,
+            "a < b <tool and <tool_cal",
+            "a < b <tool and <tool_cal",
+            &[],
+        );
+        check(
+            f,
+            "<tool_call>\n<function=\n</tool_call><tool_call>\n<function=f>\n</function>\n</tool_call>",
+            "<tool_call>\n<function=\n</tool_call>",
+            &[("f", "{}")],
+        );
+        check(f, "<tool_call>\n<funct", "<tool_call>\n<funct", &[]);
+        check(
+            f,
+            "<tool_call>\n<function=f>\n<parameter=q>\nhel",
+            "",
+            &[("f", r#"{"q":"hel"}"#)],
+        );
+        check(f, "<tool_call>\n<function=f>\n<param", "", &[("f", "{}")]);
+        check(
+            f,
+            "<tool_call>\n<function=f>\n<parameter=n>\n[1, 2",
+            "",
+            &[("f", r#"{"n":"[1, 2"}"#)],
+        );
+        // Text where a parameter should be ends the call.
+        check(
+            f,
+            "<tool_call>\n<function=f>\n<parameter=a>\n1\n</parameter>\noops</function>",
+            "oops</function>",
+            &[("f", r#"{"a":1}"#)],
+        );
+    }
+
+    /// Values typed by the tool's schema, as the Qwen3.5 template prints arguments (Python's
+    /// `str()`: `True`, `None`); without a schema only JSON that is not a string is JSON.
+    #[test]
+    fn qwen_xml_values_follow_the_schema() {
+        let tools = [serde_json::json!({"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {
+                "s": {"type": "string"}, "i": {"type": "integer"}, "x": {"type": "number"},
+                "b": {"type": "boolean"}, "m": {"type": ["string", "integer"]},
+                "o": {"type": "object"}, "a": {"type": "array"}, "e": {"enum": ["x", 2]},
+                "n": {"anyOf": [{"type": "integer"}, {"type": "null"}]}}}}})];
+        let text = "<tool_call>\n<function=f>\n<parameter=s>\n3\n</parameter>\n<parameter=i>\n 42 \n</parameter>\n<parameter=x>\n0.5\n</parameter>\n<parameter=b>\nTrue\n</parameter>\n<parameter=m>\nNone\n</parameter>\n<parameter=o>\n{\"k\": [1, null]}\n</parameter>\n<parameter=a>\n[\"a\", \"b\"]\n</parameter>\n<parameter=e>\n2\n</parameter>\n<parameter=n>\nNone\n</parameter>\n<parameter=i>\n3 days\n</parameter>\n<parameter=u>\n007\n</parameter>\n<parameter=u>\nfalse\n</parameter>\n</function>\n</tool_call>";
+        let typed = r#"{"s":"3","i":42,"x":0.5,"b":true,"m":"None","o":{"k": [1, null]},"a":["a", "b"],"e":2,"n":null,"i":"3 days","u":"007","u":false}"#;
+        check_with(ToolFormat::QwenXml, &tools, text, "", &[("f", typed)]);
+        let untyped = r#"{"s":3,"i":42,"x":0.5,"b":"True","m":"None","o":{"k": [1, null]},"a":["a", "b"],"e":2,"n":"None","i":"3 days","u":"007","u":false}"#;
+        check(ToolFormat::QwenXml, text, "", &[("f", untyped)]);
+    }
+
+    #[test]
     fn detects_formats() {
         assert_eq!(
             ToolFormat::detect("{{ '<tool_call>' }}"),
             Some(ToolFormat::Hermes)
         );
         assert_eq!(ToolFormat::detect("plain"), None);
+        assert_eq!(
+            ToolFormat::detect("'<tool_call>\n<function=' + name + '>\n<parameter=' + k"),
+            Some(ToolFormat::QwenXml)
+        );
     }
 }
