@@ -102,30 +102,26 @@ pub fn gated_delta_net_at(
     out: &mut [f32],
 ) {
     check(heads, x, state, out);
-    run(
-        passes(isa.min(crate::Isa::best_available())),
-        heads,
-        x,
-        state,
-        out,
-    )
+    let kernels = passes(isa.min(crate::Isa::best_available()));
+    run(kernels, heads, x, state, out)
 }
 
 /// Runs of fewer tokens than this take the recurrence in [`forward`], longer ones the chunked
 /// form: from 4 tokens the chunked form is the faster at both SIMD levels, about as fast at 3,
 /// slower at 1 and 2 (`bench_recurrence_against_chunked` in `tests/delta_net.rs`, 16 heads of 128
-/// on Zen 4: at 4 tokens 26.5 against 32.4 µs per token at AVX-512, 32.0 against 39.4 at AVX2).
+/// on Zen 4: at 4 tokens 25.9 against 32.1 µs per token at AVX-512, 31.8 against 38.8 at AVX2).
 pub const CHUNKED_FROM: usize = 4;
 
 /// The chunk [`forward`] gives the chunked form: on a CPU the cost per token grows with the
 /// chunk (the triangular part of the work), and below 32 the fixed cost of each chunk takes that
-/// back (the same bench: 16 and 32 tie, 64 costs 8% more per token at 512 tokens, 128 over 30%).
+/// back (the same bench: 16, 24 and 32 tie; 64 costs about 10% more per token, 128 over 30%).
 pub const CHUNK: usize = 32;
 
 /// Gated DeltaNet over `x`, as the model runs it: [`gated_delta_net_at`] for fewer than
 /// [`CHUNKED_FROM`] tokens (decode), else [`gated_delta_net_chunked_at`] in chunks of [`CHUNK`],
 /// both at [`crate::Isa::best`]. Equal to [`gated_delta_net`] up to the chunked form's rounding.
-/// Keeps no state of its own, so threads may call it at once on disjoint `state` and `out`.
+/// Keeps nothing between calls but each thread's working buffers, so threads may call it at once
+/// on disjoint `state` and `out`.
 ///
 /// # Panics
 /// As [`gated_delta_net`].
@@ -321,7 +317,9 @@ pub fn l2_norm(x: &mut [f32], eps: f32) {
 /// recurrence). Every sum over tokens or over the key dimension is a chain of fused
 /// multiply-adds in index order (`ops::scores_t`, `ops::weighted_rows`), so
 /// [`gated_delta_net_chunked_at`] equals this scalar reference bit for bit. The same numbers as
-/// the recurrence up to rounding (a different order of operations), which the tests bound.
+/// the recurrence up to rounding (a different order of operations), which the tests bound; the
+/// bits depend on where chunks start, so calls that split a sequence at multiples of `chunk`
+/// give those of one call.
 ///
 /// # Panics
 /// As [`gated_delta_net`], or if `chunk` is 0.
