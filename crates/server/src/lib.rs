@@ -19,6 +19,7 @@ use frugal_chat::ChatTemplate;
 use frugal_loader::{ModelFile, ModelOptions};
 use frugal_output::TokenEnv;
 use frugal_scheduler::SchedulerConfig;
+pub use frugal_scheduler::SnapshotConfig;
 use frugal_tokenizer::Tokenizer;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     pub block_size: usize,
     /// Tokens through the model per step; long prompts are prefilled in chunks of at most this.
     pub token_budget: usize,
+    /// Hybrid models: where recurrent-state snapshots are taken for prefix caching, and how
+    /// much memory they may use.
+    pub snapshots: SnapshotConfig,
     /// Requests allowed to wait for a slot; more get 429.
     pub max_waiting: usize,
     /// Worker threads, for loading and running (`None`: every available core).
@@ -111,6 +115,7 @@ impl ServerConfig {
             kv_tokens: None,
             block_size: 16,
             token_budget: 512,
+            snapshots: SnapshotConfig::default(),
             max_waiting: 256,
             threads: None,
             model_alias: None,
@@ -374,10 +379,34 @@ fn spawn_engine(
                 engine_cfg.scheduler.n_ctx,
                 max_seqs,
             );
+            log_state_memory(&model, &engine_cfg);
             let _ = loaded.send(Ok(()));
             worker::run(&model, &tokenizer, &pool, engine_cfg, commands, metrics);
         })?;
     Ok(handle)
+}
+
+/// For hybrid models: the recurrent state's memory, per sequence and for the snapshots that
+/// let prefix caching resume a prompt, beside what the KV cache takes per token.
+fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineConfig) {
+    let per_seq = model.state_bytes_per_seq();
+    if per_seq == 0 {
+        return;
+    }
+    let snap = engine_cfg.scheduler.snapshots;
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    tracing::info!(
+        "recurrent state: {:.1} MiB per sequence ({} live slots, {:.0} MiB); prefix snapshots every {} tokens and at prompt ends: {} slots, {:.0} MiB budget; KV cache {} KiB per token ({} of {} layers)",
+        mib(per_seq),
+        engine_cfg.scheduler.max_seqs,
+        mib(per_seq * engine_cfg.scheduler.max_seqs),
+        snap.every,
+        snap.budget_bytes / per_seq,
+        mib(snap.budget_bytes),
+        model.config().kv_bytes_per_token() / 1024,
+        model.config().n_kv_layers(),
+        model.config().n_layer,
+    );
 }
 
 fn engine_config(cfg: &ServerConfig, n_ctx: usize) -> worker::EngineConfig {
@@ -391,7 +420,7 @@ fn engine_config(cfg: &ServerConfig, n_ctx: usize) -> worker::EngineConfig {
             token_budget: cfg.token_budget,
             max_waiting: cfg.max_waiting,
             n_ctx,
-            snapshots: Default::default(),
+            snapshots: cfg.snapshots,
         },
         n_blocks: kv_tokens.div_ceil(cfg.block_size),
         block_size: cfg.block_size,

@@ -107,6 +107,11 @@ fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig) {
     if c.mla.is_some() {
         v["kv_bytes_per_token_without_mla"] = c.kv_bytes_per_token_unabsorbed().into();
     }
+    if let Some(d) = &c.delta_net {
+        v["linear_attention_layers"] = d.n_recurrent().into();
+        v["state_bytes_per_sequence"] = c.state_bytes_per_seq().into();
+        v["mtp_layers"] = c.n_nextn.into();
+    }
     if let Some(m) = &c.moe {
         v["experts"] = m.n_expert.into();
         v["experts_used"] = m.n_expert_used.into();
@@ -164,9 +169,28 @@ fn print_config_text(c: &ModelConfig) {
             c.kv_bytes_per_token_unabsorbed()
         ),
         None => println!(
-            "KV cache:        {} bytes per token (f32 K and V)",
-            c.kv_bytes_per_token()
+            "KV cache:        {} bytes per token (f32 K and V{})",
+            c.kv_bytes_per_token(),
+            match &c.delta_net {
+                Some(_) => format!(", {} of {} layers", c.n_kv_layers(), c.n_layer),
+                None => String::new(),
+            }
         ),
+    }
+    if let Some(d) = &c.delta_net {
+        println!(
+            "linear attn:     {} Gated DeltaNet layers ({} key / {} value heads of {}, conv {}): {} bytes of state per sequence{}",
+            d.n_recurrent(),
+            d.n_k_heads,
+            d.n_v_heads,
+            d.head_dim,
+            d.conv_kernel,
+            c.state_bytes_per_seq(),
+            match c.n_nextn {
+                0 => String::new(),
+                n => format!("; {n} multi-token-prediction layer(s)"),
+            }
+        );
     }
 }
 

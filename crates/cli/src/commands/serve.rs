@@ -36,6 +36,15 @@ pub struct Args {
     /// Tokens through the model per step; longer prompts are prefilled in chunks.
     #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
+    /// Hybrid models (Qwen3.5): snapshot the recurrent state every this many tokens (and at
+    /// each prompt's last block boundary), so prompts sharing a prefix resume there (rounded to a
+    /// multiple of the block size and of 64).
+    #[arg(long, default_value_t = 512)]
+    pub state_snapshot_every: usize,
+    /// Hybrid models: memory for recurrent-state snapshots, in MiB (0: no prefix caching for
+    /// them).
+    #[arg(long, default_value_t = 1024)]
+    pub state_cache_mib: usize,
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
@@ -132,6 +141,10 @@ pub fn run(a: Args) -> Result<()> {
     cfg.kv_tokens = a.kv_tokens;
     cfg.block_size = a.block_size;
     cfg.token_budget = a.batch_tokens;
+    cfg.snapshots = frugal_server::SnapshotConfig {
+        every: a.state_snapshot_every,
+        budget_bytes: a.state_cache_mib << 20,
+    };
     cfg.max_waiting = a.max_waiting;
     cfg.model_alias = a.model_alias;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
