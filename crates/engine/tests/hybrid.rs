@@ -147,14 +147,21 @@ fn hybrid_snapshots_are_only_used_where_they_exist() {
     let f = fixture("qwen35-Q4_K_M");
     let p = &f.prompt;
     let pool = ThreadPool::new(2);
-    // Snapshots only every 512 tokens and at prompt ends: a prompt sharing 37 tokens with an
-    // earlier one finds its blocks cached but no state there, so it recomputes from 0.
+    // Snapshots only every 512 tokens, at prompt ends and at branch points: a prompt sharing 37
+    // tokens with an earlier one finds its blocks cached but no state there, so it recomputes
+    // from 0.
     let mut eng = engine(&f, &pool, 64, 64, 512);
     run(&mut eng, &[(1, p.clone(), 4)]);
     let mut branch = p[..37].to_vec();
     branch.extend([9, 10, 11]);
     let out = run(&mut eng, &[(2, branch.clone(), 6)]);
     assert_eq!(out[&2], (alone(&f, &branch, 6), 0));
+    // That second prompt took a snapshot where its cached blocks ended (32: a shared prefix), so
+    // a third prompt sharing it resumes there.
+    let mut third = p[..37].to_vec();
+    third.extend([12, 13]);
+    let out = run(&mut eng, &[(3, third.clone(), 6)]);
+    assert_eq!(out[&3], (alone(&f, &third, 6), 32));
 }
 
 #[test]

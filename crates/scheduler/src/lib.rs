@@ -10,8 +10,8 @@
 //!
 //! For hybrid models ([`Scheduler::with_states`]) each running sequence also holds a recurrent-
 //! state slot, and prefix caching needs a snapshot of that state where the cached prefix ends:
-//! prefill chunks are cut at snapshot points (every `snapshot_every` tokens, and the last block
-//! boundary of the prompt), the step says which states to copy into snapshot slots after the
+//! prefill chunks are cut at snapshot points (every `snapshot_every` tokens, the last block
+//! boundary of the prompt, and where a prompt's cached blocks end), the step says which states to copy into snapshot slots after the
 //! forward pass ([`Step::snapshots`]) and which snapshots to copy into a sequence's slot before
 //! it ([`Step::restores`]); a prefix is reused only up to its last snapshot.
 
@@ -128,6 +128,9 @@ struct Seq {
     blocks: Option<SeqBlocks>,
     /// Recurrent-state slot while running (hybrid models).
     slot: Option<SlotId>,
+    /// Hybrid models: where the prompt's cached blocks ended at admission, if beyond the
+    /// snapshot it resumed from: a prefix other prompts share, so a snapshot point.
+    branch: usize,
 }
 
 impl Seq {
@@ -279,6 +282,7 @@ impl Scheduler {
             cached: 0,
             blocks: None,
             slot: None,
+            branch: 0,
         });
         Ok(())
     }
@@ -400,9 +404,13 @@ impl Scheduler {
     fn admit(&mut self, mut s: Seq, step: &mut Step) -> Option<Seq> {
         let allocated = match &self.states {
             None => self.blocks.allocate(&s.tokens),
-            Some(states) => self
-                .blocks
-                .allocate_with(&s.tokens, &|h| states.contains(h)),
+            Some(states) => {
+                s.branch = self
+                    .blocks
+                    .cached_prefix_len(&s.tokens[..s.tokens.len() - 1]);
+                self.blocks
+                    .allocate_with(&s.tokens, &|h| states.contains(h))
+            }
         };
         let Ok((blocks, cached)) = allocated else {
             self.waiting.push_front(s);
@@ -425,9 +433,10 @@ impl Scheduler {
         Some(s)
     }
 
-    /// The next snapshot point after `from` for a sequence: a multiple of `every`, or the
-    /// prompt's last block boundary (a prompt resumes at most from there, since its last token
-    /// is always recomputed).
+    /// The next snapshot point after `from` for a sequence: a multiple of `every`, the prompt's
+    /// last block boundary (a prompt resumes at most from there, since its last token is always
+    /// recomputed), or where its cached blocks ended at admission (a prefix shared with an
+    /// earlier prompt, likely shared by later ones too: a system prompt, a document).
     fn next_snapshot_point(&self, s: &Seq, from: usize) -> usize {
         let bs = self.blocks.block_size();
         // A multiple of the block size (a snapshot sits where a cached block ends) and of the
@@ -436,11 +445,10 @@ impl Scheduler {
         let every = (self.cfg.snapshots.every / unit).max(1) * unit;
         let periodic = (from / every + 1) * every;
         let prompt_end = (s.n_prompt - 1) / bs * bs;
-        if prompt_end > from {
-            periodic.min(prompt_end)
-        } else {
-            periodic
-        }
+        [prompt_end, s.branch]
+            .into_iter()
+            .filter(|&p| p > from)
+            .fold(periodic, usize::min)
     }
 
     /// How many of `n` tokens a sequence runs in this step: for hybrid models a chunk stops at
