@@ -99,7 +99,7 @@ fn hybrid_greedy_tokens_do_not_depend_on_the_batch() {
         let short = vec![42, 43, 44, 45, 46];
         let short_alone = alone(&f, &short, 20);
         let pool = ThreadPool::new(2);
-        // Budgets of at least one window of the delta rule's chunked form (64 tokens): chunks
+        // Budgets of at least one window of the delta rule's chunked form (32 tokens): chunks
         // cut short by the budget end at window boundaries.
         for budget in [64, 100, 160] {
             let mut eng = engine(&f, &pool, budget, 64, 512);
@@ -127,7 +127,7 @@ fn hybrid_prompts_resume_from_state_snapshots() {
     let p = &f.prompt;
     let reference = alone(&f, p, 8);
     let pool = ThreadPool::new(2);
-    // Snapshots every 64 tokens (the window) and at the prompt's last block boundary (96 of 103).
+    // Snapshots every 64 tokens (two windows) and at the prompt's last block boundary (96 of 103).
     let mut eng = engine(&f, &pool, 64, 64, 64);
     let first = run(&mut eng, &[(1, p.clone(), 8)]);
     assert_eq!(first[&1], (reference.clone(), 0));

@@ -38,7 +38,7 @@ pub struct Args {
     pub batch_tokens: usize,
     /// Hybrid models (Qwen3.5): snapshot the recurrent state every this many tokens (and at
     /// each prompt's last block boundary), so prompts sharing a prefix resume there (rounded to a
-    /// multiple of the block size and of 64).
+    /// multiple of the block size and of the model's delta-rule window, 32).
     #[arg(long, default_value_t = 512)]
     pub state_snapshot_every: usize,
     /// Hybrid models: memory for recurrent-state snapshots, in MiB (0: no prefix caching for
