@@ -82,9 +82,7 @@ fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
 /// The prefix-cache hash of `tokens` (whole blocks of `block_size`; a partial tail is ignored):
 /// the key of the block that ends the prefix, and of a state snapshot taken there.
 pub fn prefix_hash(block_size: usize, tokens: &[u32]) -> u64 {
-    tokens
-        .chunks_exact(block_size)
-        .fold(0, chain_hash)
+    tokens.chunks_exact(block_size).fold(0, chain_hash)
 }
 
 impl BlockManager {
