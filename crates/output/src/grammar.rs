@@ -579,7 +579,10 @@ impl Grammar {
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
                 vec![deepseek::CALLS_END.to_string()]
             }
-            ToolFormat::QwenXml => vec![qwen_xml::FUNCTION_CLOSE.to_string()],
+            ToolFormat::QwenXml => vec![
+                qwen_xml::FUNCTION_CLOSE.to_string(),
+                hermes::CALL_END.to_string(),
+            ],
             ToolFormat::Hermes | ToolFormat::Llama3Json => Vec::new(),
         };
         let free_text =

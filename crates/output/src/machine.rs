@@ -23,7 +23,8 @@
 //! 3. tokens that close what is open: inside a JSON string (quotes counted over the answer),
 //!    tokens made of `"` then only `}` and `]`; outside, tokens made only of `}` and `]`;
 //! 4. tokens that spell on one of the grammar's closing texts (`<｜tool▁calls▁end｜>` for
-//!    DeepSeek tool calls, so that no further call starts);
+//!    DeepSeek tool calls, `</function>` and `</tool_call>` for XML ones, so that no further
+//!    call or parameter starts), those that end within it first;
 //! 5. as 3, with `,`, `:` and spaces allowed too (a required member must come first);
 //! 6. anything the grammar allows.
 //!
@@ -283,8 +284,8 @@ impl OutputConstraint {
             return;
         }
         if self.in_text {
-            let rest = rest_of(&self.text_close, &self.answer_tail);
-            if self.keep_only(mask, |b| continues(b, std::slice::from_ref(&rest))) {
+            let rest = [rest_of(&self.text_close, &self.answer_tail)];
+            if self.keep_closing(mask, &rest) {
                 return;
             }
         }
@@ -310,10 +311,18 @@ impl OutputConstraint {
             .iter()
             .map(|c| rest_of(c, &self.answer_tail))
             .collect();
-        if self.keep_only(mask, |b| continues(b, &rests)) {
+        if self.keep_closing(mask, &rests) {
             return;
         }
         self.keep_only(mask, |b| closes(b, b"}],: "));
+    }
+
+    /// Keeps the tokens that spell on one of `rests`: those that end within one first (so that
+    /// `>` ends `</tool_call>` rather than `>\n` running on into another call), else those that
+    /// run past one. True if any.
+    fn keep_closing(&self, mask: &mut SimpleVob, rests: &[Vec<u8>]) -> bool {
+        self.keep_only(mask, |b| continues(b, rests, true))
+            || self.keep_only(mask, |b| continues(b, rests, false))
     }
 
     /// Restricts `mask` to the allowed tokens whose (non-empty) bytes satisfy `pred`, if any;
@@ -643,12 +652,13 @@ fn rest_of(closer: &[u8], tail: &[u8]) -> Vec<u8> {
     closer[k..].to_vec()
 }
 
-/// Whether a token's bytes (control tokens: `0xFF` + text) go on with one of `rests`.
-fn continues(b: &[u8], rests: &[Vec<u8>]) -> bool {
+/// Whether a token's bytes (control tokens: `0xFF` + text) go on with one of `rests`: end
+/// within it, or (`!within`) also run past it.
+fn continues(b: &[u8], rests: &[Vec<u8>], within: bool) -> bool {
     let b = b.strip_prefix(&[0xFF]).unwrap_or(b);
     rests
         .iter()
-        .any(|r| !b.is_empty() && (r.starts_with(b) || b.starts_with(r)))
+        .any(|r| !b.is_empty() && (r.starts_with(b) || (!within && b.starts_with(r))))
 }
 
 fn mask_to_eog(env: &TokenEnv, logits: &mut [f32]) -> Result<(), ConstraintError> {
