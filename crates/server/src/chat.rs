@@ -259,7 +259,7 @@ pub fn output(
             let parser = if generic {
                 OutputParser::generic(mode)
             } else {
-                OutputParser::new(mode, format)
+                OutputParser::new(mode, format).with_tools(tools)
             };
             return Ok(ChatOutput {
                 parser,
@@ -295,7 +295,7 @@ pub fn output(
     let parser = if raw && plan.generic_tools {
         OutputParser::generic(ReasoningMode::None)
     } else if raw {
-        OutputParser::new(ReasoningMode::None, plan.tool_format)
+        OutputParser::new(ReasoningMode::None, plan.tool_format).with_tools(tools)
     } else {
         plan.parser()
     };
