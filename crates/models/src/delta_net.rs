@@ -18,7 +18,8 @@ use crate::kv_store::KvStore;
 use crate::transformer::SharedInput;
 use crate::weights::{BetaAlpha, DeltaNetWeights};
 use frugal_kernels::delta_net::{self, causal_conv, l2_norm, softplus, DeltaHeads, Tokens};
-use frugal_kernels::ops::{rms_norm_inplace, silu};
+use frugal_kernels::activation::swiglu;
+use frugal_kernels::ops::rms_norm_inplace;
 use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::storage::zeros;
 use frugal_kernels::ThreadPool;
@@ -93,16 +94,18 @@ pub(crate) fn layer(
         causal_conv(conv_dim, d.conv_kernel, s.len, x, &w.conv, history, out);
     }
     let (hd, kd) = (d.head_dim, d.key_dim());
+    // silu(x) as the SIMD SwiGLU computes it: silu(x) · 1.
+    let ones = vec![1.0f32; conv_dim];
     par_chunks_mut(pool, &mut conv_out, conv_dim, &|_, row| {
-        row.iter_mut().for_each(|v| *v = silu(*v));
+        swiglu(row, &ones);
         for head in row[..2 * kd].chunks_exact_mut(hd) {
             l2_norm(head, c.rms_eps);
         }
     });
 
     let mut o = recurrence(pool, d, spans, &mut seq_states, &conv_out, &g, &beta);
-    gated_norm(pool, d, &w.norm, c.rms_eps, &z, &mut o);
-    o
+    gated_norm(pool, d, &w.norm, c.rms_eps, &mut o, &mut z);
+    z
 }
 
 /// `β ← σ(β)`, `α ← softplus(α + dt_bias) · a` (the log of the decay), for one token's heads.
@@ -243,20 +246,18 @@ fn run_windows(one: DeltaHeads, pos: usize, x: &Tokens, state: &mut [f32], out: 
     }
 }
 
-/// `o ← rms_norm(o, w) · silu(z)` per value head.
+/// `z ← silu(z) · rms_norm(o, w)` per value head (`o` is normalized in place): the gated
+/// output, `rms_norm(o, w) · silu(z)` in ggml's terms, the same product.
 fn gated_norm(
     pool: &ThreadPool,
     d: &DeltaNetConfig,
     w: &[f32],
     eps: f32,
-    z: &[f32],
     o: &mut [f32],
+    z: &mut [f32],
 ) {
     let hd = d.head_dim;
-    par_chunks_mut(pool, o, hd, &|i, head| {
-        rms_norm_inplace(head, w, eps);
-        for (x, &zv) in head.iter_mut().zip(&z[i * hd..(i + 1) * hd]) {
-            *x *= silu(zv);
-        }
-    });
+    par_chunks_mut(pool, o, hd, &|_, oh| rms_norm_inplace(oh, w, eps));
+    let o: &[f32] = o;
+    par_chunks_mut(pool, z, hd, &|i, zh| swiglu(zh, &o[i * hd..(i + 1) * hd]));
 }
