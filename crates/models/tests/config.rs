@@ -1,8 +1,10 @@
 //! `ModelConfig::from_gguf` on the fixture models and on metadata that must be refused.
 
+mod common;
+
 use frugal_fixtures::dir as fixtures;
-use frugal_formats::{GgufFile, GgufWriter, Value};
-use frugal_models::{ModelConfig, ModelError, SharedGate};
+use frugal_formats::{GgufFile, Value};
+use frugal_models::{ModelConfig, SharedGate};
 
 const MODELS: &[&str] = &[
     "llama-f32",
@@ -19,28 +21,11 @@ fn open(model: &str) -> GgufFile {
 
 /// A fixture model's metadata with `extra` keys added or replaced (tensors as they are).
 fn with_metadata(model: &str, extra: &[(&str, Value)]) -> GgufFile {
-    let src = open(model);
-    let mut w = GgufWriter::new();
-    for (k, v) in src.metadata() {
-        if !extra.iter().any(|(e, _)| e == k) {
-            w.add_metadata(k.clone(), v.clone());
-        }
-    }
-    for (k, v) in extra {
-        w.add_metadata(*k, v.clone());
-    }
-    for t in src.tensors() {
-        w.add_tensor(t.name.clone(), &t.dims, t.ty, src.tensor_data(t).to_vec());
-    }
-    GgufFile::from_bytes(w.to_bytes(), &format!("{model}-edited.gguf")).unwrap()
+    common::with_metadata(&open(model), extra)
 }
 
 fn config_error(model: &str, extra: &[(&str, Value)]) -> String {
-    match ModelConfig::from_gguf(&with_metadata(model, extra)) {
-        Ok(c) => panic!("{model} with {extra:?} was accepted: {c:?}"),
-        Err(e @ ModelError::BadConfig { .. }) => e.to_string(),
-        Err(e) => panic!("{model} with {extra:?}: not a configuration error: {e}"),
-    }
+    common::config_error(&open(model), extra)
 }
 
 #[test]

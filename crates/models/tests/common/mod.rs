@@ -307,3 +307,34 @@ fn check_ggml_path(set: &Set, model_name: &str, e: &Value, tokens: &[u32], pool:
     let common = g.iter().zip(&want).take_while(|(a, b)| a == b).count();
     eprintln!("{model_name} ggml path: greedy common prefix {common}/16");
 }
+
+/// `src`'s metadata with `extra` keys added or replaced (tensors as they are), as a new file.
+pub fn with_metadata(src: &GgufFile, extra: &[(&str, frugal_formats::Value)]) -> GgufFile {
+    let mut w = frugal_formats::GgufWriter::new();
+    for (k, v) in src.metadata() {
+        if !extra.iter().any(|(e, _)| e == k) {
+            w.add_metadata(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in extra {
+        w.add_metadata(*k, v.clone());
+    }
+    for t in src.tensors() {
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, src.tensor_data(t).to_vec());
+    }
+    let name = format!("{}-edited.gguf", src.name());
+    GgufFile::from_bytes(w.to_bytes(), &name).unwrap()
+}
+
+/// The configuration error of `src` with `extra` keys; panics if it is accepted or fails
+/// otherwise.
+pub fn config_error(src: &GgufFile, extra: &[(&str, frugal_formats::Value)]) -> String {
+    match frugal_models::ModelConfig::from_gguf(&with_metadata(src, extra)) {
+        Ok(c) => panic!("{} with {extra:?} was accepted: {c:?}", src.name()),
+        Err(e @ frugal_models::ModelError::BadConfig { .. }) => e.to_string(),
+        Err(e) => panic!(
+            "{} with {extra:?}: not a configuration error: {e}",
+            src.name()
+        ),
+    }
+}
