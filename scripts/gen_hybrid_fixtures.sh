@@ -74,6 +74,10 @@ for s in $SHIP; do
   # llama.cpp's own against it (crates/models/tests/common, check_ggml_path)
   cp "$WORK"/expected/"${s%%-*}"-f32.batched.f32 "$DATA"/expected/
 done
+# the dense f32 model, gzip-compressed (8 MB), with llama.cpp's step logits and transformers' logits: the
+# f32 check against both (crates/models/tests/hybrid_parity.rs; frugal_fixtures::Set::model decompresses it)
+gzip -9 -n -c "$WORK"/models/qwen35-f32.gguf > "$DATA"/models/qwen35-f32.gguf.gz
+cp "$WORK"/expected/qwen35-f32.json "$WORK"/expected/qwen35-f32.step.f32 "$WORK"/expected/qwen35.hf.f32 "$DATA"/expected/
 $PY "$S"/distances.py subset "$WORK"/expected/distances.json "$DATA"/expected/distances.json $SHIP
 
 # 6. the README's tables: tensor types per file, and every distance measured

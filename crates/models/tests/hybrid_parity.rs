@@ -27,3 +27,10 @@ fn qwen35moe_q4_k_m() {
 fn qwen3next_q4_k_m() {
     check("qwen3next-Q4_K_M");
 }
+
+/// The f32 model (stored gzip-compressed): within 1e-3 of llama.cpp, batched and one token at a
+/// time, and of transformers' own Qwen3.5 (fp32 math), and llama.cpp's greedy tokens.
+#[test]
+fn qwen35_f32_against_llama_cpp_and_transformers() {
+    common::check_f32(&Set::hybrid(), "qwen35-f32");
+}
