@@ -704,8 +704,14 @@ impl<'a> Loader<'a> {
         n_ff: usize,
         n_expert: usize,
     ) -> Result<Vec<FfnWeights>, ModelError> {
-        let gate = self.stacked(&pattern.replace("{}", "gate"), n_embd, n_ff, n_expert, true)?;
-        let up = self.stacked(&pattern.replace("{}", "up"), n_embd, n_ff, n_expert, true)?;
+        let fused = pattern.replace("{}", "gate_up");
+        let (gate, up) = match self.gguf.tensor(&fused) {
+            Some(_) => self.stacked_halves(&fused, n_embd, n_ff, n_expert)?,
+            None => (
+                self.stacked(&pattern.replace("{}", "gate"), n_embd, n_ff, n_expert, true)?,
+                self.stacked(&pattern.replace("{}", "up"), n_embd, n_ff, n_expert, true)?,
+            ),
+        };
         let down = self.stacked(&pattern.replace("{}", "down"), n_ff, n_embd, n_expert, true)?;
         Ok(gate
             .into_iter()
@@ -713,6 +719,33 @@ impl<'a> Loader<'a> {
             .zip(down)
             .map(|((gate, up), down)| FfnWeights { gate, up, down })
             .collect())
+    }
+
+    /// Experts' gate and up matrices fused in one tensor (`ffn_gate_up_exps`, written by the
+    /// converter's `--fuse-gate-up-exps`): each expert's `2 × rows` rows are its gate's, then its
+    /// up projection's.
+    fn stacked_halves(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+        count: usize,
+    ) -> Result<(Vec<Matrix>, Vec<Matrix>), ModelError> {
+        let t = self
+            .info(name, &[cols as u64, 2 * rows as u64, count as u64])?
+            .clone();
+        let (per, half) = (t.n_bytes / count, t.n_bytes / count / 2);
+        let (mut gate, mut up) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        for i in 0..count {
+            for (out, offset) in [(&mut gate, i * per), (&mut up, i * per + half)] {
+                let m = self.make(&t, rows, cols, offset, half, true)?;
+                self.n_bytes += m.n_bytes() as u64;
+                out.push(m);
+            }
+        }
+        let loaded: Vec<&Matrix> = gate.iter().chain(&up).collect();
+        self.tick(&t, &loaded);
+        Ok((gate, up))
     }
 
     /// `count` matrices of `[rows x cols]` stacked in one tensor (MoE experts if `expert`).
