@@ -55,57 +55,92 @@ pub(crate) fn layer(
         .delta_net
         .as_ref()
         .expect("DeltaNet weights imply its config");
-    let n = xn.len() / c.n_embd;
-    let (conv_dim, nv) = (d.conv_dim(), d.n_v_heads);
-    let mut qkv = zeros(n * conv_dim);
-    let mut z = zeros(n * d.value_dim());
-    let (mut beta, mut g) = (zeros(n * nv), zeros(n * nv));
-    let mut input = SharedInput::new(xn, n);
-    input.matmul(pool, &w.qkv, &mut qkv);
-    input.matmul(pool, &w.z, &mut z);
-    match &w.beta_alpha {
-        BetaAlpha::Split { beta: wb, alpha } => {
-            input.matmul(pool, wb, &mut beta);
-            input.matmul(pool, alpha, &mut g);
-        }
-        BetaAlpha::Fused(m) => {
-            let mut ba = zeros(n * 2 * nv);
-            input.matmul(pool, m, &mut ba);
-            split_fused_beta_alpha(d, &ba, &mut beta, &mut g);
-        }
-    }
-    for (b, a) in beta.chunks_exact_mut(nv).zip(g.chunks_exact_mut(nv)) {
-        gates(w, b, a);
-    }
-
+    let mut p = project(d, w, pool, xn, xn.len() / c.n_embd);
     let (states, state_len) = kv.states_mut(il);
     let mut slots: Vec<Option<&mut [f32]>> = states.chunks_exact_mut(state_len).map(Some).collect();
     let mut seq_states: Vec<&mut [f32]> = spans
         .iter()
         .map(|s| slots[s.slot as usize].take().expect("slots are distinct"))
         .collect();
+    let qkv = convolve(c, d, w, pool, spans, &mut seq_states, &p.qkv);
+    let mut o = recurrence(pool, d, spans, &mut seq_states, &qkv, &p.g, &p.beta);
+    gated_norm(pool, d, &w.norm, c.rms_eps, &mut o, &mut p.z);
+    p.z
+}
 
-    // Convolution and q/k normalization, per sequence.
-    let mut conv_out = zeros(n * conv_dim);
-    for (s, state) in spans.iter().zip(seq_states.iter_mut()) {
+/// What the input projections give, per token: the channels before the convolution, the output
+/// gate, and each value head's update strength and log-decay.
+struct Projections {
+    qkv: Vec<f32>,
+    z: Vec<f32>,
+    beta: Vec<f32>,
+    g: Vec<f32>,
+}
+
+/// The input projections of `n` tokens at once, and the gates made from them.
+fn project(
+    d: &DeltaNetConfig,
+    w: &DeltaNetWeights,
+    pool: &ThreadPool,
+    xn: &[f32],
+    n: usize,
+) -> Projections {
+    let nv = d.n_v_heads;
+    let mut p = Projections {
+        qkv: zeros(n * d.conv_dim()),
+        z: zeros(n * d.value_dim()),
+        beta: zeros(n * nv),
+        g: zeros(n * nv),
+    };
+    let mut input = SharedInput::new(xn, n);
+    input.matmul(pool, &w.qkv, &mut p.qkv);
+    input.matmul(pool, &w.z, &mut p.z);
+    match &w.beta_alpha {
+        BetaAlpha::Split { beta, alpha } => {
+            input.matmul(pool, beta, &mut p.beta);
+            input.matmul(pool, alpha, &mut p.g);
+        }
+        BetaAlpha::Fused(m) => {
+            let mut ba = zeros(n * 2 * nv);
+            input.matmul(pool, m, &mut ba);
+            split_fused_beta_alpha(d, &ba, &mut p.beta, &mut p.g);
+        }
+    }
+    for (b, a) in p.beta.chunks_exact_mut(nv).zip(p.g.chunks_exact_mut(nv)) {
+        gates(w, b, a);
+    }
+    p
+}
+
+/// The causal convolution of each sequence's channels (with its history, in the tail of its
+/// state), then SiLU, and the L2 norm of every query and key head.
+fn convolve(
+    c: &ModelConfig,
+    d: &DeltaNetConfig,
+    w: &DeltaNetWeights,
+    pool: &ThreadPool,
+    spans: &[SeqSpan],
+    states: &mut [&mut [f32]],
+    qkv: &[f32],
+) -> Vec<f32> {
+    let conv_dim = d.conv_dim();
+    let mut out = zeros(qkv.len());
+    for (s, state) in spans.iter().zip(states.iter_mut()) {
         let rows = s.start * conv_dim..(s.start + s.len) * conv_dim;
         let history = &mut state[d.ssm_len()..];
-        let (x, out) = (&qkv[rows.clone()], &mut conv_out[rows]);
-        causal_conv(conv_dim, d.conv_kernel, s.len, x, &w.conv, history, out);
+        let (x, o) = (&qkv[rows.clone()], &mut out[rows]);
+        causal_conv(conv_dim, d.conv_kernel, s.len, x, &w.conv, history, o);
     }
     let (hd, kd) = (d.head_dim, d.key_dim());
     // silu(x) as the SIMD SwiGLU computes it: silu(x) · 1.
     let ones = vec![1.0f32; conv_dim];
-    par_chunks_mut(pool, &mut conv_out, conv_dim, &|_, row| {
+    par_chunks_mut(pool, &mut out, conv_dim, &|_, row| {
         swiglu(row, &ones);
         for head in row[..2 * kd].chunks_exact_mut(hd) {
             l2_norm(head, c.rms_eps);
         }
     });
-
-    let mut o = recurrence(pool, d, spans, &mut seq_states, &conv_out, &g, &beta);
-    gated_norm(pool, d, &w.norm, c.rms_eps, &mut o, &mut z);
-    z
+    out
 }
 
 /// `β ← σ(β)`, `α ← softplus(α + dt_bias) · a` (the log of the decay), for one token's heads.
