@@ -178,6 +178,41 @@ pub mod avx2 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), idx)
     }
 
+    /// Eight lanes at `p`, or those under `m` (zeros elsewhere) when not `full`: masked loads and
+    /// stores are slow on AMD, so only a partial last vector takes them. Same lanes either way.
+    ///
+    /// # Safety
+    /// With `full`, the 8 floats at `p` are readable; else the lanes under `m` are.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load(p: *const f32, full: bool, m: __m256i) -> __m256 {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if full {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, m)
+            }
+        }
+    }
+
+    /// Stores the 8 lanes of `x` at `p`, or those under `m` when not `full`.
+    ///
+    /// # Safety
+    /// With `full`, the 8 floats at `p` are writable; else the lanes under `m` are.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn store(p: *mut f32, full: bool, m: __m256i, x: __m256) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if full {
+                _mm256_storeu_ps(p, x)
+            } else {
+                _mm256_maskstore_ps(p, m, x)
+            }
+        }
+    }
+
     /// `ops::scores_t` (same arguments and panics).
     pub fn scores_t(
         q: &[f32],
@@ -222,19 +257,19 @@ pub mod avx2 {
     ) {
         let mut j0 = 0;
         while j0 < len {
-            let m = mask8((len - j0).min(8));
+            let (full, m) = (len - j0 >= 8, mask8((len - j0).min(8)));
             let mut acc = [_mm256_setzero_ps(); H];
-            // SAFETY: (all accesses) lanes under `m` are below `len`; masked-off lanes are not
-            // accessed; rows and dims as the caller guarantees.
+            // SAFETY: (all accesses) lanes under `m` (all 8 when `full`) are below `len`;
+            // masked-off lanes are not accessed; rows and dims as the caller guarantees.
             unsafe {
                 for d in 0..dim {
-                    let k = _mm256_maskload_ps(kt.add(d * kt_stride + j0), m);
+                    let k = load(kt.add(d * kt_stride + j0), full, m);
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(_mm256_set1_ps(*q.add(h * dim + d)), k, *acc);
                     }
                 }
                 for (h, acc) in acc.iter().enumerate() {
-                    _mm256_maskstore_ps(out.add(h * out_stride + j0), m, *acc);
+                    store(out.add(h * out_stride + j0), full, m, *acc);
                 }
             }
             j0 += 8;
@@ -285,20 +320,20 @@ pub mod avx2 {
     ) {
         let mut c = 0;
         while c < dv {
-            let m = mask8((dv - c).min(8));
-            // SAFETY: (all accesses) lanes under `m` are below `dv`; masked-off lanes are not
-            // accessed; rows and positions as the caller guarantees.
+            let (full, m) = (dv - c >= 8, mask8((dv - c).min(8)));
+            // SAFETY: (all accesses) lanes under `m` (all 8 when `full`) are below `dv`;
+            // masked-off lanes are not accessed; rows and positions as the caller guarantees.
             unsafe {
                 let mut acc: [__m256; H] =
-                    std::array::from_fn(|h| _mm256_maskload_ps(out.add(h * dv + c), m));
+                    std::array::from_fn(|h| load(out.add(h * dv + c), full, m));
                 for j in 0..len {
-                    let x = _mm256_maskload_ps(v.add(j * v_stride + c), m);
+                    let x = load(v.add(j * v_stride + c), full, m);
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(h * w_stride + j)), x, *acc);
                     }
                 }
                 for (h, acc) in acc.iter().enumerate() {
-                    _mm256_maskstore_ps(out.add(h * dv + c), m, *acc);
+                    store(out.add(h * dv + c), full, m, *acc);
                 }
             }
             c += 8;
