@@ -140,11 +140,6 @@ impl<'a> BatchEngine<'a> {
         }
     }
 
-    /// Bytes of the KV store: keys and values, and recurrent-state slots (live and snapshots).
-    pub fn cache_bytes(&self) -> usize {
-        self.kv.n_bytes()
-    }
-
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
     }

@@ -185,17 +185,19 @@ impl BlockManager {
     /// tokens are already computed. At least the last prompt token is always left to compute, so
     /// the caller gets logits for it.
     pub fn allocate(&mut self, prompt: &[u32]) -> Result<(SeqBlocks, usize), OutOfBlocks> {
-        self.allocate_with(prompt, &|_| true)
+        let (seq, cached, _) = self.allocate_with(prompt, &|_| true)?;
+        Ok((seq, cached))
     }
 
     /// [`BlockManager::allocate`], sharing cached blocks only up to the longest prefix whose
     /// hash `resumable` accepts (for hybrid models: one with a state snapshot at its end), so
-    /// that the tokens after it, which must be recomputed, get fresh blocks.
+    /// that the tokens after it, which must be recomputed, get fresh blocks. Also returns how
+    /// many leading tokens the cached blocks covered before that cut.
     pub fn allocate_with(
         &mut self,
         prompt: &[u32],
         resumable: &dyn Fn(u64) -> bool,
-    ) -> Result<(SeqBlocks, usize), OutOfBlocks> {
+    ) -> Result<(SeqBlocks, usize, usize), OutOfBlocks> {
         let limit = prompt.len().saturating_sub(1);
         let mut parent = 0u64;
         let mut shared = Vec::new();
@@ -209,6 +211,7 @@ impl BlockManager {
                 _ => break,
             }
         }
+        let cached_blocks = shared.len() * self.block_size;
         let usable = shared.iter().rposition(|&(_, h)| resumable(h));
         shared.truncate(usable.map_or(0, |i| i + 1));
         let needed_total = self.blocks_for(prompt.len());
@@ -238,7 +241,7 @@ impl BlockManager {
             seq.blocks.push(b);
         }
         seq.n_tokens = prompt.len();
-        Ok((seq, cached_tokens))
+        Ok((seq, cached_tokens, cached_blocks))
     }
 
     /// Makes room for `n_tokens` in total (appending), taking fresh blocks as needed.

@@ -11,9 +11,10 @@
 //! For hybrid models ([`Scheduler::with_states`]) each running sequence also holds a recurrent-
 //! state slot, and prefix caching needs a snapshot of that state where the cached prefix ends:
 //! prefill chunks are cut at snapshot points (every `snapshot_every` tokens, the last block
-//! boundary of the prompt, and where a prompt's cached blocks end), the step says which states to copy into snapshot slots after the
-//! forward pass ([`Step::snapshots`]) and which snapshots to copy into a sequence's slot before
-//! it ([`Step::restores`]); a prefix is reused only up to its last snapshot.
+//! boundary of the prompt, and where a prompt's cached blocks end), the step says which states
+//! to copy into snapshot slots after the forward pass ([`Step::snapshots`]) and which snapshots
+//! to copy into a sequence's slot before it ([`Step::restores`]); a prefix is reused only up to
+//! its last snapshot.
 
 #![forbid(unsafe_code)]
 
@@ -296,14 +297,6 @@ impl Scheduler {
             .map(SeqBlocks::blocks)
     }
 
-    /// The recurrent-state slot of a running sequence (hybrid models).
-    pub fn state_slot(&self, id: SeqId) -> Option<SlotId> {
-        self.running
-            .iter()
-            .find(|s| s.id == id)
-            .and_then(|s| s.slot)
-    }
-
     /// Checks the state slots' invariants (for tests): every live slot in use belongs to exactly
     /// one running sequence.
     pub fn check_states(&self) -> Result<(), String> {
@@ -404,13 +397,13 @@ impl Scheduler {
     fn admit(&mut self, mut s: Seq, step: &mut Step) -> Option<Seq> {
         let allocated = match &self.states {
             None => self.blocks.allocate(&s.tokens),
-            Some(states) => {
-                s.branch = self
-                    .blocks
-                    .cached_prefix_len(&s.tokens[..s.tokens.len() - 1]);
-                self.blocks
-                    .allocate_with(&s.tokens, &|h| states.contains(h))
-            }
+            Some(states) => self
+                .blocks
+                .allocate_with(&s.tokens, &|h| states.contains(h))
+                .map(|(blocks, cached, cached_blocks)| {
+                    s.branch = cached_blocks;
+                    (blocks, cached)
+                }),
         };
         let Ok((blocks, cached)) = allocated else {
             self.waiting.push_front(s);
