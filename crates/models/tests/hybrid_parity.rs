@@ -87,3 +87,26 @@ fn fused_gate_up_experts_load_as_separate_ones() {
         common::logits(&b, &pool, &tokens, false)
     );
 }
+
+/// A state slot out of range, or shared by two chunks of one step, is an error, not a race.
+#[test]
+fn bad_state_slots_are_refused() {
+    use frugal_models::{Logits, ModelError, SeqChunk};
+    let model = common::load(&Set::hybrid(), "qwen35-Q4_K_M", false);
+    let pool = frugal_kernels::ThreadPool::new(1);
+    let mut kv = model.new_kv_store(2, 16, 2);
+    let chunk = |blocks: &'static [u32], state| SeqChunk {
+        tokens: &[1, 2, 3],
+        pos: 0,
+        blocks,
+        state,
+        logits: Logits::Last,
+    };
+    for chunks in [vec![chunk(&[0], 2)], vec![chunk(&[0], 1), chunk(&[1], 1)]] {
+        let err = model.forward(&pool, &mut kv, &chunks).unwrap_err();
+        assert!(matches!(err, ModelError::BadStateSlot { .. }), "{err}");
+    }
+    model
+        .forward(&pool, &mut kv, &[chunk(&[0], 0), chunk(&[1], 1)])
+        .unwrap();
+}
