@@ -3,17 +3,27 @@
 //! prefix up to and including them, shared between sequences) and least-recently-used eviction
 //! of cached blocks nobody uses. No tensors: the numbers live in `frugal_models::KvStore`,
 //! addressed by the block ids handed out here.
+//!
+//! Models with sliding-window layers keep those layers' blocks in a second group
+//! ([`WindowBlocks`]) that gives back the blocks leaving the window, so its memory follows the
+//! window rather than the context.
 
 #![forbid(unsafe_code)]
 
 mod state;
+mod window;
 
 pub use state::{SlotId, StateSlots};
+pub use window::{SplitAllocation, WindowBlocks};
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 pub type BlockId = u32;
+
+/// The block-table entry of a block a sliding-window sequence has given back (it lies wholly
+/// before every window still to be computed, so the model never reads it).
+pub const RELEASED: BlockId = BlockId::MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("out of KV blocks: {needed} needed, {available} available")]
@@ -25,16 +35,26 @@ pub struct OutOfBlocks {
 /// The blocks of one sequence, in order, and how many tokens they hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeqBlocks {
+    /// Entry `i` holds positions `i * block_size..(i + 1) * block_size`; [`RELEASED`] for blocks
+    /// a sliding-window sequence gave back.
     blocks: Vec<BlockId>,
     n_tokens: usize,
-    /// Prefix hashes of the leading full blocks that are registered in the cache.
+    /// Prefix hashes of the leading full blocks that are registered in the cache (or were, for
+    /// released ones: the chain continues through them).
     hashes: Vec<u64>,
+    /// Leading entries already released (sliding-window groups).
+    n_released: usize,
 }
 
 impl SeqBlocks {
     /// The block table, for the model's forward pass.
     pub fn blocks(&self) -> &[BlockId] {
         &self.blocks
+    }
+
+    /// Blocks this sequence holds (entries not released).
+    pub fn n_held(&self) -> usize {
+        self.blocks.iter().filter(|&&b| b != RELEASED).count()
     }
 
     pub fn n_tokens(&self) -> usize {
@@ -165,19 +185,7 @@ impl BlockManager {
 
     /// Number of leading prompt tokens whose blocks are cached (a multiple of the block size).
     pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
-        let mut parent = 0u64;
-        let mut n = 0;
-        for chunk in tokens.chunks_exact(self.block_size) {
-            let h = chain_hash(parent, chunk);
-            match self.cache.get(&h) {
-                Some((_, t)) if t == chunk => {
-                    n += chunk.len();
-                    parent = h;
-                }
-                _ => break,
-            }
-        }
-        n
+        self.cached_blocks(tokens).len() * self.block_size
     }
 
     /// Blocks for a new sequence whose first tokens are `prompt`: cached full blocks matching the
@@ -185,7 +193,7 @@ impl BlockManager {
     /// tokens are already computed. At least the last prompt token is always left to compute, so
     /// the caller gets logits for it.
     pub fn allocate(&mut self, prompt: &[u32]) -> Result<(SeqBlocks, usize), OutOfBlocks> {
-        let (seq, cached, _) = self.allocate_with(prompt, &|_| true)?;
+        let (seq, cached, _) = self.allocate_where(prompt, &|_| true)?;
         Ok((seq, cached))
     }
 
@@ -198,22 +206,25 @@ impl BlockManager {
         prompt: &[u32],
         resumable: &dyn Fn(u64) -> bool,
     ) -> Result<(SeqBlocks, usize, usize), OutOfBlocks> {
-        let limit = prompt.len().saturating_sub(1);
-        let mut parent = 0u64;
-        let mut shared = Vec::new();
-        for chunk in prompt[..limit].chunks_exact(self.block_size) {
-            let h = chain_hash(parent, chunk);
-            match self.cache.get(&h) {
-                Some((b, t)) if t == chunk => {
-                    shared.push((*b, h));
-                    parent = h;
-                }
-                _ => break,
-            }
-        }
+        self.allocate_where(prompt, &|hashes| {
+            hashes.last().is_some_and(|&h| resumable(h))
+        })
+    }
+
+    /// The general form of [`BlockManager::allocate_with`]: `usable` gets the prefix hashes of
+    /// the leading cached blocks of a candidate prefix (one per block, in order) and says
+    /// whether the computation may resume after them; the longest usable one is shared (none
+    /// when no prefix is usable; the empty prefix always is).
+    pub fn allocate_where(
+        &mut self,
+        prompt: &[u32],
+        usable: &dyn Fn(&[u64]) -> bool,
+    ) -> Result<(SeqBlocks, usize, usize), OutOfBlocks> {
+        let mut shared = self.cached_blocks(&prompt[..prompt.len().saturating_sub(1)]);
         let cached_blocks = shared.len() * self.block_size;
-        let usable = shared.iter().rposition(|&(_, h)| resumable(h));
-        shared.truncate(usable.map_or(0, |i| i + 1));
+        let hashes: Vec<u64> = shared.iter().map(|&(_, h)| h).collect();
+        let usable = (1..=hashes.len()).rev().find(|&k| usable(&hashes[..k]));
+        shared.truncate(usable.unwrap_or(0));
         let needed_total = self.blocks_for(prompt.len());
         let fresh = needed_total - shared.len();
         // Shared blocks that are evictable stop being available once retained.
@@ -244,6 +255,31 @@ impl BlockManager {
         Ok((seq, cached_tokens, cached_blocks))
     }
 
+    /// The cached blocks of the leading full blocks of `tokens`, with their prefix hashes.
+    fn cached_blocks(&self, tokens: &[u32]) -> Vec<(BlockId, u64)> {
+        let mut parent = 0u64;
+        let mut shared = Vec::new();
+        for chunk in tokens.chunks_exact(self.block_size) {
+            let h = chain_hash(parent, chunk);
+            match self.cache.get(&h) {
+                Some((b, t)) if t == chunk => {
+                    shared.push((*b, h));
+                    parent = h;
+                }
+                _ => break,
+            }
+        }
+        shared
+    }
+
+    /// The cached block of the prefix with hash `hash` whose last block holds `tokens`.
+    fn cached_block(&self, hash: u64, tokens: &[u32]) -> Option<BlockId> {
+        match self.cache.get(&hash) {
+            Some((b, t)) if t == tokens => Some(*b),
+            _ => None,
+        }
+    }
+
     /// Makes room for `n_tokens` in total (appending), taking fresh blocks as needed.
     pub fn grow(&mut self, seq: &mut SeqBlocks, n_tokens: usize) -> Result<(), OutOfBlocks> {
         let needed = self.blocks_for(n_tokens).saturating_sub(seq.blocks.len());
@@ -272,8 +308,12 @@ impl BlockManager {
             let h = chain_hash(parent, chunk);
             let b = seq.blocks[i];
             // A block with the same prefix may already be cached (two sequences computed it at
-            // once); keep the first and leave this one uncached.
-            if !self.cache.contains_key(&h) && self.blocks[b as usize].hash.is_none() {
+            // once); keep the first and leave this one uncached. A released block is no longer
+            // this sequence's to register; the hash chain goes on through it.
+            if b != RELEASED
+                && !self.cache.contains_key(&h)
+                && self.blocks[b as usize].hash.is_none()
+            {
                 self.cache.insert(h, (b, chunk.to_vec()));
                 self.blocks[b as usize].hash = Some(h);
             }
@@ -283,19 +323,28 @@ impl BlockManager {
     }
 
     /// Releases a sequence's blocks: cached blocks nobody uses become evictable, others free.
+    /// The last blocks go first, so that a prefix's first blocks are evicted last.
     pub fn free(&mut self, seq: SeqBlocks) {
         for b in seq.blocks.into_iter().rev() {
-            let now = self.tick();
-            let blk = &mut self.blocks[b as usize];
-            assert!(blk.refs > 0, "block {b} freed more often than taken");
-            blk.refs -= 1;
-            if blk.refs == 0 {
-                blk.last_used = now;
-                if blk.hash.is_some() {
-                    self.evictable.insert((now, b));
-                } else {
-                    self.free.push(b);
-                }
+            if b != RELEASED {
+                self.release(b);
+            }
+        }
+    }
+
+    /// Drops one reference to block `b`: once nobody uses it, it becomes evictable if cached,
+    /// free otherwise.
+    fn release(&mut self, b: BlockId) {
+        let now = self.tick();
+        let blk = &mut self.blocks[b as usize];
+        assert!(blk.refs > 0, "block {b} freed more often than taken");
+        blk.refs -= 1;
+        if blk.refs == 0 {
+            blk.last_used = now;
+            if blk.hash.is_some() {
+                self.evictable.insert((now, b));
+            } else {
+                self.free.push(b);
             }
         }
     }
