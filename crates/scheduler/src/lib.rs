@@ -15,10 +15,15 @@
 //! to copy into snapshot slots after the forward pass ([`Step::snapshots`]) and which snapshots
 //! to copy into a sequence's slot before it ([`Step::restores`]); a prefix is reused only up to
 //! its last snapshot.
+//!
+//! For models with sliding-window layers ([`Scheduler::with_window`]) each running sequence also
+//! holds a table in the window group: before each chunk the blocks that left the window are
+//! given back, and a prefix is reused only where that group still holds the next token's window.
 
 #![forbid(unsafe_code)]
 
-use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots};
+pub use frugal_kvcache::RELEASED;
+use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots, WindowBlocks};
 use std::collections::VecDeque;
 
 pub type SeqId = u64;
@@ -127,6 +132,8 @@ struct Seq {
     /// Prompt tokens found in the prefix cache at the last admission.
     cached: usize,
     blocks: Option<SeqBlocks>,
+    /// Sliding-window layers' blocks while running (models with a window).
+    window: Option<SeqBlocks>,
     /// Recurrent-state slot while running (hybrid models).
     slot: Option<SlotId>,
     /// Hybrid models: where the prompt's cached blocks ended at admission, if beyond the
@@ -181,7 +188,9 @@ pub struct Scheduler {
     /// Recurrent-state slots (hybrid models).
     states: Option<StateSlots>,
     /// Hybrid models: prompt chunks end at multiples of this where they can.
-    window: usize,
+    state_window: usize,
+    /// The sliding-window layers' blocks (models with such layers).
+    sliding: Option<WindowBlocks>,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     preemptions: u64,
@@ -199,7 +208,8 @@ impl Scheduler {
             cfg,
             blocks: BlockManager::new(n_blocks, block_size),
             states: None,
-            window: 1,
+            state_window: 1,
+            sliding: None,
             waiting: VecDeque::new(),
             running: Vec::new(),
             preemptions: 0,
@@ -215,10 +225,29 @@ impl Scheduler {
     pub fn with_states(mut self, state_bytes: usize, window: usize) -> Self {
         let n_snapshots = self.cfg.snapshots.budget_bytes / state_bytes.max(1);
         self.states = Some(StateSlots::new(self.cfg.max_seqs, n_snapshots));
-        self.window = window.max(1);
+        self.state_window = window.max(1);
         self
     }
 
+    /// For a model whose sliding-window layers see the last `window` positions: their blocks
+    /// come from a group of their own of `n_window_blocks` blocks (same block size), which each
+    /// sequence gives back as they leave its window. [`window_pool_blocks`] is what the running
+    /// sequences need at most.
+    pub fn with_window(mut self, window: usize, n_window_blocks: usize) -> Self {
+        self.sliding = Some(WindowBlocks::new(
+            n_window_blocks,
+            self.blocks.block_size(),
+            window,
+        ));
+        self
+    }
+
+    /// The sliding-window layers' block group, for models with such layers.
+    pub fn window_blocks(&self) -> Option<&WindowBlocks> {
+        self.sliding.as_ref()
+    }
+
+    /// The full-attention layers' block group (every attention layer's, without a window).
     pub fn blocks(&self) -> &BlockManager {
         &self.blocks
     }
@@ -271,6 +300,16 @@ impl Scheduler {
                 blocks: self.blocks.n_blocks(),
             });
         }
+        if let Some(w) = &self.sliding {
+            // One window plus one chunk: what a sequence holds there at most while it runs.
+            let window_need = w.blocks_for_chunk(w.window() - 1, self.cfg.token_budget) + 1;
+            if need.min(window_need) > w.pool().n_blocks() {
+                return Err(Rejected::TooBig {
+                    prompt: prompt.len(),
+                    blocks: w.pool().n_blocks(),
+                });
+            }
+        }
         if self.waiting.len() >= self.cfg.max_waiting {
             return Err(Rejected::QueueFull(self.waiting.len()));
         }
@@ -282,6 +321,7 @@ impl Scheduler {
             n_computed: 0,
             cached: 0,
             blocks: None,
+            window: None,
             slot: None,
             branch: 0,
         });
@@ -294,6 +334,17 @@ impl Scheduler {
             .iter()
             .find(|s| s.id == id)
             .and_then(|s| s.blocks.as_ref())
+            .map(SeqBlocks::blocks)
+    }
+
+    /// The sliding-window layers' block table of a running sequence (`None` for a model without
+    /// a window: the full table serves every layer). Entries before the window of the sequence's
+    /// next chunk are [`RELEASED`].
+    pub fn window_table(&self, id: SeqId) -> Option<&[u32]> {
+        self.running
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.window.as_ref())
             .map(SeqBlocks::blocks)
     }
 
@@ -320,9 +371,7 @@ impl Scheduler {
         let Some(mut s) = self.running.pop() else {
             return false;
         };
-        if let Some(b) = s.blocks.take() {
-            self.blocks.free(b);
-        }
+        self.free_blocks(&mut s);
         self.release_state(&mut s, step);
         s.n_computed = 0;
         step.chunks.retain(|c| c.id != s.id);
@@ -344,17 +393,7 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let total = self.running[i].n_computed + n;
-            let ok = {
-                let s = &mut self.running[i];
-                self.blocks
-                    .grow(
-                        s.blocks.as_mut().expect("running sequences hold blocks"),
-                        total,
-                    )
-                    .is_ok()
-            };
-            if !ok {
+            if !self.reserve(i, n) {
                 // Out of blocks: preempt the newest sequence (maybe this one), give back the
                 // budget of any chunk it already had in this step, and retry.
                 let was_last = i + 1 == self.running.len();
@@ -380,10 +419,9 @@ impl Scheduler {
             let Some(s) = self.waiting.pop_front() else {
                 break;
             };
-            let Some(s) = self.admit(s, &mut step) else {
+            let Some((s, n)) = self.admit(s, budget, &mut step) else {
                 break;
             };
-            let n = self.cut(&s, (s.tokens.len() - s.n_computed).min(budget));
             self.running.push(s);
             self.plan_chunk(self.running.len() - 1, n, &mut step);
             budget -= n;
@@ -391,39 +429,96 @@ impl Scheduler {
         step
     }
 
-    /// Gives a waiting sequence its blocks (sharing the cached prefix) and, for hybrid models,
-    /// a state slot, restored from the snapshot at the end of the cached prefix. Puts it back and
-    /// returns `None` when the blocks are not there.
-    fn admit(&mut self, mut s: Seq, step: &mut Step) -> Option<Seq> {
-        let allocated = match &self.states {
-            None => self.blocks.allocate(&s.tokens),
-            Some(states) => self
-                .blocks
-                .allocate_with(&s.tokens, &|h| states.contains(h))
-                .map(|(blocks, cached, cached_blocks)| {
-                    s.branch = cached_blocks;
-                    (blocks, cached)
-                }),
-        };
-        let Ok((blocks, cached)) = allocated else {
+    /// Gives a waiting sequence its blocks (sharing the cached prefix) for a first chunk of at
+    /// most `budget` tokens and, for hybrid models, a state slot, restored from the snapshot at
+    /// the end of the cached prefix. Returns it with its first chunk's length, or puts it back
+    /// and returns `None` when the blocks are not there.
+    fn admit(&mut self, mut s: Seq, budget: usize, step: &mut Step) -> Option<(Seq, usize)> {
+        if !self.allocate(&mut s) {
             self.waiting.push_front(s);
             return None;
-        };
+        }
+        let n = self.cut(&s, (s.tokens.len() - s.n_computed).min(budget));
+        if let (Some(w), Some(table)) = (&mut self.sliding, &mut s.window) {
+            if w.grow(table, s.n_computed + n).is_err() {
+                self.free_blocks(&mut s);
+                (s.n_computed, s.cached, s.branch) = (0, 0, 0);
+                self.waiting.push_front(s);
+                return None;
+            }
+        }
         if let Some(states) = &mut self.states {
             let slot = states
                 .take_live()
                 .expect("one live slot per running sequence");
-            if cached > 0 {
-                let hash = blocks.last_hash().expect("a cached prefix has a hash");
+            if s.n_computed > 0 {
+                let hash = s
+                    .blocks
+                    .as_ref()
+                    .and_then(SeqBlocks::last_hash)
+                    .expect("a cached prefix has a hash");
                 let snap = states.lookup(hash).expect("the prefix was resumable");
                 step.restores.push((snap, slot));
             }
             s.slot = Some(slot);
         }
-        s.blocks = Some(blocks);
+        Some((s, n))
+    }
+
+    /// Takes a waiting sequence's blocks in every group, sharing the longest cached prefix every
+    /// group can resume from (hybrid models: one with a state snapshot at its end; models with
+    /// a window: one whose window the window group still holds). False when blocks are short.
+    fn allocate(&mut self, s: &mut Seq) -> bool {
+        let states = &self.states;
+        let resumable = |h: u64| states.as_ref().is_none_or(|st| st.contains(h));
+        let allocated = match &mut self.sliding {
+            None => self
+                .blocks
+                .allocate_with(&s.tokens, &resumable)
+                .map(|(full, cached, cached_blocks)| (full, None, cached, cached_blocks)),
+            Some(w) => w
+                .allocate(&mut self.blocks, &s.tokens, &resumable)
+                .map(|a| (a.full, Some(a.window), a.cached, a.cached_blocks)),
+        };
+        let Ok((full, window, cached, cached_blocks)) = allocated else {
+            return false;
+        };
+        if self.states.is_some() {
+            s.branch = cached_blocks;
+        }
+        s.blocks = Some(full);
+        s.window = window;
         s.n_computed = cached;
         s.cached = cached;
-        Some(s)
+        true
+    }
+
+    /// Makes room in every group for running sequence `i`'s next chunk of `n` tokens, after
+    /// giving back the window blocks it no longer reads. False when blocks are short.
+    fn reserve(&mut self, i: usize, n: usize) -> bool {
+        let s = &mut self.running[i];
+        let total = s.n_computed + n;
+        let full = s.blocks.as_mut().expect("running sequences hold blocks");
+        if self.blocks.grow(full, total).is_err() {
+            return false;
+        }
+        match (&mut self.sliding, &mut s.window) {
+            (Some(w), Some(table)) => {
+                w.release_before(table, s.n_computed);
+                w.grow(table, total).is_ok()
+            }
+            _ => true,
+        }
+    }
+
+    /// Gives back a sequence's blocks in every group.
+    fn free_blocks(&mut self, s: &mut Seq) {
+        if let Some(b) = s.blocks.take() {
+            self.blocks.free(b);
+        }
+        if let (Some(w), Some(table)) = (&mut self.sliding, s.window.take()) {
+            w.free(table);
+        }
     }
 
     /// The next snapshot point after `from` for a sequence: a multiple of `every`, the prompt's
@@ -434,7 +529,7 @@ impl Scheduler {
         let bs = self.blocks.block_size();
         // A multiple of the block size (a snapshot sits where a cached block ends) and of the
         // window (so snapshot cuts do not split the model's windows).
-        let unit = bs / gcd(bs, self.window) * self.window;
+        let unit = bs / gcd(bs, self.state_window) * self.state_window;
         let every = (self.cfg.snapshots.every / unit).max(1) * unit;
         let periodic = (from / every + 1) * every;
         let prompt_end = (s.n_prompt - 1) / bs * bs;
@@ -454,7 +549,7 @@ impl Scheduler {
         let point = self.next_snapshot_point(s, s.n_computed);
         let n = n.min(point - s.n_computed);
         let end = s.n_computed + n;
-        let aligned = end / self.window * self.window;
+        let aligned = end / self.state_window * self.state_window;
         if end == point || end == s.tokens.len() || aligned <= s.n_computed {
             n
         } else {
@@ -529,6 +624,9 @@ impl Scheduler {
             if let Some(b) = s.blocks.as_mut() {
                 self.blocks.commit(b, &s.tokens, s.n_computed);
             }
+            if let (Some(w), Some(table)) = (&mut self.sliding, s.window.as_mut()) {
+                w.commit(table, &s.tokens, s.n_computed);
+            }
             if !c.sample {
                 continue;
             }
@@ -552,9 +650,7 @@ impl Scheduler {
     pub fn finish(&mut self, id: SeqId, why: FinishReason) -> bool {
         if let Some(i) = self.running.iter().position(|s| s.id == id) {
             let mut s = self.running.remove(i);
-            if let Some(b) = s.blocks.take() {
-                self.blocks.free(b);
-            }
+            self.free_blocks(&mut s);
             if let (Some(slot), Some(states)) = (s.slot.take(), self.states.as_mut()) {
                 states.free_live(slot);
             }
@@ -571,4 +667,12 @@ impl Scheduler {
     pub fn n_finished(&self, why: FinishReason) -> u64 {
         self.finished[why as usize]
     }
+}
+
+/// Blocks the sliding-window group needs for `max_seqs` sequences that each hold one window and
+/// one chunk of at most `token_budget` tokens (plus one block for a window that straddles a
+/// block boundary): enough that a window group never preempts a sequence.
+pub fn window_pool_blocks(cfg: &SchedulerConfig, window: usize, block_size: usize) -> usize {
+    let bs = block_size.max(1);
+    cfg.max_seqs * ((window + cfg.token_budget).div_ceil(bs) + 1)
 }

@@ -2,10 +2,15 @@
 //! computes, every request finishes or is rejected, and no block leaks. Half the traces are of a
 //! hybrid model: each state slot's contents are simulated (the tokens it has consumed) through
 //! the step's restores, chunks and snapshots, so a sequence that runs from a state that is not
-//! exactly its own prefix fails the trace.
+//! exactly its own prefix fails the trace. Half the traces (independently) are of a model with
+//! sliding-window layers, whose blocks come from a group of their own: every block's contents
+//! are simulated in both groups (the token prefix each position was computed for), so a chunk
+//! that reads a key that is not its own — a stale or released block, a wrong prefix hit — fails
+//! the trace, and the window group's blocks per sequence must stay bounded by the window.
 
 use frugal_scheduler::{
-    FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SnapshotConfig, Step,
+    window_pool_blocks, FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig,
+    SnapshotConfig, Step, RELEASED,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -13,14 +18,20 @@ use std::collections::{HashMap, HashSet};
 
 #[test]
 fn random_traces() {
-    let (mut preemptions, mut resumed) = (0, 0);
-    for seed in 0..150 {
-        let (p, r) = Trace::new(seed).run();
+    let (mut preemptions, mut resumed, mut windows) = (0, 0, [0; 2]);
+    for seed in 0..200 {
+        let t = Trace::new(seed);
+        let (p, r) = t.run(&mut windows);
         preemptions += p;
         resumed += r;
     }
     assert!(preemptions > 0, "the traces must exercise preemption");
     assert!(resumed > 0, "the traces must resume from state snapshots");
+    assert!(
+        windows[0] > 0,
+        "the traces must release blocks leaving a window"
+    );
+    assert!(windows[1] > 0, "the traces must resume with a window");
 }
 
 /// One simulated trace: requests arriving at random, steps run, tokens sampled, clients leaving.
@@ -41,6 +52,11 @@ struct Trace {
     slots: Option<HashMap<u32, Vec<u32>>>,
     /// Sequences that started from a snapshot.
     resumed: u64,
+    /// Models with sliding-window layers: the window.
+    window: Option<usize>,
+    /// What each position of each block holds, per group (full, window): the token prefix it
+    /// was computed for.
+    contents: [HashMap<(u32, usize), Vec<u32>>; 2],
 }
 
 impl Trace {
@@ -59,11 +75,18 @@ impl Trace {
             },
         };
         let budget = cfg.token_budget;
-        let mut sch = Scheduler::new(cfg, n_blocks, block_size);
+        let pool_for = |w: usize| window_pool_blocks(&cfg, w, block_size);
+        let mut sch = Scheduler::new(cfg.clone(), n_blocks, block_size);
         let hybrid = seed % 2 == 1;
         if hybrid {
             // One byte per state: the budget above is the number of snapshot slots.
             sch = sch.with_states(1, 1 + seed as usize % 7);
+        }
+        let window = (seed % 4 >= 2).then(|| rng.gen_range(1..20));
+        if let Some(w) = window {
+            let needed = pool_for(w);
+            // Sometimes a pool too small for every running sequence (preemptions, refusals).
+            sch = sch.with_window(w, rng.gen_range(1..=needed));
         }
         let system: Vec<u32> = (0..rng.gen_range(0..16)).collect();
         Trace {
@@ -79,12 +102,14 @@ impl Trace {
             tokens: HashMap::new(),
             slots: hybrid.then(HashMap::new),
             resumed: 0,
+            window,
+            contents: Default::default(),
         }
     }
 
     /// Runs the trace to the end, checking every step; the number of preemptions and of
     /// sequences resumed from a snapshot.
-    fn run(mut self) -> (u64, u64) {
+    fn run(mut self, windows: &mut [u64; 2]) -> (u64, u64) {
         let seed = self.seed;
         for round in 0..2000 {
             if round < 400 && self.rng.gen_bool(0.3) {
@@ -93,6 +118,7 @@ impl Trace {
             let step = self.sch.schedule();
             self.check_step(&step);
             self.run_states(&step);
+            self.run_blocks(&step, windows);
             self.complete(&step);
             self.sch.blocks().check().unwrap();
             self.sch.check_states().unwrap();
@@ -106,6 +132,9 @@ impl Trace {
             "seed {seed}: every accepted request finishes"
         );
         assert_eq!(self.sch.blocks().n_used(), 0, "seed {seed}: blocks leaked");
+        if let Some(w) = self.sch.window_blocks() {
+            assert_eq!(w.pool().n_used(), 0, "seed {seed}: window blocks leaked");
+        }
         (self.sch.preemptions(), self.resumed)
     }
 
@@ -140,6 +169,77 @@ impl Trace {
         for &(from, to) in &step.snapshots {
             let state = slots[&from].clone();
             slots.insert(to, state);
+        }
+    }
+
+    /// Plays the step on the simulated blocks: each chunk reads its own keys (every earlier
+    /// position in the full group, the window in the window group), then writes its positions.
+    /// Counts chunks with released blocks and those resuming from a cached prefix in `windows`.
+    fn run_blocks(&mut self, step: &Step, windows: &mut [u64; 2]) {
+        let bs = self.block_size;
+        let mut writes = Vec::new();
+        for c in &step.chunks {
+            let tokens = &self.tokens[&c.id];
+            let full = self.sch.block_table(c.id).expect("running");
+            self.check_reads(0, full, tokens, 0..c.pos);
+            writes.push((0, full.to_vec(), c.id, c.pos..c.pos + c.tokens.len()));
+            let Some(w) = self.window else {
+                assert!(self.sch.window_table(c.id).is_none());
+                continue;
+            };
+            let table = self.sch.window_table(c.id).expect("running");
+            let end = c.pos + c.tokens.len();
+            self.check_reads(
+                1,
+                table,
+                tokens,
+                (c.pos + 1).saturating_sub(w)..end.min(c.pos),
+            );
+            let first = (c.pos + 1).saturating_sub(w) / bs;
+            assert!(
+                table[first..end.div_ceil(bs)]
+                    .iter()
+                    .all(|&b| b != RELEASED),
+                "seed {}: the window is not covered",
+                self.seed
+            );
+            let held = table.iter().filter(|&&b| b != RELEASED).count();
+            assert!(
+                held <= (w - 1 + c.tokens.len()).div_ceil(bs) + 1,
+                "seed {}: the window group grows with the context",
+                self.seed
+            );
+            windows[0] += u64::from(table.contains(&RELEASED));
+            windows[1] += u64::from(self.sch.cached_tokens(c.id).unwrap_or(0) > 0);
+            writes.push((1, table.to_vec(), c.id, c.pos..end));
+        }
+        for (group, table, id, positions) in writes {
+            let tokens = &self.tokens[&id];
+            for q in positions {
+                let key = (table[q / bs], q % bs);
+                self.contents[group].insert(key, tokens[..=q].to_vec());
+            }
+        }
+    }
+
+    /// Checks that positions `range` of a table in `group` hold `tokens`' own keys.
+    fn check_reads(
+        &self,
+        group: usize,
+        table: &[u32],
+        tokens: &[u32],
+        range: std::ops::Range<usize>,
+    ) {
+        let bs = self.block_size;
+        for q in range {
+            assert_eq!(
+                self.contents[group]
+                    .get(&(table[q / bs], q % bs))
+                    .map(Vec::as_slice),
+                Some(&tokens[..=q]),
+                "seed {}: group {group} position {q} holds another prefix's key",
+                self.seed
+            );
         }
     }
 
@@ -325,4 +425,61 @@ fn without_max_tokens_a_sequence_runs_to_the_end_of_the_context() {
     assert_eq!(reasons, vec![(1, FinishReason::Length)]);
     assert_eq!(sch.n_finished(FinishReason::Length), 1);
     assert_eq!(sch.blocks().n_used(), 0);
+}
+
+#[test]
+fn a_window_group_holds_the_window_not_the_context() {
+    let cfg = SchedulerConfig {
+        max_seqs: 1,
+        token_budget: 4,
+        max_waiting: 4,
+        n_ctx: 64,
+        snapshots: Default::default(),
+    };
+    let (window, bs) = (6, 4);
+    let pool = window_pool_blocks(&cfg, window, bs);
+    let mut sch = Scheduler::new(cfg, 16, bs).with_window(window, pool);
+    sch.add(1, (0..20).collect(), Some(40)).unwrap();
+    let mut most = 0;
+    for token in 0.. {
+        let s = sch.schedule();
+        if s.chunks.is_empty() {
+            break;
+        }
+        let (c, table) = (&s.chunks[0], sch.window_table(1).unwrap());
+        assert!(table.len() * bs >= c.pos + c.tokens.len());
+        most = most.max(sch.window_blocks().unwrap().pool().n_used());
+        sch.complete(&s, &[sampled(1, token)]);
+    }
+    // Window 6 plus a chunk of 4 spans at most 3 blocks of 4, plus one for alignment.
+    assert!(most <= 4, "{most} window blocks for 60 positions");
+    assert_eq!(sch.n_finished(FinishReason::Length), 1);
+    assert_eq!(sch.window_blocks().unwrap().pool().n_used(), 0);
+}
+
+#[test]
+fn a_window_pool_too_small_for_one_window_refuses_long_requests() {
+    let cfg = SchedulerConfig {
+        max_seqs: 1,
+        token_budget: 8,
+        max_waiting: 4,
+        n_ctx: 64,
+        snapshots: Default::default(),
+    };
+    // Window 8 plus a chunk of 8 needs 5 blocks of 4; the pool has 2.
+    let mut sch = Scheduler::new(cfg, 16, 4).with_window(8, 2);
+    assert!(matches!(
+        sch.add(1, vec![1; 10], Some(4)),
+        Err(Rejected::TooBig { blocks: 2, .. })
+    ));
+    // A request that fits in 2 blocks altogether runs.
+    sch.add(2, vec![1; 5], Some(3)).unwrap();
+    for token in 0.. {
+        let s = sch.schedule();
+        if s.chunks.is_empty() {
+            break;
+        }
+        sch.complete(&s, &[sampled(2, token)]);
+    }
+    assert_eq!(sch.n_finished(FinishReason::Length), 1);
 }
