@@ -250,6 +250,7 @@ impl<'a> BatchEngine<'a> {
                 tokens: &c.tokens,
                 pos: c.pos,
                 blocks,
+                window_blocks: &[],
                 state: c.state,
                 logits: if c.sample { Logits::Last } else { Logits::None },
             })

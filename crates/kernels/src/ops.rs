@@ -119,6 +119,60 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// `-2 sqrt(2/π)`: GELU's tanh form as a sigmoid, `0.5 x (1 + tanh(z)) = x / (1 + exp(-2z))`.
+pub const GELU_NEG_2C: f32 = -1.595_769_2;
+/// The cubic term's coefficient of GELU's tanh form.
+pub const GELU_A: f32 = 0.044_715;
+
+/// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`), computed in f32 as a sigmoid.
+pub fn gelu(x: f32) -> f32 {
+    x / (1.0 + exp((x * x * GELU_A + 1.0) * x * GELU_NEG_2C))
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]`.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu: length mismatch");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = gelu(*g) * u;
+    }
+}
+
+/// ggml's CPU GeGLU (`GGML_GELU_FP16`, the default): `gelu(gate[i]) * up[i]` with `gelu` read
+/// from a table of fp16 values indexed by the fp16 rounding of its input, 0 at or below -10 and
+/// the identity at or above 10. Coarser than [`geglu`] (fp16's 11 bits), far finer than the 8-bit
+/// activations of a quantized matrix product, and what llama.cpp computes: quantized models use
+/// it to stay comparable with llama.cpp.
+pub fn geglu_fp16(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu_fp16: length mismatch");
+    let table = gelu_fp16_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            let i = half::f16::from_f32(x).to_bits() as usize;
+            half::f16::from_bits(table[i]).to_f32() * u
+        };
+    }
+}
+
+/// `fp16(gelu(x))` for every fp16 `x`, with gelu's tanh form in f32 as ggml writes it.
+fn gelu_fp16_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        (0..=u16::MAX)
+            .map(|i| {
+                let x = half::f16::from_bits(i).to_f32();
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_A * x * x)).tanh());
+                half::f16::from_f32(y).to_bits()
+            })
+            .collect()
+    })
+}
+
 /// `acc[i] += x[i]`.
 pub fn add(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "add: length mismatch");

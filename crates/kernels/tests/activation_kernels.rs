@@ -1,5 +1,6 @@
-//! The softmax and SwiGLU kernels (`activation::softmax_at`, `activation::swiglu_at`) against their
-//! scalar references (`ops::softmax`, `ops::swiglu`) at every instruction-set level this CPU has,
+//! The softmax, SwiGLU and GeGLU kernels (`activation::softmax_at`, `swiglu_at`, `geglu_at`) against
+//! their scalar references (`ops::softmax`, `ops::swiglu`, `ops::geglu`) at every instruction-set
+//! level this CPU has,
 //! bit for bit, on random rows of ragged lengths (partial registers, tails of every size) and on the
 //! edges of `exp`: masked (-inf) entries, values past its overflow and underflow limits, NaN.
 
@@ -38,10 +39,13 @@ fn softmax_matches_the_reference_at_every_level() {
     }
 }
 
-#[test]
-fn swiglu_matches_the_reference_at_every_level() {
-    let levels = common::levels("swiglu_matches_the_reference_at_every_level");
-    let mut rng = StdRng::seed_from_u64(12);
+type GluFn = fn(&mut [f32], &[f32]);
+type GluAtFn = fn(frugal_kernels::Isa, &mut [f32], &[f32]);
+
+/// A gated activation's kernels against its reference, on random rows with `exp`'s edges.
+fn glu_matches_the_reference(test: &str, seed: u64, reference: GluFn, kernel: GluAtFn) {
+    let levels = common::levels(test);
+    let mut rng = StdRng::seed_from_u64(seed);
     let edges = [
         0.0f32,
         -0.0,
@@ -58,6 +62,8 @@ fn swiglu_matches_the_reference_at_every_level() {
         f32::NEG_INFINITY,
         f32::NAN,
         1e-40,
+        -5.0,
+        4.0,
     ];
     for n in [1, 7, 8, 9, 16, 23, 64, 4864 + 5] {
         let mut g = random(&mut rng, n, 20.0);
@@ -66,13 +72,50 @@ fn swiglu_matches_the_reference_at_every_level() {
         }
         let u = random(&mut rng, n, 3.0);
         let mut want = g.clone();
-        ops::swiglu(&mut want, &u);
+        reference(&mut want, &u);
         for &isa in &levels {
             let mut got = g.clone();
-            activation::swiglu_at(isa, &mut got, &u);
-            assert_eq!(bits(&got), bits(&want), "{isa:?} n={n}");
+            kernel(isa, &mut got, &u);
+            assert_eq!(bits(&got), bits(&want), "{test}: {isa:?} n={n}");
         }
     }
+}
+
+#[test]
+fn swiglu_matches_the_reference_at_every_level() {
+    glu_matches_the_reference(
+        "swiglu_matches_the_reference_at_every_level",
+        12,
+        ops::swiglu,
+        activation::swiglu_at,
+    );
+}
+
+#[test]
+fn geglu_matches_the_reference_at_every_level() {
+    glu_matches_the_reference(
+        "geglu_matches_the_reference_at_every_level",
+        13,
+        ops::geglu,
+        activation::geglu_at,
+    );
+}
+
+/// `ops::gelu` (a sigmoid of the tanh form's argument) against the tanh form in f64.
+#[test]
+fn gelu_is_the_tanh_form() {
+    let mut worst = 0f64;
+    for i in -20_000..=20_000 {
+        let x = i as f64 / 1000.0;
+        let want = 0.5
+            * x
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+        let got = ops::gelu(x as f32) as f64;
+        worst = worst.max((got - want).abs() / want.abs().max(1e-3));
+    }
+    assert!(worst < 2e-6, "gelu: relative error {worst}");
+    assert_eq!(ops::gelu(-200.0), -0.0);
+    assert_eq!(ops::gelu(200.0), 200.0);
 }
 
 #[test]

@@ -23,6 +23,16 @@ pub enum Arch {
     Qwen35Moe,
     /// Qwen3-Next: Qwen3.5 MoE's forerunner (grouped value heads, fused beta/alpha projection).
     Qwen3Next,
+    /// GLM-4.5/4.6/4.7 (Zhipu): q/k/v bias, partial rotary, leading dense layers, then sigmoid-
+    /// routed experts with a selection bias and a shared expert.
+    Glm4Moe,
+    /// ERNIE 4.5 dense (Baidu).
+    Ernie45,
+    /// ERNIE 4.5 MoE: softmax-routed experts with a selection bias and shared experts.
+    Ernie45Moe,
+    /// Gemma 3 (Google): five sliding-window layers to one global, pre- and post-norms, GELU FFN,
+    /// scaled embeddings.
+    Gemma3,
 }
 
 impl Arch {
@@ -36,6 +46,10 @@ impl Arch {
         "qwen35",
         "qwen35moe",
         "qwen3next",
+        "glm4moe",
+        "ernie4_5",
+        "ernie4_5-moe",
+        "gemma3",
     ];
 
     fn from_name(name: &str) -> Option<Arch> {
@@ -49,6 +63,10 @@ impl Arch {
             "qwen35" => Some(Arch::Qwen35),
             "qwen35moe" => Some(Arch::Qwen35Moe),
             "qwen3next" => Some(Arch::Qwen3Next),
+            "glm4moe" => Some(Arch::Glm4Moe),
+            "ernie4_5" => Some(Arch::Ernie45),
+            "ernie4_5-moe" => Some(Arch::Ernie45Moe),
+            "gemma3" => Some(Arch::Gemma3),
             _ => None,
         }
     }
@@ -65,6 +83,10 @@ impl Arch {
             Arch::Qwen35 => "qwen35",
             Arch::Qwen35Moe => "qwen35moe",
             Arch::Qwen3Next => "qwen3next",
+            Arch::Glm4Moe => "glm4moe",
+            Arch::Ernie45 => "ernie4_5",
+            Arch::Ernie45Moe => "ernie4_5-moe",
+            Arch::Gemma3 => "gemma3",
         }
     }
 
@@ -72,7 +94,12 @@ impl Arch {
     fn rope_neox(self) -> bool {
         matches!(
             self,
-            Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen2Moe | Arch::Qwen3Moe
+            Arch::Qwen2
+                | Arch::Qwen3
+                | Arch::Qwen2Moe
+                | Arch::Qwen3Moe
+                | Arch::Glm4Moe
+                | Arch::Gemma3
         ) || self.is_hybrid()
     }
 
@@ -83,12 +110,19 @@ impl Arch {
 
     /// Query/key/value projections carry biases.
     pub(crate) fn qkv_bias(self) -> bool {
-        matches!(self, Arch::Qwen2 | Arch::Qwen2Moe)
+        matches!(self, Arch::Qwen2 | Arch::Qwen2Moe | Arch::Glm4Moe)
     }
 
-    /// Per-head RMS norm of queries and keys before RoPE.
+    /// Per-head RMS norm of queries and keys before RoPE (GLM-4.5's largest model has them too,
+    /// optionally).
     pub(crate) fn qk_norm(self) -> bool {
-        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe) || self.is_hybrid()
+        matches!(self, Arch::Qwen3 | Arch::Qwen3Moe | Arch::Gemma3) || self.is_hybrid()
+    }
+
+    /// The norm before the feed-forward is stored as `post_attention_norm` (it follows the
+    /// attention's residual add), not `ffn_norm`.
+    pub(crate) fn ffn_norm_is_post_attention(self) -> bool {
+        self.is_hybrid() || self == Arch::Glm4Moe
     }
 }
 
@@ -121,6 +155,22 @@ pub struct ModelConfig {
     /// Multi-token-prediction layers stored after the `n_layer` trunk layers (`nextn`): loaded,
     /// not run by the forward pass (they are a draft head for speculative decoding).
     pub n_nextn: usize,
+    /// Sliding-window attention (Gemma 3): which layers see only the last `window` positions,
+    /// and their own RoPE base.
+    pub sliding: Option<SlidingConfig>,
+    /// Token embeddings are multiplied by this (Gemma: `sqrt(n_embd)`; 1 otherwise).
+    pub embd_scale: f32,
+}
+
+/// Sliding-window attention: a token at position `p` of a sliding layer attends to positions
+/// `p - window + 1 ..= p` only.
+#[derive(Debug, Clone)]
+pub struct SlidingConfig {
+    pub window: usize,
+    /// Per layer: whether it slides (else it attends to the whole context).
+    pub layers: Vec<bool>,
+    /// RoPE of the sliding layers (their own frequency base).
+    pub rope: Rope,
 }
 
 /// Multi-head latent attention: keys and values are reconstructed from a per-token latent of
@@ -265,7 +315,13 @@ impl ModelConfig {
             | Arch::Qwen3Moe
             | Arch::Deepseek2
             | Arch::Qwen35Moe
-            | Arch::Qwen3Next => Some(read_moe(&keys, dims.n_ff)?),
+            | Arch::Qwen3Next
+            | Arch::Glm4Moe
+            | Arch::Ernie45Moe => Some(read_moe(&keys, dims.n_ff)?),
+            _ => None,
+        };
+        let sliding = match arch {
+            Arch::Gemma3 => read_sliding(&keys, &dims, &rope)?,
             _ => None,
         };
         Ok(ModelConfig {
@@ -290,9 +346,30 @@ impl ModelConfig {
             kq_scale_mult: match arch {
                 Arch::Deepseek2 => kq_scale_mult,
                 a if a.is_hybrid() => hybrid::attention_scale(&keys, dims.head_dim_k)?,
+                Arch::Gemma3 => gemma3_attention_scale(&dims) * (dims.head_dim_k as f32).sqrt(),
+                _ => 1.0,
+            },
+            sliding,
+            embd_scale: match arch {
+                Arch::Gemma3 => (dims.n_embd as f32).sqrt(),
                 _ => 1.0,
             },
         })
+    }
+
+    /// The dense feed-forward gates with GELU (Gemma) rather than SiLU.
+    pub(crate) fn ffn_gelu(&self) -> bool {
+        self.arch == Arch::Gemma3
+    }
+
+    /// Whether layer `il` attends through a sliding window.
+    pub fn is_sliding(&self, il: usize) -> bool {
+        self.sliding.as_ref().is_some_and(|s| s.layers[il])
+    }
+
+    /// The sliding window in positions, for models with sliding-window layers.
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.sliding.as_ref().map(|s| s.window)
     }
 
     /// Width of all query heads together.
@@ -319,6 +396,19 @@ impl ModelConfig {
     /// key, not the full per-head keys and values.
     pub fn kv_bytes_per_token(&self) -> usize {
         self.n_kv_layers() * (self.kv_dim() + self.kv_v_dim()) * 4
+    }
+
+    /// Bytes of KV cache per token (f32) of the layers that attend to the whole context, and of
+    /// the sliding-window layers (which keep at most a window of positions per sequence).
+    pub fn kv_bytes_per_token_split(&self) -> (usize, usize) {
+        let per_layer = (self.kv_dim() + self.kv_v_dim()) * 4;
+        let sliding = (0..self.n_layer)
+            .filter(|&il| self.has_kv(il) && self.is_sliding(il))
+            .count();
+        (
+            (self.n_kv_layers() - sliding) * per_layer,
+            sliding * per_layer,
+        )
     }
 
     /// Whether layer `il` keeps keys and values (full attention), rather than recurrent state.
@@ -456,6 +546,68 @@ fn read_rope(keys: &ArchKeys, dims: &BasicDims) -> Result<(Rope, f32), ModelErro
     Ok((rope, kq_scale_mult))
 }
 
+/// Gemma 3's query scale: `1/sqrt(head_dim)`, except for the 27B model (62 layers), which
+/// scales by the hidden size per head (as llama.cpp and gemma_pytorch do).
+fn gemma3_attention_scale(dims: &BasicDims) -> f32 {
+    let per_head = match dims.n_layer {
+        62 => dims.n_embd / dims.n_head,
+        _ => dims.head_dim_k,
+    };
+    1.0 / (per_head as f32).sqrt()
+}
+
+/// Gemma 3's sliding-window layers: the window, which layers slide (the pattern key, a count
+/// or a per-layer array, else llama.cpp's built-in five sliding layers to one global), and
+/// their RoPE base. `None` without a window.
+fn read_sliding(
+    keys: &ArchKeys,
+    dims: &BasicDims,
+    rope: &Rope,
+) -> Result<Option<SlidingConfig>, ModelError> {
+    let window = keys.opt_usize("attention.sliding_window")?.unwrap_or(0);
+    if window == 0 {
+        return Ok(None);
+    }
+    let pattern_key = keys.key("attention.sliding_window_pattern");
+    let layers: Vec<bool> = match keys.gguf.get(&pattern_key) {
+        Some(frugal_formats::Value::Array(a)) => {
+            let flags: Option<Vec<bool>> = a
+                .iter()
+                .map(|v| match v {
+                    frugal_formats::Value::Bool(b) => Some(*b),
+                    _ => None,
+                })
+                .collect();
+            match flags {
+                Some(f) if f.len() >= dims.n_layer => f[..dims.n_layer].to_vec(),
+                _ => {
+                    return Err(keys.bad(format!(
+                        "{pattern_key} must be one bool per layer ({} layers)",
+                        dims.n_layer
+                    )))
+                }
+            }
+        }
+        _ => {
+            let n = keys
+                .opt_usize("attention.sliding_window_pattern")?
+                .unwrap_or(6);
+            (0..dims.n_layer)
+                .map(|il| n == 0 || il % n < n - 1)
+                .collect()
+        }
+    };
+    let freq_base = keys.opt_f32("rope.freq_base_swa")?.unwrap_or(10000.0);
+    Ok(Some(SlidingConfig {
+        window,
+        layers,
+        rope: Rope {
+            freq_base,
+            ..rope.clone()
+        },
+    }))
+}
+
 /// Multi-head latent attention (deepseek2): latent ranks and per-head widths, checked against
 /// the key and value lengths.
 fn read_mla(keys: &ArchKeys, dims: &BasicDims, n_rot: usize) -> Result<MlaConfig, ModelError> {
@@ -500,12 +652,19 @@ fn read_moe(keys: &ArchKeys, n_ff: usize) -> Result<MoeConfig, ModelError> {
             n_ff
         });
     let (n_group, n_group_used) = read_expert_groups(keys, n_expert)?;
+    if arch == Arch::Ernie45Moe && keys.opt_usize("interleave_moe_layer_step")?.unwrap_or(1) != 1 {
+        // llama.cpp loads experts into every layer after the dense ones but runs them only in
+        // every step-th: such files do not load consistently anywhere.
+        return Err(keys.bad("interleave_moe_layer_step other than 1 is not supported".into()));
+    }
     Ok(MoeConfig {
         n_expert,
         n_expert_used,
         n_ff_exp,
         n_ff_shared: read_shared_expert_width(keys, n_ff, n_ff_exp)?,
         gating: match keys.opt_usize("expert_gating_func")? {
+            // GLM-4.5 scores experts with a sigmoid when the key is absent (llama.cpp's default).
+            None | Some(0) if arch == Arch::Glm4Moe => Gating::Sigmoid,
             None | Some(0) | Some(1) => Gating::Softmax,
             Some(2) => Gating::Sigmoid,
             Some(other) => {
@@ -522,7 +681,7 @@ fn read_moe(keys: &ArchKeys, n_ff: usize) -> Result<MoeConfig, ModelError> {
         n_group_used,
         norm_weights: keys.opt_bool("expert_weights_norm")?.unwrap_or(matches!(
             arch,
-            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next
+            Arch::Qwen3Moe | Arch::Qwen35Moe | Arch::Qwen3Next | Arch::Ernie45Moe
         )),
         weights_scale: keys.opt_f32("expert_weights_scale")?.unwrap_or(0.0),
     })
@@ -558,10 +717,13 @@ fn read_shared_expert_width(
             keys.opt_usize("expert_shared_feed_forward_length")?
                 .unwrap_or(n_ff),
         ),
-        Arch::Deepseek2 => {
+        Arch::Deepseek2 | Arch::Glm4Moe => {
             let n_shared = keys.opt_usize("expert_shared_count")?.unwrap_or(0);
             (n_shared > 0).then_some(n_ff_exp * n_shared)
         }
+        Arch::Ernie45Moe => keys
+            .opt_usize("expert_shared_feed_forward_length")?
+            .filter(|&ff| ff > 0),
         _ => None,
     })
 }

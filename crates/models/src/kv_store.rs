@@ -7,11 +7,13 @@
 
 use crate::config::ModelConfig;
 
-/// Keys and values for `n_blocks` blocks of `block_size` positions, per attention layer, and
-/// `n_states` recurrent-state slots per linear-attention layer, as f32.
+/// Keys and values for `n_blocks` blocks of `block_size` positions per attention layer
+/// (`n_window_blocks` in sliding-window layers, a pool of their own), and `n_states`
+/// recurrent-state slots per linear-attention layer, as f32.
 pub struct KvStore {
     block_size: usize,
     n_blocks: usize,
+    n_window_blocks: usize,
     kv_dim: usize,
     /// Width of a value row; 0 when values live inside the keys (MLA's latent).
     v_dim: usize,
@@ -29,17 +31,24 @@ pub struct KvStore {
 }
 
 impl KvStore {
-    /// A store of `n_blocks` KV blocks and, if the model has recurrent layers, `n_states` state
-    /// slots (one per sequence that runs at once, plus any prefix snapshots).
-    pub fn new(c: &ModelConfig, n_blocks: usize, block_size: usize, n_states: usize) -> KvStore {
+    /// A store of `n_blocks` KV blocks (`n_window_blocks` for the sliding-window layers, if the
+    /// model has any) and, if the model has recurrent layers, `n_states` state slots (one per
+    /// sequence that runs at once, plus any prefix snapshots).
+    pub fn new(
+        c: &ModelConfig,
+        n_blocks: usize,
+        n_window_blocks: usize,
+        block_size: usize,
+        n_states: usize,
+    ) -> KvStore {
         assert!(block_size > 0, "block size must be positive");
         let (kv_dim, v_dim) = (c.kv_dim(), c.kv_v_dim());
-        let slots = n_blocks * block_size;
         let per_kv_layer = |width: usize| -> Vec<Vec<f32>> {
             (0..c.n_layer)
-                .map(|il| match c.has_kv(il) {
-                    true => vec![0.0; slots * width],
-                    false => Vec::new(),
+                .map(|il| match (c.has_kv(il), c.is_sliding(il)) {
+                    (true, false) => vec![0.0; n_blocks * block_size * width],
+                    (true, true) => vec![0.0; n_window_blocks * block_size * width],
+                    (false, _) => Vec::new(),
                 })
                 .collect()
         };
@@ -50,6 +59,7 @@ impl KvStore {
         KvStore {
             block_size,
             n_blocks,
+            n_window_blocks,
             kv_dim,
             v_dim,
             k: per_kv_layer(kv_dim),
@@ -107,6 +117,11 @@ impl KvStore {
 
     pub fn n_blocks(&self) -> usize {
         self.n_blocks
+    }
+
+    /// Blocks of the sliding-window layers' own pool.
+    pub fn n_window_blocks(&self) -> usize {
+        self.n_window_blocks
     }
 
     /// Bytes of memory the store holds (keys, their transposed copy, values, and states).
@@ -175,25 +190,5 @@ impl KvStore {
         };
         let n = self.block_size * w;
         (&rows[block as usize * n..(block as usize + 1) * n], w)
-    }
-
-    /// Copies the first `n_pos` positions of one sequence's blocks into another's (used when a
-    /// sequence forks, e.g. n > 1 completions sharing a prompt with a partial last block).
-    pub fn copy_positions(&mut self, from: &[u32], to: &[u32], n_pos: usize) {
-        for layer in 0..self.k.len() {
-            if self.k[layer].is_empty() {
-                continue;
-            }
-            for p in 0..n_pos {
-                let (a, b) = (self.slot(from, p), self.slot(to, p));
-                if a != b {
-                    let (k, v) = (self.kv_dim, self.v_dim);
-                    self.k[layer].copy_within(a * k..(a + 1) * k, b * k);
-                    self.v[layer].copy_within(a * v..(a + 1) * v, b * v);
-                    let row = self.k[layer][b * k..(b + 1) * k].to_vec();
-                    self.write_kt(layer, b, &row);
-                }
-            }
-        }
     }
 }

@@ -79,6 +79,12 @@ pub struct SeqChunk<'a> {
     pub pos: usize,
     /// The sequence's KV block ids, in order; they must cover positions `0..pos + tokens.len()`.
     pub blocks: &'a [u32],
+    /// The block table of the sliding-window layers (their own pool), indexed like `blocks`;
+    /// entries of blocks that lie wholly before the window of the chunk's first token,
+    /// `(pos + 1).saturating_sub(window)`, are never read (a pool may have reused them; any
+    /// value, `u32::MAX` by convention). Empty: the same table as `blocks`. Ignored by models
+    /// without sliding-window layers.
+    pub window_blocks: &'a [u32],
     /// The sequence's recurrent-state slot (models with linear-attention layers; ignored by the
     /// others). It must hold the state after position `pos - 1`; at `pos` 0 it is cleared first.
     pub state: u32,
@@ -110,10 +116,34 @@ impl Model {
         &self.config
     }
 
-    /// A KV store with `n_blocks` blocks of `block_size` positions each and `n_states`
-    /// recurrent-state slots (used only by models with linear-attention layers).
+    /// A KV store with `n_blocks` blocks of `block_size` positions each (sliding-window layers,
+    /// if any, get as many, with the same ids) and `n_states` recurrent-state slots (used only by
+    /// models with linear-attention layers).
     pub fn new_kv_store(&self, n_blocks: usize, block_size: usize, n_states: usize) -> KvStore {
-        KvStore::new(&self.config, n_blocks, block_size, n_states)
+        KvStore::new(&self.config, n_blocks, n_blocks, block_size, n_states)
+    }
+
+    /// [`Model::new_kv_store`] with a pool of its own, of `n_window_blocks` blocks, for the
+    /// sliding-window layers (addressed by [`SeqChunk::window_blocks`]).
+    pub fn new_kv_store_split(
+        &self,
+        n_blocks: usize,
+        n_window_blocks: usize,
+        block_size: usize,
+        n_states: usize,
+    ) -> KvStore {
+        KvStore::new(
+            &self.config,
+            n_blocks,
+            n_window_blocks,
+            block_size,
+            n_states,
+        )
+    }
+
+    /// The sliding window of the model's sliding-window layers, in positions (Gemma 3).
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.config.sliding_window()
     }
 
     /// Runs the chunks through the model, writing their keys and values into `kv`. Returns the
@@ -134,16 +164,21 @@ impl Model {
                     });
                 }
             }
-            let needed = c.pos + c.tokens.len();
-            let capacity = c.blocks.len() * kv.block_size();
-            if needed > capacity {
-                return Err(ModelError::KvOverflow { needed, capacity });
-            }
-            if c.blocks.iter().any(|&b| b as usize >= kv.n_blocks()) {
-                return Err(ModelError::KvOverflow {
-                    needed,
-                    capacity: kv.n_blocks() * kv.block_size(),
-                });
+            check_blocks(
+                c.blocks,
+                0,
+                c.pos + c.tokens.len(),
+                kv.block_size(),
+                kv.n_blocks(),
+            )?;
+            if let Some(w) = self.config.sliding_window() {
+                let table = match c.window_blocks.is_empty() {
+                    true => c.blocks,
+                    false => c.window_blocks,
+                };
+                let first = (c.pos + 1).saturating_sub(w);
+                let (end, bs) = (c.pos + c.tokens.len(), kv.block_size());
+                check_blocks(table, first, end, bs, kv.n_window_blocks())?;
             }
         }
         if kv.has_states() {
@@ -182,6 +217,33 @@ impl Model {
     pub fn weight_bytes(&self) -> u64 {
         self.weights.n_bytes
     }
+}
+
+/// `table` covers positions `first..end` with ids of a pool of `n_blocks` blocks.
+fn check_blocks(
+    table: &[u32],
+    first: usize,
+    end: usize,
+    block_size: usize,
+    n_blocks: usize,
+) -> Result<(), ModelError> {
+    let capacity = table.len() * block_size;
+    if end > capacity {
+        return Err(ModelError::KvOverflow {
+            needed: end,
+            capacity,
+        });
+    }
+    if table[first / block_size..end.div_ceil(block_size)]
+        .iter()
+        .any(|&b| b as usize >= n_blocks)
+    {
+        return Err(ModelError::KvOverflow {
+            needed: end,
+            capacity: n_blocks * block_size,
+        });
+    }
+    Ok(())
 }
 
 /// Every chunk's state slot exists, and no two chunks share one (they would race on it).

@@ -1,10 +1,12 @@
-//! The forward pass of Llama-family transformers (llama, qwen2, qwen3 and their MoE variants), in
-//! one readable place.
+//! The forward pass of Llama-family transformers (llama, qwen2, qwen3 and their MoE variants,
+//! DeepSeek, GLM-4.5, ERNIE 4.5, Gemma 3, and the hybrids' shared parts), in one readable place.
 //!
-//! Per layer: RMS norm → Q/K/V projections (+ bias for qwen2, per-head RMS norm for qwen3) → RoPE →
-//! keys and values into the KV store → grouped-query attention → output projection → residual →
-//! RMS norm → SwiGLU feed-forward (dense, or routed experts) → residual. All tokens of all chunks
-//! share each matrix product.
+//! Per layer: RMS norm → Q/K/V projections (+ bias for qwen2 and GLM, per-head RMS norm for qwen3
+//! and Gemma) → RoPE (Gemma's sliding layers with their own base) → keys and values into the KV
+//! store → grouped-query attention (over the last window only, in sliding layers) → output
+//! projection (+ Gemma's post-norm) → residual → RMS norm → SwiGLU or GeGLU feed-forward (dense,
+//! or routed experts; + Gemma's post-norm) → residual. All tokens of all chunks share each
+//! matrix product.
 
 use crate::attention::{attend, Heads, QueryRow};
 use crate::config::{Gating, ModelConfig, MoeConfig, SharedGate};
@@ -12,12 +14,12 @@ use crate::delta_net::SeqSpan;
 use crate::kv_store::KvStore;
 use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
 use crate::{Logits, SeqChunk};
-use frugal_kernels::activation::{softmax, swiglu};
+use frugal_kernels::activation::{geglu, softmax, swiglu};
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
-use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace, silu};
+use frugal_kernels::ops::{add, geglu_fp16, rms_norm, rms_norm_inplace, silu};
 use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::storage::zeros;
-use frugal_kernels::{matmul, Matrix, ThreadPool};
+use frugal_kernels::{matmul, GgmlType, Matrix, ThreadPool};
 
 pub(crate) fn forward(
     c: &ModelConfig,
@@ -28,22 +30,66 @@ pub(crate) fn forward(
 ) -> Vec<f32> {
     let e = c.n_embd;
 
-    // One entry per token of the batch: where its keys and values live.
-    let rows: Vec<QueryRow> = chunks
-        .iter()
-        .flat_map(|ch| {
-            (0..ch.tokens.len()).map(move |i| QueryRow {
-                blocks: ch.blocks,
-                pos: ch.pos + i,
-            })
-        })
-        .collect();
+    // One entry per token of the batch: where its keys and values live, in the layers that
+    // attend to the whole context and in the sliding-window ones.
+    let rows = query_rows(chunks, |ch| ch.blocks);
+    let window_rows = match c.sliding {
+        Some(_) => query_rows(chunks, |ch| match ch.window_blocks.is_empty() {
+            true => ch.blocks,
+            false => ch.window_blocks,
+        }),
+        None => Vec::new(),
+    };
     let n = rows.len();
     if n == 0 {
         return Vec::new();
     }
-    // One entry per chunk: its rows and its recurrent-state slot (hybrid models).
-    let spans: Vec<SeqSpan> = chunks
+    let spans = seq_spans(chunks);
+    let mut x = embed(c, w, chunks, n);
+
+    let mut xn = zeros(n * e);
+    let mut proj = zeros(n * e);
+    let (mut gate, mut up) = (Vec::new(), Vec::new());
+
+    for (il, lw) in w.layers.iter().enumerate() {
+        norm_rows(pool, &x, &lw.attn_norm, c.rms_eps, e, &mut xn);
+        let layer_rows = match c.is_sliding(il) {
+            true => &window_rows,
+            false => &rows,
+        };
+        let att = match &lw.attn {
+            Attention::Gqa(a) => gqa(c, a, pool, kv, il, layer_rows, &xn),
+            Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
+            Attention::DeltaNet(d) => crate::delta_net::layer(c, d, pool, kv, il, &spans, &xn),
+        };
+        matmul(pool, &lw.wo, &att, n, &mut proj);
+        add_bias(&mut proj, lw.wo_bias.as_deref());
+        post_norm(pool, lw.attn_post_norm.as_deref(), c.rms_eps, e, &mut proj);
+        par_add(pool, &mut x, &proj);
+
+        norm_rows(pool, &x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
+        match &lw.ffn {
+            Ffn::Dense(f) => ffn(
+                pool,
+                f,
+                c.ffn_gelu(),
+                &xn,
+                n,
+                (&mut gate, &mut up),
+                &mut proj,
+            ),
+            Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj),
+        }
+        post_norm(pool, lw.ffn_post_norm.as_deref(), c.rms_eps, e, &mut proj);
+        par_add(pool, &mut x, &proj);
+    }
+
+    output_logits(c, w, pool, chunks, &x)
+}
+
+/// One entry per chunk: its rows and its recurrent-state slot (hybrid models).
+fn seq_spans(chunks: &[SeqChunk<'_>]) -> Vec<SeqSpan> {
+    chunks
         .iter()
         .scan(0, |start, ch| {
             let span = SeqSpan {
@@ -55,37 +101,32 @@ pub(crate) fn forward(
             *start += ch.tokens.len();
             Some(span)
         })
-        .collect();
+        .collect()
+}
 
+/// The `n` tokens' embeddings (scaled, for Gemma), `[n][n_embd]`.
+fn embed(c: &ModelConfig, w: &Weights, chunks: &[SeqChunk<'_>], n: usize) -> Vec<f32> {
+    let e = c.n_embd;
     let mut x = zeros(n * e);
     for (i, &t) in chunks.iter().flat_map(|ch| ch.tokens).enumerate() {
-        w.token_embd
-            .dequantize_row(t as usize, &mut x[i * e..(i + 1) * e]);
-    }
-
-    let mut xn = zeros(n * e);
-    let mut proj = zeros(n * e);
-    let (mut gate, mut up) = (Vec::new(), Vec::new());
-
-    for (il, lw) in w.layers.iter().enumerate() {
-        norm_rows(pool, &x, &lw.attn_norm, c.rms_eps, e, &mut xn);
-        let att = match &lw.attn {
-            Attention::Gqa(a) => gqa(c, a, pool, kv, il, &rows, &xn),
-            Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
-            Attention::DeltaNet(d) => crate::delta_net::layer(c, d, pool, kv, il, &spans, &xn),
-        };
-        matmul(pool, &lw.wo, &att, n, &mut proj);
-        par_add(pool, &mut x, &proj);
-
-        norm_rows(pool, &x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
-        match &lw.ffn {
-            Ffn::Dense(f) => ffn(pool, f, &xn, n, &mut gate, &mut up, &mut proj),
-            Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj),
+        let row = &mut x[i * e..(i + 1) * e];
+        w.token_embd.dequantize_row(t as usize, row);
+        if c.embd_scale != 1.0 {
+            row.iter_mut().for_each(|v| *v *= c.embd_scale);
         }
-        par_add(pool, &mut x, &proj);
     }
+    x
+}
 
-    // Final norm and vocabulary projection, only for the rows whose logits were asked for.
+/// Final norm and vocabulary projection, only for the rows whose logits were asked for.
+fn output_logits(
+    c: &ModelConfig,
+    w: &Weights,
+    pool: &ThreadPool,
+    chunks: &[SeqChunk<'_>],
+    x: &[f32],
+) -> Vec<f32> {
+    let e = c.n_embd;
     let mut wanted = Vec::new();
     let mut start = 0;
     for ch in chunks {
@@ -113,6 +154,30 @@ pub(crate) fn forward(
     logits
 }
 
+/// One [`QueryRow`] per token of the chunks, with the block table `table` picks.
+fn query_rows<'a>(
+    chunks: &[SeqChunk<'a>],
+    table: impl Fn(&SeqChunk<'a>) -> &'a [u32],
+) -> Vec<QueryRow<'a>> {
+    chunks
+        .iter()
+        .flat_map(|ch| {
+            let blocks = table(ch);
+            (0..ch.tokens.len()).map(move |i| QueryRow {
+                blocks,
+                pos: ch.pos + i,
+            })
+        })
+        .collect()
+}
+
+/// Gemma's sandwich norm of a sublayer's output, in place, where the layer has one.
+fn post_norm(pool: &ThreadPool, weight: Option<&[f32]>, eps: f32, width: usize, y: &mut [f32]) {
+    if let Some(w) = weight {
+        par_chunks_mut(pool, y, width, &|_, r| rms_norm_inplace(r, w, eps));
+    }
+}
+
 /// Grouped-query attention: Q/K/V projections (+ bias, + per-head norm), RoPE, keys and values
 /// into the store, attention. Returns `[n][n_head * head_dim]`.
 fn gqa(
@@ -126,6 +191,10 @@ fn gqa(
 ) -> Vec<f32> {
     let (n, hd) = (rows.len(), c.head_dim_k);
     let (qd, kvd) = (c.q_dim(), c.kv_dim());
+    let (rope, window) = match &c.sliding {
+        Some(s) if s.layers[il] => (&s.rope, Some(s.window)),
+        _ => (&c.rope, None),
+    };
     let mut q = zeros(n * qd);
     let mut k = zeros(n * kvd);
     let mut v = zeros(n * kvd);
@@ -152,7 +221,7 @@ fn gqa(
             x.chunks_exact_mut(hd)
                 .for_each(|h| rms_norm_inplace(h, nw, c.rms_eps));
         }
-        c.rope.apply(x, nh, hd, rows[t].pos);
+        rope.apply(x, nh, hd, rows[t].pos);
     };
     par_chunks_mut(pool, &mut q, qd, &|t, x| {
         post(x, t, a.bq.as_deref(), a.q_norm.as_deref(), c.n_head)
@@ -177,6 +246,7 @@ fn gqa(
         dim_k: hd,
         dim_v: hd,
         scale: c.kq_scale_mult / (hd as f32).sqrt(),
+        window,
     };
     attend(pool, kv, il, rows, &q, &heads, &mut att);
     if let Some(gate) = gate {
@@ -260,6 +330,7 @@ fn mla(
         dim_k: kdim,
         dim_v: lora,
         scale: c.kq_scale_mult / (hq as f32).sqrt(),
+        window: None,
     };
     attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
 
@@ -295,16 +366,18 @@ fn per_head_matmul(
     }
 }
 
-/// `out = down(silu(gate(x)) * up(x))` for `n` rows; `gate`/`up` are scratch of `n * n_ff`.
+/// `out = down(act(gate(x)) * up(x))` for `n` rows, `act` SiLU or (`gelu`) GELU;
+/// `scratch` (gate, up) grows to `n * n_ff` each.
 fn ffn(
     pool: &ThreadPool,
     f: &FfnWeights,
+    gelu: bool,
     x: &[f32],
     n: usize,
-    gate: &mut Vec<f32>,
-    up: &mut Vec<f32>,
+    scratch: (&mut Vec<f32>, &mut Vec<f32>),
     out: &mut [f32],
 ) {
+    let (gate, up) = scratch;
     let ff = f.gate.rows();
     gate.resize(n * ff, 0.0);
     up.resize(n * ff, 0.0);
@@ -312,7 +385,14 @@ fn ffn(
     input.matmul(pool, &f.gate, gate);
     input.matmul(pool, &f.up, up);
     let up: &[f32] = up;
-    par_chunks_mut(pool, gate, ff, &|t, g| swiglu(g, &up[t * ff..(t + 1) * ff]));
+    // GELU in the precision of the weights: f32 for f32 matrices (the exact path), ggml's fp16
+    // table for quantized ones (whose 8-bit activations dwarf its error), as llama.cpp does.
+    let act = match (gelu, f.gate.ty()) {
+        (false, _) => swiglu,
+        (true, GgmlType::F32) => geglu,
+        (true, _) => geglu_fp16,
+    };
+    par_chunks_mut(pool, gate, ff, &|t, g| act(g, &up[t * ff..(t + 1) * ff]));
     matmul(pool, &f.down, gate, n, out);
 }
 
@@ -340,7 +420,15 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
             xs.extend_from_slice(&x[t * e..(t + 1) * e]);
         }
         ys.resize(rows.len() * e, 0.0);
-        ffn(pool, expert, &xs, rows.len(), &mut gate, &mut up, &mut ys);
+        ffn(
+            pool,
+            expert,
+            false,
+            &xs,
+            rows.len(),
+            (&mut gate, &mut up),
+            &mut ys,
+        );
         for (j, &(_, r)) in rows.iter().enumerate() {
             let w = chosen[r].1;
             for (o, y) in slot_out[r * e..(r + 1) * e]
@@ -360,7 +448,7 @@ fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, 
     }
     if let Some((shared_gate, shared)) = &m.shared {
         let mut ys = zeros(n * e);
-        ffn(pool, shared, x, n, &mut gate, &mut up, &mut ys);
+        ffn(pool, shared, false, x, n, (&mut gate, &mut up), &mut ys);
         let mut g = zeros(n);
         if let Some(sg) = shared_gate {
             matmul(pool, sg, x, n, &mut g);

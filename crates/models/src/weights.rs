@@ -57,9 +57,16 @@ pub(crate) struct LayerWeights {
     /// The token mixer's output projection (attention's `attn_output`, Gated DeltaNet's
     /// `ssm_out`).
     pub wo: Matrix,
-    /// The norm before the feed-forward (`ffn_norm`, or the hybrids' `post_attention_norm`).
+    /// Added to the output projection (ERNIE 4.5 may have it).
+    pub wo_bias: Option<Vec<f32>>,
+    /// Gemma's sandwich norms: applied to the token mixer's output before its residual add.
+    pub attn_post_norm: Option<Vec<f32>>,
+    /// The norm before the feed-forward (`ffn_norm`, or `post_attention_norm` where it follows
+    /// the attention's residual add: the hybrids, GLM-4.5).
     pub ffn_norm: Vec<f32>,
     pub ffn: Ffn,
+    /// Gemma's sandwich norms: applied to the feed-forward's output before its residual add.
+    pub ffn_post_norm: Option<Vec<f32>>,
 }
 
 // One per layer: the size difference between the variants costs nothing worth a box.
@@ -461,18 +468,32 @@ impl<'a> Loader<'a> {
                 self.matrix(&blk(i, "attn_output.weight"), c.n_head * m.v_head, e)?,
             ),
         };
-        let ffn_norm = match c.arch.is_hybrid() {
+        let wo_bias = self.opt_vector(&blk(i, "attn_output.bias"), e, false)?;
+        let sandwich = c.arch == crate::Arch::Gemma3;
+        let attn_post_norm = match sandwich {
+            true => Some(self.vector(&blk(i, "post_attention_norm.weight"), e)?),
+            false => None,
+        };
+        let ffn_norm = match c.arch.ffn_norm_is_post_attention() {
             true => "post_attention_norm.weight",
             false => "ffn_norm.weight",
+        };
+        let ffn_norm = self.vector(&blk(i, ffn_norm), e)?;
+        let ffn = match &c.moe {
+            Some(m) if !dense_ffn => Ffn::Moe(self.moe(e, m, i)?),
+            _ => Ffn::Dense(self.ffn(&blk(i, "ffn_{}.weight"), e, c.n_ff)?),
         };
         Ok(LayerWeights {
             attn_norm,
             attn,
             wo,
-            ffn_norm: self.vector(&blk(i, ffn_norm), e)?,
-            ffn: match &c.moe {
-                Some(m) if !dense_ffn => Ffn::Moe(self.moe(e, m, i)?),
-                _ => Ffn::Dense(self.ffn(&blk(i, "ffn_{}.weight"), e, c.n_ff)?),
+            wo_bias,
+            attn_post_norm,
+            ffn_norm,
+            ffn,
+            ffn_post_norm: match sandwich {
+                true => Some(self.vector(&blk(i, "post_ffw_norm.weight"), e)?),
+                false => None,
             },
         })
     }

@@ -99,6 +99,7 @@ fn bad_state_slots_are_refused() {
         tokens: &[1, 2, 3],
         pos: 0,
         blocks,
+        window_blocks: &[],
         state,
         logits: Logits::Last,
     };

@@ -95,6 +95,7 @@ fn out_of_range_token_is_an_error() {
         tokens: &[576],
         pos: 0,
         blocks: &blocks,
+        window_blocks: &[],
         state: 0,
         logits: Logits::Last,
     };
@@ -103,6 +104,7 @@ fn out_of_range_token_is_an_error() {
         tokens: &[1; 17],
         pos: 0,
         blocks: &blocks,
+        window_blocks: &[],
         state: 0,
         logits: Logits::Last,
     };

@@ -69,6 +69,7 @@ fn run(c: &mut OutputConstraint, prompt: &str, seed: u64, max: usize, must_end: 
         tokens: &prompt,
         pos: 0,
         blocks: &blocks,
+        window_blocks: &[],
         state: 0,
         logits: Logits::Last,
     };
@@ -96,6 +97,7 @@ fn run(c: &mut OutputConstraint, prompt: &str, seed: u64, max: usize, must_end: 
             tokens: std::slice::from_ref(&t),
             pos: history.len() - 1,
             blocks: &blocks,
+            window_blocks: &[],
             state: 0,
             logits: Logits::Last,
         };

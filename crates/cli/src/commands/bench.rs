@@ -115,6 +115,7 @@ fn time_prompt(
         tokens,
         pos: 0,
         blocks,
+        window_blocks: &[],
         state: 0,
         logits: Logits::Last,
     };
@@ -135,6 +136,7 @@ fn time_generation(
             tokens: std::slice::from_ref(tok),
             pos,
             blocks,
+            window_blocks: &[],
             state: 0,
             logits: Logits::Last,
         };

@@ -61,6 +61,7 @@ pub fn compute(
                 tokens: std::slice::from_ref(t),
                 pos,
                 blocks: &blocks,
+                window_blocks: &[],
                 state: 0,
                 logits: Logits::Last,
             };
@@ -72,6 +73,7 @@ pub fn compute(
             tokens,
             pos: 0,
             blocks: &blocks,
+            window_blocks: &[],
             state: 0,
             logits: Logits::All,
         };

@@ -210,6 +210,7 @@ impl<'a> Runner<'a> {
                     tokens: &s[range.clone()],
                     pos: range.start,
                     blocks,
+                    window_blocks: &[],
                     state: i as u32,
                     logits: if want { Logits::All } else { Logits::None },
                 })

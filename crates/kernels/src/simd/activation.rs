@@ -1,9 +1,12 @@
-//! Softmax and SwiGLU rows (`ops::softmax`, `ops::swiglu`) on 512-bit and 256-bit registers.
+//! Softmax, SwiGLU and GeGLU rows (`ops::softmax`, `ops::swiglu`, `ops::geglu`) on 512-bit and
+//! 256-bit registers.
 //! Every lane runs the reference's operations in its order (`ops::exp` included, and the sums of
 //! 16 values reduced as `ops::sum16` does), and the last `len % 16` values go through the
 //! reference itself, so the results equal it bit for bit.
 
-use crate::ops::{exp, silu, EXP_HI, EXP_LO, EXP_POLY, LN2_HI, LN2_LO, LOG2E};
+use crate::ops::{
+    exp, gelu, silu, EXP_HI, EXP_LO, EXP_POLY, GELU_A, GELU_NEG_2C, LN2_HI, LN2_LO, LOG2E,
+};
 use std::arch::x86_64::*;
 
 /// `ops::softmax`'s last steps on the `len % 16` values after the SIMD part: their exponentials
@@ -29,6 +32,13 @@ pub mod avx512 {
         assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");
         // SAFETY: as above.
         unsafe { imp::swiglu(gate, up) }
+    }
+
+    /// `ops::geglu` (same panics).
+    pub fn geglu(gate: &mut [f32], up: &[f32]) {
+        assert_eq!(gate.len(), up.len(), "geglu: length mismatch");
+        // SAFETY: as above.
+        unsafe { imp::geglu(gate, up) }
     }
 
     mod imp {
@@ -128,6 +138,27 @@ pub mod avx512 {
                 *g = silu(*g) * u;
             }
         }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+        pub(super) fn geglu(gate: &mut [f32], up: &[f32]) {
+            let body = gate.len() / 16 * 16;
+            let one = set1(1.0);
+            for (g, u) in gate[..body].chunks_exact_mut(16).zip(up.chunks_exact(16)) {
+                // SAFETY: `g` and `u` hold 16 f32 each.
+                unsafe {
+                    let x = _mm512_loadu_ps(g.as_ptr());
+                    // `ops::gelu`'s operations in its order, unfused.
+                    let t = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(x, x), set1(GELU_A)), one);
+                    let t = _mm512_mul_ps(_mm512_mul_ps(t, x), set1(GELU_NEG_2C));
+                    let s = _mm512_div_ps(x, _mm512_add_ps(one, exp16(t)));
+                    let y = _mm512_mul_ps(s, _mm512_loadu_ps(u.as_ptr()));
+                    _mm512_storeu_ps(g.as_mut_ptr(), y);
+                }
+            }
+            for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
+                *g = gelu(*g) * u;
+            }
+        }
     }
 }
 
@@ -145,6 +176,13 @@ pub mod avx2 {
         assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");
         // SAFETY: as above.
         unsafe { imp::swiglu(gate, up) }
+    }
+
+    /// `ops::geglu` (same panics).
+    pub fn geglu(gate: &mut [f32], up: &[f32]) {
+        assert_eq!(gate.len(), up.len(), "geglu: length mismatch");
+        // SAFETY: as above.
+        unsafe { imp::geglu(gate, up) }
     }
 
     mod imp {
@@ -254,6 +292,27 @@ pub mod avx2 {
             }
             for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
                 *g = silu(*g) * u;
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) fn geglu(gate: &mut [f32], up: &[f32]) {
+            let body = gate.len() / 8 * 8;
+            let one = set1(1.0);
+            for (g, u) in gate[..body].chunks_exact_mut(8).zip(up.chunks_exact(8)) {
+                // SAFETY: `g` and `u` hold 8 f32 each.
+                unsafe {
+                    let x = _mm256_loadu_ps(g.as_ptr());
+                    // `ops::gelu`'s operations in its order, unfused.
+                    let t = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(x, x), set1(GELU_A)), one);
+                    let t = _mm256_mul_ps(_mm256_mul_ps(t, x), set1(GELU_NEG_2C));
+                    let s = _mm256_div_ps(x, _mm256_add_ps(one, exp8(t)));
+                    let y = _mm256_mul_ps(s, _mm256_loadu_ps(u.as_ptr()));
+                    _mm256_storeu_ps(g.as_mut_ptr(), y);
+                }
+            }
+            for (g, &u) in gate[body..].iter_mut().zip(&up[body..]) {
+                *g = gelu(*g) * u;
             }
         }
     }

@@ -131,6 +131,17 @@ pub(crate) fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
     crate::ops::swiglu(gate, up)
 }
 
+/// `ops::geglu` with the kernel of `isa` (bit-identical at every level).
+pub(crate) fn geglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512Vnni => return activation::avx512::geglu(gate, up),
+        Isa::Avx2 => return activation::avx2::geglu(gate, up),
+        Isa::Scalar => {}
+    }
+    crate::ops::geglu(gate, up)
+}
+
 /// `S *= decay; acc = Sᵀk` (`acc[j] = Σ_i S[i][j]·k[i]`, fused, in order of `i`).
 pub(crate) type DecayProjectFn =
     fn(s: &mut [f32], dim: usize, decay: f32, k: &[f32], acc: &mut [f32]);

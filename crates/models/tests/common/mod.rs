@@ -48,6 +48,7 @@ pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> V
                 tokens: std::slice::from_ref(t),
                 pos,
                 blocks: &blocks,
+                window_blocks: &[],
                 state: 0,
                 logits: Logits::Last,
             };
@@ -59,6 +60,7 @@ pub fn logits(model: &Model, pool: &ThreadPool, tokens: &[u32], step: bool) -> V
             tokens,
             pos: 0,
             blocks: &blocks,
+            window_blocks: &[],
             state: 0,
             logits: Logits::All,
         };
@@ -74,6 +76,7 @@ pub fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec
         tokens: prompt,
         pos: 0,
         blocks: &blocks,
+        window_blocks: &[],
         state: 0,
         logits: Logits::Last,
     };
@@ -86,6 +89,7 @@ pub fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec
             tokens: &[t],
             pos: prompt.len() + i,
             blocks: &blocks,
+            window_blocks: &[],
             state: 0,
             logits: Logits::Last,
         };
@@ -155,12 +159,26 @@ pub fn argmax_mismatches(
         .collect()
 }
 
+/// How close the exact path (f32 math) must come to llama.cpp's f32 logits: max and mean |Δ|.
+/// Tolerance 1 of the shared fixtures' README (1e-3), except for Gemma 3: ggml's CPU GELU rounds
+/// its input to fp16 and reads a fp16 table, so llama.cpp is 6.5e-3 / 1.0e-3 from transformers'
+/// f32 Gemma 3 on the labs fixture, and 2.5e-3 from itself between batched and one-token runs
+/// (crates/fixtures/data/labs/README.md). There the f32 engine is held to transformers at 1e-3,
+/// and to llama.cpp at that measured distance, rounded up: 1e-2 max, 2e-3 mean.
+fn llama_exact_tolerance(arch: &str) -> (f32, f32) {
+    match arch {
+        "gemma3" => (1e-2, 2e-3),
+        _ => (1e-3, f32::INFINITY),
+    }
+}
+
 pub fn check_f32(set: &Set, model_name: &str) {
     let e = set.expected_json(model_name);
     let tokens = ids(&e["token_ids"]);
     let n_vocab = e["n_vocab"].as_u64().unwrap() as usize;
     let model = load(set, model_name, false);
     let pool = ThreadPool::new(2);
+    let (max_tol, mean_tol) = llama_exact_tolerance(e["arch"].as_str().unwrap_or(""));
     for step in [false, true] {
         let ours = logits(&model, &pool, &tokens, step);
         let file = if step { "step" } else { "batched" };
@@ -171,9 +189,10 @@ pub fn check_f32(set: &Set, model_name: &str) {
             d.max, d.mean
         );
         assert!(
-            d.max <= 1e-3,
-            "{model_name} {file}: max |Δ| {} > 1e-3",
-            d.max
+            d.max <= max_tol && d.mean <= mean_tol,
+            "{model_name} {file}: max |Δ| {} (> {max_tol}?), mean {} (> {mean_tol}?)",
+            d.max,
+            d.mean
         );
         let bad = argmax_mismatches(&ours, &reference, d.max, n_vocab);
         assert!(
@@ -223,6 +242,7 @@ fn check_exact_path(set: &Set, model_name: &str, e: &Value, tokens: &[u32], pool
         ids(&deq["argmax"]),
         "fixture self-check"
     );
+    let (max_tol, mean_tol) = llama_exact_tolerance(e["arch"].as_str().unwrap_or(""));
     for step in [false, true] {
         let ours = logits(&exact, pool, tokens, step);
         let d = dist(&ours, &deq_ref);
@@ -231,9 +251,10 @@ fn check_exact_path(set: &Set, model_name: &str, e: &Value, tokens: &[u32], pool
             d.max, d.mean
         );
         assert!(
-            d.max <= 1e-3,
-            "{model_name} exact step={step}: max |Δ| {} > 1e-3",
-            d.max
+            d.max <= max_tol && d.mean <= mean_tol,
+            "{model_name} exact step={step}: max |Δ| {} (> {max_tol}?), mean {} (> {mean_tol}?)",
+            d.max,
+            d.mean
         );
         let bad = argmax_mismatches(&ours, &deq_ref, d.max, n_vocab);
         assert!(
@@ -271,7 +292,13 @@ fn check_ggml_path(set: &Set, model_name: &str, e: &Value, tokens: &[u32], pool:
     // README tolerance: 0.5 for dense models, 3.0 for MoE (a flip can change the experts chosen).
     let moe = matches!(
         arch,
-        "qwen2moe" | "qwen3moe" | "deepseek2" | "qwen35moe" | "qwen3next"
+        "qwen2moe"
+            | "qwen3moe"
+            | "deepseek2"
+            | "qwen35moe"
+            | "qwen3next"
+            | "glm4moe"
+            | "ernie4_5-moe"
     );
     let max_allowed = if moe { 3.0 } else { 0.5 };
     for step in [false, true] {
