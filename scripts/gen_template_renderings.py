@@ -28,7 +28,9 @@ import os
 import sys
 
 import jinja2
+import jinja2.sandbox
 import transformers
+from transformers.utils import chat_template_utils
 from transformers.utils.chat_template_utils import render_jinja_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,7 +182,17 @@ AGENT_DONE = AGENT + [
     {"role": "user", "content": "Thanks!"},
 ]
 
+# A conversation without tools, in the strict user/assistant alternation Gemma's template demands.
+PLAIN = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Hi  there "},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Say 日本 and 🙂."},
+]
+
 CONVERSATIONS = {
+    "plain": {"messages": PLAIN, "tools": [], "add_generation_prompt": True},
+    "plain_no_thinking": {"messages": PLAIN, "tools": [], "add_generation_prompt": True, "kwargs": {"enable_thinking": False}},
     "openai_sdk": {"messages": OPENAI_SDK, "tools": TOOLS, "add_generation_prompt": True},
     "langchain": {"messages": LANGCHAIN, "tools": TOOLS, "add_generation_prompt": True},
     "agent_thinking": {"messages": AGENT, "tools": TYPED_TOOLS, "add_generation_prompt": True, "kwargs": {"enable_thinking": True}},
@@ -195,6 +207,19 @@ LOCAL_TOKENS = {
     "chatml": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": None},
     "Qwen-Qwen3.5-4B": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
     "Qwen-Qwen3-Coder": {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"},
+    # llama.cpp's models/templates/GLM-4.6.jinja and GLM-4.7-Flash.jinja (zai-org's).
+    "zai-org-GLM-4.6": {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+    "zai-org-GLM-4.7-Flash": {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+    # llama.cpp's Kimi-K2-Instruct.jinja, Kimi-K2-Thinking.jinja and moonshotai-Kimi-K2.jinja (the
+    # first release's); the templates use no special-token variables.
+    "moonshotai-Kimi-K2-Instruct": {"bos_token": "[BOS]", "eos_token": "[EOS]", "pad_token": "[PAD]"},
+    "moonshotai-Kimi-K2-Thinking": {"bos_token": "[BOS]", "eos_token": "[EOS]", "pad_token": "[PAD]"},
+    "moonshotai-Kimi-K2-old": {"bos_token": "[BOS]", "eos_token": "[EOS]", "pad_token": "[PAD]"},
+    # google/gemma-3-*-it's template (the one crates/cli/tests/real_models/gemma3.jinja holds).
+    "google-gemma-3-it": {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>"},
+    # ERNIE 4.5's published template as transformers' Ernie4_5Tokenizer carried it
+    # (DEFAULT_CHAT_TEMPLATE); not checked against the model repository's own file.
+    "baidu-ERNIE-4.5-0.3B-PT": {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>"},
 }
 
 
@@ -214,9 +239,27 @@ def normalize(messages):
     return out
 
 
-def render(source, messages, conv, tokens):
+# Templates whose calls use `list.append` (Kimi K2's tool-call id queue), which transformers'
+# ImmutableSandboxedEnvironment refuses: rendered by the same function with jinja2's plain
+# SandboxedEnvironment, which allows it (vLLM and llama.cpp do run them), everything else equal.
+MUTABLE_LISTS = {"moonshotai-Kimi-K2-Instruct", "moonshotai-Kimi-K2-Thinking"}
+
+
+def render_with_mutable_lists(**kwargs):
+    saved = chat_template_utils.ImmutableSandboxedEnvironment
+    chat_template_utils.ImmutableSandboxedEnvironment = jinja2.sandbox.SandboxedEnvironment
+    chat_template_utils._compile_jinja_template.cache_clear()
+    try:
+        return render_jinja_template(**kwargs)
+    finally:
+        chat_template_utils.ImmutableSandboxedEnvironment = saved
+        chat_template_utils._compile_jinja_template.cache_clear()
+
+
+def render(source, messages, conv, tokens, mutable=False):
     kw = {k: v for k, v in tokens.items() if v is not None}
-    rendered, _ = render_jinja_template(
+    renderer = render_with_mutable_lists if mutable else render_jinja_template
+    rendered, _ = renderer(
         conversations=[messages],
         tools=conv["tools"],
         chat_template=source,
@@ -227,16 +270,16 @@ def render(source, messages, conv, tokens):
     return rendered[0]
 
 
-def render_normalized(source, conv, tokens):
+def render_normalized(source, conv, tokens, mutable=False):
     """{"text": ..., "null_content": how null content was passed}, or {"error": ...} when the
     template refuses the conversation either way (e.g. Llama 3.1 and parallel calls)."""
     msgs = normalize(conv["messages"])
     try:
-        return {"null_content": "null", "text": render(source, msgs, conv, tokens)}
+        return {"null_content": "null", "text": render(source, msgs, conv, tokens, mutable)}
     except Exception:
         empty = [dict(m, content="" if m["content"] is None else m["content"]) for m in msgs]
         try:
-            return {"null_content": "empty string", "text": render(source, empty, conv, tokens)}
+            return {"null_content": "empty string", "text": render(source, empty, conv, tokens, mutable)}
         except jinja2.exceptions.TemplateError as e:
             return {"error": str(e)}
 
@@ -262,7 +305,10 @@ def main():
         source = open(path, encoding="utf-8").read()
         rec = {"special_tokens": tokens, "cases": {}}
         for cname, conv in CONVERSATIONS.items():
-            rec["cases"][cname] = render_normalized(source, conv, tokens)
+            mutable = key.split(":", 1)[1] in MUTABLE_LISTS
+            rec["cases"][cname] = render_normalized(source, conv, tokens, mutable)
+        if key.split(":", 1)[1] in MUTABLE_LISTS:
+            rec["renderer"] = "render_jinja_template with jinja2's SandboxedEnvironment (see MUTABLE_LISTS)"
         out["templates"][key] = rec
         print(key, {c: r.get("null_content", r.get("error")) for c, r in rec["cases"].items()})
     with open(os.path.join(DATA, "round_trip.json"), "w", encoding="utf-8", newline="\n") as f:

@@ -4,10 +4,13 @@
 //! Rendering follows Hugging Face transformers' `apply_chat_template`: `trim_blocks`,
 //! `lstrip_blocks`, loop controls, Python string/dict methods, `tojson` like Python's
 //! `json.dumps` (", " and ": " separators, non-ASCII kept), values printed as Python's `str()`
-//! prints them and Jinja2's `iterable` and `sequence` tests (`python`), and the globals `raise_exception` and `strftime_now`.
+//! prints them and Jinja2's `iterable` and `sequence` tests (`python`), lists kept in a
+//! `namespace` changed in place (`append`, `pop`: `mutable`), and the globals `raise_exception`
+//! and `strftime_now`.
 
 #![forbid(unsafe_code)]
 
+mod mutable;
 mod python;
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
@@ -54,6 +57,7 @@ impl ChatTemplate {
         env.add_test("sequence", |v: Value| python::is_sequence(&v));
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_function("namespace", mutable::namespace);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| ChatError::Template(describe(&e)))?;
         Ok(ChatTemplate {
@@ -242,12 +246,40 @@ fn strftime_now(fmt: String) -> String {
     chrono::Local::now().format(&fmt).to_string()
 }
 
-/// Python's `json.dumps(x, ensure_ascii=False)`: ", " and ": " separators, or with `indent=N`
-/// newlines and N-space indentation.
+/// transformers' `tojson`, Python's `json.dumps(x, ensure_ascii=False)`: ", " and ": "
+/// separators, or with `indent=N` newlines and N-space indentation; `ensure_ascii=True` writes
+/// non-ASCII characters as `\uXXXX` escapes.
 fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, JinjaError> {
     let indent: Option<usize> = kwargs.get("indent")?;
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     kwargs.assert_all_used()?;
-    let json: Json = serde_json::to_value(&value)
+    let text = json_text(&value, indent)?;
+    Ok(Value::from_safe_string(if ensure_ascii == Some(true) {
+        ascii_escaped(&text)
+    } else {
+        text
+    }))
+}
+
+/// Non-ASCII characters as Python's `json.dumps` escapes them (they only occur inside strings).
+fn ascii_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The JSON text of a value, Python's layout.
+fn json_text(value: &Value, indent: Option<usize>) -> Result<String, JinjaError> {
+    let json: Json = serde_json::to_value(value)
         .map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = Vec::new();
     let result = match indent {
@@ -259,11 +291,10 @@ fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Jinja
             );
             json.serialize(&mut ser)
         }
-        None => return Ok(Value::from_safe_string(python_json(&json))),
+        None => return Ok(python_json(&json)),
     };
     result.map_err(|e| JinjaError::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let s = String::from_utf8(out).expect("serde_json writes UTF-8");
-    Ok(Value::from_safe_string(s))
+    Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
 }
 
 /// JSON text as Python's `json.dumps(x, ensure_ascii=False)` writes it: `", "` and `": "`

@@ -141,3 +141,42 @@ fn iterable_and_sequence_tests_as_jinja2() {
         "False True True True False True|True True False False True True"
     );
 }
+
+fn render_text(source: &str) -> String {
+    ChatTemplate::new(source, None, None, None)
+        .unwrap()
+        .render(&[], None, false, &Map::new())
+        .unwrap()
+}
+
+/// transformers' `tojson(ensure_ascii=...)` (GLM's templates pass it): the expected text is
+/// Python's `json.dumps`.
+#[test]
+fn tojson_ensure_ascii_as_python() {
+    assert_eq!(
+        render_text(
+            r#"{{ {"k": "é😀"} | tojson(ensure_ascii=True) }}|{{ "é" | tojson(ensure_ascii=False) }}"#
+        ),
+        r#"{"k": "\u00e9\ud83d\ude00"}|"é""#
+    );
+}
+
+/// Lists in a namespace change in place, as Kimi K2's tool-call id queue needs (the expected
+/// text is Jinja2's).
+#[test]
+fn namespace_lists_append_and_pop() {
+    let src = "{% set ns = namespace(q=[], n=0) %}{% set _ = ns.q.append(1) %}\
+               {% set _ = ns.q.append('a') %}{% set _ = ns.q.append(3) %}\
+               {{ ns.q.pop(0) }}{{ ns.q.pop() }}{{ ns.q | length }}{{ ns.q }}\
+               {% if ns.q %}y{% endif %}{{ ns.q[-1] }}{% set _ = ns.q.pop() %}{% if not ns.q %}e{% endif %}";
+    assert_eq!(render_text(src), "131['a']yae");
+    let err = ChatTemplate::new(
+        "{% set ns = namespace(q=[]) %}{{ ns.q.pop() }}",
+        None,
+        None,
+        None,
+    )
+    .unwrap()
+    .render(&[], None, false, &Map::new());
+    assert!(err.is_err());
+}

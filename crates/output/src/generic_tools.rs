@@ -30,7 +30,7 @@
 //! added, with that syntax as the example ([`native_call_example`]).
 
 use crate::grammar::{Grammar, ToolChoice};
-use crate::tools::{deepseek, new_call_id, ToolCall, ToolDelta, ToolFormat};
+use crate::tools::{deepseek, kimi, new_call_id, ToolCall, ToolDelta, ToolFormat};
 use crate::OutputError;
 use frugal_chat::python_json;
 use serde_json::{json, Map, Value};
@@ -87,6 +87,23 @@ pub fn native_call_example(format: ToolFormat) -> Option<String> {
         ToolFormat::Llama3Json => {
             Some(format!("{{\"name\": <tool name>, \"parameters\": {args}}}"))
         }
+        ToolFormat::Glm(_) => Some(format!(
+            "{}<tool name>\n{}argument{}\n{}value{}\n{}",
+            crate::tools::hermes::CALL_BEGIN,
+            crate::glm_xml::ARG_KEY_OPEN,
+            crate::glm_xml::ARG_KEY_CLOSE,
+            crate::glm_xml::ARG_VALUE_OPEN,
+            crate::glm_xml::ARG_VALUE_CLOSE,
+            crate::tools::hermes::CALL_END
+        )),
+        ToolFormat::KimiK2 => Some(format!(
+            "{}{}functions.<tool name>:0{}{args}{}{}",
+            kimi::CALLS_BEGIN,
+            kimi::CALL_BEGIN,
+            kimi::ARGS_BEGIN,
+            kimi::CALL_END,
+            kimi::CALLS_END
+        )),
         ToolFormat::QwenXml => Some(format!(
             "{}\n{}<tool name>>\n{}argument>\nvalue\n{}\n{}\n{}",
             crate::tools::hermes::CALL_BEGIN,

@@ -7,9 +7,9 @@
 //! `": "` after keys, no other whitespace. That keeps the output close to what models were
 //! trained on and leaves no room for endless whitespace.
 
-use crate::qwen_xml;
-use crate::tools::{deepseek, hermes, ToolFormat};
+use crate::tools::{deepseek, hermes, kimi, ToolFormat};
 use crate::OutputError;
+use crate::{glm_xml, qwen_xml};
 use frugal_tokenizer::Tokenizer;
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{SimpleVob, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
@@ -572,6 +572,13 @@ impl Grammar {
                 text_openers.extend(openers);
                 continue;
             }
+            if let ToolFormat::Glm(layout) = format {
+                let marker = |t: &str| env.marker(t);
+                let (rules, openers) = glm_xml::call_rules(i, name, params, layout, &marker);
+                lark.push_str(&rules);
+                text_openers.extend(openers);
+                continue;
+            }
             let body = call_rule(env, format, name, &format!("a{i}"));
             lark.push_str(&format!("c{i}: {body}\na{i}: {}\n", json_rule(params)));
         }
@@ -583,10 +590,15 @@ impl Grammar {
                 qwen_xml::FUNCTION_CLOSE.to_string(),
                 hermes::CALL_END.to_string(),
             ],
+            ToolFormat::Glm(_) => vec![hermes::CALL_END.to_string()],
+            ToolFormat::KimiK2 => vec![kimi::CALLS_END.to_string()],
             ToolFormat::Hermes | ToolFormat::Llama3Json => Vec::new(),
         };
-        let free_text =
-            (!text_openers.is_empty()).then(|| (text_openers, qwen_xml::PARAM_CLOSE.to_string()));
+        let text_close = match format {
+            ToolFormat::Glm(_) => glm_xml::ARG_VALUE_CLOSE,
+            _ => qwen_xml::PARAM_CLOSE,
+        };
+        let free_text = (!text_openers.is_empty()).then(|| (text_openers, text_close.to_string()));
         Ok(Some(Grammar {
             lark,
             closers,
@@ -658,6 +670,22 @@ fn calls_rule(env: &TokenEnv, format: ToolFormat, many: bool) -> String {
                 "call".to_string()
             }
         }
+        ToolFormat::Glm(layout) => {
+            // GLM-4.6 starts each further call on a new line, GLM-4.7 right after the last.
+            if many && layout == glm_xml::GlmLayout::Lines {
+                "call (\"\\n\" call)*".to_string()
+            } else if many {
+                "call+".to_string()
+            } else {
+                "call".to_string()
+            }
+        }
+        ToolFormat::KimiK2 => format!(
+            "{} call{} {}",
+            env.marker(kimi::CALLS_BEGIN),
+            if many { "+" } else { "" },
+            env.marker(kimi::CALLS_END)
+        ),
         ToolFormat::DeepSeekR1 => format!(
             "{} call {} {}",
             env.marker(deepseek::CALLS_BEGIN),
@@ -703,6 +731,15 @@ fn call_rule(env: &TokenEnv, format: ToolFormat, name: &str, args: &str) -> Stri
             env.marker(deepseek::SEP),
             env.marker(deepseek::CALL_END),
         ),
-        ToolFormat::QwenXml => unreachable!("XML calls have rules per parameter"),
+        ToolFormat::KimiK2 => format!(
+            "{} {} /[0-9]+/ {} {args} {}",
+            env.marker(kimi::CALL_BEGIN),
+            lark_str(&format!("{}{name}:", kimi::ID_PREFIX)),
+            env.marker(kimi::ARGS_BEGIN),
+            env.marker(kimi::CALL_END),
+        ),
+        ToolFormat::QwenXml | ToolFormat::Glm(_) => {
+            unreachable!("XML calls have rules per parameter")
+        }
     }
 }

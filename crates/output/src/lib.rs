@@ -2,7 +2,8 @@
 //!
 //! - [`reasoning`] splits generated text into reasoning and answer (`<think>`…`</think>`), streaming.
 //! - [`tools`] parses tool calls out of the answer in the model's own format, streaming
-//!   ([`qwen_xml`]: Qwen3-Coder and Qwen3.5's XML-like calls, their arguments built as JSON).
+//!   ([`qwen_xml`]: Qwen3-Coder and Qwen3.5's XML-like calls, [`glm_xml`]: GLM-4.5/4.6/4.7's
+//!   key/value calls, their arguments built as JSON; Kimi K2's call sections in [`tools`]).
 //! - [`generic_tools`] is the JSON tool-call format for templates that cannot render tools.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
 //!   vocabulary.
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod generic_tools;
+pub mod glm_xml;
 pub mod grammar;
 pub mod machine;
 pub mod qwen_xml;

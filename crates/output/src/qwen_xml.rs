@@ -164,7 +164,7 @@ impl ParamTypes {
         ParamTypes(all)
     }
 
-    fn get(&self, tool: &str, param: &str) -> Types {
+    pub(crate) fn get(&self, tool: &str, param: &str) -> Types {
         self.0
             .get(tool)
             .and_then(|p| p.get(param))
@@ -223,7 +223,7 @@ enum Mode {
 }
 
 #[derive(Debug, Clone)]
-struct ValueState {
+pub(crate) struct ValueState {
     types: Types,
     /// The newline after `<parameter=NAME>` was dealt with.
     started: bool,
@@ -232,7 +232,7 @@ struct ValueState {
 }
 
 impl ValueState {
-    fn new(types: Types) -> Self {
+    pub(crate) fn new(types: Types) -> Self {
         ValueState {
             types,
             started: false,
@@ -242,7 +242,7 @@ impl ValueState {
     }
 
     /// More of the value's text; what can go out now.
-    fn feed(&mut self, text: &str) -> Option<String> {
+    pub(crate) fn feed(&mut self, text: &str) -> Option<String> {
         match self.mode {
             Mode::Streaming => return Some(escape_inner(text)),
             Mode::Buffered => {
@@ -271,7 +271,7 @@ impl ValueState {
     }
 
     /// The rest of the value's text: the end of its JSON.
-    fn finish(&mut self, text: &str) -> String {
+    pub(crate) fn finish(&mut self, text: &str) -> String {
         match self.mode {
             Mode::Streaming => format!("{}\"", escape_inner(text)),
             Mode::Undecided | Mode::Buffered => {
@@ -560,7 +560,7 @@ fn value_rule(name: &str, schema: &Value) -> String {
 }
 
 /// The values of a string-only schema's `enum` or `const`.
-fn string_literals(schema: &Value) -> Option<Vec<String>> {
+pub(crate) fn string_literals(schema: &Value) -> Option<Vec<String>> {
     let values = match (schema.get("enum"), schema.get("const")) {
         (Some(Value::Array(vs)), _) => vs.clone(),
         (_, Some(v)) => vec![v.clone()],
@@ -575,7 +575,7 @@ fn string_literals(schema: &Value) -> Option<Vec<String>> {
 
 /// A parameter's schema with the definitions of the whole `parameters` schema, which its
 /// `$ref`s may point into once it is compiled on its own.
-fn with_defs(schema: &Value, params: &Value) -> Value {
+pub(crate) fn with_defs(schema: &Value, params: &Value) -> Value {
     let mut s = schema.clone();
     if let Value::Object(o) = &mut s {
         for key in ["$defs", "definitions"] {

@@ -10,6 +10,7 @@
 //! tag is held back only while it still could be one. Whitespace around tool calls and at the ends
 //! of the content is dropped.
 
+use crate::glm_xml::{self, GlmCall, GlmLayout};
 use crate::qwen_xml::{self, Event, Outcome, ParamTypes, XmlCall};
 use crate::reasoning::partial_suffix;
 use rand::Rng;
@@ -29,6 +30,17 @@ pub mod deepseek {
 pub mod hermes {
     pub const CALL_BEGIN: &str = "<tool_call>";
     pub const CALL_END: &str = "</tool_call>";
+}
+
+/// Kimi K2's markers (Instruct and Thinking).
+pub mod kimi {
+    pub const CALLS_BEGIN: &str = "<|tool_calls_section_begin|>";
+    pub const CALLS_END: &str = "<|tool_calls_section_end|>";
+    pub const CALL_BEGIN: &str = "<|tool_call_begin|>";
+    pub const CALL_END: &str = "<|tool_call_end|>";
+    pub const ARGS_BEGIN: &str = "<|tool_call_argument_begin|>";
+    /// The prefix of a call id, `functions.NAME:IDX`.
+    pub const ID_PREFIX: &str = "functions.";
 }
 
 /// Llama 3.1's marker for tool calls (optional before the JSON object).
@@ -52,13 +64,23 @@ pub enum ToolFormat {
     /// `<tool_call>\n<function=f>\n<parameter=a>\nvalue\n</parameter>\n</function>\n</tool_call>`,
     /// several allowed (Qwen3-Coder, Qwen3.5); see [`crate::qwen_xml`].
     QwenXml,
+    /// `<tool_call>f\n<arg_key>a</arg_key>\n<arg_value>v</arg_value>\n</tool_call>`, several
+    /// allowed (GLM-4.5/4.6; GLM-4.7 without the newlines); see [`crate::glm_xml`].
+    Glm(GlmLayout),
+    /// `<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{..}<|tool_call_end|>…<|tool_calls_section_end|>`
+    /// (Kimi K2 Instruct and Thinking); the call id is `functions.f:0` as written.
+    KimiK2,
 }
 
 impl ToolFormat {
     /// The format a chat template teaches, from its source; `None` when it renders no tool calls.
     pub fn detect(template_source: &str) -> Option<ToolFormat> {
         let t = template_source;
-        if t.contains(deepseek::CALL_BEGIN) {
+        if t.contains(kimi::CALLS_BEGIN) && t.contains(kimi::CALL_BEGIN) {
+            Some(ToolFormat::KimiK2)
+        } else if t.contains(hermes::CALL_BEGIN) && t.contains(glm_xml::ARG_KEY_OPEN) {
+            Some(ToolFormat::Glm(GlmLayout::detect(t)))
+        } else if t.contains(deepseek::CALL_BEGIN) {
             if t.contains("```json") {
                 Some(ToolFormat::DeepSeekR1)
             } else {
@@ -82,10 +104,11 @@ impl ToolFormat {
     /// The texts that open a tool call in answer text.
     fn openers(self) -> &'static [&'static str] {
         match self {
-            ToolFormat::Hermes | ToolFormat::QwenXml => &[hermes::CALL_BEGIN],
+            ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Glm(_) => &[hermes::CALL_BEGIN],
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => {
                 &[deepseek::CALLS_BEGIN, deepseek::CALL_BEGIN]
             }
+            ToolFormat::KimiK2 => &[kimi::CALLS_BEGIN, kimi::CALL_BEGIN],
             ToolFormat::Llama3Json => &[],
         }
     }
@@ -93,9 +116,23 @@ impl ToolFormat {
     /// The text that ends one call.
     fn call_end(self) -> &'static str {
         match self {
-            ToolFormat::Hermes | ToolFormat::QwenXml => hermes::CALL_END,
+            ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Glm(_) => hermes::CALL_END,
             ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => deepseek::CALL_END,
+            ToolFormat::KimiK2 => kimi::CALL_END,
             ToolFormat::Llama3Json => "}",
+        }
+    }
+
+    /// The markers of a calls section (begin, end, one call's begin), for formats with one.
+    fn section(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => Some((
+                deepseek::CALLS_BEGIN,
+                deepseek::CALLS_END,
+                deepseek::CALL_BEGIN,
+            )),
+            ToolFormat::KimiK2 => Some((kimi::CALLS_BEGIN, kimi::CALLS_END, kimi::CALL_BEGIN)),
+            _ => None,
         }
     }
 }
@@ -157,6 +194,8 @@ enum State {
     Buffered,
     /// Qwen XML: inside a `<tool_call>` block.
     Xml,
+    /// GLM: inside a `<tool_call>` block.
+    Glm,
 }
 
 /// Tracks where a JSON value ends (strings and escapes aware).
@@ -210,7 +249,10 @@ pub struct ToolCallParser {
     calls: Vec<ToolCall>,
     /// Qwen XML: the block being parsed, and the parameter types that decide its values' JSON.
     xml: XmlCall,
+    glm: GlmCall,
     param_types: Arc<ParamTypes>,
+    /// The id the model gave the call being opened (Kimi K2), else a fresh one is made.
+    next_id: Option<String>,
 }
 
 /// The result of parsing a whole answer.
@@ -237,7 +279,9 @@ impl ToolCallParser {
             content: String::new(),
             calls: Vec::new(),
             xml: XmlCall::new(),
+            glm: GlmCall::new(),
             param_types: Arc::default(),
+            next_id: None,
         }
     }
 
@@ -320,7 +364,7 @@ impl ToolCallParser {
     fn start_call(&mut self, out: &mut Vec<ToolDelta>, name: String) {
         self.ws.clear();
         let index = self.calls.len();
-        let id = new_call_id();
+        let id = self.next_id.take().unwrap_or_else(new_call_id);
         self.calls.push(ToolCall {
             id: id.clone(),
             name: name.clone(),
@@ -376,6 +420,7 @@ impl ToolCallParser {
             State::Tail => self.step_tail(last),
             State::Buffered => self.step_buffered(out, last),
             State::Xml => self.step_xml(out, last),
+            State::Glm => self.step_glm(out, last),
         }
     }
 
@@ -391,11 +436,14 @@ impl ToolCallParser {
             self.emit_content(out, &before);
             self.buf.drain(..i + opener.len());
             self.opener = opener.to_string();
-            self.state = if opener == deepseek::CALLS_BEGIN {
+            self.state = if opener == deepseek::CALLS_BEGIN || opener == kimi::CALLS_BEGIN {
                 State::Between
             } else if self.format == ToolFormat::QwenXml {
                 self.xml = XmlCall::new();
                 State::Xml
+            } else if matches!(self.format, ToolFormat::Glm(_)) {
+                self.glm = GlmCall::new();
+                State::Glm
             } else {
                 State::Header
             };
@@ -452,21 +500,23 @@ impl ToolCallParser {
         }
     }
 
-    /// DeepSeek, inside the calls section: another call, the section's end, or text.
+    /// DeepSeek and Kimi, inside the calls section: another call, the section's end, or text.
     fn step_between(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let Some((_, calls_end, call_begin)) = self.format.section() else {
+            self.state = State::Content;
+            return true;
+        };
         let t = self.buf.trim_start();
-        if let Some(rest) = t.strip_prefix(deepseek::CALL_BEGIN) {
+        if let Some(rest) = t.strip_prefix(call_begin) {
             self.buf = rest.to_string();
-            self.opener = deepseek::CALL_BEGIN.to_string();
+            self.opener = call_begin.to_string();
             self.state = State::Header;
             true
-        } else if let Some(rest) = t.strip_prefix(deepseek::CALLS_END) {
+        } else if let Some(rest) = t.strip_prefix(calls_end) {
             self.buf = rest.to_string();
             self.state = State::Content;
             true
-        } else if !last
-            && (deepseek::CALL_BEGIN.starts_with(t) || deepseek::CALLS_END.starts_with(t))
-        {
+        } else if !last && (call_begin.starts_with(t) || calls_end.starts_with(t)) {
             false
         } else if t.is_empty() {
             self.buf.clear();
@@ -487,6 +537,13 @@ impl ToolCallParser {
         match self.match_header() {
             Header::Incomplete if !last => false,
             Header::Match { name, consumed } => {
+                let name = if self.format == ToolFormat::KimiK2 {
+                    let (id, name) = kimi_call_id(&name, self.calls.len());
+                    self.next_id = Some(id);
+                    name
+                } else {
+                    name
+                };
                 self.open_call(out, name, consumed);
                 true
             }
@@ -513,8 +570,9 @@ impl ToolCallParser {
                 match_deepseek_header(&self.buf, self.format),
                 deepseek::CALL_END,
             ),
-            ToolFormat::Llama3Json | ToolFormat::QwenXml => {
-                unreachable!("Llama calls start in LlamaStart, XML calls in Xml")
+            ToolFormat::KimiK2 => (match_kimi_header(&self.buf), kimi::CALL_END),
+            ToolFormat::Llama3Json | ToolFormat::QwenXml | ToolFormat::Glm(_) => {
+                unreachable!("Llama calls start in LlamaStart, XML calls in Xml or Glm")
             }
         };
         if matches!(header, Header::Incomplete) && self.buf.contains(call_end) {
@@ -625,8 +683,10 @@ impl ToolCallParser {
         if let Some(i) = self.buf.find(end) {
             self.buf.drain(..i + end.len());
             self.state = match self.format {
-                ToolFormat::Hermes | ToolFormat::QwenXml => State::Content,
-                ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 => State::Between,
+                ToolFormat::Hermes | ToolFormat::QwenXml | ToolFormat::Glm(_) => State::Content,
+                ToolFormat::DeepSeekR1 | ToolFormat::DeepSeekV31 | ToolFormat::KimiK2 => {
+                    State::Between
+                }
                 ToolFormat::Llama3Json => State::LlamaStart,
             };
             return true;
@@ -677,6 +737,25 @@ impl ToolCallParser {
         let outcome = self
             .xml
             .step(&mut self.buf, last, &self.param_types, &mut events);
+        self.xml_events(out, events, outcome)
+    }
+
+    /// GLM: a `<tool_call>` block, up to its end.
+    fn step_glm(&mut self, out: &mut Vec<ToolDelta>, last: bool) -> bool {
+        let mut events = Vec::new();
+        let outcome = self
+            .glm
+            .step(&mut self.buf, last, &self.param_types, &mut events);
+        self.xml_events(out, events, outcome)
+    }
+
+    /// Passes on what an XML-like block parser found; true when parsing goes on.
+    fn xml_events(
+        &mut self,
+        out: &mut Vec<ToolDelta>,
+        events: Vec<Event>,
+        outcome: Outcome,
+    ) -> bool {
         for e in events {
             match e {
                 Event::Start(name) => self.start_call(out, name),
@@ -831,6 +910,42 @@ fn match_json_header(s: &str, arg_keys: &[&str]) -> Header {
     }
 }
 
+/// Kimi K2: `functions.f:0<|tool_call_argument_begin|>`, up to the arguments (the name as
+/// written, id and all: see [`kimi_call_id`]).
+fn match_kimi_header(s: &str) -> Header {
+    let Some(sep) = s.find(kimi::ARGS_BEGIN) else {
+        return Header::Incomplete;
+    };
+    let id = s[..sep].trim();
+    if id.is_empty() || id.contains(char::is_whitespace) {
+        return Header::NoMatch;
+    }
+    Header::Match {
+        name: id.to_string(),
+        consumed: sep + kimi::ARGS_BEGIN.len(),
+    }
+}
+
+/// A Kimi call's id and function name from what the model wrote, `functions.NAME:IDX`; without
+/// that form the text is the name and the id is made in that form from the call's index.
+fn kimi_call_id(written: &str, index: usize) -> (String, String) {
+    let name = written.strip_prefix(kimi::ID_PREFIX).and_then(|rest| {
+        let (name, idx) = rest.rsplit_once(':')?;
+        let numbered = !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit());
+        (numbered && !name.is_empty()).then_some(name)
+    });
+    match name {
+        Some(name) => (written.to_string(), name.to_string()),
+        None => {
+            let name = written.strip_prefix(kimi::ID_PREFIX).unwrap_or(written);
+            (
+                format!("{}{name}:{index}", kimi::ID_PREFIX),
+                name.to_string(),
+            )
+        }
+    }
+}
+
 /// DeepSeek: `function<｜tool▁sep｜>f\n```json\n` (R1) or `f<｜tool▁sep｜>` (V3.1), up to the
 /// arguments.
 fn match_deepseek_header(s: &str, format: ToolFormat) -> Header {
@@ -917,7 +1032,7 @@ mod tests {
                 ToolDelta::Content(t) => content.push_str(&t),
                 ToolDelta::ToolCallStart { index, name, id } => {
                     assert_eq!(index, calls.len());
-                    assert!(id.starts_with("call_"));
+                    assert!(id.starts_with("call_") || id.starts_with(kimi::ID_PREFIX));
                     calls.push((name, String::new()));
                 }
                 ToolDelta::ToolCallArguments { index, arguments } => {
@@ -1162,6 +1277,82 @@ mod tests {
         check(ToolFormat::QwenXml, text, "", &[("f", untyped)]);
     }
 
+    /// GLM-4.6's layout, GLM-4.7's one-line layout, values typed by the schema.
+    #[test]
+    fn glm() {
+        let f = ToolFormat::Glm(GlmLayout::Lines);
+        let tools = [serde_json::json!({"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object", "properties": {
+                "location": {"type": "string"}, "days": {"type": "integer"}}}}})];
+        check_with(
+            f,
+            &tools,
+            "Let me check.\n<tool_call>get_weather\n<arg_key>location</arg_key>\n<arg_value>Paris, 3</arg_value>\n<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>\n<tool_call>get_weather\n</tool_call>",
+            "Let me check.",
+            &[
+                ("get_weather", r#"{"location":"Paris, 3","days":3}"#),
+                ("get_weather", "{}"),
+            ],
+        );
+        check(
+            ToolFormat::Glm(GlmLayout::Compact),
+            "<tool_call>special_function<arg_key>arg1</arg_key><arg_value>1</arg_value></tool_call><tool_call>f<arg_key>s</arg_key><arg_value>a <b> \"c\"\n</arg_value><arg_key>o</arg_key><arg_value>{\"k\": [1]}</arg_value></tool_call>",
+            "",
+            &[
+                ("special_function", r#"{"arg1":1}"#),
+                ("f", r#"{"s":"a <b> \"c\"\n","o":{"k": [1]}}"#),
+            ],
+        );
+        // Not calls, and calls cut off.
+        check(
+            f,
+            "<tool_call>{\"name\": 1}</tool_call>",
+            "<tool_call>{\"name\": 1}</tool_call>",
+            &[],
+        );
+        check(f, "a <tool_call", "a <tool_call", &[]);
+        check(f, "<tool_call>get_wea", "<tool_call>get_wea", &[]);
+        check(
+            f,
+            "<tool_call>f\n<arg_key>q</arg_key>\n<arg_value>hel",
+            "",
+            &[("f", r#"{"q":"hel"}"#)],
+        );
+        check(f, "<tool_call>f\n<arg_ke", "", &[("f", "{}")]);
+    }
+
+    #[test]
+    fn kimi() {
+        let f = ToolFormat::KimiK2;
+        let text = "Sure.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\": \"<|tool_call_end|>\"}<|tool_call_end|><|tool_call_begin|>functions.g:1<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>";
+        check(
+            f,
+            text,
+            "Sure.",
+            &[
+                ("get_weather", r#"{"city": "<|tool_call_end|>"}"#),
+                ("g", "{}"),
+            ],
+        );
+        let r = parse_tool_calls(f, text);
+        let ids: Vec<&str> = r.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["functions.get_weather:0", "functions.g:1"]);
+        // A call without the section, and one named without the id form.
+        let r = parse_tool_calls(
+            f,
+            "<|tool_call_begin|>h<|tool_call_argument_begin|>{\"a\": 1}<|tool_call_end|>",
+        );
+        assert_eq!(r.tool_calls.len(), 1);
+        assert_eq!(r.tool_calls[0].name, "h");
+        assert_eq!(r.tool_calls[0].id, "functions.h:0");
+        check(
+            f,
+            "<|tool_calls_section_begin|>oops",
+            "<|tool_calls_section_begin|>oops",
+            &[],
+        );
+    }
+
     #[test]
     fn detects_formats() {
         assert_eq!(
@@ -1169,6 +1360,23 @@ mod tests {
             Some(ToolFormat::Hermes)
         );
         assert_eq!(ToolFormat::detect("plain"), None);
+        for (name, want) in [
+            ("zai-org-GLM-4.6.jinja", ToolFormat::Glm(GlmLayout::Lines)),
+            (
+                "zai-org-GLM-4.7-Flash.jinja",
+                ToolFormat::Glm(GlmLayout::Compact),
+            ),
+            ("moonshotai-Kimi-K2-Instruct.jinja", ToolFormat::KimiK2),
+            ("moonshotai-Kimi-K2-Thinking.jinja", ToolFormat::KimiK2),
+            ("moonshotai-Kimi-K2-old.jinja", ToolFormat::KimiK2),
+        ] {
+            let path = format!(
+                "{}/../chat/tests/data/templates/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let source = std::fs::read_to_string(&path).expect("template");
+            assert_eq!(ToolFormat::detect(&source), Some(want), "{name}");
+        }
         assert_eq!(
             ToolFormat::detect("'<tool_call>\n<function=' + name + '>\n<parameter=' + k"),
             Some(ToolFormat::QwenXml)
