@@ -10,7 +10,9 @@ use crate::sequence::{Choice, Sequence};
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
-use frugal_scheduler::{FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SeqId, Step};
+use frugal_scheduler::{
+    window_pool_blocks, FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SeqId, Step,
+};
 use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
 
@@ -115,7 +117,9 @@ pub struct BatchEngine<'a> {
 }
 
 impl<'a> BatchEngine<'a> {
-    /// An engine whose KV cache holds `n_blocks` blocks of `block_size` positions.
+    /// An engine whose KV cache holds `n_blocks` blocks of `block_size` positions (and, for a
+    /// model with sliding-window layers, as many blocks for those layers as the running
+    /// sequences' windows need: [`BatchEngine::window_blocks_for`]).
     pub fn new(
         model: &'a Model,
         tokenizer: &'a Tokenizer,
@@ -124,17 +128,61 @@ impl<'a> BatchEngine<'a> {
         n_blocks: usize,
         block_size: usize,
     ) -> Self {
+        let n_window_blocks = Self::window_blocks_for(model, &cfg, n_blocks, block_size);
+        Self::new_split(
+            model,
+            tokenizer,
+            pool,
+            cfg,
+            n_blocks,
+            n_window_blocks,
+            block_size,
+        )
+    }
+
+    /// Blocks the sliding-window layers' pool needs so that it never limits the running
+    /// sequences (no more than `n_blocks`, which hold any window); 0 for a model without them.
+    pub fn window_blocks_for(
+        model: &Model,
+        cfg: &SchedulerConfig,
+        n_blocks: usize,
+        block_size: usize,
+    ) -> usize {
+        model
+            .sliding_window()
+            .map_or(0, |w| window_pool_blocks(cfg, w, block_size).min(n_blocks))
+    }
+
+    /// [`BatchEngine::new`] with the sliding-window layers' pool sized by the caller:
+    /// `n_window_blocks` blocks, given back by each sequence as they leave its window (ignored
+    /// by a model without such layers).
+    pub fn new_split(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        pool: &'a ThreadPool,
+        cfg: SchedulerConfig,
+        n_blocks: usize,
+        n_window_blocks: usize,
+        block_size: usize,
+    ) -> Self {
         let mut scheduler = Scheduler::new(cfg, n_blocks, block_size);
         let state_bytes = model.state_bytes_per_seq();
         if state_bytes > 0 {
             scheduler = scheduler.with_states(state_bytes, model.state_window());
         }
         let n_states = scheduler.states().map_or(0, |s| s.n_slots());
+        let kv = match model.sliding_window() {
+            Some(window) => {
+                scheduler = scheduler.with_window(window, n_window_blocks);
+                model.new_kv_store_split(n_blocks, n_window_blocks, block_size, n_states)
+            }
+            None => model.new_kv_store(n_blocks, block_size, n_states),
+        };
         BatchEngine {
             model,
             tokenizer,
             pool,
-            kv: model.new_kv_store(n_blocks, block_size, n_states),
+            kv,
             scheduler,
             seqs: HashMap::new(),
         }
@@ -233,24 +281,28 @@ impl<'a> BatchEngine<'a> {
 
     /// One forward pass over the step's chunks; logits of the chunks that sample, in order.
     fn forward(&mut self, plan: &Step) -> Result<Vec<f32>, EngineError> {
-        let tables: Vec<&[u32]> = plan
+        let tables: Vec<(&[u32], &[u32])> = plan
             .chunks
             .iter()
             .map(|c| {
-                self.scheduler
+                let blocks = self
+                    .scheduler
                     .block_table(c.id)
-                    .expect("scheduled sequences have blocks")
+                    .expect("scheduled sequences have blocks");
+                // No window group: the sliding layers (if any) share the full table.
+                let window = self.scheduler.window_table(c.id).unwrap_or(&[]);
+                (blocks, window)
             })
             .collect();
         let chunks: Vec<SeqChunk> = plan
             .chunks
             .iter()
             .zip(tables)
-            .map(|(c, blocks)| SeqChunk {
+            .map(|(c, (blocks, window_blocks))| SeqChunk {
                 tokens: &c.tokens,
                 pos: c.pos,
                 blocks,
-                window_blocks: &[],
+                window_blocks,
                 state: c.state,
                 logits: if c.sample { Logits::Last } else { Logits::None },
             })
