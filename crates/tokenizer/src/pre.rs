@@ -69,7 +69,15 @@ pub static PRE_TOKENIZERS: &[PreTokenizer] = &[
         default_add_bos: true,
     },
     PreTokenizer {
-        names: &["dbrx", "smaug-bpe"],
+        // GLM-4.5 and later: Llama 3's split, words that are vocabulary entries taken whole, and
+        // no BOS unless the metadata asks for one.
+        names: &["glm4", "glm5"],
+        regexes: || vec![llama3_regex()],
+        ignore_merges: true,
+        default_add_bos: false,
+    },
+    PreTokenizer {
+        names: &["dbrx", "smaug-bpe", "chatglm-bpe"],
         regexes: || vec![llama3_regex()],
         ignore_merges: false,
         default_add_bos: false,
@@ -143,6 +151,12 @@ pub static PRE_TOKENIZERS: &[PreTokenizer] = &[
         default_add_bos: false,
     },
     PreTokenizer {
+        names: &["kimi-k2"],
+        regexes: || vec![kimi_k2_regex()],
+        ignore_merges: false,
+        default_add_bos: false,
+    },
+    PreTokenizer {
         names: &["falcon"],
         regexes: || {
             vec![
@@ -188,6 +202,18 @@ pub static PRE_TOKENIZERS: &[PreTokenizer] = &[
         default_add_bos: false,
     },
 ];
+
+/// Kimi K2's split as llama.cpp's custom `kimi-k2` splitter makes it (it stands for
+/// tokenization_kimi.py's regex, and differs from it): runs of Han characters (llama.cpp's CJK
+/// ideograph blocks, not the whole Han script) apart, then words of any other letters (no
+/// upper/lower-case boundaries inside, combining marks not part of words) with an optional
+/// trailing contraction, then Llama 3's rules for digits, punctuation and whitespace.
+fn kimi_k2_regex() -> String {
+    const HAN: &str = r"\x{3400}-\x{4DBF}\x{4E00}-\x{9FFF}\x{F900}-\x{FAFF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2EBEF}\x{2F800}-\x{2FA1F}";
+    format!(
+        r"[{HAN}]+|[^\r\n\p{{L}}\p{{N}}]?[\p{{L}}&&[^{HAN}]]+{CONTRACTIONS}?|\p{{N}}{{1,3}}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+}
 
 fn llama3_regex() -> String {
     format!(

@@ -274,3 +274,45 @@ fn llama_cpp_vocabs_from_env() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// Small byte-level vocabularies with GLM-4.5's (`glm4`), ChatGLM's (`chatglm-bpe`) and Kimi
+/// K2's (`kimi-k2`) pre-tokenizers, whose merges span what the split must keep apart, against
+/// llama.cpp's ids (tests/data, made by scripts/gen_synthetic_bpe_vectors.py).
+#[test]
+fn synthetic_vocab_vectors() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for pre in ["glm4", "chatglm-bpe", "kimi-k2"] {
+        let vocab = format!("synthetic-{pre}");
+        let cases = cases_in(&data, &vocab);
+        assert_eq!(cases.len(), 57, "{vocab}: test vectors changed?");
+        let gguf = GgufFile::open(data.join(format!("ggml-vocab-{vocab}.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&gguf).unwrap();
+        let failed = failures(&tok, &cases, &vocab);
+        assert!(failed.is_empty(), "{vocab}:\n{}", failed.join("\n"));
+    }
+}
+
+/// End-of-generation ids of vocabularies shaped as GLM-4.5's, ChatGLM's, Kimi K2's and ERNIE
+/// 4.5's converters write them (`<|user|>` as EOT and `<|observation|>` as EOM for GLM; `[EOS]`,
+/// `<|im_end|>` and `[EOT]` for Kimi; `</s>` but not `<|end_of_sentence|>` for ERNIE), as
+/// llama.cpp lists them (tests/data/synthetic-eog.json).
+#[test]
+fn synthetic_vocab_eog_ids() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("synthetic-eog.json")).unwrap())
+            .unwrap();
+    let eog = doc["eog"].as_object().unwrap();
+    assert_eq!(eog.len(), 4);
+    for (vocab, want) in eog {
+        let gguf = GgufFile::open(data.join(format!("ggml-vocab-{vocab}.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&gguf).unwrap();
+        let want: Vec<u32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tok.eog_ids(), want, "{vocab}");
+    }
+}
