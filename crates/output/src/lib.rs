@@ -269,7 +269,7 @@ impl OutputParser {
 
     fn route(&mut self, ds: Vec<ReasoningDelta>, last: bool) -> Vec<OutputDelta> {
         let mut out = Vec::new();
-        if self.reasoning.in_reasoning() {
+        if self.reasoning.opened_block() {
             self.saw_reasoning = true;
         }
         for d in ds {

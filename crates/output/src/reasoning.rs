@@ -69,6 +69,8 @@ pub struct ReasoningParser {
     state: State,
     /// Text held back: a possible partial tag, or whitespace that may turn out to be trailing.
     pending: String,
+    /// A reasoning block was entered (even an empty one, `<think></think>`).
+    opened: bool,
 }
 
 impl ReasoningParser {
@@ -81,12 +83,19 @@ impl ReasoningParser {
         ReasoningParser {
             state,
             pending: String::new(),
+            opened: mode == ReasoningMode::Open,
         }
     }
 
     /// Whether the parser is inside the reasoning block now.
     pub fn in_reasoning(&self) -> bool {
         matches!(self.state, State::Reasoning { .. })
+    }
+
+    /// Whether the output had a reasoning block so far, however the text was cut into pieces
+    /// (an empty `<think></think>` counts).
+    pub fn opened_block(&self) -> bool {
+        self.opened
     }
 
     pub fn push(&mut self, text: &str) -> Vec<ReasoningDelta> {
@@ -122,6 +131,7 @@ impl ReasoningParser {
                     if let Some(rest) = t.strip_prefix(THINK_OPEN) {
                         self.pending = rest.to_string();
                         self.state = State::Reasoning { emitted: false };
+                        self.opened = true;
                     } else if !last && THINK_OPEN.starts_with(t) {
                         // Empty, or a prefix of `<think>`: wait.
                         return;

@@ -6,6 +6,7 @@
 
 use frugal_chat::ChatTemplate;
 use frugal_fixtures::dir as fixtures;
+use frugal_output::glm_xml::GlmLayout;
 use frugal_output::{
     reasoning_mode, OutputDelta, OutputParser, ParsedMessage, ReasoningMode, ToolFormat,
 };
@@ -30,11 +31,27 @@ const TEMPLATES: &[(&str, Option<ToolFormat>)] = &[
     ),
     ("Qwen-Qwen3.5-4B", Some(ToolFormat::QwenXml)),
     ("Qwen-Qwen3-Coder", Some(ToolFormat::QwenXml)),
+    ("zai-org-GLM-4.6", Some(ToolFormat::Glm(GlmLayout::Lines))),
+    (
+        "zai-org-GLM-4.7-Flash",
+        Some(ToolFormat::Glm(GlmLayout::Compact)),
+    ),
+    ("moonshotai-Kimi-K2-Instruct", Some(ToolFormat::KimiK2)),
+    ("moonshotai-Kimi-K2-Thinking", Some(ToolFormat::KimiK2)),
+    ("moonshotai-Kimi-K2-old", Some(ToolFormat::KimiK2)),
 ];
 
 /// Templates kept in frugal-chat's test data rather than the shared fixtures (their special
 /// tokens: no BOS, `<|im_end|>`).
-const CHAT_DATA_TEMPLATES: &[&str] = &["Qwen-Qwen3.5-4B", "Qwen-Qwen3-Coder"];
+const CHAT_DATA_TEMPLATES: &[&str] = &[
+    "Qwen-Qwen3.5-4B",
+    "Qwen-Qwen3-Coder",
+    "zai-org-GLM-4.6",
+    "zai-org-GLM-4.7-Flash",
+    "moonshotai-Kimi-K2-Instruct",
+    "moonshotai-Kimi-K2-Thinking",
+    "moonshotai-Kimi-K2-old",
+];
 
 /// Texts that end an assistant turn in these templates.
 const END_OF_TURN: &[&str] = &[
@@ -177,6 +194,9 @@ fn case(
             format!("\n{r}\n</think>\n\n{output}")
         };
         want_reasoning = Some(r.to_string());
+    } else if output.contains("<think></think>") {
+        // The template drops this turn's reasoning (Kimi K2 Thinking's final answer).
+        want_reasoning = Some(String::new());
     } else if output.contains("<think>") {
         want_reasoning = Some(reasoning.unwrap_or("").to_string());
     }
@@ -247,7 +267,13 @@ fn check_case(name: &str, format: Option<ToolFormat>, c: &Case) {
     assert_eq!(whole.tool_calls.len(), c.calls.len(), "{ctx}");
     for (got, (name, args)) in whole.tool_calls.iter().zip(&c.calls) {
         assert_eq!(&got.name, name, "{ctx}");
-        assert!(got.id.starts_with("call_"), "{ctx}");
+        // Kimi K2's ids are the model's own, `functions.NAME:IDX`.
+        let id_prefix = if format == Some(ToolFormat::KimiK2) {
+            format!("functions.{name}:")
+        } else {
+            "call_".to_string()
+        };
+        assert!(got.id.starts_with(&id_prefix), "{ctx}: id {}", got.id);
         let parsed: Value = serde_json::from_str(&got.arguments)
             .unwrap_or_else(|e| panic!("{ctx}: arguments {:?}: {e}", got.arguments));
         assert_eq!(&parsed, args, "{ctx}");
