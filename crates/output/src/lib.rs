@@ -227,8 +227,13 @@ impl OutputParser {
     /// `tools`: the format to parse tool calls in, `None` when the request has no tools (then
     /// the whole answer is content).
     pub fn new(mode: ReasoningMode, tools: Option<ToolFormat>) -> Self {
+        let mut reasoning = ReasoningParser::new(mode);
+        if tools == Some(ToolFormat::KimiK2) {
+            reasoning =
+                reasoning.with_answer_markers(&[tools::kimi::CALLS_BEGIN, tools::kimi::CALL_BEGIN]);
+        }
         OutputParser {
-            reasoning: ReasoningParser::new(mode),
+            reasoning,
             tools: tools.map(|f| ToolParsing::Native(ToolCallParser::new(f))),
             reasoning_text: String::new(),
             saw_reasoning: mode == ReasoningMode::Open,

@@ -71,6 +71,9 @@ pub struct ReasoningParser {
     pending: String,
     /// A reasoning block was entered (even an empty one, `<think></think>`).
     opened: bool,
+    /// Texts that end the reasoning without `</think>` and start the answer (see
+    /// [`ReasoningParser::with_answer_markers`]).
+    answer_markers: &'static [&'static str],
 }
 
 impl ReasoningParser {
@@ -84,7 +87,16 @@ impl ReasoningParser {
             state,
             pending: String::new(),
             opened: mode == ReasoningMode::Open,
+            answer_markers: &[],
         }
+    }
+
+    /// Texts that, met inside the reasoning, end it and begin the answer themselves: Kimi K2
+    /// Thinking may start its tool calls without closing `<think>` (as llama.cpp's parser
+    /// allows).
+    pub fn with_answer_markers(mut self, markers: &'static [&'static str]) -> Self {
+        self.answer_markers = markers;
+        self
     }
 
     /// Whether the parser is inside the reasoning block now.
@@ -140,30 +152,9 @@ impl ReasoningParser {
                     }
                 }
                 State::Reasoning { emitted } => {
-                    if let Some(i) = self.pending.find(THINK_CLOSE) {
-                        let text = &self.pending[..i];
-                        let text = if emitted { text } else { text.trim_start() };
-                        emit(out, ReasoningDelta::Reasoning(text.trim_end().to_string()));
-                        self.pending = self.pending[i + THINK_CLOSE.len()..].to_string();
-                        self.state = State::Content { emitted: false };
-                        continue;
+                    if !self.step_reasoning(out, last, emitted) {
+                        return;
                     }
-                    let hold = if last {
-                        self.pending.len() - trailing_ws(&self.pending).len()
-                    } else {
-                        held_back(&self.pending, THINK_CLOSE)
-                    };
-                    let text = &self.pending[..hold];
-                    let text = if emitted { text } else { text.trim_start() };
-                    if !text.is_empty() {
-                        emit(out, ReasoningDelta::Reasoning(text.to_string()));
-                        self.state = State::Reasoning { emitted: true };
-                    }
-                    self.pending.drain(..hold);
-                    if last {
-                        self.pending.clear();
-                    }
-                    return;
                 }
                 State::Content { emitted } => {
                     let t = std::mem::take(&mut self.pending);
@@ -176,6 +167,53 @@ impl ReasoningParser {
                 }
             }
         }
+    }
+
+    /// Inside the block: up to `</think>` (or an answer marker), else what is certain now;
+    /// true when the block ended and parsing goes on.
+    fn step_reasoning(&mut self, out: &mut Vec<ReasoningDelta>, last: bool, emitted: bool) -> bool {
+        let close = self
+            .pending
+            .find(THINK_CLOSE)
+            .map(|i| (i, THINK_CLOSE.len()));
+        let marker = self
+            .answer_markers
+            .iter()
+            .filter_map(|m| self.pending.find(m))
+            .min()
+            .map(|i| (i, 0));
+        let end = match (close, marker) {
+            (Some(c), Some(m)) => Some(c.min(m)),
+            (c, m) => c.or(m),
+        };
+        if let Some((i, skip)) = end {
+            let text = &self.pending[..i];
+            let text = if emitted { text } else { text.trim_start() };
+            emit(out, ReasoningDelta::Reasoning(text.trim_end().to_string()));
+            self.pending = self.pending[i + skip..].to_string();
+            self.state = State::Content { emitted: false };
+            return true;
+        }
+        let hold = if last {
+            self.pending.len() - trailing_ws(&self.pending).len()
+        } else {
+            std::iter::once(THINK_CLOSE)
+                .chain(self.answer_markers.iter().copied())
+                .map(|tag| held_back(&self.pending, tag))
+                .min()
+                .unwrap_or(0)
+        };
+        let text = &self.pending[..hold];
+        let text = if emitted { text } else { text.trim_start() };
+        if !text.is_empty() {
+            emit(out, ReasoningDelta::Reasoning(text.to_string()));
+            self.state = State::Reasoning { emitted: true };
+        }
+        self.pending.drain(..hold);
+        if last {
+            self.pending.clear();
+        }
+        false
     }
 }
 

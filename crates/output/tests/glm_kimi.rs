@@ -355,4 +355,17 @@ fn kimi_request_plans() {
             assert_eq!(m.reasoning_content.as_deref(), Some("Weather."));
         }
     }
+    // K2 Thinking may call tools without closing its reasoning (llama.cpp's parser allows it).
+    let source = template("moonshotai-Kimi-K2-Thinking");
+    let p = plan(&source, "<|im_assistant|>assistant<|im_middle|>", "auto");
+    for tail in ["", "<|tool_call_end|>"] {
+        let answer = format!(
+            "<think>Need the weather.\n<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{{\"location\": \"Paris\"}}{tail}"
+        );
+        let m = parse(&p, &answer);
+        assert_eq!(m.reasoning_content.as_deref(), Some("Need the weather."));
+        assert_eq!(m.content, "");
+        assert_eq!(m.tool_calls.len(), 1, "{answer}");
+        assert_eq!(m.tool_calls[0].arguments, r#"{"location": "Paris"}"#);
+    }
 }
