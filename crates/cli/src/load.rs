@@ -27,7 +27,7 @@ impl ModelArgs {
         opts.dequantize = self.dequantize;
         let file = ModelFile::open(&self.model, &opts)?;
         for w in &file.warnings {
-            if !matches!(w, Warning::NoChatTemplate) {
+            if !matches!(w, Warning::NoChatTemplate { .. }) {
                 warn(w);
             }
         }

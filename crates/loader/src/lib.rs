@@ -67,8 +67,9 @@ pub struct ModelFile {
 /// Something about an opened model that its user should hear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
-    /// The model has no chat template: chats are rendered as ChatML.
-    NoChatTemplate,
+    /// The model has no chat template: chats are rendered with the built-in one named here
+    /// (the turn format its vocabulary's tokens say, else ChatML).
+    NoChatTemplate { fallback: &'static str },
     /// The context asked for is longer than the model was trained on.
     BeyondTrainedContext { n_ctx: usize, trained: usize },
 }
@@ -76,7 +77,9 @@ pub enum Warning {
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Warning::NoChatTemplate => write!(f, "the model has no chat template; using ChatML"),
+            Warning::NoChatTemplate { fallback } => {
+                write!(f, "the model has no chat template; using {fallback}")
+            }
             // As llama.cpp warns; frugal applies the RoPE scaling the GGUF metadata declares.
             Warning::BeyondTrainedContext { n_ctx, trained } => write!(
                 f,
@@ -140,25 +143,50 @@ impl ModelFile {
     }
 }
 
-/// The template given, else the model's, else ChatML (with a warning).
+/// Built-in templates for files that carry none (base models, some conversions), by the turn
+/// tokens their vocabulary has, as Ollama picks a family's template: (name, tokens, template).
+const FALLBACK_TEMPLATES: &[(&str, &[&str], &str)] = &[(
+    "Gemma's turn format",
+    &["<start_of_turn>", "<end_of_turn>"],
+    include_str!("templates/gemma.jinja"),
+)];
+
+/// The template given, else the model's, else a built-in one (with a warning): the turn format
+/// of the vocabulary's family, or ChatML.
 fn chat_template(
     tokenizer: &Tokenizer,
     given: Option<&str>,
     warnings: &mut Vec<Warning>,
 ) -> Result<ChatTemplate, LoadError> {
-    match given.or(tokenizer.chat_template()) {
-        Some(src) => ChatTemplate::new(
-            src,
-            tokenizer.special_token_text(SpecialToken::Bos),
-            tokenizer.special_token_text(SpecialToken::Eos),
-            tokenizer.special_token_text(SpecialToken::Pad),
-        )
-        .map_err(LoadError::Template),
-        None => {
-            warnings.push(Warning::NoChatTemplate);
-            Ok(ChatTemplate::chatml())
-        }
-    }
+    let fallback = || {
+        FALLBACK_TEMPLATES.iter().find(|(_, tokens, _)| {
+            tokens.iter().all(|t| {
+                tokenizer
+                    .token_id(t)
+                    .is_some_and(|id| tokenizer.is_special(id))
+            })
+        })
+    };
+    let src = match given.or(tokenizer.chat_template()) {
+        Some(src) => src,
+        None => match fallback() {
+            Some(&(name, _, src)) => {
+                warnings.push(Warning::NoChatTemplate { fallback: name });
+                src
+            }
+            None => {
+                warnings.push(Warning::NoChatTemplate { fallback: "ChatML" });
+                return Ok(ChatTemplate::chatml());
+            }
+        },
+    };
+    ChatTemplate::new(
+        src,
+        tokenizer.special_token_text(SpecialToken::Bos),
+        tokenizer.special_token_text(SpecialToken::Eos),
+        tokenizer.special_token_text(SpecialToken::Pad),
+    )
+    .map_err(LoadError::Template)
 }
 
 /// The context asked for, or the default; a warning past the trained context.

@@ -11,8 +11,11 @@ fn model(name: &str) -> std::path::PathBuf {
 fn the_default_context_is_the_trained_one_at_most_4096() {
     let f = ModelFile::open(&model("qwen2-Q8_0.gguf"), &ModelOptions::default()).unwrap();
     assert_eq!(f.n_ctx, f.config.n_ctx_train.min(DEFAULT_MAX_CTX));
-    // The fixture has no chat template of its own.
-    assert_eq!(f.warnings, vec![Warning::NoChatTemplate]);
+    // The fixture has no chat template of its own, nor Gemma's turn tokens.
+    assert_eq!(
+        f.warnings,
+        vec![Warning::NoChatTemplate { fallback: "ChatML" }]
+    );
 }
 
 #[test]

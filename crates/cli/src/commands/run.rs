@@ -147,8 +147,10 @@ const CHAT_HELP: &str = "commands: /help this text, /clear forget the conversati
 /// The interactive chat: each turn renders the whole conversation with the chat template, and the
 /// session's KV cache makes only the new tokens cost anything.
 fn chat(a: &Args, file: &ModelFile, session: &mut Session, params: &GenerateParams) -> Result<()> {
-    if file.warnings.contains(&Warning::NoChatTemplate) {
-        warn(&Warning::NoChatTemplate);
+    for w in &file.warnings {
+        if matches!(w, Warning::NoChatTemplate { .. }) {
+            warn(w);
+        }
     }
     let system: Vec<Value> = a
         .system
