@@ -164,6 +164,31 @@ fn info_describes_the_model() {
 }
 
 #[test]
+fn info_shows_what_a_sliding_window_saves() {
+    let m = frugal_fixtures::labs_dir().join("models/gemma3-Q4_K_M.gguf");
+    let m = m.display().to_string();
+    let r = frugal(&["info", &m, "--json"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["sliding_window"], 16);
+    let per_seq = v["kv_bytes_per_sequence"].as_array().unwrap();
+    let at_32k = per_seq.iter().find(|m| m["context"] == 32768).unwrap();
+    let (window, full) = (
+        at_32k["with_window"].as_u64().unwrap(),
+        at_32k["full_attention"].as_u64().unwrap(),
+    );
+    // One global layer in six keeps the whole context; the five sliding ones 16 positions.
+    assert_eq!(full, 32768 * v["kv_bytes_per_token"].as_u64().unwrap());
+    assert!(window * 4 <= full, "{window} of {full}");
+    let r = frugal(&["info", &m]);
+    let text = String::from_utf8(r.stdout).unwrap();
+    assert!(
+        text.contains("KV per sequence:") && text.contains("at 32768 tokens"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_input_is_one_line_and_exit_1() {
     let tmp = std::env::temp_dir().join(format!("frugal-bad-{}.gguf", std::process::id()));
     let bytes = std::fs::read(model("qwen2-Q4_0.gguf")).unwrap();

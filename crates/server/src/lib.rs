@@ -17,9 +17,10 @@ pub mod worker;
 
 use frugal_chat::ChatTemplate;
 use frugal_loader::{ModelFile, ModelOptions};
+use frugal_models::ModelConfig;
 use frugal_output::TokenEnv;
-use frugal_scheduler::SchedulerConfig;
 pub use frugal_scheduler::SnapshotConfig;
+use frugal_scheduler::{window_pool_blocks, SchedulerConfig};
 use frugal_tokenizer::Tokenizer;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -40,7 +41,10 @@ pub struct ServerConfig {
     /// Sequences decoded together.
     pub max_seqs: usize,
     /// Total tokens the KV cache holds across sequences (default: enough for `max_seqs` full
-    /// contexts, at most 64 Ki tokens, at least one full context).
+    /// contexts, at most 64 Ki tokens, at least one full context). For a model with
+    /// sliding-window layers this is the memory those tokens take with full attention: the
+    /// window layers' pool gets what the running sequences' windows need, the full-attention
+    /// layers' pool the rest (so it holds more tokens).
     pub kv_tokens: Option<usize>,
     pub block_size: usize,
     /// Tokens through the model per step; long prompts are prefilled in chunks of at most this.
@@ -348,7 +352,7 @@ fn spawn_engine(
     commands: mpsc::Receiver<worker::Command>,
     loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
 ) -> Result<std::thread::JoinHandle<()>, ServerError> {
-    let engine_cfg = engine_config(&state.cfg, file.n_ctx);
+    let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config);
     let metrics = state.metrics.clone();
     let max_seqs = state.cfg.max_seqs;
     drop(state);
@@ -370,12 +374,9 @@ fn spawn_engine(
             // The weights hold what they need of the file's map.
             drop(gguf);
             tracing::info!(
-                "loaded in {:.1}s; KV cache: {} blocks of {} tokens ({:.0} MiB), context {} tokens, up to {} sequences",
+                "loaded in {:.1}s; KV cache: {}, context {} tokens, up to {} sequences",
                 t0.elapsed().as_secs_f64(),
-                engine_cfg.n_blocks,
-                engine_cfg.block_size,
-                (engine_cfg.n_blocks * engine_cfg.block_size * model.config().kv_bytes_per_token()) as f64
-                    / (1 << 20) as f64,
+                kv_cache_summary(model.config(), &engine_cfg),
                 engine_cfg.scheduler.n_ctx,
                 max_seqs,
             );
@@ -409,20 +410,114 @@ fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineCon
     );
 }
 
-fn engine_config(cfg: &ServerConfig, n_ctx: usize) -> worker::EngineConfig {
+/// The KV pools, as the startup log states them: blocks, tokens and memory of each.
+fn kv_cache_summary(model: &ModelConfig, e: &worker::EngineConfig) -> String {
+    let mib = |blocks: usize, bytes_per_token: usize| {
+        (blocks * e.block_size * bytes_per_token) as f64 / (1 << 20) as f64
+    };
+    match model.sliding_window() {
+        None => format!(
+            "{} blocks of {} tokens ({:.0} MiB)",
+            e.n_blocks,
+            e.block_size,
+            mib(e.n_blocks, model.kv_bytes_per_token())
+        ),
+        Some(window) => {
+            let (full, sliding) = model.kv_bytes_per_token_split();
+            format!(
+                "full-attention layers {} blocks of {} tokens ({:.0} MiB), sliding-window layers (window {window}) {} blocks ({:.0} MiB)",
+                e.n_blocks,
+                e.block_size,
+                mib(e.n_blocks, full),
+                e.n_window_blocks,
+                mib(e.n_window_blocks, sliding),
+            )
+        }
+    }
+}
+
+/// Turns the KV budget into pools of blocks. The budget is `kv_tokens` tokens of every
+/// attention layer's keys and values; for a model with sliding-window layers, their pool gets
+/// what the running sequences need (one window plus one chunk each) and the full-attention
+/// layers' pool the rest of the memory, at least one full context.
+fn engine_config(cfg: &ServerConfig, n_ctx: usize, model: &ModelConfig) -> worker::EngineConfig {
     let kv_tokens = cfg
         .kv_tokens
         .unwrap_or_else(|| (n_ctx * cfg.max_seqs).min(64 << 10))
         .max(n_ctx);
+    let scheduler = SchedulerConfig {
+        max_seqs: cfg.max_seqs,
+        token_budget: cfg.token_budget,
+        max_waiting: cfg.max_waiting,
+        n_ctx,
+        snapshots: cfg.snapshots,
+    };
+    let bs = cfg.block_size;
+    let (mut n_blocks, mut n_window_blocks) = (kv_tokens.div_ceil(bs), 0);
+    if let Some(window) = model.sliding_window() {
+        let (full, sliding) = model.kv_bytes_per_token_split();
+        let budget = kv_tokens * model.kv_bytes_per_token();
+        n_window_blocks = window_pool_blocks(&scheduler, window, bs);
+        let rest = budget.saturating_sub(n_window_blocks * bs * sliding);
+        if full > 0 {
+            n_blocks = (rest / (bs * full)).max(n_ctx.div_ceil(bs));
+        }
+        // The window pool never needs more blocks than the full pool (a window is part of a
+        // context).
+        n_window_blocks = n_window_blocks.min(n_blocks);
+    }
     worker::EngineConfig {
-        scheduler: SchedulerConfig {
-            max_seqs: cfg.max_seqs,
-            token_budget: cfg.token_budget,
-            max_waiting: cfg.max_waiting,
-            n_ctx,
-            snapshots: cfg.snapshots,
-        },
-        n_blocks: kv_tokens.div_ceil(cfg.block_size),
-        block_size: cfg.block_size,
+        scheduler,
+        n_blocks,
+        n_window_blocks,
+        block_size: bs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_of(name: &str, set: frugal_fixtures::Set) -> ModelConfig {
+        let opts = ModelOptions {
+            threads: Some(1),
+            dequantize: false,
+            mmap: None,
+            chat_template: None,
+            ctx_size: None,
+        };
+        ModelFile::open(&set.model(name), &opts).unwrap().config
+    }
+
+    #[test]
+    fn a_window_pool_gets_what_the_running_windows_need_and_the_full_pool_the_rest() {
+        let model = config_of("gemma3-Q4_K_M", frugal_fixtures::Set::labs());
+        let window = model.sliding_window().unwrap();
+        let mut cfg = ServerConfig::new("unused".into());
+        cfg.max_seqs = 4;
+        cfg.kv_tokens = Some(8192);
+        let e = engine_config(&cfg, 1024, &model);
+        let per_seq = (window + cfg.token_budget).div_ceil(cfg.block_size) + 1;
+        assert_eq!(e.n_window_blocks, 4 * per_seq);
+        let (full, sliding) = model.kv_bytes_per_token_split();
+        let used = (e.n_blocks * full + e.n_window_blocks * sliding) * cfg.block_size;
+        let budget = 8192 * model.kv_bytes_per_token();
+        assert!(
+            used <= budget && budget - used < cfg.block_size * full,
+            "{used} of {budget}"
+        );
+        assert!(
+            e.n_blocks * cfg.block_size > 8192,
+            "the full pool holds more tokens"
+        );
+    }
+
+    #[test]
+    fn a_model_without_a_window_gets_one_pool() {
+        let model = config_of("qwen35-Q4_K_M", frugal_fixtures::Set::hybrid());
+        let mut cfg = ServerConfig::new("unused".into());
+        cfg.kv_tokens = Some(8192);
+        let e = engine_config(&cfg, 1024, &model);
+        assert_eq!((e.n_blocks, e.n_window_blocks), (8192 / cfg.block_size, 0));
     }
 }

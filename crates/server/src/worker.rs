@@ -76,7 +76,10 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
+    /// Blocks of the full-attention layers (every attention layer's, without a window).
     pub n_blocks: usize,
+    /// Blocks of the sliding-window layers' own pool (0 for a model without them).
+    pub n_window_blocks: usize,
     pub block_size: usize,
 }
 
@@ -110,12 +113,13 @@ pub fn run(
 ) {
     metrics.kv_blocks_total.store(cfg.n_blocks as u64, Relaxed);
     let mut w = Worker {
-        engine: BatchEngine::new(
+        engine: BatchEngine::new_split(
             model,
             tokenizer,
             pool,
             cfg.scheduler,
             cfg.n_blocks,
+            cfg.n_window_blocks,
             cfg.block_size,
         ),
         metrics,

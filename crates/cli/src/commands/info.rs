@@ -107,6 +107,22 @@ fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig) {
     if c.mla.is_some() {
         v["kv_bytes_per_token_without_mla"] = c.kv_bytes_per_token_unabsorbed().into();
     }
+    if let Some(window) = c.sliding_window() {
+        let (full, sliding) = c.kv_bytes_per_token_split();
+        v["sliding_window"] = window.into();
+        v["kv_bytes_per_token_full_layers"] = full.into();
+        v["kv_bytes_per_token_sliding_layers"] = sliding.into();
+        v["kv_bytes_per_sequence"] = window_memory(c)
+            .into_iter()
+            .map(|m| {
+                serde_json::json!({
+                    "context": m.n_ctx,
+                    "with_window": m.with_window,
+                    "full_attention": m.full_attention,
+                })
+            })
+            .collect();
+    }
     if let Some(d) = &c.delta_net {
         v["linear_attention_layers"] = d.n_recurrent().into();
         v["state_bytes_per_sequence"] = c.state_bytes_per_seq().into();
@@ -177,6 +193,16 @@ fn print_config_text(c: &ModelConfig) {
             }
         ),
     }
+    for m in window_memory(c) {
+        println!(
+            "KV per sequence: {} at {} tokens with the sliding window of {} ({:.0}% of the {} full attention would take)",
+            human_bytes(m.with_window as u64),
+            m.n_ctx,
+            c.sliding_window().unwrap_or(0),
+            100.0 * m.with_window as f64 / m.full_attention.max(1) as f64,
+            human_bytes(m.full_attention as u64),
+        );
+    }
     if let Some(d) = &c.delta_net {
         println!(
             "linear attn:     {} Gated DeltaNet layers ({} key / {} value heads of {}, conv {}): {} bytes of state per sequence{}",
@@ -192,6 +218,35 @@ fn print_config_text(c: &ModelConfig) {
             }
         );
     }
+}
+
+/// A sequence's KV memory at one context length, for a model with sliding-window layers.
+struct WindowMemory {
+    n_ctx: usize,
+    /// Full-attention layers for the whole context, sliding-window layers for their window.
+    with_window: usize,
+    /// Every attention layer for the whole context.
+    full_attention: usize,
+}
+
+/// A sequence's KV memory at the model's trained context and at 32k tokens (what Gemma 3 is
+/// judged at), with the sliding window and as full attention would take it; empty for a model
+/// without sliding-window layers.
+fn window_memory(c: &ModelConfig) -> Vec<WindowMemory> {
+    let Some(window) = c.sliding_window() else {
+        return Vec::new();
+    };
+    let (full, sliding) = c.kv_bytes_per_token_split();
+    let mut contexts = vec![c.n_ctx_train, 32 << 10];
+    contexts.dedup();
+    contexts
+        .into_iter()
+        .map(|n_ctx| WindowMemory {
+            n_ctx,
+            with_window: full * n_ctx + sliding * n_ctx.min(window),
+            full_attention: c.kv_bytes_per_token() * n_ctx,
+        })
+        .collect()
 }
 
 pub fn human_bytes(b: u64) -> String {

@@ -28,6 +28,8 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub max_seqs: usize,
     /// Tokens the KV cache holds across all sequences (default: max-seqs full contexts, at most 65536).
+    /// With sliding-window layers (Gemma 3): the memory these tokens take with full attention;
+    /// the window layers get what the running sequences need, the full-attention layers the rest.
     #[arg(long)]
     pub kv_tokens: Option<usize>,
     /// Tokens per KV-cache block (the unit of prefix caching).
