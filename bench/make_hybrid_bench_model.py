@@ -202,6 +202,54 @@ def to_bf16_bits(x):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
 
 
+def write_tensors(w, tl, dtype, seed):
+    """Writes the header, the metadata already added to `w` and the tensors of `tl` (see tensor_list: random
+    matrices of std STD in `dtype`, ones for norms, the SSM kinds) one chunk at a time, and closes `w`.
+    Shared with make_labs_bench_model.py."""
+    Q = gguf.GGMLQuantizationType
+    for name, shape, kind in tl:
+        n = int(np.prod(shape))
+        if kind == "w" and dtype == "f16":
+            w.add_tensor_info(name, shape, np.dtype(np.float16), 2 * n)
+        elif kind == "w" and dtype == "bf16":
+            w.add_tensor_info(name, shape, np.dtype(np.uint16), 2 * n, raw_dtype=Q.BF16)
+        else:
+            w.add_tensor_info(name, shape, np.dtype(np.float32), 4 * n)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+
+    fout = w.fout[0]
+    align = w.data_alignment
+    chunk = 1 << 22
+    total = sum(int(np.prod(s)) for _, s, _ in tl)
+    done = 0
+    for idx, (name, shape, kind) in enumerate(tl):
+        fout.write(b"\0" * ((-fout.tell()) % align))
+        n = int(np.prod(shape))
+        rng = np.random.Generator(np.random.SFC64([seed, idx]))
+        if kind == "norm":
+            np.ones(n, dtype=np.float32).tofile(fout)
+        elif kind == "ssm_a":      # -exp(A_log), A in U(1, 16): decays in (0, 1)
+            (-rng.uniform(1.0, 16.0, n)).astype(np.float32).tofile(fout)
+        elif kind == "dt":
+            rng.uniform(-6.9, -2.3, n).astype(np.float32).tofile(fout)
+        else:
+            for o in range(0, n, chunk):
+                x = rng.standard_normal(min(chunk, n - o), dtype=np.float32)
+                x *= STD
+                if kind == "w" and dtype == "f16":
+                    x = x.astype(np.float16)
+                elif kind == "w" and dtype == "bf16":
+                    x = to_bf16_bits(x)
+                x.tofile(fout)
+        done += n
+        if name.endswith("attn_norm.weight") or idx == len(tl) - 1:
+            print(f"\r{done / total * 100:5.1f}%  {name}", end="", file=sys.stderr, flush=True)
+    fout.write(b"\0" * ((-fout.tell()) % align))
+    w.close()
+
+
 def params(c, tl=None):
     tl = tl or tensor_list(c)
     tot = sum(int(np.prod(s)) for _, s, _ in tl)
@@ -261,48 +309,7 @@ def main():
         print(f"vocabulary: {n_tok} tokens from {a.vocab}, padded to {c['n_vocab']}", file=sys.stderr)
 
     tl = tensor_list(c)
-    Q = gguf.GGMLQuantizationType
-    for name, shape, kind in tl:
-        n = int(np.prod(shape))
-        if kind == "w" and a.dtype == "f16":
-            w.add_tensor_info(name, shape, np.dtype(np.float16), 2 * n)
-        elif kind == "w" and a.dtype == "bf16":
-            w.add_tensor_info(name, shape, np.dtype(np.uint16), 2 * n, raw_dtype=Q.BF16)
-        else:
-            w.add_tensor_info(name, shape, np.dtype(np.float32), 4 * n)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-
-    fout = w.fout[0]
-    align = w.data_alignment
-    chunk = 1 << 22
-    total = sum(int(np.prod(s)) for _, s, _ in tl)
-    done = 0
-    for idx, (name, shape, kind) in enumerate(tl):
-        fout.write(b"\0" * ((-fout.tell()) % align))
-        n = int(np.prod(shape))
-        rng = np.random.Generator(np.random.SFC64([a.seed, idx]))
-        if kind == "norm":
-            np.ones(n, dtype=np.float32).tofile(fout)
-        elif kind == "ssm_a":      # -exp(A_log), A in U(1, 16): decays in (0, 1)
-            (-rng.uniform(1.0, 16.0, n)).astype(np.float32).tofile(fout)
-        elif kind == "dt":
-            rng.uniform(-6.9, -2.3, n).astype(np.float32).tofile(fout)
-        else:
-            for o in range(0, n, chunk):
-                x = rng.standard_normal(min(chunk, n - o), dtype=np.float32)
-                x *= STD
-                if kind == "w" and a.dtype == "f16":
-                    x = x.astype(np.float16)
-                elif kind == "w" and a.dtype == "bf16":
-                    x = to_bf16_bits(x)
-                x.tofile(fout)
-        done += n
-        if name.endswith("attn_norm.weight") or idx == len(tl) - 1:
-            print(f"\r{done / total * 100:5.1f}%  {name}", end="", file=sys.stderr, flush=True)
-    fout.write(b"\0" * ((-fout.tell()) % align))
-    w.close()
+    write_tensors(w, tl, a.dtype, a.seed)
     tot, mtp, read = params(c, tl)
     print(f"\nwrote {a.out}: {len(tl)} tensors, {tot / 1e9:.3f} B parameters ({mtp / 1e9:.3f} B in the MTP block)",
           file=sys.stderr)
