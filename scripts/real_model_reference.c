@@ -3,12 +3,15 @@
 // settings: f32 K and V cache, flash attention off, 2 threads, CPU, the prompt in one batch, then
 // one token per llama_decode call; greedy = argmax, lowest id on ties, no sampler).
 //
-// usage: real_model_reference MODEL.gguf N_GEN SYSTEM USER
-//   renders [system, user] with the model's chat template through llama_chat_apply_template
-//   (generation prompt added), tokenizes it (no BOS added, special tokens parsed), generates N_GEN
+// usage: real_model_reference MODEL.gguf N_GEN SYSTEM USER [TEMPLATE]
+//   renders [system, user] ([user] when SYSTEM is empty) with the model's chat template, or with
+//   llama.cpp's built-in template TEMPLATE (a name such as "gemma", for a file that carries none),
+//   through llama_chat_apply_template (generation prompt added); TEMPLATE "none": USER is the raw
+//   prompt, no template, SYSTEM must be empty. Tokenizes it (special tokens
+//   parsed, BOS added when the vocabulary asks for it: add_bos), generates N_GEN
 //   tokens greedily (without stopping at end-of-generation) and prints one JSON object:
-//   rendered, prompt_ids, greedy_ids, and per generated step top1_margin (top-1 minus top-2
-//   logit) and second_ids (the runner-up).
+//   rendered, add_bos, prompt_ids, greedy_ids, and per generated step top1_margin (top-1 minus
+//   top-2 logit) and second_ids (the runner-up).
 //
 // build and run: scripts/gen_real_model_reference.sh
 #include "llama.h"
@@ -40,7 +43,10 @@ static void json_ints(const char * key, const int * v, int n) {
 }
 
 int main(int argc, char ** argv) {
-    if (argc != 5) { fprintf(stderr, "usage: %s MODEL N_GEN SYSTEM USER\n", argv[0]); return 1; }
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s MODEL N_GEN SYSTEM USER [TEMPLATE]\n", argv[0]);
+        return 1;
+    }
     const int ngen = atoi(argv[2]);
     if (!getenv("DUMP_VERBOSE")) llama_log_set(quiet_log, NULL);
     llama_backend_init();
@@ -49,14 +55,20 @@ int main(int argc, char ** argv) {
     const struct llama_vocab * vocab = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(vocab);
 
-    const char * tmpl = llama_model_chat_template(model, NULL);
+    const char * tmpl = argc == 6 ? argv[5] : llama_model_chat_template(model, NULL);
     struct llama_chat_message msgs[2] = {{"system", argv[3]}, {"user", argv[4]}};
+    const int first = argv[3][0] ? 0 : 1;
     static char rendered[16384];
-    int len = llama_chat_apply_template(tmpl, msgs, 2, true, rendered, sizeof rendered - 1);
+    const bool raw = argc == 6 && strcmp(argv[5], "none") == 0;
+    if (raw && !first) { fprintf(stderr, "TEMPLATE none takes no SYSTEM\n"); return 1; }
+    int len = raw ? (int)strlen(argv[4])
+                  : llama_chat_apply_template(tmpl, msgs + first, 2 - first, true, rendered, sizeof rendered - 1);
+    if (raw && len < (int)sizeof rendered) memcpy(rendered, argv[4], len);
     if (len < 0 || len >= (int)sizeof rendered) { fprintf(stderr, "template failed\n"); return 3; }
     rendered[len] = 0;
     static llama_token toks[4096];
-    const int n = llama_tokenize(vocab, rendered, len, toks, 4096, false, true);
+    const bool add_bos = llama_vocab_get_add_bos(vocab);
+    const int n = llama_tokenize(vocab, rendered, len, toks, 4096, add_bos, true);
     if (n <= 0) { fprintf(stderr, "tokenize failed\n"); return 3; }
 
     struct llama_context_params cp = llama_context_default_params();
@@ -90,6 +102,7 @@ int main(int argc, char ** argv) {
     printf("{\n  \"system\": "); json_string(argv[3]);
     printf(",\n  \"user\": "); json_string(argv[4]);
     printf(",\n  \"rendered\": "); json_string(rendered);
+    printf(",\n  \"add_bos\": %s", add_bos ? "true" : "false");
     printf(",\n"); json_ints("prompt_ids", toks, n);
     printf(",\n"); json_ints("greedy_ids", gen, ngen);
     printf(",\n"); json_ints("second_ids", second, ngen);
