@@ -172,3 +172,35 @@ fn prompts_resume_only_where_the_window_is_cached() {
     assert_eq!(branched[&3].1, 0);
     assert_matches_one_chunk(&f, &pool, &branch, &branched[&3].0);
 }
+
+#[test]
+fn a_window_pool_too_small_for_every_sequence_preempts_and_keeps_tokens() {
+    let f = fixture();
+    let window = f.model.sliding_window().unwrap();
+    let pool = ThreadPool::new(2);
+    let p = &f.prompt;
+    let reqs: Vec<(u64, Vec<u32>, usize)> = (0..3)
+        .map(|i| {
+            let mut q = p[..40 + 9 * i].to_vec();
+            q.push(100 + i as u32);
+            (i as u64, q, 24)
+        })
+        .collect();
+    // Room for every sequence in the full pool, for one and a bit in the window pool.
+    let one = window_pool_blocks(&config(1, 8), window, BLOCK);
+    let mut eng = BatchEngine::new_split(
+        &f.model,
+        &f.tokenizer,
+        &pool,
+        config(3, 8),
+        3 * N_CTX / BLOCK,
+        one + 2,
+        BLOCK,
+    );
+    let (out, most) = run(&mut eng, &reqs);
+    assert!(eng.scheduler().preemptions() > 0, "no preemption happened");
+    assert!(most <= one + 2);
+    for (id, q, _) in &reqs {
+        assert_matches_one_chunk(&f, &pool, q, &out[id].0);
+    }
+}
