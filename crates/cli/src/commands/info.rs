@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use frugal_formats::GgufFile;
-use frugal_models::{ModelConfig, ModelError};
+use frugal_models::{Gating, ModelConfig, ModelError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -166,16 +166,46 @@ fn print_config_text(c: &ModelConfig) {
         "shape:           {} layers, embedding {}, {} heads / {} KV heads of {}, FFN {}, vocab {}",
         c.n_layer, c.n_embd, c.n_head, c.n_head_kv, c.head_dim_k, c.n_ff, c.n_vocab
     );
+    if c.rope.n_rot < c.head_dim_k {
+        println!(
+            "rotary:          {} of {} dims per head",
+            c.rope.n_rot, c.head_dim_k
+        );
+    }
     if let Some(m) = &c.moe {
         println!(
-            "experts:         {} routed, {} used per token{}",
+            "experts:         {} routed, {} used per token{} ({} scores{}{}){}",
             m.n_expert,
             m.n_expert_used,
             if m.n_ff_shared.is_some() {
                 ", plus a shared expert"
             } else {
                 ""
+            },
+            match m.gating {
+                Gating::Softmax => "softmax",
+                Gating::Sigmoid => "sigmoid",
+            },
+            if m.n_group > 1 {
+                format!(", best {} of {} groups", m.n_group_used, m.n_group)
+            } else {
+                String::new()
+            },
+            if m.weights_scale != 0.0 && m.weights_scale != 1.0 {
+                format!(", weights x{}", m.weights_scale)
+            } else {
+                String::new()
+            },
+            match m.n_dense_lead {
+                0 => String::new(),
+                n => format!("; first {n} layer(s) dense"),
             }
+        );
+    }
+    if c.n_nextn > 0 && c.delta_net.is_none() {
+        println!(
+            "MTP:             {} multi-token-prediction layer(s), loaded (draft head for speculative decoding)",
+            c.n_nextn
         );
     }
     match &c.mla {
