@@ -170,6 +170,14 @@ fn namespace_lists_append_and_pop() {
                {{ ns.q.pop(0) }}{{ ns.q.pop() }}{{ ns.q | length }}{{ ns.q }}\
                {% if ns.q %}y{% endif %}{{ ns.q[-1] }}{% set _ = ns.q.pop() %}{% if not ns.q %}e{% endif %}";
     assert_eq!(render_text(src), "131['a']yae");
+    // The rest of a list's behaviour is unchanged (the expected text is Jinja2's).
+    let src = "{% set ns = namespace(q=[1, 2]) %}{% set ns.q = ns.q + [3] %}{{ ns.q }}|\
+               {{ ns.q | join(',') }}|{% for x in ns.q %}{{ x }}{% endfor %}|{{ 2 in ns.q }}|\
+               {{ ns.q[1:] }}|{{ ns.q | tojson }}|{{ ns.q | last }}|{{ ns.q | length }}";
+    assert_eq!(
+        render_text(src),
+        "[1, 2, 3]|1,2,3|123|True|[2, 3]|[1, 2, 3]|3|3"
+    );
     let err = ChatTemplate::new(
         "{% set ns = namespace(q=[]) %}{{ ns.q.pop() }}",
         None,
