@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use frugal_formats::GgufFile;
-use frugal_models::{Gating, ModelConfig, ModelError};
+use frugal_models::{Gating, ModelConfig, ModelError, MoeConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -173,34 +173,7 @@ fn print_config_text(c: &ModelConfig) {
         );
     }
     if let Some(m) = &c.moe {
-        println!(
-            "experts:         {} routed, {} used per token{} ({} scores{}{}){}",
-            m.n_expert,
-            m.n_expert_used,
-            if m.n_ff_shared.is_some() {
-                ", plus a shared expert"
-            } else {
-                ""
-            },
-            match m.gating {
-                Gating::Softmax => "softmax",
-                Gating::Sigmoid => "sigmoid",
-            },
-            if m.n_group > 1 {
-                format!(", best {} of {} groups", m.n_group_used, m.n_group)
-            } else {
-                String::new()
-            },
-            if m.weights_scale != 0.0 && m.weights_scale != 1.0 {
-                format!(", weights x{}", m.weights_scale)
-            } else {
-                String::new()
-            },
-            match m.n_dense_lead {
-                0 => String::new(),
-                n => format!("; first {n} layer(s) dense"),
-            }
-        );
+        print_experts(m);
     }
     if c.n_nextn > 0 && c.delta_net.is_none() {
         println!(
@@ -248,6 +221,38 @@ fn print_config_text(c: &ModelConfig) {
             }
         );
     }
+}
+
+/// Routed experts: how many, how they are scored and weighted, and which layers are dense.
+fn print_experts(m: &MoeConfig) {
+    println!(
+        "experts:         {} routed, {} used per token{} ({} scores{}{}){}",
+        m.n_expert,
+        m.n_expert_used,
+        if m.n_ff_shared.is_some() {
+            ", plus a shared expert"
+        } else {
+            ""
+        },
+        match m.gating {
+            Gating::Softmax => "softmax",
+            Gating::Sigmoid => "sigmoid",
+        },
+        if m.n_group > 1 {
+            format!(", best {} of {} groups", m.n_group_used, m.n_group)
+        } else {
+            String::new()
+        },
+        if m.weights_scale != 0.0 && m.weights_scale != 1.0 {
+            format!(", weights x{}", m.weights_scale)
+        } else {
+            String::new()
+        },
+        match m.n_dense_lead {
+            0 => String::new(),
+            n => format!("; first {n} layer(s) dense"),
+        }
+    );
 }
 
 /// A sequence's KV memory at one context length, for a model with sliding-window layers.
