@@ -59,6 +59,9 @@ pub struct Metrics {
     pub waiting: AtomicU64,
     pub kv_blocks_used: AtomicU64,
     pub kv_blocks_total: AtomicU64,
+    /// The sliding-window layers' own pool (0 for models without such layers).
+    pub kv_window_blocks_used: AtomicU64,
+    pub kv_window_blocks_total: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub prefix_cache_hit_tokens: AtomicU64,
@@ -84,6 +87,8 @@ impl Default for Metrics {
             waiting: AtomicU64::new(0),
             kv_blocks_used: AtomicU64::new(0),
             kv_blocks_total: AtomicU64::new(0),
+            kv_window_blocks_used: AtomicU64::new(0),
+            kv_window_blocks_total: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             prefix_cache_hit_tokens: AtomicU64::new(0),
@@ -111,7 +116,7 @@ impl Metrics {
     }
 
     /// The gauges: (name, help, value).
-    fn gauges(&self) -> [(&'static str, &'static str, &AtomicU64); 5] {
+    fn gauges(&self) -> [(&'static str, &'static str, &AtomicU64); 7] {
         [
             (
                 "frugal_requests_running",
@@ -132,6 +137,16 @@ impl Metrics {
                 "frugal_kv_blocks_total",
                 "KV-cache blocks in the pool.",
                 &self.kv_blocks_total,
+            ),
+            (
+                "frugal_kv_window_blocks_used",
+                "KV-cache blocks of the sliding-window layers' pool referenced by sequences.",
+                &self.kv_window_blocks_used,
+            ),
+            (
+                "frugal_kv_window_blocks_total",
+                "KV-cache blocks in the sliding-window layers' pool (0 without such layers).",
+                &self.kv_window_blocks_total,
             ),
             (
                 "frugal_connections_open",

@@ -342,6 +342,13 @@ impl Worker<'_> {
         self.metrics
             .kv_blocks_used
             .store(s.blocks().n_used() as u64, Relaxed);
+        if let Some(w) = s.window_blocks() {
+            let pool = w.pool();
+            let m = &self.metrics;
+            m.kv_window_blocks_used.store(pool.n_used() as u64, Relaxed);
+            m.kv_window_blocks_total
+                .store(pool.n_blocks() as u64, Relaxed);
+        }
     }
 }
 

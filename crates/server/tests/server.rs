@@ -232,6 +232,8 @@ async fn metrics(s: &Running) {
         "frugal_time_per_output_token_seconds_bucket",
         "frugal_kv_blocks_used",
         "frugal_kv_blocks_total",
+        "frugal_kv_window_blocks_used",
+        "frugal_kv_window_blocks_total",
         "frugal_prefix_cache_hit_tokens_total",
         "frugal_preemptions_total",
     ] {
