@@ -2,7 +2,8 @@
 //!
 //! Like ggml, activations are first quantized into the weight type's `vec_dot_type` (once per
 //! call, or once for several matrices with [`quantize_activations`]), then every weight row is
-//! dotted with every activation row. Rows are split across threads in contiguous ranges; within a range, a tile
+//! dotted with every activation row. Rows are cut into contiguous ranges that threads take as they come
+//! free ([`matmul_batch`] runs several products in one such region); within a range, a tile
 //! of weight rows stays in L1 while a block of tokens (sized for L2) passes over it, four tokens
 //! per kernel call where the weight type has a four-row kernel.
 
@@ -10,7 +11,7 @@ use crate::blocks::BlockQ8K;
 use crate::cpu::Isa;
 use crate::dequant::dequantize_row;
 use crate::dot::{quantize_row_fn, vec_dot4_fn, vec_dot_fn, VecDot4Fn, VecDotFn};
-use crate::packed::{matmul_packed, ActAux, Acts, Packed};
+use crate::packed::{ActAux, Acts, Packed, PackedProduct};
 use crate::parallel::par_chunks_mut;
 use crate::pool::ThreadPool;
 use crate::quant::{Decoded32, DecodedK, Kernels};
@@ -286,18 +287,9 @@ pub fn quantize_activations(
         .expect("quantize_activations: the width must be a whole number of blocks");
     let quantize = quantize_row_fn(ty, Isa::best());
     let mut data = AlignedBytes::scratch(row_bytes * n_tokens);
-    let rows_per_chunk = n_tokens.div_ceil(pool.n_threads());
-    par_chunks_mut(
-        pool,
-        data.as_mut_slice(),
-        row_bytes * rows_per_chunk,
-        &|i, out| {
-            for (j, o) in out.chunks_exact_mut(row_bytes).enumerate() {
-                let t = i * rows_per_chunk + j;
-                quantize(&x[t * cols..(t + 1) * cols], o);
-            }
-        },
-    );
+    par_chunks_mut(pool, data.as_mut_slice(), row_bytes, &|t, o| {
+        quantize(&x[t * cols..(t + 1) * cols], o)
+    });
     QuantizedActivations {
         ty,
         n_tokens,
@@ -326,40 +318,124 @@ pub fn matmul(pool: &ThreadPool, w: &Matrix, x: &[f32], n_tokens: usize, y: &mut
 /// its rows are dequantized and requantized into the right type first: correct, but slower and
 /// not bit-identical to [`matmul`] on the original rows.
 pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations, y: &mut [f32]) {
-    assert_eq!(qa.cols, w.cols, "matmul: activation width mismatch");
-    assert_eq!(
-        y.len(),
-        w.rows * qa.n_tokens,
-        "matmul: y has the wrong size"
-    );
-    if qa.ty != w.ty.vec_dot_type() {
-        let mut x = zeros(qa.n_tokens * qa.cols);
-        for (t, row) in x.chunks_exact_mut(qa.cols).enumerate() {
-            dequantize_row(qa.ty, qa.row(t), row);
+    matmul_batch(pool, &mut [Product { w, qa, y }]);
+}
+
+/// One product of [`matmul_batch`]: `y[t * rows + r] = W[r] · qa[t]`.
+pub struct Product<'a> {
+    pub w: &'a Matrix,
+    pub qa: &'a QuantizedActivations,
+    pub y: &'a mut [f32],
+}
+
+/// Several matrix products in one parallel region: each product's rows are cut into ranges in
+/// proportion to its share of the work, and the pool's threads take the ranges of all of them as
+/// they come free. The selected experts of a MoE decode step are a dozen small matrices: one
+/// region for all of them streams their weights without a start and a join per matrix. Each
+/// product computes exactly what [`matmul_quantized`] computes for it alone.
+pub fn matmul_batch(pool: &ThreadPool, products: &mut [Product<'_>]) {
+    let requantized: Vec<Option<QuantizedActivations>> = products
+        .iter()
+        .map(|p| {
+            let (w, qa) = (p.w, p.qa);
+            assert_eq!(qa.cols, w.cols, "matmul: activation width mismatch");
+            assert_eq!(
+                p.y.len(),
+                w.rows * qa.n_tokens,
+                "matmul: y has the wrong size"
+            );
+            (qa.ty != w.ty.vec_dot_type()).then(|| {
+                let mut x = zeros(qa.n_tokens * qa.cols);
+                for (t, row) in x.chunks_exact_mut(qa.cols).enumerate() {
+                    dequantize_row(qa.ty, qa.row(t), row);
+                }
+                quantize_activations(pool, w.ty.vec_dot_type(), &x, qa.n_tokens)
+            })
+        })
+        .collect();
+    let work: Vec<Work<'_>> = products
+        .iter_mut()
+        .zip(&requantized)
+        .map(|(p, rq)| Work::new(pool, p.w, rq.as_ref().unwrap_or(p.qa), p.y))
+        .collect();
+    let items = cut_into_items(pool, &work);
+    pool.for_each(items.len(), &|i| {
+        let (k, range) = &items[i];
+        // SAFETY: the items' ranges of one product are disjoint (`cut_into_items`), and each
+        // product writes only its own `y`, borrowed by `work` until `for_each` has returned.
+        unsafe { work[*k].run(range.clone()) }
+    });
+}
+
+/// One product of a batch, ready to run on any range of its rows (row groups when packed).
+enum Work<'a> {
+    Packed(PackedProduct<'a>),
+    Rows {
+        w: &'a Matrix,
+        qa: &'a QuantizedActivations,
+        out: SharedOut<'a>,
+        /// Several tokens over a decoded type: sixteen rows per VNNI instruction.
+        gemm: bool,
+    },
+}
+
+impl<'a> Work<'a> {
+    fn new(
+        pool: &ThreadPool,
+        w: &'a Matrix,
+        qa: &'a QuantizedActivations,
+        y: &'a mut [f32],
+    ) -> Work<'a> {
+        if let (Plan::Packed, Some(p)) = (w.plan, w.packed()) {
+            let aux = qa.aux.get_or_init(|| {
+                ActAux::new(pool, qa.ty, qa.data.as_slice(), qa.row_bytes, qa.n_tokens)
+            });
+            let acts = Acts {
+                q: qa.data.as_slice(),
+                row_bytes: qa.row_bytes,
+                n_tokens: qa.n_tokens,
+                aux,
+            };
+            return Work::Packed(PackedProduct::new(p, acts, y));
         }
-        let requantized = quantize_activations(pool, w.ty.vec_dot_type(), &x, qa.n_tokens);
-        return matmul_quantized(pool, w, &requantized, y);
+        let gemm = qa.n_tokens >= GEMM_MIN_TOKENS && Isa::best() == Isa::Avx512Vnni;
+        Work::Rows {
+            w,
+            qa,
+            out: SharedOut::new(y),
+            gemm,
+        }
     }
-    if let (Plan::Packed, Some(p)) = (w.plan, w.packed()) {
-        let aux = qa.aux.get_or_init(|| {
-            ActAux::new(pool, qa.ty, qa.data.as_slice(), qa.row_bytes, qa.n_tokens)
-        });
-        let acts = Acts {
-            q: qa.data.as_slice(),
-            row_bytes: qa.row_bytes,
-            n_tokens: qa.n_tokens,
-            aux,
+
+    /// Rows, or row groups, of the product: what its items are ranges of.
+    fn units(&self) -> usize {
+        match self {
+            Work::Packed(p) => p.groups(),
+            Work::Rows { w, .. } => w.rows,
+        }
+    }
+
+    /// What the product costs, in weight bytes read times tokens.
+    fn cost(&self) -> usize {
+        match self {
+            Work::Packed(p) => p.cost(),
+            Work::Rows { w, qa, .. } => w.n_bytes() * qa.n_tokens,
+        }
+    }
+
+    /// Computes the product's rows (row groups) `range` for every token.
+    ///
+    /// # Safety
+    /// No other call on this product runs on an overlapping range at the same time.
+    unsafe fn run(&self, range: std::ops::Range<usize>) {
+        let (w, qa, out, gemm) = match self {
+            // SAFETY: forwarded from the caller.
+            Work::Packed(p) => return unsafe { p.run(range) },
+            Work::Rows { w, qa, out, gemm } => (*w, *qa, out, *gemm),
         };
-        return matmul_packed(pool, p, &acts, y);
-    }
-    let out = SharedOut(y.as_mut_ptr());
-    let rows = w.rows;
-    // Several tokens over a decoded type: sixteen rows per VNNI instruction.
-    let gemm = qa.n_tokens >= GEMM_MIN_TOKENS && Isa::best() == Isa::Avx512Vnni;
-    pool.run(&|tid, nth| {
-        let (r0, r1) = (rows * tid / nth, rows * (tid + 1) / nth);
-        // SAFETY: thread `tid` writes only y[t * rows + r] for r in r0..r1, and these ranges are
-        // disjoint across threads; `y` outlives `run`, which returns after every thread is done.
+        let (r0, r1, rows) = (range.start, range.end, w.rows);
+        // SAFETY: this call writes only y[t * rows + r] for r in its range, which no other call
+        // writes meanwhile (the caller's promise); `out` holds `y` for the product's lifetime.
         let write = |t: usize, r: usize, v: f32| unsafe { out.write(t * rows + r, v) };
         match w.plan {
             #[cfg(target_arch = "x86_64")]
@@ -381,7 +457,22 @@ pub fn matmul_quantized(pool: &ThreadPool, w: &Matrix, qa: &QuantizedActivations
                 matmul_rows(w, qa, r0..r1, kernels, &write)
             }
         }
-    });
+    }
+}
+
+/// The items of a batch, `(product, range of its units)`: about `pool.items()` in all, each
+/// product cut in proportion to its cost, at least once and at most once per unit; one product's
+/// ranges are disjoint and cover it.
+fn cut_into_items(pool: &ThreadPool, work: &[Work<'_>]) -> Vec<(usize, std::ops::Range<usize>)> {
+    let total = work.iter().map(Work::cost).sum::<usize>().max(1) as f64;
+    let target = pool.items() as f64;
+    let mut items = Vec::new();
+    for (k, wk) in work.iter().enumerate() {
+        let units = wk.units();
+        let n = ((target * wk.cost() as f64 / total).round() as usize).clamp(1, units.max(1));
+        items.extend((0..n).map(|i| (k, units * i / n..units * (i + 1) / n)));
+    }
+    items
 }
 
 /// Tokens from which `decoded_gemm` beats one dot product per row and token.
@@ -620,13 +711,17 @@ fn matmul_rows(
 }
 
 /// The output of a matmul, written by several threads at disjoint indices.
-struct SharedOut(*mut f32);
+struct SharedOut<'a>(*mut f32, std::marker::PhantomData<&'a mut [f32]>);
 
-// SAFETY: `SharedOut` is only a pointer; `matmul_quantized` makes every index written by at most
-// one thread and keeps the buffer alive until all threads are done.
-unsafe impl Sync for SharedOut {}
+// SAFETY: `SharedOut` is only a pointer, with the lifetime of the buffer it was made from;
+// `matmul_batch` makes every index written by at most one thread.
+unsafe impl Sync for SharedOut<'_> {}
 
-impl SharedOut {
+impl<'a> SharedOut<'a> {
+    fn new(y: &'a mut [f32]) -> SharedOut<'a> {
+        SharedOut(y.as_mut_ptr(), std::marker::PhantomData)
+    }
+
     /// # Safety
     /// `i` is in bounds of the buffer and no other thread accesses index `i` concurrently.
     unsafe fn write(&self, i: usize, v: f32) {

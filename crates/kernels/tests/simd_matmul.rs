@@ -4,7 +4,9 @@
 //! `Matrix` accessors and errors.
 
 use frugal_kernels::dequant::dequantize_row;
-use frugal_kernels::matmul::{matmul, matmul_quantized, quantize_activations, Matrix};
+use frugal_kernels::matmul::{
+    matmul, matmul_batch, matmul_quantized, quantize_activations, Matrix, Product,
+};
 use frugal_kernels::quantize::{quantize_row, quantize_weights};
 use frugal_kernels::{GgmlType, KernelError, ThreadPool};
 use rand::rngs::StdRng;
@@ -139,6 +141,54 @@ fn matmul_is_batch_and_thread_invariant() {
                 batch[t * rows..(t + 1) * rows],
                 "{ty}: token {t}"
             );
+        }
+    }
+}
+
+/// Products run together in one region (a MoE step's experts) give exactly what each gives
+/// alone: packed, decoded and row-kernel types, one and many tokens, large and tiny matrices,
+/// shared and requantized activations.
+#[test]
+fn a_batch_of_products_equals_each_product_alone() {
+    let mut rng = StdRng::seed_from_u64(24);
+    let cols = 512;
+    let shapes = [
+        (GgmlType::Q4_K, 96),
+        (GgmlType::Q6_K, 40),
+        (GgmlType::Q4_0, 3),
+        (GgmlType::Q3_K, 33),
+        (GgmlType::F16, 17),
+        (GgmlType::Q8_0, 200),
+    ];
+    let mats: Vec<Matrix> = shapes
+        .iter()
+        .map(|&(ty, rows)| random_matrix(&mut rng, ty, rows, cols))
+        .collect();
+    for n_tokens in [1, 5] {
+        let x = random_x(&mut rng, n_tokens * cols);
+        // Q8_K activations: the Q4_0, Q8_0 and F16 products requantize them.
+        let qa = quantize_activations(&ThreadPool::new(1), GgmlType::Q8_K, &x, n_tokens);
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let mut alone: Vec<Vec<f32>> = Vec::new();
+            for w in &mats {
+                let mut y = vec![0.0f32; n_tokens * w.rows()];
+                matmul_quantized(&pool, w, &qa, &mut y);
+                alone.push(y);
+            }
+            let mut together: Vec<Vec<f32>> = mats
+                .iter()
+                .map(|w| vec![f32::NAN; n_tokens * w.rows()])
+                .collect();
+            let mut products: Vec<Product> = mats
+                .iter()
+                .zip(&mut together)
+                .map(|(w, y)| Product { w, qa: &qa, y })
+                .collect();
+            matmul_batch(&pool, &mut products);
+            for (k, (a, t)) in alone.iter().zip(&together).enumerate() {
+                assert_eq!(a, t, "product {k}: {n_tokens} tokens, {threads} threads");
+            }
         }
     }
 }

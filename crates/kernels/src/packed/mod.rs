@@ -240,40 +240,36 @@ impl ActAux {
         if per_token == 0 {
             return ActAux { per_token, data };
         }
-        let rows_per_chunk = n_tokens.div_ceil(pool.n_threads());
-        par_chunks_mut(pool, &mut data, per_token * rows_per_chunk, &|c, out| {
-            for (j, o) in out.chunks_exact_mut(per_token).enumerate() {
-                let t = c * rows_per_chunk + j;
-                let row = &q[t * row_bytes..(t + 1) * row_bytes];
-                match ty {
-                    GgmlType::Q8_1 => {
-                        let blocks = blocks_of::<BlockQ8_1>(row);
-                        let nb = blocks.len();
-                        for (b, x) in blocks.iter().enumerate() {
-                            o[b] = x.d.to_f32().to_bits() as i32;
-                            o[nb + b] = x.s.to_f32().to_bits() as i32;
-                        }
+        par_chunks_mut(pool, &mut data, per_token, &|t, o| {
+            let row = &q[t * row_bytes..(t + 1) * row_bytes];
+            match ty {
+                GgmlType::Q8_1 => {
+                    let blocks = blocks_of::<BlockQ8_1>(row);
+                    let nb = blocks.len();
+                    for (b, x) in blocks.iter().enumerate() {
+                        o[b] = x.d.to_f32().to_bits() as i32;
+                        o[nb + b] = x.s.to_f32().to_bits() as i32;
                     }
-                    GgmlType::Q8_0 => {
-                        let blocks = blocks_of::<BlockQ8_0>(row);
-                        let nb = blocks.len();
-                        for (b, x) in blocks.iter().enumerate() {
-                            o[b] = -x.qs.iter().map(|&v| v as i32).sum::<i32>();
-                            o[nb + b] = x.d.to_f32().to_bits() as i32;
-                        }
+                }
+                GgmlType::Q8_0 => {
+                    let blocks = blocks_of::<BlockQ8_0>(row);
+                    let nb = blocks.len();
+                    for (b, x) in blocks.iter().enumerate() {
+                        o[b] = -x.qs.iter().map(|&v| v as i32).sum::<i32>();
+                        o[nb + b] = x.d.to_f32().to_bits() as i32;
                     }
-                    _ => {
-                        for (b, x) in blocks_of::<BlockQ8K>(row).iter().enumerate() {
-                            let o = &mut o[AUX_K * b..AUX_K * (b + 1)];
-                            for k in 0..16 {
-                                o[k] = -32 * x.bsums[k] as i32;
-                            }
-                            for p in 0..4 {
-                                let s = |k: usize| x.bsums[k] as i32;
-                                let lo = (s(4 * p) + s(4 * p + 1)) as i16 as u16 as u32;
-                                let hi = (s(4 * p + 2) + s(4 * p + 3)) as i16 as u16 as u32;
-                                o[16 + p] = (lo | hi << 16) as i32;
-                            }
+                }
+                _ => {
+                    for (b, x) in blocks_of::<BlockQ8K>(row).iter().enumerate() {
+                        let o = &mut o[AUX_K * b..AUX_K * (b + 1)];
+                        for k in 0..16 {
+                            o[k] = -32 * x.bsums[k] as i32;
+                        }
+                        for p in 0..4 {
+                            let s = |k: usize| x.bsums[k] as i32;
+                            let lo = (s(4 * p) + s(4 * p + 1)) as i16 as u16 as u32;
+                            let hi = (s(4 * p + 2) + s(4 * p + 3)) as i16 as u16 as u32;
+                            o[16 + p] = (lo | hi << 16) as i32;
                         }
                     }
                 }
@@ -295,32 +291,60 @@ pub(crate) struct Acts<'a> {
 /// groups pass over them.
 const TOKEN_BLOCK_BYTES: usize = 384 << 10;
 
-/// `y[t * rows + r] = W[r] · a[t]` over the packed layout, threads taking contiguous ranges of
-/// row groups.
-pub(crate) fn matmul_packed(pool: &ThreadPool, p: &Packed, a: &Acts<'_>, y: &mut [f32]) {
-    let (rows, n) = (p.rows, a.n_tokens);
-    assert_eq!(y.len(), rows * n, "matmul: y has the wrong size");
-    assert_eq!(
-        Some(a.row_bytes),
-        p.ty.vec_dot_type().row_bytes(p.cols),
-        "matmul: activation rows"
-    );
-    assert_eq!(a.q.len(), a.row_bytes * n, "matmul: activation size");
-    assert_eq!(a.aux.data.len(), a.aux.per_token * n, "matmul: aux size");
-    let groups = p.groups();
-    let out = OutPtr(y.as_mut_ptr());
-    let token_block = (TOKEN_BLOCK_BYTES / a.row_bytes.max(1)).max(8) / 8 * 8;
-    pool.run(&|tid, nth| {
-        let (g0, g1) = (groups * tid / nth, groups * (tid + 1) / nth);
-        for t0 in (0..n).step_by(token_block) {
-            let t1 = (t0 + token_block).min(n);
-            for g in g0..g1 {
-                // SAFETY: thread `tid` writes only rows of its groups g0..g1 (disjoint across
-                // threads), tokens t0..t1 < n, within `y` of rows * n values, which outlives `run`.
-                unsafe { gemm_group(p, g, p.group(g), a, t0..t1, &out) };
+/// `y[t * rows + r] = W[r] · a[t]` over the packed layout, run by ranges of row groups
+/// (`matmul::matmul_batch`).
+pub(crate) struct PackedProduct<'a> {
+    p: &'a Packed,
+    a: Acts<'a>,
+    out: OutPtr<'a>,
+    token_block: usize,
+}
+
+impl<'a> PackedProduct<'a> {
+    pub(crate) fn new(p: &'a Packed, a: Acts<'a>, y: &'a mut [f32]) -> PackedProduct<'a> {
+        let n = a.n_tokens;
+        assert_eq!(y.len(), p.rows * n, "matmul: y has the wrong size");
+        assert_eq!(
+            Some(a.row_bytes),
+            p.ty.vec_dot_type().row_bytes(p.cols),
+            "matmul: activation rows"
+        );
+        assert_eq!(a.q.len(), a.row_bytes * n, "matmul: activation size");
+        assert_eq!(a.aux.data.len(), a.aux.per_token * n, "matmul: aux size");
+        let token_block = (TOKEN_BLOCK_BYTES / a.row_bytes.max(1)).max(8) / 8 * 8;
+        PackedProduct {
+            p,
+            a,
+            out: OutPtr(y.as_mut_ptr(), std::marker::PhantomData),
+            token_block,
+        }
+    }
+
+    pub(crate) fn groups(&self) -> usize {
+        self.p.groups()
+    }
+
+    /// Bytes of packed weights read, times tokens.
+    pub(crate) fn cost(&self) -> usize {
+        self.p.groups() * self.p.nb * self.p.stride * self.a.n_tokens
+    }
+
+    /// Computes row groups `groups` for every token.
+    ///
+    /// # Safety
+    /// No other call on this product runs on overlapping groups at the same time.
+    pub(crate) unsafe fn run(&self, groups: std::ops::Range<usize>) {
+        let (p, a, n) = (self.p, &self.a, self.a.n_tokens);
+        for t0 in (0..n).step_by(self.token_block) {
+            let t1 = (t0 + self.token_block).min(n);
+            for g in groups.clone() {
+                // SAFETY: this call writes only rows of its groups (the caller keeps them from
+                // other calls), tokens t0..t1 < n, within `y` of rows * n values, which `out`
+                // borrows for the product's lifetime.
+                unsafe { gemm_group(p, g, p.group(g), a, t0..t1, &self.out) };
             }
         }
-    });
+    }
 }
 
 impl Packed {
@@ -334,11 +358,11 @@ impl Packed {
 }
 
 /// The output of a packed matmul, written by several threads at disjoint indices.
-pub(crate) struct OutPtr(pub *mut f32);
+pub(crate) struct OutPtr<'a>(pub *mut f32, std::marker::PhantomData<&'a mut [f32]>);
 
-// SAFETY: only a pointer; `packed::matmul_packed` makes every index written by at most one thread
-// and keeps the buffer alive until all threads are done.
-unsafe impl Sync for OutPtr {}
+// SAFETY: only a pointer, with the lifetime of the buffer it was made from; `PackedProduct::run`'s
+// callers make every index written by at most one thread.
+unsafe impl Sync for OutPtr<'_> {}
 
 /// Tokens per GEMM tile of the AVX-512 kernels.
 const TILE: usize = 8;
