@@ -10,6 +10,7 @@
 mod attention;
 mod config;
 mod delta_net;
+mod ffn;
 mod kv_store;
 mod transformer;
 mod weights;

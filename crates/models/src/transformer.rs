@@ -9,17 +9,17 @@
 //! matrix product.
 
 use crate::attention::{attend, Heads, QueryRow};
-use crate::config::{Gating, ModelConfig, MoeConfig, SharedGate};
+use crate::config::ModelConfig;
 use crate::delta_net::SeqSpan;
+use crate::ffn::{ffn, moe, FfnScratch};
 use crate::kv_store::KvStore;
-use crate::weights::{Attention, Ffn, FfnWeights, GqaWeights, MlaWeights, MoeWeights, Weights};
+use crate::weights::{Attention, Ffn, GqaWeights, MlaWeights, Weights};
 use crate::{Logits, SeqChunk};
-use frugal_kernels::activation::{geglu, softmax, swiglu};
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
-use frugal_kernels::ops::{add, geglu_fp16, rms_norm, rms_norm_inplace, silu};
+use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace};
 use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::storage::zeros;
-use frugal_kernels::{matmul, GgmlType, Matrix, ThreadPool};
+use frugal_kernels::{matmul, Matrix, ThreadPool};
 
 pub(crate) fn forward(
     c: &ModelConfig,
@@ -49,7 +49,7 @@ pub(crate) fn forward(
 
     let mut xn = zeros(n * e);
     let mut proj = zeros(n * e);
-    let (mut gate, mut up) = (Vec::new(), Vec::new());
+    let mut ffn_scratch = FfnScratch::default();
 
     for (il, lw) in w.layers.iter().enumerate() {
         norm_rows(pool, &x, &lw.attn_norm, c.rms_eps, e, &mut xn);
@@ -69,16 +69,8 @@ pub(crate) fn forward(
 
         norm_rows(pool, &x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
         match &lw.ffn {
-            Ffn::Dense(f) => ffn(
-                pool,
-                f,
-                c.ffn_gelu(),
-                &xn,
-                n,
-                (&mut gate, &mut up),
-                &mut proj,
-            ),
-            Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj),
+            Ffn::Dense(f) => ffn(pool, f, c.ffn_gelu(), &xn, n, &mut proj, &mut ffn_scratch),
+            Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj, &mut ffn_scratch),
         }
         post_norm(pool, lw.ffn_post_norm.as_deref(), c.rms_eps, e, &mut proj);
         par_add(pool, &mut x, &proj);
@@ -366,162 +358,6 @@ fn per_head_matmul(
     }
 }
 
-/// `out = down(act(gate(x)) * up(x))` for `n` rows, `act` SiLU or (`gelu`) GELU;
-/// `scratch` (gate, up) grows to `n * n_ff` each.
-fn ffn(
-    pool: &ThreadPool,
-    f: &FfnWeights,
-    gelu: bool,
-    x: &[f32],
-    n: usize,
-    scratch: (&mut Vec<f32>, &mut Vec<f32>),
-    out: &mut [f32],
-) {
-    let (gate, up) = scratch;
-    let ff = f.gate.rows();
-    gate.resize(n * ff, 0.0);
-    up.resize(n * ff, 0.0);
-    let mut input = SharedInput::new(x, n);
-    input.matmul(pool, &f.gate, gate);
-    input.matmul(pool, &f.up, up);
-    let up: &[f32] = up;
-    // GELU in the precision of the weights: f32 for f32 matrices (the exact path), ggml's fp16
-    // table for quantized ones (whose 8-bit activations dwarf its error), as llama.cpp does.
-    let act = match (gelu, f.gate.ty()) {
-        (false, _) => swiglu,
-        (true, GgmlType::F32) => geglu,
-        (true, _) => geglu_fp16,
-    };
-    par_chunks_mut(pool, gate, ff, &|t, g| act(g, &up[t * ff..(t + 1) * ff]));
-    matmul(pool, &f.down, gate, n, out);
-}
-
-/// Mixture of experts: each token goes through its top-k experts (see `route`), weighted; the
-/// tokens routed to one expert go through it together, so each expert's weights are read once.
-fn moe(pool: &ThreadPool, c: &ModelConfig, m: &MoeWeights, x: &[f32], n: usize, out: &mut [f32]) {
-    let cfg = c.moe.as_ref().expect("MoE weights imply a MoE config");
-    let (e, k, n_exp) = (c.n_embd, cfg.n_expert_used, cfg.n_expert);
-    let mut probs = zeros(n * n_exp);
-    matmul(pool, &m.router, x, n, &mut probs);
-    let chosen = route(cfg, m.probs_bias.as_deref(), &mut probs, n);
-    // Expert outputs per (token, slot), summed in slot order like llama.cpp.
-    let mut slot_out = zeros(n * k * e);
-    let (mut xs, mut ys, mut gate, mut up) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (ei, expert) in m.experts.iter().enumerate() {
-        let rows: Vec<(usize, usize)> = (0..n * k)
-            .filter(|&r| chosen[r].0 == ei)
-            .map(|r| (r / k, r))
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        xs.clear();
-        for &(t, _) in &rows {
-            xs.extend_from_slice(&x[t * e..(t + 1) * e]);
-        }
-        ys.resize(rows.len() * e, 0.0);
-        ffn(
-            pool,
-            expert,
-            false,
-            &xs,
-            rows.len(),
-            (&mut gate, &mut up),
-            &mut ys,
-        );
-        for (j, &(_, r)) in rows.iter().enumerate() {
-            let w = chosen[r].1;
-            for (o, y) in slot_out[r * e..(r + 1) * e]
-                .iter_mut()
-                .zip(&ys[j * e..(j + 1) * e])
-            {
-                *o = y * w;
-            }
-        }
-    }
-    for t in 0..n {
-        let o = &mut out[t * e..(t + 1) * e];
-        o.copy_from_slice(&slot_out[t * k * e..(t * k + 1) * e]);
-        for s in 1..k {
-            add(o, &slot_out[(t * k + s) * e..(t * k + s + 1) * e]);
-        }
-    }
-    if let Some((shared_gate, shared)) = &m.shared {
-        let mut ys = zeros(n * e);
-        ffn(pool, shared, false, x, n, (&mut gate, &mut up), &mut ys);
-        let mut g = zeros(n);
-        if let Some(sg) = shared_gate {
-            matmul(pool, sg, x, n, &mut g);
-        }
-        for t in 0..n {
-            let s = match cfg.shared_gate {
-                SharedGate::None => 1.0,
-                // llama.cpp computes qwen2moe's sigmoid gate as silu(g) / g.
-                SharedGate::SiluRatio if g[t] == 0.0 => 0.5,
-                SharedGate::SiluRatio => silu(g[t]) / g[t],
-                SharedGate::Sigmoid => 1.0 / (1.0 + (-g[t]).exp()),
-            };
-            for (o, y) in out[t * e..(t + 1) * e]
-                .iter_mut()
-                .zip(&ys[t * e..(t + 1) * e])
-            {
-                *o += y * s;
-            }
-        }
-    }
-}
-
-/// Picks each token's experts from its router logits (overwritten with probabilities): softmax
-/// or sigmoid scores, an optional selection bias, optional group-limited selection, top-k, then
-/// the weights (renormalized and scaled as configured). Returns `n * k` (expert, weight) pairs,
-/// best first.
-fn route(cfg: &MoeConfig, bias: Option<&[f32]>, probs: &mut [f32], n: usize) -> Vec<(usize, f32)> {
-    let (k, n_exp) = (cfg.n_expert_used, cfg.n_expert);
-    let mut chosen = vec![(0usize, 0.0f32); n * k];
-    let mut score = zeros(n_exp);
-    for (t, p) in probs.chunks_exact_mut(n_exp).enumerate() {
-        match cfg.gating {
-            Gating::Softmax => softmax(p, 1.0),
-            Gating::Sigmoid => p.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-        }
-        score.copy_from_slice(p);
-        if let Some(b) = bias {
-            add(&mut score, b);
-        }
-        if cfg.n_group > 1 {
-            // Keep the n_group_used groups whose two best scores sum highest.
-            let per = n_exp / cfg.n_group;
-            let mut groups: Vec<(usize, f32)> = score
-                .chunks_exact(per)
-                .map(|g| {
-                    let mut s: Vec<f32> = g.to_vec();
-                    s.sort_by(|a, b| b.total_cmp(a));
-                    s.iter().take(2).sum::<f32>()
-                })
-                .enumerate()
-                .collect();
-            groups.sort_by(|a, b| b.1.total_cmp(&a.1));
-            for &(g, _) in &groups[cfg.n_group_used..] {
-                score[g * per..(g + 1) * per].fill(f32::NEG_INFINITY);
-            }
-        }
-        let mut order: Vec<usize> = (0..n_exp).collect();
-        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
-        let sel = &mut chosen[t * k..(t + 1) * k];
-        for (s, &i) in sel.iter_mut().zip(&order) {
-            *s = (i, p[i]);
-        }
-        if cfg.norm_weights {
-            let sum: f32 = sel.iter().map(|s| s.1).sum::<f32>().max(6.103_515_6e-5);
-            sel.iter_mut().for_each(|s| s.1 /= sum);
-        }
-        if cfg.weights_scale != 0.0 && cfg.weights_scale != 1.0 {
-            sel.iter_mut().for_each(|s| s.1 *= cfg.weights_scale);
-        }
-    }
-    chosen
-}
-
 fn norm_rows(
     pool: &ThreadPool,
     x: &[f32],
@@ -563,15 +399,24 @@ impl<'a> SharedInput<'a> {
     }
 
     pub(crate) fn matmul(&mut self, pool: &ThreadPool, w: &Matrix, y: &mut [f32]) {
-        let i = match self.quantized.iter().position(|qa| qa.fits(w)) {
-            Some(i) => i,
-            None => {
-                let qa = quantize_activations(pool, w.ty().vec_dot_type(), self.x, self.n);
-                self.quantized.push(qa);
-                self.quantized.len() - 1
-            }
-        };
-        matmul_quantized(pool, w, &self.quantized[i], y);
+        self.prepare(pool, w);
+        matmul_quantized(pool, w, self.get(w), y);
+    }
+
+    /// Quantizes the rows for `w`'s `vec_dot_type` unless that is done already.
+    pub(crate) fn prepare(&mut self, pool: &ThreadPool, w: &Matrix) {
+        if !self.quantized.iter().any(|qa| qa.fits(w)) {
+            let qa = quantize_activations(pool, w.ty().vec_dot_type(), self.x, self.n);
+            self.quantized.push(qa);
+        }
+    }
+
+    /// The rows quantized for `w` by [`SharedInput::prepare`].
+    pub(crate) fn get(&self, w: &Matrix) -> &QuantizedActivations {
+        self.quantized
+            .iter()
+            .find(|qa| qa.fits(w))
+            .expect("SharedInput::prepare was called for this matrix")
     }
 }
 
