@@ -17,12 +17,19 @@ pub struct ModelArgs {
     /// Dequantize all weights to F32 at load and keep activations in f32 (the exact reference path).
     #[arg(long)]
     pub dequantize: bool,
+    /// Run only on these CPUs: a hexadecimal mask, bit i for CPU i (e.g. 0x5 for CPUs 0 and 2),
+    /// as llama.cpp's --cpu-mask. The default thread count follows it.
+    #[arg(long, value_name = "HEX", value_parser = parse_cpu_mask)]
+    pub cpu_mask: Option<CpuMask>,
 }
 
 impl ModelArgs {
     /// Opens the model with these flags and the command's own `opts` (context, template);
     /// prints the warnings that matter to every command.
     pub fn open(&self, mut opts: ModelOptions) -> Result<ModelFile> {
+        if let Some(CpuMask(cpus)) = &self.cpu_mask {
+            pin_to_cpus(cpus)?;
+        }
         opts.threads = self.threads;
         opts.dequantize = self.dequantize;
         let file = ModelFile::open(&self.model, &opts)?;
@@ -33,6 +40,39 @@ impl ModelArgs {
         }
         Ok(file)
     }
+}
+
+/// The CPUs a `--cpu-mask` names, lowest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuMask(pub Vec<usize>);
+
+fn parse_cpu_mask(s: &str) -> Result<CpuMask, String> {
+    let hex = s.trim().trim_start_matches("0x").trim_start_matches("0X");
+    let mut cpus = Vec::new();
+    for (i, c) in hex.chars().rev().enumerate() {
+        let nibble = c
+            .to_digit(16)
+            .ok_or_else(|| format!("'{s}' is not a hexadecimal CPU mask"))?;
+        cpus.extend((0..4).filter(|b| nibble >> b & 1 == 1).map(|b| 4 * i + b));
+    }
+    if cpus.is_empty() {
+        return Err(format!("the CPU mask '{s}' names no CPU"));
+    }
+    Ok(CpuMask(cpus))
+}
+
+/// Restricts this thread, and the threads it starts from now on (the pool's workers, the
+/// server's), to `cpus`.
+fn pin_to_cpus(cpus: &[usize]) -> Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c).map_err(|_| {
+            anyhow::anyhow!("--cpu-mask: CPU {c} is beyond what this system can name")
+        })?;
+    }
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| anyhow::anyhow!("--cpu-mask: the system refused CPUs {cpus:?}: {e}"))
 }
 
 /// A warning on standard error (never fails: a closed stderr must not end the command).
@@ -63,4 +103,20 @@ pub fn load_weights(file: &ModelFile) -> Result<Model> {
         b.finish_and_clear();
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_cpu_mask, CpuMask};
+
+    #[test]
+    fn cpu_masks_name_cpus_by_bit() {
+        assert_eq!(parse_cpu_mask("0x5"), Ok(CpuMask(vec![0, 2])));
+        assert_eq!(parse_cpu_mask("1"), Ok(CpuMask(vec![0])));
+        assert_eq!(parse_cpu_mask("F0"), Ok(CpuMask(vec![4, 5, 6, 7])));
+        assert_eq!(parse_cpu_mask("0x100"), Ok(CpuMask(vec![8])));
+        assert!(parse_cpu_mask("0x0").is_err());
+        assert!(parse_cpu_mask("").is_err());
+        assert!(parse_cpu_mask("0xg").is_err());
+    }
 }

@@ -227,3 +227,33 @@ fn bad_input_is_one_line_and_exit_1() {
         assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
 }
+
+/// `--cpu-mask` pins the process, and the default thread count follows the CPUs it may use (as it
+/// follows a cgroup CPU limit: both go through the standard library's available parallelism).
+#[test]
+fn cpu_mask_pins_and_sets_the_default_threads() {
+    let m = model("qwen2-Q4_0.gguf");
+    let r = frugal(&[
+        "bench",
+        &m,
+        "--cpu-mask",
+        "0x1",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "1",
+        "--json",
+    ]);
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["threads"], 1, "{line}");
+    }
+    for mask in ["0x0", "zz"] {
+        let r = frugal(&["bench", &m, "--cpu-mask", mask, "-p", "8", "-n", "2"]);
+        assert_eq!(r.status.code(), Some(2), "--cpu-mask {mask}");
+    }
+}
