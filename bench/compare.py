@@ -10,6 +10,10 @@ token default to the file size (every weight is read once per token; exact for m
 projection is the embedding matrix, as in Qwen2.5-0.5B/1.5B); for a MoE give the active bytes
 with --bytes-per-token. Builds nothing: point it at built binaries.
 
+`--busy K` runs K competing processes (each a spinning loop that keeps one core busy) during the
+measurements, as on a shared server or in a container beside other work; `--threads default` (in
+the list) passes no thread count, so each engine picks its own default.
+
     python3 bench/compare.py --frugal target/release/frugal --llama-bench .peer/build/bin/llama-bench \
         --threads 1,2 bench/models/qwen2.5-0.5b-Q4_0.gguf
 """
@@ -32,8 +36,13 @@ def run(cmd):
     return out, ru.ru_maxrss / 1024
 
 
+def thread_args(threads):
+    """`-t N`, or nothing for the engine's own default."""
+    return [] if threads == "default" else ["-t", threads]
+
+
 def run_frugal(exe, model, threads, p, n, reps):
-    out, rss = run([exe, "bench", model, "-t", str(threads), "-p", str(p), "-n", str(n), "-r", str(reps), "--json"])
+    out, rss = run([exe, "bench", model, *thread_args(threads), "-p", str(p), "-n", str(n), "-r", str(reps), "--json"])
     res = {}
     for line in out.splitlines():
         if line.strip().startswith("{"):
@@ -46,15 +55,20 @@ def run_llama(exe, model, threads, p, n, reps):
     res, peak = {}, 0.0
     # llama-bench runs pp and tg as separate tests; -p 0 / -n 0 disable one of them.
     for test, args in ((f"pp{p}", ["-p", str(p), "-n", "0"]), (f"tg{n}", ["-p", "0", "-n", str(n)])):
-        out, rss = run([exe, "-m", model, "-t", str(threads), "-r", str(reps), "-o", "json"] + args)
+        out, rss = run([exe, "-m", model, *thread_args(threads), "-r", str(reps), "-o", "json"] + args)
         res[test] = json.loads(out)[0]["samples_ts"]
         peak = max(peak, rss)
     return res, peak
 
 
 def bandwidth(frugal, threads):
-    out, _ = run([frugal, "membw", "-t", str(threads), "--json"])
+    out, _ = run([frugal, "membw", *thread_args(threads), "--json"])
     return json.loads(out)["read_gb_per_s"] * 1e9
+
+
+def spinners(k):
+    """K processes that each keep one core busy until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
 
 
 def main():
@@ -62,15 +76,18 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--frugal", default="target/release/frugal")
     ap.add_argument("--llama-bench", default=".peer/build/bin/llama-bench")
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default="1,2", help="comma-separated; 'default' lets each engine choose")
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3, help="repetitions per engine per round")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     ap.add_argument("--bytes-per-token", type=float, help="weight bytes read per decoded token (default: file size)")
+    ap.add_argument("--busy", type=int, default=0, help="competing CPU-bound processes during the runs")
     args = ap.parse_args()
 
-    threads = [int(x) for x in args.threads.split(",")]
+    threads = args.threads.split(",")
+    if args.busy:
+        print(f"With {args.busy} competing process(es) spinning on the CPU during every measurement.")
     print("Read bandwidth (`frugal membw`, same threads) is measured before each model: on shared or")
     print("virtual machines it moves from minute to minute, and decode follows it.")
     print()
@@ -82,15 +99,21 @@ def main():
         for t in threads:
             bw = bandwidth(args.frugal, t)
             ours, theirs, rss_ours, rss_theirs = {}, {}, 0.0, 0.0
-            for _ in range(args.rounds):
-                res, rss = run_frugal(args.frugal, model, t, args.p, args.n, args.reps)
-                rss_ours = max(rss_ours, rss)
-                for k, v in res.items():
-                    ours.setdefault(k, []).extend(v)
-                res, rss = run_llama(args.llama_bench, model, t, args.p, args.n, args.reps)
-                rss_theirs = max(rss_theirs, rss)
-                for k, v in res.items():
-                    theirs.setdefault(k, []).extend(v)
+            busy = spinners(args.busy)
+            try:
+                for _ in range(args.rounds):
+                    res, rss = run_frugal(args.frugal, model, t, args.p, args.n, args.reps)
+                    rss_ours = max(rss_ours, rss)
+                    for k, v in res.items():
+                        ours.setdefault(k, []).extend(v)
+                    res, rss = run_llama(args.llama_bench, model, t, args.p, args.n, args.reps)
+                    rss_theirs = max(rss_theirs, rss)
+                    for k, v in res.items():
+                        theirs.setdefault(k, []).extend(v)
+            finally:
+                for b in busy:
+                    b.kill()
+                    b.wait()
             name = model.rsplit("/", 1)[-1]
             for test in (f"pp{args.p}", f"tg{args.n}"):
                 a, b = statistics.median(ours[test]), statistics.median(theirs[test])
