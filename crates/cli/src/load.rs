@@ -21,17 +21,28 @@ pub struct ModelArgs {
     /// as llama.cpp's --cpu-mask. The default thread count follows it.
     #[arg(long, value_name = "HEX", value_parser = parse_cpu_mask)]
     pub cpu_mask: Option<CpuMask>,
+    /// Keep the weights in RAM (mlock), never swapped out or dropped from the page cache, as
+    /// llama.cpp's --mlock; an error when the locked-memory limit (ulimit -l) is too low.
+    #[arg(long)]
+    pub mlock: bool,
 }
 
 impl ModelArgs {
+    /// Applies `--cpu-mask` to this thread and the threads it starts from now on.
+    pub fn pin(&self) -> Result<()> {
+        match &self.cpu_mask {
+            Some(CpuMask(cpus)) => pin_to_cpus(cpus),
+            None => Ok(()),
+        }
+    }
+
     /// Opens the model with these flags and the command's own `opts` (context, template);
     /// prints the warnings that matter to every command.
     pub fn open(&self, mut opts: ModelOptions) -> Result<ModelFile> {
-        if let Some(CpuMask(cpus)) = &self.cpu_mask {
-            pin_to_cpus(cpus)?;
-        }
+        self.pin()?;
         opts.threads = self.threads;
         opts.dequantize = self.dequantize;
+        opts.mlock = self.mlock;
         let file = ModelFile::open(&self.model, &opts)?;
         for w in &file.warnings {
             if !matches!(w, Warning::NoChatTemplate { .. }) {

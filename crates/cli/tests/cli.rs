@@ -257,3 +257,25 @@ fn cpu_mask_pins_and_sets_the_default_threads() {
         assert_eq!(r.status.code(), Some(2), "--cpu-mask {mask}");
     }
 }
+
+/// `--mlock` locks the weights, or says plainly that the locked-memory limit is too low (a
+/// process with CAP_IPC_LOCK, such as root, is not held to that limit).
+#[test]
+fn mlock_locks_the_weights_or_names_the_limit() {
+    let m = model("qwen2-Q4_0.gguf");
+    let bench = format!(
+        "exec '{}' bench '{m}' --mlock -p 8 -n 2 -r 1",
+        env!("CARGO_BIN_EXE_frugal")
+    );
+    for limit in ["", "ulimit -l 0 && "] {
+        let r = Command::new("sh")
+            .args(["-c", &format!("{limit}{bench}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            r.status.success() || (r.status.code() == Some(1) && err.contains("ulimit -l")),
+            "{limit}: {err}"
+        );
+    }
+}

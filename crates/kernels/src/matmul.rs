@@ -188,6 +188,14 @@ impl Matrix {
     }
 
     /// Whether a packed copy has been built (by [`Matrix::repack`] or a first [`matmul`]).
+    /// The bytes the matrix products read: the packed layout once built, else the ggml rows.
+    pub fn resident_bytes(&self) -> &[u8] {
+        match self.packed.get() {
+            Some(Some(p)) => p.bytes(),
+            _ => self.data.as_slice(),
+        }
+    }
+
     pub fn is_repacked(&self) -> bool {
         matches!(self.packed.get(), Some(Some(_)))
     }

@@ -23,6 +23,21 @@ pub struct AlignedBytes {
     len: usize,
 }
 
+/// Locks the pages under `bytes` in RAM (mlock): they are neither swapped out nor, for a mapped
+/// file, dropped from the page cache. Fails when the process may not lock that much
+/// (`RLIMIT_MEMLOCK`, `ulimit -l`).
+pub fn lock_in_memory(bytes: &[u8]) -> std::io::Result<()> {
+    let Some(addr) = std::ptr::NonNull::new(bytes.as_ptr() as *mut std::ffi::c_void) else {
+        return Ok(());
+    };
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: mlock neither reads nor writes the memory; it pins the pages of a range that
+    // `bytes` borrows, valid for `bytes.len()` bytes, and changes nothing the borrow relies on.
+    unsafe { nix::sys::mman::mlock(addr, bytes.len()) }.map_err(std::io::Error::from)
+}
+
 /// `n` zeros in a new vector, written into freshly allocated memory rather than asked of the
 /// allocator as zeroed memory (`vec![0.0; n]` calls `calloc`). For working buffers that live for
 /// one step: jemalloc hands out zeroed memory by purging reused pages, which the kernel then faults

@@ -28,6 +28,8 @@ pub struct ModelOptions {
     pub mmap: Option<Mmap>,
     /// A Jinja chat template used instead of the model's own.
     pub chat_template: Option<String>,
+    /// Lock the weights in RAM once loaded (`Model::lock_in_memory`); failing to is an error.
+    pub mlock: bool,
     /// Context length of one sequence (`None`: the trained context, at most
     /// [`DEFAULT_MAX_CTX`]).
     pub ctx_size: Option<usize>,
@@ -62,6 +64,7 @@ pub struct ModelFile {
     pub warnings: Vec<Warning>,
     dequantize: bool,
     mmap: Mmap,
+    mlock: bool,
 }
 
 /// Something about an opened model that its user should hear.
@@ -123,6 +126,7 @@ impl ModelFile {
             warnings,
             dequantize: opts.dequantize,
             mmap: opts.mmap.unwrap_or_else(Mmap::from_env),
+            mlock: opts.mlock,
         })
     }
 
@@ -134,7 +138,13 @@ impl ModelFile {
             threads: Some(self.threads),
             progress,
         };
-        Ok(Model::load_with(&self.gguf, &opts, self.mmap)?)
+        let model = Model::load_with(&self.gguf, &opts, self.mmap)?;
+        if self.mlock {
+            model
+                .lock_in_memory()
+                .map_err(|e| LoadError::Options(format!("--mlock: {e}")))?;
+        }
+        Ok(model)
     }
 
     /// The pool that runs the model.

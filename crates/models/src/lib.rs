@@ -99,6 +99,26 @@ pub struct Model {
 }
 
 impl Model {
+    /// Locks the weight matrices' memory in RAM (see `storage::lock_in_memory`): the bytes the
+    /// products read, packed copies or mapped file pages, experts kept in the map included (all
+    /// of them are read into memory). Returns the bytes locked.
+    pub fn lock_in_memory(&self) -> std::io::Result<usize> {
+        let mut locked = 0;
+        for m in self.weights.matrices() {
+            let bytes = m.resident_bytes();
+            frugal_kernels::storage::lock_in_memory(bytes).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}, after {locked} bytes of weights: raise the locked-memory limit (ulimit -l)"
+                    ),
+                )
+            })?;
+            locked += bytes.len();
+        }
+        Ok(locked)
+    }
+
     /// Loads a model from an opened GGUF file, mapping or copying weights as `FRUGAL_MMAP`
     /// (`auto`, the default; `always`; `never`) says: see [`Mmap`].
     pub fn load(gguf: &GgufFile, opts: &LoadOptions) -> Result<Model, ModelError> {

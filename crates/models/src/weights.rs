@@ -235,7 +235,7 @@ impl Weights {
     }
 
     /// Every matrix.
-    fn matrices(&self) -> Vec<&Matrix> {
+    pub(crate) fn matrices(&self) -> Vec<&Matrix> {
         let mut out = vec![&self.token_embd];
         out.extend(&self.output);
         out.extend(self.nextn.iter().map(|n| &n.eh_proj));

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for running requests before cancelling them.
     pub shutdown_timeout: Duration,
     pub dequantize: bool,
+    /// Lock the weights in RAM (`--mlock`).
+    pub mlock: bool,
     /// Split `<think>` reasoning into `reasoning_content` (DeepSeek's API), or keep the raw
     /// text in `content`.
     pub reasoning_format: ReasoningFormat,
@@ -93,6 +95,7 @@ impl ServerConfig {
             mmap: None,
             chat_template: self.chat_template.clone(),
             ctx_size: self.ctx_size,
+            mlock: self.mlock,
         }
     }
 }
@@ -126,6 +129,7 @@ impl ServerConfig {
             body_limit: 8 << 20,
             shutdown_timeout: Duration::from_secs(30),
             dequantize: false,
+            mlock: false,
             reasoning_format: ReasoningFormat::Deepseek,
             reasoning_budget: None,
             chat_template: None,
@@ -485,6 +489,7 @@ mod tests {
             mmap: None,
             chat_template: None,
             ctx_size: None,
+            mlock: false,
         };
         ModelFile::open(&set.model(name), &opts).unwrap().config
     }

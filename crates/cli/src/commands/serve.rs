@@ -121,6 +121,8 @@ pub fn run(a: Args) -> Result<()> {
     let mut cfg = ServerConfig::new(a.model.model.clone());
     cfg.threads = a.model.threads;
     cfg.dequantize = a.model.dequantize;
+    cfg.mlock = a.model.mlock;
+    a.model.pin()?;
     cfg.host = a.host;
     cfg.port = a.port;
     if let Some(k) = a.api_key {

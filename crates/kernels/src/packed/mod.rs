@@ -348,6 +348,10 @@ impl<'a> PackedProduct<'a> {
 }
 
 impl Packed {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+
     pub(crate) fn nb(&self) -> usize {
         self.nb
     }
