@@ -161,6 +161,13 @@ fn info_describes_the_model() {
     assert_eq!(v["kv_bytes_per_token"], 2 * 2 * (2 * 128) * 4);
     let eog = v["eog_token_ids"].as_array().unwrap();
     assert!(!eog.is_empty() && eog.contains(&v["eos_token_id"]), "{v}");
+    // A file without a chat template: info names the built-in one chats will use.
+    let r = frugal(&["info", &model("qwen2-Q8_0.gguf")]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.contains("chat template:   no (chats use the built-in ChatML)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -161,6 +161,22 @@ const FALLBACK_TEMPLATES: &[(&str, &[&str], &str)] = &[(
     include_str!("templates/gemma.jinja"),
 )];
 
+/// The built-in template a model without one is chatted with: the turn format its vocabulary's
+/// special tokens name, else ChatML (`None` source). Returns its name and source.
+pub fn built_in_template(tokenizer: &Tokenizer) -> (&'static str, Option<&'static str>) {
+    let found = FALLBACK_TEMPLATES.iter().find(|(_, tokens, _)| {
+        tokens.iter().all(|t| {
+            tokenizer
+                .token_id(t)
+                .is_some_and(|id| tokenizer.is_special(id))
+        })
+    });
+    match found {
+        Some(&(name, _, src)) => (name, Some(src)),
+        None => ("ChatML", None),
+    }
+}
+
 /// The template given, else the model's, else a built-in one (with a warning): the turn format
 /// of the vocabulary's family, or ChatML.
 fn chat_template(
@@ -168,27 +184,16 @@ fn chat_template(
     given: Option<&str>,
     warnings: &mut Vec<Warning>,
 ) -> Result<ChatTemplate, LoadError> {
-    let fallback = || {
-        FALLBACK_TEMPLATES.iter().find(|(_, tokens, _)| {
-            tokens.iter().all(|t| {
-                tokenizer
-                    .token_id(t)
-                    .is_some_and(|id| tokenizer.is_special(id))
-            })
-        })
-    };
     let src = match given.or(tokenizer.chat_template()) {
         Some(src) => src,
-        None => match fallback() {
-            Some(&(name, _, src)) => {
-                warnings.push(Warning::NoChatTemplate { fallback: name });
-                src
+        None => {
+            let (name, src) = built_in_template(tokenizer);
+            warnings.push(Warning::NoChatTemplate { fallback: name });
+            match src {
+                Some(src) => src,
+                None => return Ok(ChatTemplate::chatml()),
             }
-            None => {
-                warnings.push(Warning::NoChatTemplate { fallback: "ChatML" });
-                return Ok(ChatTemplate::chatml());
-            }
-        },
+        }
     };
     ChatTemplate::new(
         src,

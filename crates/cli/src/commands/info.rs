@@ -34,6 +34,8 @@ struct Summary {
     n_params: u64,
     tokenizer: String,
     chat_template: bool,
+    /// For a file without a chat template: the built-in one chats use (loader's choice).
+    built_in_template: Option<&'static str>,
     /// The config parse fails for architectures we cannot run; info still describes the file.
     config: std::result::Result<ModelConfig, ModelError>,
 }
@@ -56,12 +58,20 @@ impl Summary {
             ),
             None => "none".to_string(),
         };
+        let chat_template = gguf.opt_str("tokenizer.chat_template")?.is_some();
+        let built_in_template = match chat_template {
+            true => None,
+            false => frugal_tokenizer::Tokenizer::from_gguf(gguf)
+                .ok()
+                .map(|t| frugal_loader::built_in_template(&t).0),
+        };
         Ok(Summary {
             arch,
             types,
             n_params,
             tokenizer,
-            chat_template: gguf.opt_str("tokenizer.chat_template")?.is_some(),
+            chat_template,
+            built_in_template,
             config: ModelConfig::from_gguf(gguf),
         })
     }
@@ -78,6 +88,9 @@ fn print_json(model: &Path, gguf: &GgufFile, s: &Summary) -> Result<()> {
         "tokenizer": s.tokenizer,
         "chat_template": s.chat_template,
     });
+    if let Some(name) = s.built_in_template {
+        v["built_in_chat_template"] = name.into();
+    }
     match &s.config {
         Ok(c) => add_config_json(&mut v, c),
         Err(e) => v["unsupported"] = e.to_string().into(),
@@ -154,10 +167,11 @@ fn print_text(model: &Path, gguf: &GgufFile, s: &Summary) {
         Err(e) => println!("runnable:        no: {e}"),
     }
     println!("tokenizer:       {}", s.tokenizer);
-    println!(
-        "chat template:   {}",
-        if s.chat_template { "yes" } else { "no" }
-    );
+    match (s.chat_template, s.built_in_template) {
+        (true, _) => println!("chat template:   yes"),
+        (false, Some(name)) => println!("chat template:   no (chats use the built-in {name})"),
+        (false, None) => println!("chat template:   no"),
+    }
 }
 
 fn print_config_text(c: &ModelConfig) {
