@@ -12,7 +12,6 @@
 //! costs no CPU. rayon's per-call overhead is measurable at this granularity; this is not.
 
 use std::any::Any;
-use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,9 +22,9 @@ use std::time::{Duration, Instant};
 const SPIN: Duration = Duration::from_micros(200);
 const YIELD: Duration = Duration::from_millis(2);
 
-/// Ranges per thread in `for_ranges`: small enough that a thread which loses its core to another
+/// Items per thread a job is best cut into (`items`, used by `matmul_batch`): small enough that a thread which loses its core to another
 /// process holds up little of the work, large enough that each streams its weights for a while.
-const RANGES_PER_THREAD: usize = 8;
+const ITEMS_PER_THREAD: usize = 8;
 
 /// The shared counter holds the job's generation above the next item's index.
 const INDEX_BITS: u32 = 24;
@@ -117,19 +116,12 @@ impl ThreadPool {
         self.for_each(n, &|i| f(i, n));
     }
 
-    /// How many items a job is best cut into: several per thread (see `RANGES_PER_THREAD`).
+    /// How many items a job is best cut into: several per thread (`ITEMS_PER_THREAD`).
     pub fn items(&self) -> usize {
         match self.shared.n_threads {
             1 => 1,
-            n => n * RANGES_PER_THREAD,
+            n => n * ITEMS_PER_THREAD,
         }
-    }
-
-    /// Splits `0..len` into contiguous ranges, several per thread, and calls `f(range)` for each
-    /// as the pool's items (see [`ThreadPool::for_each`]).
-    pub fn for_ranges(&self, len: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
-        let n = self.items().min(len);
-        self.for_each(n, &|i| f(len * i / n..len * (i + 1) / n));
     }
 
     /// Calls `f(i)` once for every `i` in `0..n_items`, items taken in order by the threads as
