@@ -51,6 +51,17 @@ impl ModelArgs {
         }
         Ok(file)
     }
+
+    /// Another model file (a draft model) opened with the same threads and weight options.
+    pub fn open_other(&self, path: &std::path::Path) -> Result<ModelFile> {
+        let opts = ModelOptions {
+            threads: self.threads,
+            dequantize: self.dequantize,
+            mlock: self.mlock,
+            ..ModelOptions::default()
+        };
+        Ok(ModelFile::open(path, &opts)?)
+    }
 }
 
 /// The CPUs a `--cpu-mask` names, lowest first.

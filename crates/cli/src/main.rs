@@ -5,6 +5,7 @@
 
 mod commands;
 mod load;
+mod spec;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;

@@ -137,6 +137,45 @@ fn chat_keeps_the_cache_between_turns() {
     );
 }
 
+/// `frugal run --spec ngram|draft` prints what it would print without, and how many guesses
+/// stood; flags that cannot work are refused in one line.
+#[test]
+fn run_speculates_without_changing_the_text() {
+    let m = model("qwen2-f32.gguf");
+    let draft = model("qwen2-Q4_0.gguf");
+    let prompt = "one two three one two three one two three one two";
+    let base = ["run", &m as &str, "-p", prompt, "--temp", "0", "-n", "32"];
+    let plain = frugal(&base);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    for extra in [
+        vec!["--spec", "ngram", "--spec-fixed"],
+        vec!["--draft-model", &draft as &str, "--draft-p-min", "0"],
+    ] {
+        let r = frugal(&[&base[..], &extra[..]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{extra:?}: {err}");
+        assert_eq!(r.stdout, plain.stdout, "{extra:?}");
+        assert!(err.contains("guessed tokens accepted"), "{extra:?}: {err}");
+    }
+    for (extra, needle) in [
+        (vec!["--spec", "draft"], "--draft-model"),
+        (vec!["--spec", "mtp"], "multi-token-prediction"),
+        (vec!["--spec", "ngram", "--spec-max", "0"], "--spec-max"),
+    ] {
+        let r = frugal(&[&base[..], &extra[..]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn tokenize_and_detokenize() {
     let vocab = fixtures()

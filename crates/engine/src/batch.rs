@@ -6,7 +6,9 @@
 
 use crate::logprobs::TokenLogprobs;
 use crate::sampler::{Sampler, SamplingParams};
-use crate::sequence::{Choice, Sequence};
+use crate::sequence::{Emitted, Sequence};
+use crate::spec::draft::DraftRequest;
+use crate::spec::{Proposer, Speculator};
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
@@ -33,6 +35,9 @@ pub struct Request {
     pub render_special: bool,
     /// Keep going past end-of-generation tokens (vLLM's `ignore_eos`; benchmarks, reference runs).
     pub ignore_eos: bool,
+    /// Guess and verify several tokens per step when the engine speculates (the default; a
+    /// request may opt out).
+    pub speculate: bool,
 }
 
 impl Request {
@@ -47,6 +52,7 @@ impl Request {
             constraint: None,
             render_special: false,
             ignore_eos: false,
+            speculate: true,
         }
     }
 }
@@ -80,12 +86,16 @@ pub struct Usage {
     /// Prompt tokens found in the prefix cache and not recomputed.
     pub cached_tokens: usize,
     pub completion_tokens: usize,
+    /// Guessed tokens verified (speculative decoding), and those accepted.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 /// What one step produced.
 #[derive(Debug, Default)]
 pub struct StepOutput {
-    /// One event per sequence that sampled in this step.
+    /// One event per token produced in this step, a sequence's in order (several for a
+    /// sequence whose guesses were accepted).
     pub events: Vec<Event>,
     /// Sequences admitted in this step, with their prompt tokens found in the prefix cache.
     pub admitted: Vec<(SeqId, usize)>,
@@ -106,6 +116,10 @@ pub enum EngineError {
     DuplicateId(SeqId),
 }
 
+/// Guesses a sequence wants verified in the next step: how many, and those already made (the
+/// n-gram proposer's; a draft model guesses after planning, when its positions are reserved).
+type Proposal = (usize, Vec<u32>);
+
 /// Many sequences sharing one model, one KV store and one scheduler.
 pub struct BatchEngine<'a> {
     model: &'a Model,
@@ -114,6 +128,7 @@ pub struct BatchEngine<'a> {
     kv: KvStore,
     scheduler: Scheduler,
     seqs: HashMap<SeqId, Sequence<'a>>,
+    spec: Option<Speculator<'a>>,
 }
 
 impl<'a> BatchEngine<'a> {
@@ -185,7 +200,20 @@ impl<'a> BatchEngine<'a> {
             kv,
             scheduler,
             seqs: HashMap::new(),
+            spec: None,
         }
+    }
+
+    /// Speculates with `spec` from now on (models with recurrent state do not: the scheduler
+    /// gives their sequences no room for guesses).
+    pub fn with_speculation(mut self, spec: Speculator<'a>) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// The speculation in use, if any (its counters).
+    pub fn speculator(&self) -> Option<&Speculator<'a>> {
+        self.spec.as_ref()
     }
 
     pub fn scheduler(&self) -> &Scheduler {
@@ -217,33 +245,36 @@ impl<'a> BatchEngine<'a> {
         self.seqs.remove(&id);
     }
 
-    /// Runs one step: one forward pass over every scheduled chunk, then one token per sequence
-    /// that reached the end of its prompt.
+    /// Runs one step: one forward pass over every scheduled chunk (guesses to verify included),
+    /// then the tokens of each sequence that reached the end of its prompt.
     pub fn step(&mut self) -> Result<StepOutput, EngineError> {
-        let plan = self.scheduler.schedule();
+        let proposals = self.propose();
+        let plan = self
+            .scheduler
+            .schedule_with_drafts(&|id| proposals.get(&id).map_or(0, |p| p.0));
         if plan.chunks.is_empty() {
             return Ok(StepOutput::default());
         }
-        let logits = self.forward(&plan)?;
+        for id in &plan.preempted {
+            if let Some(seq) = self.seqs.get_mut(id) {
+                seq.spec.draft_computed = 0;
+            }
+        }
+        let guesses = self.guesses(&plan, proposals)?;
+        let logits = self.forward(&plan, &guesses)?;
         let mut out = StepOutput {
             admitted: self.record_admissions(&plan),
             ..StepOutput::default()
         };
-        let choices = self.choose(&plan, &logits, &mut out.failed);
-        // Each token's text, and whether it ends its sequence, before the scheduler records it.
-        let mut decoded = Vec::with_capacity(choices.len());
-        let mut sampled = Vec::with_capacity(choices.len());
-        for (id, choice) in choices {
-            let seq = self.seqs.get_mut(&id).expect("sampled sequences are known");
-            let eog = !seq.ignore_eos && self.tokenizer.eog_ids().contains(&choice.token);
-            let (text, stopped) = seq.text(choice.token, eog);
-            sampled.push(Sampled {
-                id,
-                token: choice.token,
-                stop: eog || stopped || choice.complete,
-            });
-            decoded.push((id, choice, text, stopped));
-        }
+        let produced = self.verify(&plan, &guesses, &logits, &mut out.failed);
+        let sampled: Vec<Sampled> = produced
+            .iter()
+            .map(|(id, emitted)| Sampled {
+                id: *id,
+                tokens: emitted.iter().map(|e| e.token).collect(),
+                stop: emitted.last().is_some_and(|e| e.stop),
+            })
+            .collect();
         let finished: HashMap<SeqId, FinishReason> = self
             .scheduler
             .complete(&plan, &sampled)
@@ -255,32 +286,141 @@ impl<'a> BatchEngine<'a> {
             self.scheduler.finish(*id, FinishReason::Aborted);
             self.seqs.remove(id);
         }
-        for (id, choice, text, stopped) in decoded {
-            let finish = finished.get(&id).map(|&reason| {
-                let mut seq = self.seqs.remove(&id).expect("finished sequences are known");
-                Finished {
-                    reason,
-                    text: if stopped { String::new() } else { seq.tail() },
-                    usage: Usage {
-                        prompt_tokens: seq.n_prompt,
-                        cached_tokens: seq.cached.unwrap_or(0),
-                        completion_tokens: seq.n_generated(),
-                    },
-                }
-            });
-            out.events.push(Event {
-                id,
-                token: choice.token,
-                text,
-                logprobs: choice.logprobs,
-                finish,
-            });
+        for (id, emitted) in produced {
+            let n = emitted.len();
+            for (i, e) in emitted.into_iter().enumerate() {
+                let finish = match (i + 1 == n, finished.get(&id)) {
+                    (true, Some(&reason)) => Some(self.end(id, reason, e.stopped)),
+                    _ => None,
+                };
+                out.events.push(Event {
+                    id,
+                    token: e.token,
+                    text: e.text,
+                    logprobs: e.logprobs,
+                    finish,
+                });
+            }
         }
         Ok(out)
     }
 
-    /// One forward pass over the step's chunks; logits of the chunks that sample, in order.
-    fn forward(&mut self, plan: &Step) -> Result<Vec<f32>, EngineError> {
+    /// Removes a finished sequence: its held-back text and usage. Its text feeds the n-gram
+    /// pool.
+    fn end(&mut self, id: SeqId, reason: FinishReason, stopped: bool) -> Finished {
+        let mut seq = self.seqs.remove(&id).expect("finished sequences are known");
+        if let Some(Speculator {
+            proposer: Proposer::Ngram(pool),
+            ..
+        }) = &mut self.spec
+        {
+            pool.learn(seq.history());
+        }
+        Finished {
+            reason,
+            text: if stopped { String::new() } else { seq.tail() },
+            usage: Usage {
+                prompt_tokens: seq.n_prompt,
+                cached_tokens: seq.cached.unwrap_or(0),
+                completion_tokens: seq.n_generated(),
+                draft_tokens: seq.spec.proposed,
+                accepted_tokens: seq.spec.accepted,
+            },
+        }
+    }
+
+    /// Before planning: the guesses each generating sequence wants to verify.
+    fn propose(&mut self) -> HashMap<SeqId, Proposal> {
+        let mut out = HashMap::new();
+        let Some(spec) = &self.spec else {
+            return out;
+        };
+        for (&id, seq) in &mut self.seqs {
+            if !seq.spec.on || seq.n_generated() == 0 {
+                continue;
+            }
+            let k = spec.length(&mut seq.spec);
+            let proposal = match &spec.proposer {
+                _ if k == 0 => continue,
+                Proposer::Ngram(pool) => {
+                    let g = pool.propose(seq.history(), k);
+                    (g.len(), g)
+                }
+                Proposer::Draft(_) => (k, Vec::new()),
+            };
+            if proposal.0 >= spec.cfg.min.max(1) {
+                out.insert(id, proposal);
+            }
+        }
+        out
+    }
+
+    /// After planning: each chunk's guesses, within the positions the scheduler reserved (a
+    /// draft model makes them now).
+    fn guesses(
+        &mut self,
+        plan: &Step,
+        mut proposals: HashMap<SeqId, Proposal>,
+    ) -> Result<Vec<Vec<u32>>, EngineError> {
+        let mut out: Vec<Vec<u32>> = plan
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut g = proposals.remove(&c.id).map(|p| p.1).unwrap_or_default();
+                g.truncate(c.draft);
+                g
+            })
+            .collect();
+        if let Some(Speculator {
+            proposer: Proposer::Draft(draft),
+            ..
+        }) = &mut self.spec
+        {
+            let mut reqs = Vec::new();
+            for c in plan.chunks.iter().filter(|c| c.draft > 0) {
+                let seq = &self.seqs[&c.id];
+                reqs.push(DraftRequest {
+                    history: seq.history(),
+                    computed: seq.spec.draft_computed,
+                    want: c.draft,
+                    blocks: self.scheduler.block_table(c.id).expect("running"),
+                    guesses: Vec::new(),
+                });
+            }
+            draft.guess(self.pool, &mut reqs)?;
+            let made: Vec<(usize, Vec<u32>)> =
+                reqs.into_iter().map(|r| (r.computed, r.guesses)).collect();
+            let drafted = plan.chunks.iter().enumerate().filter(|(_, c)| c.draft > 0);
+            for ((i, c), (computed, g)) in drafted.zip(made) {
+                self.seqs
+                    .get_mut(&c.id)
+                    .expect("running")
+                    .spec
+                    .draft_computed = computed;
+                out[i] = g;
+            }
+        }
+        let min = self.spec.as_ref().map_or(1, |s| s.cfg.min.max(1));
+        for g in &mut out {
+            if g.len() < min {
+                g.clear();
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over the step's chunks, each followed by its guesses; logits of the
+    /// chunks that sample (one row, or one per guess and one after them), in order.
+    fn forward(&mut self, plan: &Step, guesses: &[Vec<u32>]) -> Result<Vec<f32>, EngineError> {
+        let joined: Vec<Vec<u32>> = plan
+            .chunks
+            .iter()
+            .zip(guesses)
+            .map(|(c, g)| match g.is_empty() {
+                true => Vec::new(),
+                false => [&c.tokens[..], g].concat(),
+            })
+            .collect();
         let tables: Vec<(&[u32], &[u32])> = plan
             .chunks
             .iter()
@@ -298,13 +438,18 @@ impl<'a> BatchEngine<'a> {
             .chunks
             .iter()
             .zip(tables)
-            .map(|(c, (blocks, window_blocks))| SeqChunk {
-                tokens: &c.tokens,
+            .zip(&joined)
+            .map(|((c, (blocks, window_blocks)), joined)| SeqChunk {
+                tokens: if joined.is_empty() { &c.tokens } else { joined },
                 pos: c.pos,
                 blocks,
                 window_blocks,
                 state: c.state,
-                logits: if c.sample { Logits::Last } else { Logits::None },
+                logits: match (c.sample, joined.is_empty()) {
+                    (false, _) => Logits::None,
+                    (true, true) => Logits::Last,
+                    (true, false) => Logits::All,
+                },
             })
             .collect();
         // Sequences resuming from a cached prefix start from its state snapshot; states at the
@@ -336,26 +481,37 @@ impl<'a> BatchEngine<'a> {
         admitted
     }
 
-    /// Each sampling chunk's token; sequences whose constraint fails go to `failed`.
-    fn choose(
+    /// Each sampling chunk's tokens: its guesses verified in turn, then the token after the
+    /// last one accepted. Sequences whose constraint fails go to `failed`.
+    fn verify(
         &mut self,
         plan: &Step,
+        guesses: &[Vec<u32>],
         logits: &[f32],
         failed: &mut Vec<(SeqId, ConstraintError)>,
-    ) -> Vec<(SeqId, Choice)> {
+    ) -> Vec<(SeqId, Vec<Emitted>)> {
         let n_vocab = self.model.config().n_vocab;
-        let sampling = plan.chunks.iter().filter(|c| c.sample);
-        let mut choices = Vec::new();
-        for (c, row) in sampling.zip(logits.chunks_exact(n_vocab)) {
+        let mut rows = logits.chunks_exact(n_vocab);
+        let mut out = Vec::new();
+        for (c, g) in plan.chunks.iter().zip(guesses).filter(|(c, _)| c.sample) {
+            let rows: Vec<&[f32]> = rows.by_ref().take(1 + g.len()).collect();
             let seq = self
                 .seqs
                 .get_mut(&c.id)
                 .expect("scheduled sequences are known");
-            match seq.choose(row) {
-                Ok(choice) => choices.push((c.id, choice)),
+            match seq.verify(&rows, g, self.tokenizer.eog_ids()) {
+                Ok(emitted) => {
+                    if let Some(spec) = &mut self.spec {
+                        let accepted = emitted.iter().zip(g).filter(|(e, &t)| e.token == t);
+                        spec.record(&mut seq.spec, g.len(), accepted.count());
+                        let last = seq.history().len() - 1;
+                        seq.spec.draft_computed = seq.spec.draft_computed.min(last);
+                    }
+                    out.push((c.id, emitted));
+                }
                 Err(e) => failed.push((c.id, e)),
             }
         }
-        choices
+        out
     }
 }

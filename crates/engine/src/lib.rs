@@ -1,6 +1,7 @@
 //! Text generation on top of a model: choosing tokens ([`sampler`]), stopping at stop strings
 //! ([`stop`]), log-probabilities ([`logprobs`]), and the one generation loop ([`batch`]) that
-//! runs every sequence — many at once for the server, one for `frugal run` ([`session`]).
+//! runs every sequence — many at once for the server, one for `frugal run` ([`session`]) —
+//! guessing and verifying several tokens per step where it can ([`spec`]).
 #![forbid(unsafe_code)]
 
 pub mod batch;
@@ -8,6 +9,7 @@ pub mod logprobs;
 pub mod sampler;
 mod sequence;
 pub mod session;
+pub mod spec;
 pub mod stop;
 
 pub use batch::{BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage};

@@ -3,6 +3,7 @@
 
 use crate::logprobs::TokenLogprobs;
 use crate::sampler::Sampler;
+use crate::spec::SeqSpec;
 use crate::stop::{StopMatcher, StopResult};
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_tokenizer::{StreamDecoder, Tokenizer};
@@ -29,6 +30,19 @@ pub(crate) struct Sequence<'t> {
     stop: StopMatcher,
     /// Prompt tokens found in the prefix cache, once admitted.
     pub cached: Option<usize>,
+    pub spec: SeqSpec,
+}
+
+/// A token a sequence produced in a step, with its text and whether it ends the sequence.
+pub(crate) struct Emitted {
+    pub token: u32,
+    pub logprobs: Option<TokenLogprobs>,
+    pub text: String,
+    /// A stop string ended the sequence (its text is cut before it; nothing is held back).
+    pub stopped: bool,
+    /// The sequence ends with this token: end of generation, a stop string, or a complete
+    /// constraint.
+    pub stop: bool,
 }
 
 impl<'t> Sequence<'t> {
@@ -48,12 +62,48 @@ impl<'t> Sequence<'t> {
             decoder: StreamDecoder::new(tokenizer, !req.render_special),
             stop: StopMatcher::new(req.stop),
             cached: None,
+            spec: SeqSpec::new(req.speculate),
         };
         (seq, req.prompt)
     }
 
     pub fn n_generated(&self) -> usize {
         self.history.len() - self.n_prompt
+    }
+
+    /// Prompt and generated tokens.
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// The tokens of one step: `rows` are the logits after the sequence's last token and after
+    /// each of `guesses`; each position is sampled in turn, and the step goes on to the next
+    /// one while the token sampled equals the guess there and does not end the sequence.
+    pub fn verify(
+        &mut self,
+        rows: &[&[f32]],
+        guesses: &[u32],
+        eog_ids: &[u32],
+    ) -> Result<Vec<Emitted>, ConstraintError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let choice = self.choose(row)?;
+            let eog = !self.ignore_eos && eog_ids.contains(&choice.token);
+            let (text, stopped) = self.text(choice.token, eog);
+            let stop = eog || stopped || choice.complete;
+            let guessed = guesses.get(i) == Some(&choice.token);
+            out.push(Emitted {
+                token: choice.token,
+                logprobs: choice.logprobs,
+                text,
+                stopped,
+                stop,
+            });
+            if stop || !guessed {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Samples the next token from the model's `logits`, masked by the constraint if any.
@@ -122,4 +172,78 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Request;
+    use crate::sampler::SamplingParams;
+
+    fn tokenizer() -> Tokenizer {
+        Tokenizer::from_file(&frugal_fixtures::dir().join("hf/qwen2/tokenizer.json")).unwrap()
+    }
+
+    /// Logits of a distribution over the first tokens (the rest impossible).
+    fn logits(p: &[f64]) -> Vec<f32> {
+        let mut l = vec![-1e4f32; 576];
+        for (i, &pi) in p.iter().enumerate() {
+            l[i] = pi.ln() as f32;
+        }
+        l
+    }
+
+    /// Pearson's statistic of `counts` against `p` (all of whose cells are expected ≥ 5).
+    fn chi_square(counts: &[u64], p: &[f64]) -> f64 {
+        let n: u64 = counts.iter().sum();
+        let expect = |i: usize| p[i] * n as f64;
+        (0..p.len())
+            .map(|i| (counts[i] as f64 - expect(i)).powi(2) / expect(i))
+            .sum()
+    }
+
+    /// Verifying guesses is rejection sampling from the target: over many seeds the first token
+    /// follows the first row's distribution, a guess stands as often as the target would draw
+    /// it, and the token after an accepted guess follows the second row's. The seeds are fixed,
+    /// so the test cannot flake; the thresholds are chi-square's 0.1 % points (4 degrees of
+    /// freedom: 18.47) and five standard deviations for the acceptance rate.
+    #[test]
+    fn verified_tokens_follow_the_target_distribution() {
+        let tok = tokenizer();
+        let p0 = [0.4, 0.3, 0.15, 0.1, 0.05];
+        let p1 = [0.05, 0.1, 0.15, 0.3, 0.4];
+        let (row0, row1) = (logits(&p0), logits(&p1));
+        let guesses = [1u32, 4];
+        let (mut first, mut second, mut accepted) = ([0u64; 5], [0u64; 5], 0u64);
+        let n = 20_000u64;
+        for seed in 0..n {
+            let params = SamplingParams {
+                seed: Some(seed),
+                ..SamplingParams::default()
+            };
+            let sampler = Sampler::new(params.clone()).unwrap();
+            let req = Request::new(vec![1, 2, 3], Some(8), params.clone());
+            let (mut seq, _) = Sequence::new(&tok, sampler, req);
+            let out = seq.verify(&[&row0, &row1, &row1], &guesses, &[]).unwrap();
+            first[out[0].token as usize] += 1;
+            if out[0].token == guesses[0] {
+                accepted += 1;
+                second[out[1].token as usize] += 1;
+            }
+            // The same seed without a guess draws the same first token.
+            let req = Request::new(vec![1, 2, 3], Some(8), params.clone());
+            let (mut plain, _) = Sequence::new(&tok, Sampler::new(params).unwrap(), req);
+            assert_eq!(
+                plain.verify(&[&row0], &[], &[]).unwrap()[0].token,
+                out[0].token
+            );
+        }
+        assert!(chi_square(&first, &p0) < 18.47, "{first:?}");
+        assert!(chi_square(&second, &p1) < 18.47, "{second:?}");
+        let sd = (n as f64 * p0[1] * (1.0 - p0[1])).sqrt();
+        assert!(
+            (accepted as f64 - n as f64 * p0[1]).abs() < 5.0 * sd,
+            "{accepted}"
+        );
+    }
 }

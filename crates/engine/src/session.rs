@@ -42,6 +42,9 @@ pub struct GenerationStats {
     pub finish_reason: FinishReason,
     /// The generated token ids (including a final end-of-generation token, if any).
     pub tokens: Vec<u32>,
+    /// Guessed tokens verified (speculative decoding), and those accepted.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 /// A single sequence at a time, with a KV cache kept between generations.
@@ -76,6 +79,17 @@ impl<'a> Session<'a> {
 
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+
+    /// The KV cache's blocks and positions per block (a draft model's cache takes the same).
+    pub fn kv_blocks(&self) -> (usize, usize) {
+        (self.n_ctx.div_ceil(BLOCK), BLOCK)
+    }
+
+    /// Speculates with `spec` from now on.
+    pub fn with_speculation(mut self, spec: crate::spec::Speculator<'a>) -> Self {
+        self.engine = self.engine.with_speculation(spec);
+        self
     }
 
     /// Generates a continuation of `prompt`, calling `on_text` after every step with the text
@@ -145,6 +159,8 @@ impl<'a> Session<'a> {
             decode_seconds: first_token.elapsed().as_secs_f64(),
             finish_reason: finish,
             tokens,
+            draft_tokens: usage.map_or(0, |u| u.draft_tokens),
+            accepted_tokens: usage.map_or(0, |u| u.accepted_tokens),
         })
     }
 }

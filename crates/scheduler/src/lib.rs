@@ -85,17 +85,34 @@ pub struct Chunk {
     pub tokens: Vec<u32>,
     /// Whether this chunk ends at the sequence's last token, so a new token is sampled from it.
     pub sample: bool,
+    /// Positions reserved after `tokens` for guessed tokens (speculative decoding): the engine
+    /// appends up to this many, verifies them in the same forward pass and reports what it
+    /// accepted in [`Sampled::tokens`]. Only decode chunks get any.
+    pub draft: usize,
     /// The sequence's recurrent-state slot (hybrid models; 0 otherwise).
     pub state: SlotId,
 }
 
-/// The token a sequence sampled in a step, and whether the engine ends the sequence with it
-/// (end of generation, a stop string, a completed constraint).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The tokens a sequence produced in a step, and whether the engine ends the sequence with the
+/// last of them (end of generation, a stop string, a completed constraint). Without guesses
+/// that is one token; with them, the accepted guesses followed by the token sampled after them,
+/// at most [`Chunk::draft`]` + 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sampled {
     pub id: SeqId,
-    pub token: u32,
+    pub tokens: Vec<u32>,
     pub stop: bool,
+}
+
+impl Sampled {
+    /// One sampled token (no guesses).
+    pub fn one(id: SeqId, token: u32, stop: bool) -> Self {
+        Sampled {
+            id,
+            tokens: vec![token],
+            stop,
+        }
+    }
 }
 
 /// What the next forward pass runs.
@@ -115,8 +132,9 @@ pub struct Step {
 }
 
 impl Step {
+    /// Tokens through the model, positions reserved for guesses included.
     pub fn n_tokens(&self) -> usize {
-        self.chunks.iter().map(|c| c.tokens.len()).sum()
+        self.chunks.iter().map(|c| c.tokens.len() + c.draft).sum()
     }
 }
 
@@ -383,6 +401,14 @@ impl Scheduler {
 
     /// Plans the next step.
     pub fn schedule(&mut self) -> Step {
+        self.schedule_with_drafts(&|_| 0)
+    }
+
+    /// Plans the next step, reserving room for up to `draft(id)` guessed tokens after each
+    /// decoding sequence's next token (within the token budget, the blocks, and the tokens the
+    /// sequence may still produce). Hybrid models get none: their recurrent state cannot be
+    /// rolled back past rejected guesses yet.
+    pub fn schedule_with_drafts(&mut self, draft: &dyn Fn(SeqId) -> usize) -> Step {
         let mut step = Step::default();
         let mut budget = self.cfg.token_budget;
         let mut i = 0;
@@ -390,6 +416,13 @@ impl Scheduler {
             let want = self.running[i].tokens.len() - self.running[i].n_computed;
             let n = self.cut(&self.running[i], want.min(budget));
             if n == 0 {
+                i += 1;
+                continue;
+            }
+            let d = self.draft_room(&self.running[i], draft, budget - n);
+            if d > 0 && self.reserve(i, n + d) {
+                self.plan_chunk(i, n, d, &mut step);
+                budget -= n + d;
                 i += 1;
                 continue;
             }
@@ -410,7 +443,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            self.plan_chunk(i, n, &mut step);
+            self.plan_chunk(i, n, 0, &mut step);
             budget -= n;
             i += 1;
         }
@@ -423,7 +456,7 @@ impl Scheduler {
                 break;
             };
             self.running.push(s);
-            self.plan_chunk(self.running.len() - 1, n, &mut step);
+            self.plan_chunk(self.running.len() - 1, n, 0, &mut step);
             budget -= n;
         }
         step
@@ -557,9 +590,20 @@ impl Scheduler {
         }
     }
 
-    /// Adds running sequence `i`'s chunk of `n` tokens to the step and, if the chunk ends at a
-    /// snapshot point whose prefix has no snapshot yet, reserves one.
-    fn plan_chunk(&mut self, i: usize, n: usize, step: &mut Step) {
+    /// Guessed tokens a sequence may verify in this step: none unless it is decoding (one token
+    /// to run), at most what it may still produce after its next token, and within `budget`.
+    fn draft_room(&self, s: &Seq, draft: &dyn Fn(SeqId) -> usize, budget: usize) -> usize {
+        if self.states.is_some() || s.tokens.len() - s.n_computed != 1 {
+            return 0;
+        }
+        let left = s.max_tokens.saturating_sub(s.n_generated());
+        draft(s.id).min(left.saturating_sub(1)).min(budget)
+    }
+
+    /// Adds running sequence `i`'s chunk of `n` tokens (and `draft` positions for guesses after
+    /// them) to the step and, if the chunk ends at a snapshot point whose prefix has no
+    /// snapshot yet, reserves one.
+    fn plan_chunk(&mut self, i: usize, n: usize, draft: usize, step: &mut Step) {
         let s = &self.running[i];
         let (start, end) = (s.n_computed, s.n_computed + n);
         step.chunks.push(Chunk {
@@ -567,6 +611,7 @@ impl Scheduler {
             pos: start,
             tokens: s.tokens[start..end].to_vec(),
             sample: end == s.tokens.len(),
+            draft,
             state: s.slot.unwrap_or(0),
         });
         let (Some(slot), true) = (s.slot, n > 0) else {
@@ -606,8 +651,9 @@ impl Scheduler {
     }
 
     /// Records a finished step: every chunk's tokens are now computed (their full blocks enter
-    /// the prefix cache), and `sampled` gives the new token of each chunk that had `sample` set.
-    /// Sequences the engine ends with their token finish with `Stop`, those that reached
+    /// the prefix cache), and `sampled` gives the new tokens of each chunk that had `sample` set:
+    /// the accepted guesses are computed too, the rejected ones' positions are free again.
+    /// Sequences the engine ends with their last token finish with `Stop`, those that reached
     /// max_tokens with `Length`; the finished ones are returned, their blocks released.
     pub fn complete(&mut self, step: &Step, sampled: &[Sampled]) -> Vec<(SeqId, FinishReason)> {
         if let Some(states) = &mut self.states {
@@ -621,17 +667,23 @@ impl Scheduler {
                 continue;
             };
             s.n_computed = c.pos + c.tokens.len();
+            let x = sampled.iter().find(|x| c.sample && x.id == c.id);
+            if let Some(x) = x {
+                assert!(
+                    !x.tokens.is_empty() && x.tokens.len() <= c.draft + 1,
+                    "a sampling chunk yields one token and at most its guesses"
+                );
+                s.tokens.extend_from_slice(&x.tokens);
+                // The accepted guesses' keys and values were computed with the chunk.
+                s.n_computed += x.tokens.len() - 1;
+            }
             if let Some(b) = s.blocks.as_mut() {
                 self.blocks.commit(b, &s.tokens, s.n_computed);
             }
             if let (Some(w), Some(table)) = (&mut self.sliding, s.window.as_mut()) {
                 w.commit(table, &s.tokens, s.n_computed);
             }
-            if !c.sample {
-                continue;
-            }
-            if let Some(x) = sampled.iter().find(|x| x.id == c.id) {
-                s.tokens.push(x.token);
+            if let Some(x) = x {
                 if x.stop {
                     done.push((s.id, FinishReason::Stop));
                 } else if s.n_generated() >= s.max_tokens {

@@ -7,6 +7,9 @@
 //! are simulated in both groups (the token prefix each position was computed for), so a chunk
 //! that reads a key that is not its own — a stale or released block, a wrong prefix hit — fails
 //! the trace, and the window group's blocks per sequence must stay bounded by the window.
+//! Non-hybrid traces also speculate: decoding sequences get positions for guessed tokens, the
+//! simulated forward writes the guesses' keys there, and a random prefix of them is accepted, so
+//! a rejected guess's key that is ever read (or cached) fails the trace.
 
 use frugal_scheduler::{
     window_pool_blocks, FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig,
@@ -18,13 +21,15 @@ use std::collections::{HashMap, HashSet};
 
 #[test]
 fn random_traces() {
-    let (mut preemptions, mut resumed, mut windows) = (0, 0, [0; 2]);
+    let (mut preemptions, mut resumed, mut windows, mut guessed) = (0, 0, [0; 2], 0);
     for seed in 0..200 {
         let t = Trace::new(seed);
-        let (p, r) = t.run(&mut windows);
+        let (p, r, g) = t.run(&mut windows);
         preemptions += p;
         resumed += r;
+        guessed += g;
     }
+    assert!(guessed > 1000, "the traces must verify guesses");
     assert!(preemptions > 0, "the traces must exercise preemption");
     assert!(resumed > 0, "the traces must resume from state snapshots");
     assert!(
@@ -57,6 +62,12 @@ struct Trace {
     /// What each position of each block holds, per group (full, window): the token prefix it
     /// was computed for.
     contents: [HashMap<(u32, usize), Vec<u32>>; 2],
+    /// The tokens guessed for each chunk of the current step.
+    guesses: HashMap<u64, Vec<u32>>,
+    /// The furthest position each sequence's window table was grown to.
+    reserved: HashMap<u64, usize>,
+    /// Guessed tokens verified so far.
+    guessed: u64,
 }
 
 impl Trace {
@@ -104,18 +115,24 @@ impl Trace {
             resumed: 0,
             window,
             contents: Default::default(),
+            guesses: HashMap::new(),
+            reserved: HashMap::new(),
+            guessed: 0,
         }
     }
 
     /// Runs the trace to the end, checking every step; the number of preemptions and of
-    /// sequences resumed from a snapshot.
-    fn run(mut self, windows: &mut [u64; 2]) -> (u64, u64) {
+    /// sequences resumed from a snapshot and of guessed tokens.
+    fn run(mut self, windows: &mut [u64; 2]) -> (u64, u64, u64) {
         let seed = self.seed;
         for round in 0..2000 {
             if round < 400 && self.rng.gen_bool(0.3) {
                 self.add_request();
             }
-            let step = self.sch.schedule();
+            let salt = self.rng.gen_range(0..5u64);
+            let step = self
+                .sch
+                .schedule_with_drafts(&|id| ((id + salt) % 5) as usize);
             self.check_step(&step);
             self.run_states(&step);
             self.run_blocks(&step, windows);
@@ -135,7 +152,7 @@ impl Trace {
         if let Some(w) = self.sch.window_blocks() {
             assert_eq!(w.pool().n_used(), 0, "seed {seed}: window blocks leaked");
         }
-        (self.sch.preemptions(), self.resumed)
+        (self.sch.preemptions(), self.resumed, self.guessed)
     }
 
     /// Hybrid traces: plays the step on the simulated slots, checking that every chunk starts
@@ -179,16 +196,27 @@ impl Trace {
         let bs = self.block_size;
         let mut writes = Vec::new();
         for c in &step.chunks {
-            let tokens = &self.tokens[&c.id];
+            assert!(
+                c.draft == 0 || (self.slots.is_none() && c.sample && c.tokens.len() == 1),
+                "seed {}: guesses after anything but a decode token",
+                self.seed
+            );
+            // The guesses' keys are written like the chunk's own.
+            let guesses: Vec<u32> = (0..c.draft).map(|_| self.rng.gen_range(0..50)).collect();
+            let mut tokens = self.tokens[&c.id].clone();
+            tokens.extend_from_slice(&guesses);
+            self.guessed += guesses.len() as u64;
+            self.guesses.insert(c.id, guesses);
+            let tokens = &tokens;
+            let end = c.pos + c.tokens.len() + c.draft;
             let full = self.sch.block_table(c.id).expect("running");
             self.check_reads(0, full, tokens, 0..c.pos);
-            writes.push((0, full.to_vec(), c.id, c.pos..c.pos + c.tokens.len()));
+            writes.push((0, full.to_vec(), tokens.clone(), c.pos..end));
             let Some(w) = self.window else {
                 assert!(self.sch.window_table(c.id).is_none());
                 continue;
             };
             let table = self.sch.window_table(c.id).expect("running");
-            let end = c.pos + c.tokens.len();
             self.check_reads(
                 1,
                 table,
@@ -204,17 +232,20 @@ impl Trace {
                 self.seed
             );
             let held = table.iter().filter(|&&b| b != RELEASED).count();
+            // Positions an earlier step reserved for guesses that were rejected stay held.
+            let reserved = self.reserved.entry(c.id).or_default();
+            *reserved = (*reserved).max(end);
+            let span = *reserved - (c.pos + 1).saturating_sub(w);
             assert!(
-                held <= (w - 1 + c.tokens.len()).div_ceil(bs) + 1,
+                held <= span.div_ceil(bs) + 1,
                 "seed {}: the window group grows with the context",
                 self.seed
             );
             windows[0] += u64::from(table.contains(&RELEASED));
             windows[1] += u64::from(self.sch.cached_tokens(c.id).unwrap_or(0) > 0);
-            writes.push((1, table.to_vec(), c.id, c.pos..end));
+            writes.push((1, table.to_vec(), tokens.clone(), c.pos..end));
         }
-        for (group, table, id, positions) in writes {
-            let tokens = &self.tokens[&id];
+        for (group, table, tokens, positions) in writes {
             for q in positions {
                 let key = (table[q / bs], q % bs);
                 self.contents[group].insert(key, tokens[..=q].to_vec());
@@ -278,7 +309,7 @@ impl Trace {
                 .block_table(c.id)
                 .expect("scheduled sequences are running");
             assert!(
-                table.len() * self.block_size >= c.pos + c.tokens.len(),
+                table.len() * self.block_size >= c.pos + c.tokens.len() + c.draft,
                 "seed {seed}: blocks do not cover the chunk"
             );
         }
@@ -289,18 +320,26 @@ impl Trace {
     fn complete(&mut self, step: &Step) {
         let rng = &mut self.rng;
         // The engine sometimes ends a sequence with the token it sampled (EOS, stop string).
+        // A random prefix of the guesses is accepted; the token after them is not the next guess.
         let sampled: Vec<Sampled> = step
             .chunks
             .iter()
             .filter(|c| c.sample)
-            .map(|c| Sampled {
-                id: c.id,
-                token: rng.gen_range(0..50),
-                stop: rng.gen_bool(0.03),
+            .map(|c| {
+                let guesses = &self.guesses[&c.id];
+                let mut tokens = guesses[..rng.gen_range(0..=guesses.len())].to_vec();
+                let next = guesses.get(tokens.len()).map_or(50, |&g| g + 50);
+                tokens.push(next);
+                Sampled {
+                    id: c.id,
+                    tokens,
+                    stop: rng.gen_bool(0.03),
+                }
             })
             .collect();
         for x in &sampled {
-            self.tokens.get_mut(&x.id).expect("known").push(x.token);
+            let tokens = self.tokens.get_mut(&x.id).expect("known");
+            tokens.extend_from_slice(&x.tokens);
         }
         for (id, _) in self.sch.complete(step, &sampled) {
             assert!(self.finished.insert(id));
@@ -392,11 +431,7 @@ fn impossible_requests_are_rejected() {
 }
 
 fn sampled(id: u64, token: u32) -> Sampled {
-    Sampled {
-        id,
-        token,
-        stop: false,
-    }
+    Sampled::one(id, token, false)
 }
 
 #[test]

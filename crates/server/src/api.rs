@@ -75,6 +75,11 @@ pub struct Common {
     pub stream_options: Option<StreamOptions>,
     /// Accepted and ignored (but see the `fault-injection` feature).
     pub user: Option<String>,
+    /// `false`: no speculative decoding for this request (when the server speculates).
+    pub speculative: Option<bool>,
+    /// llama.cpp's per-request draft length; 0 opts out like `"speculative": false`.
+    #[serde(rename = "speculative.n_max")]
+    pub speculative_n_max: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +135,8 @@ pub struct Generation {
     pub include_usage: bool,
     /// Tests only (`fault-injection` feature): make this request's constraint panic.
     pub inject_panic: bool,
+    /// Speculative decoding allowed (when the server speculates).
+    pub speculate: bool,
 }
 
 impl Common {
@@ -212,6 +219,7 @@ impl Common {
                 .is_some_and(|o| o.include_usage),
             inject_panic: cfg!(feature = "fault-injection")
                 && self.user.as_deref() == Some("frugal-fault-injection:panic"),
+            speculate: self.speculative != Some(false) && self.speculative_n_max != Some(0),
         })
     }
 }

@@ -16,6 +16,9 @@ mod routes;
 pub mod worker;
 
 use frugal_chat::ChatTemplate;
+use frugal_engine::spec::draft::same_vocabulary;
+pub use frugal_engine::spec::SpecConfig;
+use frugal_engine::spec::Speculator;
 use frugal_loader::{ModelFile, ModelOptions};
 use frugal_models::ModelConfig;
 use frugal_output::TokenEnv;
@@ -84,6 +87,26 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Speculative decoding for every request that does not opt out (`--spec`).
+    pub speculation: Option<Speculation>,
+}
+
+/// How the server speculates: where guesses come from, and how many are verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speculation {
+    pub method: SpecMethod,
+    pub config: SpecConfig,
+}
+
+/// Where guesses come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecMethod {
+    /// The sequence's own text and the text of the server's other sequences.
+    Ngram,
+    /// A smaller model of the same vocabulary, from this file.
+    Draft(PathBuf),
+    /// The model's own multi-token-prediction layers.
+    Mtp,
 }
 
 impl ServerConfig {
@@ -138,6 +161,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            speculation: None,
         }
     }
 
@@ -213,6 +237,8 @@ pub struct Server {
     state: Arc<AppState>,
     /// Opened; its weights load in [`Server::run`].
     file: ModelFile,
+    /// The draft model (`--spec draft`), opened and checked against the model's vocabulary.
+    draft: Option<ModelFile>,
 }
 
 impl Server {
@@ -228,6 +254,7 @@ impl Server {
         for w in &file.warnings {
             tracing::warn!("{w}");
         }
+        let draft = open_draft(&cfg, &file)?;
         let model_id = cfg.model_alias.clone().unwrap_or_else(|| {
             cfg.model
                 .file_stem()
@@ -265,6 +292,7 @@ impl Server {
             listener,
             state,
             file,
+            draft,
         })
     }
 
@@ -282,12 +310,13 @@ impl Server {
             listener,
             state,
             file,
+            draft,
         } = self;
         let local = listener.local_addr().ok();
         let limits = state.cfg.connection_limits()?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        let engine = spawn_engine(file, state.clone(), cmd_rx, loaded_tx)?;
+        let engine = spawn_engine(file, draft, state.clone(), cmd_rx, loaded_tx)?;
 
         let app = routes::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -350,8 +379,35 @@ impl Server {
     }
 }
 
+/// Opens the draft model of `--spec draft` and checks that it speaks the model's vocabulary;
+/// refuses a method the model cannot use.
+fn open_draft(cfg: &ServerConfig, target: &ModelFile) -> Result<Option<ModelFile>, ServerError> {
+    let Some(spec) = &cfg.speculation else {
+        return Ok(None);
+    };
+    if target.config.state_bytes_per_seq() > 0 {
+        tracing::warn!(
+            "speculative decoding is off: the model's recurrent state cannot be rolled back yet"
+        );
+    }
+    match &spec.method {
+        SpecMethod::Ngram => Ok(None),
+        SpecMethod::Mtp => Err(ServerError::Config(
+            "--spec mtp: running the model's multi-token-prediction layers is not supported yet; use --spec ngram or --spec draft".into(),
+        )),
+        SpecMethod::Draft(path) => {
+            let draft = ModelFile::open(path, &cfg.model_options())?;
+            same_vocabulary(&target.tokenizer, &draft.tokenizer).map_err(|e| {
+                ServerError::Config(format!("--draft-model {}: {e}", path.display()))
+            })?;
+            Ok(Some(draft))
+        }
+    }
+}
+
 fn spawn_engine(
     file: ModelFile,
+    draft_file: Option<ModelFile>,
     state: Arc<AppState>,
     commands: mpsc::Receiver<worker::Command>,
     loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
@@ -359,6 +415,7 @@ fn spawn_engine(
     let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config);
     let metrics = state.metrics.clone();
     let max_seqs = state.cfg.max_seqs;
+    let spec_cfg = state.cfg.speculation.as_ref().map(|s| s.config.clone());
     drop(state);
     let handle = std::thread::Builder::new()
         .name("frugal-engine".into())
@@ -385,10 +442,57 @@ fn spawn_engine(
                 max_seqs,
             );
             log_state_memory(&model, &engine_cfg);
+            let draft = draft_file.map(|f| f.load(None).map(|m| (m, f.tokenizer.clone())));
+            let draft = match draft.transpose() {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = loaded.send(Err(e.into()));
+                    return;
+                }
+            };
+            let spec = match speculator(spec_cfg, &model, &tokenizer, draft.as_ref(), &engine_cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = loaded.send(Err(e));
+                    return;
+                }
+            };
             let _ = loaded.send(Ok(()));
-            worker::run(&model, &tokenizer, &pool, engine_cfg, commands, metrics);
+            worker::run(
+                &model, &tokenizer, &pool, engine_cfg, spec, commands, metrics,
+            );
         })?;
     Ok(handle)
+}
+
+/// The speculator `--spec` asks for: n-gram lookup, or the loaded draft model.
+fn speculator<'a>(
+    cfg: Option<SpecConfig>,
+    model: &frugal_models::Model,
+    tokenizer: &Tokenizer,
+    draft: Option<&'a (frugal_models::Model, Arc<Tokenizer>)>,
+    e: &worker::EngineConfig,
+) -> Result<Option<Speculator<'a>>, ServerError> {
+    let Some(cfg) = cfg else {
+        return Ok(None);
+    };
+    let Some((draft, draft_tokens)) = draft else {
+        tracing::info!(
+            "speculative decoding: n-gram lookup, up to {} tokens per step",
+            cfg.max
+        );
+        return Ok(Some(Speculator::ngram(cfg)));
+    };
+    let (n_blocks, block) = (e.n_blocks, e.block_size);
+    let spec = Speculator::draft_model(cfg, model, tokenizer, draft, draft_tokens, n_blocks, block)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(
+        "speculative decoding: a draft model of {:.0} MB (a guess costs {:.2} decode steps), up to {} tokens per step",
+        draft.weight_bytes() as f64 / 1e6,
+        spec.cost(),
+        spec.config().max
+    );
+    Ok(Some(spec))
 }
 
 /// For hybrid models: the recurrent state's memory, per sequence and for the snapshots that

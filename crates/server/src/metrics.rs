@@ -76,6 +76,10 @@ pub struct Metrics {
     pub connections_rejected: AtomicU64,
     /// Connections closed by the header, idle or write timeout.
     pub connections_timed_out: AtomicU64,
+    /// Speculative decoding: guessed tokens verified, accepted, and verifications.
+    pub spec_draft_tokens: AtomicU64,
+    pub spec_accepted_tokens: AtomicU64,
+    pub spec_verifications: AtomicU64,
     ttft: Mutex<Histogram>,
     tpot: Mutex<Histogram>,
 }
@@ -100,6 +104,9 @@ impl Default for Metrics {
             connections_open: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             connections_timed_out: AtomicU64::new(0),
+            spec_draft_tokens: AtomicU64::new(0),
+            spec_accepted_tokens: AtomicU64::new(0),
+            spec_verifications: AtomicU64::new(0),
             ttft: Mutex::new(Histogram::new(TTFT_BOUNDS)),
             tpot: Mutex::new(Histogram::new(TPOT_BOUNDS)),
         }
@@ -157,7 +164,7 @@ impl Metrics {
     }
 
     /// The counters: (name, help, value).
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 10] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 13] {
         [
             (
                 "frugal_prompt_tokens_total",
@@ -209,6 +216,21 @@ impl Metrics {
                 "Connections closed by the header, idle or write timeout.",
                 &self.connections_timed_out,
             ),
+            (
+                "frugal_spec_draft_tokens_total",
+                "Speculative decoding: guessed tokens verified.",
+                &self.spec_draft_tokens,
+            ),
+            (
+                "frugal_spec_accepted_tokens_total",
+                "Speculative decoding: guessed tokens accepted.",
+                &self.spec_accepted_tokens,
+            ),
+            (
+                "frugal_spec_verifications_total",
+                "Speculative decoding: steps in which a sequence verified guesses.",
+                &self.spec_verifications,
+            ),
         ]
     }
 
@@ -223,6 +245,16 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let verifications = self.spec_verifications.load(Relaxed);
+        let mean = match verifications {
+            0 => 0.0,
+            n => self.spec_accepted_tokens.load(Relaxed) as f64 / n as f64,
+        };
+        let name = "frugal_spec_mean_accepted_tokens";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Speculative decoding: guessed tokens accepted per verification.\n# TYPE {name} gauge\n{name} {mean}"
+        );
         lock(&self.ttft).render(
             &mut out,
             "frugal_time_to_first_token_seconds",

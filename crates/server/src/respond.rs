@@ -146,6 +146,7 @@ impl Submit<'_> {
             self.output.and_then(ChatOutput::constraint)
         };
         req.render_special = self.output.is_some_and(|o| o.render_special);
+        req.speculate = self.gen.speculate;
         let job = Job {
             request: req,
             arrived,

@@ -6,6 +6,7 @@
 //! A failed or panicking step fails the sequences in it, not the server.
 
 use crate::metrics::Metrics;
+use frugal_engine::spec::Speculator;
 use frugal_engine::{panic_message, BatchEngine, EngineError, Event, FinishReason, Request, SeqId};
 use frugal_kernels::ThreadPool;
 use frugal_models::Model;
@@ -108,20 +109,25 @@ pub fn run(
     tokenizer: &Tokenizer,
     pool: &ThreadPool,
     cfg: EngineConfig,
+    spec: Option<Speculator<'_>>,
     commands: Receiver<Command>,
     metrics: Arc<Metrics>,
 ) {
     metrics.kv_blocks_total.store(cfg.n_blocks as u64, Relaxed);
+    let mut engine = BatchEngine::new_split(
+        model,
+        tokenizer,
+        pool,
+        cfg.scheduler,
+        cfg.n_blocks,
+        cfg.n_window_blocks,
+        cfg.block_size,
+    );
+    if let Some(spec) = spec {
+        engine = engine.with_speculation(spec);
+    }
     let mut w = Worker {
-        engine: BatchEngine::new_split(
-            model,
-            tokenizer,
-            pool,
-            cfg.scheduler,
-            cfg.n_blocks,
-            cfg.n_window_blocks,
-            cfg.block_size,
-        ),
+        engine,
         metrics,
         active: HashMap::new(),
         next_id: 0,
@@ -342,6 +348,12 @@ impl Worker<'_> {
         self.metrics
             .kv_blocks_used
             .store(s.blocks().n_used() as u64, Relaxed);
+        if let Some(spec) = self.engine.speculator() {
+            let (c, m) = (spec.counts(), &self.metrics);
+            m.spec_draft_tokens.store(c.proposed, Relaxed);
+            m.spec_accepted_tokens.store(c.accepted, Relaxed);
+            m.spec_verifications.store(c.verifications, Relaxed);
+        }
         if let Some(w) = s.window_blocks() {
             let pool = w.pool();
             let m = &self.metrics;
@@ -374,6 +386,8 @@ fn log_done(a: &Active, end: &frugal_engine::Finished) {
         completion_tokens = end.usage.completion_tokens,
         ttft_ms = (ttft * 1e3).round() as u64,
         tokens_per_s = (tps * 10.0).round() / 10.0,
+        draft_tokens = end.usage.draft_tokens,
+        accepted_tokens = end.usage.accepted_tokens,
         total_ms = (elapsed * 1e3).round() as u64,
         finish = end.reason.as_str(),
         "request done"

@@ -3,11 +3,14 @@
 
 use crate::commands::chat_input::{ChatInput, Line};
 use crate::load::{load_weights, warn, ModelArgs};
+use crate::spec::SpecArgs;
 use anyhow::{Context, Result};
 use frugal_engine::sampler::SamplingParams;
 use frugal_engine::session::{GenerateParams, GenerationStats, Session};
+use frugal_engine::spec::Speculator;
 use frugal_engine::FinishReason;
 use frugal_loader::{ModelFile, ModelOptions, Warning};
+use frugal_server::SpecMethod;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -58,6 +61,8 @@ pub struct Args {
     /// Do not prepend the BOS token to a raw prompt even if the model asks for it.
     #[arg(long)]
     pub no_bos: bool,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -89,9 +94,38 @@ pub fn run(a: Args) -> Result<()> {
         .sampling
         .validate(file.config.n_vocab)
         .context("invalid sampling parameters")?;
+    let speculation = a.spec.speculation()?;
     let model = load_weights(&file)?;
+    let draft = match speculation.as_ref().map(|s| &s.method) {
+        Some(SpecMethod::Draft(path)) => {
+            let draft = a.model.open_other(path)?;
+            let weights = load_weights(&draft)?;
+            Some((draft, weights))
+        }
+        _ => None,
+    };
     let pool = file.thread_pool();
     let mut session = Session::new(&model, &file.tokenizer, &pool, file.n_ctx);
+    if let Some(s) = speculation {
+        let (n_blocks, block) = session.kv_blocks();
+        let spec = match (&s.method, &draft) {
+            (SpecMethod::Ngram, _) => Speculator::ngram(s.config),
+            (SpecMethod::Draft(path), Some((d, weights))) => Speculator::draft_model(
+                s.config,
+                &model,
+                &file.tokenizer,
+                weights,
+                &d.tokenizer,
+                n_blocks,
+                block,
+            )
+            .with_context(|| format!("--draft-model {}", path.display()))?,
+            _ => anyhow::bail!(
+                "--spec mtp: running the model's multi-token-prediction layers is not supported yet"
+            ),
+        };
+        session = session.with_speculation(spec);
+    }
     if a.chat {
         chat(&a, &file, &mut session, &params)
     } else {
@@ -234,4 +268,13 @@ fn report(s: &GenerationStats) {
         s.generated_tokens,
         s.finish_reason.as_str(),
     );
+    if s.draft_tokens > 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "speculation: {} of {} guessed tokens accepted ({:.0} %)",
+            s.accepted_tokens,
+            s.draft_tokens,
+            100.0 * s.accepted_tokens as f64 / s.draft_tokens as f64
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `frugal serve`: the OpenAI-compatible HTTP server (see the `frugal-server` crate).
 
 use crate::load::ModelArgs;
+use crate::spec::SpecArgs;
 use anyhow::{Context, Result};
 use frugal_server::{ReasoningFormat, Server, ServerConfig};
 use std::io::Write;
@@ -87,6 +88,8 @@ pub struct Args {
     /// Connections served at once; more are answered 503 and closed.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub spec: SpecArgs,
 }
 
 /// A duration: a number with an optional unit `ms`, `s` or `m` (no unit: seconds).
@@ -172,6 +175,7 @@ pub fn run(a: Args) -> Result<()> {
         "--reasoning-budget must be -1 (unlimited) or at least 0"
     );
     cfg.reasoning_budget = usize::try_from(a.reasoning_budget).ok();
+    cfg.speculation = a.spec.speculation()?;
     if let Some(f) = &a.chat_template_file {
         cfg.chat_template = Some(
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,

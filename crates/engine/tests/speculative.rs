@@ -1,0 +1,253 @@
+//! Speculative decoding changes how fast tokens come, never which: with each proposer, greedy
+//! and seeded sampled output equal the output without speculation token for token, for a
+//! sequence alone and inside batches where verification chunks run beside prefill chunks and
+//! plain decode steps, with rejected guesses rolled back.
+
+use frugal_engine::sampler::SamplingParams;
+use frugal_engine::spec::draft::same_vocabulary;
+use frugal_engine::spec::{SpecConfig, Speculator};
+use frugal_engine::{BatchEngine, Request};
+use frugal_fixtures::{dir as fixtures, ids};
+use frugal_formats::GgufFile;
+use frugal_kernels::ThreadPool;
+use frugal_models::{LoadOptions, Model};
+use frugal_scheduler::SchedulerConfig;
+use frugal_tokenizer::Tokenizer;
+use std::collections::HashMap;
+
+const N_BLOCKS: usize = 64;
+const BLOCK: usize = 8;
+
+struct Loaded {
+    model: Model,
+    tokenizer: Tokenizer,
+}
+
+fn load(name: &str) -> Loaded {
+    let gguf = GgufFile::open(fixtures().join("models").join(format!("{name}.gguf"))).unwrap();
+    Loaded {
+        model: Model::load(&gguf, &LoadOptions::default()).unwrap(),
+        tokenizer: Tokenizer::from_gguf(&gguf).unwrap(),
+    }
+}
+
+fn prompt(name: &str) -> Vec<u32> {
+    let path = fixtures().join("expected").join(format!("{name}.json"));
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    ids(&e["token_ids"])
+}
+
+#[derive(Clone, Copy)]
+enum Spec<'d> {
+    None,
+    Ngram,
+    Draft(&'d Loaded),
+}
+
+/// What a run produced: each request's tokens, and the guesses proposed and accepted.
+struct Outcome {
+    tokens: HashMap<u64, Vec<u32>>,
+    proposed: u64,
+    accepted: u64,
+}
+
+/// Runs requests (id, prompt, max_tokens, sampling) to completion.
+fn run(
+    target: &Loaded,
+    spec: Spec<'_>,
+    cfg: &SpecConfig,
+    budget: usize,
+    reqs: &[(u64, Vec<u32>, usize, SamplingParams)],
+) -> Outcome {
+    let pool = ThreadPool::new(2);
+    let sched = SchedulerConfig {
+        max_seqs: 4,
+        token_budget: budget,
+        max_waiting: 16,
+        n_ctx: 256,
+        snapshots: Default::default(),
+    };
+    let (m, t) = (&target.model, &target.tokenizer);
+    let mut eng = BatchEngine::new(m, t, &pool, sched, N_BLOCKS, BLOCK);
+    eng = match spec {
+        Spec::None => eng,
+        Spec::Ngram => eng.with_speculation(Speculator::ngram(cfg.clone())),
+        Spec::Draft(d) => {
+            let (dm, dt) = (&d.model, &d.tokenizer);
+            let s = Speculator::draft_model(cfg.clone(), m, t, dm, dt, N_BLOCKS, BLOCK).unwrap();
+            eng.with_speculation(s)
+        }
+    };
+    for (id, p, n, sampling) in reqs {
+        let mut req = Request::new(p.clone(), Some(*n), sampling.clone());
+        req.ignore_eos = true;
+        eng.add(*id, req).unwrap();
+    }
+    let mut tokens: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut steps = 0;
+    while !eng.is_idle() {
+        for e in eng.step().unwrap().events {
+            tokens.entry(e.id).or_default().push(e.token);
+        }
+        steps += 1;
+        assert!(steps < 10_000, "no progress");
+    }
+    assert_eq!(eng.scheduler().blocks().n_used(), 0, "blocks leaked");
+    let counts = eng.speculator().map(|s| s.counts()).unwrap_or_default();
+    Outcome {
+        tokens,
+        proposed: counts.proposed,
+        accepted: counts.accepted,
+    }
+}
+
+/// Requests that share a prefix or not, with prompts that repeat themselves (so that n-gram
+/// lookup has something to find) and lengths that make a small budget mix prefill chunks with
+/// verification.
+fn requests(p: &[u32], sampling: &SamplingParams) -> Vec<(u64, Vec<u32>, usize, SamplingParams)> {
+    let twice = [p, p].concat();
+    let mut other = p[..20].to_vec();
+    other.extend([5, 6, 7, 5, 6, 7, 5, 6]);
+    vec![
+        (1, twice, 40, sampling.clone()),
+        (2, other, 30, sampling.clone()),
+        (
+            3,
+            vec![42, 43, 44, 45, 46, 42, 43, 44],
+            48,
+            sampling.clone(),
+        ),
+        (4, p[..33].to_vec(), 12, sampling.clone()),
+    ]
+}
+
+/// Each request alone and all of them together, at two budgets, with and without `spec`: the
+/// same tokens. Returns the guesses proposed and accepted over all runs.
+fn check_exact(
+    target: &Loaded,
+    spec: Spec<'_>,
+    cfg: &SpecConfig,
+    p: &[u32],
+    s: &SamplingParams,
+) -> (u64, u64) {
+    let reqs = requests(p, s);
+    let plain = run(target, Spec::None, cfg, 64, &reqs);
+    let (mut proposed, mut accepted) = (0, 0);
+    for budget in [7, 64] {
+        let batched = run(target, spec, cfg, budget, &reqs);
+        assert_eq!(batched.tokens, plain.tokens, "batched, budget {budget}");
+        (proposed, accepted) = (proposed + batched.proposed, accepted + batched.accepted);
+    }
+    for r in &reqs {
+        let alone = run(target, spec, cfg, 64, std::slice::from_ref(r));
+        assert_eq!(
+            alone.tokens[&r.0], plain.tokens[&r.0],
+            "request {} alone",
+            r.0
+        );
+        (proposed, accepted) = (proposed + alone.proposed, accepted + alone.accepted);
+    }
+    (proposed, accepted)
+}
+
+fn seeded(seed: u64) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.9,
+        top_k: 40,
+        seed: Some(seed),
+        ..SamplingParams::default()
+    }
+}
+
+fn fixed() -> SpecConfig {
+    SpecConfig {
+        max: 5,
+        fixed: true,
+        ..SpecConfig::default()
+    }
+}
+
+#[test]
+fn ngram_lookup_changes_no_token() {
+    for name in ["qwen2-f32", "qwen3moe-Q4_K_M", "deepseek2-Q8_0"] {
+        let target = load(name);
+        let p = prompt(name);
+        for cfg in [fixed(), SpecConfig::default()] {
+            let (proposed, accepted) =
+                check_exact(&target, Spec::Ngram, &cfg, &p, &SamplingParams::greedy());
+            assert!(
+                proposed > 0 && accepted > 0,
+                "{name}: {accepted} of {proposed} guesses accepted"
+            );
+            assert!(accepted < proposed, "{name}: some guesses must be rejected");
+        }
+        check_exact(&target, Spec::Ngram, &fixed(), &p, &seeded(7));
+    }
+}
+
+#[test]
+fn a_draft_model_changes_no_token() {
+    let target = load("qwen2-f32");
+    let p = prompt("qwen2-f32");
+    // The model as its own draft: every guess stands.
+    let (proposed, accepted) = check_exact(
+        &target,
+        Spec::Draft(&target),
+        &fixed(),
+        &p,
+        &SamplingParams::greedy(),
+    );
+    assert!(proposed > 0);
+    assert_eq!(accepted, proposed, "a model agrees with itself");
+    // A quantized copy disagrees now and then: rejected guesses are rolled back, in the
+    // target's cache and in the draft's own.
+    let draft = load("qwen2-Q4_0");
+    let cfg = SpecConfig {
+        p_min: 0.0,
+        ..fixed()
+    };
+    let (proposed, accepted) = check_exact(
+        &target,
+        Spec::Draft(&draft),
+        &cfg,
+        &p,
+        &SamplingParams::greedy(),
+    );
+    assert!(
+        accepted > 0 && accepted < proposed,
+        "{accepted} of {proposed}"
+    );
+    check_exact(&target, Spec::Draft(&draft), &cfg, &p, &seeded(11));
+    check_exact(
+        &target,
+        Spec::Draft(&draft),
+        &SpecConfig::default(),
+        &p,
+        &seeded(12),
+    );
+}
+
+#[test]
+fn a_draft_model_of_another_vocabulary_is_refused() {
+    // The same tokenizer, and one where two tokens swapped ids.
+    let path = fixtures().join("hf/qwen2/tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let target = Tokenizer::from_file(&path).unwrap();
+    assert!(same_vocabulary(&target, &target).is_ok());
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let vocab = json["model"]["vocab"].as_object_mut().unwrap();
+    vocab.insert("§".into(), 101.into());
+    vocab.insert("¨".into(), 100.into());
+    let dir = std::env::temp_dir().join(format!("frugal-spec-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let swapped = dir.join("tokenizer.json");
+    std::fs::write(&swapped, json.to_string()).unwrap();
+    let draft = Tokenizer::from_file(&swapped).unwrap();
+    let err = same_vocabulary(&target, &draft).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        err.contains("vocabulary") && err.contains("token 100"),
+        "{err}"
+    );
+}
