@@ -335,11 +335,12 @@ impl<'a> BatchEngine<'a> {
         let Some(spec) = &self.spec else {
             return out;
         };
+        let batch = self.scheduler.pending_tokens();
         for (&id, seq) in &mut self.seqs {
             if !seq.spec.on || seq.n_generated() == 0 {
                 continue;
             }
-            let k = spec.length(&mut seq.spec);
+            let k = spec.length(&mut seq.spec, batch);
             let proposal = match &spec.proposer {
                 _ if k == 0 => continue,
                 Proposer::Ngram(pool) => {

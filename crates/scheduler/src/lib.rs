@@ -283,6 +283,18 @@ impl Scheduler {
         self.running.len()
     }
 
+    /// Tokens the next step would run without guesses (running sequences' next chunks and
+    /// waiting prompts, within the budget): how full the step is.
+    pub fn pending_tokens(&self) -> usize {
+        let running: usize = self
+            .running
+            .iter()
+            .map(|s| s.tokens.len() - s.n_computed)
+            .sum();
+        let waiting: usize = self.waiting.iter().map(|s| s.tokens.len()).sum();
+        (running + waiting).min(self.cfg.token_budget)
+    }
+
     pub fn preemptions(&self) -> u64 {
         self.preemptions
     }

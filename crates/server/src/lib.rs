@@ -487,9 +487,9 @@ fn speculator<'a>(
     let spec = Speculator::draft_model(cfg, model, tokenizer, draft, draft_tokens, n_blocks, block)
         .map_err(|e| ServerError::Config(e.to_string()))?;
     tracing::info!(
-        "speculative decoding: a draft model of {:.0} MB (a guess costs {:.2} decode steps), up to {} tokens per step",
+        "speculative decoding: a draft model of {:.0} MB (a draft step costs {:.2} of the model's), up to {} tokens per step",
         draft.weight_bytes() as f64 / 1e6,
-        spec.cost(),
+        spec.proposer_cost(),
         spec.config().max
     );
     Ok(Some(spec))

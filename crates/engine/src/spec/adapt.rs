@@ -5,15 +5,18 @@
 //! `1 + a + … + a^k` tokens for a step that costs `1 + c·k` plain decode steps, `c` being what
 //! one more guess costs (its share of the verifying forward pass, and the proposer's own work).
 //! The length chosen is the one with the best yield per cost; where no length beats plain
-//! decoding the sequence stops speculating, except for a one-guess probe now and then, so that
-//! it starts again when its text turns repetitive.
+//! decoding the sequence stops speculating. A proposer that costs nothing while idle (n-gram
+//! lookup) then still verifies a one-guess probe now and then, less often after each probe that
+//! fails, so that the sequence starts again when its text turns repetitive; a draft model does
+//! not (it would first have to catch up with every token it skipped).
 
 /// Weight of the past at each verification: about the last five steps count.
 const DECAY: f32 = 0.8;
 /// Gain (tokens per unit of cost) a length must reach to be worth it.
 const MIN_GAIN: f32 = 1.02;
-/// Steps between probes of a sequence that stopped speculating.
+/// Steps between probes of a sequence that stopped speculating, at first and at most.
 const PROBE_EVERY: u32 = 8;
+const PROBE_EVERY_MAX: u32 = 256;
 
 #[derive(Debug, Clone)]
 pub struct DraftLength {
@@ -22,6 +25,9 @@ pub struct DraftLength {
     rejected: f32,
     /// Steps since this sequence last verified a guess.
     idle: u32,
+    /// Steps between probes now, and whether the next verification is one.
+    probe_every: u32,
+    probing: bool,
 }
 
 impl Default for DraftLength {
@@ -31,6 +37,8 @@ impl Default for DraftLength {
             accepted: 2.0,
             rejected: 1.0,
             idle: 0,
+            probe_every: PROBE_EVERY,
+            probing: false,
         }
     }
 }
@@ -41,24 +49,37 @@ impl DraftLength {
         self.accepted / (self.accepted + self.rejected)
     }
 
-    /// Guesses to verify in the next step, at most `max`, each costing `cost` decode steps.
-    pub fn choose(&mut self, max: usize, cost: f32) -> usize {
+    /// Guesses to verify in the next step, at most `max`, each costing `cost` decode steps;
+    /// `probe`: the proposer may probe while the sequence does not speculate.
+    pub fn choose(&mut self, max: usize, cost: f32, probe: bool) -> usize {
         let k = best_length(self.acceptance(), max, cost);
         if k > 0 {
             return k;
         }
         self.idle += 1;
-        usize::from(max > 0 && self.idle.is_multiple_of(PROBE_EVERY))
+        if !probe || max == 0 || self.idle < self.probe_every {
+            return 0;
+        }
+        self.idle = 0;
+        self.probing = true;
+        1
     }
 
-    /// Records a verification of `proposed` guesses, of which the first `accepted` stood.
-    pub fn record(&mut self, proposed: usize, accepted: usize) {
+    /// Records a verification of `proposed` guesses, of which the first `accepted` stood; a
+    /// failed probe doubles the wait for the next one.
+    pub fn record(&mut self, proposed: usize, accepted: usize, cost: f32) {
         if proposed == 0 {
             return;
         }
         self.idle = 0;
         self.accepted = self.accepted * DECAY + accepted as f32;
         self.rejected = self.rejected * DECAY + f32::from(u8::from(accepted < proposed));
+        if std::mem::take(&mut self.probing) {
+            self.probe_every = match best_length(self.acceptance(), 1, cost) {
+                0 => (self.probe_every * 2).min(PROBE_EVERY_MAX),
+                _ => PROBE_EVERY,
+            };
+        }
     }
 }
 
@@ -98,20 +119,29 @@ mod tests {
     }
 
     #[test]
-    fn a_sequence_whose_guesses_fail_stops_and_probes() {
+    fn a_sequence_whose_guesses_fail_stops_and_probes_less_and_less() {
         let mut d = DraftLength::default();
-        assert!(d.choose(8, 0.1) > 0, "a new sequence speculates");
+        assert!(d.choose(8, 0.1, true) > 0, "a new sequence speculates");
         for _ in 0..10 {
-            let k = d.choose(8, 0.1).max(1);
-            d.record(k, 0);
+            let k = d.choose(8, 0.1, true).max(1);
+            d.record(k, 0, 0.1);
         }
-        let ks: Vec<usize> = (0..2 * PROBE_EVERY).map(|_| d.choose(8, 0.1)).collect();
-        assert_eq!(ks.iter().filter(|&&k| k > 0).count(), 2, "{ks:?}");
-        assert!(ks.iter().all(|&k| k <= 1));
+        // Probes come after 8 steps, then 16, 32… as each fails.
+        let mut probes = Vec::new();
+        for step in 0..200 {
+            if d.choose(8, 0.1, true) > 0 {
+                probes.push(step);
+                d.record(1, 0, 0.1);
+            }
+        }
+        assert_eq!(probes, [7, 23, 55, 119], "steps of the probes");
+        // A draft model does not probe.
+        let mut quiet = d.clone();
+        assert!((0..1000).all(|_| quiet.choose(8, 0.1, false) == 0));
         // Guesses that stand bring it back.
         for _ in 0..5 {
-            d.record(1, 1);
+            d.record(1, 1, 0.1);
         }
-        assert!(d.choose(8, 0.1) >= 4);
+        assert!(d.choose(8, 0.1, true) >= 4);
     }
 }

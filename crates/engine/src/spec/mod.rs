@@ -24,10 +24,20 @@ use frugal_models::Model;
 use frugal_tokenizer::Tokenizer;
 use ngram::NgramPool;
 
-/// What a verified guess costs against a decode step, besides the proposer's own work: its
-/// share of the forward pass (on a CPU decoding reads every weight once; a few more tokens in
-/// the same pass add arithmetic, not reads). Measured on the 0.5B shape, see BENCHMARKS.md.
-pub const VERIFY_COST: f32 = 0.08;
+/// What a verified guess costs against a decode step of one sequence, besides the proposer's
+/// own work: a decode step reads every weight once, and a few more tokens in the same pass add
+/// their arithmetic (the output projection's rows above all). Measured on the 0.5B shape at 2
+/// threads (a step of 1 + 4 tokens with all their logits: 2.0 steps of one), see BENCHMARKS.md.
+pub const VERIFY_COST: f32 = 0.25;
+
+/// [`VERIFY_COST`] in a step that runs `batch` tokens without guesses: the fuller the step, the
+/// more of it is arithmetic and the closer a guess comes to costing what a sequence's own token
+/// does (with `c` the cost alone, a step of `b` tokens takes `1 + c(b - 1)` single steps, and a
+/// guess `c` of them, against `b` tokens produced).
+pub fn verify_cost(batch: usize) -> f32 {
+    let b = batch.max(1) as f32;
+    VERIFY_COST * b / (1.0 + VERIFY_COST * (b - 1.0))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -80,7 +90,7 @@ pub enum Proposer<'a> {
 pub struct Speculator<'a> {
     pub(crate) cfg: SpecConfig,
     pub(crate) proposer: Proposer<'a>,
-    /// What one guess costs against a decode step, proposing and verifying.
+    /// What proposing one guess costs against a decode step.
     pub(crate) cost: f32,
     pub(crate) counts: SpecCounts,
 }
@@ -91,7 +101,7 @@ impl<'a> Speculator<'a> {
         Speculator {
             cfg,
             proposer: Proposer::Ngram(NgramPool::default()),
-            cost: VERIFY_COST,
+            cost: 0.0,
             counts: SpecCounts::default(),
         }
     }
@@ -118,15 +128,15 @@ impl<'a> Speculator<'a> {
             cfg.p_min,
         )?;
         Ok(Speculator {
-            cost: VERIFY_COST + d.cost(target),
+            cost: d.cost(target),
             cfg,
             proposer: Proposer::Draft(d),
             counts: SpecCounts::default(),
         })
     }
 
-    /// What one guess costs against a decode step (proposing and verifying it).
-    pub fn cost(&self) -> f32 {
+    /// What proposing one guess costs against a decode step (0 for n-gram lookup).
+    pub fn proposer_cost(&self) -> f32 {
         self.cost
     }
 
@@ -138,11 +148,14 @@ impl<'a> Speculator<'a> {
         self.counts
     }
 
-    /// Guesses a sequence wants to verify next, from its acceptance so far.
-    pub(crate) fn length(&self, s: &mut SeqSpec) -> usize {
+    /// Guesses a sequence wants to verify next, from its acceptance so far, in a step that runs
+    /// `batch` tokens without guesses.
+    pub(crate) fn length(&self, s: &mut SeqSpec, batch: usize) -> usize {
+        let probe = matches!(self.proposer, Proposer::Ngram(_));
+        let cost = self.cost + verify_cost(batch);
         let k = match self.cfg.fixed {
             true => self.cfg.max,
-            false => s.length.choose(self.cfg.max, self.cost),
+            false => s.length.choose(self.cfg.max, cost, probe),
         };
         if k < self.cfg.min.max(1) {
             0
@@ -156,7 +169,7 @@ impl<'a> Speculator<'a> {
         if proposed == 0 {
             return;
         }
-        s.length.record(proposed, accepted);
+        s.length.record(proposed, accepted, self.cost + VERIFY_COST);
         s.proposed += proposed;
         s.accepted += accepted;
         self.counts.proposed += proposed as u64;
@@ -182,5 +195,18 @@ impl SeqSpec {
             on,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guess_costs_more_as_the_step_fills() {
+        assert_eq!(verify_cost(1), VERIFY_COST);
+        assert!((verify_cost(8) - 2.0 / 2.75).abs() < 1e-6);
+        assert!(verify_cost(512) > 0.99 && verify_cost(512) < 1.0);
+        assert_eq!(verify_cost(0), verify_cost(1));
     }
 }

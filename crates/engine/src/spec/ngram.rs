@@ -104,8 +104,8 @@ impl NgramPool {
     }
 }
 
-/// The tokens that followed the most recent earlier occurrence of `history`'s longest suffix
-/// (of `N_MAX` down to `N_MIN` tokens), at most `k`.
+/// `k` tokens continuing `history` as it continued after the most recent earlier occurrence of
+/// its longest suffix (of `N_MAX` down to `N_MIN` tokens); none without one.
 pub fn lookup(history: &[u32], k: usize) -> Vec<u32> {
     let len = history.len();
     for n in (N_MIN..=N_MAX.min(len.saturating_sub(1))).rev() {
@@ -113,8 +113,15 @@ pub fn lookup(history: &[u32], k: usize) -> Vec<u32> {
         // Start positions of earlier occurrences, most recent first; the suffix itself excluded.
         let found = (0..len - n).rev().find(|&i| &history[i..i + n] == suffix);
         if let Some(i) = found {
+            // Copy what followed; past the end of the history the copy continues with itself
+            // (a repeating stretch repeats on: the guesses of a loop are the loop).
             let from = i + n;
-            return history[from..(from + k).min(len)].to_vec();
+            let mut out: Vec<u32> = Vec::with_capacity(k);
+            for j in from..from + k {
+                let t = if j < len { history[j] } else { out[j - len] };
+                out.push(t);
+            }
+            return out;
         }
     }
     Vec::new()
@@ -129,12 +136,13 @@ mod tests {
         // "1 2 3" occurred twice; the later one was followed by 9 9.
         let h = [1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 7, 1, 2, 3];
         assert_eq!(lookup(&h, 2), vec![9, 9]);
-        assert_eq!(lookup(&h, 10), vec![9, 9, 7, 1, 2, 3]);
+        assert_eq!(lookup(&h, 10), vec![9, 9, 7, 1, 2, 3, 9, 9, 7, 1]);
         // Only a 2-gram matches.
         assert_eq!(lookup(&[5, 6, 7, 8, 0, 7, 8], 3), vec![0, 7, 8]);
         assert!(lookup(&[1, 2, 3, 4], 3).is_empty());
         assert!(lookup(&[1, 1], 3).is_empty());
-        assert_eq!(lookup(&[1, 1, 1], 3), vec![1]);
+        assert_eq!(lookup(&[1, 1, 1], 3), vec![1, 1, 1]);
+        assert_eq!(lookup(&[7, 1, 2, 1, 2], 5), vec![1, 2, 1, 2, 1]);
     }
 
     #[test]
