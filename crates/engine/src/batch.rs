@@ -204,10 +204,25 @@ impl<'a> BatchEngine<'a> {
         }
     }
 
-    /// Speculates with `spec` from now on (models with recurrent state do not: the scheduler
-    /// gives their sequences no room for guesses).
+    /// Speculates with `spec` from now on (for a model with recurrent state, with a rollback
+    /// slot per sequence: see [`Scheduler::enable_rollback`]).
     pub fn with_speculation(mut self, spec: Speculator<'a>) -> Self {
         self.spec = Some(spec);
+        if self.model.state_bytes_per_seq() > 0 {
+            // Hybrid models keep each sequence's state before a step with guesses: the store
+            // grows by a rollback slot per sequence.
+            self.scheduler.enable_rollback();
+            let n_states = self.scheduler.states().map_or(0, |s| s.n_slots());
+            let (n_blocks, bs) = (self.kv.n_blocks(), self.kv.block_size());
+            self.kv = match self.model.sliding_window() {
+                Some(_) => {
+                    let n_window = self.kv.n_window_blocks();
+                    self.model
+                        .new_kv_store_split(n_blocks, n_window, bs, n_states)
+                }
+                None => self.model.new_kv_store(n_blocks, bs, n_states),
+            };
+        }
         self
     }
 
@@ -269,10 +284,11 @@ impl<'a> BatchEngine<'a> {
         let produced = self.verify(&plan, &guesses, &logits, &mut out.failed);
         let sampled: Vec<Sampled> = produced
             .iter()
-            .map(|(id, emitted)| Sampled {
+            .map(|(id, emitted, guessed)| Sampled {
                 id: *id,
                 tokens: emitted.iter().map(|e| e.token).collect(),
                 stop: emitted.last().is_some_and(|e| e.stop),
+                guessed: *guessed,
             })
             .collect();
         let finished: HashMap<SeqId, FinishReason> = self
@@ -286,7 +302,7 @@ impl<'a> BatchEngine<'a> {
             self.scheduler.finish(*id, FinishReason::Aborted);
             self.seqs.remove(id);
         }
-        for (id, emitted) in produced {
+        for (id, emitted, _) in produced {
             let n = emitted.len();
             for (i, e) in emitted.into_iter().enumerate() {
                 let finish = match (i + 1 == n, finished.get(&id)) {
@@ -439,23 +455,24 @@ impl<'a> BatchEngine<'a> {
             .chunks
             .iter()
             .zip(tables)
-            .zip(&joined)
-            .map(|((c, (blocks, window_blocks)), joined)| SeqChunk {
-                tokens: if joined.is_empty() { &c.tokens } else { joined },
+            .zip(joined.iter().zip(guesses))
+            .map(|((c, (blocks, window_blocks)), (joined, g))| SeqChunk {
+                tokens: if g.is_empty() { &c.tokens } else { joined },
                 pos: c.pos,
                 blocks,
                 window_blocks,
                 state: c.state,
-                logits: match (c.sample, joined.is_empty()) {
+                logits: match (c.sample, g.len()) {
                     (false, _) => Logits::None,
-                    (true, true) => Logits::Last,
-                    (true, false) => Logits::All,
+                    (true, 0) => Logits::Last,
+                    // The last token's row and each guess's.
+                    (true, n) => Logits::Tail(n + 1),
                 },
             })
             .collect();
         // Sequences resuming from a cached prefix start from its state snapshot; states at the
         // end of chunks that reach a snapshot point are kept for later prompts.
-        for &(from, to) in &plan.restores {
+        for &(from, to) in plan.restores.iter().chain(&plan.saves) {
             self.kv.copy_state(from, to);
         }
         let logits = self.model.forward(self.pool, &mut self.kv, &chunks)?;
@@ -490,7 +507,7 @@ impl<'a> BatchEngine<'a> {
         guesses: &[Vec<u32>],
         logits: &[f32],
         failed: &mut Vec<(SeqId, ConstraintError)>,
-    ) -> Vec<(SeqId, Vec<Emitted>)> {
+    ) -> Vec<(SeqId, Vec<Emitted>, usize)> {
         let n_vocab = self.model.config().n_vocab;
         let mut rows = logits.chunks_exact(n_vocab);
         let mut out = Vec::new();
@@ -508,7 +525,7 @@ impl<'a> BatchEngine<'a> {
                         let last = seq.history().len() - 1;
                         seq.spec.draft_computed = seq.spec.draft_computed.min(last);
                     }
-                    out.push((c.id, emitted));
+                    out.push((c.id, emitted, g.len()));
                 }
                 Err(e) => failed.push((c.id, e)),
             }

@@ -185,6 +185,13 @@ impl Sampler {
         if c.is_empty() {
             return argmax(&l);
         }
+        let cut = (p.top_k > 0 && p.top_k < c.len()) || p.top_p < 1.0 || p.min_p > 0.0;
+        if !cut {
+            // Nothing to cut: draw from all candidates in id order, without sorting the
+            // vocabulary (a sort of 150k entries per token costs more than the draw).
+            let max = c.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max);
+            return self.draw(max, p.temperature);
+        }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < c.len() {
             c.select_nth_unstable_by(p.top_k - 1, by_logit);
@@ -211,9 +218,16 @@ impl Sampler {
             keep = keep.min(probs.iter().take_while(|&&pr| pr >= cut).count().max(1));
         }
         c.truncate(keep);
+        self.draw(max, p.temperature)
+    }
+
+    /// Draws one of the candidates in `scratch` (the largest logit among them `max`) with
+    /// probabilities softmax(logit / temperature).
+    fn draw(&mut self, max: f32, temperature: f32) -> u32 {
+        let c = &self.scratch;
         let weights: Vec<f32> = c
             .iter()
-            .map(|(_, v)| ((v - max) / p.temperature).exp())
+            .map(|(_, v)| ((v - max) / temperature).exp())
             .collect();
         let sum: f32 = weights.iter().sum();
         let mut r = self.rng.gen::<f32>() * sum;

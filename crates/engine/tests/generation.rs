@@ -260,8 +260,14 @@ fn a_cancelled_generation_frees_the_session_for_the_next() {
     let f = fixture();
     let mut session = Session::new(&f.model, &f.tokenizer, &f.pool, N_CTX);
     let mut steps = 0;
+    // Neither generation may end by itself (an end-of-generation token).
+    let no_eog = |mut p: GenerateParams| {
+        p.sampling.logit_bias = f.tokenizer.eog_ids().iter().map(|&t| (t, -100.0)).collect();
+        p
+    };
+    let long = no_eog(params(30, 3));
     let stats = session
-        .generate(&prompt(&f), &params(30, 3), &mut |_: &str| {
+        .generate(&prompt(&f), &long, &mut |_: &str| {
             steps += 1;
             if steps == 3 {
                 ControlFlow::Break(())
@@ -273,7 +279,7 @@ fn a_cancelled_generation_frees_the_session_for_the_next() {
     assert_eq!(stats.finish_reason, FinishReason::Aborted);
     assert_eq!(stats.generated_tokens, 3);
     let next = session
-        .generate(&prompt(&f), &params(5, 3), &mut |_: &str| {
+        .generate(&prompt(&f), &no_eog(params(5, 3)), &mut |_: &str| {
             ControlFlow::Continue(())
         })
         .unwrap();

@@ -8,6 +8,9 @@
 //! snapshot at their end resumes from the snapshot instead of recomputing the prefix.
 //! Snapshots are taken at boundaries the scheduler picks, reserved before the step that computes
 //! them and registered after it, and evicted least recently used when slots run out.
+//!
+//! With speculative decoding, a third kind: rollback slots, one per running sequence, each
+//! holding a sequence's state from before a step whose guesses may be rejected.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -26,6 +29,9 @@ pub struct StateSlots {
     n_snapshot: usize,
     live_free: Vec<SlotId>,
     snap_free: Vec<SlotId>,
+    /// Rollback slots, after the snapshot slots (none unless added).
+    n_rollback: usize,
+    rollback_free: Vec<SlotId>,
     /// Registered snapshots by prefix hash.
     by_hash: HashMap<u64, Snapshot>,
     /// Registered snapshots, least recently used first: the eviction order.
@@ -45,6 +51,8 @@ impl StateSlots {
             n_snapshot,
             live_free: (0..n_live as SlotId).rev().collect(),
             snap_free: (n_live as SlotId..total as SlotId).rev().collect(),
+            n_rollback: 0,
+            rollback_free: Vec::new(),
             by_hash: HashMap::new(),
             lru: BTreeSet::new(),
             n_pending: 0,
@@ -54,7 +62,30 @@ impl StateSlots {
 
     /// Slots in all (the size of the store behind them).
     pub fn n_slots(&self) -> usize {
-        self.n_live + self.n_snapshot
+        self.n_live + self.n_snapshot + self.n_rollback
+    }
+
+    /// Adds one rollback slot per live slot, numbered after the others.
+    pub fn add_rollback_slots(&mut self) {
+        let first = self.n_slots() as SlotId;
+        self.n_rollback = self.n_live;
+        self.rollback_free = (first..first + self.n_live as SlotId).rev().collect();
+    }
+
+    /// Whether there are rollback slots at all.
+    pub fn has_rollback(&self) -> bool {
+        self.n_rollback > 0
+    }
+
+    /// A rollback slot, if there are any free.
+    pub fn take_rollback(&mut self) -> Option<SlotId> {
+        self.rollback_free.pop()
+    }
+
+    /// Gives back a rollback slot.
+    pub fn free_rollback(&mut self, slot: SlotId) {
+        debug_assert!(!self.rollback_free.contains(&slot));
+        self.rollback_free.push(slot);
     }
 
     /// Registered snapshots.
@@ -134,14 +165,15 @@ impl StateSlots {
         self.snap_free.push(slot);
     }
 
-    /// Checks the invariants (for tests): every slot is exactly one of free, live-in-use,
-    /// registered or pending, and the indexes agree.
-    pub fn check(&self, live_in_use: &[SlotId]) -> Result<(), String> {
+    /// Checks the invariants (for tests): every slot is exactly one of free, in use (live and
+    /// rollback slots the caller holds), registered or pending, and the indexes agree.
+    pub fn check(&self, in_use: &[SlotId]) -> Result<(), String> {
         let mut state = vec![0u8; self.n_slots()];
         let slots = self
             .live_free
             .iter()
-            .chain(live_in_use)
+            .chain(in_use)
+            .chain(&self.rollback_free)
             .chain(&self.snap_free)
             .chain(self.by_hash.values().map(|s| &s.slot));
         for &s in slots {

@@ -69,6 +69,8 @@ pub enum Logits {
     Last,
     /// For every token of the chunk (`frugal logits`, prompt logprobs).
     All,
+    /// For the chunk's last this many tokens (verifying guesses appended to a chunk).
+    Tail(usize),
 }
 
 /// A run of consecutive tokens of one sequence, processed in one forward call.

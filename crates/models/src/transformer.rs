@@ -127,6 +127,7 @@ fn output_logits(
             Logits::None => {}
             Logits::Last => wanted.push(start + len - 1),
             Logits::All => wanted.extend(start..start + len),
+            Logits::Tail(n) => wanted.extend(start + len - n.min(len)..start + len),
         }
         start += len;
     }

@@ -102,6 +102,9 @@ pub struct Sampled {
     pub id: SeqId,
     pub tokens: Vec<u32>,
     pub stop: bool,
+    /// Guesses the forward pass ran after the chunk (at most [`Chunk::draft`]); fewer accepted
+    /// (`tokens.len() - 1`) means the rest were rejected.
+    pub guessed: usize,
 }
 
 impl Sampled {
@@ -111,6 +114,7 @@ impl Sampled {
             id,
             tokens: vec![token],
             stop,
+            guessed: 0,
         }
     }
 }
@@ -127,8 +131,14 @@ pub struct Step {
     /// State copies `(sequence slot, snapshot slot)` to make after the forward pass: snapshots
     /// of states at the end of this step's chunks.
     pub snapshots: Vec<(SlotId, SlotId)>,
+    /// State copies `(sequence slot, rollback slot)` to make before the forward pass, after the
+    /// restores: the states of hybrid sequences whose chunk carries guesses, kept in case one
+    /// is rejected.
+    pub saves: Vec<(SlotId, SlotId)>,
     /// Per entry of `snapshots`: its sequence and the prefix hash it will be registered under.
     pending: Vec<(SeqId, u64)>,
+    /// Per entry of `saves`: its sequence.
+    guarded: Vec<SeqId>,
 }
 
 impl Step {
@@ -157,6 +167,9 @@ struct Seq {
     /// Hybrid models: where the prompt's cached blocks ended at admission, if beyond the
     /// snapshot it resumed from: a prefix other prompts share, so a snapshot point.
     branch: usize,
+    /// Hybrid models: a rollback slot holding the state at `n_computed`, to restore before the
+    /// next chunk (a guess of the last step was rejected, and the state had taken it in).
+    saved: Option<SlotId>,
 }
 
 impl Seq {
@@ -245,6 +258,15 @@ impl Scheduler {
         self.states = Some(StateSlots::new(self.cfg.max_seqs, n_snapshots));
         self.state_window = window.max(1);
         self
+    }
+
+    /// For a hybrid model that verifies guesses: a rollback slot per running sequence, so that
+    /// its chunks may carry guesses (without it they get none). The store behind the slots must
+    /// grow to [`StateSlots::n_slots`].
+    pub fn enable_rollback(&mut self) {
+        if let Some(states) = &mut self.states {
+            states.add_rollback_slots();
+        }
     }
 
     /// For a model whose sliding-window layers see the last `window` positions: their blocks
@@ -354,6 +376,7 @@ impl Scheduler {
             window: None,
             slot: None,
             branch: 0,
+            saved: None,
         });
         Ok(())
     }
@@ -388,7 +411,8 @@ impl Scheduler {
         if live.len() != self.running.len() {
             return Err("a running sequence has no state slot".into());
         }
-        states.check(&live)
+        let saved = self.running.iter().filter_map(|s| s.saved);
+        states.check(&live.iter().copied().chain(saved).collect::<Vec<_>>())
     }
 
     /// Prompt tokens of a running sequence that came from the prefix cache.
@@ -418,8 +442,10 @@ impl Scheduler {
 
     /// Plans the next step, reserving room for up to `draft(id)` guessed tokens after each
     /// decoding sequence's next token (within the token budget, the blocks, and the tokens the
-    /// sequence may still produce). Hybrid models get none: their recurrent state cannot be
-    /// rolled back past rejected guesses yet.
+    /// sequence may still produce). A hybrid model's sequences get some only with rollback
+    /// slots ([`Scheduler::enable_rollback`]): their state is saved before such a chunk
+    /// ([`Step::saves`]) and, if a guess is rejected, restored before the next one, which runs
+    /// the accepted tokens again.
     pub fn schedule_with_drafts(&mut self, draft: &dyn Fn(SeqId) -> usize) -> Step {
         let mut step = Step::default();
         let mut budget = self.cfg.token_budget;
@@ -431,8 +457,9 @@ impl Scheduler {
                 i += 1;
                 continue;
             }
-            let d = self.draft_room(&self.running[i], draft, budget - n);
-            if d > 0 && self.reserve(i, n + d) {
+            self.restore_saved(i, &mut step);
+            let d = self.draft_room(&self.running[i], n, draft, budget - n);
+            if d > 0 && self.reserve(i, n + d) && self.guard(i, &mut step) {
                 self.plan_chunk(i, n, d, &mut step);
                 budget -= n + d;
                 i += 1;
@@ -602,14 +629,61 @@ impl Scheduler {
         }
     }
 
-    /// Guessed tokens a sequence may verify in this step: none unless it is decoding (one token
-    /// to run), at most what it may still produce after its next token, and within `budget`.
-    fn draft_room(&self, s: &Seq, draft: &dyn Fn(SeqId) -> usize, budget: usize) -> usize {
-        if self.states.is_some() || s.tokens.len() - s.n_computed != 1 {
+    /// Guessed tokens a sequence may verify after its next chunk of `n` tokens: none unless the
+    /// chunk ends at its last token and it is generating (one token to run, or for a hybrid model
+    /// the few a rejected guess left to recompute), at most what it may still produce after its
+    /// next token, and within `budget`. A hybrid model's chunk with guesses needs a rollback
+    /// slot, never holds a whole window of the delta rule (computed otherwise than token by
+    /// token) and never ends at a snapshot point (the state there would include the guesses).
+    fn draft_room(
+        &self,
+        s: &Seq,
+        n: usize,
+        draft: &dyn Fn(SeqId) -> usize,
+        budget: usize,
+    ) -> usize {
+        let want = s.tokens.len() - s.n_computed;
+        if n != want || s.n_generated() == 0 {
             return 0;
         }
         let left = s.max_tokens.saturating_sub(s.n_generated());
-        draft(s.id).min(left.saturating_sub(1)).min(budget)
+        let d = draft(s.id).min(left.saturating_sub(1)).min(budget);
+        let Some(states) = &self.states else {
+            return if n == 1 { d } else { 0 };
+        };
+        let at_snapshot = self.next_snapshot_point(s, s.n_computed) == s.n_computed + n;
+        if !states.has_rollback() || at_snapshot {
+            return 0;
+        }
+        d.min((self.state_window - 1).saturating_sub(n))
+    }
+
+    /// Hybrid models: plans the restore of running sequence `i`'s state from its rollback slot
+    /// (the slot is free again once the restores, which come before the saves, have run).
+    fn restore_saved(&mut self, i: usize, step: &mut Step) {
+        let s = &mut self.running[i];
+        let (Some(saved), Some(live), Some(states)) = (s.saved, s.slot, self.states.as_mut())
+        else {
+            return;
+        };
+        s.saved = None;
+        step.restores.push((saved, live));
+        states.free_rollback(saved);
+    }
+
+    /// Hybrid models: keeps running sequence `i`'s state in a rollback slot before a chunk with
+    /// guesses. False when no slot is free (the chunk then carries none).
+    fn guard(&mut self, i: usize, step: &mut Step) -> bool {
+        let Some(states) = self.states.as_mut() else {
+            return true;
+        };
+        let s = &self.running[i];
+        let (Some(live), Some(slot)) = (s.slot, states.take_rollback()) else {
+            return false;
+        };
+        step.saves.push((live, slot));
+        step.guarded.push(s.id);
+        true
     }
 
     /// Adds running sequence `i`'s chunk of `n` tokens (and `draft` positions for guesses after
@@ -650,6 +724,14 @@ impl Scheduler {
             return;
         };
         states.free_live(slot);
+        if let Some(saved) = s.saved.take() {
+            states.free_rollback(saved);
+        }
+        while let Some(k) = step.guarded.iter().position(|&id| id == s.id) {
+            states.free_rollback(step.saves[k].1);
+            step.saves.remove(k);
+            step.guarded.remove(k);
+        }
         let mut k = 0;
         while k < step.snapshots.len() {
             if step.pending[k].0 == s.id {
@@ -675,19 +757,35 @@ impl Scheduler {
         }
         let mut done = Vec::new();
         for c in &step.chunks {
+            let guard = step.guarded.iter().position(|&id| id == c.id);
+            let guard = guard.map(|k| step.saves[k].1);
             let Some(s) = self.running.iter_mut().find(|s| s.id == c.id) else {
+                if let (Some(slot), Some(states)) = (guard, self.states.as_mut()) {
+                    states.free_rollback(slot);
+                }
                 continue;
             };
             s.n_computed = c.pos + c.tokens.len();
             let x = sampled.iter().find(|x| c.sample && x.id == c.id);
             if let Some(x) = x {
                 assert!(
-                    !x.tokens.is_empty() && x.tokens.len() <= c.draft + 1,
+                    !x.tokens.is_empty() && x.guessed <= c.draft && x.tokens.len() <= x.guessed + 1,
                     "a sampling chunk yields one token and at most its guesses"
                 );
                 s.tokens.extend_from_slice(&x.tokens);
                 // The accepted guesses' keys and values were computed with the chunk.
                 s.n_computed += x.tokens.len() - 1;
+                if guard.is_some() && x.tokens.len() <= x.guessed {
+                    // The recurrent state took in a rejected guess: back to the state before
+                    // the chunk, whose tokens run again with the next one.
+                    (s.n_computed, s.saved) = (c.pos, guard);
+                }
+            }
+            if let (Some(slot), None) = (guard, s.saved) {
+                self.states
+                    .as_mut()
+                    .expect("guards imply states")
+                    .free_rollback(slot);
             }
             if let Some(b) = s.blocks.as_mut() {
                 self.blocks.commit(b, &s.tokens, s.n_computed);
@@ -717,6 +815,9 @@ impl Scheduler {
             self.free_blocks(&mut s);
             if let (Some(slot), Some(states)) = (s.slot.take(), self.states.as_mut()) {
                 states.free_live(slot);
+                if let Some(saved) = s.saved.take() {
+                    states.free_rollback(saved);
+                }
             }
         } else if let Some(i) = self.waiting.iter().position(|s| s.id == id) {
             self.waiting.remove(i);

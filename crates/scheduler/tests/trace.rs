@@ -21,15 +21,17 @@ use std::collections::{HashMap, HashSet};
 
 #[test]
 fn random_traces() {
-    let (mut preemptions, mut resumed, mut windows, mut guessed) = (0, 0, [0; 2], 0);
+    let (mut preemptions, mut resumed, mut windows, mut guessed) = (0, 0, [0; 2], [0; 2]);
     for seed in 0..200 {
         let t = Trace::new(seed);
         let (p, r, g) = t.run(&mut windows);
         preemptions += p;
         resumed += r;
-        guessed += g;
+        guessed[0] += g[0];
+        guessed[1] += g[1];
     }
-    assert!(guessed > 1000, "the traces must verify guesses");
+    assert!(guessed[0] > 1000, "the traces must verify guesses");
+    assert!(guessed[1] > 100, "hybrid traces must roll a state back");
     assert!(preemptions > 0, "the traces must exercise preemption");
     assert!(resumed > 0, "the traces must resume from state snapshots");
     assert!(
@@ -66,8 +68,8 @@ struct Trace {
     guesses: HashMap<u64, Vec<u32>>,
     /// The furthest position each sequence's window table was grown to.
     reserved: HashMap<u64, usize>,
-    /// Guessed tokens verified so far.
-    guessed: u64,
+    /// Guessed tokens verified so far, and hybrid chunks whose guesses were partly rejected.
+    guessed: [u64; 2],
 }
 
 impl Trace {
@@ -92,6 +94,9 @@ impl Trace {
         if hybrid {
             // One byte per state: the budget above is the number of snapshot slots.
             sch = sch.with_states(1, 1 + seed as usize % 7);
+            if !seed.is_multiple_of(3) {
+                sch.enable_rollback();
+            }
         }
         let window = (seed % 4 >= 2).then(|| rng.gen_range(1..20));
         if let Some(w) = window {
@@ -117,13 +122,13 @@ impl Trace {
             contents: Default::default(),
             guesses: HashMap::new(),
             reserved: HashMap::new(),
-            guessed: 0,
+            guessed: [0; 2],
         }
     }
 
     /// Runs the trace to the end, checking every step; the number of preemptions and of
     /// sequences resumed from a snapshot and of guessed tokens.
-    fn run(mut self, windows: &mut [u64; 2]) -> (u64, u64, u64) {
+    fn run(mut self, windows: &mut [u64; 2]) -> (u64, u64, [u64; 2]) {
         let seed = self.seed;
         for round in 0..2000 {
             if round < 400 && self.rng.gen_bool(0.3) {
@@ -134,6 +139,7 @@ impl Trace {
                 .sch
                 .schedule_with_drafts(&|id| ((id + salt) % 5) as usize);
             self.check_step(&step);
+            self.guess(&step);
             self.run_states(&step);
             self.run_blocks(&step, windows);
             self.complete(&step);
@@ -155,6 +161,22 @@ impl Trace {
         (self.sch.preemptions(), self.resumed, self.guessed)
     }
 
+    /// Makes up the guesses of each chunk with room for them (sometimes fewer than the room).
+    fn guess(&mut self, step: &Step) {
+        self.guesses.clear();
+        for c in &step.chunks {
+            assert!(
+                c.draft == 0 || (c.sample && (self.slots.is_some() || c.tokens.len() == 1)),
+                "seed {}: guesses after anything but a decode token",
+                self.seed
+            );
+            let n = c.draft.saturating_sub(self.rng.gen_range(0..2));
+            let guesses: Vec<u32> = (0..n).map(|_| self.rng.gen_range(0..50)).collect();
+            self.guessed[0] += guesses.len() as u64;
+            self.guesses.insert(c.id, guesses);
+        }
+    }
+
     /// Hybrid traces: plays the step on the simulated slots, checking that every chunk starts
     /// from its own sequence's state (its tokens before the chunk).
     fn run_states(&mut self, step: &Step) {
@@ -166,6 +188,10 @@ impl Trace {
             let state = slots.get(&from).cloned().expect("restored snapshots exist");
             slots.insert(to, state);
             self.resumed += 1;
+        }
+        for &(from, to) in &step.saves {
+            let state = slots.get(&from).cloned().unwrap_or_default();
+            slots.insert(to, state);
         }
         let mut used = HashSet::new();
         for c in &step.chunks {
@@ -182,6 +208,8 @@ impl Trace {
                 c.id
             );
             state.extend_from_slice(&c.tokens);
+            // The forward pass takes the guesses into the state too.
+            state.extend_from_slice(&self.guesses[&c.id]);
         }
         for &(from, to) in &step.snapshots {
             let state = slots[&from].clone();
@@ -196,19 +224,11 @@ impl Trace {
         let bs = self.block_size;
         let mut writes = Vec::new();
         for c in &step.chunks {
-            assert!(
-                c.draft == 0 || (self.slots.is_none() && c.sample && c.tokens.len() == 1),
-                "seed {}: guesses after anything but a decode token",
-                self.seed
-            );
             // The guesses' keys are written like the chunk's own.
-            let guesses: Vec<u32> = (0..c.draft).map(|_| self.rng.gen_range(0..50)).collect();
             let mut tokens = self.tokens[&c.id].clone();
-            tokens.extend_from_slice(&guesses);
-            self.guessed += guesses.len() as u64;
-            self.guesses.insert(c.id, guesses);
+            tokens.extend_from_slice(&self.guesses[&c.id]);
             let tokens = &tokens;
-            let end = c.pos + c.tokens.len() + c.draft;
+            let end = c.pos + c.tokens.len() + self.guesses[&c.id].len();
             let full = self.sch.block_table(c.id).expect("running");
             self.check_reads(0, full, tokens, 0..c.pos);
             writes.push((0, full.to_vec(), tokens.clone(), c.pos..end));
@@ -334,12 +354,16 @@ impl Trace {
                     id: c.id,
                     tokens,
                     stop: rng.gen_bool(0.03),
+                    guessed: guesses.len(),
                 }
             })
             .collect();
         for x in &sampled {
             let tokens = self.tokens.get_mut(&x.id).expect("known");
             tokens.extend_from_slice(&x.tokens);
+            if self.slots.is_some() && x.tokens.len() <= x.guessed {
+                self.guessed[1] += 1;
+            }
         }
         for (id, _) in self.sch.complete(step, &sampled) {
             assert!(self.finished.insert(id));

@@ -385,11 +385,6 @@ fn open_draft(cfg: &ServerConfig, target: &ModelFile) -> Result<Option<ModelFile
     let Some(spec) = &cfg.speculation else {
         return Ok(None);
     };
-    if target.config.state_bytes_per_seq() > 0 {
-        tracing::warn!(
-            "speculative decoding is off: the model's recurrent state cannot be rolled back yet"
-        );
-    }
     match &spec.method {
         SpecMethod::Ngram => Ok(None),
         SpecMethod::Mtp => Err(ServerError::Config(
