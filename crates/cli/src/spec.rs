@@ -10,7 +10,8 @@ pub struct SpecArgs {
     /// Speculative decoding: guess several tokens and verify them in one forward pass.
     /// `ngram`: guesses from the text so far (and other requests' text); `draft`: a smaller
     /// model of the same vocabulary (--draft-model); `mtp`: the model's own
-    /// multi-token-prediction layers. Output is the same as without it.
+    /// multi-token-prediction layers (not supported yet: refused at start). Output is the same
+    /// as without it.
     #[arg(long, value_enum)]
     pub spec: Option<SpecKind>,
     /// The draft model (GGUF) for `--spec draft` (implies it).

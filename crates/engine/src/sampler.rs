@@ -185,13 +185,6 @@ impl Sampler {
         if c.is_empty() {
             return argmax(&l);
         }
-        let cut = (p.top_k > 0 && p.top_k < c.len()) || p.top_p < 1.0 || p.min_p > 0.0;
-        if !cut {
-            // Nothing to cut: draw from all candidates in id order, without sorting the
-            // vocabulary (a sort of 150k entries per token costs more than the draw).
-            let max = c.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max);
-            return self.draw(max, p.temperature);
-        }
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < c.len() {
             c.select_nth_unstable_by(p.top_k - 1, by_logit);
