@@ -212,16 +212,14 @@ impl<'a> BatchEngine<'a> {
             // Hybrid models keep each sequence's state before a step with guesses: the store
             // grows by a rollback slot per sequence.
             self.scheduler.enable_rollback();
+            // The same pools as before (a model without a window has as many window blocks as
+            // blocks, which is what `new_kv_store` gives it), more state slots.
             let n_states = self.scheduler.states().map_or(0, |s| s.n_slots());
-            let (n_blocks, bs) = (self.kv.n_blocks(), self.kv.block_size());
-            self.kv = match self.model.sliding_window() {
-                Some(_) => {
-                    let n_window = self.kv.n_window_blocks();
-                    self.model
-                        .new_kv_store_split(n_blocks, n_window, bs, n_states)
-                }
-                None => self.model.new_kv_store(n_blocks, bs, n_states),
-            };
+            let kv = &self.kv;
+            let (n_blocks, n_window, bs) = (kv.n_blocks(), kv.n_window_blocks(), kv.block_size());
+            self.kv = self
+                .model
+                .new_kv_store_split(n_blocks, n_window, bs, n_states);
         }
         self
     }
