@@ -12,6 +12,7 @@ mod config;
 mod delta_net;
 mod ffn;
 mod kv_store;
+mod mtp;
 mod transformer;
 mod weights;
 
@@ -54,6 +55,14 @@ pub enum ModelError {
     TokenOutOfRange { token: u32, n_vocab: usize },
     #[error("sequence needs {needed} positions but its KV blocks hold {capacity}")]
     KvOverflow { needed: usize, capacity: usize },
+    #[error("the model has no multi-token-prediction layer")]
+    NoMtpLayer,
+    #[error("{got} hidden values for {tokens} tokens of {width}")]
+    HiddenLength {
+        got: usize,
+        tokens: usize,
+        width: usize,
+    },
     #[error(
         "state slot {slot} is out of range ({n_states} slots) or used by two chunks of one step"
     )]
@@ -98,6 +107,20 @@ pub struct SeqChunk<'a> {
 pub struct Model {
     config: ModelConfig,
     weights: weights::Weights,
+    /// The configuration the multi-token-prediction head runs under, if the file has one.
+    mtp_config: Option<ModelConfig>,
+}
+
+/// A forward pass's results.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The requested logits, `[rows][n_vocab]` row-major, in chunk order (per chunk: none, its
+    /// last token, its last few, or all its tokens).
+    pub logits: Vec<f32>,
+    /// Hidden states after the final norm, `[rows][n_embd]`: of every token
+    /// ([`Model::forward_hidden`]), or of the rows whose logits were asked for
+    /// ([`Model::mtp_forward`]).
+    pub hidden: Vec<f32>,
 }
 
 impl Model {
@@ -132,7 +155,12 @@ impl Model {
         let mut config = ModelConfig::from_gguf(gguf)?;
         let weights = weights::Weights::load(gguf, &config, opts, mmap)?;
         config.rope.freq_factors = weights.rope_freqs.clone();
-        Ok(Model { config, weights })
+        let mtp_config = (!weights.nextn.is_empty()).then(|| mtp::config(&config));
+        Ok(Model {
+            config,
+            weights,
+            mtp_config,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -178,6 +206,49 @@ impl Model {
         kv: &mut KvStore,
         chunks: &[SeqChunk<'_>],
     ) -> Result<Vec<f32>, ModelError> {
+        Ok(self.run(pool, kv, chunks, false)?.logits)
+    }
+
+    /// [`Model::forward`], also returning every token's hidden state after the final norm (what
+    /// the multi-token-prediction head reads).
+    pub fn forward_hidden(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvStore,
+        chunks: &[SeqChunk<'_>],
+    ) -> Result<Output, ModelError> {
+        self.run(pool, kv, chunks, true)
+    }
+
+    fn run(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvStore,
+        chunks: &[SeqChunk<'_>],
+        hidden: bool,
+    ) -> Result<Output, ModelError> {
+        self.check_chunks(kv, chunks, self.config.sliding_window())?;
+        if kv.has_states() {
+            check_state_slots(kv, chunks)?;
+            for c in chunks.iter().filter(|c| c.pos == 0) {
+                kv.clear_state(c.state);
+            }
+        }
+        let out = transformer::forward(&self.config, &self.weights, pool, kv, chunks, hidden);
+        Ok(Output {
+            logits: out.logits,
+            hidden: out.hidden,
+        })
+    }
+
+    /// Token ids in range, and block tables that cover every chunk (their windows, with a
+    /// sliding window).
+    fn check_chunks(
+        &self,
+        kv: &KvStore,
+        chunks: &[SeqChunk<'_>],
+        window: Option<usize>,
+    ) -> Result<(), ModelError> {
         for c in chunks {
             for &t in c.tokens {
                 if t as usize >= self.config.n_vocab {
@@ -194,7 +265,7 @@ impl Model {
                 kv.block_size(),
                 kv.n_blocks(),
             )?;
-            if let Some(w) = self.config.sliding_window() {
+            if let Some(w) = window {
                 let table = match c.window_blocks.is_empty() {
                     true => c.blocks,
                     false => c.window_blocks,
@@ -204,19 +275,65 @@ impl Model {
                 check_blocks(table, first, end, bs, kv.n_window_blocks())?;
             }
         }
-        if kv.has_states() {
-            check_state_slots(kv, chunks)?;
-            for c in chunks.iter().filter(|c| c.pos == 0) {
-                kv.clear_state(c.state);
-            }
+        Ok(())
+    }
+
+    /// Whether the file has a multi-token-prediction head ([`Model::mtp_forward`]).
+    pub fn has_mtp(&self) -> bool {
+        self.mtp_config.is_some()
+    }
+
+    /// The multi-token-prediction head's KV store: one layer, `n_blocks` blocks of
+    /// `block_size` positions (addressed by the same block tables as the model's own).
+    pub fn new_mtp_kv_store(&self, n_blocks: usize, block_size: usize) -> Option<KvStore> {
+        let c = self.mtp_config.as_ref()?;
+        Some(KvStore::new(c, n_blocks, n_blocks, block_size, 0))
+    }
+
+    /// Bytes of weights one token of the multi-token-prediction head reads at most: its layer,
+    /// its input projection and the output projection (0 without a head).
+    pub fn mtp_weight_bytes(&self) -> u64 {
+        let Some(m) = self.weights.nextn.first() else {
+            return 0;
+        };
+        let output = m.shared_head_head.as_ref().unwrap_or(self.weights.output());
+        let layer: usize = weights::layer_matrices(&m.layer)
+            .iter()
+            .map(|w| w.n_bytes())
+            .sum();
+        (layer + m.eh_proj.n_bytes() + output.n_bytes()) as u64
+    }
+
+    /// Runs the multi-token-prediction head over `chunks`, writing its keys and values into
+    /// `kv` (from [`Model::new_mtp_kv_store`]); `hidden` holds, per token of the chunks, the
+    /// hidden state (after the final norm) of the position before it: the model's
+    /// ([`Model::forward_hidden`]), or the head's own for a chained guess. Returns the requested
+    /// logits (a token's logits predict the token two positions after it) and the head's hidden
+    /// state of the same rows.
+    pub fn mtp_forward(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut KvStore,
+        chunks: &[SeqChunk<'_>],
+        hidden: &[f32],
+    ) -> Result<Output, ModelError> {
+        let (Some(c), Some(m)) = (&self.mtp_config, self.weights.nextn.first()) else {
+            return Err(ModelError::NoMtpLayer);
+        };
+        self.check_chunks(kv, chunks, None)?;
+        let n: usize = chunks.iter().map(|c| c.tokens.len()).sum();
+        if hidden.len() != n * self.config.n_embd {
+            return Err(ModelError::HiddenLength {
+                got: hidden.len(),
+                tokens: n,
+                width: self.config.n_embd,
+            });
         }
-        Ok(transformer::forward(
-            &self.config,
-            &self.weights,
-            pool,
-            kv,
-            chunks,
-        ))
+        let out = mtp::forward(c, &self.weights, m, pool, kv, chunks, hidden);
+        Ok(Output {
+            logits: out.logits,
+            hidden: out.hidden,
+        })
     }
 
     /// Where a hybrid model's prompt chunks should be cut, if the token budget allows: at

@@ -13,7 +13,7 @@ use crate::config::ModelConfig;
 use crate::delta_net::SeqSpan;
 use crate::ffn::{ffn, moe, FfnScratch};
 use crate::kv_store::KvStore;
-use crate::weights::{Attention, Ffn, GqaWeights, MlaWeights, Weights};
+use crate::weights::{Attention, Ffn, GqaWeights, LayerWeights, MlaWeights, Weights};
 use crate::{Logits, SeqChunk};
 use frugal_kernels::matmul::{matmul_quantized, quantize_activations, QuantizedActivations};
 use frugal_kernels::ops::{add, rms_norm, rms_norm_inplace};
@@ -21,62 +21,140 @@ use frugal_kernels::parallel::par_chunks_mut;
 use frugal_kernels::storage::zeros;
 use frugal_kernels::{matmul, Matrix, ThreadPool};
 
+/// What a forward pass returns.
+pub(crate) struct Output {
+    /// The requested logits, `[rows][n_vocab]`, in chunk order.
+    pub logits: Vec<f32>,
+    /// Every token's hidden state after the final norm, `[n][n_embd]`, when asked for (the
+    /// multi-token-prediction head's input); else empty.
+    pub hidden: Vec<f32>,
+}
+
 pub(crate) fn forward(
     c: &ModelConfig,
     w: &Weights,
     pool: &ThreadPool,
     kv: &mut KvStore,
     chunks: &[SeqChunk<'_>],
-) -> Vec<f32> {
-    let e = c.n_embd;
-
-    // One entry per token of the batch: where its keys and values live, in the layers that
-    // attend to the whole context and in the sliding-window ones.
-    let rows = query_rows(chunks, |ch| ch.blocks);
-    let window_rows = match c.sliding {
-        Some(_) => query_rows(chunks, |ch| match ch.window_blocks.is_empty() {
-            true => ch.blocks,
-            false => ch.window_blocks,
-        }),
-        None => Vec::new(),
-    };
-    let n = rows.len();
+    hidden: bool,
+) -> Output {
+    let batch = Batch::new(c, chunks);
+    let n = batch.rows.len();
     if n == 0 {
-        return Vec::new();
+        return Output {
+            logits: Vec::new(),
+            hidden: Vec::new(),
+        };
     }
-    let spans = seq_spans(chunks);
-    let mut x = embed(c, w, chunks, n);
-
-    let mut xn = zeros(n * e);
-    let mut proj = zeros(n * e);
-    let mut ffn_scratch = FfnScratch::default();
-
+    let mut x = embed(c, &w.token_embd, chunks.iter().flat_map(|ch| ch.tokens));
+    let mut scratch = Scratch::new(n, c.n_embd);
     for (il, lw) in w.layers.iter().enumerate() {
-        norm_rows(pool, &x, &lw.attn_norm, c.rms_eps, e, &mut xn);
-        let layer_rows = match c.is_sliding(il) {
-            true => &window_rows,
-            false => &rows,
-        };
-        let att = match &lw.attn {
-            Attention::Gqa(a) => gqa(c, a, pool, kv, il, layer_rows, &xn),
-            Attention::Mla(a) => mla(c, a, pool, kv, il, &rows, &xn),
-            Attention::DeltaNet(d) => crate::delta_net::layer(c, d, pool, kv, il, &spans, &xn),
-        };
-        matmul(pool, &lw.wo, &att, n, &mut proj);
-        add_bias(&mut proj, lw.wo_bias.as_deref());
-        post_norm(pool, lw.attn_post_norm.as_deref(), c.rms_eps, e, &mut proj);
-        par_add(pool, &mut x, &proj);
-
-        norm_rows(pool, &x, &lw.ffn_norm, c.rms_eps, e, &mut xn);
-        match &lw.ffn {
-            Ffn::Dense(f) => ffn(pool, f, c.ffn_gelu(), &xn, n, &mut proj, &mut ffn_scratch),
-            Ffn::Moe(m) => moe(pool, c, m, &xn, n, &mut proj, &mut ffn_scratch),
-        }
-        post_norm(pool, lw.ffn_post_norm.as_deref(), c.rms_eps, e, &mut proj);
-        par_add(pool, &mut x, &proj);
+        layer(c, lw, pool, kv, il, &batch, &mut x, &mut scratch);
     }
+    let head = Head {
+        norm: &w.output_norm,
+        output: w.output(),
+    };
+    let wanted = wanted_rows(chunks);
+    match hidden {
+        false => Output {
+            logits: head.logits(c, pool, &x, &wanted),
+            hidden: Vec::new(),
+        },
+        true => {
+            let all: Vec<usize> = (0..n).collect();
+            let h = head.norm_rows(c, pool, &x, &all);
+            Output {
+                logits: head.project(c, pool, &gather(&h, &wanted, c.n_embd)),
+                hidden: h,
+            }
+        }
+    }
+}
 
-    output_logits(c, w, pool, chunks, &x)
+/// The tokens of a batch of chunks: where each one's keys and values live, in the layers that
+/// attend to the whole context and in the sliding-window ones, and each chunk's span.
+pub(crate) struct Batch<'a> {
+    rows: Vec<QueryRow<'a>>,
+    window_rows: Vec<QueryRow<'a>>,
+    spans: Vec<SeqSpan>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(c: &ModelConfig, chunks: &[SeqChunk<'a>]) -> Batch<'a> {
+        Batch {
+            rows: query_rows(chunks, |ch| ch.blocks),
+            window_rows: match c.sliding {
+                Some(_) => query_rows(chunks, |ch| match ch.window_blocks.is_empty() {
+                    true => ch.blocks,
+                    false => ch.window_blocks,
+                }),
+                None => Vec::new(),
+            },
+            spans: seq_spans(chunks),
+        }
+    }
+}
+
+/// Buffers reused by every layer.
+pub(crate) struct Scratch {
+    xn: Vec<f32>,
+    proj: Vec<f32>,
+    ffn: FfnScratch,
+}
+
+impl Scratch {
+    pub(crate) fn new(n: usize, n_embd: usize) -> Scratch {
+        Scratch {
+            xn: zeros(n * n_embd),
+            proj: zeros(n * n_embd),
+            ffn: FfnScratch::default(),
+        }
+    }
+}
+
+/// One decoder layer on the residual stream `x` (`[n][n_embd]`), its keys and values (or
+/// recurrent state) at layer `il` of `kv`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer(
+    c: &ModelConfig,
+    lw: &LayerWeights,
+    pool: &ThreadPool,
+    kv: &mut KvStore,
+    il: usize,
+    batch: &Batch<'_>,
+    x: &mut [f32],
+    s: &mut Scratch,
+) {
+    let (e, n) = (c.n_embd, batch.rows.len());
+    norm_rows(pool, x, &lw.attn_norm, c.rms_eps, e, &mut s.xn);
+    let layer_rows = match c.is_sliding(il) {
+        true => &batch.window_rows,
+        false => &batch.rows,
+    };
+    let att = match &lw.attn {
+        Attention::Gqa(a) => gqa(c, a, pool, kv, il, layer_rows, &s.xn),
+        Attention::Mla(a) => mla(c, a, pool, kv, il, &batch.rows, &s.xn),
+        Attention::DeltaNet(d) => crate::delta_net::layer(c, d, pool, kv, il, &batch.spans, &s.xn),
+    };
+    matmul(pool, &lw.wo, &att, n, &mut s.proj);
+    add_bias(&mut s.proj, lw.wo_bias.as_deref());
+    post_norm(
+        pool,
+        lw.attn_post_norm.as_deref(),
+        c.rms_eps,
+        e,
+        &mut s.proj,
+    );
+    par_add(pool, x, &s.proj);
+
+    norm_rows(pool, x, &lw.ffn_norm, c.rms_eps, e, &mut s.xn);
+    match &lw.ffn {
+        Ffn::Dense(f) => ffn(pool, f, c.ffn_gelu(), &s.xn, n, &mut s.proj, &mut s.ffn),
+        Ffn::Moe(m) => moe(pool, c, m, &s.xn, n, &mut s.proj, &mut s.ffn),
+    }
+    post_norm(pool, lw.ffn_post_norm.as_deref(), c.rms_eps, e, &mut s.proj);
+    par_add(pool, x, &s.proj);
 }
 
 /// One entry per chunk: its rows and its recurrent-state slot (hybrid models).
@@ -96,13 +174,16 @@ fn seq_spans(chunks: &[SeqChunk<'_>]) -> Vec<SeqSpan> {
         .collect()
 }
 
-/// The `n` tokens' embeddings (scaled, for Gemma), `[n][n_embd]`.
-fn embed(c: &ModelConfig, w: &Weights, chunks: &[SeqChunk<'_>], n: usize) -> Vec<f32> {
+/// The tokens' embeddings (scaled, for Gemma), `[n][n_embd]`.
+pub(crate) fn embed<'t>(
+    c: &ModelConfig,
+    table: &Matrix,
+    tokens: impl Iterator<Item = &'t u32> + Clone,
+) -> Vec<f32> {
     let e = c.n_embd;
-    let mut x = zeros(n * e);
-    for (i, &t) in chunks.iter().flat_map(|ch| ch.tokens).enumerate() {
-        let row = &mut x[i * e..(i + 1) * e];
-        w.token_embd.dequantize_row(t as usize, row);
+    let mut x = zeros(tokens.clone().count() * e);
+    for (row, &t) in x.chunks_exact_mut(e).zip(tokens) {
+        table.dequantize_row(t as usize, row);
         if c.embd_scale != 1.0 {
             row.iter_mut().for_each(|v| *v *= c.embd_scale);
         }
@@ -110,15 +191,8 @@ fn embed(c: &ModelConfig, w: &Weights, chunks: &[SeqChunk<'_>], n: usize) -> Vec
     x
 }
 
-/// Final norm and vocabulary projection, only for the rows whose logits were asked for.
-fn output_logits(
-    c: &ModelConfig,
-    w: &Weights,
-    pool: &ThreadPool,
-    chunks: &[SeqChunk<'_>],
-    x: &[f32],
-) -> Vec<f32> {
-    let e = c.n_embd;
+/// The rows of a batch whose logits its chunks asked for.
+pub(crate) fn wanted_rows(chunks: &[SeqChunk<'_>]) -> Vec<usize> {
     let mut wanted = Vec::new();
     let mut start = 0;
     for ch in chunks {
@@ -131,20 +205,62 @@ fn output_logits(
         }
         start += len;
     }
-    let mut xs = zeros(wanted.len() * e);
-    for (j, &i) in wanted.iter().enumerate() {
-        rms_norm(
-            &x[i * e..(i + 1) * e],
-            &w.output_norm,
-            c.rms_eps,
-            &mut xs[j * e..(j + 1) * e],
-        );
+    wanted
+}
+
+/// A final norm and vocabulary projection.
+pub(crate) struct Head<'w> {
+    pub norm: &'w [f32],
+    pub output: &'w Matrix,
+}
+
+impl Head<'_> {
+    /// Logits of the rows `wanted` of the residual stream `x`.
+    pub(crate) fn logits(
+        &self,
+        c: &ModelConfig,
+        pool: &ThreadPool,
+        x: &[f32],
+        wanted: &[usize],
+    ) -> Vec<f32> {
+        self.project(c, pool, &self.norm_rows(c, pool, x, wanted))
     }
-    let mut logits = zeros(wanted.len() * c.n_vocab);
-    if !wanted.is_empty() {
-        matmul(pool, w.output(), &xs, wanted.len(), &mut logits);
+
+    /// The rows `wanted` of `x`, normalized, `[wanted][n_embd]`.
+    pub(crate) fn norm_rows(
+        &self,
+        c: &ModelConfig,
+        pool: &ThreadPool,
+        x: &[f32],
+        wanted: &[usize],
+    ) -> Vec<f32> {
+        let e = c.n_embd;
+        let mut xs = zeros(wanted.len() * e);
+        par_chunks_mut(pool, &mut xs, e, &|j, out| {
+            let i = wanted[j];
+            rms_norm(&x[i * e..(i + 1) * e], self.norm, c.rms_eps, out)
+        });
+        xs
     }
-    logits
+
+    /// Logits of normalized rows `h`, `[rows][n_vocab]`.
+    pub(crate) fn project(&self, c: &ModelConfig, pool: &ThreadPool, h: &[f32]) -> Vec<f32> {
+        let n = h.len() / c.n_embd;
+        let mut logits = zeros(n * c.n_vocab);
+        if n > 0 {
+            matmul(pool, self.output, h, n, &mut logits);
+        }
+        logits
+    }
+}
+
+/// The rows `wanted` of `x` (`width` wide), in that order.
+pub(crate) fn gather(x: &[f32], wanted: &[usize], width: usize) -> Vec<f32> {
+    wanted
+        .iter()
+        .flat_map(|&i| &x[i * width..(i + 1) * width])
+        .copied()
+        .collect()
 }
 
 /// One [`QueryRow`] per token of the chunks, with the block table `table` picks.

@@ -108,17 +108,19 @@ pub(crate) enum BetaAlpha {
 }
 
 /// A multi-token-prediction layer (`nextn`): it predicts the token after next from the trunk's
-/// last hidden state and the next token's embedding. Loaded for speculative decoding; the
-/// forward pass does not run it.
-// The norms are read by the MTP draft head of speculative decoding, not by the forward pass.
-#[allow(dead_code)]
+/// last hidden state and the next token's embedding (see `crate::mtp`). The trunk's forward pass
+/// does not run it.
 pub(crate) struct NextnLayer {
     /// `[n_embd x 2 n_embd]`: the normalized embedding and hidden state, concatenated, in.
     pub eh_proj: Matrix,
     pub enorm: Vec<f32>,
     pub hnorm: Vec<f32>,
+    /// The head's own token embeddings, if it has them (else `token_embd`).
+    pub embed_tokens: Option<Matrix>,
     /// The head's own final norm, if it has one (else `output_norm`).
     pub shared_head_norm: Option<Vec<f32>>,
+    /// The head's own output projection, if it has one (else `output`).
+    pub shared_head_head: Option<Matrix>,
     /// A full-attention decoder layer.
     pub layer: LayerWeights,
 }
@@ -204,11 +206,7 @@ impl Weights {
         let mut l = Loader::new(gguf, c, opts, mmap);
         let (e, v) = (c.n_embd, c.n_vocab);
         let token_embd = l.matrix("token_embd.weight", e, v)?;
-        let output = if gguf.tensor("output.weight").is_some() {
-            Some(l.matrix("output.weight", e, v)?)
-        } else {
-            None
-        };
+        let output = l.opt_matrix("output.weight", e, v)?;
         let output_norm = l.vector("output_norm.weight", e)?;
         let rope_freqs = l
             .opt_vector("rope_freqs.weight", c.rope.n_rot / 2, false)?
@@ -238,42 +236,14 @@ impl Weights {
     pub(crate) fn matrices(&self) -> Vec<&Matrix> {
         let mut out = vec![&self.token_embd];
         out.extend(&self.output);
-        out.extend(self.nextn.iter().map(|n| &n.eh_proj));
-        fn ffn_of<'a>(out: &mut Vec<&'a Matrix>, f: &'a FfnWeights) {
-            out.extend([&f.gate, &f.up, &f.down]);
+        for l in &self.layers {
+            out.extend(layer_matrices(l));
         }
-        let layers = self.layers.iter();
-        for l in layers.chain(self.nextn.iter().map(|n| &n.layer)) {
-            match &l.attn {
-                Attention::Gqa(a) => out.extend([&a.wq, &a.wk, &a.wv]),
-                Attention::DeltaNet(d) => {
-                    out.extend([&d.qkv, &d.z]);
-                    match &d.beta_alpha {
-                        BetaAlpha::Split { beta, alpha } => out.extend([beta, alpha]),
-                        BetaAlpha::Fused(m) => out.push(m),
-                    }
-                }
-                Attention::Mla(a) => {
-                    out.extend(a.q_a.as_ref().map(|(m, _)| m));
-                    out.extend([&a.q, &a.kv_a]);
-                    out.extend(&a.k_b);
-                    out.extend(&a.v_b);
-                }
-            }
-            out.push(&l.wo);
-            match &l.ffn {
-                Ffn::Dense(f) => ffn_of(&mut out, f),
-                Ffn::Moe(m) => {
-                    out.push(&m.router);
-                    for e in &m.experts {
-                        ffn_of(&mut out, e);
-                    }
-                    if let Some((gate, f)) = &m.shared {
-                        out.extend(gate);
-                        ffn_of(&mut out, f);
-                    }
-                }
-            }
+        for n in &self.nextn {
+            out.push(&n.eh_proj);
+            out.extend(&n.embed_tokens);
+            out.extend(&n.shared_head_head);
+            out.extend(layer_matrices(&n.layer));
         }
         out
     }
@@ -327,6 +297,45 @@ impl Weights {
             }
         }
     }
+}
+
+/// The matrices of one layer.
+pub(crate) fn layer_matrices(l: &LayerWeights) -> Vec<&Matrix> {
+    let mut out = Vec::new();
+    fn ffn_of<'a>(out: &mut Vec<&'a Matrix>, f: &'a FfnWeights) {
+        out.extend([&f.gate, &f.up, &f.down]);
+    }
+    match &l.attn {
+        Attention::Gqa(a) => out.extend([&a.wq, &a.wk, &a.wv]),
+        Attention::DeltaNet(d) => {
+            out.extend([&d.qkv, &d.z]);
+            match &d.beta_alpha {
+                BetaAlpha::Split { beta, alpha } => out.extend([beta, alpha]),
+                BetaAlpha::Fused(m) => out.push(m),
+            }
+        }
+        Attention::Mla(a) => {
+            out.extend(a.q_a.as_ref().map(|(m, _)| m));
+            out.extend([&a.q, &a.kv_a]);
+            out.extend(&a.k_b);
+            out.extend(&a.v_b);
+        }
+    }
+    out.push(&l.wo);
+    match &l.ffn {
+        Ffn::Dense(f) => ffn_of(&mut out, f),
+        Ffn::Moe(m) => {
+            out.push(&m.router);
+            for e in &m.experts {
+                ffn_of(&mut out, e);
+            }
+            if let Some((gate, f)) = &m.shared {
+                out.extend(gate);
+                ffn_of(&mut out, f);
+            }
+        }
+    }
+    out
 }
 
 /// How far around a page fault the kernel maps pages already in the page cache
@@ -603,13 +612,15 @@ impl<'a> Loader<'a> {
 
     /// Multi-token-prediction layer `i` (numbered after the trunk's layers).
     fn nextn(&mut self, c: &ModelConfig, i: usize) -> Result<NextnLayer, ModelError> {
-        let e = c.n_embd;
+        let (e, v) = (c.n_embd, c.n_vocab);
         let n = |s: &str| blk(i, s);
         Ok(NextnLayer {
             eh_proj: self.matrix(&n("nextn.eh_proj.weight"), 2 * e, e)?,
             enorm: self.vector(&n("nextn.enorm.weight"), e)?,
             hnorm: self.vector(&n("nextn.hnorm.weight"), e)?,
+            embed_tokens: self.opt_matrix(&n("nextn.embed_tokens.weight"), e, v)?,
             shared_head_norm: self.opt_vector(&n("nextn.shared_head_norm.weight"), e, false)?,
+            shared_head_head: self.opt_matrix(&n("nextn.shared_head_head.weight"), e, v)?,
             layer: self.layer(c, i)?,
         })
     }
@@ -700,6 +711,19 @@ impl<'a> Loader<'a> {
     }
 
     /// A `[rows x cols]` matrix (GGUF dims `[cols, rows]`).
+    /// [`Loader::matrix`] for a tensor the file may not have.
+    fn opt_matrix(
+        &mut self,
+        name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Option<Matrix>, ModelError> {
+        match self.gguf.tensor(name) {
+            Some(_) => self.matrix(name, cols, rows).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn matrix(&mut self, name: &str, cols: usize, rows: usize) -> Result<Matrix, ModelError> {
         let t = self.info(name, &[cols as u64, rows as u64])?.clone();
         let m = self.make(&t, rows, cols, 0, t.n_bytes, false)?;
