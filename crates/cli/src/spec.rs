@@ -10,8 +10,8 @@ pub struct SpecArgs {
     /// Speculative decoding: guess several tokens and verify them in one forward pass.
     /// `ngram`: guesses from the text so far (and other requests' text); `draft`: a smaller
     /// model of the same vocabulary (--draft-model); `mtp`: the model's own
-    /// multi-token-prediction layers (not supported yet: refused at start). Output is the same
-    /// as without it.
+    /// multi-token-prediction layer (GLM-4.5, Qwen3.5, DeepSeek-style files that keep it).
+    /// Output is the same as without it.
     #[arg(long, value_enum)]
     pub spec: Option<SpecKind>,
     /// The draft model (GGUF) for `--spec draft` (implies it).
@@ -23,7 +23,8 @@ pub struct SpecArgs {
     /// Fewer guesses than this are not verified.
     #[arg(long, default_value_t = 1)]
     pub draft_min: usize,
-    /// A draft model stops guessing where its best token's probability is below this.
+    /// A draft model (or MTP head) stops guessing where its best token's probability is below
+    /// this.
     #[arg(long, default_value_t = 0.75)]
     pub draft_p_min: f32,
     /// Always verify as many guesses as the proposer has, up to --spec-max, instead of

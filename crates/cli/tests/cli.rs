@@ -161,6 +161,18 @@ fn run_speculates_without_changing_the_text() {
         assert_eq!(r.stdout, plain.stdout, "{extra:?}");
         assert!(err.contains("guessed tokens accepted"), "{extra:?}: {err}");
     }
+    // GLM-4.5's MTP head (the labs fixture).
+    let glm = frugal_fixtures::labs_dir().join("models/glm4moe-Q4_K_M.gguf");
+    let glm = glm.display().to_string();
+    let base_glm = ["run", &glm as &str, "-p", prompt, "--temp", "0", "-n", "24"];
+    let plain = frugal(&base_glm);
+    assert!(plain.status.success());
+    let extra = ["--spec", "mtp", "--spec-fixed", "--draft-p-min", "0"];
+    let r = frugal(&[&base_glm[..], &extra[..]].concat());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert_eq!(r.stdout, plain.stdout, "--spec mtp");
+    assert!(err.contains("guessed tokens accepted"), "{err}");
     for (extra, needle) in [
         (vec!["--spec", "draft"], "--draft-model"),
         (vec!["--spec", "mtp"], "multi-token-prediction"),

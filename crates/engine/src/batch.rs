@@ -8,10 +8,11 @@ use crate::logprobs::TokenLogprobs;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sequence::{Emitted, Sequence};
 use crate::spec::draft::DraftRequest;
+use crate::spec::mtp::{Computed, MtpRequest};
 use crate::spec::{Proposer, Speculator};
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_kernels::ThreadPool;
-use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
+use frugal_models::{KvStore, Logits, Model, ModelError, Output, SeqChunk};
 use frugal_scheduler::{
     window_pool_blocks, FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SeqId, Step,
 };
@@ -91,6 +92,15 @@ pub struct Usage {
     pub accepted_tokens: usize,
 }
 
+/// Guesses a sequence verified in a step, and how many of them it accepted (speculative
+/// decoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub id: SeqId,
+    pub guesses: Vec<u32>,
+    pub accepted: usize,
+}
+
 /// What one step produced.
 #[derive(Debug, Default)]
 pub struct StepOutput {
@@ -102,6 +112,8 @@ pub struct StepOutput {
     /// Sequences whose constraint failed (or panicked) in this step: they are ended, their
     /// blocks freed; the other sequences of the step are unaffected.
     pub failed: Vec<(SeqId, ConstraintError)>,
+    /// Sequences that verified guesses in this step.
+    pub verified: Vec<Verified>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,12 +286,14 @@ impl<'a> BatchEngine<'a> {
             }
         }
         let guesses = self.guesses(&plan, proposals)?;
-        let logits = self.forward(&plan, &guesses)?;
+        let forward = self.forward(&plan, &guesses)?;
         let mut out = StepOutput {
             admitted: self.record_admissions(&plan),
             ..StepOutput::default()
         };
-        let produced = self.verify(&plan, &guesses, &logits, &mut out.failed);
+        let produced = self.verify(&plan, &guesses, &forward.logits, &mut out.failed);
+        out.verified = verified(&plan, &guesses, &produced);
+        self.follow(&plan, &guesses, &out.verified, &forward.hidden, &out.failed)?;
         let sampled: Vec<Sampled> = produced
             .iter()
             .map(|(id, emitted, guessed)| Sampled {
@@ -361,7 +375,7 @@ impl<'a> BatchEngine<'a> {
                     let g = pool.propose(seq.history(), k);
                     (g.len(), g)
                 }
-                Proposer::Draft(_) => (k, Vec::new()),
+                Proposer::Draft(_) | Proposer::Mtp(_) => (k, Vec::new()),
             };
             if proposal.0 >= spec.cfg.min.max(1) {
                 out.insert(id, proposal);
@@ -386,34 +400,60 @@ impl<'a> BatchEngine<'a> {
                 g
             })
             .collect();
-        if let Some(Speculator {
-            proposer: Proposer::Draft(draft),
-            ..
-        }) = &mut self.spec
-        {
-            let mut reqs = Vec::new();
-            for c in plan.chunks.iter().filter(|c| c.draft > 0) {
-                let seq = &self.seqs[&c.id];
-                reqs.push(DraftRequest {
-                    history: seq.history(),
-                    computed: seq.spec.draft_computed,
-                    want: c.draft,
-                    blocks: self.scheduler.block_table(c.id).expect("running"),
-                    guesses: Vec::new(),
-                });
+        match &mut self.spec {
+            Some(Speculator {
+                proposer: Proposer::Draft(draft),
+                ..
+            }) => {
+                let mut reqs = Vec::new();
+                for c in plan.chunks.iter().filter(|c| c.draft > 0) {
+                    let seq = &self.seqs[&c.id];
+                    reqs.push(DraftRequest {
+                        history: seq.history(),
+                        computed: seq.spec.draft_computed,
+                        want: c.draft,
+                        blocks: self.scheduler.block_table(c.id).expect("running"),
+                        guesses: Vec::new(),
+                    });
+                }
+                draft.guess(self.pool, &mut reqs)?;
+                let made: Vec<(usize, Vec<u32>)> =
+                    reqs.into_iter().map(|r| (r.computed, r.guesses)).collect();
+                let drafted = plan.chunks.iter().enumerate().filter(|(_, c)| c.draft > 0);
+                for ((i, c), (computed, g)) in drafted.zip(made) {
+                    self.seqs
+                        .get_mut(&c.id)
+                        .expect("running")
+                        .spec
+                        .draft_computed = computed;
+                    out[i] = g;
+                }
             }
-            draft.guess(self.pool, &mut reqs)?;
-            let made: Vec<(usize, Vec<u32>)> =
-                reqs.into_iter().map(|r| (r.computed, r.guesses)).collect();
-            let drafted = plan.chunks.iter().enumerate().filter(|(_, c)| c.draft > 0);
-            for ((i, c), (computed, g)) in drafted.zip(made) {
-                self.seqs
-                    .get_mut(&c.id)
-                    .expect("running")
-                    .spec
-                    .draft_computed = computed;
-                out[i] = g;
+            Some(Speculator {
+                proposer: Proposer::Mtp(head),
+                ..
+            }) => {
+                let drafted: Vec<usize> = (0..plan.chunks.len())
+                    .filter(|&i| plan.chunks[i].draft > 0)
+                    .collect();
+                let (mut reqs, mut at) = (Vec::new(), Vec::new());
+                for &i in &drafted {
+                    let c = &plan.chunks[i];
+                    reqs.push(MtpRequest {
+                        last: *c.tokens.last().expect("chunks have tokens"),
+                        pos: c.pos + c.tokens.len() - 1,
+                        blocks: self.scheduler.block_table(c.id).expect("running"),
+                        want: c.draft,
+                        guesses: Vec::new(),
+                    });
+                    at.push(&self.seqs[&c.id].spec.mtp);
+                }
+                head.guess(self.pool, &mut reqs, &at)?;
+                for (i, r) in drafted.into_iter().zip(reqs) {
+                    out[i] = r.guesses;
+                }
             }
+            _ => {}
         }
         let min = self.spec.as_ref().map_or(1, |s| s.cfg.min.max(1));
         for g in &mut out {
@@ -425,8 +465,9 @@ impl<'a> BatchEngine<'a> {
     }
 
     /// One forward pass over the step's chunks, each followed by its guesses; logits of the
-    /// chunks that sample (one row, or one per guess and one after them), in order.
-    fn forward(&mut self, plan: &Step, guesses: &[Vec<u32>]) -> Result<Vec<f32>, EngineError> {
+    /// chunks that sample (one row, or one per guess and one after them), in order, and every
+    /// token's hidden state when the MTP head guesses.
+    fn forward(&mut self, plan: &Step, guesses: &[Vec<u32>]) -> Result<Output, EngineError> {
         let joined: Vec<Vec<u32>> = plan
             .chunks
             .iter()
@@ -473,11 +514,74 @@ impl<'a> BatchEngine<'a> {
         for &(from, to) in plan.restores.iter().chain(&plan.saves) {
             self.kv.copy_state(from, to);
         }
-        let logits = self.model.forward(self.pool, &mut self.kv, &chunks)?;
+        let out = match &self.spec {
+            Some(Speculator {
+                proposer: Proposer::Mtp(_),
+                ..
+            }) => self
+                .model
+                .forward_hidden(self.pool, &mut self.kv, &chunks)?,
+            _ => Output {
+                logits: self.model.forward(self.pool, &mut self.kv, &chunks)?,
+                hidden: Vec::new(),
+            },
+        };
         for &(from, to) in &plan.snapshots {
             self.kv.copy_state(from, to);
         }
-        Ok(logits)
+        Ok(out)
+    }
+
+    /// After verification, the MTP head follows what the model kept of each speculating
+    /// sequence's chunk: its tokens and the guesses accepted.
+    fn follow(
+        &mut self,
+        plan: &Step,
+        guesses: &[Vec<u32>],
+        verified: &[Verified],
+        hidden: &[f32],
+        failed: &[(SeqId, ConstraintError)],
+    ) -> Result<(), EngineError> {
+        let Some(Speculator {
+            proposer: Proposer::Mtp(head),
+            ..
+        }) = &mut self.spec
+        else {
+            return Ok(());
+        };
+        let e = self.model.config().n_embd;
+        let accepted: HashMap<SeqId, usize> = verified.iter().map(|v| (v.id, v.accepted)).collect();
+        // Per speculating sequence: its first row in `hidden`, the tokens kept, where it stands.
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for (c, g) in plan.chunks.iter().zip(guesses) {
+            let kept = accepted.get(&c.id).copied().unwrap_or(0);
+            let ok = !failed.iter().any(|(id, _)| *id == c.id);
+            if let Some(seq) = self.seqs.get_mut(&c.id).filter(|s| s.spec.on && ok) {
+                let tokens = [&c.tokens[..], &g[..kept]].concat();
+                spans.push((c, start, tokens, std::mem::take(&mut seq.spec.mtp)));
+            }
+            start += c.tokens.len() + g.len();
+        }
+        let mut computed: Vec<(Computed, &mut _)> = spans
+            .iter_mut()
+            .map(|(c, start, tokens, at)| {
+                let rows = *start * e..(*start + tokens.len()) * e;
+                let blocks = self.scheduler.block_table(c.id).expect("running");
+                let computed = Computed {
+                    tokens,
+                    pos: c.pos,
+                    blocks,
+                    hidden: &hidden[rows],
+                };
+                (computed, at)
+            })
+            .collect();
+        head.follow(self.pool, &mut computed)?;
+        for (c, _, _, at) in spans {
+            self.seqs.get_mut(&c.id).expect("running").spec.mtp = at;
+        }
+        Ok(())
     }
 
     /// Prefix-cache hits of sequences that ran for the first time in this step.
@@ -530,4 +634,25 @@ impl<'a> BatchEngine<'a> {
         }
         out
     }
+}
+
+/// The guesses each sampling chunk verified, with the number that stood: those that equal the
+/// tokens its sequence produced, up to the first that does not.
+fn verified(
+    plan: &Step,
+    guesses: &[Vec<u32>],
+    produced: &[(SeqId, Vec<Emitted>, usize)],
+) -> Vec<Verified> {
+    let sampled = plan.chunks.iter().zip(guesses).filter(|(c, _)| c.sample);
+    sampled
+        .filter_map(|(c, g)| {
+            let (_, emitted, _) = produced.iter().find(|p| p.0 == c.id)?;
+            let accepted = emitted.iter().zip(g).take_while(|(e, &t)| e.token == t);
+            (!g.is_empty()).then(|| Verified {
+                id: c.id,
+                guesses: g.clone(),
+                accepted: accepted.count(),
+            })
+        })
+        .collect()
 }

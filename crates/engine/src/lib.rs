@@ -12,6 +12,6 @@ pub mod session;
 pub mod spec;
 pub mod stop;
 
-pub use batch::{BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage};
+pub use batch::{BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage, Verified};
 pub use frugal_scheduler::{FinishReason, SeqId};
 pub use sequence::panic_message;

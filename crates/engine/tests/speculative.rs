@@ -44,6 +44,7 @@ enum Spec<'d> {
     None,
     Ngram,
     Draft(&'d Loaded),
+    Mtp,
 }
 
 /// What a run produced: each request's tokens, and the guesses proposed and accepted.
@@ -85,6 +86,9 @@ fn run_waves(
             let (dm, dt) = (&d.model, &d.tokenizer);
             let s = Speculator::draft_model(cfg.clone(), m, t, dm, dt, N_BLOCKS, BLOCK).unwrap();
             eng.with_speculation(s)
+        }
+        Spec::Mtp => {
+            eng.with_speculation(Speculator::mtp(cfg.clone(), m, N_BLOCKS, BLOCK).unwrap())
         }
     };
     let mut tokens: HashMap<u64, Vec<u32>> = HashMap::new();
@@ -288,6 +292,100 @@ fn hybrid_models_roll_their_state_back() {
         let (m, t) = (&target.model, &target.tokenizer);
         let draft = Speculator::draft_model(fixed(), m, t, m, t, N_BLOCKS, BLOCK);
         assert!(draft.is_err(), "{name}: a hybrid draft model is refused");
+    }
+}
+
+/// The model's own MTP head (GLM-4.5's MoE, and the hybrids' gated attention beside their
+/// recurrent layers): the same tokens, greedy and seeded, alone and in batches.
+#[test]
+fn the_mtp_head_changes_no_token() {
+    for (set, name) in [
+        (Set::labs(), "glm4moe-Q4_K_M"),
+        (Set::hybrid(), "qwen35-Q4_K_M"),
+        (Set::hybrid(), "qwen35moe-Q4_K_M"),
+    ] {
+        let target = load_from(&set, name);
+        let p = ids(&set.expected_json(name)["token_ids"]);
+        let cfg = SpecConfig {
+            p_min: 0.0,
+            ..fixed()
+        };
+        let (proposed, _) = check_exact(&target, Spec::Mtp, &cfg, &p, &SamplingParams::greedy());
+        assert!(proposed > 0, "{name}: the head guessed nothing");
+        check_exact(&target, Spec::Mtp, &cfg, &p, &seeded(3));
+    }
+    let plain = load("qwen2-f32");
+    let refused = Speculator::mtp(fixed(), &plain.model, N_BLOCKS, BLOCK);
+    assert!(refused.is_err(), "a model without an MTP layer is refused");
+}
+
+/// Inside the engine, the head guesses what llama.cpp's MTP draft guesses (its rounds of three,
+/// crates/fixtures/data/mtp; exact path), up to the first near tie of a round: the head follows
+/// every prefill chunk and every verified step, and starts each round from the right state.
+#[test]
+fn the_mtp_head_guesses_as_llama_cpp_does() {
+    for (set, name) in [
+        (Set::labs(), "glm4moe-Q4_K_M"),
+        (Set::hybrid(), "qwen35-Q4_K_M"),
+    ] {
+        let reference = frugal_fixtures::mtp_reference(name);
+        let gguf = GgufFile::open(set.model(name)).unwrap();
+        let opts = LoadOptions {
+            dequantize: true,
+            ..LoadOptions::default()
+        };
+        let model = Model::load(&gguf, &opts).unwrap();
+        let tokenizer = Tokenizer::from_gguf(&gguf).unwrap();
+        let pool = ThreadPool::new(2);
+        // A small budget: the prompt goes in several chunks, which the head follows.
+        let sched = SchedulerConfig {
+            max_seqs: 1,
+            token_budget: 24,
+            max_waiting: 1,
+            n_ctx: 256,
+            snapshots: Default::default(),
+        };
+        let cfg = SpecConfig {
+            max: 3,
+            p_min: 0.0,
+            ..fixed()
+        };
+        let spec = Speculator::mtp(cfg, &model, N_BLOCKS, BLOCK).unwrap();
+        let mut eng = BatchEngine::new(&model, &tokenizer, &pool, sched, N_BLOCKS, BLOCK)
+            .with_speculation(spec);
+        let want_tokens = ids(&reference["tokens"]);
+        let mut req = Request::new(
+            ids(&reference["prompt"]),
+            Some(want_tokens.len()),
+            SamplingParams::greedy(),
+        );
+        req.ignore_eos = true;
+        eng.add(1, req).unwrap();
+        let (mut tokens, mut rounds) = (Vec::new(), Vec::new());
+        while !eng.is_idle() {
+            let out = eng.step().unwrap();
+            tokens.extend(out.events.iter().map(|e| e.token));
+            rounds.extend(out.verified.into_iter().map(|v| v.guesses));
+        }
+        assert_eq!(tokens, want_tokens, "{name}: tokens");
+        let want = reference["rounds"].as_array().unwrap();
+        assert!(rounds.len() >= 10, "{name}: {} rounds", rounds.len());
+        let mut compared = 0;
+        for (i, (got, round)) in rounds.iter().zip(want).enumerate() {
+            for (j, (g, cands)) in got.iter().zip(round.as_array().unwrap()).enumerate() {
+                let (best, p0, p1) = (
+                    cands[0][0].as_u64().unwrap() as u32,
+                    cands[0][1].as_f64().unwrap(),
+                    cands[1][1].as_f64().unwrap(),
+                );
+                if p0 - p1 <= 2e-3 {
+                    break;
+                }
+                assert_eq!(*g, best, "{name}: round {i}, guess {j}");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "{name}: {compared} guesses compared");
     }
 }
 

@@ -387,9 +387,11 @@ fn open_draft(cfg: &ServerConfig, target: &ModelFile) -> Result<Option<ModelFile
     };
     match &spec.method {
         SpecMethod::Ngram => Ok(None),
-        SpecMethod::Mtp => Err(ServerError::Config(
-            "--spec mtp: running the model's multi-token-prediction layers is not supported yet; use --spec ngram or --spec draft".into(),
-        )),
+        SpecMethod::Mtp if target.config.n_nextn == 0 => Err(ServerError::Config(format!(
+            "--spec mtp: {} has no multi-token-prediction layers (nextn); use --spec ngram or --spec draft",
+            target.path.display()
+        ))),
+        SpecMethod::Mtp => Ok(None),
         SpecMethod::Draft(path) => {
             let draft = ModelFile::open(path, &cfg.model_options())?;
             same_vocabulary(&target.tokenizer, &draft.tokenizer).map_err(|e| {
@@ -410,7 +412,7 @@ fn spawn_engine(
     let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config);
     let metrics = state.metrics.clone();
     let max_seqs = state.cfg.max_seqs;
-    let spec_cfg = state.cfg.speculation.as_ref().map(|s| s.config.clone());
+    let speculation = state.cfg.speculation.clone();
     drop(state);
     let handle = std::thread::Builder::new()
         .name("frugal-engine".into())
@@ -445,13 +447,14 @@ fn spawn_engine(
                     return;
                 }
             };
-            let spec = match speculator(spec_cfg, &model, &tokenizer, draft.as_ref(), &engine_cfg) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = loaded.send(Err(e));
-                    return;
-                }
-            };
+            let spec =
+                match speculator(speculation, &model, &tokenizer, draft.as_ref(), &engine_cfg) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = loaded.send(Err(e));
+                        return;
+                    }
+                };
             let _ = loaded.send(Ok(()));
             worker::run(
                 &model, &tokenizer, &pool, engine_cfg, spec, commands, metrics,
@@ -460,33 +463,52 @@ fn spawn_engine(
     Ok(handle)
 }
 
-/// The speculator `--spec` asks for: n-gram lookup, or the loaded draft model.
+/// The speculator `--spec` asks for: n-gram lookup, the model's MTP head, or the loaded draft
+/// model.
 fn speculator<'a>(
-    cfg: Option<SpecConfig>,
-    model: &frugal_models::Model,
+    speculation: Option<Speculation>,
+    model: &'a frugal_models::Model,
     tokenizer: &Tokenizer,
     draft: Option<&'a (frugal_models::Model, Arc<Tokenizer>)>,
     e: &worker::EngineConfig,
 ) -> Result<Option<Speculator<'a>>, ServerError> {
-    let Some(cfg) = cfg else {
+    let Some(Speculation { method, config }) = speculation else {
         return Ok(None);
     };
-    let Some((draft, draft_tokens)) = draft else {
-        tracing::info!(
-            "speculative decoding: n-gram lookup, up to {} tokens per step",
-            cfg.max
-        );
-        return Ok(Some(Speculator::ngram(cfg)));
+    let (n_blocks, block, max) = (e.n_blocks, e.block_size, config.max);
+    let config_error = |e: frugal_engine::spec::SpecError| ServerError::Config(e.to_string());
+    let spec = match (method, draft) {
+        (SpecMethod::Draft(_), Some((draft, draft_tokens))) => {
+            let spec = Speculator::draft_model(
+                config,
+                model,
+                tokenizer,
+                draft,
+                draft_tokens,
+                n_blocks,
+                block,
+            )
+            .map_err(config_error)?;
+            tracing::info!(
+                "speculative decoding: a draft model of {:.0} MB (a draft step costs {:.2} of the model's), up to {max} tokens per step",
+                draft.weight_bytes() as f64 / 1e6,
+                spec.proposer_cost(),
+            );
+            spec
+        }
+        (SpecMethod::Mtp, _) => {
+            let spec = Speculator::mtp(config, model, n_blocks, block).map_err(config_error)?;
+            tracing::info!(
+                "speculative decoding: the model's multi-token-prediction head (a guess costs {:.2} of a step), up to {max} tokens per step",
+                spec.proposer_cost(),
+            );
+            spec
+        }
+        _ => {
+            tracing::info!("speculative decoding: n-gram lookup, up to {max} tokens per step");
+            Speculator::ngram(config)
+        }
     };
-    let (n_blocks, block) = (e.n_blocks, e.block_size);
-    let spec = Speculator::draft_model(cfg, model, tokenizer, draft, draft_tokens, n_blocks, block)
-        .map_err(|e| ServerError::Config(e.to_string()))?;
-    tracing::info!(
-        "speculative decoding: a draft model of {:.0} MB (a draft step costs {:.2} of the model's), up to {} tokens per step",
-        draft.weight_bytes() as f64 / 1e6,
-        spec.proposer_cost(),
-        spec.config().max
-    );
     Ok(Some(spec))
 }
 

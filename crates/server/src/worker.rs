@@ -275,6 +275,14 @@ impl Worker<'_> {
                         .prefix_cache_hit_tokens
                         .fetch_add(cached as u64, Relaxed);
                 }
+                for v in &out.verified {
+                    tracing::trace!(
+                        "sequence {}: guessed {:?}, {} accepted",
+                        v.id,
+                        v.guesses,
+                        v.accepted
+                    );
+                }
                 for (id, e) in out.failed {
                     tracing::error!("sequence {id}: {e}");
                     self.fail(id, &format!("internal error: {e}"));

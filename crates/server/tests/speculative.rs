@@ -66,6 +66,26 @@ async fn a_speculating_server_answers_as_a_plain_one() {
     }
 }
 
+/// GLM-4.5's MTP head (the labs fixture) as the draft: the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_guessing_with_the_mtp_head_answers_as_a_plain_one() {
+    let glm = frugal_fixtures::labs_dir().join("models/glm4moe-Q4_K_M.gguf");
+    let plain = start(|c| c.model = glm.clone()).await;
+    let expected = answers(&plain).await;
+    plain.shutdown().await;
+    let s = start(|c| {
+        c.model = glm.clone();
+        c.speculation = speculation(SpecMethod::Mtp);
+        if let Some(s) = &mut c.speculation {
+            s.config.p_min = 0.0;
+        }
+    })
+    .await;
+    assert_eq!(answers(&s).await, expected);
+    assert!(s.metric("frugal_spec_draft_tokens_total").await > 0.0);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_method_the_server_cannot_run_is_refused_at_start() {
     let model = frugal_fixtures::dir().join(common::MODEL);

@@ -120,9 +120,9 @@ pub fn run(a: Args) -> Result<()> {
                 block,
             )
             .with_context(|| format!("--draft-model {}", path.display()))?,
-            _ => anyhow::bail!(
-                "--spec mtp: running the model's multi-token-prediction layers is not supported yet"
-            ),
+            (SpecMethod::Mtp, _) => Speculator::mtp(s.config, &model, n_blocks, block)
+                .with_context(|| format!("--spec mtp: {}", file.path.display()))?,
+            (SpecMethod::Draft(_), None) => anyhow::bail!("--spec draft needs --draft-model FILE"),
         };
         session = session.with_speculation(spec);
     }

@@ -119,7 +119,7 @@ impl<'a> DraftModel<'a> {
 }
 
 /// The most likely token and its probability.
-fn confident_best(logits: &[f32]) -> (u32, f32) {
+pub(crate) fn confident_best(logits: &[f32]) -> (u32, f32) {
     let (mut best, mut max) = (0, f32::NEG_INFINITY);
     for (i, &l) in logits.iter().enumerate() {
         if l > max {

@@ -11,17 +11,20 @@
 //! sequence would have produced without speculation, token for token, greedy or seeded.
 //!
 //! Proposers: [`ngram`] (the sequence's own text, then a pool of every sequence's text),
-//! [`draft`] (a smaller model of the same vocabulary). How many guesses a sequence verifies
-//! follows its recent acceptance ([`adapt`]).
+//! [`draft`] (a smaller model of the same vocabulary), [`mtp`] (the model's own
+//! multi-token-prediction head). How many guesses a sequence verifies follows its recent
+//! acceptance ([`adapt`]).
 
 pub mod adapt;
 pub mod draft;
+pub mod mtp;
 pub mod ngram;
 
 use adapt::DraftLength;
 use draft::DraftModel;
 use frugal_models::Model;
 use frugal_tokenizer::Tokenizer;
+use mtp::{MtpHead, MtpSeq};
 use ngram::NgramPool;
 
 /// What a verified guess costs against a decode step of one sequence, besides the proposer's
@@ -45,6 +48,8 @@ pub enum SpecError {
     Vocabulary(String),
     #[error("{0} cannot be used as a draft")]
     Unsupported(String),
+    #[error("the model has no multi-token-prediction layer (nextn) to guess with")]
+    NoMtpLayer,
 }
 
 /// How a server speculates.
@@ -54,7 +59,7 @@ pub struct SpecConfig {
     pub max: usize,
     /// Fewer guesses than this are not verified.
     pub min: usize,
-    /// A draft model stops guessing where its best token is less likely than this.
+    /// A draft model (or head) stops guessing where its best token is less likely than this.
     pub p_min: f32,
     /// Verify as many guesses as the proposer has (up to `max`) whatever the acceptance,
     /// instead of following it: for measuring a proposer.
@@ -84,6 +89,7 @@ pub struct SpecCounts {
 pub enum Proposer<'a> {
     Ngram(NgramPool),
     Draft(DraftModel<'a>),
+    Mtp(MtpHead<'a>),
 }
 
 /// A proposer with its settings and counters: what the engine speculates with.
@@ -135,6 +141,23 @@ impl<'a> Speculator<'a> {
         })
     }
 
+    /// The multi-token-prediction head of `model`, its KV store addressed by the engine's block
+    /// tables (`n_blocks` blocks of `block_size`); refused for a model without one.
+    pub fn mtp(
+        cfg: SpecConfig,
+        model: &'a Model,
+        n_blocks: usize,
+        block_size: usize,
+    ) -> Result<Self, SpecError> {
+        let head = MtpHead::new(model, n_blocks, block_size, cfg.p_min)?;
+        Ok(Speculator {
+            cost: head.cost(),
+            cfg,
+            proposer: Proposer::Mtp(head),
+            counts: SpecCounts::default(),
+        })
+    }
+
     /// What proposing one guess costs against a decode step (0 for n-gram lookup).
     pub fn proposer_cost(&self) -> f32 {
         self.cost
@@ -178,8 +201,8 @@ impl<'a> Speculator<'a> {
     }
 }
 
-/// One sequence's speculation: whether it speculates, its recent acceptance, its totals, and
-/// how far the draft model's cache holds its tokens.
+/// One sequence's speculation: whether it speculates, its recent acceptance, its totals, how
+/// far the draft model's cache holds its tokens, and where the MTP head stands.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SeqSpec {
     pub on: bool,
@@ -187,6 +210,7 @@ pub(crate) struct SeqSpec {
     pub proposed: usize,
     pub accepted: usize,
     pub draft_computed: usize,
+    pub mtp: MtpSeq,
 }
 
 impl SeqSpec {
