@@ -3,8 +3,9 @@
 threads.
 
 Starts up to four servers side by side, each with one sequence slot (`--streams 1`): `frugal`
-(no speculation), `frugal-spec` (`--spec ngram` or `--draft-model`), `llama-spec` (llama-server
-with the same method and draft length) and, with `--llama-plain`, `llama` (llama-server without
+(no speculation), `frugal-spec` (`--spec ngram`, `--draft-model` or `--spec mtp`), `llama-spec`
+(llama-server with the same method and draft length: `--spec-type ngram-simple`, `draft-simple` or
+`draft-mtp`) and, with `--llama-plain`, `llama` (llama-server without
 it). Idle servers take no CPU; the requests go to them in turn (round robin), `--reps` times, and
 the table gives medians. Each request generates exactly `--max-tokens` tokens (end-of-generation
 tokens get a logit bias of -100, and `ignore_eos`), greedily unless `--temperature` says otherwise.
@@ -27,6 +28,8 @@ tokens/s (all tokens / wall time) instead. Stdlib only.
         bench/models/qwen2.5-0.5b-Q4_0.gguf
     python3 bench/spec_compare.py --threads 2 --workload plain --spec draft \\
         --draft bench/models/qwen2.5-0.5b-Q4_K_M.gguf bench/models/qwen2.5-0.5b-Q8_0.gguf
+    python3 bench/spec_compare.py --threads 2 --workload code-edit --spec mtp --spec-max 3 --fixed \\
+        bench/models/qwen35-0.8b-Q8_0.gguf
 """
 import argparse
 import http.client
@@ -178,6 +181,8 @@ def servers(args, eog):
     out = [("frugal", []), ("frugal-spec", ["--spec-max", spec_max])]
     if args.spec == "ngram":
         out[1][1].extend(["--spec", "ngram"])
+    elif args.spec == "mtp":
+        out[1][1].extend(["--spec", "mtp", "--draft-p-min", str(args.p_min)])
     else:
         out[1][1].extend(["--draft-model", args.draft, "--draft-p-min", str(args.p_min)])
     if args.fixed:
@@ -194,6 +199,9 @@ def servers(args, eog):
         kind = args.llama_ngram
         llama_spec = ["--spec-type", kind, f"--spec-{kind}-size-m", spec_max,
                       f"--spec-{kind}-size-n", str(min(args.llama_ngram_n, args.spec_max))]
+    elif args.spec == "mtp":
+        llama_spec = ["--spec-type", "draft-mtp", "--spec-draft-n-max", spec_max, "--spec-draft-n-min", "0",
+                      "--spec-draft-p-min", str(args.p_min)]
     else:
         llama_spec = ["--spec-type", "draft-simple", "-md", args.draft, "--spec-draft-n-max", spec_max,
                       "--spec-draft-n-min", "0", "--spec-draft-p-min", str(args.p_min),
@@ -210,7 +218,7 @@ def servers(args, eog):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="the target GGUF")
-    ap.add_argument("--spec", choices=("ngram", "draft"), required=True)
+    ap.add_argument("--spec", choices=("ngram", "draft", "mtp"), required=True)
     ap.add_argument("--draft", help="the draft GGUF (--spec draft)")
     ap.add_argument("--workload", choices=("code-edit", "rewrite", "plain"), required=True)
     ap.add_argument("--threads", type=int, required=True)

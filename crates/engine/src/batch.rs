@@ -283,6 +283,7 @@ impl<'a> BatchEngine<'a> {
         for id in &plan.preempted {
             if let Some(seq) = self.seqs.get_mut(id) {
                 seq.spec.draft_computed = 0;
+                seq.spec.mtp = Default::default();
             }
         }
         let guesses = self.guesses(&plan, proposals)?;
@@ -445,6 +446,7 @@ impl<'a> BatchEngine<'a> {
                         blocks: self.scheduler.block_table(c.id).expect("running"),
                         want: c.draft,
                         guesses: Vec::new(),
+                        probs: Vec::new(),
                     });
                     at.push(&self.seqs[&c.id].spec.mtp);
                 }

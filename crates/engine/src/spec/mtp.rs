@@ -24,7 +24,8 @@ pub struct MtpHead<'a> {
     block_end: Vec<f32>,
 }
 
-/// Where one sequence's head stands: the model's hidden state at the last position it followed.
+/// Where one sequence's head stands: the model's hidden state at the last position it followed
+/// (reset when the sequence loses its blocks).
 #[derive(Debug, Clone, Default)]
 pub struct MtpSeq {
     hidden: Vec<f32>,
@@ -48,6 +49,8 @@ pub struct MtpRequest<'t> {
     pub blocks: &'t [u32],
     pub want: usize,
     pub guesses: Vec<u32>,
+    /// Each guess's probability under the head.
+    pub probs: Vec<f32>,
 }
 
 impl<'a> MtpHead<'a> {
@@ -76,29 +79,35 @@ impl<'a> MtpHead<'a> {
         self.model.mtp_weight_bytes() as f32 / self.model.weight_bytes().max(1) as f32
     }
 
-    /// Runs the head over what the model just computed, one entry per sequence.
+    /// Runs the head over what the model just computed, one entry per sequence. Tokens the
+    /// head has followed already (a hybrid model runs a chunk again after a rejected guess
+    /// entered its recurrent state: the same tokens, the same hidden states) are skipped.
     pub fn follow(
         &mut self,
         pool: &ThreadPool,
         computed: &mut [(Computed<'_>, &mut MtpSeq)],
     ) -> Result<(), ModelError> {
-        if computed.is_empty() {
-            return Ok(());
-        }
         let e = self.model.config().n_embd;
+        let mut chunks = Vec::new();
         let mut before = Vec::new();
-        for (c, seq) in computed.iter() {
+        for (c, seq) in computed.iter_mut() {
+            let seen = seq.pos.map_or(0, |p| (p + 1).saturating_sub(c.pos));
+            let skip = seen.min(c.tokens.len());
+            (c.tokens, c.pos, c.hidden) = (&c.tokens[skip..], c.pos + skip, &c.hidden[skip * e..]);
+            if c.tokens.is_empty() {
+                continue;
+            }
             before.extend_from_slice(&self.before(seq, c.pos, c.blocks));
             before.extend_from_slice(&c.hidden[..(c.tokens.len() - 1) * e]);
+            chunks.push(chunk(c.tokens, c.pos, c.blocks, Logits::None));
         }
-        let chunks: Vec<SeqChunk> = computed
-            .iter()
-            .map(|(c, _)| chunk(c.tokens, c.pos, c.blocks, Logits::None))
-            .collect();
+        if chunks.is_empty() {
+            return Ok(());
+        }
         self.model
             .mtp_forward(pool, &mut self.kv, &chunks, &before)?;
         let bs = self.kv.block_size();
-        for (c, seq) in computed.iter_mut() {
+        for (c, seq) in computed.iter_mut().filter(|(c, _)| !c.tokens.is_empty()) {
             for (i, row) in c.hidden.chunks_exact(e).enumerate() {
                 let p = c.pos + i;
                 if (p + 1).is_multiple_of(bs) {
@@ -148,6 +157,7 @@ impl<'a> MtpHead<'a> {
                 }
                 let r = &mut reqs[i];
                 r.guesses.push(token);
+                r.probs.push(p);
                 hidden[i] = out.hidden[j * e..(j + 1) * e].to_vec();
                 if r.guesses.len() < r.want {
                     still.push(i);
@@ -183,5 +193,77 @@ fn chunk<'t>(tokens: &'t [u32], pos: usize, blocks: &'t [u32], logits: Logits) -
         window_blocks: &[],
         state: 0,
         logits,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frugal_fixtures::{ids, Set};
+    use frugal_formats::GgufFile;
+    use frugal_models::LoadOptions;
+    use frugal_models::Output;
+
+    /// The model over `tokens` at `pos` (one sequence, state slot 0): its hidden states.
+    fn model_forward(
+        m: &Model,
+        pool: &ThreadPool,
+        kv: &mut KvStore,
+        tokens: &[u32],
+        pos: usize,
+    ) -> Output {
+        let blocks: Vec<u32> = (0..16).collect();
+        let c = chunk(tokens, pos, &blocks, Logits::Last);
+        m.forward_hidden(pool, kv, &[c]).unwrap()
+    }
+
+    /// A hybrid model runs `x y` again after a rejected guess: following it again leaves the
+    /// head exactly where following `x y` once did.
+    #[test]
+    fn a_chunk_run_again_leaves_the_head_as_it_was() {
+        let set = Set::hybrid();
+        let gguf = GgufFile::open(set.model("qwen35-Q4_K_M")).unwrap();
+        let model = Model::load(&gguf, &LoadOptions::default()).unwrap();
+        let prompt = ids(&set.expected_json("qwen35-Q4_K_M")["token_ids"]);
+        let (x, y, n) = (prompt[3], prompt[4], prompt.len());
+        let pool = ThreadPool::new(2);
+        let blocks: Vec<u32> = (0..16).collect();
+        let run = |again: bool| {
+            let mut kv = model.new_kv_store(16, 16, 2);
+            let mut head = MtpHead::new(&model, 16, 16, 0.0).unwrap();
+            let mut at = MtpSeq::default();
+            let mut follow = |head: &mut MtpHead, kv: &mut KvStore, tokens: &[u32], pos| {
+                let out = model_forward(&model, &pool, kv, tokens, pos);
+                let c = Computed {
+                    tokens,
+                    pos,
+                    blocks: &blocks,
+                    hidden: &out.hidden,
+                };
+                head.follow(&pool, &mut [(c, &mut at)]).unwrap();
+            };
+            follow(&mut head, &mut kv, &prompt, 0);
+            if again {
+                // The state before `x` kept in slot 1, as a rollback slot keeps it.
+                kv.copy_state(0, 1);
+                follow(&mut head, &mut kv, &[x], n);
+                kv.copy_state(1, 0);
+            }
+            follow(&mut head, &mut kv, &[x, y], n);
+            let mut req = MtpRequest {
+                last: y,
+                pos: n + 2,
+                blocks: &blocks,
+                want: 3,
+                guesses: Vec::new(),
+                probs: Vec::new(),
+            };
+            head.guess(&pool, std::slice::from_mut(&mut req), &[&at])
+                .unwrap();
+            (req.guesses, req.probs)
+        };
+        let (once, twice) = (run(false), run(true));
+        assert_eq!(once.0.len(), 3);
+        assert_eq!(once, twice);
     }
 }
