@@ -3,6 +3,7 @@
 
 use crate::cpu::Isa;
 use crate::dot_scalar;
+use crate::kv_elem::KvElem;
 use crate::types::GgmlType;
 
 pub use crate::simd::{VecDot4Fn, VecDotFn};
@@ -109,11 +110,11 @@ pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
 /// [`crate::ops::scores_t`] (attention scores against transposed keys) with the kernel of `isa`
 /// or the best level below it; every level gives the same bits.
 #[allow(clippy::too_many_arguments)]
-pub fn scores_t_at(
+pub fn scores_t_at<E: KvElem>(
     isa: Isa,
     q: &[f32],
     dim: usize,
-    kt: &[f32],
+    kt: &[E],
     kt_stride: usize,
     len: usize,
     out: &mut [f32],
@@ -124,10 +125,10 @@ pub fn scores_t_at(
 }
 
 /// [`scores_t_at`] at `Isa::best()`.
-pub fn scores_t(
+pub fn scores_t<E: KvElem>(
     q: &[f32],
     dim: usize,
-    kt: &[f32],
+    kt: &[E],
     kt_stride: usize,
     len: usize,
     out: &mut [f32],
@@ -139,13 +140,13 @@ pub fn scores_t(
 /// [`crate::ops::weighted_rows`] (attention-weighted sums of value rows) with the kernel of `isa`
 /// or the best level below it; every level gives the same bits.
 #[allow(clippy::too_many_arguments)]
-pub fn weighted_rows_at(
+pub fn weighted_rows_at<E: KvElem>(
     isa: Isa,
     out: &mut [f32],
     dv: usize,
     w: &[f32],
     w_stride: usize,
-    v: &[f32],
+    v: &[E],
     v_stride: usize,
     len: usize,
 ) {
@@ -154,12 +155,12 @@ pub fn weighted_rows_at(
 }
 
 /// [`weighted_rows_at`] at `Isa::best()`.
-pub fn weighted_rows(
+pub fn weighted_rows<E: KvElem>(
     out: &mut [f32],
     dv: usize,
     w: &[f32],
     w_stride: usize,
-    v: &[f32],
+    v: &[E],
     v_stride: usize,
     len: usize,
 ) {

@@ -18,6 +18,7 @@ pub mod delta_net;
 pub mod dequant;
 pub mod dot;
 pub mod dot_scalar;
+pub mod kv_elem;
 pub mod matmul;
 pub mod ops;
 pub mod packed;
@@ -31,6 +32,7 @@ pub mod types;
 mod view;
 
 pub use cpu::Isa;
+pub use kv_elem::KvElem;
 pub use matmul::{matmul, Matrix};
 pub use pool::ThreadPool;
 pub use storage::{SharedBytes, WeightBytes};

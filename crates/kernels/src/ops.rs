@@ -1,5 +1,7 @@
 //! Elementwise and row ops of a transformer (scalar), matching ggml's CPU ops.
 
+use crate::kv_elem::KvElem;
+
 /// RMS norm: `out = x / sqrt(mean(x²) + eps) * weight`, the mean of squares summed in f64 as ggml does.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     assert!(
@@ -205,10 +207,10 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
 /// Attention scores against keys stored transposed: for each of the `q.len() / dim` query rows
 /// `h`, `out[h * out_stride + j] = Σ_d q[h * dim + d] · kt[d * kt_stride + j]` for `j < len`, summed
 /// over `d` in order with fused multiply-adds (the reference of `dot::scores_t`).
-pub fn scores_t(
+pub fn scores_t<E: KvElem>(
     q: &[f32],
     dim: usize,
-    kt: &[f32],
+    kt: &[E],
     kt_stride: usize,
     len: usize,
     out: &mut [f32],
@@ -219,7 +221,7 @@ pub fn scores_t(
         for j in 0..len {
             let mut acc = 0.0f32;
             for d in 0..dim {
-                acc = q[h * dim + d].mul_add(kt[d * kt_stride + j], acc);
+                acc = q[h * dim + d].mul_add(kt[d * kt_stride + j].to_f32(), acc);
             }
             out[h * out_stride + j] = acc;
         }
@@ -227,10 +229,10 @@ pub fn scores_t(
 }
 
 /// Panics unless every index [`scores_t`] touches is in bounds.
-pub(crate) fn check_scores_t(
+pub(crate) fn check_scores_t<E>(
     q: &[f32],
     dim: usize,
-    kt: &[f32],
+    kt: &[E],
     kt_stride: usize,
     len: usize,
     out: &[f32],
@@ -255,12 +257,12 @@ pub(crate) fn check_scores_t(
 /// Attention-weighted value rows: for each of the `out.len() / dv` output rows `h`,
 /// `out[h][..] += Σ_j w[h * w_stride + j] · v[j * v_stride..][..dv]` for `j < len`, one fused
 /// multiply-add per `j` in order (the reference of `dot::weighted_rows`).
-pub fn weighted_rows(
+pub fn weighted_rows<E: KvElem>(
     out: &mut [f32],
     dv: usize,
     w: &[f32],
     w_stride: usize,
-    v: &[f32],
+    v: &[E],
     v_stride: usize,
     len: usize,
 ) {
@@ -272,19 +274,19 @@ pub fn weighted_rows(
                 .iter_mut()
                 .zip(&v[j * v_stride..j * v_stride + dv])
             {
-                *o = a.mul_add(x, *o);
+                *o = a.mul_add(x.to_f32(), *o);
             }
         }
     }
 }
 
 /// Panics unless every index [`weighted_rows`] touches is in bounds.
-pub(crate) fn check_weighted_rows(
+pub(crate) fn check_weighted_rows<E>(
     out: &[f32],
     dv: usize,
     w: &[f32],
     w_stride: usize,
-    v: &[f32],
+    v: &[E],
     v_stride: usize,
     len: usize,
 ) {

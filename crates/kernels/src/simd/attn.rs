@@ -1,26 +1,28 @@
 //! Attention kernels (`ops::scores_t`, `ops::weighted_rows`) on 512-bit and 256-bit registers:
 //! one output lane per key position (scores) or value dimension (weighted rows), a tile of up to
-//! 8 query/output rows sharing each load. Every lane runs the reference's fused multiply-adds in
+//! 8 query/output rows sharing each load, keys and values widened from their stored type
+//! (`KvElem`) as they are loaded. Every lane runs the reference's fused multiply-adds in
 //! the same order, so the results equal the scalar reference bit for bit.
 
+use crate::kv_elem::KvElem;
 use crate::ops::{check_scores_t, check_weighted_rows};
 use std::arch::x86_64::*;
 
 /// Rows per tile: accumulators in registers, each load shared by all of them.
 const TILE: usize = 8;
 
-/// Calls `$f::<H>(args)` for `H = $n` in 1..=8.
+/// Calls `$f::<E, H>(args)` for `H = $n` in 1..=8.
 macro_rules! by_tile {
-    ($n:expr, $f:ident, $($arg:expr),*) => {
+    ($n:expr, $f:ident, $e:ty, $($arg:expr),*) => {
         match $n {
-            1 => $f::<1>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            6 => $f::<6>($($arg),*),
-            7 => $f::<7>($($arg),*),
-            _ => $f::<8>($($arg),*),
+            1 => $f::<$e, 1>($($arg),*),
+            2 => $f::<$e, 2>($($arg),*),
+            3 => $f::<$e, 3>($($arg),*),
+            4 => $f::<$e, 4>($($arg),*),
+            5 => $f::<$e, 5>($($arg),*),
+            6 => $f::<$e, 6>($($arg),*),
+            7 => $f::<$e, 7>($($arg),*),
+            _ => $f::<$e, 8>($($arg),*),
         }
     };
 }
@@ -29,10 +31,10 @@ pub mod avx512 {
     use super::*;
 
     /// `ops::scores_t` (same arguments and panics).
-    pub fn scores_t(
+    pub fn scores_t<E: KvElem>(
         q: &[f32],
         dim: usize,
-        kt: &[f32],
+        kt: &[E],
         kt_stride: usize,
         len: usize,
         out: &mut [f32],
@@ -48,6 +50,7 @@ pub mod avx512 {
                 by_tile!(
                     nq - h0,
                     scores_tile,
+                    E,
                     dim,
                     q,
                     kt.as_ptr(),
@@ -63,10 +66,10 @@ pub mod avx512 {
     /// # Safety: `H` rows of `dim` queries at `q`; `kt` as in `ops::scores_t`; `H` output rows of
     /// `len` values, `out_stride` apart.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-    unsafe fn scores_tile<const H: usize>(
+    unsafe fn scores_tile<E: KvElem, const H: usize>(
         dim: usize,
         q: *const f32,
-        kt: *const f32,
+        kt: *const E,
         kt_stride: usize,
         len: usize,
         out: *mut f32,
@@ -84,7 +87,7 @@ pub mod avx512 {
             // `dim`, as the caller guarantees.
             unsafe {
                 for d in 0..dim {
-                    let k = _mm512_maskz_loadu_ps(m, kt.add(d * kt_stride + j0));
+                    let k = E::load16(kt.add(d * kt_stride + j0), m);
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm512_fmadd_ps(_mm512_set1_ps(*q.add(h * dim + d)), k, *acc);
                     }
@@ -98,12 +101,12 @@ pub mod avx512 {
     }
 
     /// `ops::weighted_rows` (same arguments and panics).
-    pub fn weighted_rows(
+    pub fn weighted_rows<E: KvElem>(
         out: &mut [f32],
         dv: usize,
         w: &[f32],
         w_stride: usize,
-        v: &[f32],
+        v: &[E],
         v_stride: usize,
         len: usize,
     ) {
@@ -116,6 +119,7 @@ pub mod avx512 {
                 by_tile!(
                     nh - h0,
                     weighted_tile,
+                    E,
                     out,
                     dv,
                     w,
@@ -131,12 +135,12 @@ pub mod avx512 {
     /// # Safety: `H` rows of `dv` outputs at `out`; `H` rows of `len` weights `w_stride` apart;
     /// `len` value rows of `dv`, `v_stride` apart.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-    unsafe fn weighted_tile<const H: usize>(
+    unsafe fn weighted_tile<E: KvElem, const H: usize>(
         out: *mut f32,
         dv: usize,
         w: *const f32,
         w_stride: usize,
-        v: *const f32,
+        v: *const E,
         v_stride: usize,
         len: usize,
     ) {
@@ -153,7 +157,7 @@ pub mod avx512 {
                 let mut acc: [__m512; H] =
                     std::array::from_fn(|h| _mm512_maskz_loadu_ps(m, out.add(h * dv + c)));
                 for j in 0..len {
-                    let x = _mm512_maskz_loadu_ps(m, v.add(j * v_stride + c));
+                    let x = E::load16(v.add(j * v_stride + c), m);
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm512_fmadd_ps(_mm512_set1_ps(*w.add(h * w_stride + j)), x, *acc);
                     }
@@ -214,10 +218,10 @@ pub mod avx2 {
     }
 
     /// `ops::scores_t` (same arguments and panics).
-    pub fn scores_t(
+    pub fn scores_t<E: KvElem>(
         q: &[f32],
         dim: usize,
-        kt: &[f32],
+        kt: &[E],
         kt_stride: usize,
         len: usize,
         out: &mut [f32],
@@ -232,6 +236,7 @@ pub mod avx2 {
                 by_tile!(
                     nq - h0,
                     scores_tile,
+                    E,
                     dim,
                     q,
                     kt.as_ptr(),
@@ -246,10 +251,10 @@ pub mod avx2 {
 
     /// # Safety: as for the 512-bit `scores_tile`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores_tile<const H: usize>(
+    unsafe fn scores_tile<E: KvElem, const H: usize>(
         dim: usize,
         q: *const f32,
-        kt: *const f32,
+        kt: *const E,
         kt_stride: usize,
         len: usize,
         out: *mut f32,
@@ -263,7 +268,7 @@ pub mod avx2 {
             // masked-off lanes are not accessed; rows and dims as the caller guarantees.
             unsafe {
                 for d in 0..dim {
-                    let k = load(kt.add(d * kt_stride + j0), full, m);
+                    let k = E::load8(kt.add(d * kt_stride + j0), (len - j0).min(8));
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(_mm256_set1_ps(*q.add(h * dim + d)), k, *acc);
                     }
@@ -277,12 +282,12 @@ pub mod avx2 {
     }
 
     /// `ops::weighted_rows` (same arguments and panics).
-    pub fn weighted_rows(
+    pub fn weighted_rows<E: KvElem>(
         out: &mut [f32],
         dv: usize,
         w: &[f32],
         w_stride: usize,
-        v: &[f32],
+        v: &[E],
         v_stride: usize,
         len: usize,
     ) {
@@ -295,6 +300,7 @@ pub mod avx2 {
                 by_tile!(
                     nh - h0,
                     weighted_tile,
+                    E,
                     out,
                     dv,
                     w,
@@ -309,12 +315,12 @@ pub mod avx2 {
 
     /// # Safety: as for the 512-bit `weighted_tile`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn weighted_tile<const H: usize>(
+    unsafe fn weighted_tile<E: KvElem, const H: usize>(
         out: *mut f32,
         dv: usize,
         w: *const f32,
         w_stride: usize,
-        v: *const f32,
+        v: *const E,
         v_stride: usize,
         len: usize,
     ) {
@@ -327,7 +333,7 @@ pub mod avx2 {
                 let mut acc: [__m256; H] =
                     std::array::from_fn(|h| load(out.add(h * dv + c), full, m));
                 for j in 0..len {
-                    let x = load(v.add(j * v_stride + c), full, m);
+                    let x = E::load8(v.add(j * v_stride + c), (dv - c).min(8));
                     for (h, acc) in acc.iter_mut().enumerate() {
                         *acc = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(h * w_stride + j)), x, *acc);
                     }

@@ -65,11 +65,11 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 /// `ops::scores_t` with the best kernel at `isa` (bit-identical at every level).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn scores_t(
+pub(crate) fn scores_t<E: crate::kv_elem::KvElem>(
     isa: Isa,
     q: &[f32],
     dim: usize,
-    kt: &[f32],
+    kt: &[E],
     kt_stride: usize,
     len: usize,
     out: &mut [f32],
@@ -88,13 +88,13 @@ pub(crate) fn scores_t(
 
 /// `ops::weighted_rows` with the best kernel at `isa` (bit-identical at every level).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn weighted_rows(
+pub(crate) fn weighted_rows<E: crate::kv_elem::KvElem>(
     isa: Isa,
     out: &mut [f32],
     dv: usize,
     w: &[f32],
     w_stride: usize,
-    v: &[f32],
+    v: &[E],
     v_stride: usize,
     len: usize,
 ) {
