@@ -209,7 +209,23 @@ fn info_describes_the_model() {
     assert_eq!(v["architecture"], "qwen3");
     assert_eq!(v["tensor_types"]["Q4_K"], 13);
     assert_eq!(v["head_dim"], 128);
-    assert_eq!(v["kv_bytes_per_token"], 2 * 2 * (2 * 128) * 4);
+    // 2 layers x K and V of 2 KV heads of 128, as f16 (the default) and the other types.
+    assert_eq!(v["kv_type"], "f16");
+    assert_eq!(v["kv_bytes_per_token"], 2 * 2 * (2 * 128) * 2);
+    assert_eq!(
+        v["kv_bytes_per_token_by_type"]["f32"],
+        2 * 2 * (2 * 128) * 4
+    );
+    assert_eq!(
+        v["kv_bytes_per_token_by_type"]["bf16"],
+        2 * 2 * (2 * 128) * 2
+    );
+    let r = frugal(&["info", &model("qwen3-Q4_K_M.gguf"), "--kv-type", "f32"]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.contains("KV cache:        4096 bytes per token as f32 (f16: 2048, bf16: 2048"),
+        "{text}"
+    );
     let eog = v["eog_token_ids"].as_array().unwrap();
     assert!(!eog.is_empty() && eog.contains(&v["eos_token_id"]), "{v}");
     // A file without a chat template: info names the built-in one chats will use.

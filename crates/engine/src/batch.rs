@@ -12,7 +12,7 @@ use crate::spec::mtp::{Computed, MtpRequest};
 use crate::spec::{Proposer, Speculator};
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_kernels::ThreadPool;
-use frugal_models::{KvStore, Logits, Model, ModelError, Output, SeqChunk};
+use frugal_models::{KvStore, KvType, Logits, Model, ModelError, Output, SeqChunk};
 use frugal_scheduler::{
     window_pool_blocks, FinishReason, Rejected, Sampled, Scheduler, SchedulerConfig, SeqId, Step,
 };
@@ -198,13 +198,15 @@ impl<'a> BatchEngine<'a> {
             scheduler = scheduler.with_states(state_bytes, model.state_window());
         }
         let n_states = scheduler.states().map_or(0, |s| s.n_slots());
-        let kv = match model.sliding_window() {
+        // A model without a window has as many window blocks as blocks (the store ignores them).
+        let n_window = match model.sliding_window() {
             Some(window) => {
                 scheduler = scheduler.with_window(window, n_window_blocks);
-                model.new_kv_store_split(n_blocks, n_window_blocks, block_size, n_states)
+                n_window_blocks
             }
-            None => model.new_kv_store(n_blocks, block_size, n_states),
+            None => n_blocks,
         };
+        let kv = model.new_kv_store_split(KvType::F32, n_blocks, n_window, block_size, n_states);
         BatchEngine {
             model,
             tokenizer,
@@ -216,24 +218,37 @@ impl<'a> BatchEngine<'a> {
         }
     }
 
+    /// Stores keys and values as `kv_type` (f32 unless this is called), the draft model's or
+    /// MTP head's too.
+    pub fn with_kv_type(mut self, kv_type: KvType) -> Self {
+        self.kv = self.new_store(kv_type, self.kv.n_states());
+        if let Some(spec) = &mut self.spec {
+            spec.use_kv_type(kv_type);
+        }
+        self
+    }
+
     /// Speculates with `spec` from now on (for a model with recurrent state, with a rollback
     /// slot per sequence: see [`Scheduler::enable_rollback`]).
-    pub fn with_speculation(mut self, spec: Speculator<'a>) -> Self {
+    pub fn with_speculation(mut self, mut spec: Speculator<'a>) -> Self {
+        spec.use_kv_type(self.kv.kv_type());
         self.spec = Some(spec);
         if self.model.state_bytes_per_seq() > 0 {
             // Hybrid models keep each sequence's state before a step with guesses: the store
             // grows by a rollback slot per sequence.
             self.scheduler.enable_rollback();
-            // The same pools as before (a model without a window has as many window blocks as
-            // blocks, which is what `new_kv_store` gives it), more state slots.
             let n_states = self.scheduler.states().map_or(0, |s| s.n_slots());
-            let kv = &self.kv;
-            let (n_blocks, n_window, bs) = (kv.n_blocks(), kv.n_window_blocks(), kv.block_size());
-            self.kv = self
-                .model
-                .new_kv_store_split(n_blocks, n_window, bs, n_states);
+            self.kv = self.new_store(self.kv.kv_type(), n_states);
         }
         self
+    }
+
+    /// A store of the same pools as the current one, in `kv_type`, with `n_states` slots.
+    fn new_store(&self, kv_type: KvType, n_states: usize) -> KvStore {
+        let kv = &self.kv;
+        let (n_blocks, n_window, bs) = (kv.n_blocks(), kv.n_window_blocks(), kv.block_size());
+        self.model
+            .new_kv_store_split(kv_type, n_blocks, n_window, bs, n_states)
     }
 
     /// The speculation in use, if any (its counters).

@@ -86,6 +86,12 @@ impl<'a> Session<'a> {
         (self.n_ctx.div_ceil(BLOCK), BLOCK)
     }
 
+    /// Stores keys and values as `kv_type` (f32 unless this is called).
+    pub fn with_kv_type(mut self, kv_type: frugal_models::KvType) -> Self {
+        self.engine = self.engine.with_kv_type(kv_type);
+        self
+    }
+
     /// Speculates with `spec` from now on.
     pub fn with_speculation(mut self, spec: crate::spec::Speculator<'a>) -> Self {
         self.engine = self.engine.with_speculation(spec);

@@ -1,9 +1,10 @@
 //! Causal multi-head attention with grouped-query heads over the KV store.
 
-use crate::kv_store::KvStore;
+use crate::kv_store::{KvStore, KvType, Stored};
 use frugal_kernels::activation::softmax;
 use frugal_kernels::storage::zeros;
 use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, ThreadPool};
+use half::{bf16, f16};
 
 /// One query row: which sequence (its blocks) and which position it sits at.
 pub(crate) struct QueryRow<'a> {
@@ -43,6 +44,23 @@ pub(crate) fn attend(
     heads: &Heads,
     out: &mut [f32],
 ) {
+    match kv.kv_type() {
+        KvType::F32 => attend_as::<f32>(pool, kv, layer, rows, q, heads, out),
+        KvType::F16 => attend_as::<f16>(pool, kv, layer, rows, q, heads, out),
+        KvType::Bf16 => attend_as::<bf16>(pool, kv, layer, rows, q, heads, out),
+    }
+}
+
+/// [`attend`] over keys and values stored as `E`.
+fn attend_as<E: Stored>(
+    pool: &ThreadPool,
+    kv: &KvStore,
+    layer: usize,
+    rows: &[QueryRow<'_>],
+    q: &[f32],
+    heads: &Heads,
+    out: &mut [f32],
+) {
     let Heads {
         n_head,
         n_head_kv,
@@ -66,7 +84,7 @@ pub(crate) fn attend(
         let mut scores = zeros(group * n_pos);
         for (bi, &block) in blocks.iter().enumerate() {
             let len = (n_pos - bi * bs).min(bs);
-            let kt = &kv.keys_t(layer, block)[g * head_dim * bs..];
+            let kt = &kv.keys_t::<E>(layer, block)[g * head_dim * bs..];
             dot::scores_t(qg, head_dim, kt, bs, len, &mut scores[bi * bs..], n_pos);
         }
         for s in scores.chunks_exact_mut(n_pos) {
@@ -77,7 +95,7 @@ pub(crate) fn attend(
         out_g.fill(0.0);
         for (bi, &block) in blocks.iter().enumerate() {
             let len = (n_pos - bi * bs).min(bs);
-            let (v, stride) = kv.values(layer, block);
+            let (v, stride) = kv.values::<E>(layer, block);
             let off = if kv.has_values() {
                 g * dim_v
             } else {

@@ -392,16 +392,27 @@ impl ModelConfig {
         }
     }
 
-    /// Bytes of KV cache per token (f32, all layers). With MLA this is the latent plus the RoPE
-    /// key, not the full per-head keys and values.
-    pub fn kv_bytes_per_token(&self) -> usize {
-        self.n_kv_layers() * (self.kv_dim() + self.kv_v_dim()) * 4
+    /// Values the KV store keeps per token and attention layer: the keys and the values (with
+    /// MLA, the latent plus the RoPE key, kept twice: transposed for the scores and as rows for
+    /// the weighted sums).
+    fn kv_values_per_layer(&self) -> usize {
+        match self.kv_v_dim() {
+            0 => 2 * self.kv_dim(),
+            v => self.kv_dim() + v,
+        }
     }
 
-    /// Bytes of KV cache per token (f32) of the layers that attend to the whole context, and of
-    /// the sliding-window layers (which keep at most a window of positions per sequence).
-    pub fn kv_bytes_per_token_split(&self) -> (usize, usize) {
-        let per_layer = (self.kv_dim() + self.kv_v_dim()) * 4;
+    /// Bytes of KV cache per token (all layers) stored as `ty`. With MLA this is the latent
+    /// plus the RoPE key, not the full per-head keys and values.
+    pub fn kv_bytes_per_token(&self, ty: crate::KvType) -> usize {
+        self.n_kv_layers() * self.kv_values_per_layer() * ty.bytes()
+    }
+
+    /// Bytes of KV cache per token (stored as `ty`) of the layers that attend to the whole
+    /// context, and of the sliding-window layers (which keep at most a window of positions per
+    /// sequence).
+    pub fn kv_bytes_per_token_split(&self, ty: crate::KvType) -> (usize, usize) {
+        let per_layer = self.kv_values_per_layer() * ty.bytes();
         let sliding = (0..self.n_layer)
             .filter(|&il| self.has_kv(il) && self.is_sliding(il))
             .count();
@@ -427,11 +438,15 @@ impl ModelConfig {
         self.delta_net.as_ref().map_or(0, |d| d.state_bytes())
     }
 
-    /// What full per-head keys and values would take per token (f32), for comparison with MLA.
-    pub fn kv_bytes_per_token_unabsorbed(&self) -> usize {
+    /// What full per-head keys and values would take per token (as `ty`), for comparison with
+    /// MLA.
+    pub fn kv_bytes_per_token_unabsorbed(&self, ty: crate::KvType) -> usize {
         match &self.mla {
-            Some(m) => self.n_kv_layers() * self.n_head * (m.qk_nope + m.qk_rope + m.v_head) * 4,
-            None => self.kv_bytes_per_token(),
+            Some(m) => {
+                let per_head = m.qk_nope + m.qk_rope + m.v_head;
+                self.n_kv_layers() * self.n_head * per_head * ty.bytes()
+            }
+            None => self.kv_bytes_per_token(ty),
         }
     }
 }

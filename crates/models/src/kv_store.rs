@@ -6,23 +6,146 @@
 //! (layer, block id, position in block) and (layer, slot).
 
 use crate::config::ModelConfig;
+use frugal_kernels::KvElem;
+use half::{bf16, f16};
+
+/// How the cache stores keys and values. f32 is exact (what the parity tests use); f16 halves
+/// the memory (llama.cpp's default); bf16 keeps f32's range with f16's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    F32,
+    #[default]
+    F16,
+    Bf16,
+}
+
+impl KvType {
+    pub const ALL: [KvType; 3] = [KvType::F32, KvType::F16, KvType::Bf16];
+
+    /// Bytes of one stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 | KvType::Bf16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for KvType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown KV type '{s}' (f32, f16, bf16)"))
+    }
+}
+
+/// One layer's keys or values in the store's type.
+pub(crate) enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl Rows {
+    fn new(ty: KvType, n: usize) -> Rows {
+        match ty {
+            KvType::F32 => Rows::F32(vec![0.0; n]),
+            KvType::F16 => Rows::F16(vec![f16::ZERO; n]),
+            KvType::Bf16 => Rows::Bf16(vec![bf16::ZERO; n]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(v) => v.len(),
+            Rows::F16(v) => v.len(),
+            Rows::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Stores `x[i]` at `at + i * stride` for every `i`, rounded to the store's type.
+    fn write(&mut self, at: usize, stride: usize, x: &[f32]) {
+        fn put<E: KvElem>(v: &mut [E], at: usize, stride: usize, x: &[f32]) {
+            for (i, &x) in x.iter().enumerate() {
+                v[at + i * stride] = E::from_f32(x);
+            }
+        }
+        match self {
+            Rows::F32(v) => put(v, at, stride, x),
+            Rows::F16(v) => put(v, at, stride, x),
+            Rows::Bf16(v) => put(v, at, stride, x),
+        }
+    }
+}
+
+/// The element types the store holds, with their rows.
+pub(crate) trait Stored: KvElem {
+    fn rows(r: &Rows) -> &[Self];
+}
+
+impl Stored for f32 {
+    fn rows(r: &Rows) -> &[f32] {
+        match r {
+            Rows::F32(v) => v,
+            _ => panic!("the KV store holds another type"),
+        }
+    }
+}
+
+impl Stored for f16 {
+    fn rows(r: &Rows) -> &[f16] {
+        match r {
+            Rows::F16(v) => v,
+            _ => panic!("the KV store holds another type"),
+        }
+    }
+}
+
+impl Stored for bf16 {
+    fn rows(r: &Rows) -> &[bf16] {
+        match r {
+            Rows::Bf16(v) => v,
+            _ => panic!("the KV store holds another type"),
+        }
+    }
+}
 
 /// Keys and values for `n_blocks` blocks of `block_size` positions per attention layer
-/// (`n_window_blocks` in sliding-window layers, a pool of their own), and `n_states`
-/// recurrent-state slots per linear-attention layer, as f32.
+/// (`n_window_blocks` in sliding-window layers, a pool of their own), in one [`KvType`], and
+/// `n_states` recurrent-state slots per linear-attention layer, as f32.
+///
+/// Keys are kept transposed per block (`[kv_dim][block_size]`), so attention scores of
+/// consecutive positions sit in consecutive lanes; values as rows. Where values live inside the
+/// keys (MLA's latent), the keys are kept as rows too, and those rows are the values.
 pub struct KvStore {
+    kv_type: KvType,
     block_size: usize,
     n_blocks: usize,
     n_window_blocks: usize,
     kv_dim: usize,
     /// Width of a value row; 0 when values live inside the keys (MLA's latent).
     v_dim: usize,
-    /// Per layer: `[n_blocks][block_size][kv_dim]`.
-    k: Vec<Vec<f32>>,
-    /// The same keys transposed per block, `[n_blocks][kv_dim][block_size]`, so attention scores
-    /// of consecutive positions sit in consecutive lanes.
-    kt: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// Per layer: keys transposed per block, `[n_blocks][kv_dim][block_size]`.
+    kt: Vec<Rows>,
+    /// Per layer: `[n_blocks][block_size][v_dim]`, or the key rows `[..][kv_dim]` when values
+    /// live inside the keys.
+    v: Vec<Rows>,
     n_states: usize,
     /// Values of one slot of one layer: the delta-rule state, then the convolution history.
     state_len: usize,
@@ -32,23 +155,25 @@ pub struct KvStore {
 
 impl KvStore {
     /// A store of `n_blocks` KV blocks (`n_window_blocks` for the sliding-window layers, if the
-    /// model has any) and, if the model has recurrent layers, `n_states` state slots (one per
-    /// sequence that runs at once, plus any prefix snapshots).
+    /// model has any) in `kv_type` and, if the model has recurrent layers, `n_states` state
+    /// slots (one per sequence that runs at once, plus any prefix snapshots).
     pub fn new(
         c: &ModelConfig,
+        kv_type: KvType,
         n_blocks: usize,
         n_window_blocks: usize,
         block_size: usize,
         n_states: usize,
     ) -> KvStore {
         assert!(block_size > 0, "block size must be positive");
-        let (kv_dim, v_dim) = (c.kv_dim(), c.kv_v_dim());
-        let per_kv_layer = |width: usize| -> Vec<Vec<f32>> {
+        let kv_dim = c.kv_dim();
+        let v_dim = c.kv_v_dim();
+        let per_kv_layer = |width: usize| -> Vec<Rows> {
             (0..c.n_layer)
                 .map(|il| match (c.has_kv(il), c.is_sliding(il)) {
-                    (true, false) => vec![0.0; n_blocks * block_size * width],
-                    (true, true) => vec![0.0; n_window_blocks * block_size * width],
-                    (false, _) => Vec::new(),
+                    (true, false) => Rows::new(kv_type, n_blocks * block_size * width),
+                    (true, true) => Rows::new(kv_type, n_window_blocks * block_size * width),
+                    (false, _) => Rows::new(kv_type, 0),
                 })
                 .collect()
         };
@@ -57,14 +182,14 @@ impl KvStore {
             .as_ref()
             .map_or(0, |d| d.ssm_len() + d.conv_len());
         KvStore {
+            kv_type,
             block_size,
             n_blocks,
             n_window_blocks,
             kv_dim,
             v_dim,
-            k: per_kv_layer(kv_dim),
             kt: per_kv_layer(kv_dim),
-            v: per_kv_layer(v_dim),
+            v: per_kv_layer(if v_dim == 0 { kv_dim } else { v_dim }),
             n_states,
             state_len,
             states: (0..c.n_layer)
@@ -74,6 +199,11 @@ impl KvStore {
                 })
                 .collect(),
         }
+    }
+
+    /// How keys and values are stored.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Recurrent-state slots (meaningful only for models with recurrent layers).
@@ -124,14 +254,11 @@ impl KvStore {
         self.n_window_blocks
     }
 
-    /// Bytes of memory the store holds (keys, their transposed copy, values, and states).
+    /// Bytes of memory the store holds (keys, values, and states).
     pub fn n_bytes(&self) -> usize {
-        let floats: usize = [&self.k, &self.kt, &self.v, &self.states]
-            .iter()
-            .flat_map(|layers| layers.iter())
-            .map(Vec::len)
-            .sum();
-        floats * 4
+        let kv: usize = self.kt.iter().chain(&self.v).map(Rows::len).sum();
+        let states: usize = self.states.iter().map(Vec::len).sum();
+        kv * self.kv_type.bytes() + states * 4
     }
 
     fn slot(&self, blocks: &[u32], pos: usize) -> usize {
@@ -139,40 +266,23 @@ impl KvStore {
         block * self.block_size + pos % self.block_size
     }
 
-    /// Writes key row `k` at `slot` into the transposed copy of layer `layer`.
-    fn write_kt(&mut self, layer: usize, slot: usize, k: &[f32]) {
-        let bs = self.block_size;
-        let (block, j) = (slot / bs, slot % bs);
-        let kt = &mut self.kt[layer][block * bs * self.kv_dim..(block + 1) * bs * self.kv_dim];
-        for (d, &x) in k.iter().enumerate() {
-            kt[d * bs + j] = x;
-        }
-    }
-
     /// Stores the key and value rows of position `pos` of the sequence whose blocks are `blocks`
     /// (`v` is empty when values live inside the keys).
     pub(crate) fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
         let s = self.slot(blocks, pos);
-        self.k[layer][s * self.kv_dim..(s + 1) * self.kv_dim].copy_from_slice(k);
-        self.v[layer][s * self.v_dim..(s + 1) * self.v_dim].copy_from_slice(v);
-        self.write_kt(layer, s, k);
-    }
-
-    /// The key and value rows (all KV heads) of position `pos`; the value row is empty when
-    /// values live inside the keys.
-    #[allow(dead_code)]
-    pub(crate) fn read(&self, layer: usize, blocks: &[u32], pos: usize) -> (&[f32], &[f32]) {
-        let s = self.slot(blocks, pos);
-        (
-            &self.k[layer][s * self.kv_dim..(s + 1) * self.kv_dim],
-            &self.v[layer][s * self.v_dim..(s + 1) * self.v_dim],
-        )
+        let bs = self.block_size;
+        let (block, j) = (s / bs, s % bs);
+        self.kt[layer].write(block * bs * self.kv_dim + j, bs, k);
+        match self.v_dim {
+            0 => self.v[layer].write(s * self.kv_dim, 1, k),
+            w => self.v[layer].write(s * w, 1, v),
+        }
     }
 
     /// The keys of block `block` of layer `layer`, transposed: `[kv_dim][block_size]`.
-    pub(crate) fn keys_t(&self, layer: usize, block: u32) -> &[f32] {
+    pub(crate) fn keys_t<E: Stored>(&self, layer: usize, block: u32) -> &[E] {
         let n = self.block_size * self.kv_dim;
-        &self.kt[layer][block as usize * n..(block as usize + 1) * n]
+        &E::rows(&self.kt[layer])[block as usize * n..(block as usize + 1) * n]
     }
 
     /// Whether values have rows of their own (else they live inside the keys).
@@ -182,13 +292,14 @@ impl KvStore {
 
     /// The value rows of block `block` of layer `layer` (`[block_size][stride]`) and their
     /// stride; the key rows when values live inside the keys.
-    pub(crate) fn values(&self, layer: usize, block: u32) -> (&[f32], usize) {
-        let (rows, w) = if self.v_dim == 0 {
-            (&self.k[layer], self.kv_dim)
+    pub(crate) fn values<E: Stored>(&self, layer: usize, block: u32) -> (&[E], usize) {
+        let w = if self.v_dim == 0 {
+            self.kv_dim
         } else {
-            (&self.v[layer], self.v_dim)
+            self.v_dim
         };
         let n = self.block_size * w;
+        let rows = E::rows(&self.v[layer]);
         (&rows[block as usize * n..(block as usize + 1) * n], w)
     }
 }

@@ -17,8 +17,8 @@ mod transformer;
 mod weights;
 
 pub use config::{Arch, DeltaNetConfig, Gating, MlaConfig, ModelConfig, MoeConfig, SharedGate};
-pub use kv_store::KvStore;
-pub use weights::{LoadOptions, Mmap};
+pub use kv_store::{KvStore, KvType};
+pub use weights::{available_memory, LoadOptions, Mmap};
 
 use frugal_formats::{GgufError, GgufFile};
 use frugal_kernels::{KernelError, ThreadPool};
@@ -167,17 +167,25 @@ impl Model {
         &self.config
     }
 
-    /// A KV store with `n_blocks` blocks of `block_size` positions each (sliding-window layers,
-    /// if any, get as many, with the same ids) and `n_states` recurrent-state slots (used only by
-    /// models with linear-attention layers).
+    /// A KV store in f32 (exact) with `n_blocks` blocks of `block_size` positions each
+    /// (sliding-window layers, if any, get as many, with the same ids) and `n_states`
+    /// recurrent-state slots (used only by models with linear-attention layers).
     pub fn new_kv_store(&self, n_blocks: usize, block_size: usize, n_states: usize) -> KvStore {
-        KvStore::new(&self.config, n_blocks, n_blocks, block_size, n_states)
+        KvStore::new(
+            &self.config,
+            KvType::F32,
+            n_blocks,
+            n_blocks,
+            block_size,
+            n_states,
+        )
     }
 
-    /// [`Model::new_kv_store`] with a pool of its own, of `n_window_blocks` blocks, for the
-    /// sliding-window layers (addressed by [`SeqChunk::window_blocks`]).
+    /// [`Model::new_kv_store`] in `kv_type`, with a pool of its own, of `n_window_blocks`
+    /// blocks, for the sliding-window layers (addressed by [`SeqChunk::window_blocks`]).
     pub fn new_kv_store_split(
         &self,
+        kv_type: KvType,
         n_blocks: usize,
         n_window_blocks: usize,
         block_size: usize,
@@ -185,6 +193,7 @@ impl Model {
     ) -> KvStore {
         KvStore::new(
             &self.config,
+            kv_type,
             n_blocks,
             n_window_blocks,
             block_size,
@@ -283,11 +292,16 @@ impl Model {
         self.mtp_config.is_some()
     }
 
-    /// The multi-token-prediction head's KV store: one layer, `n_blocks` blocks of
+    /// The multi-token-prediction head's KV store in `kv_type`: one layer, `n_blocks` blocks of
     /// `block_size` positions (addressed by the same block tables as the model's own).
-    pub fn new_mtp_kv_store(&self, n_blocks: usize, block_size: usize) -> Option<KvStore> {
+    pub fn new_mtp_kv_store(
+        &self,
+        kv_type: KvType,
+        n_blocks: usize,
+        block_size: usize,
+    ) -> Option<KvStore> {
         let c = self.mtp_config.as_ref()?;
-        Some(KvStore::new(c, n_blocks, n_blocks, block_size, 0))
+        Some(KvStore::new(c, kv_type, n_blocks, n_blocks, block_size, 0))
     }
 
     /// Bytes of weights one token of the multi-token-prediction head reads at most: its layer,

@@ -344,7 +344,7 @@ const FAULT_AROUND: usize = 64 << 10;
 
 /// Bytes of memory available to this process: `MemAvailable` of `/proc/meminfo`, or less if its
 /// cgroup (v1 or v2) has a lower limit. `None` where neither can be read.
-fn available_memory() -> Option<u64> {
+pub fn available_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
     let system = meminfo.as_deref().and_then(|m| {
         m.lines()

@@ -49,7 +49,7 @@ fn hybrid_fixture_configs() {
         // State: 3 layers x (4 heads x 128 x 128 + 3 taps x 1024 channels) x 4 bytes.
         assert_eq!(c.state_bytes_per_seq(), 3 * (4 * 128 * 128 + 3 * 1024) * 4);
         assert_eq!(
-            c.kv_bytes_per_token(),
+            c.kv_bytes_per_token(frugal_models::KvType::F32),
             2 * 128 * 4,
             "{model}: one layer of K and V"
         );

@@ -60,7 +60,7 @@ fn gemma3_sliding_layers_read_only_the_window_from_their_own_pool() {
     );
     let want = common::logits(&model, &pool, &tokens, true);
     let blocks: Vec<u32> = (0..tokens.len().div_ceil(bs) as u32).collect();
-    let mut kv = model.new_kv_store_split(blocks.len(), 3, bs, 1);
+    let mut kv = model.new_kv_store_split(frugal_models::KvType::F32, blocks.len(), 3, bs, 1);
     let mut got = Vec::new();
     for (pos, t) in tokens.iter().enumerate() {
         let first = (pos + 1).saturating_sub(window) / bs;

@@ -10,7 +10,7 @@ mod common;
 
 use frugal_fixtures::{ids, mtp_reference, Set};
 use frugal_kernels::ThreadPool;
-use frugal_models::{KvStore, Logits, Model, SeqChunk};
+use frugal_models::{KvStore, KvType, Logits, Model, SeqChunk};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 2e-3;
@@ -113,7 +113,7 @@ fn check(set: &Set, name: &str) {
         model: &model,
         pool: ThreadPool::new(2),
         kv: model.new_kv_store(8, 16, 1),
-        mtp_kv: model.new_mtp_kv_store(8, 16).unwrap(),
+        mtp_kv: model.new_mtp_kv_store(KvType::F32, 8, 16).unwrap(),
         blocks: (0..8).collect(),
         last_hidden: vec![0.0; model.config().n_embd],
         computed: 0,

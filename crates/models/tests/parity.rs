@@ -58,11 +58,14 @@ parity! {
 fn mla_caches_the_latent_not_full_keys_and_values() {
     let model = load(&shared(), "deepseek2-f32", false);
     let c = model.config();
-    // Per layer: latent 256 + RoPE key 32, f32.
-    assert_eq!(c.kv_bytes_per_token(), 2 * (256 + 32) * 4);
+    use frugal_models::KvType;
+    // Per layer: latent 256 + RoPE key 32, kept twice (transposed for the scores, as rows for
+    // the values), as f32 or f16.
+    assert_eq!(c.kv_bytes_per_token(KvType::F32), 2 * 2 * (256 + 32) * 4);
+    assert_eq!(c.kv_bytes_per_token(KvType::F16), 2 * 2 * (256 + 32) * 2);
     // Full keys (4 heads x (32 + 32)) and values (4 x 32) would take 384 floats per layer.
     assert_eq!(
-        c.kv_bytes_per_token_unabsorbed(),
+        c.kv_bytes_per_token_unabsorbed(KvType::F32),
         2 * 4 * (32 + 32 + 32) * 4
     );
 }

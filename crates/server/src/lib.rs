@@ -20,6 +20,7 @@ use frugal_engine::spec::draft::same_vocabulary;
 pub use frugal_engine::spec::SpecConfig;
 use frugal_engine::spec::Speculator;
 use frugal_loader::{ModelFile, ModelOptions};
+pub use frugal_models::KvType;
 use frugal_models::ModelConfig;
 use frugal_output::TokenEnv;
 pub use frugal_scheduler::SnapshotConfig;
@@ -44,11 +45,14 @@ pub struct ServerConfig {
     /// Sequences decoded together.
     pub max_seqs: usize,
     /// Total tokens the KV cache holds across sequences (default: enough for `max_seqs` full
-    /// contexts, at most 64 Ki tokens, at least one full context). For a model with
+    /// contexts, within half of the memory available after the weights, at least one full
+    /// context). For a model with
     /// sliding-window layers this is the memory those tokens take with full attention: the
     /// window layers' pool gets what the running sequences' windows need, the full-attention
     /// layers' pool the rest (so it holds more tokens).
     pub kv_tokens: Option<usize>,
+    /// How the KV cache stores keys and values.
+    pub kv_type: KvType,
     pub block_size: usize,
     /// Tokens through the model per step; long prompts are prefilled in chunks of at most this.
     pub token_budget: usize,
@@ -143,6 +147,7 @@ impl ServerConfig {
             ctx_size: None,
             max_seqs: 16,
             kv_tokens: None,
+            kv_type: KvType::default(),
             block_size: 16,
             token_budget: 512,
             snapshots: SnapshotConfig::default(),
@@ -409,7 +414,9 @@ fn spawn_engine(
     commands: mpsc::Receiver<worker::Command>,
     loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
 ) -> Result<std::thread::JoinHandle<()>, ServerError> {
-    let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config);
+    let memory =
+        frugal_models::available_memory().map(|avail| avail.saturating_sub(file.gguf.file_size()));
+    let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config, memory);
     let metrics = state.metrics.clone();
     let max_seqs = state.cfg.max_seqs;
     let speculation = state.cfg.speculation.clone();
@@ -529,7 +536,7 @@ fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineCon
         snap.every,
         snap.budget_bytes / per_seq,
         mib(snap.budget_bytes),
-        model.config().kv_bytes_per_token() / 1024,
+        model.config().kv_bytes_per_token(engine_cfg.kv_type) / 1024,
         model.config().n_kv_layers(),
         model.config().n_layer,
     );
@@ -542,15 +549,17 @@ fn kv_cache_summary(model: &ModelConfig, e: &worker::EngineConfig) -> String {
     };
     match model.sliding_window() {
         None => format!(
-            "{} blocks of {} tokens ({:.0} MiB)",
+            "{} blocks of {} tokens ({:.0} MiB of {})",
             e.n_blocks,
             e.block_size,
-            mib(e.n_blocks, model.kv_bytes_per_token())
+            mib(e.n_blocks, model.kv_bytes_per_token(e.kv_type)),
+            e.kv_type,
         ),
         Some(window) => {
-            let (full, sliding) = model.kv_bytes_per_token_split();
+            let (full, sliding) = model.kv_bytes_per_token_split(e.kv_type);
             format!(
-                "full-attention layers {} blocks of {} tokens ({:.0} MiB), sliding-window layers (window {window}) {} blocks ({:.0} MiB)",
+                "{}: full-attention layers {} blocks of {} tokens ({:.0} MiB), sliding-window layers (window {window}) {} blocks ({:.0} MiB)",
+                e.kv_type,
                 e.n_blocks,
                 e.block_size,
                 mib(e.n_blocks, full),
@@ -561,15 +570,55 @@ fn kv_cache_summary(model: &ModelConfig, e: &worker::EngineConfig) -> String {
     }
 }
 
+/// How many tokens the KV cache holds by default: `max_seqs` full contexts, within half of
+/// `memory` (what is available after the weights, where known), and at least one context.
+fn default_kv_tokens(
+    cfg: &ServerConfig,
+    n_ctx: usize,
+    bytes_per_token: usize,
+    memory: Option<u64>,
+) -> usize {
+    let wanted = n_ctx * cfg.max_seqs;
+    let cap = memory.map_or(usize::MAX, |m| (m / 2) as usize / bytes_per_token.max(1));
+    let tokens = wanted.min(cap).max(n_ctx);
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    match memory {
+        Some(m) if cap < wanted => tracing::info!(
+            "KV cache: {} sequences of {n_ctx} tokens would take {:.1} GiB; capped at half of the {:.1} GiB available after the weights: {tokens} tokens (--kv-tokens sets it)",
+            cfg.max_seqs,
+            gib((wanted * bytes_per_token) as f64),
+            gib(m as f64),
+        ),
+        Some(m) => tracing::info!(
+            "KV cache: {} sequences of {n_ctx} tokens, {tokens} tokens ({:.1} GiB; at most half of the {:.1} GiB available after the weights)",
+            cfg.max_seqs,
+            gib((tokens * bytes_per_token) as f64),
+            gib(m as f64),
+        ),
+        None => tracing::info!(
+            "KV cache: {} sequences of {n_ctx} tokens, {tokens} tokens (available memory unknown)",
+            cfg.max_seqs
+        ),
+    }
+    tokens
+}
+
 /// Turns the KV budget into pools of blocks. The budget is `kv_tokens` tokens of every
-/// attention layer's keys and values; for a model with sliding-window layers, their pool gets
-/// what the running sequences need (one window plus one chunk each) and the full-attention
-/// layers' pool the rest of the memory, at least one full context.
-fn engine_config(cfg: &ServerConfig, n_ctx: usize, model: &ModelConfig) -> worker::EngineConfig {
-    let kv_tokens = cfg
-        .kv_tokens
-        .unwrap_or_else(|| (n_ctx * cfg.max_seqs).min(64 << 10))
-        .max(n_ctx);
+/// attention layer's keys and values (by default [`default_kv_tokens`]); for a model with
+/// sliding-window layers, their pool gets what the running sequences need (one window plus one
+/// chunk each) and the full-attention layers' pool the rest of the memory, at least one full
+/// context.
+fn engine_config(
+    cfg: &ServerConfig,
+    n_ctx: usize,
+    model: &ModelConfig,
+    memory: Option<u64>,
+) -> worker::EngineConfig {
+    let ty = cfg.kv_type;
+    let kv_tokens = match cfg.kv_tokens {
+        Some(t) => t.max(n_ctx),
+        None => default_kv_tokens(cfg, n_ctx, model.kv_bytes_per_token(ty), memory),
+    };
     let scheduler = SchedulerConfig {
         max_seqs: cfg.max_seqs,
         token_budget: cfg.token_budget,
@@ -580,8 +629,8 @@ fn engine_config(cfg: &ServerConfig, n_ctx: usize, model: &ModelConfig) -> worke
     let bs = cfg.block_size;
     let (mut n_blocks, mut n_window_blocks) = (kv_tokens.div_ceil(bs), 0);
     if let Some(window) = model.sliding_window() {
-        let (full, sliding) = model.kv_bytes_per_token_split();
-        let budget = kv_tokens * model.kv_bytes_per_token();
+        let (full, sliding) = model.kv_bytes_per_token_split(ty);
+        let budget = kv_tokens * model.kv_bytes_per_token(ty);
         n_window_blocks = window_pool_blocks(&scheduler, window, bs);
         let rest = budget.saturating_sub(n_window_blocks * bs * sliding);
         if full > 0 {
@@ -596,6 +645,7 @@ fn engine_config(cfg: &ServerConfig, n_ctx: usize, model: &ModelConfig) -> worke
         n_blocks,
         n_window_blocks,
         block_size: bs,
+        kv_type: ty,
     }
 }
 
@@ -622,12 +672,12 @@ mod tests {
         let mut cfg = ServerConfig::new("unused".into());
         cfg.max_seqs = 4;
         cfg.kv_tokens = Some(8192);
-        let e = engine_config(&cfg, 1024, &model);
+        let e = engine_config(&cfg, 1024, &model, None);
         let per_seq = (window + cfg.token_budget).div_ceil(cfg.block_size) + 1;
         assert_eq!(e.n_window_blocks, 4 * per_seq);
-        let (full, sliding) = model.kv_bytes_per_token_split();
+        let (full, sliding) = model.kv_bytes_per_token_split(cfg.kv_type);
         let used = (e.n_blocks * full + e.n_window_blocks * sliding) * cfg.block_size;
-        let budget = 8192 * model.kv_bytes_per_token();
+        let budget = 8192 * model.kv_bytes_per_token(cfg.kv_type);
         assert!(
             used <= budget && budget - used < cfg.block_size * full,
             "{used} of {budget}"
@@ -638,12 +688,35 @@ mod tests {
         );
     }
 
+    /// By default the cache holds `max_seqs` contexts, within half of the memory available
+    /// after the weights, and never less than one context.
+    #[test]
+    fn the_default_pool_follows_the_model_and_the_memory() {
+        let model = config_of("qwen35-Q4_K_M", frugal_fixtures::Set::hybrid());
+        let mut cfg = ServerConfig::new("unused".into());
+        cfg.max_seqs = 4;
+        let per_token = model.kv_bytes_per_token(cfg.kv_type);
+        assert_eq!(cfg.kv_type, KvType::F16);
+        let blocks = |cfg: &ServerConfig, memory| engine_config(cfg, 1024, &model, memory).n_blocks;
+        assert_eq!(blocks(&cfg, None), 4 * 1024 / cfg.block_size);
+        assert_eq!(blocks(&cfg, Some(1 << 40)), 4 * 1024 / cfg.block_size);
+        // Room for 1.5 contexts in half the memory: capped there.
+        let memory = (2 * 1536 * per_token) as u64;
+        assert_eq!(blocks(&cfg, Some(memory)), 1536 / cfg.block_size);
+        // Room for less than one: one context all the same.
+        assert_eq!(blocks(&cfg, Some(1000)), 1024 / cfg.block_size);
+        // f32 takes twice the bytes: half the tokens in the same memory.
+        cfg.kv_type = KvType::F32;
+        let memory = (2 * 2048 * per_token) as u64;
+        assert_eq!(blocks(&cfg, Some(memory)), 1024 / cfg.block_size);
+    }
+
     #[test]
     fn a_model_without_a_window_gets_one_pool() {
         let model = config_of("qwen35-Q4_K_M", frugal_fixtures::Set::hybrid());
         let mut cfg = ServerConfig::new("unused".into());
         cfg.kv_tokens = Some(8192);
-        let e = engine_config(&cfg, 1024, &model);
+        let e = engine_config(&cfg, 1024, &model, None);
         assert_eq!((e.n_blocks, e.n_window_blocks), (8192 / cfg.block_size, 0));
     }
 }

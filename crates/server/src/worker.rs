@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use frugal_engine::spec::Speculator;
 use frugal_engine::{panic_message, BatchEngine, EngineError, Event, FinishReason, Request, SeqId};
 use frugal_kernels::ThreadPool;
-use frugal_models::Model;
+use frugal_models::{KvType, Model};
 use frugal_scheduler::{Rejected, SchedulerConfig};
 use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
@@ -82,6 +82,7 @@ pub struct EngineConfig {
     /// Blocks of the sliding-window layers' own pool (0 for a model without them).
     pub n_window_blocks: usize,
     pub block_size: usize,
+    pub kv_type: KvType,
 }
 
 /// A job the engine is running: where its text goes, and what its log line needs.
@@ -122,7 +123,8 @@ pub fn run(
         cfg.n_blocks,
         cfg.n_window_blocks,
         cfg.block_size,
-    );
+    )
+    .with_kv_type(cfg.kv_type);
     if let Some(spec) = spec {
         engine = engine.with_speculation(spec);
     }

@@ -256,7 +256,7 @@ async fn connections_over_the_cap_get_503_in_openai_shape() {
 #[tokio::test]
 async fn a_stream_nobody_reads_is_cancelled() {
     let s = start(|c| {
-        c.ctx_size = Some(4096);
+        c.ctx_size = Some(16384);
         c.write_timeout = Duration::from_millis(500);
     })
     .await;
@@ -264,8 +264,9 @@ async fn a_stream_nobody_reads_is_cancelled() {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut c = socket.connect(addr(&s.base)).await.unwrap();
     // Top logprobs make each event several hundred bytes: the socket buffers (128 KiB on the
-    // server side, 4 KiB here) fill long before the end.
-    let body = json!({"prompt": "Once upon a time", "max_tokens": 4000, "temperature": 0,
+    // server side, 4 KiB here) fill long before the end, and the tiny model cannot finish
+    // 16,000 tokens within the write timeout after that.
+    let body = json!({"prompt": "Once upon a time", "max_tokens": 16000, "temperature": 0,
         "stream": true, "logprobs": 5})
     .to_string();
     let head = format!(

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use frugal_formats::GgufFile;
-use frugal_models::{Gating, ModelConfig, ModelError, MoeConfig};
+use frugal_models::{Gating, KvType, ModelConfig, ModelError, MoeConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,15 +13,18 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The KV cache type the per-token figures are for (f32, f16, bf16).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let gguf = GgufFile::open(&a.model)?;
     let summary = Summary::of(&gguf)?;
     if a.json {
-        print_json(&a.model, &gguf, &summary)
+        print_json(&a.model, &gguf, &summary, a.kv_type)
     } else {
-        print_text(&a.model, &gguf, &summary);
+        print_text(&a.model, &gguf, &summary, a.kv_type);
         Ok(())
     }
 }
@@ -77,7 +80,7 @@ impl Summary {
     }
 }
 
-fn print_json(model: &Path, gguf: &GgufFile, s: &Summary) -> Result<()> {
+fn print_json(model: &Path, gguf: &GgufFile, s: &Summary, ty: KvType) -> Result<()> {
     let mut v = serde_json::json!({
         "file": model.display().to_string(),
         "gguf_version": gguf.version(),
@@ -92,7 +95,7 @@ fn print_json(model: &Path, gguf: &GgufFile, s: &Summary) -> Result<()> {
         v["built_in_chat_template"] = name.into();
     }
     match &s.config {
-        Ok(c) => add_config_json(&mut v, c),
+        Ok(c) => add_config_json(&mut v, c, ty),
         Err(e) => v["unsupported"] = e.to_string().into(),
     }
     // Special-token ids, for clients that bias or stop on them (bench/serve_compare.py).
@@ -107,7 +110,7 @@ fn print_json(model: &Path, gguf: &GgufFile, s: &Summary) -> Result<()> {
     Ok(())
 }
 
-fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig) {
+fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig, ty: KvType) {
     v["context_length"] = c.n_ctx_train.into();
     v["layers"] = c.n_layer.into();
     v["embedding"] = c.n_embd.into();
@@ -116,16 +119,22 @@ fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig) {
     v["head_dim"] = c.head_dim_k.into();
     v["ffn"] = c.n_ff.into();
     v["vocab"] = c.n_vocab.into();
-    v["kv_bytes_per_token"] = c.kv_bytes_per_token().into();
+    v["kv_type"] = ty.name().into();
+    v["kv_bytes_per_token"] = c.kv_bytes_per_token(ty).into();
+    v["kv_bytes_per_token_by_type"] = KvType::ALL
+        .iter()
+        .map(|&t| (t.name().to_string(), c.kv_bytes_per_token(t).into()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     if c.mla.is_some() {
-        v["kv_bytes_per_token_without_mla"] = c.kv_bytes_per_token_unabsorbed().into();
+        v["kv_bytes_per_token_without_mla"] = c.kv_bytes_per_token_unabsorbed(ty).into();
     }
     if let Some(window) = c.sliding_window() {
-        let (full, sliding) = c.kv_bytes_per_token_split();
+        let (full, sliding) = c.kv_bytes_per_token_split(ty);
         v["sliding_window"] = window.into();
         v["kv_bytes_per_token_full_layers"] = full.into();
         v["kv_bytes_per_token_sliding_layers"] = sliding.into();
-        v["kv_bytes_per_sequence"] = window_memory(c)
+        v["kv_bytes_per_sequence"] = window_memory(c, ty)
             .into_iter()
             .map(|m| {
                 serde_json::json!({
@@ -147,7 +156,7 @@ fn add_config_json(v: &mut serde_json::Value, c: &ModelConfig) {
     }
 }
 
-fn print_text(model: &Path, gguf: &GgufFile, s: &Summary) {
+fn print_text(model: &Path, gguf: &GgufFile, s: &Summary, ty: KvType) {
     println!(
         "file:            {} ({})",
         model.display(),
@@ -163,7 +172,7 @@ fn print_text(model: &Path, gguf: &GgufFile, s: &Summary) {
     let types: Vec<String> = s.types.iter().map(|(t, n)| format!("{t} {n}")).collect();
     println!("tensor types:    {}", types.join(", "));
     match &s.config {
-        Ok(c) => print_config_text(c),
+        Ok(c) => print_config_text(c, ty),
         Err(e) => println!("runnable:        no: {e}"),
     }
     println!("tokenizer:       {}", s.tokenizer);
@@ -174,7 +183,7 @@ fn print_text(model: &Path, gguf: &GgufFile, s: &Summary) {
     }
 }
 
-fn print_config_text(c: &ModelConfig) {
+fn print_config_text(c: &ModelConfig, ty: KvType) {
     println!("context length:  {}", c.n_ctx_train);
     println!(
         "shape:           {} layers, embedding {}, {} heads / {} KV heads of {}, FFN {}, vocab {}",
@@ -195,22 +204,29 @@ fn print_config_text(c: &ModelConfig) {
             c.n_nextn
         );
     }
+    let others: Vec<String> = KvType::ALL
+        .iter()
+        .filter(|&&t| t != ty)
+        .map(|&t| format!("{t}: {}", c.kv_bytes_per_token(t)))
+        .collect();
     match &c.mla {
         Some(_) => println!(
-            "KV cache:        {} bytes per token (f32 latent + RoPE key, multi-head latent attention; full K/V would take {})",
-            c.kv_bytes_per_token(),
-            c.kv_bytes_per_token_unabsorbed()
+            "KV cache:        {} bytes per token as {ty} ({}; latent + RoPE key, multi-head latent attention; full K/V would take {})",
+            c.kv_bytes_per_token(ty),
+            others.join(", "),
+            c.kv_bytes_per_token_unabsorbed(ty)
         ),
         None => println!(
-            "KV cache:        {} bytes per token (f32 K and V{})",
-            c.kv_bytes_per_token(),
+            "KV cache:        {} bytes per token as {ty} ({}; K and V{})",
+            c.kv_bytes_per_token(ty),
+            others.join(", "),
             match &c.delta_net {
                 Some(_) => format!(", {} of {} layers", c.n_kv_layers(), c.n_layer),
                 None => String::new(),
             }
         ),
     }
-    for m in window_memory(c) {
+    for m in window_memory(c, ty) {
         println!(
             "KV per sequence: {} at {} tokens with the sliding window of {} ({:.0}% of the {} full attention would take)",
             human_bytes(m.with_window as u64),
@@ -281,11 +297,11 @@ struct WindowMemory {
 /// A sequence's KV memory at the model's trained context and at 32k tokens (what Gemma 3 is
 /// judged at), with the sliding window and as full attention would take it; empty for a model
 /// without sliding-window layers.
-fn window_memory(c: &ModelConfig) -> Vec<WindowMemory> {
+fn window_memory(c: &ModelConfig, ty: KvType) -> Vec<WindowMemory> {
     let Some(window) = c.sliding_window() else {
         return Vec::new();
     };
-    let (full, sliding) = c.kv_bytes_per_token_split();
+    let (full, sliding) = c.kv_bytes_per_token_split(ty);
     let mut contexts = vec![c.n_ctx_train, 32 << 10];
     contexts.dedup();
     contexts
@@ -293,7 +309,7 @@ fn window_memory(c: &ModelConfig) -> Vec<WindowMemory> {
         .map(|n_ctx| WindowMemory {
             n_ctx,
             with_window: full * n_ctx + sliding * n_ctx.min(window),
-            full_attention: c.kv_bytes_per_token() * n_ctx,
+            full_attention: c.kv_bytes_per_token(ty) * n_ctx,
         })
         .collect()
 }

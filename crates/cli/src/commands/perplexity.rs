@@ -11,7 +11,7 @@ use crate::load::{load_weights, ModelArgs};
 use anyhow::{bail, ensure, Context, Result};
 use frugal_kernels::ThreadPool;
 use frugal_loader::ModelOptions;
-use frugal_models::{KvStore, Logits, Model, SeqChunk};
+use frugal_models::{KvStore, KvType, Logits, Model, SeqChunk};
 use stats::{KlSample, KlStats, Plan, PplStats, QuantRow};
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,9 @@ pub struct Args {
     /// Compare this model with the base model saved by --kl-divergence-base.
     #[arg(long, requires = "kl_divergence_base")]
     pub kl_divergence: bool,
+    /// How the KV cache stores keys and values (f16, llama-perplexity's default; bf16; f32).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
 }
 
 /// What is done with each chunk's logits.
@@ -127,7 +130,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let model = load_weights(&file)?;
     let pool = file.thread_pool();
-    let mut runner = Runner::new(&model, &pool, plan, bos);
+    let mut runner = Runner::new(&model, &pool, plan, bos, a.kv_type);
     evaluate(&mut runner, &tokens, mode)
 }
 
@@ -167,7 +170,13 @@ struct Runner<'a> {
 const BLOCK: usize = 16;
 
 impl<'a> Runner<'a> {
-    fn new(model: &'a Model, pool: &'a ThreadPool, plan: Plan, bos: Option<u32>) -> Runner<'a> {
+    fn new(
+        model: &'a Model,
+        pool: &'a ThreadPool,
+        plan: Plan,
+        bos: Option<u32>,
+        kv_type: KvType,
+    ) -> Runner<'a> {
         let per_seq = plan.n_ctx.div_ceil(BLOCK);
         let tables = (0..plan.n_seq)
             .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
@@ -177,7 +186,10 @@ impl<'a> Runner<'a> {
             pool,
             plan,
             bos,
-            kv: model.new_kv_store(plan.n_seq * per_seq, BLOCK, plan.n_seq),
+            kv: {
+                let n_blocks = plan.n_seq * per_seq;
+                model.new_kv_store_split(kv_type, n_blocks, n_blocks, BLOCK, plan.n_seq)
+            },
             tables,
         }
     }

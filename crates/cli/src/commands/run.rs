@@ -10,6 +10,7 @@ use frugal_engine::session::{GenerateParams, GenerationStats, Session};
 use frugal_engine::spec::Speculator;
 use frugal_engine::FinishReason;
 use frugal_loader::{ModelFile, ModelOptions, Warning};
+use frugal_models::KvType;
 use frugal_server::SpecMethod;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -41,6 +42,9 @@ pub struct Args {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long)]
     pub ctx_size: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (the default), bf16, or f32 (exact).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     pub temp: f32,
@@ -105,7 +109,8 @@ pub fn run(a: Args) -> Result<()> {
         _ => None,
     };
     let pool = file.thread_pool();
-    let mut session = Session::new(&model, &file.tokenizer, &pool, file.n_ctx);
+    let mut session =
+        Session::new(&model, &file.tokenizer, &pool, file.n_ctx).with_kv_type(a.kv_type);
     if let Some(s) = speculation {
         let (n_blocks, block) = session.kv_blocks();
         let spec = match (&s.method, &draft) {

@@ -3,7 +3,7 @@
 use crate::load::ModelArgs;
 use crate::spec::SpecArgs;
 use anyhow::{Context, Result};
-use frugal_server::{ReasoningFormat, Server, ServerConfig};
+use frugal_server::{KvType, ReasoningFormat, Server, ServerConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,11 +28,16 @@ pub struct Args {
     /// Sequences decoded together in one batch.
     #[arg(long, default_value_t = 16)]
     pub max_seqs: usize,
-    /// Tokens the KV cache holds across all sequences (default: max-seqs full contexts, at most 65536).
-    /// With sliding-window layers (Gemma 3): the memory these tokens take with full attention;
-    /// the window layers get what the running sequences need, the full-attention layers the rest.
+    /// Tokens the KV cache holds across all sequences (default: max-seqs full contexts, within
+    /// half of the memory available after the weights, cgroup-aware; logged at start). With
+    /// sliding-window layers (Gemma 3): the memory these tokens take with full attention; the
+    /// window layers get what the running sequences need, the full-attention layers the rest.
     #[arg(long)]
     pub kv_tokens: Option<usize>,
+    /// How the KV cache stores keys and values: f16 (half the memory of f32, llama.cpp's
+    /// default), bf16, or f32 (exact).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: KvType,
     /// Tokens per KV-cache block (the unit of prefix caching).
     #[arg(long, default_value_t = 16)]
     pub block_size: usize,
@@ -146,6 +151,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.ctx_size = a.ctx_size;
     cfg.max_seqs = a.max_seqs;
     cfg.kv_tokens = a.kv_tokens;
+    cfg.kv_type = a.kv_type;
     cfg.block_size = a.block_size;
     cfg.token_budget = a.batch_tokens;
     cfg.snapshots = frugal_server::SnapshotConfig {

@@ -10,7 +10,7 @@
 
 use super::SpecError;
 use frugal_kernels::ThreadPool;
-use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
+use frugal_models::{KvStore, KvType, Logits, Model, ModelError, SeqChunk};
 use frugal_tokenizer::Tokenizer;
 
 pub struct DraftModel<'a> {
@@ -59,6 +59,14 @@ impl<'a> DraftModel<'a> {
             p_min,
             n_vocab: target.config().n_vocab.min(draft.config().n_vocab),
         })
+    }
+
+    /// Stores the draft's keys and values as `kv_type` (nothing is cached yet).
+    pub(crate) fn use_kv_type(&mut self, kv_type: KvType) {
+        if self.kv.kv_type() != kv_type {
+            let (n, bs) = (self.kv.n_blocks(), self.kv.block_size());
+            self.kv = self.model.new_kv_store_split(kv_type, n, n, bs, 0);
+        }
     }
 
     /// What one guess costs against a decode step of `target`: the weights a draft step reads.

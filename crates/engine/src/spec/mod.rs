@@ -158,6 +158,15 @@ impl<'a> Speculator<'a> {
         })
     }
 
+    /// Stores the draft model's or MTP head's keys and values as `kv_type` (the engine's).
+    pub(crate) fn use_kv_type(&mut self, kv_type: frugal_models::KvType) {
+        match &mut self.proposer {
+            Proposer::Ngram(_) => {}
+            Proposer::Draft(d) => d.use_kv_type(kv_type),
+            Proposer::Mtp(h) => h.use_kv_type(kv_type),
+        }
+    }
+
     /// What proposing one guess costs against a decode step (0 for n-gram lookup).
     pub fn proposer_cost(&self) -> f32 {
         self.cost

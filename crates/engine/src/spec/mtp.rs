@@ -12,7 +12,7 @@
 
 use super::{draft::confident_best, SpecError};
 use frugal_kernels::ThreadPool;
-use frugal_models::{KvStore, Logits, Model, ModelError, SeqChunk};
+use frugal_models::{KvStore, KvType, Logits, Model, ModelError, SeqChunk};
 
 pub struct MtpHead<'a> {
     model: &'a Model,
@@ -62,16 +62,25 @@ impl<'a> MtpHead<'a> {
         p_min: f32,
     ) -> Result<Self, SpecError> {
         let kv = model
-            .new_mtp_kv_store(n_blocks, block_size)
-            .ok_or_else(|| {
-                SpecError::Unsupported("a model without multi-token-prediction layers".into())
-            })?;
+            .new_mtp_kv_store(KvType::F32, n_blocks, block_size)
+            .ok_or(SpecError::NoMtpLayer)?;
         Ok(MtpHead {
             model,
             kv,
             p_min,
             block_end: vec![0.0; n_blocks * model.config().n_embd],
         })
+    }
+
+    /// Stores the head's keys and values as `kv_type` (nothing is cached yet).
+    pub(crate) fn use_kv_type(&mut self, kv_type: KvType) {
+        if self.kv.kv_type() != kv_type {
+            let (n, bs) = (self.kv.n_blocks(), self.kv.block_size());
+            self.kv = self
+                .model
+                .new_mtp_kv_store(kv_type, n, bs)
+                .expect("the head was made from this model's MTP layer");
+        }
     }
 
     /// What one guess costs against a decode step of the model: the weights a head step reads.
