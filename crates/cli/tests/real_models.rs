@@ -363,7 +363,8 @@ fn check_perplexity(model: &RealModel, test: &str) {
             "--chunks",
             &r["chunks"].to_string(),
         ])
-        .args(["-t", "2"])
+        // The reference's `-ctk f32 -ctv f32`.
+        .args(["-t", "2", "--kv-type", "f32"])
         .output()
         .unwrap();
     let all = format!(

@@ -25,6 +25,9 @@ pub struct Args {
     /// Print one JSON object per test instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// How the KV cache stores keys and values (f16, llama-bench's default; bf16; f32).
+    #[arg(long, default_value = "f16")]
+    pub kv_type: frugal_models::KvType,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -43,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     let block = 16;
     let blocks: Vec<u32> = (0..n_ctx.div_ceil(block) as u32).collect();
-    let mut kv = model.new_kv_store(blocks.len(), block, 1);
+    let mut kv = model.new_kv_store_split(a.kv_type, blocks.len(), blocks.len(), block, 1);
     // Token ids do not change the cost; use a fixed spread of ids.
     let tokens: Vec<u32> = (0..n_ctx as u32)
         .map(|i| (i * 7919 + 13) % c.n_vocab as u32)
