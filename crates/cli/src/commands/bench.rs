@@ -20,6 +20,10 @@ pub struct Args {
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
     /// Repetitions; the median is reported.
+    /// Tokens already in the context when each test runs (llama-bench's `-d`): filled once,
+    /// untimed, before the test's repetitions.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
     /// Print one JSON object per test instead of a table.
@@ -38,7 +42,8 @@ pub fn run(a: Args) -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     let pool = file.thread_pool();
     let c = model.config();
-    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
+    let depth = a.n_depth;
+    let n_ctx = depth + a.n_prompt.max(a.n_gen).max(1);
     anyhow::ensure!(
         n_ctx <= c.n_ctx_train,
         "the test needs {n_ctx} positions but the model's context is {}",
@@ -65,11 +70,13 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     for (kind, n) in tests {
+        fill(&model, &pool, &mut kv, &blocks, &tokens[..depth])?;
+        let test = &tokens[depth..depth + n];
         let mut samples = Vec::new();
         for rep in 0..=a.reps {
             let secs = match kind {
-                "pp" => time_prompt(&model, &pool, &mut kv, &blocks, &tokens[..n])?,
-                _ => time_generation(&model, &pool, &mut kv, &blocks, &tokens[..n])?,
+                "pp" => time_prompt(&model, &pool, &mut kv, &blocks, test, depth)?,
+                _ => time_generation(&model, &pool, &mut kv, &blocks, test, depth)?,
             };
             if rep > 0 {
                 samples.push(n as f64 / secs);
@@ -78,6 +85,10 @@ pub fn run(a: Args) -> Result<()> {
         let mut sorted = samples.clone();
         sorted.sort_by(|x, y| x.total_cmp(y));
         let median = sorted[sorted.len() / 2];
+        let test = match depth {
+            0 => format!("{kind}{n}"),
+            d => format!("{kind}{n} @ d{d}"),
+        };
         let name = a.model.model.file_name().map_or_else(
             || a.model.model.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
@@ -86,7 +97,7 @@ pub fn run(a: Args) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "model": name, "test": format!("{kind}{n}"), "threads": pool.n_threads(),
+                    "model": name, "test": test, "threads": pool.n_threads(),
                     "isa": frugal_kernels::Isa::best().name(), "tokens_per_second": median,
                     "samples": samples, "load_seconds": load_s, "params": model.n_params(),
                     "weight_bytes": model.weight_bytes(),
@@ -94,7 +105,7 @@ pub fn run(a: Args) -> Result<()> {
             );
         } else {
             println!(
-                "| {name} | {} | {} | {} | {} | {kind}{n} | {median:.2} ± {:.2} |",
+                "| {name} | {} | {} | {} | {} | {test} | {median:.2} ± {:.2} |",
                 human_bytes(file.gguf.file_size()),
                 human_count(model.n_params()),
                 pool.n_threads(),
@@ -106,17 +117,40 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// Puts `tokens` in the context (from position 0), in chunks of 512.
+fn fill(
+    model: &Model,
+    pool: &frugal_kernels::ThreadPool,
+    kv: &mut frugal_models::KvStore,
+    blocks: &[u32],
+    tokens: &[u32],
+) -> Result<()> {
+    for (i, part) in tokens.chunks(512).enumerate() {
+        let chunk = SeqChunk {
+            tokens: part,
+            pos: i * 512,
+            blocks,
+            window_blocks: &[],
+            state: 0,
+            logits: Logits::None,
+        };
+        model.forward(pool, kv, &[chunk])?;
+    }
+    Ok(())
+}
+
 fn time_prompt(
     model: &Model,
     pool: &frugal_kernels::ThreadPool,
     kv: &mut frugal_models::KvStore,
     blocks: &[u32],
     tokens: &[u32],
+    start: usize,
 ) -> Result<f64> {
     let t = Instant::now();
     let chunk = SeqChunk {
         tokens,
-        pos: 0,
+        pos: start,
         blocks,
         window_blocks: &[],
         state: 0,
@@ -132,12 +166,13 @@ fn time_generation(
     kv: &mut frugal_models::KvStore,
     blocks: &[u32],
     tokens: &[u32],
+    start: usize,
 ) -> Result<f64> {
     let t = Instant::now();
     for (pos, tok) in tokens.iter().enumerate() {
         let chunk = SeqChunk {
             tokens: std::slice::from_ref(tok),
-            pos,
+            pos: start + pos,
             blocks,
             window_blocks: &[],
             state: 0,
