@@ -332,6 +332,23 @@ fn cpu_mask_pins_and_sets_the_default_threads() {
     }
 }
 
+/// `bench -d N` runs its tests after N tokens of context, with each KV type, and names them as
+/// llama-bench does.
+#[test]
+fn bench_runs_after_a_given_depth() {
+    let m = model("qwen2-Q4_0.gguf");
+    for ty in ["f32", "f16", "bf16"] {
+        let args = ["bench", &m, "-p", "8", "-n", "2", "-d", "40", "-r", "1"];
+        let r = frugal(&[&args[..], &["--kv-type", ty, "--json"]].concat());
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let tests: Vec<String> = String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["test"].to_string())
+            .collect();
+        assert_eq!(tests, ["\"pp8 @ d40\"", "\"tg2 @ d40\""], "{ty}");
+    }
+}
+
 /// `--mlock` locks the weights, or says plainly that the locked-memory limit is too low (a
 /// process with CAP_IPC_LOCK, such as root, is not held to that limit).
 #[test]
