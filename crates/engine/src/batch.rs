@@ -39,6 +39,11 @@ pub struct Request {
     /// Guess and verify several tokens per step when the engine speculates (the default; a
     /// request may opt out).
     pub speculate: bool,
+    /// Share cached prompt prefixes with other requests (the default); `false` neither reuses
+    /// nor offers any (llama.cpp's `cache_prompt: false`).
+    pub cache_prompt: bool,
+    /// Share cached prefixes only with requests of the same salt (vLLM's `cache_salt`).
+    pub cache_salt: Option<String>,
 }
 
 impl Request {
@@ -54,6 +59,8 @@ impl Request {
             render_special: false,
             ignore_eos: false,
             speculate: true,
+            cache_prompt: true,
+            cache_salt: None,
         }
     }
 }
@@ -273,8 +280,13 @@ impl<'a> BatchEngine<'a> {
         req.sampling.validate(self.model.config().n_vocab)?;
         let sampler = Sampler::new(req.sampling.clone())?;
         let max_tokens = req.max_tokens;
+        let seed = match (req.cache_prompt, &req.cache_salt) {
+            (false, _) => frugal_scheduler::private_seed(id),
+            (true, Some(salt)) => frugal_scheduler::cache_seed(salt),
+            (true, None) => 0,
+        };
         let (seq, prompt) = Sequence::new(self.tokenizer, sampler, req);
-        self.scheduler.add(id, prompt, max_tokens)?;
+        self.scheduler.add_seeded(id, prompt, max_tokens, seed)?;
         self.seqs.insert(id, seq);
         Ok(())
     }

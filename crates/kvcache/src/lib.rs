@@ -44,6 +44,9 @@ pub struct SeqBlocks {
     hashes: Vec<u64>,
     /// Leading entries already released (sliding-window groups).
     n_released: usize,
+    /// Where the chain of prefix hashes starts: 0 for the shared cache, else a salt's
+    /// ([`cache_seed`]) or one sequence's own ([`private_seed`]).
+    seed: u64,
 }
 
 impl SeqBlocks {
@@ -100,9 +103,26 @@ fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
 }
 
 /// The prefix-cache hash of `tokens` (whole blocks of `block_size`; a partial tail is ignored):
-/// the key of the block that ends the prefix, and of a state snapshot taken there.
-pub fn prefix_hash(block_size: usize, tokens: &[u32]) -> u64 {
-    tokens.chunks_exact(block_size).fold(0, chain_hash)
+/// the key of the block that ends the prefix, and of a state snapshot taken there. `seed` starts
+/// the chain (0: the cache every request shares).
+pub fn prefix_hash(seed: u64, block_size: usize, tokens: &[u32]) -> u64 {
+    tokens.chunks_exact(block_size).fold(seed, chain_hash)
+}
+
+/// The seed of the prefix cache of requests that carry `salt` (vLLM's `cache_salt`): only
+/// requests with the same salt share cached blocks.
+pub fn cache_seed(salt: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (0u8, salt).hash(&mut h);
+    h.finish()
+}
+
+/// A seed no other sequence shares (a request that does not use the cache: `cache_prompt:
+/// false`), from a number unique to it.
+pub fn private_seed(n: u64) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (1u8, n).hash(&mut h);
+    h.finish()
 }
 
 impl BlockManager {
@@ -185,7 +205,7 @@ impl BlockManager {
 
     /// Number of leading prompt tokens whose blocks are cached (a multiple of the block size).
     pub fn cached_prefix_len(&self, tokens: &[u32]) -> usize {
-        self.cached_blocks(tokens).len() * self.block_size
+        self.cached_blocks(tokens, 0).len() * self.block_size
     }
 
     /// Blocks for a new sequence whose first tokens are `prompt`: cached full blocks matching the
@@ -193,7 +213,7 @@ impl BlockManager {
     /// tokens are already computed. At least the last prompt token is always left to compute, so
     /// the caller gets logits for it.
     pub fn allocate(&mut self, prompt: &[u32]) -> Result<(SeqBlocks, usize), OutOfBlocks> {
-        let (seq, cached, _) = self.allocate_where(prompt, &|_| true)?;
+        let (seq, cached, _) = self.allocate_where(prompt, 0, &|_| true)?;
         Ok((seq, cached))
     }
 
@@ -204,9 +224,10 @@ impl BlockManager {
     pub fn allocate_with(
         &mut self,
         prompt: &[u32],
+        seed: u64,
         resumable: &dyn Fn(u64) -> bool,
     ) -> Result<(SeqBlocks, usize, usize), OutOfBlocks> {
-        self.allocate_where(prompt, &|hashes| {
+        self.allocate_where(prompt, seed, &|hashes| {
             hashes.last().is_some_and(|&h| resumable(h))
         })
     }
@@ -214,13 +235,16 @@ impl BlockManager {
     /// The general form of [`BlockManager::allocate_with`]: `usable` gets the prefix hashes of
     /// the leading cached blocks of a candidate prefix (one per block, in order) and says
     /// whether the computation may resume after them; the longest usable one is shared (none
-    /// when no prefix is usable; the empty prefix always is).
+    /// when no prefix is usable; the empty prefix always is). The sequence's hashes chain from
+    /// `seed` ([`prefix_hash`]).
     pub fn allocate_where(
         &mut self,
         prompt: &[u32],
+        seed: u64,
         usable: &dyn Fn(&[u64]) -> bool,
     ) -> Result<(SeqBlocks, usize, usize), OutOfBlocks> {
-        let mut shared = self.cached_blocks(&prompt[..prompt.len().saturating_sub(1)]);
+        let prefix = &prompt[..prompt.len().saturating_sub(1)];
+        let mut shared = self.cached_blocks(prefix, seed);
         let cached_blocks = shared.len() * self.block_size;
         let hashes: Vec<u64> = shared.iter().map(|&(_, h)| h).collect();
         let usable = (1..=hashes.len()).rev().find(|&k| usable(&hashes[..k]));
@@ -239,7 +263,10 @@ impl BlockManager {
                 available,
             });
         }
-        let mut seq = SeqBlocks::default();
+        let mut seq = SeqBlocks {
+            seed,
+            ..SeqBlocks::default()
+        };
         for (b, h) in shared {
             self.retain(b);
             seq.blocks.push(b);
@@ -255,9 +282,10 @@ impl BlockManager {
         Ok((seq, cached_tokens, cached_blocks))
     }
 
-    /// The cached blocks of the leading full blocks of `tokens`, with their prefix hashes.
-    fn cached_blocks(&self, tokens: &[u32]) -> Vec<(BlockId, u64)> {
-        let mut parent = 0u64;
+    /// The cached blocks of the leading full blocks of `tokens` (hashes chained from `seed`),
+    /// with their prefix hashes.
+    fn cached_blocks(&self, tokens: &[u32], seed: u64) -> Vec<(BlockId, u64)> {
+        let mut parent = seed;
         let mut shared = Vec::new();
         for chunk in tokens.chunks_exact(self.block_size) {
             let h = chain_hash(parent, chunk);
@@ -302,7 +330,7 @@ impl BlockManager {
     /// computed. `tokens` are the sequence's tokens so far (at least as many as computed).
     pub fn commit(&mut self, seq: &mut SeqBlocks, tokens: &[u32], n_computed: usize) {
         let n_full = n_computed.min(tokens.len()) / self.block_size;
-        let mut parent = seq.hashes.last().copied().unwrap_or(0);
+        let mut parent = seq.hashes.last().copied().unwrap_or(seq.seed);
         for i in seq.hashes.len()..n_full.min(seq.blocks.len()) {
             let chunk = &tokens[i * self.block_size..(i + 1) * self.block_size];
             let h = chain_hash(parent, chunk);

@@ -84,6 +84,7 @@ impl WindowBlocks {
         &mut self,
         full: &mut BlockManager,
         prompt: &[u32],
+        seed: u64,
         resumable: &dyn Fn(u64) -> bool,
     ) -> Result<SplitAllocation, OutOfBlocks> {
         assert_eq!(
@@ -94,8 +95,8 @@ impl WindowBlocks {
         let usable = |hashes: &[u64]| {
             hashes.last().is_some_and(|&h| resumable(h)) && self.holds(prompt, hashes)
         };
-        let (full_seq, cached, cached_blocks) = full.allocate_where(prompt, &usable)?;
-        let window = self.share(prompt, &full_seq.hashes);
+        let (full_seq, cached, cached_blocks) = full.allocate_where(prompt, seed, &usable)?;
+        let window = self.share(prompt, &full_seq.hashes, seed);
         Ok(SplitAllocation {
             full: full_seq,
             window,
@@ -106,7 +107,7 @@ impl WindowBlocks {
 
     /// This group's table for a sequence resuming after the prefix with `hashes`: the cached
     /// blocks its window reads, retained, and [`RELEASED`] before them.
-    fn share(&mut self, prompt: &[u32], hashes: &[u64]) -> SeqBlocks {
+    fn share(&mut self, prompt: &[u32], hashes: &[u64], seed: u64) -> SeqBlocks {
         let bs = self.pool.block_size();
         let first = self.first_needed_block(hashes.len() * bs);
         let mut seq = SeqBlocks {
@@ -114,6 +115,7 @@ impl WindowBlocks {
             n_tokens: hashes.len() * bs,
             hashes: hashes.to_vec(),
             n_released: first,
+            seed,
         };
         for (i, &h) in hashes.iter().enumerate().skip(first) {
             let b: BlockId = self

@@ -136,3 +136,32 @@ fn eviction_is_least_recently_used() {
     assert!(m.allocate(&[1, 2, 3]).is_err());
     m.free(s2);
 }
+
+/// Hashes chained from a seed: sequences share cached blocks only with sequences of the same
+/// seed (a salt's, or the shared cache's 0); a private seed shares with nobody.
+#[test]
+fn a_seed_isolates_the_cached_prefixes() {
+    use frugal_kvcache::{cache_seed, private_seed};
+    let mut m = BlockManager::new(32, 4);
+    let prompt: Vec<u32> = (0..13).collect();
+    let run = |m: &mut BlockManager, seed: u64| {
+        let (mut s, cached, _) = m.allocate_with(&prompt, seed, &|_| true).unwrap();
+        m.commit(&mut s, &prompt, prompt.len());
+        m.free(s);
+        cached
+    };
+    let (a, b) = (cache_seed("tenant a"), cache_seed("tenant b"));
+    assert_eq!(run(&mut m, 0), 0);
+    assert_eq!(run(&mut m, a), 0, "a salt does not see the shared cache");
+    assert_eq!(run(&mut m, a), 12, "the same salt shares");
+    assert_eq!(run(&mut m, b), 0, "another salt does not");
+    assert_eq!(run(&mut m, 0), 12, "nor does the shared cache see a salt's");
+    assert_eq!(run(&mut m, private_seed(7)), 0);
+    assert_eq!(
+        run(&mut m, private_seed(8)),
+        0,
+        "a private seed shares with nobody"
+    );
+    assert_ne!(a, 0);
+    m.check().unwrap();
+}

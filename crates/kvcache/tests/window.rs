@@ -84,7 +84,7 @@ impl Trace {
         let mut prompt = self.prefixes[self.rng.gen_range(0..3)].clone();
         prompt.extend((0..self.rng.gen_range(1..8)).map(|_| self.rng.gen_range(0..3)));
         let before = (self.full.n_available(), self.win.pool().n_available());
-        let Ok(a) = self.win.allocate(&mut self.full, &prompt, &|_| true) else {
+        let Ok(a) = self.win.allocate(&mut self.full, &prompt, 0, &|_| true) else {
             let after = (self.full.n_available(), self.win.pool().n_available());
             assert_eq!(
                 before, after,
@@ -101,7 +101,7 @@ impl Trace {
         let walk = self.full.cached_prefix_len(&prompt[..prompt.len() - 1]) / bs;
         for k in a.cached / bs + 1..=walk {
             let hashes: Vec<u64> = (1..=k)
-                .map(|i| prefix_hash(bs, &prompt[..i * bs]))
+                .map(|i| prefix_hash(0, bs, &prompt[..i * bs]))
                 .collect();
             assert!(!self.win.holds(&prompt, &hashes), "seed {}", self.seed);
         }
@@ -238,7 +238,7 @@ fn blocks_leaving_the_window_are_released_and_stay_cached() {
     let mut full = BlockManager::new(16, 2);
     let mut win = WindowBlocks::new(8, 2, 4);
     let prompt: Vec<u32> = (0..9).collect();
-    let mut a = win.allocate(&mut full, &prompt, &|_| true).unwrap();
+    let mut a = win.allocate(&mut full, &prompt, 0, &|_| true).unwrap();
     assert_eq!((a.cached, a.window.blocks().len()), (0, 0));
     win.grow(&mut a.window, 9).unwrap();
     for pos in [0, 4, 8] {
@@ -257,7 +257,7 @@ fn blocks_leaving_the_window_are_released_and_stay_cached() {
     full.free(a.full);
     win.free(a.window);
     // The same prefix resumes at 8: positions 5..8 (blocks 2, 3) are still cached.
-    let b = win.allocate(&mut full, &prompt, &|_| true).unwrap();
+    let b = win.allocate(&mut full, &prompt, 0, &|_| true).unwrap();
     assert_eq!(b.cached, 8);
     assert_eq!(&b.window.blocks()[..2], &[RELEASED, RELEASED]);
     assert_eq!(b.window.n_held(), 2);
@@ -272,7 +272,7 @@ fn a_prefix_whose_window_was_evicted_is_not_resumed() {
     let mut full = BlockManager::new(16, 2);
     let mut win = WindowBlocks::new(3, 2, 2);
     let prompt: Vec<u32> = (0..9).collect();
-    let mut a = win.allocate(&mut full, &prompt, &|_| true).unwrap();
+    let mut a = win.allocate(&mut full, &prompt, 0, &|_| true).unwrap();
     win.grow(&mut a.window, 4).unwrap();
     win.commit(&mut a.window, &prompt, 4);
     for pos in [4, 6] {
@@ -285,8 +285,8 @@ fn a_prefix_whose_window_was_evicted_is_not_resumed() {
     full.commit(&mut a.full, &prompt, 8);
     full.free(a.full);
     win.free(a.window);
-    let hash = |k: usize| prefix_hash(2, &prompt[..2 * k]);
-    let b = win.allocate(&mut full, &prompt, &|_| true).unwrap();
+    let hash = |k: usize| prefix_hash(0, 2, &prompt[..2 * k]);
+    let b = win.allocate(&mut full, &prompt, 0, &|_| true).unwrap();
     assert_eq!(b.cached, 8, "position 8 reads 7: block 3");
     assert_eq!(b.window.n_held(), 1);
     full.free(b.full);
@@ -294,13 +294,15 @@ fn a_prefix_whose_window_was_evicted_is_not_resumed() {
     // A resumable rule (hybrid snapshots) that refuses the longest prefix composes with the
     // window rule: 3 blocks resume (position 6 reads 5: block 2).
     let c = win
-        .allocate(&mut full, &prompt, &|h| h == hash(3) || h == hash(1))
+        .allocate(&mut full, &prompt, 0, &|h| h == hash(3) || h == hash(1))
         .unwrap();
     assert_eq!((c.cached, c.cached_blocks), (6, 8));
     full.free(c.full);
     win.free(c.window);
     // After 1 block, position 2 reads 1: block 0, evicted; the full group alone is not enough.
-    let d = win.allocate(&mut full, &prompt, &|h| h == hash(1)).unwrap();
+    let d = win
+        .allocate(&mut full, &prompt, 0, &|h| h == hash(1))
+        .unwrap();
     assert_eq!(d.cached, 0);
     assert_eq!(full.cached_prefix_len(&prompt[..2]), 2);
     full.free(d.full);

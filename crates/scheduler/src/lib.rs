@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub use frugal_kvcache::RELEASED;
+pub use frugal_kvcache::{cache_seed, private_seed};
 use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots, WindowBlocks};
 use std::collections::VecDeque;
 
@@ -170,6 +171,9 @@ struct Seq {
     /// Hybrid models: a rollback slot holding the state at `n_computed`, to restore before the
     /// next chunk (a guess of the last step was rejected, and the state had taken it in).
     saved: Option<SlotId>,
+    /// Where its prefix hashes start: which cached prefixes it may share (see
+    /// [`Scheduler::add_seeded`]).
+    seed: u64,
 }
 
 impl Seq {
@@ -334,6 +338,19 @@ impl Scheduler {
         prompt: Vec<u32>,
         max_tokens: Option<usize>,
     ) -> Result<(), Rejected> {
+        self.add_seeded(id, prompt, max_tokens, 0)
+    }
+
+    /// [`Scheduler::add`] for a sequence whose prefix-cache hashes start from `seed`: it shares
+    /// cached blocks (and state snapshots) only with sequences of the same seed (0: everyone's;
+    /// `frugal_kvcache::cache_seed` of a salt; `private_seed`: nobody's).
+    pub fn add_seeded(
+        &mut self,
+        id: SeqId,
+        prompt: Vec<u32>,
+        max_tokens: Option<usize>,
+        seed: u64,
+    ) -> Result<(), Rejected> {
         if prompt.is_empty() {
             return Err(Rejected::Empty);
         }
@@ -377,6 +394,7 @@ impl Scheduler {
             slot: None,
             branch: 0,
             saved: None,
+            seed,
         });
         Ok(())
     }
@@ -546,10 +564,10 @@ impl Scheduler {
         let allocated = match &mut self.sliding {
             None => self
                 .blocks
-                .allocate_with(&s.tokens, &resumable)
+                .allocate_with(&s.tokens, s.seed, &resumable)
                 .map(|(full, cached, cached_blocks)| (full, None, cached, cached_blocks)),
             Some(w) => w
-                .allocate(&mut self.blocks, &s.tokens, &resumable)
+                .allocate(&mut self.blocks, &s.tokens, s.seed, &resumable)
                 .map(|a| (a.full, Some(a.window), a.cached, a.cached_blocks)),
         };
         let Ok((full, window, cached, cached_blocks)) = allocated else {
@@ -706,7 +724,7 @@ impl Scheduler {
         if self.next_snapshot_point(s, start) != end {
             return;
         }
-        let hash = prefix_hash(self.blocks.block_size(), &s.tokens[..end]);
+        let hash = prefix_hash(s.seed, self.blocks.block_size(), &s.tokens[..end]);
         let id = s.id;
         let states = self.states.as_mut().expect("state slots imply states");
         if states.contains(hash) || step.pending.iter().any(|&(_, h)| h == hash) {

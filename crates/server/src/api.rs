@@ -80,6 +80,10 @@ pub struct Common {
     /// llama.cpp's per-request draft length; 0 opts out like `"speculative": false`.
     #[serde(rename = "speculative.n_max")]
     pub speculative_n_max: Option<u64>,
+    /// `false`: neither reuse nor offer cached prompt prefixes (llama.cpp's `cache_prompt`).
+    pub cache_prompt: Option<bool>,
+    /// Share cached prompt prefixes only with requests of the same salt (vLLM's `cache_salt`).
+    pub cache_salt: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +141,8 @@ pub struct Generation {
     pub inject_panic: bool,
     /// Speculative decoding allowed (when the server speculates).
     pub speculate: bool,
+    pub cache_prompt: bool,
+    pub cache_salt: Option<String>,
 }
 
 impl Common {
@@ -213,13 +219,30 @@ impl Common {
             n: n as usize,
             stop,
             stream: self.stream,
-            include_usage: self
-                .stream_options
-                .as_ref()
-                .is_some_and(|o| o.include_usage),
+            include_usage: self.include_usage(),
             inject_panic: cfg!(feature = "fault-injection")
                 && self.user.as_deref() == Some("frugal-fault-injection:panic"),
             speculate: self.speculative != Some(false) && self.speculative_n_max != Some(0),
+            cache_prompt: self.cache_prompt != Some(false),
+            cache_salt: self.cache_salt()?,
         })
+    }
+
+    /// `stream_options.include_usage`.
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+
+    /// `cache_salt`, which must not be empty.
+    fn cache_salt(&self) -> Result<Option<String>, ApiError> {
+        match self.cache_salt.as_deref() {
+            Some("") => Err(ApiError::invalid_param(
+                "cache_salt",
+                "cache_salt must be a non-empty string.",
+            )),
+            salt => Ok(salt.map(str::to_string)),
+        }
     }
 }

@@ -147,6 +147,8 @@ impl Submit<'_> {
         };
         req.render_special = self.output.is_some_and(|o| o.render_special);
         req.speculate = self.gen.speculate;
+        req.cache_prompt = self.gen.cache_prompt;
+        req.cache_salt = self.gen.cache_salt.clone();
         let job = Job {
             request: req,
             arrived,

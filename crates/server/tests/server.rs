@@ -55,13 +55,45 @@ async fn greedy_chat_and_the_prefix_cache(s: &Running) {
     usage_ok(&a["usage"]);
     assert_eq!(a["usage"]["completion_tokens"], 12);
     // The same prompt again: its full blocks come from the prefix cache, and greedy is greedy.
-    let (_, b) = s.post("/v1/chat/completions", chat).await;
+    let (_, b) = s.post("/v1/chat/completions", chat.clone()).await;
     assert_eq!(a["choices"][0]["message"], b["choices"][0]["message"]);
     assert!(
         b["usage"]["prompt_cache_hit_tokens"].as_u64().unwrap() >= 16,
         "{b}"
     );
     usage_ok(&b["usage"]);
+    // `cache_prompt: false` neither reuses the prefix nor leaves one; a salt shares only with
+    // its own (vLLM's `cache_salt`); an empty salt is refused.
+    let hits = |body: &Value| body["usage"]["prompt_cache_hit_tokens"].as_u64().unwrap();
+    let with = |extra: Value| {
+        let mut c = chat.clone();
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let (_, c) = s
+        .post("/v1/chat/completions", with(json!({"cache_prompt": false})))
+        .await;
+    assert_eq!(hits(&c), 0, "{c}");
+    assert_eq!(a["choices"][0]["message"], c["choices"][0]["message"]);
+    let salted = with(json!({"cache_salt": "tenant-a"}));
+    let (_, d) = s.post("/v1/chat/completions", salted.clone()).await;
+    assert_eq!(hits(&d), 0, "a salt does not see the shared cache: {d}");
+    let (_, e) = s.post("/v1/chat/completions", salted).await;
+    assert!(hits(&e) >= 16, "the same salt shares: {e}");
+    let (_, f) = s
+        .post(
+            "/v1/chat/completions",
+            with(json!({"cache_salt": "tenant-b"})),
+        )
+        .await;
+    assert_eq!(hits(&f), 0, "{f}");
+    let (st, g) = s
+        .post("/v1/chat/completions", with(json!({"cache_salt": ""})))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{g}");
+    assert_eq!(g["error"]["param"], "cache_salt");
 }
 
 /// `max_completion_tokens`, seeds, `n`, token-id prompts, several prompts, `echo`.
