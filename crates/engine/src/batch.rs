@@ -319,8 +319,7 @@ impl<'a> BatchEngine<'a> {
             admitted: self.record_admissions(&plan),
             ..StepOutput::default()
         };
-        let produced = self.verify(&plan, &guesses, &forward.logits, &mut out.failed);
-        out.verified = verified(&plan, &guesses, &produced);
+        let produced = self.verify(&plan, &guesses, &forward, &mut out);
         self.follow(&plan, &guesses, &out.verified, &forward.hidden, &out.failed)?;
         let sampled: Vec<Sampled> = produced
             .iter()
@@ -631,17 +630,18 @@ impl<'a> BatchEngine<'a> {
     }
 
     /// Each sampling chunk's tokens: its guesses verified in turn, then the token after the
-    /// last one accepted. Sequences whose constraint fails go to `failed`.
+    /// last one accepted. Sequences whose constraint fails go to `out.failed`, the guesses and
+    /// how many stood to `out.verified`.
     fn verify(
         &mut self,
         plan: &Step,
         guesses: &[Vec<u32>],
-        logits: &[f32],
-        failed: &mut Vec<(SeqId, ConstraintError)>,
+        forward: &Output,
+        out: &mut StepOutput,
     ) -> Vec<(SeqId, Vec<Emitted>, usize)> {
         let n_vocab = self.model.config().n_vocab;
-        let mut rows = logits.chunks_exact(n_vocab);
-        let mut out = Vec::new();
+        let mut rows = forward.logits.chunks_exact(n_vocab);
+        let mut produced = Vec::new();
         for (c, g) in plan.chunks.iter().zip(guesses).filter(|(c, _)| c.sample) {
             let rows: Vec<&[f32]> = rows.by_ref().take(1 + g.len()).collect();
             let seq = self
@@ -650,38 +650,26 @@ impl<'a> BatchEngine<'a> {
                 .expect("scheduled sequences are known");
             match seq.verify(&rows, g, self.tokenizer.eog_ids()) {
                 Ok(emitted) => {
+                    // The guesses that equal the tokens produced, up to the first that does not.
+                    let stood = emitted.iter().zip(g).take_while(|(e, &t)| e.token == t);
+                    let accepted = stood.count();
                     if let Some(spec) = &mut self.spec {
-                        let accepted = emitted.iter().zip(g).filter(|(e, &t)| e.token == t);
-                        spec.record(&mut seq.spec, g.len(), accepted.count());
+                        spec.record(&mut seq.spec, g.len(), accepted);
                         let last = seq.history().len() - 1;
                         seq.spec.draft_computed = seq.spec.draft_computed.min(last);
                     }
-                    out.push((c.id, emitted, g.len()));
+                    if !g.is_empty() {
+                        out.verified.push(Verified {
+                            id: c.id,
+                            guesses: g.clone(),
+                            accepted,
+                        });
+                    }
+                    produced.push((c.id, emitted, g.len()));
                 }
-                Err(e) => failed.push((c.id, e)),
+                Err(e) => out.failed.push((c.id, e)),
             }
         }
-        out
+        produced
     }
-}
-
-/// The guesses each sampling chunk verified, with the number that stood: those that equal the
-/// tokens its sequence produced, up to the first that does not.
-fn verified(
-    plan: &Step,
-    guesses: &[Vec<u32>],
-    produced: &[(SeqId, Vec<Emitted>, usize)],
-) -> Vec<Verified> {
-    let sampled = plan.chunks.iter().zip(guesses).filter(|(c, _)| c.sample);
-    sampled
-        .filter_map(|(c, g)| {
-            let (_, emitted, _) = produced.iter().find(|p| p.0 == c.id)?;
-            let accepted = emitted.iter().zip(g).take_while(|(e, &t)| e.token == t);
-            (!g.is_empty()).then(|| Verified {
-                id: c.id,
-                guesses: g.clone(),
-                accepted: accepted.count(),
-            })
-        })
-        .collect()
 }
