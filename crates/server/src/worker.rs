@@ -144,11 +144,14 @@ pub fn run(
             w.publish();
             return;
         }
-        if !w.engine.is_idle() {
-            let events = w.step();
-            w.emit(events);
+        if w.engine.is_idle() {
+            w.publish();
+            continue;
         }
+        let events = w.step();
+        // Counters first: a client that has its answer must find it counted.
         w.publish();
+        w.emit(events);
     }
 }
 
