@@ -17,7 +17,7 @@ pub use state::{SlotId, StateSlots};
 pub use window::{SplitAllocation, WindowBlocks};
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 pub type BlockId = u32;
 
@@ -92,14 +92,16 @@ pub struct BlockManager {
     /// Prefix hash → block, with the block's tokens to rule out hash collisions.
     cache: HashMap<u64, (BlockId, Vec<u32>)>,
     clock: u64,
+    /// Blocks registered since the last [`BlockManager::take_commits`], when logging.
+    commits: Option<Vec<Committed>>,
 }
 
-/// Hash of a block's tokens chained to the hash of everything before it.
+/// Hash of a block's tokens chained to the hash of everything before it. A stable hash (xxh3 of
+/// the tokens' little-endian bytes, seeded with the parent), because the disk tier keys files
+/// by it across restarts and builds.
 fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    parent.hash(&mut h);
-    tokens.hash(&mut h);
-    h.finish()
+    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    xxh3_64_with_seed(&bytes, parent)
 }
 
 /// The prefix-cache hash of `tokens` (whole blocks of `block_size`; a partial tail is ignored):
@@ -112,17 +114,24 @@ pub fn prefix_hash(seed: u64, block_size: usize, tokens: &[u32]) -> u64 {
 /// The seed of the prefix cache of requests that carry `salt` (vLLM's `cache_salt`): only
 /// requests with the same salt share cached blocks.
 pub fn cache_seed(salt: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (0u8, salt).hash(&mut h);
-    h.finish()
+    xxh3_64_with_seed(salt.as_bytes(), 1)
 }
 
 /// A seed no other sequence shares (a request that does not use the cache: `cache_prompt:
 /// false`), from a number unique to it.
 pub fn private_seed(n: u64) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (1u8, n).hash(&mut h);
-    h.finish()
+    xxh3_64_with_seed(&n.to_le_bytes(), 2)
+}
+
+/// A block that entered the prefix cache, for a tier below RAM to keep (see
+/// [`BlockManager::log_commits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The seed its sequence's hash chain started from.
+    pub seed: u64,
+    pub hash: u64,
+    pub block: BlockId,
+    pub tokens: Vec<u32>,
 }
 
 impl BlockManager {
@@ -143,7 +152,22 @@ impl BlockManager {
             evictable: BTreeSet::new(),
             cache: HashMap::new(),
             clock: 0,
+            commits: None,
         }
+    }
+
+    /// From now on, keeps a list of the blocks registered in the cache (for a disk tier to
+    /// copy before they can be evicted), emptied by [`BlockManager::take_commits`].
+    pub fn log_commits(&mut self) {
+        self.commits.get_or_insert_with(Vec::new);
+    }
+
+    /// The blocks registered since the last call (empty unless logging).
+    pub fn take_commits(&mut self) -> Vec<Committed> {
+        self.commits
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn block_size(&self) -> usize {
@@ -308,6 +332,52 @@ impl BlockManager {
         }
     }
 
+    /// Fills the prefix cache from a tier below RAM for a prompt about to be queued: after the
+    /// leading full blocks that are cached here (those [`BlockManager::allocate_where`] would
+    /// share), each next one is offered to `load(prefix hash, its tokens, a fresh block)`, which
+    /// fills the block and says true, or says false (not there: the walk stops). Filled blocks
+    /// are registered as cached and unreferenced, so the prompt's allocation shares them. The
+    /// prompt's blocks already cached, and those filled, are kept from eviction while more are
+    /// taken. Returns (blocks cached before, blocks filled).
+    pub fn import(
+        &mut self,
+        prompt: &[u32],
+        seed: u64,
+        load: &mut dyn FnMut(u64, &[u32], BlockId) -> bool,
+    ) -> (usize, usize) {
+        let prefix = &prompt[..prompt.len().saturating_sub(1)];
+        let cached = self.cached_blocks(prefix, seed);
+        let n_cached = cached.len();
+        let mut parent = cached.last().map_or(seed, |&(_, h)| h);
+        let mut pinned: Vec<BlockId> = cached.into_iter().map(|(b, _)| b).collect();
+        pinned.iter().for_each(|&b| self.retain(b));
+        let mut filled = 0;
+        for chunk in prefix.chunks_exact(self.block_size).skip(n_cached) {
+            let h = chain_hash(parent, chunk);
+            // A block may still be here while one before it was evicted.
+            if let Some(b) = self.cached_block(h, chunk) {
+                self.retain(b);
+                pinned.push(b);
+                parent = h;
+                continue;
+            }
+            let Some(b) = self.take() else { break };
+            self.retain(b);
+            if !load(h, chunk, b) {
+                self.release(b);
+                break;
+            }
+            self.cache.insert(h, (b, chunk.to_vec()));
+            self.blocks[b as usize].hash = Some(h);
+            pinned.push(b);
+            filled += 1;
+            parent = h;
+        }
+        // Last blocks first, so that the prefix's first blocks are evicted last.
+        pinned.into_iter().rev().for_each(|b| self.release(b));
+        (n_cached, filled)
+    }
+
     /// Makes room for `n_tokens` in total (appending), taking fresh blocks as needed.
     pub fn grow(&mut self, seq: &mut SeqBlocks, n_tokens: usize) -> Result<(), OutOfBlocks> {
         let needed = self.blocks_for(n_tokens).saturating_sub(seq.blocks.len());
@@ -344,6 +414,14 @@ impl BlockManager {
             {
                 self.cache.insert(h, (b, chunk.to_vec()));
                 self.blocks[b as usize].hash = Some(h);
+                if let Some(log) = &mut self.commits {
+                    log.push(Committed {
+                        seed: seq.seed,
+                        hash: h,
+                        block: b,
+                        tokens: chunk.to_vec(),
+                    });
+                }
             }
             seq.hashes.push(h);
             parent = h;

@@ -165,3 +165,56 @@ fn a_seed_isolates_the_cached_prefixes() {
     assert_ne!(a, 0);
     m.check().unwrap();
 }
+
+/// A lower tier (the disk) fills the blocks RAM lacks: the commit log says what to copy down,
+/// `import` brings blocks back for a prompt, its allocation shares them, and the prompt's blocks
+/// already in RAM are not evicted to make room for the ones coming back.
+#[test]
+fn blocks_logged_on_commit_come_back_through_import() {
+    use std::collections::HashMap;
+    let bs = 4;
+    let mut m = BlockManager::new(6, bs);
+    m.log_commits();
+    let prompt: Vec<u32> = (0..21).collect();
+    let (mut s, _) = m.allocate(&prompt[..13]).unwrap();
+    m.commit(&mut s, &prompt[..13], 13);
+    // The "disk": what the log said, by prefix hash.
+    let mut disk: HashMap<u64, Vec<u32>> = HashMap::new();
+    for c in m.take_commits() {
+        assert_eq!(c.seed, 0);
+        disk.insert(c.hash, c.tokens);
+    }
+    assert_eq!(disk.len(), 3);
+    assert!(m.take_commits().is_empty(), "the log empties");
+    m.free(s);
+    // Other prompts evict all but the first block.
+    for k in 0..2u32 {
+        let other: Vec<u32> = (100 * (k + 1)..100 * (k + 1) + 9).collect();
+        let (mut o, _) = m.allocate(&other).unwrap();
+        m.commit(&mut o, &other, 9);
+        m.free(o);
+    }
+    m.take_commits();
+    let in_ram = m.cached_prefix_len(&prompt);
+    assert!(in_ram < 12, "{in_ram}");
+    let mut asked = Vec::new();
+    let (before, filled) = m.import(&prompt, 0, &mut |h, tokens, _| {
+        asked.push(tokens.to_vec());
+        disk.get(&h).is_some_and(|t| t == tokens)
+    });
+    assert_eq!(before * bs, in_ram);
+    assert_eq!((before + filled) * bs, 12, "three blocks from RAM and disk");
+    assert_eq!(
+        asked.len(),
+        filled + 1,
+        "the walk stops at the first block the disk lacks"
+    );
+    assert!(
+        m.take_commits().is_empty(),
+        "imported blocks are not logged again"
+    );
+    let (s, cached) = m.allocate(&prompt).unwrap();
+    assert_eq!(cached, 12);
+    m.free(s);
+    m.check().unwrap();
+}

@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub use frugal_kvcache::RELEASED;
-pub use frugal_kvcache::{cache_seed, private_seed};
+pub use frugal_kvcache::{cache_seed, private_seed, Committed};
 use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots, WindowBlocks};
 use std::collections::VecDeque;
 
@@ -397,6 +397,28 @@ impl Scheduler {
             seed,
         });
         Ok(())
+    }
+
+    /// Logs the blocks that enter the prefix cache from now on, for a disk tier
+    /// ([`Scheduler::take_commits`]).
+    pub fn log_commits(&mut self) {
+        self.blocks.log_commits();
+    }
+
+    /// The blocks that entered the prefix cache since the last call (when logging).
+    pub fn take_commits(&mut self) -> Vec<Committed> {
+        self.blocks.take_commits()
+    }
+
+    /// Fills the prefix cache from a disk tier for `prompt` before it is queued with `seed`:
+    /// see [`BlockManager::import`]. Returns (blocks cached before, blocks filled).
+    pub fn import_prefix(
+        &mut self,
+        prompt: &[u32],
+        seed: u64,
+        load: &mut dyn FnMut(u64, &[u32], u32) -> bool,
+    ) -> (usize, usize) {
+        self.blocks.import(prompt, seed, load)
     }
 
     /// The block table of a running sequence.
