@@ -4,6 +4,7 @@
 //! detokenization, stop strings) with its own state. `frugal run` drives it with one sequence
 //! ([`crate::session`]), the server with many.
 
+use crate::disk_tier::DiskTier;
 use crate::logprobs::TokenLogprobs;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sequence::{Emitted, Sequence};
@@ -11,6 +12,7 @@ use crate::spec::draft::DraftRequest;
 use crate::spec::mtp::{Computed, MtpRequest};
 use crate::spec::{Proposer, Speculator};
 use frugal_constraint::{Constraint, ConstraintError};
+use frugal_diskcache::DiskCache;
 use frugal_kernels::ThreadPool;
 use frugal_models::{KvStore, KvType, Logits, Model, ModelError, Output, SeqChunk};
 use frugal_scheduler::{
@@ -99,6 +101,15 @@ pub struct Usage {
     pub accepted_tokens: usize,
 }
 
+/// A sequence admitted in a step: its prompt tokens found in the prefix cache, and how many of
+/// those were read from the disk tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub id: SeqId,
+    pub cached: usize,
+    pub from_disk: usize,
+}
+
 /// Guesses a sequence verified in a step, and how many of them it accepted (speculative
 /// decoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +126,7 @@ pub struct StepOutput {
     /// sequence whose guesses were accepted).
     pub events: Vec<Event>,
     /// Sequences admitted in this step, with their prompt tokens found in the prefix cache.
-    pub admitted: Vec<(SeqId, usize)>,
+    pub admitted: Vec<Admitted>,
     /// Sequences whose constraint failed (or panicked) in this step: they are ended, their
     /// blocks freed; the other sequences of the step are unaffected.
     pub failed: Vec<(SeqId, ConstraintError)>,
@@ -148,6 +159,7 @@ pub struct BatchEngine<'a> {
     scheduler: Scheduler,
     seqs: HashMap<SeqId, Sequence<'a>>,
     spec: Option<Speculator<'a>>,
+    disk: Option<DiskTier>,
 }
 
 impl<'a> BatchEngine<'a> {
@@ -222,6 +234,7 @@ impl<'a> BatchEngine<'a> {
             scheduler,
             seqs: HashMap::new(),
             spec: None,
+            disk: None,
         }
     }
 
@@ -248,6 +261,20 @@ impl<'a> BatchEngine<'a> {
             self.kv = self.new_store(self.kv.kv_type(), n_states);
         }
         self
+    }
+
+    /// Keeps the prefix cache's full blocks in `cache` too, and reads prompts' prefixes back
+    /// from it (after [`BatchEngine::with_kv_type`]: the cache's fingerprint must cover the KV
+    /// type). Refused for models whose blocks alone do not resume a sequence.
+    pub fn set_disk_cache(&mut self, cache: DiskCache) -> Result<(), String> {
+        self.disk = Some(DiskTier::new(self.model, cache)?);
+        self.scheduler.log_commits();
+        Ok(())
+    }
+
+    /// The prefix cache's disk tier, if any (its counters).
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_ref().map(DiskTier::cache)
     }
 
     /// A store of the same pools as the current one, in `kv_type`, with `n_states` slots.
@@ -285,8 +312,17 @@ impl<'a> BatchEngine<'a> {
             (true, Some(salt)) => frugal_scheduler::cache_seed(salt),
             (true, None) => 0,
         };
-        let (seq, prompt) = Sequence::new(self.tokenizer, sampler, req);
+        let cache_prompt = req.cache_prompt;
+        let (mut seq, prompt) = Sequence::new(self.tokenizer, sampler, req);
+        if let Some(disk) = &mut self.disk {
+            if cache_prompt {
+                seq.filled = disk.fill(&mut self.scheduler, &mut self.kv, &prompt, seed);
+            }
+        }
         self.scheduler.add_seeded(id, prompt, max_tokens, seed)?;
+        if let (Some(disk), false) = (&mut self.disk, cache_prompt) {
+            disk.set_private(seed, true);
+        }
         self.seqs.insert(id, seq);
         Ok(())
     }
@@ -294,7 +330,15 @@ impl<'a> BatchEngine<'a> {
     /// Cancels a sequence (a client went away) and frees its blocks.
     pub fn abort(&mut self, id: SeqId) {
         self.scheduler.finish(id, FinishReason::Aborted);
-        self.seqs.remove(&id);
+        self.forget(id);
+    }
+
+    /// Drops what the engine keeps of an ended sequence.
+    fn forget(&mut self, id: SeqId) -> Option<Sequence<'a>> {
+        if let Some(disk) = &mut self.disk {
+            disk.set_private(frugal_scheduler::private_seed(id), false);
+        }
+        self.seqs.remove(&id)
     }
 
     /// Runs one step: one forward pass over every scheduled chunk (guesses to verify included),
@@ -335,11 +379,14 @@ impl<'a> BatchEngine<'a> {
             .complete(&plan, &sampled)
             .into_iter()
             .collect();
+        if let Some(disk) = &self.disk {
+            disk.keep(&mut self.scheduler, &self.kv);
+        }
         // After `complete` (which skips them: they sampled nothing), so their computed prefix
         // is committed like everyone else's before the blocks are released.
         for (id, _) in &out.failed {
             self.scheduler.finish(*id, FinishReason::Aborted);
-            self.seqs.remove(id);
+            self.forget(*id);
         }
         for (id, emitted, _) in produced {
             let n = emitted.len();
@@ -363,7 +410,7 @@ impl<'a> BatchEngine<'a> {
     /// Removes a finished sequence: its held-back text and usage. Its text feeds the n-gram
     /// pool.
     fn end(&mut self, id: SeqId, reason: FinishReason, stopped: bool) -> Finished {
-        let mut seq = self.seqs.remove(&id).expect("finished sequences are known");
+        let mut seq = self.forget(id).expect("finished sequences are known");
         if let Some(Speculator {
             proposer: Proposer::Ngram(pool),
             ..
@@ -613,7 +660,7 @@ impl<'a> BatchEngine<'a> {
     }
 
     /// Prefix-cache hits of sequences that ran for the first time in this step.
-    fn record_admissions(&mut self, plan: &Step) -> Vec<(SeqId, usize)> {
+    fn record_admissions(&mut self, plan: &Step) -> Vec<Admitted> {
         let mut admitted = Vec::new();
         for c in &plan.chunks {
             let seq = self
@@ -623,7 +670,13 @@ impl<'a> BatchEngine<'a> {
             if seq.cached.is_none() {
                 let cached = self.scheduler.cached_tokens(c.id).unwrap_or(0);
                 seq.cached = Some(cached);
-                admitted.push((c.id, cached));
+                // What RAM lacked before the fill came from disk (unless evicted since).
+                let f = seq.filled;
+                admitted.push(Admitted {
+                    id: c.id,
+                    cached,
+                    from_disk: cached.saturating_sub(f.in_ram).min(f.from_disk),
+                });
             }
         }
         admitted

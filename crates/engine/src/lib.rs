@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+mod disk_tier;
 pub mod logprobs;
 pub mod sampler;
 mod sequence;
@@ -12,6 +13,9 @@ pub mod session;
 pub mod spec;
 pub mod stop;
 
-pub use batch::{BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage, Verified};
+pub use batch::{
+    Admitted, BatchEngine, EngineError, Event, Finished, Request, StepOutput, Usage, Verified,
+};
+pub use frugal_diskcache::DiskCache;
 pub use frugal_scheduler::{FinishReason, SeqId};
 pub use sequence::panic_message;

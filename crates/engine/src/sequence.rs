@@ -30,6 +30,8 @@ pub(crate) struct Sequence<'t> {
     stop: StopMatcher,
     /// Prompt tokens found in the prefix cache, once admitted.
     pub cached: Option<usize>,
+    /// What the disk tier's fill found before the sequence was queued.
+    pub filled: crate::disk_tier::Filled,
     pub spec: SeqSpec,
 }
 
@@ -62,6 +64,7 @@ impl<'t> Sequence<'t> {
             decoder: StreamDecoder::new(tokenizer, !req.render_special),
             stop: StopMatcher::new(req.stop),
             cached: None,
+            filled: Default::default(),
             spec: SeqSpec::new(req.speculate),
         };
         (seq, req.prompt)

@@ -5,7 +5,7 @@
 //! prompt that starts with tokens already computed (the next turn of a chat) only prefills what
 //! is new (from the last full block on).
 
-use crate::batch::{BatchEngine, EngineError, Request};
+use crate::batch::{Admitted, BatchEngine, EngineError, Request};
 use crate::sampler::SamplingParams;
 use crate::FinishReason;
 use frugal_kernels::ThreadPool;
@@ -133,7 +133,7 @@ impl<'a> Session<'a> {
                     return Err(e);
                 }
             };
-            if let Some(&(_, c)) = out.admitted.first() {
+            if let Some(&Admitted { cached: c, .. }) = out.admitted.first() {
                 cached_tokens = c;
             }
             let mut text = String::new();

@@ -368,6 +368,12 @@ impl GgufFile {
         &self.bytes.as_slice()[start..start + t.n_bytes]
     }
 
+    /// The bytes before the tensor data: header, metadata and tensor table (with the file's
+    /// size, a cheap fingerprint of the model, for caches keyed by it).
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.bytes.as_slice()[..self.data_offset]
+    }
+
     /// Where a tensor's data starts in [`GgufFile::shared_bytes`] (validated at open).
     pub fn tensor_offset(&self, t: &TensorInfo) -> usize {
         self.data_offset + t.offset as usize

@@ -79,6 +79,23 @@ impl Rows {
         }
     }
 
+    /// Elements `range` as bytes (native order).
+    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        match self {
+            Rows::F32(v) => bytemuck::cast_slice(&v[range]),
+            Rows::F16(v) => bytemuck::cast_slice(&v[range]),
+            Rows::Bf16(v) => bytemuck::cast_slice(&v[range]),
+        }
+    }
+
+    fn bytes_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        match self {
+            Rows::F32(v) => bytemuck::cast_slice_mut(&mut v[range]),
+            Rows::F16(v) => bytemuck::cast_slice_mut(&mut v[range]),
+            Rows::Bf16(v) => bytemuck::cast_slice_mut(&mut v[range]),
+        }
+    }
+
     /// Stores `x[i]` at `at + i * stride` for every `i`, rounded to the store's type.
     fn write(&mut self, at: usize, stride: usize, x: &[f32]) {
         fn put<E: KvElem>(v: &mut [E], at: usize, stride: usize, x: &[f32]) {
@@ -261,6 +278,67 @@ impl KvStore {
         kv * self.kv_type.bytes() + states * 4
     }
 
+    /// Width of a value row (the key width when values live inside the keys).
+    fn value_width(&self) -> usize {
+        if self.v_dim == 0 {
+            self.kv_dim
+        } else {
+            self.v_dim
+        }
+    }
+
+    /// The layers whose keys and values live in the main block pool (attention layers that are
+    /// not sliding-window ones), with the element ranges of block `block` in their keys and
+    /// values.
+    fn block_ranges(
+        &self,
+        block: u32,
+    ) -> impl Iterator<Item = (usize, std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+        let (bs, b) = (self.block_size, block as usize);
+        let (nk, nv) = (bs * self.kv_dim, bs * self.value_width());
+        (0..self.kt.len())
+            .filter(move |&l| self.kt[l].len() == self.n_blocks * nk && nk > 0)
+            .map(move |l| (l, b * nk..(b + 1) * nk, b * nv..(b + 1) * nv))
+    }
+
+    /// Bytes of one block's keys and values over the layers of the main pool: what
+    /// [`KvStore::read_block`] gives and [`KvStore::write_block`] takes (for the prefix cache's
+    /// disk tier).
+    pub fn block_bytes(&self) -> usize {
+        self.block_ranges(0)
+            .map(|(_, k, v)| (k.len() + v.len()) * self.kv_type.bytes())
+            .sum()
+    }
+
+    /// Appends block `block`'s keys and values, layer by layer, to `out`.
+    pub fn read_block(&self, block: u32, out: &mut Vec<u8>) {
+        for (l, k, v) in self.block_ranges(block) {
+            out.extend_from_slice(self.kt[l].bytes(k));
+            out.extend_from_slice(self.v[l].bytes(v));
+        }
+    }
+
+    /// Overwrites block `block`'s keys and values with what [`KvStore::read_block`] gave (for a
+    /// store of the same model, type and block size). Returns false, changing nothing, when
+    /// `bytes` is not one block's length.
+    pub fn write_block(&mut self, block: u32, bytes: &[u8]) -> bool {
+        if bytes.len() != self.block_bytes() {
+            return false;
+        }
+        let ranges: Vec<_> = self.block_ranges(block).collect();
+        let mut rest = bytes;
+        for (l, k, v) in ranges {
+            let dst = self.kt[l].bytes_mut(k);
+            let (src, tail) = rest.split_at(dst.len());
+            dst.copy_from_slice(src);
+            let dst = self.v[l].bytes_mut(v);
+            let (src, tail) = tail.split_at(dst.len());
+            dst.copy_from_slice(src);
+            rest = tail;
+        }
+        true
+    }
+
     fn slot(&self, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
         block * self.block_size + pos % self.block_size
@@ -293,11 +371,7 @@ impl KvStore {
     /// The value rows of block `block` of layer `layer` (`[block_size][stride]`) and their
     /// stride; the key rows when values live inside the keys.
     pub(crate) fn values<E: Stored>(&self, layer: usize, block: u32) -> (&[E], usize) {
-        let w = if self.v_dim == 0 {
-            self.kv_dim
-        } else {
-            self.v_dim
-        };
+        let w = self.value_width();
         let n = self.block_size * w;
         let rows = E::rows(&self.v[layer]);
         (&rows[block as usize * n..(block as usize + 1) * n], w)

@@ -8,6 +8,7 @@
 pub mod api;
 mod chat;
 mod conn;
+mod disk_cache;
 pub mod error;
 pub mod metrics;
 mod prep;
@@ -19,6 +20,7 @@ use frugal_chat::ChatTemplate;
 use frugal_engine::spec::draft::same_vocabulary;
 pub use frugal_engine::spec::SpecConfig;
 use frugal_engine::spec::Speculator;
+use frugal_engine::BatchEngine;
 use frugal_loader::{ModelFile, ModelOptions};
 pub use frugal_models::KvType;
 use frugal_models::ModelConfig;
@@ -91,6 +93,9 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Where the prefix cache keeps blocks on disk (`--cache-dir`), and how much it may use.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_disk_size: u64,
     /// Speculative decoding for every request that does not opt out (`--spec`).
     pub speculation: Option<Speculation>,
 }
@@ -167,6 +172,8 @@ impl ServerConfig {
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             speculation: None,
+            cache_dir: None,
+            cache_disk_size: 10 << 30,
         }
     }
 
@@ -417,6 +424,7 @@ fn spawn_engine(
     let memory =
         frugal_models::available_memory().map(|avail| avail.saturating_sub(file.gguf.file_size()));
     let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config, memory);
+    let disk = disk_cache::open(&state.cfg, &file)?;
     let metrics = state.metrics.clone();
     let max_seqs = state.cfg.max_seqs;
     let speculation = state.cfg.speculation.clone();
@@ -462,12 +470,41 @@ fn spawn_engine(
                         return;
                     }
                 };
+            let engine = build_engine(&model, &tokenizer, &pool, engine_cfg, spec, disk);
             let _ = loaded.send(Ok(()));
-            worker::run(
-                &model, &tokenizer, &pool, engine_cfg, spec, commands, metrics,
-            );
+            worker::run(engine, commands, metrics);
         })?;
     Ok(handle)
+}
+
+/// The engine of the served model, with its speculation and disk tier.
+fn build_engine<'a>(
+    model: &'a frugal_models::Model,
+    tokenizer: &'a Tokenizer,
+    pool: &'a frugal_kernels::ThreadPool,
+    e: worker::EngineConfig,
+    spec: Option<Speculator<'a>>,
+    disk: Option<frugal_diskcache::DiskCache>,
+) -> BatchEngine<'a> {
+    let mut engine = BatchEngine::new_split(
+        model,
+        tokenizer,
+        pool,
+        e.scheduler,
+        e.n_blocks,
+        e.n_window_blocks,
+        e.block_size,
+    )
+    .with_kv_type(e.kv_type);
+    if let Some(spec) = spec {
+        engine = engine.with_speculation(spec);
+    }
+    if let Some(disk) = disk {
+        if let Err(why) = engine.set_disk_cache(disk) {
+            tracing::warn!("--cache-dir: {why}; the prefix cache stays in RAM");
+        }
+    }
+    engine
 }
 
 /// The speculator `--spec` asks for: n-gram lookup, the model's MTP head, or the loaded draft

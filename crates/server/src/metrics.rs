@@ -65,6 +65,8 @@ pub struct Metrics {
     pub prompt_tokens: AtomicU64,
     pub generation_tokens: AtomicU64,
     pub prefix_cache_hit_tokens: AtomicU64,
+    /// Of those, the tokens read back from the disk tier.
+    pub prefix_cache_disk_hit_tokens: AtomicU64,
     pub preemptions: AtomicU64,
     pub requests_finished: AtomicU64,
     pub requests_aborted: AtomicU64,
@@ -80,6 +82,8 @@ pub struct Metrics {
     pub spec_draft_tokens: AtomicU64,
     pub spec_accepted_tokens: AtomicU64,
     pub spec_verifications: AtomicU64,
+    /// The disk tier's counters, when there is one.
+    pub disk: Mutex<Option<frugal_diskcache::Stats>>,
     ttft: Mutex<Histogram>,
     tpot: Mutex<Histogram>,
 }
@@ -96,6 +100,7 @@ impl Default for Metrics {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             prefix_cache_hit_tokens: AtomicU64::new(0),
+            prefix_cache_disk_hit_tokens: AtomicU64::new(0),
             preemptions: AtomicU64::new(0),
             requests_finished: AtomicU64::new(0),
             requests_aborted: AtomicU64::new(0),
@@ -107,6 +112,7 @@ impl Default for Metrics {
             spec_draft_tokens: AtomicU64::new(0),
             spec_accepted_tokens: AtomicU64::new(0),
             spec_verifications: AtomicU64::new(0),
+            disk: Mutex::new(None),
             ttft: Mutex::new(Histogram::new(TTFT_BOUNDS)),
             tpot: Mutex::new(Histogram::new(TPOT_BOUNDS)),
         }
@@ -164,7 +170,7 @@ impl Metrics {
     }
 
     /// The counters: (name, help, value).
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 13] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 14] {
         [
             (
                 "frugal_prompt_tokens_total",
@@ -178,8 +184,13 @@ impl Metrics {
             ),
             (
                 "frugal_prefix_cache_hit_tokens_total",
-                "Prompt tokens served from the prefix cache instead of recomputed.",
+                "Prompt tokens served from the prefix cache (RAM or disk) instead of recomputed.",
                 &self.prefix_cache_hit_tokens,
+            ),
+            (
+                "frugal_prefix_cache_disk_hit_tokens_total",
+                "Prompt tokens of those read back from the prefix cache's disk tier.",
+                &self.prefix_cache_disk_hit_tokens,
             ),
             (
                 "frugal_preemptions_total",
@@ -245,6 +256,9 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        if let Some(d) = *lock(&self.disk) {
+            render_disk(&mut out, &d);
+        }
         let verifications = self.spec_verifications.load(Relaxed);
         let mean = match verifications {
             0 => 0.0,
@@ -266,6 +280,56 @@ impl Metrics {
             "Time between consecutive generated tokens of a sequence.",
         );
         out
+    }
+}
+
+/// The disk tier's counters and size.
+fn render_disk(out: &mut String, d: &frugal_diskcache::Stats) {
+    let rows = [
+        ("files", "gauge", "Block files in the disk tier.", d.files),
+        (
+            "bytes",
+            "gauge",
+            "Bytes of block files in the disk tier.",
+            d.bytes,
+        ),
+        (
+            "blocks_read_total",
+            "counter",
+            "Blocks read back from disk.",
+            d.blocks_read,
+        ),
+        (
+            "blocks_written_total",
+            "counter",
+            "Blocks written to disk.",
+            d.blocks_written,
+        ),
+        (
+            "blocks_rejected_total",
+            "counter",
+            "Block files found damaged, truncated or foreign, and removed.",
+            d.blocks_rejected,
+        ),
+        (
+            "blocks_dropped_total",
+            "counter",
+            "Blocks not written: the writer was behind, or a full disk paused it.",
+            d.blocks_dropped,
+        ),
+        (
+            "write_errors_total",
+            "counter",
+            "Failed block writes.",
+            d.write_errors,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let name = format!("frugal_disk_cache_{name}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     }
 }
 

@@ -6,12 +6,9 @@
 //! A failed or panicking step fails the sequences in it, not the server.
 
 use crate::metrics::Metrics;
-use frugal_engine::spec::Speculator;
 use frugal_engine::{panic_message, BatchEngine, EngineError, Event, FinishReason, Request, SeqId};
-use frugal_kernels::ThreadPool;
-use frugal_models::{KvType, Model};
+use frugal_models::KvType;
 use frugal_scheduler::{Rejected, SchedulerConfig};
-use frugal_tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -105,29 +102,9 @@ struct Worker<'a> {
 }
 
 /// Runs the engine until the command channel closes or a drain completes.
-pub fn run(
-    model: &Model,
-    tokenizer: &Tokenizer,
-    pool: &ThreadPool,
-    cfg: EngineConfig,
-    spec: Option<Speculator<'_>>,
-    commands: Receiver<Command>,
-    metrics: Arc<Metrics>,
-) {
-    metrics.kv_blocks_total.store(cfg.n_blocks as u64, Relaxed);
-    let mut engine = BatchEngine::new_split(
-        model,
-        tokenizer,
-        pool,
-        cfg.scheduler,
-        cfg.n_blocks,
-        cfg.n_window_blocks,
-        cfg.block_size,
-    )
-    .with_kv_type(cfg.kv_type);
-    if let Some(spec) = spec {
-        engine = engine.with_speculation(spec);
-    }
+pub fn run(engine: BatchEngine<'_>, commands: Receiver<Command>, metrics: Arc<Metrics>) {
+    let n_blocks = engine.scheduler().blocks().n_blocks();
+    metrics.kv_blocks_total.store(n_blocks as u64, Relaxed);
     let mut w = Worker {
         engine,
         metrics,
@@ -273,12 +250,14 @@ impl Worker<'_> {
         self.metrics.preemptions.fetch_add(preempted, Relaxed);
         let msg = match result {
             Ok(Ok(out)) => {
-                for &(id, cached) in &out.admitted {
-                    let prompt = self.active.get(&id).map_or(0, |a| a.n_prompt);
-                    self.metrics.prompt_tokens.fetch_add(prompt as u64, Relaxed);
-                    self.metrics
-                        .prefix_cache_hit_tokens
-                        .fetch_add(cached as u64, Relaxed);
+                for a in &out.admitted {
+                    let prompt = self.active.get(&a.id).map_or(0, |a| a.n_prompt);
+                    let m = &self.metrics;
+                    m.prompt_tokens.fetch_add(prompt as u64, Relaxed);
+                    m.prefix_cache_hit_tokens
+                        .fetch_add(a.cached as u64, Relaxed);
+                    m.prefix_cache_disk_hit_tokens
+                        .fetch_add(a.from_disk as u64, Relaxed);
                 }
                 for v in &out.verified {
                     tracing::trace!(
@@ -366,6 +345,9 @@ impl Worker<'_> {
             m.spec_draft_tokens.store(c.proposed, Relaxed);
             m.spec_accepted_tokens.store(c.accepted, Relaxed);
             m.spec_verifications.store(c.verifications, Relaxed);
+        }
+        if let Some(disk) = self.engine.disk_cache() {
+            *self.metrics.disk.lock().unwrap_or_else(|e| e.into_inner()) = Some(disk.stats());
         }
         if let Some(w) = s.window_blocks() {
             let pool = w.pool();

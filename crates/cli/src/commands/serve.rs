@@ -53,6 +53,15 @@ pub struct Args {
     /// them).
     #[arg(long, default_value_t = 1024)]
     pub state_cache_mib: usize,
+    /// Keep the prefix cache's blocks on disk too, in this directory (one subdirectory per model
+    /// and KV settings): a prompt prefix seen before, also before a restart, is read back
+    /// instead of recomputed. Servers may share the directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Most the disk tier may hold (e.g. `512M`, `10G`; a bare number is bytes); the least
+    /// recently used blocks go first.
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_disk_size: u64,
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
@@ -159,6 +168,8 @@ pub fn run(a: Args) -> Result<()> {
         budget_bytes: a.state_cache_mib << 20,
     };
     cfg.max_waiting = a.max_waiting;
+    cfg.cache_dir = a.cache_dir;
+    cfg.cache_disk_size = a.cache_disk_size;
     cfg.model_alias = a.model_alias;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
     cfg.body_limit = a.body_limit;
@@ -245,5 +256,48 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024; `B`, `iB`
+/// and lower case accepted).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix(['B', 'b']))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 10),
+        Some('M') => (&t[..t.len() - 1], 20),
+        Some('G') => (&t[..t.len() - 1], 30),
+        Some('T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 512M, 10G)"))?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("'{s}' is not a size of at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_as_people_write_them() {
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2TB"), Ok(2 << 40));
+        for bad in ["", "G", "ten", "-1G", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }
