@@ -36,8 +36,8 @@ def serve(args, cache_dir, port):
 
 def one_round(args, seed):
     cache_dir = tempfile.mkdtemp(prefix="frugal-disk-restart-")
-    # About 1.3 tokens per word for these words.
-    body = {"prompt": text_of(int(args.prompt_tokens / 1.3), seed), "max_tokens": 1,
+    # These words are one token each (Qwen's, Llama's vocabularies).
+    body = {"prompt": text_of(args.prompt_tokens, seed), "max_tokens": 1,
             "temperature": 0}
     try:
         port = free_port()

@@ -173,6 +173,12 @@ impl DiskCache {
         true
     }
 
+    /// Whether this process knows of a file for `hash` (written or found at the last scan; it
+    /// may still fail its checks when read).
+    pub fn contains(&self, hash: u64) -> bool {
+        self.shared.lock().index.contains(hash)
+    }
+
     /// Queues a block for writing: `tokens` are the block's own, `payload` its keys and values.
     pub fn store(&self, hash: u64, tokens: Vec<u32>, payload: Vec<u8>) {
         let Some(jobs) = &self.jobs else { return };

@@ -380,7 +380,7 @@ impl<'a> BatchEngine<'a> {
             .into_iter()
             .collect();
         if let Some(disk) = &self.disk {
-            disk.keep(&mut self.scheduler, &self.kv);
+            disk.keep(&mut self.scheduler, &self.kv, &plan);
         }
         // After `complete` (which skips them: they sampled nothing), so their computed prefix
         // is committed like everyone else's before the blocks are released.

@@ -1,16 +1,18 @@
 //! The engine's side of the prefix cache's disk tier ([`frugal_diskcache`]): before a prompt is
 //! queued, the blocks of its prefix that RAM lacks but the disk has are read into the KV store
 //! and registered in the RAM cache (so admission finds them there); after each step, the blocks
-//! that entered the RAM cache are copied out for the disk writer, before anything can evict
-//! them.
+//! that entered the RAM cache, and the recurrent-state snapshots the step took (hybrid models),
+//! are copied out for the disk writer before anything can reuse their memory.
 //!
-//! Requests that opt out of caching (`cache_prompt: false`) neither read nor write. A draft
-//! model's or MTP head's keys for a block read from disk are not restored: its guesses there
-//! are worse, never wrong (verification decides).
+//! A hybrid model resumes a prefix only where a state snapshot ends it, so its prompts read
+//! blocks only up to the longest prefix whose snapshot is in RAM or on disk. Requests that opt
+//! out of caching (`cache_prompt: false`) neither read nor write. A draft model's or MTP head's
+//! keys for a block read from disk are not restored: its guesses there are worse, never wrong
+//! (verification decides).
 
 use frugal_diskcache::DiskCache;
 use frugal_models::{KvStore, Model};
-use frugal_scheduler::Scheduler;
+use frugal_scheduler::{chain_hashes, private_seed, Scheduler, SeqId, Step};
 use std::collections::HashSet;
 
 pub(crate) struct DiskTier {
@@ -26,14 +28,15 @@ pub(crate) struct Filled {
     pub from_disk: usize,
 }
 
+/// The disk key of the state snapshot after the prefix `hash` (block files use the hash itself).
+fn state_key(hash: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&hash.to_le_bytes(), 0x5354)
+}
+
 impl DiskTier {
-    /// The tier for `model`'s engine, or why the model cannot use one: a block alone does not
-    /// resume a model with recurrent state (that needs a state snapshot) or sliding-window
-    /// layers (their own block pool).
+    /// The tier for `model`'s engine, or why the model cannot use one: sliding-window layers
+    /// keep their blocks in a pool of their own, which the tier does not write yet.
     pub fn new(model: &Model, cache: DiskCache) -> Result<DiskTier, String> {
-        if model.state_bytes_per_seq() > 0 {
-            return Err("the disk tier does not yet keep recurrent-state snapshots".into());
-        }
         if model.sliding_window().is_some() {
             return Err("the disk tier does not yet keep sliding-window layers' blocks".into());
         }
@@ -57,7 +60,8 @@ impl DiskTier {
     }
 
     /// Reads into `kv` (and the RAM cache) the blocks of `prompt`'s prefix that only the disk
-    /// has, up to the first it lacks or the first that fails its checks.
+    /// has, up to the first it lacks or the first that fails its checks (for hybrid models, up
+    /// to the longest prefix with a state snapshot, which is read too).
     pub fn fill(
         &self,
         scheduler: &mut Scheduler,
@@ -65,21 +69,61 @@ impl DiskTier {
         prompt: &[u32],
         seed: u64,
     ) -> Filled {
+        let bs = kv.block_size();
+        let hashes = chain_hashes(seed, bs, &prompt[..prompt.len().saturating_sub(1)]);
+        let usable: HashSet<u64> = match kv.has_states() {
+            true => {
+                let n = self.restore_snapshot(scheduler, kv, &hashes);
+                hashes[..n].iter().copied().collect()
+            }
+            false => hashes.into_iter().collect(),
+        };
         let len = kv.block_bytes();
         let (in_ram, from_disk) = scheduler.import_prefix(prompt, seed, &mut |hash, tokens, b| {
-            self.cache
-                .load(hash, tokens, len)
-                .is_some_and(|payload| kv.write_block(b, &payload))
+            usable.contains(&hash)
+                && self
+                    .cache
+                    .load(hash, tokens, len)
+                    .is_some_and(|payload| kv.write_block(b, &payload))
         });
-        let bs = kv.block_size();
         Filled {
             in_ram: in_ram * bs,
             from_disk: from_disk * bs,
         }
     }
 
-    /// Hands the blocks that entered the RAM cache since the last call to the disk writer.
-    pub fn keep(&self, scheduler: &mut Scheduler, kv: &KvStore) {
+    /// Makes sure the longest prefix (of blocks with `hashes`) that has a state snapshot in RAM
+    /// or on disk has it in RAM; returns its length in blocks (0: none).
+    fn restore_snapshot(
+        &self,
+        scheduler: &mut Scheduler,
+        kv: &mut KvStore,
+        hashes: &[u64],
+    ) -> usize {
+        let len = kv.state_bytes();
+        for (i, &h) in hashes.iter().enumerate().rev() {
+            if scheduler.has_snapshot(h) {
+                return i + 1;
+            }
+            let key = state_key(h);
+            if !self.cache.contains(key) {
+                continue;
+            }
+            let restored = scheduler.import_snapshot(h, &mut |slot| {
+                self.cache
+                    .load(key, &[], len)
+                    .is_some_and(|payload| kv.write_state(slot, &payload))
+            });
+            if restored {
+                return i + 1;
+            }
+        }
+        0
+    }
+
+    /// Hands the blocks that entered the RAM cache since the last call, and the state snapshots
+    /// `step` took, to the disk writer.
+    pub fn keep(&self, scheduler: &mut Scheduler, kv: &KvStore, step: &Step) {
         let len = kv.block_bytes();
         for c in scheduler.take_commits() {
             if self.private.contains(&c.seed) || !self.cache.wants(c.hash, len) {
@@ -89,5 +133,19 @@ impl DiskTier {
             kv.read_block(c.block, &mut payload);
             self.cache.store(c.hash, c.tokens, payload);
         }
+        let len = kv.state_bytes();
+        for (id, hash, slot) in step.snapshots_taken() {
+            let key = state_key(hash);
+            if self.is_private(id) || !self.cache.wants(key, len) {
+                continue;
+            }
+            let mut payload = Vec::with_capacity(len);
+            kv.read_state(slot, &mut payload);
+            self.cache.store(key, Vec::new(), payload);
+        }
+    }
+
+    fn is_private(&self, id: SeqId) -> bool {
+        self.private.contains(&private_seed(id))
     }
 }

@@ -111,6 +111,19 @@ pub fn prefix_hash(seed: u64, block_size: usize, tokens: &[u32]) -> u64 {
     tokens.chunks_exact(block_size).fold(seed, chain_hash)
 }
 
+/// The prefix hash after each full block of `tokens`, in order ([`prefix_hash`] of every
+/// block-aligned prefix).
+pub fn chain_hashes(seed: u64, block_size: usize, tokens: &[u32]) -> Vec<u64> {
+    let mut parent = seed;
+    tokens
+        .chunks_exact(block_size)
+        .map(|c| {
+            parent = chain_hash(parent, c);
+            parent
+        })
+        .collect()
+}
+
 /// The seed of the prefix cache of requests that carry `salt` (vLLM's `cache_salt`): only
 /// requests with the same salt share cached blocks.
 pub fn cache_seed(salt: &str) -> u64 {

@@ -158,6 +158,25 @@ impl StateSlots {
         self.lru.insert((now, slot, hash));
     }
 
+    /// Registers a snapshot of the prefix `hash` filled from outside (the disk tier) by
+    /// `fill(slot)`, in a reserved slot; false (nothing registered) when no slot is free or
+    /// `fill` fails. True at once if the prefix already has one.
+    pub fn import(&mut self, hash: u64, fill: &mut dyn FnMut(SlotId) -> bool) -> bool {
+        if self.contains(hash) {
+            return true;
+        }
+        let Some(slot) = self.reserve() else {
+            return false;
+        };
+        if fill(slot) {
+            self.register(hash, slot);
+            true
+        } else {
+            self.release(slot);
+            false
+        }
+    }
+
     /// Gives back a reserved slot whose snapshot will not be computed (its sequence was
     /// preempted before the step ran).
     pub fn release(&mut self, slot: SlotId) {

@@ -339,6 +339,35 @@ impl KvStore {
         true
     }
 
+    /// Bytes of one state slot over every recurrent layer: what [`KvStore::read_state`] gives
+    /// and [`KvStore::write_state`] takes.
+    pub fn state_bytes(&self) -> usize {
+        let layers = self.states.iter().filter(|l| !l.is_empty()).count();
+        layers * self.state_len * 4
+    }
+
+    /// Appends slot `slot`'s recurrent state, layer by layer, to `out`.
+    pub fn read_state(&self, slot: u32, out: &mut Vec<u8>) {
+        let (s, len) = (slot as usize, self.state_len);
+        for layer in self.states.iter().filter(|l| !l.is_empty()) {
+            out.extend_from_slice(bytemuck::cast_slice(&layer[s * len..(s + 1) * len]));
+        }
+    }
+
+    /// Overwrites slot `slot`'s state with what [`KvStore::read_state`] gave. Returns false,
+    /// changing nothing, when `bytes` is not one slot's length.
+    pub fn write_state(&mut self, slot: u32, bytes: &[u8]) -> bool {
+        if bytes.len() != self.state_bytes() || self.state_len == 0 {
+            return bytes.is_empty();
+        }
+        let (s, len) = (slot as usize, self.state_len);
+        let layers = self.states.iter_mut().filter(|l| !l.is_empty());
+        for (layer, src) in layers.zip(bytes.chunks_exact(len * 4)) {
+            bytemuck::cast_slice_mut(&mut layer[s * len..(s + 1) * len]).copy_from_slice(src);
+        }
+        true
+    }
+
     fn slot(&self, blocks: &[u32], pos: usize) -> usize {
         let block = blocks[pos / self.block_size] as usize;
         block * self.block_size + pos % self.block_size

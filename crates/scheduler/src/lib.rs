@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub use frugal_kvcache::RELEASED;
-pub use frugal_kvcache::{cache_seed, private_seed, Committed};
+pub use frugal_kvcache::{cache_seed, chain_hashes, private_seed, Committed};
 use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots, WindowBlocks};
 use std::collections::VecDeque;
 
@@ -143,6 +143,15 @@ pub struct Step {
 }
 
 impl Step {
+    /// The state snapshots this step takes: (sequence, prefix hash, snapshot slot), valid once
+    /// the step's state copies are made.
+    pub fn snapshots_taken(&self) -> impl Iterator<Item = (SeqId, u64, SlotId)> + '_ {
+        self.pending
+            .iter()
+            .zip(&self.snapshots)
+            .map(|(&(id, hash), &(_, slot))| (id, hash, slot))
+    }
+
     /// Tokens through the model, positions reserved for guesses included.
     pub fn n_tokens(&self) -> usize {
         self.chunks.iter().map(|c| c.tokens.len() + c.draft).sum()
@@ -419,6 +428,17 @@ impl Scheduler {
         load: &mut dyn FnMut(u64, &[u32], u32) -> bool,
     ) -> (usize, usize) {
         self.blocks.import(prompt, seed, load)
+    }
+
+    /// Whether a state snapshot of the prefix with this hash is registered (hybrid models).
+    pub fn has_snapshot(&self, hash: u64) -> bool {
+        self.states.as_ref().is_some_and(|s| s.contains(hash))
+    }
+
+    /// Registers a state snapshot of the prefix `hash` that `fill(slot)` writes into the
+    /// store (from a disk tier); see [`StateSlots::import`]. False for a model without states.
+    pub fn import_snapshot(&mut self, hash: u64, fill: &mut dyn FnMut(SlotId) -> bool) -> bool {
+        self.states.as_mut().is_some_and(|s| s.import(hash, fill))
     }
 
     /// The block table of a running sequence.

@@ -204,3 +204,37 @@ async fn a_full_disk_stops_the_writes_not_the_server() {
     assert!(s.metric("frugal_disk_cache_write_errors_total").await >= 1.0);
     s.shutdown().await;
 }
+
+/// A hybrid model (Qwen3.5's shape) resumes a prefix only from a state snapshot: the snapshot
+/// goes to disk with the blocks and comes back with them after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_model_resumes_from_a_state_snapshot_read_back_from_disk() {
+    let model = frugal_fixtures::hybrid_dir().join("models/qwen35-Q4_K_M.gguf");
+    let m = model.clone();
+    let plain = start(move |c| {
+        c.model = m;
+        c.ctx_size = Some(512);
+    })
+    .await;
+    let (want, _) = answers(&plain, &requests()).await;
+    plain.shutdown().await;
+    let dir = temp_dir("hybrid");
+    for round in 0..2 {
+        let (m, d) = (model.clone(), dir.clone());
+        let s = start(move |c| {
+            c.model = m;
+            c.ctx_size = Some(512);
+            c.cache_dir = Some(d);
+        })
+        .await;
+        let (got, usage) = answers(&s, &requests()).await;
+        assert_eq!(got, want, "round {round}");
+        if round == 1 {
+            // The snapshot at the first prompt's last block boundary, and its 13 blocks.
+            assert_eq!(usage[0]["prompt_cache_hit_tokens"], 208, "{usage:?}");
+            assert!(s.metric("frugal_prefix_cache_disk_hit_tokens_total").await >= 208.0);
+        }
+        s.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
