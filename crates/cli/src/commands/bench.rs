@@ -117,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Puts `tokens` in the context (from position 0), in chunks of 512.
+/// Puts `tokens` in the context (from position 0), untimed.
 fn fill(
     model: &Model,
     pool: &frugal_kernels::ThreadPool,
@@ -125,18 +125,7 @@ fn fill(
     blocks: &[u32],
     tokens: &[u32],
 ) -> Result<()> {
-    for (i, part) in tokens.chunks(512).enumerate() {
-        let chunk = SeqChunk {
-            tokens: part,
-            pos: i * 512,
-            blocks,
-            window_blocks: &[],
-            state: 0,
-            logits: Logits::None,
-        };
-        model.forward(pool, kv, &[chunk])?;
-    }
-    Ok(())
+    prefill(model, pool, kv, blocks, tokens, 0, Logits::None)
 }
 
 fn time_prompt(
@@ -148,16 +137,38 @@ fn time_prompt(
     start: usize,
 ) -> Result<f64> {
     let t = Instant::now();
-    let chunk = SeqChunk {
-        tokens,
-        pos: start,
-        blocks,
-        window_blocks: &[],
-        state: 0,
-        logits: Logits::Last,
-    };
-    model.forward(pool, kv, &[chunk])?;
+    prefill(model, pool, kv, blocks, tokens, start, Logits::Last)?;
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// Runs `tokens` from position `start` in chunks of 512, as the server prefills (and
+/// llama-bench, with its default micro-batch); `last` says which logits the final chunk makes.
+fn prefill(
+    model: &Model,
+    pool: &frugal_kernels::ThreadPool,
+    kv: &mut frugal_models::KvStore,
+    blocks: &[u32],
+    tokens: &[u32],
+    start: usize,
+    last: Logits,
+) -> Result<()> {
+    let n_chunks = tokens.len().div_ceil(512);
+    for (i, part) in tokens.chunks(512).enumerate() {
+        let chunk = SeqChunk {
+            tokens: part,
+            pos: start + i * 512,
+            blocks,
+            window_blocks: &[],
+            state: 0,
+            logits: if i + 1 == n_chunks {
+                last
+            } else {
+                Logits::None
+            },
+        };
+        model.forward(pool, kv, &[chunk])?;
+    }
+    Ok(())
 }
 
 fn time_generation(
