@@ -19,6 +19,7 @@ pub mod dequant;
 pub mod dot;
 pub mod dot_scalar;
 pub mod kv_elem;
+pub mod kv_quant;
 pub mod matmul;
 pub mod ops;
 pub mod packed;

@@ -147,6 +147,12 @@ impl ModelFile {
         Ok(model)
     }
 
+    /// Refuses a KV type the model's heads cannot be stored in (see
+    /// [`ModelConfig::check_kv_type`]).
+    pub fn check_kv_type(&self, ty: frugal_models::KvType) -> Result<(), LoadError> {
+        self.config.check_kv_type(ty).map_err(LoadError::Options)
+    }
+
     /// The pool that runs the model.
     pub fn thread_pool(&self) -> ThreadPool {
         ThreadPool::new(self.threads)

@@ -2,8 +2,9 @@
 
 use crate::kv_store::{KvStore, KvType, Stored};
 use frugal_kernels::activation::softmax;
+use frugal_kernels::kv_quant::{self, QuantRows, QK};
 use frugal_kernels::storage::zeros;
-use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, ThreadPool};
+use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, KvElem, ThreadPool};
 use half::{bf16, f16};
 
 /// One query row: which sequence (its blocks) and which position it sits at.
@@ -33,8 +34,8 @@ pub(crate) struct Heads {
 ///
 /// The query heads that share a KV head are done together, block by block of the store: their
 /// scores against the block's transposed keys, then their weighted sums of its value rows, so
-/// each key and value is read once per group. Groups go to threads interleaved, which balances
-/// the causal rows' growing lengths.
+/// each key and value is read once per group (a quantized block is widened to f32 once per
+/// group). Groups go to threads interleaved, which balances the causal rows' growing lengths.
 pub(crate) fn attend(
     pool: &ThreadPool,
     kv: &KvStore,
@@ -44,23 +45,136 @@ pub(crate) fn attend(
     heads: &Heads,
     out: &mut [f32],
 ) {
+    let at = (pool, kv, layer, rows, q, heads, out);
     match kv.kv_type() {
-        KvType::F32 => attend_as::<f32>(pool, kv, layer, rows, q, heads, out),
-        KvType::F16 => attend_as::<f16>(pool, kv, layer, rows, q, heads, out),
-        KvType::Bf16 => attend_as::<bf16>(pool, kv, layer, rows, q, heads, out),
+        KvType::F32 => attend_with(at, &|g| Direct::<f32>::new(kv, layer, heads, g)),
+        KvType::F16 => attend_with(at, &|g| Direct::<f16>::new(kv, layer, heads, g)),
+        KvType::Bf16 => attend_with(at, &|g| Direct::<bf16>::new(kv, layer, heads, g)),
+        KvType::Q8_0 | KvType::Q4_0 => attend_with(at, &|g| Widened::new(kv, layer, heads, g)),
     }
 }
 
-/// [`attend`] over keys and values stored as `E`.
-fn attend_as<E: Stored>(
-    pool: &ThreadPool,
-    kv: &KvStore,
+/// Where one KV head's keys and values come from, a block at a time.
+trait Blocks {
+    type E: KvElem;
+    /// The transposed keys of `block` for this head: `[dim_k][block_size]`.
+    fn keys(&mut self, block: u32) -> &[Self::E];
+    /// The first `len` value rows of `block` for this head (from its first dimension), and
+    /// their stride.
+    fn values(&mut self, block: u32, len: usize) -> (&[Self::E], usize);
+}
+
+/// Keys and values the kernels read as stored (f32, f16, bf16).
+struct Direct<'a, E> {
+    kv: &'a KvStore,
     layer: usize,
-    rows: &[QueryRow<'_>],
-    q: &[f32],
-    heads: &Heads,
-    out: &mut [f32],
-) {
+    /// Offsets of the head in a key block and in a value row.
+    k_off: usize,
+    v_off: usize,
+    _e: std::marker::PhantomData<E>,
+}
+
+impl<'a, E: Stored> Direct<'a, E> {
+    fn new(kv: &'a KvStore, layer: usize, h: &Heads, g: usize) -> Self {
+        let (k_off, v_off) = head_offsets(kv, h, g);
+        Direct {
+            kv,
+            layer,
+            k_off,
+            v_off,
+            _e: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Where KV head `g` starts in a transposed key block and in a value row.
+fn head_offsets(kv: &KvStore, h: &Heads, g: usize) -> (usize, usize) {
+    let k_off = g * h.dim_k * kv.block_size();
+    let v_off = if kv.has_values() {
+        g * h.dim_v
+    } else {
+        g * h.dim_k
+    };
+    (k_off, v_off)
+}
+
+impl<E: Stored> Blocks for Direct<'_, E> {
+    type E = E;
+    fn keys(&mut self, block: u32) -> &[E] {
+        &self.kv.keys_t::<E>(self.layer, block)[self.k_off..]
+    }
+    fn values(&mut self, block: u32, _len: usize) -> (&[E], usize) {
+        let (v, stride) = self.kv.values::<E>(self.layer, block);
+        (&v[self.v_off..], stride)
+    }
+}
+
+/// Quantized keys and values, widened to f32 a block at a time.
+struct Widened<'a> {
+    keys: &'a QuantRows,
+    values: &'a QuantRows,
+    bs: usize,
+    kv_dim: usize,
+    v_stride: usize,
+    dim_k: usize,
+    dim_v: usize,
+    k_off: usize,
+    v_off: usize,
+    k_buf: Vec<f32>,
+    v_buf: Vec<f32>,
+}
+
+impl<'a> Widened<'a> {
+    fn new(kv: &'a KvStore, layer: usize, h: &Heads, g: usize) -> Self {
+        let (keys, values) = kv.quantized(layer).expect("a quantized store");
+        let (k_off, v_off) = head_offsets(kv, h, g);
+        let bs = kv.block_size();
+        Widened {
+            keys,
+            values,
+            bs,
+            kv_dim: kv.kv_dim(),
+            v_stride: kv.value_width(),
+            dim_k: h.dim_k,
+            dim_v: h.dim_v,
+            k_off,
+            v_off,
+            k_buf: vec![0.0; h.dim_k * bs],
+            v_buf: vec![0.0; h.dim_v * bs],
+        }
+    }
+}
+
+impl Blocks for Widened<'_> {
+    type E = f32;
+    fn keys(&mut self, block: u32) -> &[f32] {
+        let base = block as usize * self.kv_dim * self.bs + self.k_off;
+        let (rows, bs) = (self.dim_k, self.bs);
+        kv_quant::widen_cols(self.keys, base, rows, bs, base / QK, &mut self.k_buf);
+        &self.k_buf
+    }
+    fn values(&mut self, block: u32, len: usize) -> (&[f32], usize) {
+        let at = block as usize * self.bs * self.v_stride + self.v_off;
+        let (stride, w) = (self.v_stride, self.dim_v);
+        kv_quant::widen_rows(self.values, at, len, stride, w, &mut self.v_buf);
+        (&self.v_buf, w)
+    }
+}
+
+/// [`attend`]'s arguments.
+type Args<'a, 'r> = (
+    &'a ThreadPool,
+    &'a KvStore,
+    usize,
+    &'a [QueryRow<'r>],
+    &'a [f32],
+    &'a Heads,
+    &'a mut [f32],
+);
+
+/// [`attend`] with keys and values from the blocks `source(g)` gives for KV head `g`.
+fn attend_with<B: Blocks>(args: Args<'_, '_>, source: &(dyn Fn(usize) -> B + Sync)) {
+    let (pool, kv, _, rows, q, heads, out) = args;
     let Heads {
         n_head,
         n_head_kv,
@@ -74,6 +188,7 @@ fn attend_as<E: Stored>(
     par_chunks_mut_interleaved(pool, out, group * dim_v, &|item, out_g| {
         let (row, g) = (item / n_head_kv, item % n_head_kv);
         let r = &rows[row];
+        let mut src = source(g);
         // Positions `first..=pos` are seen; blocks from the one holding `first` are read.
         let first = window.map_or(0, |w| (r.pos + 1).saturating_sub(w));
         let (b0, end) = (first / bs, r.pos + 1);
@@ -84,7 +199,7 @@ fn attend_as<E: Stored>(
         let mut scores = zeros(group * n_pos);
         for (bi, &block) in blocks.iter().enumerate() {
             let len = (n_pos - bi * bs).min(bs);
-            let kt = &kv.keys_t::<E>(layer, block)[g * head_dim * bs..];
+            let kt = src.keys(block);
             dot::scores_t(qg, head_dim, kt, bs, len, &mut scores[bi * bs..], n_pos);
         }
         for s in scores.chunks_exact_mut(n_pos) {
@@ -95,21 +210,8 @@ fn attend_as<E: Stored>(
         out_g.fill(0.0);
         for (bi, &block) in blocks.iter().enumerate() {
             let len = (n_pos - bi * bs).min(bs);
-            let (v, stride) = kv.values::<E>(layer, block);
-            let off = if kv.has_values() {
-                g * dim_v
-            } else {
-                g * head_dim
-            };
-            dot::weighted_rows(
-                out_g,
-                dim_v,
-                &scores[bi * bs..],
-                n_pos,
-                &v[off..],
-                stride,
-                len,
-            );
+            let (v, stride) = src.values(block, len);
+            dot::weighted_rows(out_g, dim_v, &scores[bi * bs..], n_pos, v, stride, len);
         }
     });
 }

@@ -405,14 +405,14 @@ impl ModelConfig {
     /// Bytes of KV cache per token (all layers) stored as `ty`. With MLA this is the latent
     /// plus the RoPE key, not the full per-head keys and values.
     pub fn kv_bytes_per_token(&self, ty: crate::KvType) -> usize {
-        self.n_kv_layers() * self.kv_values_per_layer() * ty.bytes()
+        self.n_kv_layers() * ty.bytes_for(self.kv_values_per_layer())
     }
 
     /// Bytes of KV cache per token (stored as `ty`) of the layers that attend to the whole
     /// context, and of the sliding-window layers (which keep at most a window of positions per
     /// sequence).
     pub fn kv_bytes_per_token_split(&self, ty: crate::KvType) -> (usize, usize) {
-        let per_layer = self.kv_values_per_layer() * ty.bytes();
+        let per_layer = ty.bytes_for(self.kv_values_per_layer());
         let sliding = (0..self.n_layer)
             .filter(|&il| self.has_kv(il) && self.is_sliding(il))
             .count();
@@ -420,6 +420,20 @@ impl ModelConfig {
             (self.n_kv_layers() - sliding) * per_layer,
             sliding * per_layer,
         )
+    }
+
+    /// Whether keys and values can be stored as `ty`: the quantized types keep blocks of 32
+    /// values, so every key and value head must be whole blocks.
+    pub fn check_kv_type(&self, ty: crate::KvType) -> Result<(), String> {
+        let v = self.mla.as_ref().map_or(self.head_dim_v, |m| m.kv_lora);
+        if ty.quant().is_none() || (self.head_dim_k.is_multiple_of(32) && v.is_multiple_of(32)) {
+            return Ok(());
+        }
+        Err(format!(
+            "KV type {ty} stores blocks of 32 values, but this model's key and value heads are \
+             {} and {v} wide; use f16, bf16 or f32",
+            self.head_dim_k
+        ))
     }
 
     /// Whether layer `il` keeps keys and values (full attention), rather than recurrent state.
@@ -444,7 +458,7 @@ impl ModelConfig {
         match &self.mla {
             Some(m) => {
                 let per_head = m.qk_nope + m.qk_rope + m.v_head;
-                self.n_kv_layers() * self.n_head * per_head * ty.bytes()
+                self.n_kv_layers() * ty.bytes_for(self.n_head * per_head)
             }
             None => self.kv_bytes_per_token(ty),
         }

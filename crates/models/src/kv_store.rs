@@ -6,27 +6,48 @@
 //! (layer, block id, position in block) and (layer, slot).
 
 use crate::config::ModelConfig;
+use frugal_kernels::kv_quant::{KvQuant, QuantRows, QK};
 use frugal_kernels::KvElem;
 use half::{bf16, f16};
 
 /// How the cache stores keys and values. f32 is exact (what the parity tests use); f16 halves
-/// the memory (llama.cpp's default); bf16 keeps f32's range with f16's size.
+/// the memory (llama.cpp's default); bf16 keeps f32's range with f16's size; q8_0 and q4_0 are
+/// ggml's 8- and 4-bit blocks of 32 (a quarter and an eighth of f32, plus scales), for heads
+/// whose size is a multiple of 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KvType {
     F32,
     #[default]
     F16,
     Bf16,
+    Q8_0,
+    Q4_0,
 }
 
 impl KvType {
-    pub const ALL: [KvType; 3] = [KvType::F32, KvType::F16, KvType::Bf16];
+    pub const ALL: [KvType; 5] = [
+        KvType::F32,
+        KvType::F16,
+        KvType::Bf16,
+        KvType::Q8_0,
+        KvType::Q4_0,
+    ];
 
-    /// Bytes of one stored value.
-    pub fn bytes(self) -> usize {
+    /// Bytes of `n` stored values (a multiple of 32 for the quantized types), scales included.
+    pub fn bytes_for(self, n: usize) -> usize {
         match self {
-            KvType::F32 => 4,
-            KvType::F16 | KvType::Bf16 => 2,
+            KvType::F32 => 4 * n,
+            KvType::F16 | KvType::Bf16 => 2 * n,
+            KvType::Q8_0 | KvType::Q4_0 => self.quant().expect("quantized").bytes_for(n),
+        }
+    }
+
+    /// The block format, for the quantized types.
+    pub fn quant(self) -> Option<KvQuant> {
+        match self {
+            KvType::Q8_0 => Some(KvQuant::Q8_0),
+            KvType::Q4_0 => Some(KvQuant::Q4_0),
+            _ => None,
         }
     }
 
@@ -35,6 +56,8 @@ impl KvType {
             KvType::F32 => "f32",
             KvType::F16 => "f16",
             KvType::Bf16 => "bf16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
         }
     }
 }
@@ -51,7 +74,7 @@ impl std::str::FromStr for KvType {
         KvType::ALL
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown KV type '{s}' (f32, f16, bf16)"))
+            .ok_or_else(|| format!("unknown KV type '{s}' (f32, f16, bf16, q8_0, q4_0)"))
     }
 }
 
@@ -60,14 +83,18 @@ pub(crate) enum Rows {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
+    Quant(QuantRows),
 }
 
 impl Rows {
     fn new(ty: KvType, n: usize) -> Rows {
-        match ty {
-            KvType::F32 => Rows::F32(vec![0.0; n]),
-            KvType::F16 => Rows::F16(vec![f16::ZERO; n]),
-            KvType::Bf16 => Rows::Bf16(vec![bf16::ZERO; n]),
+        match ty.quant() {
+            Some(q) => Rows::Quant(QuantRows::new(q, n)),
+            None => match ty {
+                KvType::F32 => Rows::F32(vec![0.0; n]),
+                KvType::Bf16 => Rows::Bf16(vec![bf16::ZERO; n]),
+                _ => Rows::F16(vec![f16::ZERO; n]),
+            },
         }
     }
 
@@ -76,27 +103,47 @@ impl Rows {
             Rows::F32(v) => v.len(),
             Rows::F16(v) => v.len(),
             Rows::Bf16(v) => v.len(),
+            Rows::Quant(q) => q.len(),
         }
     }
 
-    /// Elements `range` as bytes (native order).
-    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+    fn n_bytes(&self) -> usize {
         match self {
-            Rows::F32(v) => bytemuck::cast_slice(&v[range]),
-            Rows::F16(v) => bytemuck::cast_slice(&v[range]),
-            Rows::Bf16(v) => bytemuck::cast_slice(&v[range]),
+            Rows::F32(v) => 4 * v.len(),
+            Rows::F16(v) => 2 * v.len(),
+            Rows::Bf16(v) => 2 * v.len(),
+            Rows::Quant(q) => q.n_bytes(),
         }
     }
 
-    fn bytes_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+    /// Values `range` as byte runs (native order): one, or a quantized type's quants and scales.
+    fn bytes(&self, range: std::ops::Range<usize>) -> [&[u8]; 2] {
         match self {
-            Rows::F32(v) => bytemuck::cast_slice_mut(&mut v[range]),
-            Rows::F16(v) => bytemuck::cast_slice_mut(&mut v[range]),
-            Rows::Bf16(v) => bytemuck::cast_slice_mut(&mut v[range]),
+            Rows::F32(v) => [bytemuck::cast_slice(&v[range]), &[]],
+            Rows::F16(v) => [bytemuck::cast_slice(&v[range]), &[]],
+            Rows::Bf16(v) => [bytemuck::cast_slice(&v[range]), &[]],
+            Rows::Quant(q) => {
+                let (q, d) = q.bytes(range.start, range.end);
+                [q, bytemuck::cast_slice(d)]
+            }
         }
     }
 
-    /// Stores `x[i]` at `at + i * stride` for every `i`, rounded to the store's type.
+    fn bytes_mut(&mut self, range: std::ops::Range<usize>) -> [&mut [u8]; 2] {
+        match self {
+            Rows::F32(v) => [bytemuck::cast_slice_mut(&mut v[range]), &mut []],
+            Rows::F16(v) => [bytemuck::cast_slice_mut(&mut v[range]), &mut []],
+            Rows::Bf16(v) => [bytemuck::cast_slice_mut(&mut v[range]), &mut []],
+            Rows::Quant(q) => {
+                let (q, d) = q.bytes_mut(range.start, range.end);
+                [q, bytemuck::cast_slice_mut(d)]
+            }
+        }
+    }
+
+    /// Stores `x[i]` at `at + i * stride` for every `i`, rounded to the store's type. A
+    /// quantized type shares a scale among 32 values of `x`: a row (`stride` 1) or a column of
+    /// a transposed block (`stride` lanes, the scales laid out as the values, 32 rows to one).
     fn write(&mut self, at: usize, stride: usize, x: &[f32]) {
         fn put<E: KvElem>(v: &mut [E], at: usize, stride: usize, x: &[f32]) {
             for (i, &x) in x.iter().enumerate() {
@@ -107,6 +154,11 @@ impl Rows {
             Rows::F32(v) => put(v, at, stride, x),
             Rows::F16(v) => put(v, at, stride, x),
             Rows::Bf16(v) => put(v, at, stride, x),
+            Rows::Quant(q) if stride == 1 => q.write_row(at, x),
+            Rows::Quant(q) => {
+                let j = at % stride;
+                q.write_col(at, stride, (at - j) / QK + j, x)
+            }
         }
     }
 }
@@ -273,13 +325,13 @@ impl KvStore {
 
     /// Bytes of memory the store holds (keys, values, and states).
     pub fn n_bytes(&self) -> usize {
-        let kv: usize = self.kt.iter().chain(&self.v).map(Rows::len).sum();
+        let kv: usize = self.kt.iter().chain(&self.v).map(Rows::n_bytes).sum();
         let states: usize = self.states.iter().map(Vec::len).sum();
-        kv * self.kv_type.bytes() + states * 4
+        kv + states * 4
     }
 
     /// Width of a value row (the key width when values live inside the keys).
-    fn value_width(&self) -> usize {
+    pub(crate) fn value_width(&self) -> usize {
         if self.v_dim == 0 {
             self.kv_dim
         } else {
@@ -306,15 +358,16 @@ impl KvStore {
     /// disk tier).
     pub fn block_bytes(&self) -> usize {
         self.block_ranges(0)
-            .map(|(_, k, v)| (k.len() + v.len()) * self.kv_type.bytes())
+            .map(|(_, k, v)| self.kv_type.bytes_for(k.len() + v.len()))
             .sum()
     }
 
     /// Appends block `block`'s keys and values, layer by layer, to `out`.
     pub fn read_block(&self, block: u32, out: &mut Vec<u8>) {
         for (l, k, v) in self.block_ranges(block) {
-            out.extend_from_slice(self.kt[l].bytes(k));
-            out.extend_from_slice(self.v[l].bytes(v));
+            for run in self.kt[l].bytes(k).into_iter().chain(self.v[l].bytes(v)) {
+                out.extend_from_slice(run);
+            }
         }
     }
 
@@ -328,13 +381,12 @@ impl KvStore {
         let ranges: Vec<_> = self.block_ranges(block).collect();
         let mut rest = bytes;
         for (l, k, v) in ranges {
-            let dst = self.kt[l].bytes_mut(k);
-            let (src, tail) = rest.split_at(dst.len());
-            dst.copy_from_slice(src);
-            let dst = self.v[l].bytes_mut(v);
-            let (src, tail) = tail.split_at(dst.len());
-            dst.copy_from_slice(src);
-            rest = tail;
+            let (kt, vs) = (&mut self.kt[l], &mut self.v[l]);
+            for dst in kt.bytes_mut(k).into_iter().chain(vs.bytes_mut(v)) {
+                let (src, tail) = rest.split_at(dst.len());
+                dst.copy_from_slice(src);
+                rest = tail;
+            }
         }
         true
     }
@@ -387,6 +439,19 @@ impl KvStore {
     }
 
     /// The keys of block `block` of layer `layer`, transposed: `[kv_dim][block_size]`.
+    /// A layer's keys and values when they are quantized (else `None`): the transposed keys and
+    /// the value rows (the key rows when values live inside the keys).
+    pub(crate) fn quantized(&self, layer: usize) -> Option<(&QuantRows, &QuantRows)> {
+        match (&self.kt[layer], &self.v[layer]) {
+            (Rows::Quant(k), Rows::Quant(v)) => Some((k, v)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
     pub(crate) fn keys_t<E: Stored>(&self, layer: usize, block: u32) -> &[E] {
         let n = self.block_size * self.kv_dim;
         &E::rows(&self.kt[layer])[block as usize * n..(block as usize + 1) * n]

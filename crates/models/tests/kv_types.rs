@@ -1,10 +1,10 @@
-//! Keys and values stored as f16 or bf16 instead of f32: the logits move by what rounding the
-//! cache costs, and no more. Measured against the f32 cache (the exact path the parity tests
-//! hold to llama.cpp) on the fixtures' 103-token prompt, batched and one token at a time: the
-//! cache's rounding is a relative error of at most u = 2^-11 (f16) or 2^-8 (bf16) per stored
-//! value; the logits stay within 8u of the largest logit (measured: about 1.3u on every fixture
-//! here), and the top token is the same wherever f32's best two are not closer than the distance
-//! itself.
+//! Keys and values stored as f16, bf16, q8_0 or q4_0 instead of f32: the logits move by what
+//! rounding the cache costs, and no more. Measured against the f32 cache (the exact path the
+//! parity tests hold to llama.cpp) on the fixtures' 103-token prompt, batched and one token at a
+//! time: the cache's rounding is an error of at most u = 2^-11 (f16) or 2^-8 (bf16) of each
+//! stored value, or of at most u = 2^-8 (q8_0: half of 1/127) or 2^-4 (q4_0: half of 1/8) of the
+//! largest value of its block of 32; the logits stay within 8u of the largest logit, and the top
+//! token is the same wherever f32's best two are not closer than the distance itself.
 
 mod common;
 
@@ -44,7 +44,14 @@ fn check(set: &Set, name: &str) {
     for step in [false, true] {
         let exact = logits(&model, KvType::F32, &tokens, step);
         let scale = exact.iter().fold(0f32, |m, x| m.max(x.abs()));
-        for (ty, u) in [(KvType::F16, 2f32.powi(-11)), (KvType::Bf16, 2f32.powi(-8))] {
+        let types = [
+            (KvType::F16, 2f32.powi(-11)),
+            (KvType::Bf16, 2f32.powi(-8)),
+            (KvType::Q8_0, 2f32.powi(-8)),
+            (KvType::Q4_0, 2f32.powi(-4)),
+        ];
+        for (ty, u) in types {
+            model.config().check_kv_type(ty).unwrap();
             let got = logits(&model, ty, &tokens, step);
             let d = common::dist(&got, &exact);
             eprintln!(
@@ -72,4 +79,58 @@ fn mla_latent() {
 fn sliding_window_and_hybrid() {
     check(&Set::labs(), "gemma3-f32");
     check(&Set::hybrid(), "qwen35-f32");
+}
+
+/// Heads that are not whole blocks of 32 cannot be quantized: a clear refusal, before any store
+/// is made.
+#[test]
+fn quantized_types_need_heads_in_blocks_of_32() {
+    let model = common::load(&Set::shared(), "qwen2-f32", false);
+    let mut c = model.config().clone();
+    c.head_dim_k = 48;
+    let err = c.check_kv_type(KvType::Q8_0).unwrap_err();
+    assert!(err.contains("48") && err.contains("f16"), "{err}");
+    assert!(c.check_kv_type(KvType::F16).is_ok());
+}
+
+/// A store's blocks copied out as bytes and into a fresh store (what the disk tier does) give
+/// the same next logits, bit for bit, in every type.
+#[test]
+fn blocks_copied_through_bytes_are_the_same_cache() {
+    let set = Set::shared();
+    let tokens = ids(&set.expected_json("qwen2-f32")["token_ids"]);
+    let model = common::load(&set, "qwen2-f32", false);
+    let pool = ThreadPool::new(2);
+    let blocks: Vec<u32> = (0..8).collect();
+    let (head, last) = tokens.split_at(tokens.len() - 1);
+    let chunk = |tokens, pos, logits| SeqChunk {
+        tokens,
+        pos,
+        blocks: &blocks,
+        window_blocks: &[],
+        state: 0,
+        logits,
+    };
+    for ty in KvType::ALL {
+        let mut kv = model.new_kv_store_split(ty, 8, 8, 16, 1);
+        model
+            .forward(&pool, &mut kv, &[chunk(head, 0, Logits::None)])
+            .unwrap();
+        let mut copy = model.new_kv_store_split(ty, 8, 8, 16, 1);
+        assert_eq!(copy.block_bytes(), kv.block_bytes());
+        for &b in &blocks {
+            let mut bytes = Vec::new();
+            kv.read_block(b, &mut bytes);
+            assert_eq!(bytes.len(), kv.block_bytes());
+            assert!(copy.write_block(b, &bytes));
+        }
+        assert!(!copy.write_block(0, &[0; 3]), "a short block is refused");
+        let want = model
+            .forward(&pool, &mut kv, &[chunk(last, head.len(), Logits::Last)])
+            .unwrap();
+        let got = model
+            .forward(&pool, &mut copy, &[chunk(last, head.len(), Logits::Last)])
+            .unwrap();
+        assert_eq!(got, want, "{ty}");
+    }
 }

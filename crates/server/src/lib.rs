@@ -263,6 +263,7 @@ impl Server {
             ));
         }
         let file = ModelFile::open(&cfg.model, &cfg.model_options())?;
+        file.check_kv_type(cfg.kv_type)?;
         for w in &file.warnings {
             tracing::warn!("{w}");
         }

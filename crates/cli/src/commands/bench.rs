@@ -29,7 +29,8 @@ pub struct Args {
     /// Print one JSON object per test instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// How the KV cache stores keys and values (f16, llama-bench's default; bf16; f32).
+    /// How the KV cache stores keys and values (f16, llama-bench's default; bf16; f32; q8_0;
+    /// q4_0).
     #[arg(long, default_value = "f16")]
     pub kv_type: frugal_models::KvType,
 }
@@ -38,6 +39,7 @@ pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.reps >= 1, "--reps must be at least 1");
     let t0 = Instant::now();
     let file = a.model.open(ModelOptions::default())?;
+    file.check_kv_type(a.kv_type)?;
     let model = load_weights(&file)?;
     let load_s = t0.elapsed().as_secs_f64();
     let pool = file.thread_pool();

@@ -13,7 +13,7 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// The KV cache type the per-token figures are for (f32, f16, bf16).
+    /// The KV cache type the per-token figures are for (f32, f16, bf16, q8_0, q4_0).
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
 }

@@ -44,7 +44,8 @@ pub struct Args {
     /// Compare this model with the base model saved by --kl-divergence-base.
     #[arg(long, requires = "kl_divergence_base")]
     pub kl_divergence: bool,
-    /// How the KV cache stores keys and values (f16, llama-perplexity's default; bf16; f32).
+    /// How the KV cache stores keys and values (f16, llama-perplexity's default; bf16; f32;
+    /// q8_0; q4_0).
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
 }
@@ -74,6 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         ctx_size: Some(n_ctx),
         ..ModelOptions::default()
     })?;
+    file.check_kv_type(a.kv_type)?;
     let n_vocab = file.config.n_vocab;
     let tok = &file.tokenizer;
     // Replacing each chunk's first token by BOS, as llama.cpp does for models that add one.

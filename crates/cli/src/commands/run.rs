@@ -42,7 +42,8 @@ pub struct Args {
     /// Context size in tokens (default: the model's training context, at most 4096).
     #[arg(short = 'c', long)]
     pub ctx_size: Option<usize>,
-    /// How the KV cache stores keys and values: f16 (the default), bf16, or f32 (exact).
+    /// How the KV cache stores keys and values: f16 (the default), bf16, f32 (exact), q8_0 or
+    /// q4_0.
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
     /// Sampling temperature; 0 is greedy.
@@ -81,6 +82,7 @@ pub fn run(a: Args) -> Result<()> {
         chat_template,
         ..ModelOptions::default()
     })?;
+    file.check_kv_type(a.kv_type)?;
     let params = GenerateParams {
         max_tokens: a.max_tokens,
         sampling: SamplingParams {

@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long)]
     pub kv_tokens: Option<usize>,
     /// How the KV cache stores keys and values: f16 (half the memory of f32, llama.cpp's
-    /// default), bf16, or f32 (exact).
+    /// default), bf16, f32 (exact), or q8_0 / q4_0 (ggml's 8- and 4-bit blocks: about half and
+    /// a quarter of f16, for heads that are multiples of 32 wide).
     #[arg(long, default_value = "f16")]
     pub kv_type: KvType,
     /// Tokens per KV-cache block (the unit of prefix caching).

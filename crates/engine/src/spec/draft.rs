@@ -63,6 +63,11 @@ impl<'a> DraftModel<'a> {
 
     /// Stores the draft's keys and values as `kv_type` (nothing is cached yet).
     pub(crate) fn use_kv_type(&mut self, kv_type: KvType) {
+        // A draft whose heads cannot be quantized keeps f16.
+        let kv_type = match self.model.config().check_kv_type(kv_type) {
+            Ok(()) => kv_type,
+            Err(_) => KvType::F16,
+        };
         if self.kv.kv_type() != kv_type {
             let (n, bs) = (self.kv.n_blocks(), self.kv.block_size());
             self.kv = self.model.new_kv_store_split(kv_type, n, n, bs, 0);

@@ -30,6 +30,8 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod delta_net;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod kv_quant;
 
 /// Panics unless `w` and `a` hold `n` values of `ty` and of its activation type: the check every
 /// safe row kernel makes before its pointer arithmetic.

@@ -80,7 +80,7 @@ fn pack_5bit(q: &[u8; QK]) -> ([u8; QK / 2], [u8; 4]) {
 /// Symmetric 4/5-bit quants: the value of largest magnitude maps to `-bias` (d = max / -bias);
 /// q = min(2 bias - 1, trunc(x / d + bias + 0.5)), with `bias + 0.5` added as one constant as
 /// ggml does (adding bias and 0.5 separately can round differently).
-fn symmetric_quants(x: &[f32], bias: f32) -> (f32, [u8; QK]) {
+pub(crate) fn symmetric_quants(x: &[f32], bias: f32) -> (f32, [u8; QK]) {
     let (max, _) = signed_max(x);
     let d = max / -bias;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -148,7 +148,7 @@ fn q5_1_ref(x: &[f32]) -> BlockQ5_1 {
 }
 
 /// The reference Q8_0/Q8_1 quants: inverse scale 1/d, rounding half away from zero.
-fn q8_ref(x: &[f32]) -> (f32, [i8; QK]) {
+pub(crate) fn q8_ref(x: &[f32]) -> (f32, [i8; QK]) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
