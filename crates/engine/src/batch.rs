@@ -265,11 +265,10 @@ impl<'a> BatchEngine<'a> {
 
     /// Keeps the prefix cache's full blocks in `cache` too, and reads prompts' prefixes back
     /// from it (after [`BatchEngine::with_kv_type`]: the cache's fingerprint must cover the KV
-    /// type). Refused for models whose blocks alone do not resume a sequence.
-    pub fn set_disk_cache(&mut self, cache: DiskCache) -> Result<(), String> {
-        self.disk = Some(DiskTier::new(self.model, cache)?);
+    /// type).
+    pub fn set_disk_cache(&mut self, cache: DiskCache) {
+        self.disk = Some(DiskTier::new(cache));
         self.scheduler.log_commits();
-        Ok(())
     }
 
     /// The prefix cache's disk tier, if any (its counters).

@@ -5,13 +5,16 @@
 //! are copied out for the disk writer before anything can reuse their memory.
 //!
 //! A hybrid model resumes a prefix only where a state snapshot ends it, so its prompts read
-//! blocks only up to the longest prefix whose snapshot is in RAM or on disk. Requests that opt
+//! blocks only up to the longest prefix whose snapshot is in RAM or on disk; a model with
+//! sliding-window layers also needs those layers' blocks of the window before the resume point,
+//! which are kept and read like the others, under keys of their own. Requests that opt
 //! out of caching (`cache_prompt: false`) neither read nor write. A draft model's or MTP head's
 //! keys for a block read from disk are not restored: its guesses there are worse, never wrong
 //! (verification decides).
 
 use frugal_diskcache::DiskCache;
-use frugal_models::{KvStore, Model};
+use frugal_models::BlockGroup::{Full, Window};
+use frugal_models::KvStore;
 use frugal_scheduler::{chain_hashes, private_seed, Scheduler, SeqId, Step};
 use std::collections::HashSet;
 
@@ -33,17 +36,17 @@ fn state_key(hash: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(&hash.to_le_bytes(), 0x5354)
 }
 
+/// The disk key of the sliding-window layers' block of the prefix `hash`.
+fn window_key(hash: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(&hash.to_le_bytes(), 0x574e)
+}
+
 impl DiskTier {
-    /// The tier for `model`'s engine, or why the model cannot use one: sliding-window layers
-    /// keep their blocks in a pool of their own, which the tier does not write yet.
-    pub fn new(model: &Model, cache: DiskCache) -> Result<DiskTier, String> {
-        if model.sliding_window().is_some() {
-            return Err("the disk tier does not yet keep sliding-window layers' blocks".into());
-        }
-        Ok(DiskTier {
+    pub fn new(cache: DiskCache) -> DiskTier {
+        DiskTier {
             cache,
             private: HashSet::new(),
-        })
+        }
     }
 
     pub fn cache(&self) -> &DiskCache {
@@ -78,13 +81,19 @@ impl DiskTier {
             }
             false => hashes.into_iter().collect(),
         };
-        let len = kv.block_bytes();
+        let len = kv.block_bytes(Full);
         let (in_ram, from_disk) = scheduler.import_prefix(prompt, seed, &mut |hash, tokens, b| {
             usable.contains(&hash)
                 && self
                     .cache
                     .load(hash, tokens, len)
-                    .is_some_and(|payload| kv.write_block(b, &payload))
+                    .is_some_and(|payload| kv.write_block(Full, b, &payload))
+        });
+        let len = kv.block_bytes(Window);
+        scheduler.import_window(prompt, seed, in_ram + from_disk, &mut |hash, tokens, b| {
+            self.cache
+                .load(window_key(hash), tokens, len)
+                .is_some_and(|payload| kv.write_block(Window, b, &payload))
         });
         Filled {
             in_ram: in_ram * bs,
@@ -124,14 +133,21 @@ impl DiskTier {
     /// Hands the blocks that entered the RAM cache since the last call, and the state snapshots
     /// `step` took, to the disk writer.
     pub fn keep(&self, scheduler: &mut Scheduler, kv: &KvStore, step: &Step) {
-        let len = kv.block_bytes();
-        for c in scheduler.take_commits() {
-            if self.private.contains(&c.seed) || !self.cache.wants(c.hash, len) {
-                continue;
+        let (full, window) = scheduler.take_commits();
+        for (group, commits) in [(Full, full), (Window, window)] {
+            let len = kv.block_bytes(group);
+            for c in commits {
+                let key = match group {
+                    Full => c.hash,
+                    Window => window_key(c.hash),
+                };
+                if self.private.contains(&c.seed) || !self.cache.wants(key, len) {
+                    continue;
+                }
+                let mut payload = Vec::with_capacity(len);
+                kv.read_block(group, c.block, &mut payload);
+                self.cache.store(key, c.tokens, payload);
             }
-            let mut payload = Vec::with_capacity(len);
-            kv.read_block(c.block, &mut payload);
-            self.cache.store(c.hash, c.tokens, payload);
         }
         let len = kv.state_bytes();
         for (id, hash, slot) in step.snapshots_taken() {

@@ -345,33 +345,34 @@ impl BlockManager {
         }
     }
 
-    /// Fills the prefix cache from a tier below RAM for a prompt about to be queued: after the
-    /// leading full blocks that are cached here (those [`BlockManager::allocate_where`] would
-    /// share), each next one is offered to `load(prefix hash, its tokens, a fresh block)`, which
-    /// fills the block and says true, or says false (not there: the walk stops). Filled blocks
-    /// are registered as cached and unreferenced, so the prompt's allocation shares them. The
-    /// prompt's blocks already cached, and those filled, are kept from eviction while more are
-    /// taken. Returns (blocks cached before, blocks filled).
+    /// Fills the prefix cache from a tier below RAM for a prompt about to be queued: walking the
+    /// full blocks of the prompt's prefix from block `from` (those [`BlockManager::allocate_where`]
+    /// would share, the last token excluded), a block cached here is kept, and one that is not is
+    /// offered to `load(prefix hash, its tokens, a fresh block)`, which fills it and says true, or
+    /// says false (not there: the walk stops). Filled blocks are registered as cached and
+    /// unreferenced, so the prompt's allocation shares them. The walked blocks are kept from
+    /// eviction while more are taken. Returns (leading blocks from `from` cached before, blocks
+    /// filled).
     pub fn import(
         &mut self,
         prompt: &[u32],
         seed: u64,
+        from: usize,
         load: &mut dyn FnMut(u64, &[u32], BlockId) -> bool,
     ) -> (usize, usize) {
         let prefix = &prompt[..prompt.len().saturating_sub(1)];
-        let cached = self.cached_blocks(prefix, seed);
-        let n_cached = cached.len();
-        let mut parent = cached.last().map_or(seed, |&(_, h)| h);
-        let mut pinned: Vec<BlockId> = cached.into_iter().map(|(b, _)| b).collect();
-        pinned.iter().for_each(|&b| self.retain(b));
-        let mut filled = 0;
-        for chunk in prefix.chunks_exact(self.block_size).skip(n_cached) {
+        let (mut parent, mut pinned) = (seed, Vec::new());
+        let (mut n_cached, mut filled) = (0, 0);
+        for (i, chunk) in prefix.chunks_exact(self.block_size).enumerate() {
             let h = chain_hash(parent, chunk);
-            // A block may still be here while one before it was evicted.
+            parent = h;
+            if i < from {
+                continue;
+            }
             if let Some(b) = self.cached_block(h, chunk) {
                 self.retain(b);
                 pinned.push(b);
-                parent = h;
+                n_cached += usize::from(filled == 0);
                 continue;
             }
             let Some(b) = self.take() else { break };
@@ -384,7 +385,6 @@ impl BlockManager {
             self.blocks[b as usize].hash = Some(h);
             pinned.push(b);
             filled += 1;
-            parent = h;
         }
         // Last blocks first, so that the prefix's first blocks are evicted last.
         pinned.into_iter().rev().for_each(|b| self.release(b));

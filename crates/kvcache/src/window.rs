@@ -142,6 +142,30 @@ impl WindowBlocks {
         seq.n_released = seq.n_released.max(end);
     }
 
+    /// Fills this group's cache from a tier below RAM with the blocks the window of the token
+    /// after the first `n_blocks` full blocks of `prompt` reads (see [`BlockManager::import`]).
+    pub fn import(
+        &mut self,
+        prompt: &[u32],
+        seed: u64,
+        n_blocks: usize,
+        load: &mut dyn FnMut(u64, &[u32], BlockId) -> bool,
+    ) -> (usize, usize) {
+        let n = (n_blocks * self.pool.block_size()).min(prompt.len().saturating_sub(1));
+        let from = self.first_needed_block(n);
+        self.pool.import(&prompt[..n + 1], seed, from, load)
+    }
+
+    /// Logs the blocks registered in this group's cache (see [`BlockManager::log_commits`]).
+    pub fn log_commits(&mut self) {
+        self.pool.log_commits();
+    }
+
+    /// This group's blocks registered since the last call.
+    pub fn take_commits(&mut self) -> Vec<crate::Committed> {
+        self.pool.take_commits()
+    }
+
     /// Makes room for `n_tokens` in total (appending), taking fresh blocks as needed.
     pub fn grow(&mut self, seq: &mut SeqBlocks, n_tokens: usize) -> Result<(), OutOfBlocks> {
         self.pool.grow(seq, n_tokens)

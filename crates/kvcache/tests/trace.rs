@@ -198,7 +198,7 @@ fn blocks_logged_on_commit_come_back_through_import() {
     let in_ram = m.cached_prefix_len(&prompt);
     assert!(in_ram < 12, "{in_ram}");
     let mut asked = Vec::new();
-    let (before, filled) = m.import(&prompt, 0, &mut |h, tokens, _| {
+    let (before, filled) = m.import(&prompt, 0, 0, &mut |h, tokens, _| {
         asked.push(tokens.to_vec());
         disk.get(&h).is_some_and(|t| t == tokens)
     });

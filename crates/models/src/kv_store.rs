@@ -163,6 +163,14 @@ impl Rows {
     }
 }
 
+/// The two block pools of a store: the full-attention layers', and the sliding-window layers'
+/// (empty for a model without them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockGroup {
+    Full,
+    Window,
+}
+
 /// The element types the store holds, with their rows.
 pub(crate) trait Stored: KvElem {
     fn rows(r: &Rows) -> &[Self];
@@ -212,6 +220,8 @@ pub struct KvStore {
     v_dim: usize,
     /// Per layer: keys transposed per block, `[n_blocks][kv_dim][block_size]`.
     kt: Vec<Rows>,
+    /// Per layer: whether it is a sliding-window layer (its blocks in the window pool).
+    sliding: Vec<bool>,
     /// Per layer: `[n_blocks][block_size][v_dim]`, or the key rows `[..][kv_dim]` when values
     /// live inside the keys.
     v: Vec<Rows>,
@@ -258,6 +268,9 @@ impl KvStore {
             kv_dim,
             v_dim,
             kt: per_kv_layer(kv_dim),
+            sliding: (0..c.n_layer)
+                .map(|il| c.has_kv(il) && c.is_sliding(il))
+                .collect(),
             v: per_kv_layer(if v_dim == 0 { kv_dim } else { v_dim }),
             n_states,
             state_len,
@@ -339,32 +352,33 @@ impl KvStore {
         }
     }
 
-    /// The layers whose keys and values live in the main block pool (attention layers that are
-    /// not sliding-window ones), with the element ranges of block `block` in their keys and
-    /// values.
+    /// The attention layers whose blocks are in `group`'s pool, with the element ranges of
+    /// block `block` in their keys and values.
     fn block_ranges(
         &self,
+        group: BlockGroup,
         block: u32,
     ) -> impl Iterator<Item = (usize, std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
         let (bs, b) = (self.block_size, block as usize);
         let (nk, nv) = (bs * self.kv_dim, bs * self.value_width());
+        let window = group == BlockGroup::Window;
         (0..self.kt.len())
-            .filter(move |&l| self.kt[l].len() == self.n_blocks * nk && nk > 0)
+            .filter(move |&l| self.kt[l].len() > 0 && self.sliding[l] == window)
             .map(move |l| (l, b * nk..(b + 1) * nk, b * nv..(b + 1) * nv))
     }
 
-    /// Bytes of one block's keys and values over the layers of the main pool: what
+    /// Bytes of one block's keys and values over the layers of `group`'s pool: what
     /// [`KvStore::read_block`] gives and [`KvStore::write_block`] takes (for the prefix cache's
     /// disk tier).
-    pub fn block_bytes(&self) -> usize {
-        self.block_ranges(0)
+    pub fn block_bytes(&self, group: BlockGroup) -> usize {
+        self.block_ranges(group, 0)
             .map(|(_, k, v)| self.kv_type.bytes_for(k.len() + v.len()))
             .sum()
     }
 
-    /// Appends block `block`'s keys and values, layer by layer, to `out`.
-    pub fn read_block(&self, block: u32, out: &mut Vec<u8>) {
-        for (l, k, v) in self.block_ranges(block) {
+    /// Appends block `block` of `group`'s keys and values, layer by layer, to `out`.
+    pub fn read_block(&self, group: BlockGroup, block: u32, out: &mut Vec<u8>) {
+        for (l, k, v) in self.block_ranges(group, block) {
             for run in self.kt[l].bytes(k).into_iter().chain(self.v[l].bytes(v)) {
                 out.extend_from_slice(run);
             }
@@ -374,11 +388,11 @@ impl KvStore {
     /// Overwrites block `block`'s keys and values with what [`KvStore::read_block`] gave (for a
     /// store of the same model, type and block size). Returns false, changing nothing, when
     /// `bytes` is not one block's length.
-    pub fn write_block(&mut self, block: u32, bytes: &[u8]) -> bool {
-        if bytes.len() != self.block_bytes() {
+    pub fn write_block(&mut self, group: BlockGroup, block: u32, bytes: &[u8]) -> bool {
+        if bytes.len() != self.block_bytes(group) {
             return false;
         }
-        let ranges: Vec<_> = self.block_ranges(block).collect();
+        let ranges: Vec<_> = self.block_ranges(group, block).collect();
         let mut rest = bytes;
         for (l, k, v) in ranges {
             let (kt, vs) = (&mut self.kt[l], &mut self.v[l]);

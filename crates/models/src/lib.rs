@@ -17,7 +17,7 @@ mod transformer;
 mod weights;
 
 pub use config::{Arch, DeltaNetConfig, Gating, MlaConfig, ModelConfig, MoeConfig, SharedGate};
-pub use kv_store::{KvStore, KvType};
+pub use kv_store::{BlockGroup, KvStore, KvType};
 pub use weights::{available_memory, LoadOptions, Mmap};
 
 use frugal_formats::{GgufError, GgufFile};

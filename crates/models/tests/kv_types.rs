@@ -10,6 +10,7 @@ mod common;
 
 use frugal_fixtures::{ids, Set};
 use frugal_kernels::ThreadPool;
+use frugal_models::BlockGroup::Full;
 use frugal_models::{KvType, Logits, Model, SeqChunk};
 
 fn logits(model: &Model, ty: KvType, tokens: &[u32], step: bool) -> Vec<f32> {
@@ -117,14 +118,17 @@ fn blocks_copied_through_bytes_are_the_same_cache() {
             .forward(&pool, &mut kv, &[chunk(head, 0, Logits::None)])
             .unwrap();
         let mut copy = model.new_kv_store_split(ty, 8, 8, 16, 1);
-        assert_eq!(copy.block_bytes(), kv.block_bytes());
+        assert_eq!(copy.block_bytes(Full), kv.block_bytes(Full));
         for &b in &blocks {
             let mut bytes = Vec::new();
-            kv.read_block(b, &mut bytes);
-            assert_eq!(bytes.len(), kv.block_bytes());
-            assert!(copy.write_block(b, &bytes));
+            kv.read_block(Full, b, &mut bytes);
+            assert_eq!(bytes.len(), kv.block_bytes(Full));
+            assert!(copy.write_block(Full, b, &bytes));
         }
-        assert!(!copy.write_block(0, &[0; 3]), "a short block is refused");
+        assert!(
+            !copy.write_block(Full, 0, &[0; 3]),
+            "a short block is refused"
+        );
         let want = model
             .forward(&pool, &mut kv, &[chunk(last, head.len(), Logits::Last)])
             .unwrap();

@@ -412,11 +412,16 @@ impl Scheduler {
     /// ([`Scheduler::take_commits`]).
     pub fn log_commits(&mut self) {
         self.blocks.log_commits();
+        if let Some(w) = &mut self.sliding {
+            w.log_commits();
+        }
     }
 
-    /// The blocks that entered the prefix cache since the last call (when logging).
-    pub fn take_commits(&mut self) -> Vec<Committed> {
-        self.blocks.take_commits()
+    /// The blocks that entered the prefix cache since the last call (when logging): the full
+    /// group's, then the sliding-window group's.
+    pub fn take_commits(&mut self) -> (Vec<Committed>, Vec<Committed>) {
+        let window = self.sliding.as_mut().map(|w| w.take_commits());
+        (self.blocks.take_commits(), window.unwrap_or_default())
     }
 
     /// Fills the prefix cache from a disk tier for `prompt` before it is queued with `seed`:
@@ -427,7 +432,22 @@ impl Scheduler {
         seed: u64,
         load: &mut dyn FnMut(u64, &[u32], u32) -> bool,
     ) -> (usize, usize) {
-        self.blocks.import(prompt, seed, load)
+        self.blocks.import(prompt, seed, 0, load)
+    }
+
+    /// For a model with sliding-window layers: fills their group's cache from a disk tier with
+    /// the blocks the window after the first `n_blocks` blocks of `prompt` reads (see
+    /// `WindowBlocks::import`). Returns the blocks filled.
+    pub fn import_window(
+        &mut self,
+        prompt: &[u32],
+        seed: u64,
+        n_blocks: usize,
+        load: &mut dyn FnMut(u64, &[u32], u32) -> bool,
+    ) -> usize {
+        self.sliding
+            .as_mut()
+            .map_or(0, |w| w.import(prompt, seed, n_blocks, load).1)
     }
 
     /// Whether a state snapshot of the prefix with this hash is registered (hybrid models).

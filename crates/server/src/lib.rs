@@ -501,9 +501,7 @@ fn build_engine<'a>(
         engine = engine.with_speculation(spec);
     }
     if let Some(disk) = disk {
-        if let Err(why) = engine.set_disk_cache(disk) {
-            tracing::warn!("--cache-dir: {why}; the prefix cache stays in RAM");
-        }
+        engine.set_disk_cache(disk);
     }
     engine
 }

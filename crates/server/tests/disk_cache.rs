@@ -205,11 +205,9 @@ async fn a_full_disk_stops_the_writes_not_the_server() {
     s.shutdown().await;
 }
 
-/// A hybrid model (Qwen3.5's shape) resumes a prefix only from a state snapshot: the snapshot
-/// goes to disk with the blocks and comes back with them after a restart.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hybrid_model_resumes_from_a_state_snapshot_read_back_from_disk() {
-    let model = frugal_fixtures::hybrid_dir().join("models/qwen35-Q4_K_M.gguf");
+/// `model` served twice on one cache directory answers as without it, the second time with
+/// the first prompt's 13 blocks (208 tokens) from disk.
+async fn restarts_from_disk(model: std::path::PathBuf, name: &str) {
     let m = model.clone();
     let plain = start(move |c| {
         c.model = m;
@@ -218,7 +216,7 @@ async fn a_hybrid_model_resumes_from_a_state_snapshot_read_back_from_disk() {
     .await;
     let (want, _) = answers(&plain, &requests()).await;
     plain.shutdown().await;
-    let dir = temp_dir("hybrid");
+    let dir = temp_dir(name);
     for round in 0..2 {
         let (m, d) = (model.clone(), dir.clone());
         let s = start(move |c| {
@@ -228,13 +226,31 @@ async fn a_hybrid_model_resumes_from_a_state_snapshot_read_back_from_disk() {
         })
         .await;
         let (got, usage) = answers(&s, &requests()).await;
-        assert_eq!(got, want, "round {round}");
+        assert_eq!(got, want, "{name}, round {round}");
         if round == 1 {
-            // The snapshot at the first prompt's last block boundary, and its 13 blocks.
-            assert_eq!(usage[0]["prompt_cache_hit_tokens"], 208, "{usage:?}");
+            assert_eq!(
+                usage[0]["prompt_cache_hit_tokens"], 208,
+                "{name}: {usage:?}"
+            );
             assert!(s.metric("frugal_prefix_cache_disk_hit_tokens_total").await >= 208.0);
         }
         s.shutdown().await;
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A hybrid model (Qwen3.5's shape) resumes a prefix only from a state snapshot: the snapshot
+/// goes to disk with the blocks and comes back with them after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hybrid_model_resumes_from_a_state_snapshot_read_back_from_disk() {
+    let model = frugal_fixtures::hybrid_dir().join("models/qwen35-Q4_K_M.gguf");
+    restarts_from_disk(model, "hybrid").await;
+}
+
+/// Gemma 3's sliding-window layers keep their blocks in a pool of their own: those of the
+/// window before the resume point go to disk and come back too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_window_model_reads_its_window_blocks_back_from_disk() {
+    let model = frugal_fixtures::labs_dir().join("models/gemma3-Q4_K_M.gguf");
+    restarts_from_disk(model, "sliding").await;
 }
