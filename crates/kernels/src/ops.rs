@@ -176,6 +176,32 @@ fn gelu_fp16_table() -> &'static [u16] {
 }
 
 /// `acc[i] += x[i]`.
+/// Multiplies each run of `n` values of `x` (`n` a power of two) by the orthonormal
+/// Walsh-Hadamard matrix of size `n` (Sylvester's order, scaled by 1/sqrt(n)): a fast transform,
+/// its own inverse. llama.cpp rotates keys and values so before quantizing them into the KV
+/// cache, which spreads a head's outlying dimensions over all of them.
+pub fn hadamard(x: &mut [f32], n: usize) {
+    assert!(
+        n.is_power_of_two() && x.len().is_multiple_of(n),
+        "runs of a power of two"
+    );
+    let s = 1.0 / (n as f32).sqrt();
+    for run in x.chunks_exact_mut(n) {
+        let mut h = 1;
+        while h < n {
+            for i in (0..n).step_by(2 * h) {
+                for j in i..i + h {
+                    let (a, b) = (run[j], run[j + h]);
+                    run[j] = a + b;
+                    run[j + h] = a - b;
+                }
+            }
+            h *= 2;
+        }
+        run.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
 pub fn add(acc: &mut [f32], x: &[f32]) {
     assert_eq!(acc.len(), x.len(), "add: length mismatch");
     acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
@@ -426,6 +452,34 @@ impl Rope {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hadamard_is_sylvesters_matrix_and_its_own_inverse() {
+        // H_2 = [[1, 1], [1, -1]] / sqrt(2); H_4 = [[H_2, H_2], [H_2, -H_2]] (up to the scale).
+        let mut e: Vec<f32> = vec![0.0; 16];
+        for i in 0..4 {
+            e[i * 4 + i] = 1.0;
+        }
+        hadamard(&mut e, 4);
+        let want = [
+            [1., 1., 1., 1.],
+            [1., -1., 1., -1.],
+            [1., 1., -1., -1.],
+            [1., -1., -1., 1.],
+        ];
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(e[i * 4 + j], want[i][j] / 2.0);
+            }
+        }
+        let x: Vec<f32> = (0..128).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let mut y = x.clone();
+        hadamard(&mut y, 64);
+        hadamard(&mut y, 64);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,50 @@ use frugal_kernels::storage::zeros;
 use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, KvElem, ThreadPool};
 use half::{bf16, f16};
 
+/// llama.cpp's rotation of keys and values that are stored quantized: queries and keys by the
+/// Walsh-Hadamard matrix of the largest power of two from 64 that divides the key head (dot
+/// products unchanged), values by that of 64 and the attention output back. Quantizing the
+/// rotated vectors spreads a head's outlying dimensions over the whole block, which keeps 4-bit
+/// keys usable. None for unquantized stores and for heads that are not multiples of 64.
+pub(crate) struct KvRotation {
+    k: Option<usize>,
+    v: Option<usize>,
+}
+
+impl KvRotation {
+    /// For keys of `dim_k` and values of `dim_v` (`None`: values inside the keys, as MLA's
+    /// latent, whose output is rotated back as the keys were).
+    pub fn new(ty: KvType, dim_k: usize, dim_v: Option<usize>) -> KvRotation {
+        let on = ty.quant().is_some();
+        let k = (on && dim_k.is_multiple_of(64)).then(|| {
+            let mut n = 64;
+            while dim_k.is_multiple_of(2 * n) {
+                n *= 2;
+            }
+            n
+        });
+        let v = match dim_v {
+            Some(d) => (on && d.is_multiple_of(64)).then_some(64),
+            None => k.map(|_| 64),
+        };
+        KvRotation { k, v }
+    }
+
+    /// Rotates queries or keys (whole heads, one after another).
+    pub fn keys(&self, x: &mut [f32]) {
+        if let Some(n) = self.k {
+            frugal_kernels::ops::hadamard(x, n);
+        }
+    }
+
+    /// Rotates values, or rotates the attention output back.
+    pub fn values(&self, x: &mut [f32]) {
+        if let Some(n) = self.v {
+            frugal_kernels::ops::hadamard(x, n);
+        }
+    }
+}
+
 /// One query row: which sequence (its blocks) and which position it sits at.
 pub(crate) struct QueryRow<'a> {
     pub blocks: &'a [u32],

@@ -8,7 +8,7 @@
 //! or routed experts; + Gemma's post-norm) → residual. All tokens of all chunks share each
 //! matrix product.
 
-use crate::attention::{attend, Heads, QueryRow};
+use crate::attention::{attend, Heads, KvRotation, QueryRow};
 use crate::config::ModelConfig;
 use crate::delta_net::SeqSpan;
 use crate::ffn::{ffn, moe, FfnScratch};
@@ -339,6 +339,10 @@ fn gqa(
         post(x, t, a.bk.as_deref(), a.k_norm.as_deref(), c.n_head_kv)
     });
     add_bias(&mut v, a.bv.as_deref());
+    let rot = KvRotation::new(kv.kv_type(), hd, Some(hd));
+    rot.keys(&mut q);
+    rot.keys(&mut k);
+    rot.values(&mut v);
     for (i, r) in rows.iter().enumerate() {
         kv.write(
             il,
@@ -358,6 +362,7 @@ fn gqa(
         window,
     };
     attend(pool, kv, il, rows, &q, &heads, &mut att);
+    rot.values(&mut att);
     if let Some(gate) = gate {
         for (o, &g) in att.iter_mut().zip(&gate) {
             *o *= 1.0 / (1.0 + (-g).exp());
@@ -412,6 +417,7 @@ fn mla(
     }
     let mut kvr = zeros(n * kdim);
     matmul(pool, &m.kv_a, xn, n, &mut kvr);
+    let rot = KvRotation::new(kv.kv_type(), kdim, None);
 
     // Per head: [k_b · q_nope (kv_lora) | RoPE(q_pe) (qk_rope)], the query in latent space.
     let mut qfull = zeros(n * nh * kdim);
@@ -430,8 +436,10 @@ fn mla(
         let key = &mut kvr[t * kdim..(t + 1) * kdim];
         rms_norm_inplace(&mut key[..lora], &m.kv_a_norm, c.rms_eps);
         c.rope.apply(&mut key[lora..], 1, rope, r.pos);
+        rot.keys(key);
         kv.write(il, r.blocks, r.pos, key, &[]);
     }
+    rot.keys(&mut qfull);
     let mut latent = zeros(n * nh * lora);
     let heads = Heads {
         n_head: nh,
@@ -442,6 +450,7 @@ fn mla(
         window: None,
     };
     attend(pool, kv, il, rows, &qfull, &heads, &mut latent);
+    rot.values(&mut latent);
 
     let mut out = zeros(n * nh * vh);
     per_head_matmul(pool, &m.v_b, &latent, lora, &mut out, vh, n);
