@@ -200,38 +200,15 @@ fn a_writer_killed_mid_file_leaves_nothing_that_is_used() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// A small tmpfs, where the machine lets us mount one (root, or a user namespace).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = temp_root("tmpfs");
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "frugal-test"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn a_full_disk_pauses_writing_and_fails_nothing() {
-    let Some(fs) = Tmpfs::mount("256k") else {
+    let Some(fs) = frugal_fixtures::Tmpfs::mount("full-disk", "256k") else {
         eprintln!("skipped: this machine cannot mount a tmpfs (not root)");
         return;
     };
     let len = 16 << 10;
     // A budget far beyond the disk: the disk fills first.
-    let c = open(&fs.0, 1 << 30);
+    let c = open(fs.path(), 1 << 30);
     let mut offered = 0;
     for h in 0..64 {
         if c.wants(h, len) {

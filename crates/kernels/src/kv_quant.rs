@@ -77,6 +77,11 @@ impl QuantRows {
         self.ty
     }
 
+    /// The quant bytes and the scales, for the SIMD kernels.
+    pub(crate) fn raw(&self) -> (&[u8], &[f16]) {
+        (&self.q, &self.d)
+    }
+
     /// Values held.
     pub fn len(&self) -> usize {
         self.d.len() * QK
@@ -148,127 +153,95 @@ impl QuantRows {
     }
 }
 
-/// Widens `n_rows` rows of `width` values (multiples of 32), row `r` from value
-/// `at + r * row_stride` (a multiple of 32), into `out[r * width..]`.
-pub fn widen_rows(
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    row_stride: usize,
-    width: usize,
-    out: &mut [f32],
-) {
-    widen_rows_at(Isa::best(), src, at, n_rows, row_stride, width, out)
+/// Where rows lie in a [`QuantRows`]: `n_rows` rows of `width` values (multiples of 32), row `r`
+/// from value `at + r * stride` (`at` and `stride` multiples of 32).
+#[derive(Debug, Clone, Copy)]
+pub struct RowsAt {
+    pub at: usize,
+    pub n_rows: usize,
+    pub stride: usize,
+    pub width: usize,
+}
+
+/// Where a transposed block's rows lie in a [`QuantRows`]: `n_rows` (a multiple of 32) rows of
+/// `lanes` values, row `r` from value `at + r * lanes`, lane `j` of rows `32c..32c + 32` scaled
+/// by scale `scale_at + c * lanes + j`.
+#[derive(Debug, Clone, Copy)]
+pub struct ColsAt {
+    pub at: usize,
+    pub n_rows: usize,
+    pub lanes: usize,
+    pub scale_at: usize,
+}
+
+/// Widens the rows `w` says into `out[r * width..]`.
+pub fn widen_rows(src: &QuantRows, w: RowsAt, out: &mut [f32]) {
+    widen_rows_at(Isa::best(), src, w, out)
 }
 
 /// [`widen_rows`] with the kernel of `isa` (or the best level below it); every level gives the
 /// same bits.
-pub fn widen_rows_at(
-    isa: Isa,
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    row_stride: usize,
-    width: usize,
-    out: &mut [f32],
-) {
+pub fn widen_rows_at(isa: Isa, src: &QuantRows, w: RowsAt, out: &mut [f32]) {
     assert!(
-        at.is_multiple_of(QK)
-            && width.is_multiple_of(QK)
-            && (row_stride.is_multiple_of(QK) || n_rows <= 1),
+        w.at.is_multiple_of(QK)
+            && w.width.is_multiple_of(QK)
+            && (w.stride.is_multiple_of(QK) || w.n_rows <= 1),
         "rows are whole blocks of {QK}"
     );
-    assert!(out.len() >= n_rows * width);
-    if n_rows > 0 {
-        assert!(at + (n_rows - 1) * row_stride + width <= src.len());
+    assert!(out.len() >= w.n_rows * w.width);
+    if w.n_rows > 0 {
+        assert!(w.at + (w.n_rows - 1) * w.stride + w.width <= src.len());
     }
     let isa = isa.min(Isa::best_available());
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
-        crate::simd::kv_quant::widen_rows(
-            isa, src.ty, &src.q, &src.d, at, n_rows, row_stride, width, out,
-        );
+        crate::simd::kv_quant::widen_rows(isa, src, w, out);
         return;
     }
     let _ = isa;
-    widen_rows_ref(src, at, n_rows, row_stride, width, out);
+    widen_rows_ref(src, w, out);
 }
 
 /// The scalar reference of [`widen_rows`].
-pub fn widen_rows_ref(
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    row_stride: usize,
-    width: usize,
-    out: &mut [f32],
-) {
-    for r in 0..n_rows {
-        let base = at + r * row_stride;
-        for (i, o) in out[r * width..(r + 1) * width].iter_mut().enumerate() {
+pub fn widen_rows_ref(src: &QuantRows, w: RowsAt, out: &mut [f32]) {
+    for r in 0..w.n_rows {
+        let base = w.at + r * w.stride;
+        for (i, o) in out[r * w.width..(r + 1) * w.width].iter_mut().enumerate() {
             let e = base + i;
             *o = src.get(e) as f32 * src.d[e / QK].to_f32();
         }
     }
 }
 
-/// Widens `n_rows` (a multiple of 32) columns-layout rows of `lanes` values: row `r` from value
-/// `at + r * lanes`, lane `j` of rows `32c..32c + 32` scaled by `scale_at + c * lanes + j`, into
-/// `out[r * lanes..]`.
-pub fn widen_cols(
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    lanes: usize,
-    scale_at: usize,
-    out: &mut [f32],
-) {
-    widen_cols_at(Isa::best(), src, at, n_rows, lanes, scale_at, out)
+/// Widens the transposed rows `c` says into `out[r * lanes..]`.
+pub fn widen_cols(src: &QuantRows, c: ColsAt, out: &mut [f32]) {
+    widen_cols_at(Isa::best(), src, c, out)
 }
 
 /// [`widen_cols`] with the kernel of `isa` (or the best level below it); every level gives the
 /// same bits.
-pub fn widen_cols_at(
-    isa: Isa,
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    lanes: usize,
-    scale_at: usize,
-    out: &mut [f32],
-) {
-    assert_eq!(n_rows % QK, 0, "columns are whole blocks of {QK} rows");
-    assert!(out.len() >= n_rows * lanes);
-    assert!(at + n_rows * lanes <= src.len());
-    assert!(
-        scale_at + (n_rows / QK).saturating_sub(1) * lanes + lanes <= src.d.len() || n_rows == 0
-    );
+pub fn widen_cols_at(isa: Isa, src: &QuantRows, c: ColsAt, out: &mut [f32]) {
+    assert_eq!(c.n_rows % QK, 0, "columns are whole blocks of {QK} rows");
+    assert!(out.len() >= c.n_rows * c.lanes);
+    assert!(c.at + c.n_rows * c.lanes <= src.len());
+    assert!(c.n_rows == 0 || c.scale_at + (c.n_rows / QK) * c.lanes <= src.d.len());
     let isa = isa.min(Isa::best_available());
     // The SIMD kernels take 16 (8) lanes at a time from an even value index.
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 && lanes.is_multiple_of(16) && at.is_multiple_of(2) {
-        crate::simd::kv_quant::widen_cols(
-            isa, src.ty, &src.q, &src.d, at, n_rows, lanes, scale_at, out,
-        );
+    if isa >= Isa::Avx2 && c.lanes.is_multiple_of(16) && c.at.is_multiple_of(2) {
+        crate::simd::kv_quant::widen_cols(isa, src, c, out);
         return;
     }
     let _ = isa;
-    widen_cols_ref(src, at, n_rows, lanes, scale_at, out);
+    widen_cols_ref(src, c, out);
 }
 
 /// The scalar reference of [`widen_cols`].
-pub fn widen_cols_ref(
-    src: &QuantRows,
-    at: usize,
-    n_rows: usize,
-    lanes: usize,
-    scale_at: usize,
-    out: &mut [f32],
-) {
-    for r in 0..n_rows {
-        for j in 0..lanes {
-            let d = src.d[scale_at + (r / QK) * lanes + j].to_f32();
-            out[r * lanes + j] = src.get(at + r * lanes + j) as f32 * d;
+pub fn widen_cols_ref(src: &QuantRows, c: ColsAt, out: &mut [f32]) {
+    for r in 0..c.n_rows {
+        for j in 0..c.lanes {
+            let d = src.d[c.scale_at + (r / QK) * c.lanes + j].to_f32();
+            out[r * c.lanes + j] = src.get(c.at + r * c.lanes + j) as f32 * d;
         }
     }
 }
@@ -277,6 +250,15 @@ pub fn widen_cols_ref(
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    fn row_at(at: usize, n_rows: usize, stride: usize, width: usize) -> RowsAt {
+        RowsAt {
+            at,
+            n_rows,
+            stride,
+            width,
+        }
+    }
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -298,7 +280,7 @@ mod tests {
             let mut rows = QuantRows::new(ty, QK);
             rows.write_row(0, &x);
             let mut got = [0f32; QK];
-            widen_rows_ref(&rows, 0, 1, QK, QK, &mut got);
+            widen_rows_ref(&rows, row_at(0, 1, QK, QK), &mut got);
             assert_eq!(got, want, "{ty:?}");
         }
     }
@@ -312,7 +294,8 @@ mod tests {
                 rows.write_row(r * 96, &random(96, r as u64));
             }
             let mut want = vec![0f32; 3 * 64];
-            widen_rows_ref(&rows, 32, 3 - 1, 96, 64, &mut want);
+            let rw = row_at(32, 2, 96, 64);
+            widen_rows_ref(&rows, rw, &mut want);
             // Columns: 64 rows of 16 and of 32 lanes, after an offset of one block.
             for lanes in [16, 32, 6] {
                 let mut cols = QuantRows::new(ty, 2 * 64 * lanes);
@@ -321,16 +304,22 @@ mod tests {
                     cols.write_col(at, lanes, 2 * lanes + j, &random(64, 10 + j as u64));
                 }
                 let mut want_c = vec![0f32; 64 * lanes];
-                widen_cols_ref(&cols, 64 * lanes, 64, lanes, 2 * lanes, &mut want_c);
+                let cw = ColsAt {
+                    at: 64 * lanes,
+                    n_rows: 64,
+                    lanes,
+                    scale_at: 2 * lanes,
+                };
+                widen_cols_ref(&cols, cw, &mut want_c);
                 for isa in Isa::available() {
                     let mut got = vec![0f32; 64 * lanes];
-                    widen_cols_at(isa, &cols, 64 * lanes, 64, lanes, 2 * lanes, &mut got);
+                    widen_cols_at(isa, &cols, cw, &mut got);
                     assert_eq!(got, want_c, "{ty:?} columns of {lanes} at {isa:?}");
                 }
             }
             for isa in Isa::available() {
                 let mut got = vec![0f32; 3 * 64];
-                widen_rows_at(isa, &rows, 32, 3 - 1, 96, 64, &mut got);
+                widen_rows_at(isa, &rows, rw, &mut got);
                 assert_eq!(got, want, "{ty:?} rows at {isa:?}");
             }
         }
@@ -343,12 +332,18 @@ mod tests {
             let mut as_row = QuantRows::new(ty, 64);
             as_row.write_row(0, &x);
             let mut row = vec![0f32; 64];
-            widen_rows_ref(&as_row, 0, 1, 64, 64, &mut row);
+            widen_rows_ref(&as_row, row_at(0, 1, 64, 64), &mut row);
             let lanes = 16;
             let mut as_col = QuantRows::new(ty, 64 * lanes);
             as_col.write_col(5, lanes, 5, &x);
             let mut cols = vec![0f32; 64 * lanes];
-            widen_cols_ref(&as_col, 0, 64, lanes, 0, &mut cols);
+            let cw = ColsAt {
+                at: 0,
+                n_rows: 64,
+                lanes,
+                scale_at: 0,
+            };
+            widen_cols_ref(&as_col, cw, &mut cols);
             let col: Vec<f32> = (0..64).map(|r| cols[r * lanes + 5]).collect();
             assert_eq!(col, row, "{ty:?}");
         }

@@ -2,7 +2,7 @@
 
 use crate::kv_store::{KvStore, KvType, Stored};
 use frugal_kernels::activation::softmax;
-use frugal_kernels::kv_quant::{self, QuantRows, QK};
+use frugal_kernels::kv_quant::{self, ColsAt, QuantRows, RowsAt, QK};
 use frugal_kernels::storage::zeros;
 use frugal_kernels::{dot, parallel::par_chunks_mut_interleaved, KvElem, ThreadPool};
 use half::{bf16, f16};
@@ -192,16 +192,25 @@ impl<'a> Widened<'a> {
 impl Blocks for Widened<'_> {
     type E = f32;
     fn keys(&mut self, block: u32) -> &[f32] {
-        let base = block as usize * self.kv_dim * self.bs + self.k_off;
-        let (rows, bs) = (self.dim_k, self.bs);
-        kv_quant::widen_cols(self.keys, base, rows, bs, base / QK, &mut self.k_buf);
+        let at = block as usize * self.kv_dim * self.bs + self.k_off;
+        let c = ColsAt {
+            at,
+            n_rows: self.dim_k,
+            lanes: self.bs,
+            scale_at: at / QK,
+        };
+        kv_quant::widen_cols(self.keys, c, &mut self.k_buf);
         &self.k_buf
     }
     fn values(&mut self, block: u32, len: usize) -> (&[f32], usize) {
-        let at = block as usize * self.bs * self.v_stride + self.v_off;
-        let (stride, w) = (self.v_stride, self.dim_v);
-        kv_quant::widen_rows(self.values, at, len, stride, w, &mut self.v_buf);
-        (&self.v_buf, w)
+        let w = RowsAt {
+            at: block as usize * self.bs * self.v_stride + self.v_off,
+            n_rows: len,
+            stride: self.v_stride,
+            width: self.dim_v,
+        };
+        kv_quant::widen_rows(self.values, w, &mut self.v_buf);
+        (&self.v_buf, self.dim_v)
     }
 }
 

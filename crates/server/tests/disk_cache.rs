@@ -167,37 +167,14 @@ async fn requests_that_opt_out_write_nothing_and_salts_stay_apart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A small tmpfs, where the machine lets us mount one (root).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = temp_dir("tmpfs");
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "frugal-test"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_the_writes_not_the_server() {
-    let Some(fs) = Tmpfs::mount("64k") else {
+    let Some(fs) = frugal_fixtures::Tmpfs::mount("full-disk", "64k") else {
         eprintln!("skipped: this machine cannot mount a tmpfs (not root)");
         return;
     };
     let want = expected().await;
-    let s = with_cache(&fs.0).await;
+    let s = with_cache(fs.path()).await;
     assert_eq!(answers(&s, &requests()).await.0, want);
     // Blocks keep coming after the disk filled up; the server keeps answering.
     assert_eq!(answers(&s, &requests()).await.0, want);

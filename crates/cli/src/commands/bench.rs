@@ -1,6 +1,6 @@
 //! `frugal bench`: prompt-processing and generation throughput, measured like llama-bench
 //! (pp: one batch of `-p` tokens from an empty cache; tg: `-n` single-token steps from an empty
-//! cache), median of `-r` repetitions after one warm-up.
+//! cache), median of `-r` repetitions after one warm-up (`--no-warmup`: none).
 
 use crate::commands::info::{human_bytes, human_count};
 use crate::load::{load_weights, ModelArgs};
@@ -19,13 +19,17 @@ pub struct Args {
     /// Generated tokens for the generation test (0 skips it).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// Repetitions; the median is reported.
     /// Tokens already in the context when each test runs (llama-bench's `-d`): filled once,
     /// untimed, before the test's repetitions.
     #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
     pub n_depth: usize,
+    /// Repetitions; the median is reported.
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
+    /// Skip the untimed run before the repetitions (llama-bench's `--no-warmup`; for long
+    /// prompts, where one run is minutes).
+    #[arg(long)]
+    pub no_warmup: bool,
     /// Print one JSON object per test instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -75,12 +79,13 @@ pub fn run(a: Args) -> Result<()> {
         fill(&model, &pool, &mut kv, &blocks, &tokens[..depth])?;
         let test = &tokens[depth..depth + n];
         let mut samples = Vec::new();
-        for rep in 0..=a.reps {
+        let warmup = usize::from(!a.no_warmup);
+        for rep in 0..a.reps + warmup {
             let secs = match kind {
                 "pp" => time_prompt(&model, &pool, &mut kv, &blocks, test, depth)?,
                 _ => time_generation(&model, &pool, &mut kv, &blocks, test, depth)?,
             };
-            if rep > 0 {
+            if rep >= warmup {
                 samples.push(n as f64 / secs);
             }
         }

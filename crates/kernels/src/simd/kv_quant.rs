@@ -3,29 +3,19 @@
 //! reference does, so the results are the same bits.
 
 use crate::cpu::Isa;
-use crate::kv_quant::{KvQuant, QK};
+use crate::kv_quant::{ColsAt, KvQuant, QuantRows, RowsAt, QK};
 use half::f16;
 use std::arch::x86_64::*;
 
 /// `kv_quant::widen_rows` at `isa` (AVX2 or above); bounds checked by the caller.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn widen_rows(
-    isa: Isa,
-    ty: KvQuant,
-    q: &[u8],
-    d: &[f16],
-    at: usize,
-    n_rows: usize,
-    row_stride: usize,
-    width: usize,
-    out: &mut [f32],
-) {
-    for r in 0..n_rows {
-        let base = at + r * row_stride;
-        for c in 0..width / QK {
+pub(crate) fn widen_rows(isa: Isa, src: &QuantRows, w: RowsAt, out: &mut [f32]) {
+    let (ty, (q, d)) = (src.kind(), src.raw());
+    for r in 0..w.n_rows {
+        let base = w.at + r * w.stride;
+        for c in 0..w.width / QK {
             let e = base + c * QK;
             let scale = d[e / QK].to_f32();
-            let dst = &mut out[r * width + c * QK..][..QK];
+            let dst = &mut out[r * w.width + c * QK..][..QK];
             // The 32 quants of value e: 32 bytes (Q8_0) or 16 (Q4_0), in bounds as the caller
             // checked (`e + 32 <= len`).
             let src = match ty {
@@ -46,24 +36,14 @@ pub(crate) fn widen_rows(
 
 /// `kv_quant::widen_cols` at `isa` (AVX2 or above) for `lanes` a multiple of 16 and `at` even;
 /// bounds checked by the caller.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn widen_cols(
-    isa: Isa,
-    ty: KvQuant,
-    q: &[u8],
-    d: &[f16],
-    at: usize,
-    n_rows: usize,
-    lanes: usize,
-    scale_at: usize,
-    out: &mut [f32],
-) {
-    debug_assert!(lanes.is_multiple_of(16) && at.is_multiple_of(2));
-    for r in 0..n_rows {
-        for j0 in (0..lanes).step_by(16) {
-            let e = at + r * lanes + j0;
-            let scales = &d[scale_at + (r / QK) * lanes + j0..][..16];
-            let dst = &mut out[r * lanes + j0..][..16];
+pub(crate) fn widen_cols(isa: Isa, src: &QuantRows, c: ColsAt, out: &mut [f32]) {
+    debug_assert!(c.lanes.is_multiple_of(16) && c.at.is_multiple_of(2));
+    let (ty, (q, d)) = (src.kind(), src.raw());
+    for r in 0..c.n_rows {
+        for j0 in (0..c.lanes).step_by(16) {
+            let e = c.at + r * c.lanes + j0;
+            let scales = &d[c.scale_at + (r / QK) * c.lanes + j0..][..16];
+            let dst = &mut out[r * c.lanes + j0..][..16];
             let src = match ty {
                 KvQuant::Q8_0 => &q[e..e + 16],
                 KvQuant::Q4_0 => &q[e / 2..e / 2 + 8],
