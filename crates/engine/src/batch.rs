@@ -313,14 +313,15 @@ impl<'a> BatchEngine<'a> {
         };
         let cache_prompt = req.cache_prompt;
         let (mut seq, prompt) = Sequence::new(self.tokenizer, sampler, req);
-        if let Some(disk) = &mut self.disk {
-            if cache_prompt {
-                seq.filled = disk.fill(&mut self.scheduler, &mut self.kv, &prompt, seed);
-            }
-        }
+        // The disk is read only for a request the scheduler took (not for one refused, as a
+        // full queue refuses many).
+        let kept = self.disk.as_ref().map(|_| prompt.clone());
         self.scheduler.add_seeded(id, prompt, max_tokens, seed)?;
-        if let (Some(disk), false) = (&mut self.disk, cache_prompt) {
-            disk.set_private(seed, true);
+        if let (Some(disk), Some(prompt)) = (&mut self.disk, kept) {
+            match cache_prompt {
+                true => seq.filled = disk.fill(&mut self.scheduler, &mut self.kv, &prompt, seed),
+                false => disk.set_private(seed, true),
+            }
         }
         self.seqs.insert(id, seq);
         Ok(())

@@ -73,21 +73,22 @@ impl DiskTier {
         seed: u64,
     ) -> Filled {
         let bs = kv.block_size();
-        let hashes = chain_hashes(seed, bs, &prompt[..prompt.len().saturating_sub(1)]);
-        let usable: HashSet<u64> = match kv.has_states() {
+        // A hybrid model's prompt is read only up to the snapshot it can resume from (the
+        // prefix plus one token: `import_prefix` leaves the last token out).
+        let end = match kv.has_states() {
             true => {
+                let hashes = chain_hashes(seed, bs, &prompt[..prompt.len().saturating_sub(1)]);
                 let n = self.restore_snapshot(scheduler, kv, &hashes);
-                hashes[..n].iter().copied().collect()
+                (n * bs + 1).min(prompt.len())
             }
-            false => hashes.into_iter().collect(),
+            false => prompt.len(),
         };
         let len = kv.block_bytes(Full);
-        let (in_ram, from_disk) = scheduler.import_prefix(prompt, seed, &mut |hash, tokens, b| {
-            usable.contains(&hash)
-                && self
-                    .cache
-                    .load(hash, tokens, len)
-                    .is_some_and(|payload| kv.write_block(Full, b, &payload))
+        let prefix = &prompt[..end];
+        let (in_ram, from_disk) = scheduler.import_prefix(prefix, seed, &mut |hash, tokens, b| {
+            self.cache
+                .load(hash, tokens, len)
+                .is_some_and(|payload| kv.write_block(Full, b, &payload))
         });
         let len = kv.block_bytes(Window);
         scheduler.import_window(prompt, seed, in_ram + from_disk, &mut |hash, tokens, b| {

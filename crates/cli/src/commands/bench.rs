@@ -188,15 +188,8 @@ fn time_generation(
 ) -> Result<f64> {
     let t = Instant::now();
     for (pos, tok) in tokens.iter().enumerate() {
-        let chunk = SeqChunk {
-            tokens: std::slice::from_ref(tok),
-            pos: start + pos,
-            blocks,
-            window_blocks: &[],
-            state: 0,
-            logits: Logits::Last,
-        };
-        model.forward(pool, kv, &[chunk])?;
+        let one = std::slice::from_ref(tok);
+        prefill(model, pool, kv, blocks, one, start + pos, Logits::Last)?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
