@@ -231,3 +231,22 @@ async fn a_sliding_window_model_reads_its_window_blocks_back_from_disk() {
     let model = frugal_fixtures::labs_dir().join("models/gemma3-Q4_K_M.gguf");
     restarts_from_disk(model, "sliding").await;
 }
+
+/// A cache directory that cannot be one (a file is in the way) stops the server before it serves,
+/// naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_cache_dir_is_refused_at_start() {
+    let file = temp_dir("not-a-dir");
+    std::fs::write(&file, b"a file").unwrap();
+    let mut cfg = frugal_server::ServerConfig::new(frugal_fixtures::dir().join(common::MODEL));
+    cfg.port = 0;
+    cfg.cache_dir = Some(file.clone());
+    let server = frugal_server::Server::bind(cfg).await.unwrap();
+    let err = server
+        .run(std::future::pending())
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("--cache-dir"), "{err}");
+    let _ = std::fs::remove_file(&file);
+}
