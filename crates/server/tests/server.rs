@@ -102,7 +102,7 @@ async fn completions_parameters(s: &Running) {
     let (_, r) = s
         .post(
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 3}),
+            json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 3, "temperature": 0}),
         )
         .await;
     assert_eq!(r["usage"]["completion_tokens"], 3);
@@ -167,10 +167,12 @@ async fn logprobs(s: &Running) {
     let (_, r) = s
         .post(
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "logprobs": true, "top_logprobs": 2}),
+            // Greedy: a sampled end-of-text token would end the answer early (CI saw 2 of 3).
+            json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0, "logprobs": true, "top_logprobs": 2}),
         )
         .await;
     let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
     assert_eq!(content.len(), 3);
     assert_eq!(content[0]["top_logprobs"].as_array().unwrap().len(), 2);
     assert!(content[0]["bytes"].is_array());
