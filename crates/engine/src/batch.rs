@@ -86,6 +86,8 @@ pub struct Finished {
     pub reason: FinishReason,
     /// Text released at the end (held back until the sequence ended).
     pub text: String,
+    /// The stop string that ended the sequence, if one did.
+    pub stop_string: Option<String>,
     pub usage: Usage,
 }
 
@@ -392,7 +394,7 @@ impl<'a> BatchEngine<'a> {
             let n = emitted.len();
             for (i, e) in emitted.into_iter().enumerate() {
                 let finish = match (i + 1 == n, finished.get(&id)) {
-                    (true, Some(&reason)) => Some(self.end(id, reason, e.stopped)),
+                    (true, Some(&reason)) => Some(self.end(id, reason, e.stop_string.clone())),
                     _ => None,
                 };
                 out.events.push(Event {
@@ -409,7 +411,7 @@ impl<'a> BatchEngine<'a> {
 
     /// Removes a finished sequence: its held-back text and usage. Its text feeds the n-gram
     /// pool.
-    fn end(&mut self, id: SeqId, reason: FinishReason, stopped: bool) -> Finished {
+    fn end(&mut self, id: SeqId, reason: FinishReason, stop_string: Option<String>) -> Finished {
         let mut seq = self.forget(id).expect("finished sequences are known");
         if let Some(Speculator {
             proposer: Proposer::Ngram(pool),
@@ -420,7 +422,12 @@ impl<'a> BatchEngine<'a> {
         }
         Finished {
             reason,
-            text: if stopped { String::new() } else { seq.tail() },
+            text: if stop_string.is_some() {
+                String::new()
+            } else {
+                seq.tail()
+            },
+            stop_string,
             usage: Usage {
                 prompt_tokens: seq.n_prompt,
                 cached_tokens: seq.cached.unwrap_or(0),

@@ -40,8 +40,9 @@ pub(crate) struct Emitted {
     pub token: u32,
     pub logprobs: Option<TokenLogprobs>,
     pub text: String,
-    /// A stop string ended the sequence (its text is cut before it; nothing is held back).
-    pub stopped: bool,
+    /// The stop string that ended the sequence (its text is cut before it; nothing is held
+    /// back).
+    pub stop_string: Option<String>,
     /// The sequence ends with this token: end of generation, a stop string, or a complete
     /// constraint.
     pub stop: bool,
@@ -92,14 +93,14 @@ impl<'t> Sequence<'t> {
         for (i, row) in rows.iter().enumerate() {
             let choice = self.choose(row)?;
             let eog = !self.ignore_eos && eog_ids.contains(&choice.token);
-            let (text, stopped) = self.text(choice.token, eog);
-            let stop = eog || stopped || choice.complete;
+            let (text, stop_string) = self.text(choice.token, eog);
+            let stop = eog || stop_string.is_some() || choice.complete;
             let guessed = guesses.get(i) == Some(&choice.token);
             out.push(Emitted {
                 token: choice.token,
                 logprobs: choice.logprobs,
                 text,
-                stopped,
+                stop_string,
                 stop,
             });
             if stop || !guessed {
@@ -143,17 +144,17 @@ impl<'t> Sequence<'t> {
         })
     }
 
-    /// The text `token` completes, and whether a stop string ended the sequence with it.
-    /// End-of-generation tokens add no text.
-    pub fn text(&mut self, token: u32, eog: bool) -> (String, bool) {
+    /// The text `token` completes, and the stop string that ended the sequence with it, if one
+    /// did. End-of-generation tokens add no text.
+    pub fn text(&mut self, token: u32, eog: bool) -> (String, Option<String>) {
         let piece = if eog && self.render_special {
             String::new()
         } else {
             self.decoder.push(token)
         };
         match self.stop.push(&piece) {
-            StopResult::Continue(t) => (t, false),
-            StopResult::Stopped(t) => (t, true),
+            StopResult::Continue(t) => (t, None),
+            StopResult::Stopped(t, stop) => (t, Some(stop)),
         }
     }
 
@@ -163,7 +164,7 @@ impl<'t> Sequence<'t> {
         let rest = self.decoder.finish();
         match self.stop.push(&rest) {
             StopResult::Continue(t) => t + &self.stop.flush(),
-            StopResult::Stopped(t) => t,
+            StopResult::Stopped(t, _) => t,
         }
     }
 }

@@ -13,8 +13,9 @@ pub struct StopMatcher {
 pub enum StopResult {
     /// Keep generating; emit this text (possibly empty).
     Continue(String),
-    /// A stop string completed: emit this text (everything before it) and stop.
-    Stopped(String),
+    /// A stop string (the second field) completed: emit this text (everything before it) and
+    /// stop.
+    Stopped(String, String),
 }
 
 impl StopMatcher {
@@ -34,15 +35,16 @@ impl StopMatcher {
             return StopResult::Continue(std::mem::take(&mut self.held));
         }
         // The earliest complete stop string wins.
-        if let Some(pos) = self
+        if let Some((pos, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+            .filter_map(|s| self.held.find(s.as_str()).map(|p| (p, s)))
+            .min_by_key(|&(p, _)| p)
         {
             let out = self.held[..pos].to_string();
+            let stop = stop.clone();
             self.held.clear();
-            return StopResult::Stopped(out);
+            return StopResult::Stopped(out, stop);
         }
         // Hold back the longest suffix that is a prefix of some stop string.
         let mut keep_from = self.held.len();
@@ -76,7 +78,7 @@ mod tests {
         for p in pieces {
             match m.push(p) {
                 StopResult::Continue(t) => out.push_str(&t),
-                StopResult::Stopped(t) => {
+                StopResult::Stopped(t, _) => {
                     out.push_str(&t);
                     return (out, true);
                 }

@@ -50,7 +50,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
-            "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
+            "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
         )
         .with_code("invalid_api_key")
     }

@@ -5,15 +5,19 @@
 
 #![forbid(unsafe_code)]
 
+mod anthropic;
 pub mod api;
 mod chat;
 mod conn;
+mod cors;
 mod disk_cache;
 pub mod error;
+mod jobs;
 pub mod metrics;
 mod prep;
 mod respond;
 mod routes;
+mod sse;
 pub mod worker;
 
 use frugal_chat::ChatTemplate;
@@ -65,8 +69,17 @@ pub struct ServerConfig {
     pub max_waiting: usize,
     /// Worker threads, for loading and running (`None`: every available core).
     pub threads: Option<usize>,
-    /// The name clients use in `model` (default: the file name without extension).
-    pub model_alias: Option<String>,
+    /// The names clients use in `model`: the first is the one responses carry; all are listed
+    /// (default: the file name without extension).
+    pub model_aliases: Vec<String>,
+    /// Refuse (404) a request naming a model other than these (by default any name is answered
+    /// by the one model served, as llama-server and Ollama-style clients expect).
+    pub strict_model_name: bool,
+    /// Origins browsers may call the API from (CORS); `*` for any. Empty: none.
+    pub cors_origins: Vec<String>,
+    /// Most tokens any request may generate (`--max-tokens`); requests asking for more, or for
+    /// no limit, get this.
+    pub max_tokens: Option<usize>,
     /// Largest request body accepted (bytes).
     pub body_limit: usize,
     /// How long SIGTERM waits for running requests before cancelling them.
@@ -158,7 +171,10 @@ impl ServerConfig {
             snapshots: SnapshotConfig::default(),
             max_waiting: 256,
             threads: None,
-            model_alias: None,
+            model_aliases: Vec::new(),
+            strict_model_name: false,
+            cors_origins: Vec::new(),
+            max_tokens: None,
             body_limit: 8 << 20,
             shutdown_timeout: Duration::from_secs(30),
             dequantize: false,
@@ -220,7 +236,10 @@ pub(crate) struct Ready {
 
 pub(crate) struct AppState {
     pub cfg: ServerConfig,
+    /// The name responses carry (the first of `model_names`).
     pub model_id: String,
+    /// Every name the model is listed under.
+    pub model_names: Vec<String>,
     pub created: u64,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
@@ -268,12 +287,15 @@ impl Server {
             tracing::warn!("{w}");
         }
         let draft = open_draft(&cfg, &file)?;
-        let model_id = cfg.model_alias.clone().unwrap_or_else(|| {
-            cfg.model
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+        let mut model_names = cfg.model_aliases.clone();
+        if model_names.is_empty() {
+            model_names.push(
+                cfg.model
+                    .file_stem()
+                    .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
+            );
+        }
+        let model_id = model_names[0].clone();
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -294,6 +316,7 @@ impl Server {
             tokenizer: file.tokenizer.clone(),
             cfg,
             model_id,
+            model_names,
             created,
             output,
             template: file.template.clone(),

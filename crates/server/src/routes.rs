@@ -1,12 +1,15 @@
 //! The HTTP routes: authentication, `/health`, `/metrics`, `/v1/models`, and the two completion
 //! endpoints, which turn a request into tokenized prompts for [`crate::respond`].
 
+use crate::anthropic;
 use crate::api::{
     parse_body, ChatRequest, Common, CompletionRequest, Generation, Prompt, MAX_TOP_LOGPROBS,
 };
 use crate::chat::{self, ChatOutput};
 use crate::conn::BodyProgress;
+use crate::cors;
 use crate::error::ApiError;
+use crate::jobs;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
 use crate::AppState;
@@ -27,39 +30,65 @@ type Shared = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.cfg.body_limit;
-    let v1 = Router::new()
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{id}", get(get_model))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    // Every API route answers with and without `/v1`, as llama-server's do.
+    let mut api = Router::new();
+    for (path, route) in [
+        ("/models", get(list_models)),
+        ("/models/{id}", get(get_model)),
+        ("/chat/completions", post(chat)),
+        ("/completions", post(completions)),
+        ("/messages", post(anthropic::messages)),
+        ("/messages/count_tokens", post(anthropic::count_tokens)),
+    ] {
+        api = api
+            .route(&format!("/v1{path}"), route.clone())
+            .route(path, route);
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let router = Router::new()
         .route("/health", get(health))
+        .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
-        .merge(v1)
+        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit));
+    // Outermost, so that preflight requests are answered before routing and authentication.
+    let router = match cors::layer(&state.cfg.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(uri.path())
 }
 
+/// Checks the API key: `Authorization: Bearer KEY` (OpenAI) or `x-api-key: KEY` (Anthropic).
 async fn authenticate(State(st): Shared, req: Request, next: Next) -> Response {
     if st.cfg.api_keys.is_empty() {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
+    let headers = req.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    match given {
-        Some(k) if st.cfg.api_keys.iter().any(|key| key == k) => next.run(req).await,
-        _ => ApiError::unauthorized().into_response(),
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let known = |k: Option<&str>| k.is_some_and(|k| st.cfg.api_keys.iter().any(|key| key == k));
+    if known(bearer) || known(x_api_key) {
+        return next.run(req).await;
     }
+    if is_anthropic(req.uri().path()) {
+        return anthropic::AnthropicError(ApiError::unauthorized()).into_response();
+    }
+    ApiError::unauthorized().into_response()
+}
+
+/// Paths of Anthropic's API, whose errors take its shape.
+fn is_anthropic(path: &str) -> bool {
+    path.trim_start_matches("/v1").starts_with("/messages")
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
@@ -90,9 +119,9 @@ async fn metrics(State(st): Shared) -> Response {
         .into_response()
 }
 
-fn model_object(st: &AppState) -> Value {
+fn model_object(st: &AppState, name: &str) -> Value {
     json!({
-        "id": st.model_id,
+        "id": name,
         "object": "model",
         "created": st.created,
         "owned_by": "frugal",
@@ -100,13 +129,19 @@ fn model_object(st: &AppState) -> Value {
     })
 }
 
+/// The model under each of its names.
 async fn list_models(State(st): Shared) -> Json<Value> {
-    Json(json!({"object": "list", "data": [model_object(&st)]}))
+    let data: Vec<Value> = st
+        .model_names
+        .iter()
+        .map(|n| model_object(&st, n))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 async fn get_model(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if id == st.model_id {
-        Ok(Json(model_object(&st)))
+    if st.model_names.contains(&id) {
+        Ok(Json(model_object(&st, &id)))
     } else {
         Err(ApiError::model_not_found(&id, &st.model_id))
     }
@@ -126,7 +161,7 @@ fn body(b: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiErro
 /// A request body, read within the body timeout and under the body limit (which chunked bodies
 /// meet too: the limit counts what arrives). Compressed bodies are refused: the server does not
 /// decode them, so it could not hold them to the limit.
-struct RequestBody(Bytes);
+pub(crate) struct RequestBody(pub Bytes);
 
 impl FromRequest<Arc<AppState>> for RequestBody {
     type Rejection = ApiError;
@@ -151,21 +186,24 @@ impl FromRequest<Arc<AppState>> for RequestBody {
     }
 }
 
+/// Any model name is answered by the one model served, unless `--strict-model-name`.
 fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     match model {
-        Some(m) if m != st.model_id => Err(ApiError::model_not_found(m, &st.model_id)),
+        Some(m) if st.cfg.strict_model_name && !st.model_names.iter().any(|n| n == m) => {
+            Err(ApiError::model_not_found(m, &st.model_id))
+        }
         _ => Ok(()),
     }
 }
 
 /// A short unique id for responses and log lines.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{:08x}{:04x}", rand::random::<u32>(), n & 0xffff)
 }
 
-fn tokenize(st: &AppState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiError> {
+pub(crate) fn tokenize(st: &AppState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiError> {
     st.tokenizer
         .encode(text, add_bos, true)
         .map_err(|e| ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}")))
@@ -173,7 +211,7 @@ fn tokenize(st: &AppState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiErr
 
 async fn chat(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
     let (gen, logprobs, tokens, output) = offload(&st, move |st| prepare_chat(st, &b)).await??;
-    let prompts = vec![respond::Prompt { tokens, echo: None }];
+    let prompts = vec![jobs::Prompt { tokens, echo: None }];
     respond::generate(
         st.clone(),
         request_id(),
@@ -186,16 +224,26 @@ async fn chat(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response
     .await
 }
 
-/// A chat request, checked, rendered and tokenized (on the blocking pool).
-fn prepare_chat(
-    st: &AppState,
-    b: &[u8],
-) -> Result<(Generation, Option<usize>, Vec<u32>, ChatOutput), ApiError> {
+/// What a chat request becomes before it is submitted: its generation parameters, logprobs,
+/// prompt tokens and output plan.
+pub(crate) type PreparedChat = (Generation, Option<usize>, Vec<u32>, ChatOutput);
+
+/// A chat request body, checked, rendered and tokenized (on the blocking pool).
+fn prepare_chat(st: &AppState, b: &[u8]) -> Result<PreparedChat, ApiError> {
     let req: ChatRequest = parse_body(b)?;
     let common: Common = parse_body(b)?;
+    prepare_chat_request(st, &req, &common)
+}
+
+/// A parsed chat request (from any API), checked, rendered and tokenized.
+pub(crate) fn prepare_chat_request(
+    st: &AppState,
+    req: &ChatRequest,
+    common: &Common,
+) -> Result<PreparedChat, ApiError> {
     check_model(st, common.model.as_deref())?;
     let gen = common.generation(st.n_vocab)?;
-    let logprobs = chat_logprobs(&req)?;
+    let logprobs = chat_logprobs(req)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param(
             "messages",
@@ -210,14 +258,14 @@ fn prepare_chat(
             ));
         }
     }
-    let rendered = chat::render(st, &req)?;
+    let rendered = chat::render(st, req)?;
     tracing::debug!(prompt = %rendered, "chat prompt");
     check_length(st, rendered.len(), 0, gen.max_tokens)?;
     let tokens = tokenize(st, &rendered, false)?;
     let max_tokens = gen
         .max_tokens
         .unwrap_or_else(|| st.n_ctx.saturating_sub(tokens.len()));
-    let output = chat::output(st, &req, &rendered, max_tokens)?;
+    let output = chat::output(st, req, &rendered, max_tokens)?;
     Ok((gen, logprobs, tokens, output))
 }
 
@@ -260,7 +308,7 @@ async fn completions(State(st): Shared, RequestBody(b): RequestBody) -> Result<R
 fn prepare_completions(
     st: &AppState,
     b: &[u8],
-) -> Result<(Generation, Option<usize>, Vec<respond::Prompt>), ApiError> {
+) -> Result<(Generation, Option<usize>, Vec<jobs::Prompt>), ApiError> {
     let req: CompletionRequest = parse_body(b)?;
     let common: Common = parse_body(b)?;
     check_model(st, common.model.as_deref())?;
@@ -297,7 +345,7 @@ fn fim_completion(
     req: &CompletionRequest,
     suffix: &str,
     max_tokens: Option<usize>,
-) -> Result<respond::Prompt, ApiError> {
+) -> Result<jobs::Prompt, ApiError> {
     let Prompt::Text(text) = &req.prompt else {
         return Err(ApiError::invalid_param(
             "prompt",
@@ -307,7 +355,7 @@ fn fim_completion(
     // BOS and the three FIM tokens come on top of the two texts.
     check_length(st, text.len() + suffix.len(), 4, max_tokens)?;
     let tokens = fim_prompt(&st.tokenizer, text, suffix)?;
-    Ok(respond::Prompt {
+    Ok(jobs::Prompt {
         tokens,
         echo: req.echo.then(|| text.clone()),
     })
@@ -318,25 +366,25 @@ fn completion_prompts(
     st: &AppState,
     req: &CompletionRequest,
     max_tokens: Option<usize>,
-) -> Result<Vec<respond::Prompt>, ApiError> {
+) -> Result<Vec<jobs::Prompt>, ApiError> {
     let add_bos = st.tokenizer.add_bos();
     let n_vocab = st.n_vocab;
     let echo = req.echo;
-    let text = |t: &String| -> Result<respond::Prompt, ApiError> {
+    let text = |t: &String| -> Result<jobs::Prompt, ApiError> {
         check_length(st, t.len(), usize::from(add_bos), max_tokens)?;
-        Ok(respond::Prompt {
+        Ok(jobs::Prompt {
             tokens: tokenize(st, t, add_bos)?,
             echo: echo.then(|| t.clone()),
         })
     };
-    let ids = |ids: &Vec<u32>| -> Result<respond::Prompt, ApiError> {
+    let ids = |ids: &Vec<u32>| -> Result<jobs::Prompt, ApiError> {
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ApiError::invalid_param(
                 "prompt",
                 format!("Token id {bad} is outside the vocabulary of {n_vocab}."),
             ));
         }
-        Ok(respond::Prompt {
+        Ok(jobs::Prompt {
             tokens: ids.clone(),
             echo: echo.then(|| st.tokenizer.decode(ids, false)),
         })

@@ -59,6 +59,8 @@ pub struct Done {
     pub finish: FinishReason,
     /// Text released at the end (held back until the sequence ended).
     pub text: String,
+    /// The stop string that ended the sequence, if one did.
+    pub stop_string: Option<String>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub cached_tokens: usize,
@@ -317,6 +319,7 @@ impl Worker<'_> {
                 let _ = a.pieces.send(Piece::Done(Done {
                     finish: end.reason,
                     text: end.text,
+                    stop_string: end.stop_string,
                     prompt_tokens: end.usage.prompt_tokens,
                     completion_tokens: end.usage.completion_tokens,
                     cached_tokens: end.usage.cached_tokens,

@@ -352,19 +352,40 @@ async fn out_of_range_values(s: &Running) {
     assert_error(st, &body, StatusCode::BAD_REQUEST, "vocabulary");
 }
 
-/// An unknown model is 404 `model_not_found`.
+/// With one model served, any model name is answered by it (the response names it); with
+/// `strict_model_name`, an unknown one is 404 `model_not_found`. Aliases are all listed.
 async fn unknown_models(s: &Running) {
     let chat = "/v1/chat/completions";
-    let (st, body) = s
-        .post(
-            chat,
-            json!({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}),
-        )
-        .await;
-    assert_error(st, &body, StatusCode::NOT_FOUND, "gpt-4");
-    assert_eq!(body["error"]["code"], "model_not_found");
+    let body =
+        json!({"model": "gpt-4", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]});
+    let (st, r) = s.post(chat, body.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["model"], "qwen2-Q8_0");
     let (st, _) = s.get("/v1/models/gpt-4").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let strict = start(|cfg| {
+        cfg.strict_model_name = true;
+        cfg.model_aliases = vec!["tiny".into(), "qwen-toy".into()];
+    })
+    .await;
+    let (st, r) = strict.post(chat, body).await;
+    assert_error(st, &r, StatusCode::NOT_FOUND, "gpt-4");
+    assert_eq!(r["error"]["code"], "model_not_found");
+    let aliased = json!({"model": "qwen-toy", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]});
+    let (st, r) = strict.post(chat, aliased).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["model"], "tiny", "responses carry the first name");
+    let (_, list) = strict.get("/v1/models").await;
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny", "qwen-toy"]);
+    strict.shutdown().await;
 }
 
 /// Prompts beyond the context (256), a body over the limit (4096), unknown routes and methods.

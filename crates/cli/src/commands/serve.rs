@@ -66,9 +66,22 @@ pub struct Args {
     /// Requests that may wait for a slot before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
-    /// The model name clients use (default: the file name without extension).
+    /// A name clients may use for the model (repeat for several; the first is the one
+    /// responses carry; default: the file name without extension).
+    #[arg(long = "model-alias", alias = "alias")]
+    pub model_alias: Vec<String>,
+    /// Answer only requests naming the model by one of its names (404 otherwise). By default
+    /// any name is answered by the one model served.
     #[arg(long)]
-    pub model_alias: Option<String>,
+    pub strict_model_name: bool,
+    /// Origins a browser may call the API from (CORS), comma-separated or repeated; `*` for
+    /// any. Default: none (browsers get no CORS headers; the built-in chat page needs none).
+    #[arg(long, value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Most tokens any request may generate; requests asking for more (or for no limit) get
+    /// this.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
     /// Seconds SIGTERM waits for running requests before cancelling them.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -141,23 +154,9 @@ pub fn run(a: Args) -> Result<()> {
     cfg.dequantize = a.model.dequantize;
     cfg.mlock = a.model.mlock;
     a.model.pin()?;
+    cfg.api_keys = api_keys(&a)?;
     cfg.host = a.host;
     cfg.port = a.port;
-    if let Some(k) = a.api_key {
-        anyhow::ensure!(!k.trim().is_empty(), "--api-key is empty");
-        cfg.api_keys = vec![k];
-    }
-    if let Some(f) = &a.api_key_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        cfg.api_keys = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_string)
-            .collect();
-        anyhow::ensure!(!cfg.api_keys.is_empty(), "{} holds no API key", f.display());
-    }
     cfg.ctx_size = a.ctx_size;
     cfg.max_seqs = a.max_seqs;
     cfg.kv_tokens = a.kv_tokens;
@@ -171,7 +170,10 @@ pub fn run(a: Args) -> Result<()> {
     cfg.max_waiting = a.max_waiting;
     cfg.cache_dir = a.cache_dir;
     cfg.cache_disk_size = a.cache_disk_size;
-    cfg.model_alias = a.model_alias;
+    cfg.model_aliases = a.model_alias;
+    cfg.strict_model_name = a.strict_model_name;
+    cfg.cors_origins = a.cors_origins;
+    cfg.max_tokens = a.max_tokens;
     cfg.shutdown_timeout = Duration::from_secs(a.shutdown_timeout);
     cfg.body_limit = a.body_limit;
     cfg.header_timeout = a.header_timeout;
@@ -218,6 +220,27 @@ pub fn run(a: Args) -> Result<()> {
     // Prompt preparation still running on the blocking pool is not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     served
+}
+
+/// The keys of `--api-key` and `--api-key-file` (the file wins).
+fn api_keys(a: &Args) -> Result<Vec<String>> {
+    if let Some(f) = &a.api_key_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let keys: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(!keys.is_empty(), "{} holds no API key", f.display());
+        return Ok(keys);
+    }
+    match &a.api_key {
+        Some(k) if k.trim().is_empty() => anyhow::bail!("--api-key is empty"),
+        Some(k) => Ok(vec![k.clone()]),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Warns when the open-file limit is below what `--max-connections` needs: past it, new

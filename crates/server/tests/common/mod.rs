@@ -72,6 +72,35 @@ impl Running {
             .collect()
     }
 
+    /// The `(event, data)` pairs of a finished stream of named events (Anthropic's and the
+    /// Responses API's), with the extra headers given.
+    pub async fn named_events(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Vec<(String, Value)> {
+        let mut req = self.client.post(self.url(path)).json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let text = r.text().await.unwrap();
+        text.split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .filter_map(|e| {
+                let name = e.lines().find_map(|l| l.strip_prefix("event: "))?;
+                let data = e.lines().find_map(|l| l.strip_prefix("data: "))?;
+                Some((name.to_string(), serde_json::from_str(data).unwrap()))
+            })
+            .collect()
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
         text.lines()
