@@ -697,7 +697,10 @@ mod tests {
             text: String::new(),
             message: Some(m),
             logprobs: Vec::new(),
+            tokens: Vec::new(),
             done: done.clone(),
+            first_token: None,
+            finished: std::time::Instant::now(),
         };
         let v = message("msg_1", "m", answer, false);
         assert_eq!(v["stop_reason"], "tool_use");

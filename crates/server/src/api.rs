@@ -143,6 +143,8 @@ pub struct Generation {
     pub speculate: bool,
     pub cache_prompt: bool,
     pub cache_salt: Option<String>,
+    /// Keep generating past end-of-generation tokens (llama-server's `ignore_eos`).
+    pub ignore_eos: bool,
 }
 
 impl Common {
@@ -225,6 +227,7 @@ impl Common {
             speculate: self.speculative != Some(false) && self.speculative_n_max != Some(0),
             cache_prompt: self.cache_prompt != Some(false),
             cache_salt: self.cache_salt()?,
+            ignore_eos: false,
         })
     }
 

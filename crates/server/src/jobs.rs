@@ -31,6 +31,9 @@ pub struct Choice {
     parser: Option<OutputParser>,
     /// A tool call has started (chat).
     pub called_tools: bool,
+    /// When the request was submitted, and when its first token came back.
+    pub submitted: Instant,
+    pub first_token: Option<Instant>,
 }
 
 /// A finished choice.
@@ -40,7 +43,12 @@ pub struct Answer {
     /// Chat: the text parsed into reasoning, content and tool calls.
     pub message: Option<ParsedMessage>,
     pub logprobs: Vec<(u32, TokenLogprobs)>,
+    /// Every generated token.
+    pub tokens: Vec<u32>,
     pub done: Done,
+    /// When the first token came back (`None`: none did), and when the last did.
+    pub first_token: Option<Instant>,
+    pub finished: Instant,
 }
 
 /// What a choice's next piece amounts to.
@@ -67,6 +75,7 @@ impl Choice {
     pub async fn collect(mut self) -> Result<Answer, ApiError> {
         let mut text = String::new();
         let mut logprobs = Vec::new();
+        let mut tokens = Vec::new();
         let done = loop {
             match self.rx.recv().await {
                 Some(Piece::Token {
@@ -74,7 +83,9 @@ impl Choice {
                     text: t,
                     logprobs: lp,
                 }) => {
+                    self.mark_token();
                     text.push_str(&t);
+                    tokens.push(token);
                     logprobs.extend(lp.map(|lp| (token, lp)));
                 }
                 Some(Piece::Done(d)) => break d,
@@ -92,7 +103,10 @@ impl Choice {
             text,
             message,
             logprobs,
+            tokens,
             done,
+            first_token: self.first_token,
+            finished: Instant::now(),
         })
     }
 
@@ -103,12 +117,15 @@ impl Choice {
                 token,
                 text,
                 logprobs,
-            } => Update::Token {
-                deltas: self.parse(&text, false),
-                token,
-                text,
-                logprobs,
-            },
+            } => {
+                self.mark_token();
+                Update::Token {
+                    deltas: self.parse(&text, false),
+                    token,
+                    text,
+                    logprobs,
+                }
+            }
             Piece::Done(done) => Update::Done {
                 deltas: self.parse(&done.text, true),
                 text: done.text.clone(),
@@ -117,6 +134,11 @@ impl Choice {
             Piece::Failed(msg) => Update::Failed(msg),
         };
         Some(update)
+    }
+
+    /// Notes a token's arrival (the first one's time is kept).
+    fn mark_token(&mut self) {
+        self.first_token.get_or_insert_with(Instant::now);
     }
 
     /// Chat: the parser's deltas for more text (and, at the end, what it held back).
@@ -216,6 +238,7 @@ impl Submit<'_> {
         req.speculate = self.gen.speculate;
         req.cache_prompt = self.gen.cache_prompt;
         req.cache_salt = self.gen.cache_salt.clone();
+        req.ignore_eos = self.gen.ignore_eos;
         let job = Job {
             request: req,
             arrived,
@@ -229,6 +252,8 @@ impl Submit<'_> {
             rx,
             parser: self.output.map(ChatOutput::parser),
             called_tools: false,
+            submitted: arrived,
+            first_token: None,
         };
         (job, choice, acc_rx)
     }

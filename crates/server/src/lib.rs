@@ -14,10 +14,12 @@ mod disk_cache;
 pub mod error;
 mod jobs;
 pub mod metrics;
+mod native;
 mod prep;
 mod respond;
 mod routes;
 mod sse;
+mod tokens;
 pub mod worker;
 
 use frugal_chat::ChatTemplate;

@@ -181,6 +181,7 @@ async fn collect_response(
             message,
             logprobs,
             done,
+            ..
         } = c.collect().await?;
         let echo = echoes[prompt].clone().unwrap_or_default();
         let logprobs = if logprobs.is_empty() {
@@ -260,6 +261,7 @@ impl Streamer {
                     text,
                     logprobs,
                     deltas,
+                    ..
                 } => self.token(index, token, &text, logprobs, deltas).await,
                 Update::Done { text, deltas, done } => {
                     self.done(index, &text, deltas, called_tools, done).await

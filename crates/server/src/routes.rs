@@ -10,8 +10,10 @@ use crate::conn::BodyProgress;
 use crate::cors;
 use crate::error::ApiError;
 use crate::jobs;
+use crate::native;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
+use crate::tokens;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -39,6 +41,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ("/completions", post(completions)),
         ("/messages", post(anthropic::messages)),
         ("/messages/count_tokens", post(anthropic::count_tokens)),
+        ("/completion", post(native::completion)),
+        ("/infill", post(native::infill)),
+        ("/props", get(native::props)),
+        ("/tokenize", post(tokens::tokenize)),
+        ("/detokenize", post(tokens::detokenize)),
     ] {
         api = api
             .route(&format!("/v1{path}"), route.clone())
@@ -196,6 +203,21 @@ fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// A request's generation parameters, its token limit `default_max` when it gives none, and
+/// never above the server's `--max-tokens`.
+pub(crate) fn generation(
+    st: &AppState,
+    common: &Common,
+    default_max: Option<usize>,
+) -> Result<Generation, ApiError> {
+    let mut gen = common.generation(st.n_vocab)?;
+    gen.max_tokens = gen.max_tokens.or(default_max);
+    if let Some(cap) = st.cfg.max_tokens {
+        gen.max_tokens = Some(gen.max_tokens.map_or(cap, |m| m.min(cap)));
+    }
+    Ok(gen)
+}
+
 /// A short unique id for responses and log lines.
 pub(crate) fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -242,7 +264,7 @@ pub(crate) fn prepare_chat_request(
     common: &Common,
 ) -> Result<PreparedChat, ApiError> {
     check_model(st, common.model.as_deref())?;
-    let gen = common.generation(st.n_vocab)?;
+    let gen = generation(st, common, None)?;
     let logprobs = chat_logprobs(req)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_param(
@@ -312,7 +334,8 @@ fn prepare_completions(
     let req: CompletionRequest = parse_body(b)?;
     let common: Common = parse_body(b)?;
     check_model(st, common.model.as_deref())?;
-    let gen = common.generation(st.n_vocab)?;
+    // Without a limit, OpenAI's completions generate 16 tokens.
+    let gen = generation(st, &common, Some(16))?;
     let logprobs = match req.logprobs {
         Some(n) if n > MAX_TOP_LOGPROBS => {
             return Err(ApiError::invalid_param(
@@ -434,13 +457,13 @@ pub(crate) fn fim_prompt(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use frugal_fixtures::dir as fixtures;
     use frugal_formats::GgufFile;
 
     /// The fixtures' toy Qwen2 tokenizer.json plus Qwen2.5-Coder's FIM tokens.
-    fn tokenizer_with_fim() -> Tokenizer {
+    pub(crate) fn tokenizer_with_fim() -> Tokenizer {
         let src = fixtures().join("hf/qwen2");
         let mut spec: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())

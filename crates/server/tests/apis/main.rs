@@ -5,6 +5,7 @@
 mod common;
 
 mod anthropic;
+mod compat;
 
 use frugal_server::ServerConfig;
 

@@ -1,0 +1,266 @@
+//! What llama.cpp- and vLLM-style clients send: routes without `/v1`, llama-server's native
+//! `/completion`, `/infill` and `/props`, `/tokenize` and `/detokenize` in both shapes, CORS, and
+//! the server's token limits.
+
+use crate::common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_completion_plain_and_streamed() {
+    let s = start(|_| {}).await;
+    let body = json!({"prompt": "Hello", "n_predict": 5, "temperature": 0, "ignore_eos": true,
+        "return_tokens": true, "n_probs": 2});
+    let (status, r) = s.post("/completion", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["stop"], true);
+    assert_eq!(r["stop_type"], "limit");
+    assert_eq!(r["tokens_predicted"], 5);
+    assert_eq!(r["timings"]["predicted_n"], 5);
+    assert_eq!(r["tokens"].as_array().unwrap().len(), 5);
+    assert_eq!(r["completion_probabilities"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        r["completion_probabilities"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(r["generation_settings"]["n_predict"], 5);
+    assert_eq!(r["model"], "qwen2-Q8_0");
+    assert!(r["has_new_line"].is_boolean() && r["prompt"].is_string());
+
+    // Streamed: a chunk per token, then the final object; the same text.
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let resp = s
+        .client
+        .post(s.url("/completion"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let chunks: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (last, tokens) = chunks.split_last().unwrap();
+    assert_eq!(tokens.len(), 5);
+    assert!(tokens
+        .iter()
+        .all(|c| c["stop"] == false && c["tokens"].as_array().unwrap().len() == 1));
+    assert_eq!(last["stop"], true);
+    assert_eq!(last["timings"]["predicted_n"], 5);
+    let content: String = chunks
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(content, r["content"].as_str().unwrap());
+
+    stop_words_token_prompts_and_infill(&s, r["content"].as_str().unwrap()).await;
+    s.shutdown().await;
+}
+
+/// A stop word gives `stop_type` "word" and the word; token-id prompts work; bad ones and a
+/// model without FIM tokens are 400s.
+async fn stop_words_token_prompts_and_infill(s: &Running, free: &str) {
+    // A stop word: `stop_type` "word", and the word that stopped it.
+    if let Some((cut, _)) = free.char_indices().nth(2) {
+        let word: String = free[cut..].chars().take(2).collect();
+        let (_, r) = s
+            .post(
+                "/completion",
+                json!({"prompt": "Hello", "n_predict": 5, "temperature": 0,
+                "ignore_eos": true, "stop": [word.clone()]}),
+            )
+            .await;
+        assert_eq!(r["stop_type"], "word", "{r}");
+        assert_eq!(r["stopping_word"], word.as_str());
+    }
+    // Token-id prompts; ids outside the vocabulary and n_predict 0 are 400s.
+    let (status, _) = s
+        .post("/completion", json!({"prompt": [1, 2, 3], "n_predict": 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, e) = s
+        .post("/completion", json!({"prompt": [99999999], "n_predict": 2}))
+        .await;
+    assert_error(status, &e, StatusCode::BAD_REQUEST, "vocabulary");
+    // A model without FIM tokens cannot infill.
+    let (status, e) = s
+        .post(
+            "/infill",
+            json!({"input_prefix": "def f(", "input_suffix": "return x"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &e,
+        StatusCode::BAD_REQUEST,
+        "Infill is not supported",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_without_v1_props_and_tokenizing() {
+    let s = start(|_| {}).await;
+    let chat = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    let (status, r) = s.post("/chat/completions", chat).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (status, r) = s
+        .post("/completions", json!({"prompt": "Hi", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let (status, _) = s.get("/models").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, props) = s.get("/props").await;
+    assert_eq!(status, StatusCode::OK);
+    let props: Value = serde_json::from_str(&props).unwrap();
+    assert_eq!(props["default_generation_settings"]["n_ctx"], 256);
+    assert!(props["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("im_start"));
+
+    // llama.cpp's shape: no BOS unless asked; pieces on request.
+    let text = "Hello world, 媽 🤗";
+    let (status, t) = s.post("/tokenize", json!({"content": text})).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    let ids = t["tokens"].clone();
+    assert_eq!(t["count"], ids.as_array().unwrap().len());
+    let (_, d) = s.post("/detokenize", json!({"tokens": ids})).await;
+    assert_eq!(d["content"], text);
+    assert_eq!(d["prompt"], text, "vLLM's field too");
+    let (_, p) = s
+        .post("/tokenize", json!({"content": text, "with_pieces": true}))
+        .await;
+    let pieces = p["tokens"].as_array().unwrap();
+    assert_eq!(pieces.len(), t["count"].as_u64().unwrap() as usize);
+    assert!(pieces
+        .iter()
+        .all(|p| p["id"].is_u64() && (p["piece"].is_string() || p["piece"].is_array())));
+    // vLLM's shapes: `prompt` with token strings, and `messages` through the template.
+    let (_, v) = s
+        .post(
+            "/v1/tokenize",
+            json!({"model": "x", "prompt": "Hello", "return_token_strs": true}),
+        )
+        .await;
+    assert_eq!(v["max_model_len"], 256);
+    assert_eq!(
+        v["token_strs"].as_array().unwrap().len(),
+        v["count"].as_u64().unwrap() as usize
+    );
+    let (_, m) = s
+        .post(
+            "/tokenize",
+            json!({"messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+    assert!(m["count"].as_u64().unwrap() > v["count"].as_u64().unwrap());
+    let (status, e) = s.post("/detokenize", json!({"tokens": [99999999]})).await;
+    assert_error(status, &e, StatusCode::BAD_REQUEST, "vocabulary");
+    s.shutdown().await;
+}
+
+/// A preflight request and the answer's CORS headers.
+async fn preflight(s: &Running, origin: &str) -> reqwest::Response {
+    s.client
+        .request(Method::OPTIONS, s.url("/v1/chat/completions"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_closed_by_default_and_answers_preflights_when_open() {
+    let s = start(|_| {}).await;
+    let r = preflight(&s, "http://app.example").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    s.shutdown().await;
+
+    let s = start(|cfg| {
+        cfg.cors_origins = vec!["http://app.example".into()];
+        cfg.api_keys = vec!["k".into()];
+    })
+    .await;
+    let r = preflight(&s, "http://app.example").await;
+    assert_eq!(r.status(), StatusCode::OK, "preflights need no key");
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://app.example");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(
+        methods.contains("POST") && methods.contains("OPTIONS"),
+        "{methods}"
+    );
+    assert_eq!(h["access-control-allow-headers"], "*");
+    let r = preflight(&s, "http://elsewhere.example").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The actual request carries the header too (here a 401: no key).
+    let r = s
+        .client
+        .post(s.url("/v1/models"))
+        .header("Origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    s.shutdown().await;
+
+    let s = start(|cfg| cfg.cors_origins = vec!["*".into()]).await;
+    let r = preflight(&s, "http://anything.example").await;
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_default_to_16_tokens_and_max_tokens_caps_every_request() {
+    let s = start(|_| {}).await;
+    let (_, r) = s
+        .post("/v1/completions", json!({"prompt": "Hi", "temperature": 0}))
+        .await;
+    let n = r["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n <= 16, "{r}");
+    if r["choices"][0]["finish_reason"] == "length" {
+        assert_eq!(n, 16);
+    }
+    s.shutdown().await;
+
+    let s = start(|cfg| cfg.max_tokens = Some(3)).await;
+    for (path, body) in [
+        (
+            "/v1/completions",
+            json!({"prompt": "Hi", "max_tokens": 50, "temperature": 0}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0}),
+        ),
+    ] {
+        let (_, r) = s.post(path, body).await;
+        assert!(
+            r["usage"]["completion_tokens"].as_u64().unwrap() <= 3,
+            "{r}"
+        );
+    }
+    let (_, r) = s
+        .post(
+            "/completion",
+            json!({"prompt": "Hi", "n_predict": -1, "ignore_eos": true}),
+        )
+        .await;
+    assert_eq!(r["tokens_predicted"], 3, "{r}");
+    s.shutdown().await;
+}
