@@ -13,12 +13,20 @@ cargo build --locked -p frugal
 if [ ! -x .venv-test/bin/python ]; then
   python3 -m venv .venv-test
 fi
-.venv-test/bin/pip install -q --disable-pip-version-check openai
+.venv-test/bin/pip install -q --disable-pip-version-check openai anthropic
 .venv-test/bin/python scripts/openai_client_test.py \
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
 # Reasoning, tool calls and structured output, on a fixture with DeepSeek-R1-Distill's template.
 .venv-test/bin/python scripts/openai_client_test.py --output-checks \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen3-Q8_0.gguf" \
+  --chat-template-file "${FRUGAL_FIXTURES:-../shared/fixtures}/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
+# Anthropic's Messages API through the official anthropic client, plain and with tools and thinking.
+.venv-test/bin/python scripts/anthropic_client_test.py \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
+.venv-test/bin/python scripts/anthropic_client_test.py --output-checks \
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen3-Q8_0.gguf" \
   --chat-template-file "${FRUGAL_FIXTURES:-../shared/fixtures}/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"

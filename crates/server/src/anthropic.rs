@@ -155,6 +155,9 @@ pub fn to_chat(body: &Map<String, Value>, generate: bool) -> Result<Value, ApiEr
     if let Some(thinking) = field("thinking") {
         thinking_to_chat(thinking, &mut out)?;
     }
+    if let Some(config) = field("output_config") {
+        output_config_to_chat(config, &mut out)?;
+    }
     Ok(Value::Object(out))
 }
 
@@ -331,15 +334,15 @@ fn tool_choice_to_chat(choice: &Value, out: &mut Map<String, Value>) -> Result<(
 }
 
 /// `thinking`: `enabled` turns the template's thinking on with `budget_tokens` as the reasoning
-/// budget; `disabled` turns it off.
+/// budget, `adaptive` without one; `disabled` turns it off.
 fn thinking_to_chat(thinking: &Value, out: &mut Map<String, Value>) -> Result<(), ApiError> {
     let enabled = match thinking.get("type").and_then(Value::as_str) {
-        Some("enabled") => true,
+        Some("enabled" | "adaptive") => true,
         Some("disabled") => false,
         _ => {
             return Err(ApiError::invalid_param(
                 "thinking.type",
-                "thinking.type must be 'enabled' or 'disabled'.",
+                "thinking.type must be 'enabled', 'adaptive' or 'disabled'.",
             ))
         }
     };
@@ -351,6 +354,35 @@ fn thinking_to_chat(thinking: &Value, out: &mut Map<String, Value>) -> Result<()
         if let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64) {
             out.insert("max_reasoning_tokens".into(), json!(budget));
         }
+    }
+    Ok(())
+}
+
+/// `output_config`: `format` (a JSON schema the answer must follow) as `response_format`,
+/// `effort` as `reasoning_effort`.
+fn output_config_to_chat(config: &Value, out: &mut Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(format) = config.get("format").filter(|f| !f.is_null()) {
+        let (Some("json_schema"), Some(schema)) = (
+            format.get("type").and_then(Value::as_str),
+            format.get("schema"),
+        ) else {
+            return Err(ApiError::invalid_param(
+                "output_config.format",
+                "output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}.",
+            ));
+        };
+        out.insert(
+            "response_format".into(),
+            json!({"type": "json_schema",
+                   "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+        );
+    }
+    if let Some(effort) = config.get("effort").and_then(Value::as_str) {
+        let effort = match effort {
+            "xhigh" | "max" => "high",
+            e => e,
+        };
+        out.insert("reasoning_effort".into(), json!(effort));
     }
     Ok(())
 }
