@@ -11,6 +11,7 @@ mod conn;
 mod disk_cache;
 pub mod error;
 pub mod metrics;
+mod page;
 mod prep;
 mod respond;
 mod routes;
