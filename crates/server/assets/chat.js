@@ -319,6 +319,7 @@ const FIELDS = [
   // [element id, settings key, kind]
   ['api-key', 'apiKey', 'text'],
   ['system-prompt', 'system', 'text'],
+  ['thinking', 'thinking', 'text'],
   ['temperature', 'temperature', 'float'],
   ['top-p', 'top_p', 'float'],
   ['top-k', 'top_k', 'int'],
@@ -412,6 +413,8 @@ function requestBody(chat) {
   for (const key of ['temperature', 'top_p', 'top_k', 'max_tokens']) {
     if (s[key] !== undefined) body[key] = s[key];
   }
+  // Templates with a thinking switch (Qwen3, DeepSeek R1) read it from the template's kwargs.
+  if (s.thinking) body.chat_template_kwargs = { enable_thinking: s.thinking === 'on' };
   return body;
 }
 

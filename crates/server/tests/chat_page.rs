@@ -60,6 +60,7 @@ async fn chat_in_a_browser() {
     let steps = AssertUnwindSafe(async {
         chat_without_a_key(&wd).await;
         chat_with_a_key(&wd).await;
+        reasoning_is_folded(&wd).await;
     });
     let result = steps.catch_unwind().await;
     wd.delete().await;
@@ -108,7 +109,61 @@ async fn chat_without_a_key(wd: &Session) {
         .js("return document.querySelector('[data-role=user]').textContent")
         .await;
     assert_eq!(user, "What is Rust?");
+    markdown_is_safe(wd).await;
     s.shutdown().await;
+}
+
+/// Markdown in an answer (put into localStorage, as if the model had written it): rendered, with
+/// the code block's label and copy button, while HTML and non-http links stay text.
+async fn markdown_is_safe(wd: &Session) {
+    let content = "# Title\n\nSome **bold**, *italic* and `<b>code</b>`.\n\n\
+                   - [ok](https://example.com/a_b)\n- [bad](javascript:alert(1))\n\n\
+                   ```rust\nfn main() {}\n```\n\n<img src=x onerror=\"window.pwned=1\">";
+    let chat = json!([{"id": "md", "title": "Markdown", "created": 1, "updated": 1, "messages": [
+        {"role": "user", "content": "Show me markdown"},
+        {"role": "assistant", "content": content, "reasoning": "", "state": "done"},
+    ]}]);
+    let set = format!(
+        "localStorage.setItem('frugal.chats', {0}); localStorage.setItem('frugal.current', '\"md\"');",
+        serde_json::to_string(&chat.to_string()).unwrap()
+    );
+    wd.js(&set).await;
+    wd.refresh().await;
+    wait_model(wd).await;
+    let seen = wd
+        .js("const a = document.querySelector('[data-role=assistant] .content'); return { \
+               h1: a.querySelector('h1')?.textContent, strong: a.querySelector('strong')?.textContent, \
+               em: a.querySelector('em')?.textContent, code: a.querySelector('p code')?.textContent, \
+               lang: a.querySelector('.code .lang')?.textContent, \
+               block: a.querySelector('.code pre code')?.textContent, \
+               links: [...a.querySelectorAll('a')].map(l => l.href), \
+               elements: a.querySelectorAll('img, b, script').length, pwned: window.pwned ?? null, \
+               text: a.innerText }")
+        .await;
+    assert_eq!(seen["h1"], "Title", "{seen}");
+    assert_eq!(seen["strong"], "bold", "{seen}");
+    assert_eq!(seen["em"], "italic", "{seen}");
+    assert_eq!(seen["code"], "<b>code</b>", "{seen}");
+    assert_eq!(seen["lang"], "rust", "{seen}");
+    assert_eq!(seen["block"], "fn main() {}", "{seen}");
+    assert_eq!(seen["links"], json!(["https://example.com/a_b"]), "{seen}");
+    assert_eq!(seen["elements"], 0, "{seen}");
+    assert_eq!(seen["pwned"], Value::Null, "{seen}");
+    let text = seen["text"].as_str().unwrap();
+    assert!(text.contains("[bad](javascript:alert(1))"), "{seen}");
+    assert!(text.contains("<img src=x"), "{seen}");
+    let shot = wd.screenshot("chat-page-markdown.png").await;
+    eprintln!("screenshot: {}", shot.display());
+    wd.click(".code button.copy").await;
+    let label = wd
+        .wait(
+            "the copy button",
+            5,
+            "const b = document.querySelector('.code button.copy'); \
+               return b.textContent === 'Copied' && b.textContent",
+        )
+        .await;
+    assert_eq!(label, "Copied");
 }
 
 /// A server with a key: the page asks for it, a request without it shows the server's error, and
@@ -143,6 +198,50 @@ async fn chat_with_a_key(wd: &Session) {
         wd.js(SIDEBAR).await,
         json!(["What is Rust?", "Without a key"])
     );
+    s.shutdown().await;
+}
+
+/// A reasoning model (the R1 template, whose prompt opens `<think>`, with thinking switched on in
+/// the settings; the server's reasoning budget ends the block): the reasoning shows in a fold
+/// above the answer, folded once the answer has started.
+async fn reasoning_is_folded(wd: &Session) {
+    let s = start(|cfg| {
+        let f = frugal_fixtures::dir();
+        cfg.model = f.join("models/qwen3-Q8_0.gguf");
+        cfg.ctx_size = Some(1024);
+        let template = f.join("templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja");
+        cfg.chat_template = Some(std::fs::read_to_string(template).unwrap());
+        cfg.reasoning_budget = Some(8);
+    })
+    .await;
+    wd.goto(&s.url("/")).await;
+    wait_model(wd).await;
+    wd.click("#open-settings").await;
+    wd.click("#thinking option[value=on]").await;
+    wd.type_into("#temperature", "0").await;
+    wd.type_into("#max-tokens", "24").await;
+    wd.click("#settings-save").await;
+
+    wd.type_into("#input", "Why is the sky blue?").await;
+    wd.click("#send").await;
+    let answer = wait_answer(wd, 1).await;
+    let fold = wd
+        .js("const d = document.querySelector('[data-role=assistant] details.reasoning'); \
+             return { hidden: d.hidden, open: d.open, text: d.querySelector('.reasoning-text').textContent }")
+        .await;
+    assert_eq!(fold["hidden"], false, "{fold}");
+    assert_eq!(fold["open"], false, "{fold}");
+    assert!(!fold["text"].as_str().unwrap().is_empty(), "{fold}");
+    assert!(!answer.text.is_empty());
+    // A reader can open it again.
+    wd.click("[data-role=assistant] details.reasoning summary")
+        .await;
+    let open = wd
+        .js("return document.querySelector('details.reasoning').open")
+        .await;
+    assert_eq!(open, true);
+    let shot = wd.screenshot("chat-page-reasoning.png").await;
+    eprintln!("screenshot: {}", shot.display());
     s.shutdown().await;
 }
 
