@@ -185,6 +185,8 @@ function paint(view) {
     return;
   }
   el.dataset.state = msg.state || 'done';
+  // Screen readers announce the answer once it is complete, not every repaint of it.
+  el.setAttribute('aria-busy', String(msg.state === 'streaming'));
   if (msg.reasoning) {
     view.reasoning.hidden = false;
     view.reasoning.querySelector('.reasoning-text').textContent = msg.reasoning;
