@@ -7,6 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The chat page's browser test (crates/server/tests/chat_page.rs) needs Chromium and chromedriver:
+# install them where we can (root with apt-get), then make the test fail rather than skip.
+if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+  apt_install || { apt-get update -qq && apt_install; } || echo "warning: could not install chromium" >&2
+fi
+if command -v chromedriver >/dev/null; then export FRUGAL_REQUIRE_BROWSER=1; fi
 cargo test --workspace --locked
 
 cargo build --locked -p frugal

@@ -15,6 +15,7 @@ pub mod error;
 mod jobs;
 pub mod metrics;
 mod native;
+mod page;
 mod prep;
 mod respond;
 mod routes;
