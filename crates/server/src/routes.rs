@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::jobs;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
+use crate::responses;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -39,6 +40,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ("/completions", post(completions)),
         ("/messages", post(anthropic::messages)),
         ("/messages/count_tokens", post(anthropic::count_tokens)),
+        ("/responses", post(responses::create)),
+        (
+            "/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        ),
     ] {
         api = api
             .route(&format!("/v1{path}"), route.clone())

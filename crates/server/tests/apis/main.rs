@@ -5,6 +5,7 @@
 mod common;
 
 mod anthropic;
+mod responses;
 
 use frugal_server::ServerConfig;
 
