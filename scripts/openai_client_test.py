@@ -58,6 +58,11 @@ class Ctx:
         kw.setdefault("max_tokens", 8)
         return self.client.completions.create(prompt=prompt, **kw)
 
+    def respond(self, input, **kw):
+        kw.setdefault("model", self.model)
+        kw.setdefault("max_output_tokens", 8)
+        return self.client.responses.create(input=input, **kw)
+
     def get(self, path):
         with urllib.request.urlopen(self.base_url + path, timeout=self.timeout) as r:
             return r.status, r.read().decode()
@@ -328,6 +333,144 @@ def health_and_metrics(c):
         assert m and float(m.group(1)) > 0, f"{name} missing or zero in /metrics"
 
 
+# --- The Responses API (client.responses) ---
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150}},
+          "required": ["name", "age"], "additionalProperties": False}
+PERSON_FORMAT = {"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}}
+
+
+def responses_usage_ok(r, what):
+    u = r.usage
+    assert u is not None and u.input_tokens > 0, f"{what}: usage {u}"
+    assert u.total_tokens == u.input_tokens + u.output_tokens, f"{what}: total_tokens {u}"
+    assert 0 <= u.input_tokens_details.cached_tokens <= u.input_tokens, f"{what}: cached_tokens {u}"
+    assert u.output_tokens_details.reasoning_tokens <= u.output_tokens, f"{what}: reasoning_tokens {u}"
+
+
+def person_ok(text, what):
+    doc = json.loads(text)
+    assert set(doc) == {"name", "age"} and isinstance(doc["name"], str) and isinstance(doc["age"], int), \
+        f"{what}: {doc}"
+    assert len(doc["name"]) <= 12 and 0 <= doc["age"] <= 150, f"{what}: {doc}"
+
+
+@check
+def responses_create(c):
+    r = c.respond("Hello there", max_output_tokens=8, temperature=0)
+    assert r.object == "response" and r.id.startswith("resp_"), (r.object, r.id)
+    assert r.model == c.model, r.model
+    assert r.status in ("completed", "incomplete"), r.status
+    messages = [o for o in r.output if o.type == "message"]
+    assert len(messages) == 1 and messages[0].role == "assistant", r.output
+    assert messages[0].content[0].type == "output_text", messages[0]
+    assert r.output_text == messages[0].content[0].text, (r.output_text, messages[0])
+    responses_usage_ok(r, "create")
+    again = c.respond("Hello there", max_output_tokens=8, temperature=0)
+    assert again.output_text == r.output_text, "greedy is greedy"
+    # Instructions open the prompt and are repeated.
+    told = c.respond("Hello there", instructions="Answer in one short, polite sentence.", temperature=0)
+    assert told.instructions == "Answer in one short, polite sentence.", told.instructions
+    assert told.usage.input_tokens > r.usage.input_tokens, (told.usage, r.usage)
+    # The length limit.
+    cut = c.respond("Hello there", max_output_tokens=2, temperature=0)
+    assert cut.status == "incomplete", cut.status
+    assert cut.incomplete_details.reason == "max_output_tokens", cut.incomplete_details
+    assert cut.usage.output_tokens == 2, cut.usage
+    # Stored: retrieved by id, then deleted.
+    got = c.client.responses.retrieve(r.id)
+    assert got.id == r.id and got.output_text == r.output_text, got
+    c.client.responses.delete(r.id)
+    try:
+        c.client.responses.retrieve(r.id)
+    except openai.NotFoundError as e:
+        assert e.status_code == 404, e.status_code
+    else:
+        raise AssertionError("a deleted response was still retrieved")
+
+
+@check
+def responses_json_schema(c):
+    r = c.respond("A person, please.", max_output_tokens=120, temperature=0, text=PERSON_FORMAT)
+    assert r.status == "completed", (r.status, r.output_text)
+    person_ok(r.output_text, "json_schema")
+    assert r.text.format.type == "json_schema" and r.text.format.name == "person", r.text
+
+
+@check
+def responses_stream(c):
+    # A structured answer ends by itself: the SDK assembles the final response from the events.
+    kw = dict(model=c.model, input="A person, please.", max_output_tokens=120, temperature=0, text=PERSON_FORMAT)
+    want = c.client.responses.create(**kw)
+    deltas, types = [], []
+    with c.client.responses.stream(**kw) as stream:
+        for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert types[:2] == ["response.created", "response.in_progress"], types[:2]
+    assert types[-1] == "response.completed", types[-1]
+    assert "".join(deltas) == want.output_text, ("".join(deltas), want.output_text)
+    assert final.output_text == want.output_text, (final.output_text, want.output_text)
+    assert final.status == want.status and final.usage.output_tokens == want.usage.output_tokens, (final, want)
+    assert [o.type for o in final.output] == [o.type for o in want.output], (final.output, want.output)
+    person_ok(final.output_text, "streamed json_schema")
+    # A plain answer the length limit cuts ends with `response.incomplete`.
+    want = c.respond("Stream to me", max_output_tokens=12, temperature=0)
+    text, last = "", None
+    for event in c.client.responses.create(model=c.model, input="Stream to me", max_output_tokens=12,
+                                           temperature=0, stream=True):
+        last = event
+        if event.type == "response.output_text.delta":
+            text += event.delta
+    assert text == want.output_text, (text, want.output_text)
+    want_type = "response.incomplete" if want.status == "incomplete" else "response.completed"
+    assert last.type == want_type and last.response.status == want.status, (last.type, want.status)
+
+
+@check
+def responses_previous_response_id(c):
+    # Instructions of several KV blocks, unique to this check, so the continuation's prompt
+    # starts with cached blocks.
+    instructions = f"[{time.time_ns()}] " + " ".join(
+        f"Rule {i}: remember every name you are told and repeat it when asked." for i in range(8))
+    first = c.respond("My name is Ann.", instructions=instructions, max_output_tokens=4, temperature=0)
+    second = c.respond("What is my name?", instructions=instructions, previous_response_id=first.id,
+                       max_output_tokens=4, temperature=0)
+    assert second.previous_response_id == first.id, second.previous_response_id
+    assert second.usage.input_tokens >= first.usage.input_tokens + first.usage.output_tokens, \
+        (first.usage, second.usage)
+    assert second.usage.input_tokens_details.cached_tokens >= BLOCK_SIZE, second.usage
+    try:
+        c.respond("Hi", previous_response_id="resp_unknown")
+    except openai.NotFoundError as e:
+        assert e.param == "previous_response_id", e.body
+    else:
+        raise AssertionError("an unknown previous_response_id did not raise NotFoundError")
+
+
+@check
+def responses_errors(c):
+    for kw, param in ((dict(tools=[{"type": "web_search_preview"}]), "tools[0].type"),
+                      (dict(temperature=-1), "temperature"),
+                      (dict(text={"format": {"type": "xml"}}), "text.format.type")):
+        try:
+            c.respond("hi", **kw)
+        except openai.BadRequestError as e:
+            assert e.status_code == 400 and e.param == param, (kw, e.status_code, e.param, e.body)
+        else:
+            raise AssertionError(f"{kw} did not raise BadRequestError")
+    image = [{"role": "user", "content": [{"type": "input_image", "image_url": "https://example.com/a.png"}]}]
+    try:
+        c.respond(image)
+    except openai.BadRequestError as e:
+        assert e.param == "input[0].content[0]", e.body
+    else:
+        raise AssertionError("an image did not raise BadRequestError")
+
+
 # --- Reasoning, tool calls and structured output (run with --chat-template-file and
 # --output-checks: a template that opens <think>, such as DeepSeek-R1-Distill's) ---
 
@@ -409,6 +552,50 @@ def json_schema_after_reasoning(c):
             text = c.chat("A person", **kw).choices[0].message.content
         doc = json.loads(text)
         assert set(doc) == {"name", "age"} and isinstance(doc["age"], int) and isinstance(doc["name"], str), doc
+
+
+RESPONSES_WEATHER = [{"type": "function", "name": "get_weather", "description": "Current weather in a city",
+                      "parameters": WEATHER[0]["function"]["parameters"]}]
+
+
+@output_check
+def responses_reasoning(c):
+    r = c.respond("Why is the sky blue?", max_output_tokens=24, reasoning={"effort": "low"},
+                  extra_body={"max_reasoning_tokens": 8})
+    assert r.output and r.output[0].type == "reasoning", r.output
+    assert r.output[0].content and r.output[0].content[0].text, r.output[0]
+    assert r.reasoning.effort == "low", r.reasoning
+    assert r.usage.output_tokens_details.reasoning_tokens > 0, r.usage
+
+
+@output_check
+def responses_function_call_round_trip(c):
+    kw = dict(model=c.model, tools=RESPONSES_WEATHER, tool_choice={"type": "function", "name": "get_weather"},
+              parallel_tool_calls=False, max_output_tokens=300, reasoning={"effort": "low"},
+              extra_body={"max_reasoning_tokens": 6})
+    r = c.client.responses.create(input="Weather in Paris?", **kw)
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert r.status == "completed" and len(calls) == 1, (r.status, r.output)
+    call = calls[0]
+    assert call.name == "get_weather" and call.call_id, call
+    assert isinstance(json.loads(call.arguments).get("city"), str), call.arguments
+    # Streamed: the arguments arrive in deltas, and the SDK assembles the same call.
+    arguments = ""
+    with c.client.responses.stream(input="Weather in Paris?", **kw) as stream:
+        for event in stream:
+            if event.type == "response.function_call_arguments.delta":
+                arguments += event.delta
+        final = stream.get_final_response()
+    streamed = [o for o in final.output if o.type == "function_call"]
+    assert len(streamed) == 1 and streamed[0].arguments == arguments, (streamed, arguments)
+    assert isinstance(json.loads(arguments).get("city"), str), arguments
+    # The result goes back by previous_response_id; the model answers in text.
+    result = [{"type": "function_call_output", "call_id": call.call_id, "output": "18 C, cloudy"}]
+    answer = c.client.responses.create(model=c.model, input=result, previous_response_id=r.id,
+                                       tools=RESPONSES_WEATHER, max_output_tokens=16,
+                                       reasoning={"effort": "none"})
+    assert answer.usage.input_tokens > r.usage.input_tokens, (answer.usage, r.usage)
+    assert answer.status in ("completed", "incomplete") and answer.output, answer
 
 
 class Server:

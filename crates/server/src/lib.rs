@@ -18,6 +18,7 @@ mod native;
 mod page;
 mod prep;
 mod respond;
+mod responses;
 mod routes;
 mod sse;
 mod tokens;
@@ -255,6 +256,8 @@ pub(crate) struct AppState {
     pub metrics: Arc<Metrics>,
     /// The blocking pool for parsing, templating and tokenizing, and the cheap prompt bound.
     pub prep: prep::Prep,
+    /// Responses API answers kept for `previous_response_id` and `GET /v1/responses/{id}`.
+    pub responses: responses::ResponseStore,
 }
 
 impl AppState {
@@ -326,6 +329,7 @@ impl Server {
             ready: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             prep,
+            responses: responses::ResponseStore::default(),
         });
         Ok(Server {
             listener,

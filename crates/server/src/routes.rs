@@ -13,6 +13,7 @@ use crate::jobs;
 use crate::native;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
+use crate::responses;
 use crate::tokens;
 use crate::AppState;
 use axum::body::Bytes;
@@ -46,6 +47,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         ("/props", get(native::props)),
         ("/tokenize", post(tokens::tokenize)),
         ("/detokenize", post(tokens::detokenize)),
+        ("/responses", post(responses::create)),
+        (
+            "/responses/{id}",
+            get(responses::retrieve).delete(responses::delete),
+        ),
     ] {
         api = api
             .route(&format!("/v1{path}"), route.clone())

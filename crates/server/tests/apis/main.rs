@@ -6,6 +6,7 @@ mod common;
 
 mod anthropic;
 mod compat;
+mod responses;
 
 use frugal_server::ServerConfig;
 
