@@ -10,8 +10,11 @@
 use frugal_fixtures::dir as fixtures;
 use frugal_formats::GgufFile;
 use frugal_output::gbnf::gbnf_to_lark;
-use frugal_output::{grammar_constraint, Grammar, GrammarMatcher, TokenEnv};
+use frugal_output::{
+    grammar_constraint, Grammar, GrammarMatcher, OutputPlan, OutputRequest, TokenEnv,
+};
 use frugal_tokenizer::Tokenizer;
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -211,8 +214,8 @@ fn hand_written_grammars_match() {
     // it stays apart.
     check(
         "lexeme boundaries",
-        "root ::= num \"\\n\" | [a-z] \"bc\" | \"ab\" \"d\" | \"aa\" \"x\" | \"a\" \"ab\"\nnum ::= [0-9]+ ws\nws ::= [ \\t\\n]*\n",
-        &["12\n", "12 \n\n", "abc", "abd", "aax", "aab"],
+        "root ::= (num \"\\n\" | [a-z] \"bc\" | \"ab\" \"d\" | \"aa\" \"x\" | \"a\" \"ab\") root?\nnum ::= [0-9]+ ws\nws ::= [ \\t\\n]*\n",
+        &["12\n", "12 \n\n", "abc", "abd", "aax", "aab", "12\nabcaab3\n"],
         &["12", "ab", "aa"],
     );
     check(
@@ -274,4 +277,68 @@ fn grammar_constraint_for_completions() {
         panic!("an undefined rule converted");
     };
     assert_eq!(e.param(), Some("grammar"));
+}
+
+/// `grammar` in a chat request: the answer must match it; errors name the field.
+#[test]
+fn chat_plan_with_a_grammar() {
+    use frugal_constraint::Constraint;
+    let env = env();
+    let req = OutputRequest {
+        template_source: "{{ messages }}",
+        prompt: "user: hi\nassistant: ",
+        tools: &[],
+        tool_choice: None,
+        parallel_tool_calls: true,
+        response_format: None,
+        grammar: Some("root ::= \"yes\" | \"no\"\n"),
+        reasoning_effort: None,
+        max_tokens: Some(20),
+    };
+    let plan = OutputPlan::new(env, &req).unwrap();
+    assert!(plan.grammar.is_some());
+    let mut c = plan.constraint(env).unwrap();
+    for t in env.tokenizer().encode("no", false, false).unwrap() {
+        let mut logits = vec![0.0f32; env.vocab_size()];
+        c.mask(&mut logits).unwrap();
+        assert!(logits[t as usize].is_finite());
+        c.accept(t).unwrap();
+    }
+    let y = env.tokenizer().encode("y", false, false).unwrap()[0];
+    let mut logits = vec![0.0f32; env.vocab_size()];
+    c.mask(&mut logits).unwrap();
+    assert!(!logits[y as usize].is_finite());
+
+    let json_format = json!({"type": "json_object"});
+    let text_format = json!({"type": "text"});
+    let both = OutputRequest {
+        response_format: Some(&json_format),
+        ..req
+    };
+    let e = OutputPlan::new(env, &both).unwrap_err();
+    assert_eq!(e.param(), Some("grammar"), "{e}");
+    assert!(e.to_string().contains("response_format"), "{e}");
+    let text = OutputRequest {
+        response_format: Some(&text_format),
+        ..req
+    };
+    assert!(OutputPlan::new(env, &text).is_ok());
+    for (bad, says) in [
+        ("root ::= <[5]>\n", "1:10: token reference `<[5]>`"),
+        (
+            "root ::= \"a\" b\n",
+            "1:14: rule `b` is used but never defined",
+        ),
+    ] {
+        let e = OutputPlan::new(
+            env,
+            &OutputRequest {
+                grammar: Some(bad),
+                ..req
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.param(), Some("grammar"), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
 }

@@ -168,58 +168,141 @@ impl Layout {
             infos.entry(key).or_insert_with(|| lang_info(g, key));
         }
         let info = |x: Id| &infos[&lang_key(g, x)];
-        let sets = LexSets::compute(g, self, &info);
-        let follow_chars = |z: Id| {
-            let mut s = CharSet::default();
-            for &b in sets.follow.get(&z).into_iter().flatten() {
-                s.add(&info(b).first);
-            }
-            s
-        };
-        let multi: Vec<Id> = self.lexemes.iter().copied().filter(|&x| info(x).multi).collect();
-        if multi.is_empty() {
+        let mut lex: Vec<Id> = self.lexemes.iter().copied().collect();
+        lex.sort_unstable();
+        if lex.iter().all(|&x| !info(x).multi) {
             return Vec::new();
         }
+        let sets = LexSets::compute(g, self, &info);
+        let index: HashMap<Id, usize> = lex.iter().enumerate().map(|(i, &x)| (x, i)).collect();
+        let bits = |ids: &BTreeSet<Id>| Bits::from_iter(lex.len(), ids.iter().map(|x| index[x]));
+        let follow: Vec<Bits> = lex
+            .iter()
+            .map(|z| sets.follow.get(z).map_or(Bits::new(lex.len()), bits))
+            .collect();
+        let follow_chars: Vec<CharSet> = follow
+            .iter()
+            .map(|f| {
+                let mut s = CharSet::default();
+                f.ones().for_each(|b| _ = s.add(&info(lex[b]).first));
+                s
+            })
+            .collect();
+        // shares[a]: lexemes sharing a first character with a (they may match the same text).
+        // conflicts[x]: lexemes z whose end x may run past (x longer than one character).
+        let mut shares = vec![Bits::new(lex.len()); lex.len()];
+        let mut conflicts = vec![Bits::new(lex.len()); lex.len()];
+        for (a, &x) in lex.iter().enumerate() {
+            let ix = info(x);
+            for (b, &z) in lex.iter().enumerate() {
+                let iz = info(z);
+                let share = iz.first.intersects(&ix.first);
+                if share {
+                    shares[a].set(b);
+                }
+                let conflict = ix.multi
+                    && if lang_key(g, z) == lang_key(g, x) {
+                        follow_chars[b].intersects(&ix.cont)
+                    } else {
+                        share && follow_chars[b].intersects(&ix.inner)
+                    };
+                if conflict {
+                    conflicts[a].set(b);
+                }
+            }
+        }
+        // The sets of lexemes allowed together: where the grammar starts, then, after text that
+        // lexemes of a set matched together (those sharing first characters, taken
+        // transitively), what may follow any of them.
         let mut bad = BTreeSet::new();
-        // The sets of lexemes allowed together: where the grammar starts, then after any text
-        // some lexemes of a set matched together (they share a first character), what may
-        // follow any of them.
-        let mut seen: HashSet<BTreeSet<Id>> = HashSet::new();
-        let mut todo = vec![sets.start.clone()];
+        let mut seen: HashSet<Bits> = HashSet::new();
+        let mut todo = vec![bits(&sets.start)];
         while let Some(group) = todo.pop() {
             if seen.len() >= MAX_GROUPS {
                 // Too many to check: split every longer lexeme (always right).
-                return multi;
+                return lex.into_iter().filter(|&x| info(x).multi).collect();
             }
             if !seen.insert(group.clone()) {
                 continue;
             }
-            for &x in group.iter().filter(|&&x| info(x).multi) {
-                let ix = info(x);
-                for &z in &group {
-                    let fz = follow_chars(z);
-                    let conflict = if lang_key(g, z) == lang_key(g, x) {
-                        fz.intersects(&ix.cont)
-                    } else {
-                        info(z).first.intersects(&ix.first) && fz.intersects(&ix.inner)
-                    };
-                    if conflict {
-                        bad.insert(x);
-                        break;
-                    }
+            for x in group.ones() {
+                if conflicts[x].meets(&group) {
+                    bad.insert(lex[x]);
                 }
             }
-            for &a in &group {
-                let mut next = BTreeSet::new();
-                for &b in group.iter().filter(|&&b| info(b).first.intersects(&info(a).first)) {
-                    next.extend(sets.follow.get(&b).into_iter().flatten().copied());
+            let mut left = group.clone();
+            while let Some(a) = left.first_one() {
+                let mut part = Bits::new(lex.len());
+                part.set(a);
+                let mut grown = true;
+                while grown {
+                    grown = false;
+                    for b in part.clone().ones() {
+                        grown |= part.or_masked(&shares[b], &group);
+                    }
                 }
-                if !next.is_empty() && !seen.contains(&next) {
+                let mut next = Bits::new(lex.len());
+                for b in part.ones() {
+                    next.or_masked(&follow[b], &follow[b]);
+                    left.clear(b);
+                }
+                if next.first_one().is_some() && !seen.contains(&next) {
                     todo.push(next);
                 }
             }
         }
         bad.into_iter().collect()
+    }
+}
+
+/// A set of small indices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        Bits(vec![0; n.div_ceil(64)])
+    }
+
+    fn from_iter(n: usize, it: impl Iterator<Item = usize>) -> Bits {
+        let mut b = Bits::new(n);
+        it.for_each(|i| b.set(i));
+        b
+    }
+
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn clear(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+
+    fn meets(&self, other: &Bits) -> bool {
+        self.0.iter().zip(&other.0).any(|(a, b)| a & b != 0)
+    }
+
+    /// Adds `other ∩ mask`; returns whether anything was new.
+    fn or_masked(&mut self, other: &Bits, mask: &Bits) -> bool {
+        let mut changed = false;
+        for ((w, o), m) in self.0.iter_mut().zip(&other.0).zip(&mask.0) {
+            let n = *w | (o & m);
+            changed |= n != *w;
+            *w = n;
+        }
+        changed
+    }
+
+    fn first_one(&self) -> Option<usize> {
+        self.ones().next()
+    }
+
+    fn ones(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(k, &w)| {
+            (0..64)
+                .filter(move |i| w & (1 << i) != 0)
+                .map(move |i| k * 64 + i)
+        })
     }
 }
 
