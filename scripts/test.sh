@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+./scripts/fetch_peer_grammars.sh
+export FRUGAL_REQUIRE_PEER_GRAMMARS=1
 cargo test --workspace --locked
 
 cargo build --locked -p frugal
