@@ -188,71 +188,94 @@ impl Layout {
                 s
             })
             .collect();
-        // shares[a]: lexemes sharing a first character with a (they may match the same text).
-        // conflicts[x]: lexemes z whose end x may run past (x longer than one character).
-        let mut shares = vec![Bits::new(lex.len()); lex.len()];
-        let mut conflicts = vec![Bits::new(lex.len()); lex.len()];
-        for (a, &x) in lex.iter().enumerate() {
-            let ix = info(x);
-            for (b, &z) in lex.iter().enumerate() {
-                let iz = info(z);
-                let share = iz.first.intersects(&ix.first);
-                if share {
-                    shares[a].set(b);
-                }
-                let conflict = ix.multi
-                    && if lang_key(g, z) == lang_key(g, x) {
-                        follow_chars[b].intersects(&ix.cont)
-                    } else {
-                        share && follow_chars[b].intersects(&ix.inner)
-                    };
-                if conflict {
-                    conflicts[a].set(b);
-                }
-            }
+        let (shares, conflicts) = relations(g, &lex, &info, &follow_chars);
+        match unsafe_lexemes(bits(&sets.start), &follow, &shares, &conflicts) {
+            Some(bad) => bad.ones().map(|x| lex[x]).collect(),
+            // Too many sets to check: split every longer lexeme (always right).
+            None => lex.into_iter().filter(|&x| info(x).multi).collect(),
         }
-        // The sets of lexemes allowed together: where the grammar starts, then, after text that
-        // lexemes of a set matched together (those sharing first characters, taken
-        // transitively), what may follow any of them.
-        let mut bad = BTreeSet::new();
-        let mut seen: HashSet<Bits> = HashSet::new();
-        let mut todo = vec![bits(&sets.start)];
-        while let Some(group) = todo.pop() {
-            if seen.len() >= MAX_GROUPS {
-                // Too many to check: split every longer lexeme (always right).
-                return lex.into_iter().filter(|&x| info(x).multi).collect();
-            }
-            if !seen.insert(group.clone()) {
-                continue;
-            }
-            for x in group.ones() {
-                if conflicts[x].meets(&group) {
-                    bad.insert(lex[x]);
-                }
-            }
-            let mut left = group.clone();
-            while let Some(a) = left.first_one() {
-                let mut part = Bits::new(lex.len());
-                part.set(a);
-                let mut grown = true;
-                while grown {
-                    grown = false;
-                    for b in part.clone().ones() {
-                        grown |= part.or_masked(&shares[b], &group);
-                    }
-                }
-                let mut next = Bits::new(lex.len());
-                for b in part.ones() {
-                    next.or_masked(&follow[b], &follow[b]);
-                    left.clear(b);
-                }
-                if next.first_one().is_some() && !seen.contains(&next) {
-                    todo.push(next);
-                }
-            }
-        }
-        bad.into_iter().collect()
     }
+}
+
+/// `shares[a]`: the lexemes sharing a first character with `a` (they may match the same
+/// text); `conflicts[x]`: the lexemes `z` whose end `x` may run past when allowed together.
+fn relations<'i>(
+    g: &Grammar,
+    lex: &[Id],
+    info: &dyn Fn(Id) -> &'i LangInfo,
+    follow_chars: &[CharSet],
+) -> (Vec<Bits>, Vec<Bits>) {
+    let mut shares = vec![Bits::new(lex.len()); lex.len()];
+    let mut conflicts = vec![Bits::new(lex.len()); lex.len()];
+    for (a, &x) in lex.iter().enumerate() {
+        let ix = info(x);
+        for (b, &z) in lex.iter().enumerate() {
+            let share = info(z).first.intersects(&ix.first);
+            if share {
+                shares[a].set(b);
+            }
+            let conflict = ix.multi
+                && if lang_key(g, z) == lang_key(g, x) {
+                    follow_chars[b].intersects(&ix.cont)
+                } else {
+                    share && follow_chars[b].intersects(&ix.inner)
+                };
+            if conflict {
+                conflicts[a].set(b);
+            }
+        }
+    }
+    (shares, conflicts)
+}
+
+/// The lexemes that conflict with another in some set of lexemes allowed together: where the
+/// grammar starts (`start`), then, after text that lexemes of a set matched together (those
+/// sharing first characters, taken transitively), what may follow any of them. `None` when
+/// there are too many sets to check.
+fn unsafe_lexemes(
+    start: Bits,
+    follow: &[Bits],
+    shares: &[Bits],
+    conflicts: &[Bits],
+) -> Option<Bits> {
+    let n = follow.len();
+    let mut bad = Bits::new(n);
+    let mut seen: HashSet<Bits> = HashSet::new();
+    let mut todo = vec![start];
+    while let Some(group) = todo.pop() {
+        if seen.len() >= MAX_GROUPS {
+            return None;
+        }
+        if !seen.insert(group.clone()) {
+            continue;
+        }
+        for x in group.ones() {
+            if conflicts[x].meets(&group) {
+                bad.set(x);
+            }
+        }
+        let mut left = group.clone();
+        while let Some(a) = left.first_one() {
+            let mut part = Bits::new(n);
+            part.set(a);
+            let mut grown = true;
+            while grown {
+                grown = false;
+                for b in part.clone().ones() {
+                    grown |= part.or_masked(&shares[b], &group);
+                }
+            }
+            let mut next = Bits::new(n);
+            for b in part.ones() {
+                next.or_masked(&follow[b], &follow[b]);
+                left.clear(b);
+            }
+            if next.first_one().is_some() && !seen.contains(&next) {
+                todo.push(next);
+            }
+        }
+    }
+    Some(bad)
 }
 
 /// A set of small indices.

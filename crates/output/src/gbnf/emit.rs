@@ -199,11 +199,10 @@ impl Emitter<'_> {
     fn terminals(&mut self) -> String {
         let mut written = vec![false; self.g.rules.len()];
         let mut out = String::new();
-        loop {
-            let Some(r) = (0..self.g.rules.len()).find(|&r| self.terminal_rules[r] && !written[r])
-            else {
-                break;
-            };
+        let next = |e: &Self, written: &[bool]| {
+            (0..e.g.rules.len()).find(|&r| e.terminal_rules[r] && !written[r])
+        };
+        while let Some(r) = next(self, &written) {
             written[r] = true;
             let body = self.term_expr(self.g.rules[r].body);
             let _ = writeln!(out, "{}: {body}", self.upper[r]);
