@@ -40,7 +40,8 @@ fn compile(env: &TokenEnv, gbnf: &str) -> GrammarMatcher {
 fn accepts(env: &TokenEnv, m: &GrammarMatcher, text: &str) -> bool {
     let mut m = m.clone();
     for t in env.tokenizer().encode(text, false, false).unwrap() {
-        if !m.allowed().unwrap().is_allowed(t) {
+        // A stopped grammar takes nothing more.
+        if m.is_stopped() || !m.allowed().unwrap().is_allowed(t) {
             return false;
         }
         m.consume(t).unwrap();
@@ -217,6 +218,12 @@ fn hand_written_grammars_match() {
         "root ::= (num \"\\n\" | [a-z] \"bc\" | \"ab\" \"d\" | \"aa\" \"x\" | \"a\" \"ab\") root?\nnum ::= [0-9]+ ws\nws ::= [ \\t\\n]*\n",
         &["12\n", "12 \n\n", "abc", "abd", "aax", "aab", "12\nabcaab3\n"],
         &["12", "ab", "aa"],
+    );
+    check(
+        "empty alternative in a rule",
+        "root ::= | \"a\" root \"b\"\n",
+        &["", "ab", "aabb"],
+        &["a", "abb", "ba"],
     );
     check(
         "empty alternatives",
