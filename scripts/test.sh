@@ -14,6 +14,9 @@ if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
   apt_install || { apt-get update -qq && apt_install; } || echo "warning: could not install chromium" >&2
 fi
 if command -v chromedriver >/dev/null; then export FRUGAL_REQUIRE_BROWSER=1; fi
+# llama.cpp's sample GBNF grammars (from its PyPI source package, cached) for the GBNF converter's test.
+./scripts/fetch_peer_grammars.sh
+export FRUGAL_REQUIRE_PEER_GRAMMARS=1
 cargo test --workspace --locked
 
 cargo build --locked -p frugal

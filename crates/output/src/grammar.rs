@@ -606,6 +606,15 @@ impl Grammar {
         }))
     }
 
+    /// A grammar from llama.cpp's GBNF (the `grammar` request field), converted to Lark.
+    /// Conversion errors name the field (`grammar`) and each construct at fault, with its line
+    /// and column.
+    pub fn from_gbnf(source: &str) -> Result<Grammar, OutputError> {
+        crate::gbnf::gbnf_to_lark(source)
+            .map(Grammar::from_lark)
+            .map_err(|e| crate::grammar_param_error(e.to_string()))
+    }
+
     /// A grammar from Lark source (llguidance's dialect), for callers with their own grammars.
     pub fn from_lark(source: impl Into<String>) -> Grammar {
         Grammar {

@@ -6,7 +6,7 @@
 //!   key/value calls, their arguments built as JSON; Kimi K2's call sections in [`tools`]).
 //! - [`generic_tools`] is the JSON tool-call format for templates that cannot render tools.
 //! - [`grammar`] builds llguidance grammars (JSON object, JSON schema, tool calls) over a model's
-//!   vocabulary.
+//!   vocabulary; [`gbnf`] converts llama.cpp's GBNF grammars to them.
 //! - [`machine`] is the per-sequence [`frugal_constraint::Constraint`]: reasoning (with a
 //!   budget), then the constrained answer, then the end.
 //!
@@ -23,6 +23,7 @@
 //!     tool_choice: body.get("tool_choice"),
 //!     parallel_tool_calls: true,
 //!     response_format: body.get("response_format"),
+//!     grammar: body.get("grammar").and_then(|g| g.as_str()),
 //!     reasoning_effort: None,
 //!     max_tokens: Some(max_tokens),
 //! })?;                                           // Err → HTTP 400
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gbnf;
 pub mod generic_tools;
 pub mod glm_xml;
 pub mod grammar;
@@ -43,6 +45,7 @@ pub mod qwen_xml;
 pub mod reasoning;
 pub mod tools;
 
+pub use gbnf::{gbnf_to_lark, GbnfError};
 pub use generic_tools::GenericToolParser;
 pub use grammar::{Grammar, GrammarMatcher, TokenEnv, ToolChoice};
 pub use machine::{reasoning_budget, OutputConstraint};
@@ -87,6 +90,43 @@ impl OutputError {
             _ => None,
         }
     }
+}
+
+/// An error about the `grammar` field (GBNF), named as such.
+pub(crate) fn grammar_param_error(message: String) -> OutputError {
+    OutputError::Param {
+        param: "grammar".into(),
+        message: format!("grammar: {message}"),
+    }
+}
+
+/// Errors compiling the converted `grammar` name the field.
+fn grammar_error(e: OutputError) -> OutputError {
+    match e {
+        OutputError::Grammar(m) => grammar_param_error(format!("cannot be compiled: {m}")),
+        e => e,
+    }
+}
+
+/// The constraint for a plain text completion (no chat template, no reasoning) under a GBNF
+/// grammar, steered to end within `max_tokens`. Errors name the `grammar` field (HTTP 400).
+pub fn grammar_constraint(
+    env: &Arc<TokenEnv>,
+    gbnf: &str,
+    max_tokens: Option<usize>,
+) -> Result<OutputConstraint, OutputError> {
+    let grammar = Grammar::from_gbnf(gbnf)?;
+    let compiled = env.matcher(&grammar).map_err(grammar_error)?;
+    let c = OutputConstraint::compiled(
+        env.clone(),
+        ReasoningMode::None,
+        Some((&grammar, compiled)),
+        None,
+    );
+    Ok(match max_tokens {
+        Some(m) => c.with_max_tokens(m),
+        None => c,
+    })
 }
 
 /// The `response_format` schema with its field named; other `response_format` errors as they are.
@@ -342,6 +382,9 @@ pub struct OutputRequest<'a> {
     /// OpenAI's `parallel_tool_calls` (default true).
     pub parallel_tool_calls: bool,
     pub response_format: Option<&'a Value>,
+    /// llama.cpp's `grammar`: a GBNF grammar the answer must match, like a `response_format`
+    /// schema (not together with a JSON one, nor with tool calls a grammar enforces).
+    pub grammar: Option<&'a str>,
     /// `reasoning_effort`: `none`, `minimal`, `low`, `medium`, `high` (see
     /// [`reasoning_budget`]).
     pub reasoning_effort: Option<&'a str>,
@@ -359,7 +402,7 @@ pub struct OutputPlan {
     /// Tool calls are asked for and parsed in the generic JSON format ([`OutputPlan::generic`]).
     pub generic_tools: bool,
     /// The answer grammar: tool calls for `required`/named `tool_choice`, else the
-    /// `response_format` schema.
+    /// `response_format` schema or the GBNF `grammar`.
     pub grammar: Option<Grammar>,
     pub budget: Option<usize>,
     pub max_tokens: Option<usize>,
@@ -387,6 +430,9 @@ impl OutputPlan {
         } else {
             None
         };
+        if let Some(gbnf) = req.grammar {
+            return OutputPlan::with_gbnf(env, req, gbnf, tool_grammar.is_some(), tool_format);
+        }
         let mut plan = match (tool_grammar, req.response_format) {
             (Some(g), _) => {
                 check_tool_schemas(env, &fns)?;
@@ -411,6 +457,12 @@ impl OutputPlan {
         if req.tools.is_empty() || choice == ToolChoice::None {
             return OutputPlan::new(env, req);
         }
+        if req.grammar.is_some() {
+            // The generic format is a grammar of its own (a JSON call or response).
+            return Err(grammar_param_error(
+                "cannot be combined with tools on a chat template that cannot render them".into(),
+            ));
+        }
         let fns = grammar::tool_signatures(req.tools)?;
         check_tool_schemas(env, &fns)?;
         let response = match req.response_format {
@@ -431,6 +483,37 @@ impl OutputPlan {
         }
         let mut plan = OutputPlan::with_grammar(env, req, Some(grammar))?;
         plan.generic_tools = true;
+        Ok(plan)
+    }
+
+    /// The plan for a GBNF `grammar`: it alone constrains the answer, so a JSON
+    /// `response_format` or tool calls a grammar would enforce conflict with it.
+    fn with_gbnf(
+        env: &TokenEnv,
+        req: &OutputRequest,
+        gbnf: &str,
+        tool_grammar: bool,
+        tool_format: Option<ToolFormat>,
+    ) -> Result<OutputPlan, OutputError> {
+        let json_format = req
+            .response_format
+            .and_then(|rf| rf.get("type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "text");
+        if json_format {
+            return Err(grammar_param_error(
+                "cannot be combined with a JSON response_format; give one of them".into(),
+            ));
+        }
+        if tool_grammar {
+            return Err(grammar_param_error(
+                "cannot be combined with tool_choice 'required' or a named function".into(),
+            ));
+        }
+        let grammar = Grammar::from_gbnf(gbnf)?;
+        let mut plan = OutputPlan::with_grammar(env, req, Some(grammar)).map_err(grammar_error)?;
+        plan.tool_format = tool_format;
+        plan.param_types = Arc::new(ParamTypes::from_tools(req.tools));
         Ok(plan)
     }
 

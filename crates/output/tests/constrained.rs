@@ -513,6 +513,7 @@ fn request_plan_wiring() {
         tool_choice: Some(&tc),
         parallel_tool_calls: false,
         response_format: None,
+        grammar: None,
         reasoning_effort: Some("low"),
         max_tokens: Some(300),
     };

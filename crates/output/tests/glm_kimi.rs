@@ -260,6 +260,7 @@ fn plan(source: &str, prompt: &str, choice: &str) -> OutputPlan {
         tool_choice: Some(&choice),
         parallel_tool_calls: true,
         response_format: None,
+        grammar: None,
         reasoning_effort: None,
         max_tokens: Some(200),
     };

@@ -88,6 +88,7 @@ fn request<'a>(
         tool_choice: choice,
         parallel_tool_calls: true,
         response_format: rf,
+        grammar: None,
         reasoning_effort: None,
         max_tokens: Some(100),
     }

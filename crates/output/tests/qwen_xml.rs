@@ -222,6 +222,7 @@ fn qwen35_request_plan() {
         tool_choice: Some(&choice),
         parallel_tool_calls: true,
         response_format: None,
+        grammar: None,
         reasoning_effort: None,
         max_tokens: Some(200),
     };

@@ -276,6 +276,7 @@ pub fn output(
         tool_choice: req.tool_choice.as_ref(),
         parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         response_format: req.response_format.as_ref(),
+        grammar: None,
         reasoning_effort: req.reasoning_effort.as_deref(),
         max_tokens: Some(max_tokens),
     };
