@@ -108,8 +108,17 @@ fn grammar_error(e: OutputError) -> OutputError {
     }
 }
 
-/// The constraint for a plain text completion (no chat template, no reasoning) under a GBNF
-/// grammar, steered to end within `max_tokens`. Errors name the `grammar` field (HTTP 400).
+/// What a plain text completion (no chat template, no reasoning) must match.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextFormat {
+    /// A GBNF grammar (llama.cpp's `grammar` field).
+    Gbnf(String),
+    /// A JSON schema (llama.cpp's `json_schema`, or `response_format`'s).
+    JsonSchema(Value),
+}
+
+/// The constraint for a plain text completion under a GBNF grammar, steered to end within
+/// `max_tokens`. Errors name the `grammar` field (HTTP 400).
 pub fn grammar_constraint(
     env: &Arc<TokenEnv>,
     gbnf: &str,
@@ -117,16 +126,46 @@ pub fn grammar_constraint(
 ) -> Result<OutputConstraint, OutputError> {
     let grammar = Grammar::from_gbnf(gbnf)?;
     let compiled = env.matcher(&grammar).map_err(grammar_error)?;
+    Ok(text_constraint(env, &grammar, compiled, max_tokens))
+}
+
+/// The constraint for a plain text completion under `format`; errors name the field (`grammar`
+/// or `json_schema`).
+pub fn format_constraint(
+    env: &Arc<TokenEnv>,
+    format: &TextFormat,
+    max_tokens: Option<usize>,
+) -> Result<OutputConstraint, OutputError> {
+    match format {
+        TextFormat::Gbnf(g) => grammar_constraint(env, g, max_tokens),
+        TextFormat::JsonSchema(schema) => {
+            let named = |e: OutputError| OutputError::Param {
+                param: "json_schema".into(),
+                message: format!("json_schema: unsupported or invalid schema: {e}"),
+            };
+            let grammar = Grammar::json_schema(schema).map_err(named)?;
+            let compiled = env.matcher(&grammar).map_err(named)?;
+            Ok(text_constraint(env, &grammar, compiled, max_tokens))
+        }
+    }
+}
+
+fn text_constraint(
+    env: &Arc<TokenEnv>,
+    grammar: &Grammar,
+    compiled: GrammarMatcher,
+    max_tokens: Option<usize>,
+) -> OutputConstraint {
     let c = OutputConstraint::compiled(
         env.clone(),
         ReasoningMode::None,
-        Some((&grammar, compiled)),
+        Some((grammar, compiled)),
         None,
     );
-    Ok(match max_tokens {
+    match max_tokens {
         Some(m) => c.with_max_tokens(m),
         None => c,
-    })
+    }
 }
 
 /// The `response_format` schema with its field named; other `response_format` errors as they are.

@@ -101,6 +101,10 @@ pub struct ChatRequest {
     pub reasoning_effort: Option<String>,
     /// Most reasoning tokens before `</think>` is forced (overrides `reasoning_effort`).
     pub max_reasoning_tokens: Option<u64>,
+    /// A GBNF grammar the answer (after any reasoning) must match (llama.cpp's field).
+    pub grammar: Option<String>,
+    /// A JSON schema the answer must match (llama.cpp's field; `response_format` is OpenAI's).
+    pub json_schema: Option<Value>,
 }
 
 /// `prompt`: a string, several strings, token ids, or several token-id lists.
@@ -120,6 +124,11 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub echo: bool,
     pub suffix: Option<String>,
+    /// What the text must match: a GBNF grammar, a JSON schema (llama.cpp's fields), or
+    /// `response_format` (vLLM's).
+    pub grammar: Option<String>,
+    pub json_schema: Option<Value>,
+    pub response_format: Option<Value>,
 }
 
 /// Most alternatives a client may ask for per token (OpenAI's limit).
@@ -145,6 +154,8 @@ pub struct Generation {
     pub cache_salt: Option<String>,
     /// Keep generating past end-of-generation tokens (llama-server's `ignore_eos`).
     pub ignore_eos: bool,
+    /// What a plain completion's text must match (`grammar`, `json_schema`).
+    pub text_output: Option<std::sync::Arc<crate::text_output::TextOutput>>,
 }
 
 impl Common {
@@ -228,6 +239,7 @@ impl Common {
             cache_prompt: self.cache_prompt != Some(false),
             cache_salt: self.cache_salt()?,
             ignore_eos: false,
+            text_output: None,
         })
     }
 

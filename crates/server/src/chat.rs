@@ -236,6 +236,8 @@ pub fn output(
     let generic = tool_prompt(&st.template, req) == ToolPrompt::SystemMessage(None);
     let needs_env = req.tool_choice.is_some()
         || req.response_format.is_some()
+        || req.grammar.is_some()
+        || req.json_schema.is_some()
         || req.reasoning_effort.is_some()
         || req.max_reasoning_tokens.is_some()
         || st.cfg.reasoning_budget.is_some();
@@ -269,14 +271,18 @@ pub fn output(
             });
         }
     };
+    // llama.cpp's `json_schema` is `response_format`'s schema under another name.
+    let schema_format = req.json_schema.as_ref().map(|schema| {
+        serde_json::json!({"type": "json_schema", "json_schema": {"name": "json_schema", "schema": schema}})
+    });
     let output_req = OutputRequest {
         template_source: template,
         prompt,
         tools,
         tool_choice: req.tool_choice.as_ref(),
         parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
-        response_format: req.response_format.as_ref(),
-        grammar: None,
+        response_format: req.response_format.as_ref().or(schema_format.as_ref()),
+        grammar: req.grammar.as_deref(),
         reasoning_effort: req.reasoning_effort.as_deref(),
         max_tokens: Some(max_tokens),
     };

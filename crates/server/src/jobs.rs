@@ -231,8 +231,10 @@ impl Submit<'_> {
         req.logprobs = self.logprobs;
         req.constraint = if self.gen.inject_panic {
             Some(Box::new(PanicConstraint))
+        } else if let Some(chat) = self.output {
+            chat.constraint()
         } else {
-            self.output.and_then(ChatOutput::constraint)
+            self.gen.text_output.as_ref().and_then(|t| t.constraint())
         };
         req.render_special = self.output.is_some_and(|o| o.render_special);
         req.speculate = self.gen.speculate;

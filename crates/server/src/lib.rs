@@ -21,6 +21,7 @@ mod respond;
 mod responses;
 mod routes;
 mod sse;
+mod text_output;
 mod tokens;
 pub mod worker;
 

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
 use crate::routes::{generation, request_id, RequestBody};
 use crate::sse::{sse_response, SseSink};
+use crate::text_output::TextOutput;
 use crate::worker::Done;
 use crate::AppState;
 use axum::extract::State;
@@ -37,6 +38,9 @@ pub struct NativeRequest {
     pub input_prefix: Option<String>,
     pub input_suffix: Option<String>,
     pub input_extra: Option<Vec<ExtraChunk>>,
+    /// What the text must match: a GBNF grammar or a JSON schema.
+    pub grammar: Option<String>,
+    pub json_schema: Option<Value>,
 }
 
 /// `prompt`: a string or token ids (llama-server also mixes the two in one list).
@@ -160,6 +164,13 @@ fn prepare(st: &AppState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> 
         };
     }
     gen.ignore_eos = req.ignore_eos;
+    gen.text_output = TextOutput::from_request(
+        st,
+        req.grammar.as_deref(),
+        req.json_schema.as_ref(),
+        None,
+        gen.max_tokens,
+    )?;
     let prompt = if infill {
         infill_prompt(&st.tokenizer, st.n_ctx, &req, gen.max_tokens)?
     } else {

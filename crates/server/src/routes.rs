@@ -14,6 +14,7 @@ use crate::native;
 use crate::prep::{check_length, offload};
 use crate::respond::{self, Api};
 use crate::responses;
+use crate::text_output::TextOutput;
 use crate::tokens;
 use crate::AppState;
 use axum::body::Bytes;
@@ -342,7 +343,14 @@ fn prepare_completions(
     let common: Common = parse_body(b)?;
     check_model(st, common.model.as_deref())?;
     // Without a limit, OpenAI's completions generate 16 tokens.
-    let gen = generation(st, &common, Some(16))?;
+    let mut gen = generation(st, &common, Some(16))?;
+    gen.text_output = TextOutput::from_request(
+        st,
+        req.grammar.as_deref(),
+        req.json_schema.as_ref(),
+        req.response_format.as_ref(),
+        gen.max_tokens,
+    )?;
     let logprobs = match req.logprobs {
         Some(n) if n > MAX_TOP_LOGPROBS => {
             return Err(ApiError::invalid_param(

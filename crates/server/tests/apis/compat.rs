@@ -264,3 +264,78 @@ async fn completions_default_to_16_tokens_and_max_tokens_caps_every_request() {
     assert_eq!(r["tokens_predicted"], 3, "{r}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grammars_and_json_schemas_shape_every_kind_of_completion() {
+    let s = start(|_| {}).await;
+    let yes_no = "root ::= answer \".\"\nanswer ::= \"yes\" | \"no\" | [0-9]{2,3}\n";
+    let valid = |t: &str| {
+        let t = t.strip_suffix('.').unwrap_or_else(|| panic!("{t:?}"));
+        t == "yes"
+            || t == "no"
+            || ((2..=3).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for seed in 0..4 {
+        let (_, r) = s
+            .post(
+                "/completion",
+                json!({"prompt": "Answer:", "n_predict": 8, "seed": seed, "grammar": yes_no}),
+            )
+            .await;
+        assert!(valid(r["content"].as_str().unwrap()), "{r}");
+        let (_, r) = s
+            .post(
+                "/v1/completions",
+                json!({"prompt": "Answer:", "max_tokens": 8, "seed": seed, "grammar": yes_no}),
+            )
+            .await;
+        assert!(valid(r["choices"][0]["text"].as_str().unwrap()), "{r}");
+        let (_, r) = s
+            .post(
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "Answer"}],
+                "max_tokens": 8, "seed": seed, "grammar": yes_no}),
+            )
+            .await;
+        assert!(
+            valid(r["choices"][0]["message"]["content"].as_str().unwrap()),
+            "{r}"
+        );
+    }
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}},
+        "required": ["n"], "additionalProperties": false});
+    let (_, r) = s
+        .post(
+            "/completion",
+            json!({"prompt": "JSON:", "n_predict": 40, "seed": 1, "json_schema": schema}),
+        )
+        .await;
+    let doc: Value = serde_json::from_str(r["content"].as_str().unwrap()).expect("JSON");
+    assert!(doc["n"].is_i64(), "{doc}");
+    // What cannot be converted, or compiled, is a 400 naming the field and the construct.
+    let (status, e) = s
+        .post(
+            "/completion",
+            json!({"prompt": "x", "grammar": "root ::= <[1000]> \"a\""}),
+        )
+        .await;
+    assert_error(status, &e, StatusCode::BAD_REQUEST, "token reference");
+    assert_eq!(e["error"]["param"], "grammar");
+    let (status, e) = s
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}],
+            "grammar": "root ::= missing"}),
+        )
+        .await;
+    assert_error(status, &e, StatusCode::BAD_REQUEST, "missing");
+    assert_eq!(e["error"]["param"], "grammar");
+    let (status, e) = s
+        .post(
+            "/v1/completions",
+            json!({"prompt": "x", "grammar": yes_no, "json_schema": schema}),
+        )
+        .await;
+    assert_error(status, &e, StatusCode::BAD_REQUEST, "at most one");
+    s.shutdown().await;
+}

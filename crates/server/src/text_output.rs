@@ -1,0 +1,103 @@
+//! What a plain completion's text must match (llama.cpp's `grammar` in GBNF, its `json_schema`,
+//! or `response_format`), checked once when the request arrives, then a constraint per choice.
+
+use crate::error::ApiError;
+use crate::AppState;
+use frugal_constraint::Constraint;
+use frugal_output::{format_constraint, TextFormat, TokenEnv};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct TextOutput {
+    env: Arc<TokenEnv>,
+    format: TextFormat,
+    max_tokens: Option<usize>,
+}
+
+impl std::fmt::Debug for TextOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextOutput")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextOutput {
+    /// The format a request asks for (`grammar`, then `json_schema`, then `response_format`),
+    /// compiled once to refuse what cannot be (a 400 naming the field); `None` for free text.
+    pub(crate) fn from_request(
+        st: &AppState,
+        grammar: Option<&str>,
+        json_schema: Option<&Value>,
+        response_format: Option<&Value>,
+        max_tokens: Option<usize>,
+    ) -> Result<Option<Arc<TextOutput>>, ApiError> {
+        let format = match (grammar, json_schema, response_format) {
+            (Some(g), None, None) => TextFormat::Gbnf(g.to_string()),
+            (None, Some(s), None) => TextFormat::JsonSchema(s.clone()),
+            (None, None, Some(rf)) => match response_format_schema(rf)? {
+                Some(schema) => TextFormat::JsonSchema(schema),
+                None => return Ok(None),
+            },
+            (None, None, None) => return Ok(None),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    "grammar",
+                    "Give at most one of 'grammar', 'json_schema' and 'response_format'.",
+                ))
+            }
+        };
+        let env = st.output.clone().map_err(|e| {
+            ApiError::invalid(format!(
+                "Constrained decoding is unavailable for this model: {e}"
+            ))
+        })?;
+        let out = TextOutput {
+            env,
+            format,
+            max_tokens,
+        };
+        out.compile()?;
+        Ok(Some(Arc::new(out)))
+    }
+
+    fn compile(&self) -> Result<Box<dyn Constraint>, ApiError> {
+        format_constraint(&self.env, &self.format, self.max_tokens)
+            .map(|c| Box::new(c) as Box<dyn Constraint>)
+            .map_err(|e| {
+                let msg = e.to_string();
+                ApiError::invalid_param(e.param().unwrap_or("grammar").to_string(), msg)
+            })
+    }
+
+    /// A fresh constraint for one choice (the format compiled when the request came in, so
+    /// this does not fail; if it did, the choice would run unconstrained and say so in the log).
+    pub(crate) fn constraint(&self) -> Option<Box<dyn Constraint>> {
+        self.compile()
+            .map_err(|e| tracing::error!("a checked grammar failed to compile again: {e}"))
+            .ok()
+    }
+}
+
+/// `response_format`'s schema: `json_object` is any object, `text` none.
+fn response_format_schema(rf: &Value) -> Result<Option<Value>, ApiError> {
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(serde_json::json!({"type": "object"}))),
+        Some("json_schema") => rf
+            .pointer("/json_schema/schema")
+            .or_else(|| rf.get("schema"))
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "response_format",
+                    "response_format.json_schema.schema is missing.",
+                )
+            }),
+        _ => Err(ApiError::invalid_param(
+            "response_format",
+            "response_format.type must be 'text', 'json_object' or 'json_schema'.",
+        )),
+    }
+}
