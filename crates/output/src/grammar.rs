@@ -525,7 +525,11 @@ impl Grammar {
     pub fn from_response_format(rf: &Value) -> Result<Option<Grammar>, OutputError> {
         match rf.get("type").and_then(Value::as_str) {
             Some("text") => Ok(None),
-            Some("json_object") => Ok(Some(Grammar::json_object())),
+            // llama.cpp and vLLM take a `schema` beside `json_object` too.
+            Some("json_object") => match rf.get("schema") {
+                Some(schema) => Grammar::json_schema(schema).map(Some),
+                None => Ok(Some(Grammar::json_object())),
+            },
             Some("json_schema") => {
                 let schema = rf
                     .pointer("/json_schema/schema")

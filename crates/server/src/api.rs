@@ -101,6 +101,11 @@ pub struct ChatRequest {
     pub reasoning_effort: Option<String>,
     /// Most reasoning tokens before `</think>` is forced (overrides `reasoning_effort`).
     pub max_reasoning_tokens: Option<u64>,
+    /// `false`: render without opening the assistant's turn (vLLM's and llama.cpp's field).
+    pub add_generation_prompt: Option<bool>,
+    /// Continue the last (assistant) message instead of closing it (vLLM's field; DeepSeek's
+    /// `"prefix": true` on the message does the same).
+    pub continue_final_message: Option<bool>,
     /// A GBNF grammar the answer (after any reasoning) must match (llama.cpp's field).
     pub grammar: Option<String>,
     /// A JSON schema the answer must match (llama.cpp's field; `response_format` is OpenAI's).

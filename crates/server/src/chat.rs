@@ -49,7 +49,7 @@ pub fn render(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
 /// the template cannot render described in a system message, a final `prefix` assistant message
 /// left open.
 pub fn render_prompt(template: &ChatTemplate, req: &ChatRequest) -> Result<String, ApiError> {
-    let (mut messages, prefix) = prepare_messages(&req.messages)?;
+    let (mut messages, prefix) = prepare_messages(&continued(req)?)?;
     let extra = req.chat_template_kwargs.clone().unwrap_or_default();
     let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
     if let ToolPrompt::SystemMessage(native) = tool_prompt(template, req) {
@@ -70,7 +70,7 @@ pub fn render_prompt(template: &ChatTemplate, req: &ChatRequest) -> Result<Strin
             })
     };
     match prefix {
-        None => render(&messages, true),
+        None => render(&messages, req.add_generation_prompt.unwrap_or(true)),
         Some(content) => {
             // Render the whole conversation and cut it right after the assistant's text, so the
             // template's own assistant framing is kept and only the end of the turn is dropped.
@@ -83,6 +83,31 @@ pub fn render_prompt(template: &ChatTemplate, req: &ChatRequest) -> Result<Strin
             // The template rewrote the text: open a new assistant turn and append it as is.
             Ok(render(&messages[..messages.len() - 1], true)? + &content)
         }
+    }
+}
+
+/// The messages, the last one marked as a prefix to continue with vLLM's
+/// `continue_final_message` (which cannot go with `add_generation_prompt`).
+fn continued(req: &ChatRequest) -> Result<Vec<Value>, ApiError> {
+    let mut messages = req.messages.clone();
+    if req.continue_final_message != Some(true) {
+        return Ok(messages);
+    }
+    if req.add_generation_prompt == Some(true) {
+        return Err(ApiError::invalid_param(
+            "continue_final_message",
+            "'continue_final_message' and 'add_generation_prompt' cannot both be true.",
+        ));
+    }
+    match messages.last_mut() {
+        Some(last) if last.get("role").and_then(Value::as_str) == Some("assistant") => {
+            last["prefix"] = Value::Bool(true);
+            Ok(messages)
+        }
+        _ => Err(ApiError::invalid_param(
+            "continue_final_message",
+            "'continue_final_message' needs an assistant message last.",
+        )),
     }
 }
 

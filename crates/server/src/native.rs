@@ -1,7 +1,7 @@
 //! llama-server's own endpoints, for clients written against it: `/completion` with its request
 //! fields (`n_predict`, `n_probs`, `repeat_penalty`, …) and response shape (`content`, `stop`,
-//! `stop_type`, `timings`, …), `/infill` (its fill-in-the-middle form, with `input_extra`), and
-//! `/props`.
+//! `stop_type`, `timings`, …), `/infill` (its fill-in-the-middle form, with `input_extra`),
+//! `/apply-template` and `/props`.
 
 use crate::api::{Common, Generation};
 use crate::error::ApiError;
@@ -517,6 +517,20 @@ fn timings(d: &Done, start: Instant, first: Option<Instant>, end: Instant, n: us
         "predicted_per_token_ms": per(after_first, predicted_ms),
         "predicted_per_second": rate(after_first, predicted_ms),
     })
+}
+
+/// `POST /apply-template`: a chat request's prompt as the template renders it, without
+/// generating (llama-server's endpoint).
+pub async fn apply_template(
+    State(st): Shared,
+    RequestBody(b): RequestBody,
+) -> Result<Json<Value>, ApiError> {
+    crate::prep::offload(&st, move |st| {
+        let req: crate::api::ChatRequest = crate::api::parse_body(&b)?;
+        let prompt = crate::chat::render(st, &req)?;
+        Ok(Json(json!({ "prompt": prompt })))
+    })
+    .await?
 }
 
 /// `GET /props`: the server's settings as llama-server reports them.

@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ("/completion", post(native::completion)),
         ("/infill", post(native::infill)),
         ("/props", get(native::props)),
+        ("/apply-template", post(native::apply_template)),
         ("/tokenize", post(tokens::tokenize)),
         ("/detokenize", post(tokens::detokenize)),
         ("/responses", post(responses::create)),

@@ -79,11 +79,15 @@ impl TextOutput {
     }
 }
 
-/// `response_format`'s schema: `json_object` is any object, `text` none.
+/// `response_format`'s schema: `json_object` is any object (or its `schema`), `text` none.
 fn response_format_schema(rf: &Value) -> Result<Option<Value>, ApiError> {
     match rf.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(serde_json::json!({"type": "object"}))),
+        Some("json_object") => Ok(Some(
+            rf.get("schema")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+        )),
         Some("json_schema") => rf
             .pointer("/json_schema/schema")
             .or_else(|| rf.get("schema"))

@@ -163,7 +163,56 @@ async fn routes_without_v1_props_and_tokenizing() {
     assert!(m["count"].as_u64().unwrap() > v["count"].as_u64().unwrap());
     let (status, e) = s.post("/detokenize", json!({"tokens": [99999999]})).await;
     assert_error(status, &e, StatusCode::BAD_REQUEST, "vocabulary");
+    rendering_without_generating(&s).await;
     s.shutdown().await;
+}
+
+/// `/apply-template` renders as chat would; `add_generation_prompt` and `continue_final_message`
+/// (vLLM's) change where the prompt ends.
+async fn rendering_without_generating(s: &Running) {
+    let user = json!({"role": "user", "content": "Hello"});
+    let (status, r) = s.post("/apply-template", json!({"messages": [user]})).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    let prompt = r["prompt"].as_str().unwrap();
+    assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+    let (_, r) = s
+        .post(
+            "/apply-template",
+            json!({"messages": [user], "add_generation_prompt": false}),
+        )
+        .await;
+    assert!(
+        r["prompt"].as_str().unwrap().ends_with("Hello<|im_end|>\n"),
+        "{r}"
+    );
+    let partial = json!({"role": "assistant", "content": "Hi th"});
+    let (_, r) = s
+        .post(
+            "/apply-template",
+            json!({"messages": [user, partial], "continue_final_message": true,
+            "add_generation_prompt": false}),
+        )
+        .await;
+    assert!(
+        r["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|im_start|>assistant\nHi th"),
+        "{r}"
+    );
+    let (status, e) = s
+        .post(
+            "/apply-template",
+            json!({"messages": [user, partial], "continue_final_message": true,
+            "add_generation_prompt": true}),
+        )
+        .await;
+    assert_error(
+        status,
+        &e,
+        StatusCode::BAD_REQUEST,
+        "continue_final_message",
+    );
 }
 
 /// A preflight request and the answer's CORS headers.
@@ -217,6 +266,20 @@ async fn cors_is_closed_by_default_and_answers_preflights_when_open() {
         r.headers()["access-control-allow-origin"],
         "http://app.example"
     );
+    s.shutdown().await;
+
+    // llama-server's `localhost`: any port of this machine, nothing else.
+    let s = start(|cfg| cfg.cors_origins = vec!["localhost".into()]).await;
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1",
+        "http://[::1]:3000",
+    ] {
+        let r = preflight(&s, origin).await;
+        assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    }
+    let r = preflight(&s, "http://localhost.evil.example").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
     s.shutdown().await;
 
     let s = start(|cfg| cfg.cors_origins = vec!["*".into()]).await;
@@ -312,6 +375,17 @@ async fn grammars_and_json_schemas_shape_every_kind_of_completion() {
         .await;
     let doc: Value = serde_json::from_str(r["content"].as_str().unwrap()).expect("JSON");
     assert!(doc["n"].is_i64(), "{doc}");
+    // `json_object` with a `schema` beside it (llama.cpp's and vLLM's form) follows the schema.
+    let (_, r) = s
+        .post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "JSON"}],
+            "max_tokens": 40, "seed": 2, "response_format": {"type": "json_object", "schema": schema}}))
+        .await;
+    let doc: Value = serde_json::from_str(r["choices"][0]["message"]["content"].as_str().unwrap())
+        .expect("JSON");
+    assert!(
+        doc["n"].is_i64() && doc.as_object().unwrap().len() == 1,
+        "{doc}"
+    );
     // What cannot be converted, or compiled, is a 400 naming the field and the construct.
     let (status, e) = s
         .post(
