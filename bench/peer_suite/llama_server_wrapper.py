@@ -137,6 +137,8 @@ def main(argv):
                 dropped.append(f"{flag} {val}")
         elif flag == "--reasoning-budget":
             out += ["--reasoning-budget", val]
+        elif flag in ("--reasoning", "--chat-template-kwargs"):
+            out += [flag, val]
         elif flag == "--cors-origins":
             cors = val
         elif flag in ("--cpu-mask", "-C"):

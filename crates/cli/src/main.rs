@@ -58,7 +58,7 @@ enum Command {
     /// Generate text from a prompt, or chat interactively with --chat.
     Run(commands::run::Args),
     /// Serve the model over an OpenAI-compatible HTTP API.
-    Serve(commands::serve::Args),
+    Serve(Box<commands::serve::Args>),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Print the text of comma-separated token ids.
@@ -86,7 +86,7 @@ fn main() {
         Command::Membw(a) => commands::membw::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Run(a) => commands::run::run(a),
-        Command::Serve(a) => commands::serve::run(a),
+        Command::Serve(a) => commands::serve::run(*a),
         Command::Tokenize(a) => commands::tokenize::run_tokenize(a),
         Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };

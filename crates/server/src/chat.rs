@@ -41,8 +41,17 @@ fn tool_prompt(template: &ChatTemplate, req: &ChatRequest) -> ToolPrompt {
 }
 
 /// The prompt text of a chat request.
+/// The server's template variables apply, under the request's own.
 pub fn render(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
-    render_prompt(&st.template, req)
+    let defaults = &st.cfg.chat_template_kwargs;
+    if defaults.is_empty() {
+        return render_prompt(&st.template, req);
+    }
+    let mut req = req.clone();
+    let mut kwargs = defaults.clone();
+    kwargs.extend(req.chat_template_kwargs.take().unwrap_or_default());
+    req.chat_template_kwargs = Some(kwargs);
+    render_prompt(&st.template, &req)
 }
 
 /// The prompt text of a chat request with `template`: messages checked and normalized, tools

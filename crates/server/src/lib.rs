@@ -100,6 +100,9 @@ pub struct ServerConfig {
     pub reasoning_budget: Option<usize>,
     /// A Jinja chat template to use instead of the model's own.
     pub chat_template: Option<String>,
+    /// Template variables for every request (`--chat-template-kwargs`, `--reasoning`); a
+    /// request's own `chat_template_kwargs` win.
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
     /// A request's head must arrive within this (from its first byte, or from the connection's
     /// opening for its first request).
     pub header_timeout: Duration,
@@ -187,6 +190,7 @@ impl ServerConfig {
             reasoning_format: ReasoningFormat::Deepseek,
             reasoning_budget: None,
             chat_template: None,
+            chat_template_kwargs: serde_json::Map::new(),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),

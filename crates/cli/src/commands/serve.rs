@@ -99,6 +99,14 @@ pub struct Args {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long)]
     pub chat_template_file: Option<PathBuf>,
+    /// Template variables for every request, as a JSON object (e.g. '{"enable_thinking":
+    /// false}'); a request's own `chat_template_kwargs` win.
+    #[arg(long, value_parser = parse_kwargs)]
+    pub chat_template_kwargs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Thinking for templates that switch it (`enable_thinking`): `on`, `off`, or `auto` (the
+    /// template's default), as llama-server's flag.
+    #[arg(long, value_enum, default_value_t = ReasoningArg::Auto)]
+    pub reasoning: ReasoningArg,
     /// A request's headers must arrive within this (e.g. `10s`, `500ms`; a bare number is
     /// seconds); slower clients are disconnected.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -155,6 +163,7 @@ pub fn run(a: Args) -> Result<()> {
     cfg.mlock = a.model.mlock;
     a.model.pin()?;
     cfg.api_keys = api_keys(&a)?;
+    cfg.chat_template_kwargs = template_kwargs(&a);
     cfg.host = a.host;
     cfg.port = a.port;
     cfg.ctx_size = a.ctx_size;
@@ -220,6 +229,29 @@ pub fn run(a: Args) -> Result<()> {
     // Prompt preparation still running on the blocking pool is not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     served
+}
+
+/// `--chat-template-kwargs` with `--reasoning`'s `enable_thinking`.
+fn template_kwargs(a: &Args) -> serde_json::Map<String, serde_json::Value> {
+    let mut kwargs = a.chat_template_kwargs.clone().unwrap_or_default();
+    match a.reasoning {
+        ReasoningArg::On => kwargs.insert("enable_thinking".into(), true.into()),
+        ReasoningArg::Off => kwargs.insert("enable_thinking".into(), false.into()),
+        ReasoningArg::Auto => None,
+    };
+    kwargs
+}
+
+fn parse_kwargs(s: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    serde_json::from_str(s).map_err(|e| format!("not a JSON object: {e}"))
+}
+
+/// `--reasoning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReasoningArg {
+    On,
+    Off,
+    Auto,
 }
 
 /// The keys of `--api-key` and `--api-key-file` (the file wins).

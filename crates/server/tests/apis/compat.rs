@@ -413,3 +413,37 @@ async fn grammars_and_json_schemas_shape_every_kind_of_completion() {
     assert_error(status, &e, StatusCode::BAD_REQUEST, "at most one");
     s.shutdown().await;
 }
+
+/// `--chat-template-kwargs` / `--reasoning off` apply to every request; a request's own
+/// `chat_template_kwargs` win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_template_variables_apply_under_the_request_s_own() {
+    let s = start(|cfg| {
+        crate::with_template("templates/Qwen-Qwen3-0.6B.jinja")(cfg);
+        cfg.chat_template_kwargs
+            .insert("enable_thinking".into(), json!(false));
+    })
+    .await;
+    let user = json!([{"role": "user", "content": "Hi"}]);
+    let (_, r) = s.post("/apply-template", json!({"messages": user})).await;
+    let off = r["prompt"].as_str().unwrap();
+    assert!(
+        off.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        "{off:?}"
+    );
+    let (_, r) = s
+        .post(
+            "/apply-template",
+            json!({"messages": user,
+            "chat_template_kwargs": {"enable_thinking": true}}),
+        )
+        .await;
+    assert!(
+        r["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n"),
+        "{r}"
+    );
+    s.shutdown().await;
+}
