@@ -13,13 +13,11 @@ import argparse
 import json
 import os
 import sys
-import time
-import traceback
 
 import anthropic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from openai_client_test import API_KEY, Server, stop_piece  # noqa: E402
+from openai_client_test import API_KEY, run_checks, stop_piece  # noqa: E402
 
 CHECKS = []
 OUTPUT_CHECKS = []
@@ -189,35 +187,8 @@ def main():
     args = ap.parse_args()
 
     print(f"anthropic {anthropic.__version__}", flush=True)
-    server = Server(args)
-    failed = []
-    try:
-        try:
-            base = server.wait_ready(args.startup_timeout)
-        except RuntimeError as e:
-            print(f"FAIL startup: {e}\n--- server log ---\n{server.log_text()}", flush=True)
-            return 1
-        ctx = Ctx(base, args.request_timeout)
-        for fn in OUTPUT_CHECKS if args.output_checks else CHECKS:
-            t0 = time.monotonic()
-            try:
-                fn(ctx)
-                print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - report every failure, go on with the others
-                failed.append(fn.__name__)
-                print(f"FAIL {fn.__name__}: {e}", flush=True)
-                if not isinstance(e, AssertionError):
-                    traceback.print_exc()
-        if server.stop() != 0:
-            failed.append("shutdown")
-        if failed:
-            print(f"--- server log ---\n{server.log_text()}", flush=True)
-            print(f"{len(failed)} check(s) failed: {', '.join(failed)}", flush=True)
-            return 1
-        print("all anthropic client checks passed", flush=True)
-        return 0
-    finally:
-        server.cleanup()
+    checks = OUTPUT_CHECKS if args.output_checks else CHECKS
+    return run_checks(args, checks, lambda base: Ctx(base, args.request_timeout), "anthropic")
 
 
 if __name__ == "__main__":

@@ -670,6 +670,15 @@ def main():
     args = ap.parse_args()
 
     print(f"openai {openai.__version__}", flush=True)
+    model = os.path.splitext(os.path.basename(args.model))[0]
+    checks = [fn for fn in (OUTPUT_CHECKS if args.output_checks else CHECKS)
+              if not args.only or args.only in fn.__name__]
+    return run_checks(args, checks, lambda base: Ctx(base, model, args.request_timeout), "openai")
+
+
+def run_checks(args, checks, make_ctx, client):
+    """Starts the server, runs each check on `make_ctx(base_url)`, stops the server with SIGTERM;
+    prints one line per check and returns the exit status (1 if anything failed)."""
     server = Server(args)
     failed = []
     try:
@@ -678,11 +687,8 @@ def main():
         except RuntimeError as e:
             print(f"FAIL startup: {e}\n--- server log ---\n{server.log_text()}", flush=True)
             return 1
-        model = os.path.splitext(os.path.basename(args.model))[0]
-        ctx = Ctx(base, model, args.request_timeout)
-        for fn in OUTPUT_CHECKS if args.output_checks else CHECKS:
-            if args.only and args.only not in fn.__name__:
-                continue
+        ctx = make_ctx(base)
+        for fn in checks:
             t0 = time.monotonic()
             try:
                 fn(ctx)
@@ -703,7 +709,7 @@ def main():
             print(f"--- server log ---\n{server.log_text()}", flush=True)
             print(f"{len(failed)} check(s) failed: {', '.join(failed)}", flush=True)
             return 1
-        print("all openai client checks passed", flush=True)
+        print(f"all {client} client checks passed", flush=True)
         return 0
     finally:
         server.cleanup()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, every test of the workspace, then `frugal serve`
-# through the official openai Python client (scripts/openai_client_test.py, in a venv at .venv-test
-# that `pip install openai` fills on first use), then every fuzz target for 60 s (scripts/fuzz.sh).
+# The project's test command: formatting, lints, every test of the workspace (the chat page's in
+# headless Chromium, installed here by apt where possible; the GBNF converter's on llama.cpp's
+# grammars, fetched once), then `frugal serve` through the official openai and anthropic Python
+# clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py, in a venv at
+# .venv-test that pip fills on first use), then every fuzz target for 60 s (scripts/fuzz.sh).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,22 +6,12 @@
 mod common;
 
 use common::*;
-use frugal_server::{ReasoningFormat, ServerConfig};
+use frugal_server::ReasoningFormat;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const QWEN3: &str = "models/qwen3-Q8_0.gguf";
 const R1_TEMPLATE: &str = "templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja";
 const QWEN3_TEMPLATE: &str = "templates/Qwen-Qwen3-0.6B.jinja";
-
-fn with_template(template: &str) -> impl FnOnce(&mut ServerConfig) + '_ {
-    move |cfg| {
-        let f = frugal_fixtures::dir();
-        cfg.model = f.join(QWEN3);
-        cfg.ctx_size = Some(1024);
-        cfg.chat_template = Some(std::fs::read_to_string(f.join(template)).unwrap());
-    }
-}
 
 fn validate(schema: &Value, doc: &Value, ctx: &str) {
     let v = jsonschema::validator_for(schema).unwrap_or_else(|e| panic!("{ctx}: schema: {e}"));

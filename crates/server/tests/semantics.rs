@@ -7,20 +7,8 @@ mod common;
 use common::*;
 use frugal_chat::ChatTemplate;
 use frugal_server::api::{parse_body, render_prompt, ChatRequest};
-use frugal_server::ServerConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const QWEN3: &str = "models/qwen3-Q8_0.gguf";
-
-fn with_template(template: &'static str) -> impl FnOnce(&mut ServerConfig) {
-    move |cfg| {
-        let f = frugal_fixtures::dir();
-        cfg.model = f.join(QWEN3);
-        cfg.ctx_size = Some(1024);
-        cfg.chat_template = Some(std::fs::read_to_string(f.join(template)).unwrap());
-    }
-}
 
 fn tools() -> Value {
     json!([{"type": "function", "function": {

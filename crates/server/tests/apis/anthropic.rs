@@ -2,7 +2,6 @@
 //! authentication in Anthropic's shapes, stop sequences, tool round trips and thinking.
 
 use crate::common::*;
-use crate::with_template;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

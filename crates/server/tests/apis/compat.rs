@@ -419,7 +419,7 @@ async fn grammars_and_json_schemas_shape_every_kind_of_completion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_template_variables_apply_under_the_request_s_own() {
     let s = start(|cfg| {
-        crate::with_template("templates/Qwen-Qwen3-0.6B.jinja")(cfg);
+        with_template("templates/Qwen-Qwen3-0.6B.jinja")(cfg);
         cfg.chat_template_kwargs
             .insert("enable_thinking".into(), json!(false));
     })

@@ -4,7 +4,6 @@
 //! responses' GET and DELETE, and errors naming the field.
 
 use crate::common::*;
-use crate::with_template;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -10,6 +10,18 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub const MODEL: &str = "models/qwen2-Q8_0.gguf";
+/// The Qwen3 fixture, served with a real chat template by [`with_template`].
+pub const QWEN3: &str = "models/qwen3-Q8_0.gguf";
+
+/// The Qwen3 fixture with a real chat template (tools, `<think>`), a 1024-token context.
+pub fn with_template(template: &str) -> impl FnOnce(&mut ServerConfig) + '_ {
+    move |cfg| {
+        let f = frugal_fixtures::dir();
+        cfg.model = f.join(QWEN3);
+        cfg.ctx_size = Some(1024);
+        cfg.chat_template = Some(std::fs::read_to_string(f.join(template)).unwrap());
+    }
+}
 
 pub struct Running {
     pub base: String,
