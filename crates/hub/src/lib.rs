@@ -1,0 +1,14 @@
+//! What a user names when they name a model, and which files that is: a local file (an existing
+//! path always wins), a split GGUF set (`*-00001-of-0000N.gguf`, one model), or a Hugging Face Hub
+//! reference, `ORG/REPO[:QUANT]` (the GGUF file or split set whose name carries the quant tag,
+//! Q4_K_M by default) or `ORG/REPO/FILE.gguf`, either with an optional `@revision`.
+
+#![forbid(unsafe_code)]
+
+pub mod quant;
+pub mod reference;
+pub mod split;
+
+pub use quant::{choose_files, QuantChoiceError};
+pub use reference::{HubRef, ModelRef, RefError, RepoFile};
+pub use split::{split_part, split_set, SplitPart};
