@@ -6,7 +6,7 @@
 use crate::api::{Common, Generation};
 use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
-use crate::routes::{generation, request_id, RequestBody};
+use crate::routes::{fim_layout, fim_tokens, generation, request_id, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::text_output::TextOutput;
 use crate::worker::Done;
@@ -141,7 +141,7 @@ struct Prepared {
 fn prepare(st: &AppState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> {
     let body: Map<String, Value> = crate::api::parse_body(b)?;
     let req: NativeRequest = crate::api::parse_body(b)?;
-    let common = common_fields(&body)?;
+    let mut common = common_fields(&body)?;
     let limit = match (
         req.n_predict,
         body.get("max_tokens").and_then(Value::as_u64),
@@ -156,13 +156,12 @@ fn prepare(st: &AppState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> 
             "'n_predict' must be at least 1 (or -1 for no limit).",
         ));
     }
-    let mut gen = generation(st, &common, None)?;
-    if gen.max_tokens.is_none() || limit.is_some() {
-        gen.max_tokens = match (limit, st.cfg.max_tokens) {
-            (Some(l), Some(cap)) => Some(l.min(cap)),
-            (l, cap) => l.or(cap),
-        };
+    // `n_predict` (or `max_tokens`) is the limit, capped by `--max-tokens` like every request's.
+    if let Some(l) = limit {
+        common.max_tokens = Some(l as u64);
+        common.max_completion_tokens = None;
     }
+    let mut gen = generation(st, &common, None)?;
     gen.ignore_eos = req.ignore_eos;
     gen.text_output = TextOutput::from_request(
         st,
@@ -213,15 +212,7 @@ fn completion_prompt(st: &AppState, req: &NativeRequest) -> Result<Vec<u32>, Api
             out
         }
     };
-    if let Some(bad) = tokens.iter().find(|&&t| t as usize >= st.n_vocab) {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            format!(
-                "Token id {bad} is outside the vocabulary of {}.",
-                st.n_vocab
-            ),
-        ));
-    }
+    crate::prep::check_token_ids(st, &tokens, "prompt")?;
     Ok(tokens)
 }
 
@@ -246,12 +237,7 @@ fn infill_prompt(
             format!("'{missing}' is required."),
         ));
     };
-    let [Some(pre), Some(suf), Some(mid)] = [
-        SpecialToken::FimPre,
-        SpecialToken::FimSuf,
-        SpecialToken::FimMid,
-    ]
-    .map(|w| tok.special_token_id(w)) else {
+    let Some(fim) = fim_tokens(tok) else {
         return Err(ApiError::invalid(
             "Infill is not supported by this model: it has no fill-in-the-middle tokens.",
         ));
@@ -279,18 +265,9 @@ fn infill_prompt(
     after.truncate((batch / 4).saturating_sub(2 + prompt.len()));
     let extra = extra_context(tok, req.input_extra.as_deref().unwrap_or_default(), &encode)?;
     let room = n_ctx.saturating_sub(batch + 2 * max_tokens.unwrap_or(0));
-    let mut tokens = Vec::new();
-    if tok.add_bos() {
-        tokens.extend(tok.bos());
-    }
-    tokens.extend(&extra[extra.len().saturating_sub(room)..]);
-    tokens.push(pre);
-    tokens.extend(before);
-    tokens.extend(prompt);
-    tokens.push(suf);
-    tokens.extend(after);
-    tokens.push(mid);
-    Ok(tokens)
+    before.extend(prompt);
+    let extra = &extra[extra.len().saturating_sub(room)..];
+    Ok(fim_layout(tok, fim, extra, before, after))
 }
 
 /// The extra files of `/infill`: `<FIM_REP>myproject\n`, each file as `<FIM_SEP>name\n` and its

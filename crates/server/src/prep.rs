@@ -84,6 +84,20 @@ pub fn context_exceeded(
     .with_code("context_length_exceeded")
 }
 
+/// Rejects token ids outside the model's vocabulary (a 400 naming `param`).
+pub fn check_token_ids(st: &AppState, ids: &[u32], param: &'static str) -> Result<(), ApiError> {
+    match ids.iter().find(|&&t| t as usize >= st.n_vocab) {
+        Some(bad) => Err(ApiError::invalid_param(
+            param,
+            format!(
+                "Token id {bad} is outside the vocabulary of {}.",
+                st.n_vocab
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Rejects a prompt text that cannot fit the context with `max_tokens` (at least one) to
 /// generate, from its length alone; `extra` tokens (BOS, FIM tokens) come on top of the text's.
 pub fn check_length(

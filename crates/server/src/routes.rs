@@ -407,7 +407,6 @@ fn completion_prompts(
     max_tokens: Option<usize>,
 ) -> Result<Vec<jobs::Prompt>, ApiError> {
     let add_bos = st.tokenizer.add_bos();
-    let n_vocab = st.n_vocab;
     let echo = req.echo;
     let text = |t: &String| -> Result<jobs::Prompt, ApiError> {
         check_length(st, t.len(), usize::from(add_bos), max_tokens)?;
@@ -417,12 +416,7 @@ fn completion_prompts(
         })
     };
     let ids = |ids: &Vec<u32>| -> Result<jobs::Prompt, ApiError> {
-        if let Some(bad) = ids.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(ApiError::invalid_param(
-                "prompt",
-                format!("Token id {bad} is outside the vocabulary of {n_vocab}."),
-            ));
-        }
+        crate::prep::check_token_ids(st, ids, "prompt")?;
         Ok(jobs::Prompt {
             tokens: ids.clone(),
             echo: echo.then(|| st.tokenizer.decode(ids, false)),
@@ -443,13 +437,7 @@ pub(crate) fn fim_prompt(
     prompt: &str,
     suffix: &str,
 ) -> Result<Vec<u32>, ApiError> {
-    let ids = [
-        SpecialToken::FimPre,
-        SpecialToken::FimSuf,
-        SpecialToken::FimMid,
-    ]
-    .map(|w| tok.special_token_id(w));
-    let [Some(pre), Some(suf), Some(mid)] = ids else {
+    let Some(fim) = fim_tokens(tok) else {
         return Err(ApiError::invalid_param(
             "suffix",
             "'suffix' (fill-in-the-middle) needs a model with FIM tokens; this model has none.",
@@ -460,16 +448,42 @@ pub(crate) fn fim_prompt(
             ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}"))
         })
     };
-    let mut tokens = Vec::new();
+    Ok(fim_layout(tok, fim, &[], encode(prompt)?, encode(suffix)?))
+}
+
+/// The model's fill-in-the-middle tokens (prefix, suffix, middle), if it has all three.
+pub(crate) fn fim_tokens(tok: &Tokenizer) -> Option<[u32; 3]> {
+    let [Some(pre), Some(suf), Some(mid)] = [
+        SpecialToken::FimPre,
+        SpecialToken::FimSuf,
+        SpecialToken::FimMid,
+    ]
+    .map(|w| tok.special_token_id(w)) else {
+        return None;
+    };
+    Some([pre, suf, mid])
+}
+
+/// `[BOS] extra <FIM_PRE> prefix <FIM_SUF> suffix <FIM_MID>`, the prefix-suffix-middle order of
+/// both OpenAI's `suffix` and llama-server's `/infill` (whose other files are `extra`).
+pub(crate) fn fim_layout(
+    tok: &Tokenizer,
+    [pre, suf, mid]: [u32; 3],
+    extra: &[u32],
+    prefix: Vec<u32>,
+    suffix: Vec<u32>,
+) -> Vec<u32> {
+    let mut tokens = Vec::with_capacity(extra.len() + prefix.len() + suffix.len() + 4);
     if tok.add_bos() {
         tokens.extend(tok.bos());
     }
+    tokens.extend_from_slice(extra);
     tokens.push(pre);
-    tokens.extend(encode(prompt)?);
+    tokens.extend(prefix);
     tokens.push(suf);
-    tokens.extend(encode(suffix)?);
+    tokens.extend(suffix);
     tokens.push(mid);
-    Ok(tokens)
+    tokens
 }
 
 #[cfg(test)]

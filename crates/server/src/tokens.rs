@@ -91,15 +91,7 @@ pub async fn detokenize(
     RequestBody(b): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
     let req: DetokenizeRequest = parse_body(&b)?;
-    if let Some(bad) = req.tokens.iter().find(|&&t| t as usize >= st.n_vocab) {
-        return Err(ApiError::invalid_param(
-            "tokens",
-            format!(
-                "Token id {bad} is outside the vocabulary of {}.",
-                st.n_vocab
-            ),
-        ));
-    }
+    crate::prep::check_token_ids(&st, &req.tokens, "tokens")?;
     let text = st.tokenizer.decode(&req.tokens, false);
     Ok(Json(json!({"content": text, "prompt": text})))
 }
