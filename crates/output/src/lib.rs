@@ -113,8 +113,10 @@ fn grammar_error(e: OutputError) -> OutputError {
 pub enum TextFormat {
     /// A GBNF grammar (llama.cpp's `grammar` field).
     Gbnf(String),
-    /// A JSON schema (llama.cpp's `json_schema`, or `response_format`'s).
+    /// A JSON schema (llama.cpp's `json_schema`).
     JsonSchema(Value),
+    /// OpenAI's `response_format` object (not `text`, which constrains nothing).
+    ResponseFormat(Value),
 }
 
 /// The constraint for a plain text completion under a GBNF grammar, steered to end within
@@ -144,6 +146,25 @@ pub fn format_constraint(
                 message: format!("json_schema: unsupported or invalid schema: {e}"),
             };
             let grammar = Grammar::json_schema(schema).map_err(named)?;
+            let compiled = env.matcher(&grammar).map_err(named)?;
+            Ok(text_constraint(env, &grammar, compiled, max_tokens))
+        }
+        TextFormat::ResponseFormat(rf) => {
+            // Every error names `response_format` (its schema where that is the cause).
+            let named = |e: OutputError| match response_format_error(e) {
+                e @ OutputError::Param { .. } => e,
+                e => OutputError::Param {
+                    param: "response_format".into(),
+                    message: e.to_string(),
+                },
+            };
+            let grammar = Grammar::from_response_format(rf)
+                .map_err(named)?
+                .ok_or_else(|| {
+                    named(OutputError::InvalidRequest(
+                        "response_format.type 'text' constrains nothing".into(),
+                    ))
+                })?;
             let compiled = env.matcher(&grammar).map_err(named)?;
             Ok(text_constraint(env, &grammar, compiled, max_tokens))
         }

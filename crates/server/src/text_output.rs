@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::AppState;
 use frugal_constraint::Constraint;
-use frugal_output::{format_constraint, TextFormat, TokenEnv};
+use frugal_output::{format_constraint, Grammar, TextFormat, TokenEnv};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -35,9 +35,10 @@ impl TextOutput {
         let format = match (grammar, json_schema, response_format) {
             (Some(g), None, None) => TextFormat::Gbnf(g.to_string()),
             (None, Some(s), None) => TextFormat::JsonSchema(s.clone()),
-            (None, None, Some(rf)) => match response_format_schema(rf)? {
-                Some(schema) => TextFormat::JsonSchema(schema),
-                None => return Ok(None),
+            // `text` constrains nothing; anything else is compiled (and its errors reported) below.
+            (None, None, Some(rf)) => match Grammar::from_response_format(rf) {
+                Ok(None) => return Ok(None),
+                _ => TextFormat::ResponseFormat(rf.clone()),
             },
             (None, None, None) => return Ok(None),
             _ => {
@@ -76,32 +77,5 @@ impl TextOutput {
         self.compile()
             .map_err(|e| tracing::error!("a checked grammar failed to compile again: {e}"))
             .ok()
-    }
-}
-
-/// `response_format`'s schema: `json_object` is any object (or its `schema`), `text` none.
-fn response_format_schema(rf: &Value) -> Result<Option<Value>, ApiError> {
-    match rf.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(
-            rf.get("schema")
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({"type": "object"})),
-        )),
-        Some("json_schema") => rf
-            .pointer("/json_schema/schema")
-            .or_else(|| rf.get("schema"))
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::invalid_param(
-                    "response_format",
-                    "response_format.json_schema.schema is missing.",
-                )
-            }),
-        _ => Err(ApiError::invalid_param(
-            "response_format",
-            "response_format.type must be 'text', 'json_object' or 'json_schema'.",
-        )),
     }
 }
