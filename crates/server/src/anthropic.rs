@@ -102,8 +102,9 @@ pub async fn count_tokens(
 fn chat_request(b: &[u8], generate: bool) -> Result<(ChatRequest, Common), ApiError> {
     let body: Map<String, Value> = parse_body(b)?;
     let chat = to_chat(&body, generate)?;
-    let req = serde_json::from_value(chat.clone()).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let common = serde_json::from_value(chat).map_err(|e| ApiError::invalid(e.to_string()))?;
+    // Anthropic's fields keep their names in the chat request (`max_tokens`, `temperature`, …).
+    let req = crate::api::from_value(chat.clone(), &str::to_string)?;
+    let common = crate::api::from_value(chat, &str::to_string)?;
     Ok((req, common))
 }
 

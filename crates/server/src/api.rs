@@ -16,16 +16,41 @@ pub use crate::chat::render_prompt;
 pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::invalid(format!("The request body is not valid JSON: {inner}"))
-        } else if path == "." || path.is_empty() {
-            ApiError::invalid(format!("Invalid request: {inner}"))
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            ApiError::invalid(format!(
+                "The request body is not valid JSON: {}",
+                e.into_inner()
+            ))
         } else {
-            ApiError::invalid_param(path.clone(), format!("Invalid value for '{path}': {inner}"))
+            field_error(e, &str::to_string)
         }
     })
+}
+
+/// A request another API's body was translated into, parsed into `T`; a wrong type names the
+/// field as `name` maps the chat request's field to the client's.
+pub fn from_value<T: DeserializeOwned>(
+    v: Value,
+    name: &dyn Fn(&str) -> String,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| field_error(e, name))
+}
+
+/// A 400 naming the field whose value has the wrong type (none for the whole request).
+fn field_error(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    name: &dyn Fn(&str) -> String,
+) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." || path.is_empty() {
+        return ApiError::invalid(format!("Invalid request: {inner}"));
+    }
+    let param = name(&path);
+    ApiError::invalid_param(
+        param.clone(),
+        format!("Invalid value for '{param}': {inner}"),
+    )
 }
 
 /// `"stop": "x"` or `"stop": ["x", "y"]`.

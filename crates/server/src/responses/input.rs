@@ -352,14 +352,7 @@ fn format_to_chat(format: &Value) -> Result<Option<Value>, ApiError> {
 /// A chat request type (`ChatRequest`, `Common`) from the chat body, a wrong type naming the
 /// Responses field.
 pub fn from_chat<T: DeserializeOwned>(chat: &Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(chat.clone()).map_err(|e| {
-        let path = e.path().to_string();
-        let param = responses_param(&path);
-        ApiError::invalid_param(
-            param.clone(),
-            format!("Invalid value for '{param}': {}", e.into_inner()),
-        )
-    })
+    crate::api::from_value(chat.clone(), &responses_param)
 }
 
 /// An error about a chat field, about the Responses field it came from instead.

@@ -81,7 +81,7 @@ async fn both(s: &Running, body: Value) -> Value {
     assert_eq!(status, StatusCode::OK, "{plain}");
     let mut streamed_body = body;
     streamed_body["stream"] = json!(true);
-    let events = s.named_events("/v1/messages", streamed_body, &[]).await;
+    let events = s.named_events("/v1/messages", streamed_body).await;
     let mut streamed = assemble(&events);
     // Ids differ between two requests (the message's, the tool calls'); the rest must not.
     streamed["id"] = plain["id"].clone();
@@ -189,6 +189,10 @@ async fn errors_and_keys_take_anthropic_shapes() {
         (
             json!({"max_tokens": 4, "messages": [{"role": "system", "content": "x"}]}),
             "messages[0].role",
+        ),
+        (
+            json!({"max_tokens": 4, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}),
+            "temperature",
         ),
     ] {
         let (status, e) = send(key.clone(), body).await;
