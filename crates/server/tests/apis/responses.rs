@@ -128,7 +128,7 @@ async fn both(s: &Running, body: Value) -> Value {
     let plain = create(s, body.clone()).await;
     let mut streamed_body = body;
     streamed_body["stream"] = json!(true);
-    let events = s.named_events("/v1/responses", streamed_body, &[]).await;
+    let events = s.named_events("/v1/responses", streamed_body).await;
     let streamed = assemble(&events);
     assert_eq!(
         comparable(&streamed),
@@ -195,7 +195,7 @@ async fn responses_plain_streamed_incomplete_and_instructed() {
         let mut b = body.clone();
         b["max_output_tokens"] = json!(2);
         b["stream"] = json!(true);
-        s.named_events("/responses", b, &[]).await
+        s.named_events("/responses", b).await
     };
     assert_eq!(
         events.last().unwrap().0,
@@ -315,7 +315,6 @@ async fn stored_responses_are_read_deleted_and_streamed_ones_stored() {
         .named_events(
             "/v1/responses",
             json!({"input": "y", "max_output_tokens": 2, "stream": true}),
-            &[],
         )
         .await;
     let done = &events.last().unwrap().1["response"];

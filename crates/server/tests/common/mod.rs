@@ -54,8 +54,8 @@ impl Running {
         (r.status(), r.text().await.unwrap())
     }
 
-    /// The `data:` payloads of a finished SSE stream.
-    pub async fn stream(&self, path: &str, body: Value) -> Vec<Value> {
+    /// The body of a finished SSE stream, checking its status and content type.
+    async fn sse_text(&self, path: &str, body: Value) -> String {
         let r = self
             .client
             .post(self.url(path))
@@ -68,7 +68,12 @@ impl Running {
             .to_str()
             .unwrap()
             .starts_with("text/event-stream"));
-        let text = r.text().await.unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// The `data:` payloads of a finished SSE stream.
+    pub async fn stream(&self, path: &str, body: Value) -> Vec<Value> {
+        let text = self.sse_text(path, body).await;
         let data: Vec<&str> = text
             .split("\n\n")
             .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
@@ -85,24 +90,9 @@ impl Running {
     }
 
     /// The `(event, data)` pairs of a finished stream of named events (Anthropic's and the
-    /// Responses API's), with the extra headers given.
-    pub async fn named_events(
-        &self,
-        path: &str,
-        body: Value,
-        headers: &[(&str, &str)],
-    ) -> Vec<(String, Value)> {
-        let mut req = self.client.post(self.url(path)).json(&body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        let text = r.text().await.unwrap();
+    /// Responses API's).
+    pub async fn named_events(&self, path: &str, body: Value) -> Vec<(String, Value)> {
+        let text = self.sse_text(path, body).await;
         text.split("\n\n")
             .filter(|e| !e.trim().is_empty())
             .filter_map(|e| {
