@@ -43,7 +43,7 @@ impl ModelArgs {
         opts.threads = self.threads;
         opts.dequantize = self.dequantize;
         opts.mlock = self.mlock;
-        let file = ModelFile::open(&self.model, &opts)?;
+        let file = ModelFile::open(&resolve_model(&self.model.to_string_lossy())?, &opts)?;
         for w in &file.warnings {
             if !matches!(w, Warning::NoChatTemplate { .. }) {
                 warn(w);
@@ -62,6 +62,14 @@ impl ModelArgs {
         };
         Ok(ModelFile::open(path, &opts)?)
     }
+}
+
+/// The local path a model reference names: an existing path as it is; a Hugging Face Hub
+/// reference (`ORG/REPO[:QUANT][@REV]`, `ORG/REPO/FILE.gguf`) once its files are in the cache
+/// (downloaded first unless offline). For a split GGUF set, its first part.
+// Hub references are resolved by the downloads work of issue 21 (a seam for now).
+pub fn resolve_model(reference: &str) -> Result<std::path::PathBuf> {
+    Ok(std::path::PathBuf::from(reference))
 }
 
 /// The CPUs a `--cpu-mask` names, lowest first.
