@@ -5,6 +5,7 @@
 //! Every count, length and offset is checked against the bytes that remain before anything is
 //! allocated or read, so a corrupt file is an error naming the file and the key or tensor at fault.
 
+use crate::split;
 use frugal_kernels::{GgmlType, SharedBytes};
 use std::collections::HashMap;
 use std::path::Path;
@@ -144,9 +145,11 @@ pub struct TensorInfo {
     /// ggml order: `dims[0]` is the row length.
     pub dims: Vec<u64>,
     pub ty: GgmlType,
-    /// Offset of the data from the start of the data section.
+    /// Offset of the data from the start of its file's data section.
     pub offset: u64,
     pub n_bytes: usize,
+    /// Which file of a split set holds the data (0 for a one-file model).
+    pub part: usize,
 }
 
 impl TensorInfo {
@@ -246,56 +249,153 @@ unsafe impl SharedBytes for Bytes {
     fn bytes(&self) -> &[u8] {
         self.as_slice()
     }
+
+    fn release(&self, offset: usize, len: usize) {
+        if let Bytes::Mapped(m) = self {
+            if offset.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
+                // SAFETY: DONTNEED on a private read-only file mapping only drops cached pages;
+                // later reads fault them back in from the file, so no data visible through `m`
+                // changes.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                };
+            }
+        }
+    }
 }
 
-/// An opened GGUF file: its metadata and tensor infos parsed and validated, its tensor data
-/// memory-mapped (or in memory, for [`GgufFile::from_bytes`]).
+/// One file of a model: its image and where its tensor data starts.
+struct Part {
+    bytes: Arc<Bytes>,
+    data_offset: usize,
+}
+
+/// Memory-maps a file (read-only, private).
+fn map_file(path: &Path) -> Result<Bytes, GgufError> {
+    let name = path.display().to_string();
+    let io = |error| GgufError::Io {
+        file: name.clone(),
+        error,
+    };
+    // Checked before opening: mapping a directory fails with a baffling "No such device", and
+    // opening a FIFO would wait for a writer.
+    let file_type = std::fs::metadata(path).map_err(io)?.file_type();
+    if !file_type.is_file() {
+        return Err(GgufError::NotAFile {
+            file: name,
+            what: if file_type.is_dir() {
+                "a directory"
+            } else {
+                "a special file (pipe, socket or device)"
+            },
+        });
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Ok(Bytes::Owned(Vec::new()));
+    }
+    // SAFETY: the map is read-only and private to this process; frugal never writes the file.
+    // Another process truncating it while mapped could fault, as with every mmap loader
+    // (llama.cpp included); that is outside what a process can guard against.
+    Ok(Bytes::Mapped(
+        unsafe { memmap2::Mmap::map(&file) }.map_err(io)?,
+    ))
+}
+
+/// An opened GGUF model: its metadata and tensor infos parsed and validated, its tensor data
+/// memory-mapped (or in memory, for [`GgufFile::from_bytes`]). A split set
+/// (`NAME-0000K-of-0000N.gguf`, llama.cpp's `gguf-split`) is one model: the first part's metadata,
+/// every part's tensors.
 pub struct GgufFile {
     name: String,
-    /// Shared with the weight matrices that borrow tensor data from it.
-    bytes: Arc<Bytes>,
+    /// Shared with the weight matrices that borrow tensor data from them.
+    parts: Vec<Part>,
     version: u32,
     alignment: usize,
     metadata: Vec<(String, Value)>,
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
-    data_offset: usize,
 }
 
 impl GgufFile {
-    /// Opens and memory-maps a GGUF file.
+    /// Opens and memory-maps a GGUF file; for a part of a split set, every part of it.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let name = path.display().to_string();
-        let io = |error| GgufError::Io {
-            file: name.clone(),
-            error,
-        };
-        // Checked before opening: mapping a directory fails with a baffling "No such device", and
-        // opening a FIFO would wait for a writer.
-        let file_type = std::fs::metadata(path).map_err(io)?.file_type();
-        if !file_type.is_file() {
-            return Err(GgufError::NotAFile {
-                file: name,
-                what: if file_type.is_dir() {
-                    "a directory"
-                } else {
-                    "a special file (pipe, socket or device)"
-                },
-            });
+        let first = Self::parse(path.display().to_string(), map_file(path)?)?;
+        let count = first.opt_u64("split.count")?.unwrap_or(1);
+        if count <= 1 {
+            return Ok(first);
         }
-        let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let bytes = if len == 0 {
-            Bytes::Owned(Vec::new())
-        } else {
-            // SAFETY: the map is read-only and private to this process; frugal never writes the
-            // file. Another process truncating it while mapped could fault, as with every mmap
-            // loader (llama.cpp included); that is outside what a process can guard against.
-            Bytes::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        Self::open_set(path, first, count)
+    }
+
+    /// The whole split set that `path` (whose parsed header is `opened`) belongs to: the first
+    /// part's metadata, every part's tensors. The parts must be named as `gguf-split` names them,
+    /// each saying which it is (`split.no`) of how many (`split.count`).
+    fn open_set(path: &Path, opened: GgufFile, count: u64) -> Result<GgufFile, GgufError> {
+        let invalid = |file: &str, msg: String| GgufError::Invalid {
+            file: file.to_string(),
+            what: "split set".into(),
+            msg,
         };
-        Self::parse(name, bytes)
+        let files = split::split_set(path).map_err(|error| GgufError::Io {
+            file: opened.name.clone(),
+            error,
+        })?;
+        if files.len() as u64 != count {
+            return Err(invalid(
+                &opened.name,
+                format!(
+                    "the file says it is one of {count} parts (split.count), but its name is not \
+                     PREFIX-0000K-of-{count:05}.gguf as llama-gguf-split names the parts"
+                ),
+            ));
+        }
+        let mut model = match opened.opt_u64("split.no")?.unwrap_or(0) {
+            0 => opened,
+            _ => Self::parse(files[0].display().to_string(), map_file(&files[0])?)?,
+        };
+        for (k, f) in files.iter().enumerate() {
+            let part = match k {
+                0 => None,
+                _ => Some(Self::parse(f.display().to_string(), map_file(f)?)?),
+            };
+            let header = part.as_ref().unwrap_or(&model);
+            let (no, n) = (header.opt_u64("split.no")?, header.opt_u64("split.count")?);
+            if no != Some(k as u64) || n != Some(count) {
+                return Err(invalid(
+                    &header.name,
+                    format!(
+                        "expected part {} of {count} (split.no {k}), found split.no {no:?} of \
+                         split.count {n:?}",
+                        k + 1
+                    ),
+                ));
+            }
+            if let Some(part) = part {
+                let index = model.parts.len();
+                model.parts.extend(part.parts);
+                let moved = part
+                    .tensors
+                    .into_iter()
+                    .map(|t| TensorInfo { part: index, ..t });
+                model.tensors.extend(moved);
+            }
+        }
+        let total = model.opt_u64("split.tensors.count")?;
+        if total.is_some_and(|n| n != model.tensors.len() as u64) {
+            return Err(invalid(
+                &model.name,
+                format!(
+                    "split.tensors.count is {total:?}, the parts hold {} tensors",
+                    model.tensors.len()
+                ),
+            ));
+        }
+        model.index_tensors()?;
+        Ok(model)
     }
 
     /// Parses a GGUF image held in memory (tests, fuzzing, generated models).
@@ -305,30 +405,45 @@ impl GgufFile {
 
     fn parse(name: String, bytes: Bytes) -> Result<GgufFile, GgufError> {
         let header = Parser::new(&name, bytes.as_slice()).parse()?;
-        Ok(GgufFile {
+        let mut file = GgufFile {
             name,
-            bytes: Arc::new(bytes),
+            parts: vec![Part {
+                bytes: Arc::new(bytes),
+                data_offset: header.data_offset,
+            }],
             version: header.version,
             alignment: header.alignment,
-            index: header
-                .metadata
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect(),
+            index: HashMap::new(),
             metadata: header.metadata,
-            tensor_index: header
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
+            tensor_index: HashMap::new(),
             tensors: header.tensors,
-            data_offset: header.data_offset,
-        })
+        };
+        file.index = file
+            .metadata
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        file.index_tensors()?;
+        Ok(file)
     }
 
-    /// The path (or name) the file was opened with.
+    /// Builds the name → tensor index; a name twice is an error (across the parts of a set too).
+    fn index_tensors(&mut self) -> Result<(), GgufError> {
+        self.tensor_index = HashMap::with_capacity(self.tensors.len());
+        for (i, t) in self.tensors.iter().enumerate() {
+            if self.tensor_index.insert(t.name.clone(), i).is_some() {
+                return Err(GgufError::Invalid {
+                    file: self.name.clone(),
+                    what: format!("tensor '{}'", t.name),
+                    msg: "the name appears twice".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The path (or name) the model was opened with (the first part of a split set).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -341,11 +456,20 @@ impl GgufFile {
         self.alignment
     }
 
+    /// Bytes of every file of the model together.
     pub fn file_size(&self) -> u64 {
-        self.bytes.as_slice().len() as u64
+        self.parts
+            .iter()
+            .map(|p| p.bytes.as_slice().len() as u64)
+            .sum()
     }
 
-    /// Metadata in file order.
+    /// How many files the model is stored in (1 unless split).
+    pub fn n_parts(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Metadata in file order (the first part's, for a split set).
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
     }
@@ -362,65 +486,60 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
-    /// The bytes of a tensor of this file (validated at open).
+    /// The bytes of a tensor of this model (validated at open).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        let start = self.data_offset + t.offset as usize;
-        &self.bytes.as_slice()[start..start + t.n_bytes]
+        let part = &self.parts[t.part];
+        let start = part.data_offset + t.offset as usize;
+        &part.bytes.as_slice()[start..start + t.n_bytes]
     }
 
-    /// The bytes before the tensor data: header, metadata and tensor table (with the file's
-    /// size, a cheap fingerprint of the model, for caches keyed by it).
-    pub fn header_bytes(&self) -> &[u8] {
-        &self.bytes.as_slice()[..self.data_offset]
+    /// Each file's bytes before its tensor data: header, metadata and tensor table (with the
+    /// model's size, a cheap fingerprint of the model, for caches keyed by it).
+    pub fn headers(&self) -> Vec<&[u8]> {
+        self.parts
+            .iter()
+            .map(|p| &p.bytes.as_slice()[..p.data_offset])
+            .collect()
     }
 
-    /// Where a tensor's data starts in [`GgufFile::shared_bytes`] (validated at open).
-    pub fn tensor_offset(&self, t: &TensorInfo) -> usize {
-        self.data_offset + t.offset as usize
+    /// The image of the file holding `t` (the memory map, or the bytes given to
+    /// [`GgufFile::from_bytes`]) and where `t`'s data starts in it, for weight matrices that
+    /// borrow tensor data instead of copying it; the image stays alive as long as any of them,
+    /// even after this `GgufFile` is dropped.
+    pub fn tensor_image(&self, t: &TensorInfo) -> (Arc<dyn SharedBytes>, usize) {
+        let part = &self.parts[t.part];
+        (part.bytes.clone(), part.data_offset + t.offset as usize)
     }
 
-    /// The whole file image (the memory map, or the bytes given to [`GgufFile::from_bytes`]), for
-    /// weight matrices that borrow tensor data instead of copying it; it stays alive as long as any
-    /// of them, even after this `GgufFile` is dropped.
-    pub fn shared_bytes(&self) -> Arc<dyn SharedBytes> {
-        self.bytes.clone()
-    }
-
-    /// Whether the data is a memory map of the file (pages read on demand, droppable by the OS)
+    /// Whether the data is a memory map of the files (pages read on demand, droppable by the OS)
     /// rather than bytes in memory.
     pub fn is_mapped(&self) -> bool {
-        matches!(*self.bytes, Bytes::Mapped(_))
+        self.parts
+            .iter()
+            .all(|p| matches!(*p.bytes, Bytes::Mapped(_)))
     }
 
     /// Tells the kernel the tensor data will be read soon.
     pub fn advise_willneed(&self) {
-        if let Bytes::Mapped(m) = &*self.bytes {
-            let _ = m.advise(memmap2::Advice::WillNeed);
+        for p in &self.parts {
+            if let Bytes::Mapped(m) = &*p.bytes {
+                let _ = m.advise(memmap2::Advice::WillNeed);
+            }
         }
     }
 
     /// Tells the kernel the mapped pages are no longer needed (after the weights were copied out),
     /// so they leave this process's resident set.
     pub fn advise_dontneed(&self) {
-        if let Bytes::Mapped(m) = &*self.bytes {
-            // SAFETY: DONTNEED on a private read-only file mapping only drops cached pages; later
-            // reads fault them back in from the file, so no data visible through `m` changes.
-            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        for p in &self.parts {
+            p.bytes.release(0, p.bytes.as_slice().len());
         }
     }
 
-    /// [`GgufFile::advise_dontneed`] for the pages holding `[offset, offset + len)` of the image
-    /// (e.g. one tensor once it has been copied or repacked). Ranges outside the file are ignored.
-    pub fn advise_dontneed_range(&self, offset: usize, len: usize) {
-        if let Bytes::Mapped(m) = &*self.bytes {
-            if offset.checked_add(len).is_some_and(|end| end <= m.len()) && len > 0 {
-                // SAFETY: as in `advise_dontneed`: the pages of a private read-only file mapping
-                // are only dropped and read back from the file on the next access.
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
-                };
-            }
-        }
+    /// [`GgufFile::advise_dontneed`] for the pages of one tensor (once it has been copied).
+    pub fn release_tensor(&self, t: &TensorInfo) {
+        let (image, start) = self.tensor_image(t);
+        image.release(start, t.n_bytes);
     }
 
     fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> GgufError {
@@ -770,6 +889,7 @@ impl<'a> Parser<'a> {
             ty,
             offset,
             n_bytes,
+            part: 0,
         })
     }
 

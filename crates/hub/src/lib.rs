@@ -7,8 +7,7 @@
 
 pub mod quant;
 pub mod reference;
-pub mod split;
 
+pub use frugal_formats::split::{part_name, split_part, split_set, SplitPart};
 pub use quant::{choose_files, QuantChoiceError};
 pub use reference::{HubRef, ModelRef, RefError, RepoFile};
-pub use split::{split_part, split_set, SplitPart};

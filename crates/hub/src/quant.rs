@@ -1,7 +1,7 @@
 //! Which files of a repository a quant tag names: the GGUF file, or the complete split set, whose
 //! path carries the tag as a whole word, case-insensitively (`Q4_K` does not match `Q4_K_M`).
 
-use crate::split::split_part;
+use frugal_formats::split::split_part;
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -93,6 +93,10 @@ impl AlignedBytes {
 /// keeps an `Arc` of the value and reads through a pointer taken once.
 pub unsafe trait SharedBytes: Send + Sync {
     fn bytes(&self) -> &[u8];
+
+    /// `[offset, offset + len)` will not be read for a while: a file map may drop those pages
+    /// from the resident set (they are read back from the file if needed). Bytes in memory stay.
+    fn release(&self, _offset: usize, _len: usize) {}
 }
 
 // SAFETY: a `Vec` behind an `Arc` is never written (only `&` access) nor reallocated, so its
@@ -106,8 +110,7 @@ unsafe impl SharedBytes for Vec<u8> {
 /// A region `[offset, offset + len)` of a [`SharedBytes`] image, kept alive by an `Arc`.
 #[derive(Clone)]
 pub struct MappedRegion {
-    /// Never read: held so that the image outlives `ptr`.
-    #[allow(dead_code)]
+    /// Held so that the image outlives `ptr`; asked to release pages.
     owner: Arc<dyn SharedBytes>,
     offset: usize,
     len: usize,
@@ -176,6 +179,16 @@ impl WeightBytes {
     }
 
     /// `(offset, len)` of the borrowed region within its image; `None` for owned bytes.
+    /// Lets a mapped image drop this region's pages, and `margin` bytes either side (within the
+    /// image): neighbours' pages faulted in around it. Nothing for owned bytes.
+    pub fn release_pages(&self, margin: usize) {
+        if let WeightBytes::Mapped(m) = self {
+            let from = m.offset.saturating_sub(margin);
+            let to = (m.offset + m.len + margin).min(m.owner.bytes().len());
+            m.owner.release(from, to - from);
+        }
+    }
+
     pub fn mapped_range(&self) -> Option<(usize, usize)> {
         match self {
             WeightBytes::Owned(_) => None,

@@ -50,21 +50,6 @@ pub enum LoadError {
     Options(String),
 }
 
-/// A part of a split GGUF set (`split.count` > 1) holds only some of the tensors: say so, rather
-/// than fail on the first tensor it lacks.
-fn refuse_split_part(gguf: &GgufFile) -> Result<(), LoadError> {
-    let count = gguf.opt_u64("split.count")?.unwrap_or(1);
-    if count <= 1 {
-        return Ok(());
-    }
-    let part = gguf.opt_u64("split.no")?.unwrap_or(0) + 1;
-    Err(LoadError::Options(format!(
-        "{} is part {part} of a model split into {count} files; frugal loads one-file GGUFs so far: \
-         merge the parts with `llama-gguf-split --merge FIRST-PART OUT.gguf`",
-        gguf.name()
-    )))
-}
-
 /// An opened model file: everything but the weights.
 pub struct ModelFile {
     pub path: PathBuf,
@@ -125,7 +110,6 @@ impl ModelFile {
             None => default_threads(),
         };
         let gguf = GgufFile::open(path)?;
-        refuse_split_part(&gguf)?;
         let config = ModelConfig::from_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let mut warnings = Vec::new();

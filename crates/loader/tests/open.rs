@@ -78,25 +78,3 @@ fn weights_load_with_the_options_given() {
     // Dequantized: every matrix is f32.
     assert!(m.weight_bytes() > 3 * std::fs::metadata(model("qwen2-Q8_0.gguf")).unwrap().len());
 }
-
-#[test]
-fn a_part_of_a_split_model_is_refused_saying_so() {
-    use frugal_formats::{GgufWriter, Value};
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("qwen2".into()));
-    w.add_metadata("split.no", Value::U16(1));
-    w.add_metadata("split.count", Value::U16(3));
-    w.add_metadata("split.tensors.count", Value::I32(0));
-    let path = std::env::temp_dir().join(format!(
-        "frugal-split-{}-00002-of-00003.gguf",
-        std::process::id()
-    ));
-    std::fs::write(&path, w.to_bytes()).unwrap();
-    let e = ModelFile::open(&path, &ModelOptions::default())
-        .err()
-        .expect("refused")
-        .to_string();
-    std::fs::remove_file(&path).unwrap();
-    assert!(e.contains("part 2 of a model split into 3 files"), "{e}");
-    assert!(e.contains("llama-gguf-split --merge"), "{e}");
-}

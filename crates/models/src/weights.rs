@@ -3,9 +3,8 @@
 use crate::config::{DeltaNetConfig, MlaConfig, ModelConfig, MoeConfig, SharedGate};
 use crate::ModelError;
 use frugal_formats::{GgufFile, TensorInfo};
-use frugal_kernels::{dequant::dequantize_row, Matrix, SharedBytes};
+use frugal_kernels::{dequant::dequantize_row, Matrix};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 /// Whether weight matrices borrow their bytes from the file's memory map or copy them.
 ///
@@ -228,7 +227,7 @@ impl Weights {
             n_params: l.n_params,
             n_bytes: l.n_bytes,
         };
-        w.repack(gguf, opts, l.done, l.total);
+        w.repack(opts, l.done, l.total);
         Ok(w)
     }
 
@@ -252,7 +251,7 @@ impl Weights {
     /// time each), then drops its file pages from the resident set: the packed copy is what the
     /// matmuls read. Matrices kept in the map (`Matrix::without_repack`) or without a packed layout
     /// stay as they are. Progress goes on from `done` to `total`.
-    fn repack(&self, gguf: &GgufFile, opts: &LoadOptions, done: u64, total: u64) {
+    fn repack(&self, opts: &LoadOptions, done: u64, total: u64) {
         let todo: Vec<&Matrix> = self
             .matrices()
             .into_iter()
@@ -269,14 +268,10 @@ impl Weights {
             let Some(m) = todo.get(i) else { break };
             m.repack();
             if m.is_repacked() {
-                if let Some((offset, len)) = m.bytes().mapped_range() {
-                    // With a margin: faults in this matrix also mapped the tail of the one
-                    // before it and the head of the next (the kernel's fault-around), which may
-                    // be done already. Pages dropped early are read again from the page cache.
-                    let from = offset.saturating_sub(FAULT_AROUND);
-                    let to = (offset + len + FAULT_AROUND).min(gguf.file_size() as usize);
-                    gguf.advise_dontneed_range(from, to - from);
-                }
+                // With a margin: faults in this matrix also mapped the tail of the one before it
+                // and the head of the next (the kernel's fault-around), which may be done
+                // already. Pages dropped early are read again from the page cache.
+                m.bytes().release_pages(FAULT_AROUND);
             }
             let d = done.fetch_add(m.n_bytes() as u64, Ordering::Relaxed) + m.n_bytes() as u64;
             if let Some(p) = opts.progress {
@@ -292,9 +287,7 @@ impl Weights {
         // Faults while packing one matrix map a few neighbouring pages around them (the kernel's
         // fault-around), including the tail of a matrix already dropped: drop them all again.
         for m in todo.iter().filter(|m| m.is_repacked()) {
-            if let Some((offset, len)) = m.bytes().mapped_range() {
-                gguf.advise_dontneed_range(offset, len);
-            }
+            m.bytes().release_pages(0);
         }
     }
 }
@@ -411,8 +404,8 @@ fn blk(i: usize, suffix: &str) -> String {
 struct Loader<'a> {
     gguf: &'a GgufFile,
     opts: &'a LoadOptions<'a>,
-    /// The file image to borrow matrices from; `None` copies them ([`Mmap::Never`]).
-    image: Option<Arc<dyn SharedBytes>>,
+    /// Matrices borrow the file images; `false` copies them ([`Mmap::Never`]).
+    borrow: bool,
     /// Keep MoE expert matrices in the map, never repacked.
     experts_in_map: bool,
     done: u64,
@@ -444,7 +437,7 @@ impl<'a> Loader<'a> {
         Loader {
             gguf,
             opts,
-            image: (mmap != Mmap::Never).then(|| gguf.shared_bytes()),
+            borrow: mmap != Mmap::Never,
             experts_in_map,
             done: 0,
             total,
@@ -664,8 +657,7 @@ impl<'a> Loader<'a> {
             .sum();
         self.done += (t.n_bytes as u64).saturating_sub(mapped);
         if mapped == 0 {
-            self.gguf
-                .advise_dontneed_range(self.gguf.tensor_offset(t), t.n_bytes);
+            self.gguf.release_tensor(t);
         }
         if let Some(p) = self.opts.progress {
             p(self.done, self.total);
@@ -684,10 +676,12 @@ impl<'a> Loader<'a> {
         len: usize,
         expert: bool,
     ) -> Result<Matrix, ModelError> {
-        let start = self.gguf.tensor_offset(t) + offset;
-        let m = match &self.image {
-            Some(image) => Matrix::from_mapped(t.ty, rows, cols, image.clone(), start, len),
-            None => Matrix::from_bytes(
+        let m = match self.borrow {
+            true => {
+                let (image, start) = self.gguf.tensor_image(t);
+                Matrix::from_mapped(t.ty, rows, cols, image, start + offset, len)
+            }
+            false => Matrix::from_bytes(
                 t.ty,
                 rows,
                 cols,

@@ -152,11 +152,10 @@ fn dequantized_mapped_equals_copied() {
 #[test]
 fn mapped_region_outside_the_file_is_an_error() {
     let gguf = open("qwen2-Q4_0");
-    let image = gguf.shared_bytes();
     let size = gguf.file_size() as usize;
     let t = gguf.tensor("blk.0.attn_q.weight").unwrap().clone();
     let (rows, cols) = (t.rows(), t.cols());
-    let at = gguf.tensor_offset(&t);
+    let (image, at) = gguf.tensor_image(&t);
     // In bounds: borrowed, no copy.
     let m = Matrix::from_mapped(t.ty, rows, cols, image.clone(), at, t.n_bytes).unwrap();
     assert!(m.bytes().is_mapped());

@@ -21,7 +21,7 @@ pub fn open(cfg: &ServerConfig, file: &ModelFile) -> Result<Option<DiskCache>, S
     let isa = Isa::best().name();
     let kv_type = cfg.kv_type.name();
     let id = fingerprint(&[
-        file.gguf.header_bytes(),
+        &file.gguf.headers().concat(),
         &size.to_le_bytes(),
         kv_type.as_bytes(),
         &(cfg.block_size as u64).to_le_bytes(),
