@@ -9,7 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Options shared by every command that runs a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Path to a GGUF model file.
+    /// A GGUF model file (any part of a split set), or a Hugging Face safetensors checkpoint
+    /// folder (config.json, *.safetensors, tokenizer.json), converted at load.
     pub model: std::path::PathBuf,
     /// Worker threads, for loading and running (default: all available cores).
     #[arg(short = 't', long)]
@@ -17,6 +18,10 @@ pub struct ModelArgs {
     /// Dequantize all weights to F32 at load and keep activations in f32 (the exact reference path).
     #[arg(long)]
     pub dequantize: bool,
+    /// Quantize a safetensors checkpoint's weight matrices at load into TYPE (q8_0, q4_0, q4_k,
+    /// q5_k, q6_k, …; ggml's reference quantizers, norms and routers kept in F32).
+    #[arg(long, value_name = "TYPE", value_parser = parse_quant_type)]
+    pub quantize: Option<frugal_kernels::GgmlType>,
     /// Run only on these CPUs: a hexadecimal mask, bit i for CPU i (e.g. 0x5 for CPUs 0 and 2),
     /// as llama.cpp's --cpu-mask. The default thread count follows it.
     #[arg(long, value_name = "HEX", value_parser = parse_cpu_mask)]
@@ -42,6 +47,7 @@ impl ModelArgs {
         self.pin()?;
         opts.threads = self.threads;
         opts.dequantize = self.dequantize;
+        opts.quantize = self.quantize;
         opts.mlock = self.mlock;
         let file = ModelFile::open(&resolve_model(&self.model.to_string_lossy())?, &opts)?;
         for w in &file.warnings {
@@ -70,6 +76,10 @@ impl ModelArgs {
 // Hub references are resolved by the downloads work of issue 21 (a seam for now).
 pub fn resolve_model(reference: &str) -> Result<std::path::PathBuf> {
     Ok(std::path::PathBuf::from(reference))
+}
+
+fn parse_quant_type(s: &str) -> Result<frugal_kernels::GgmlType, String> {
+    frugal_checkpoint::quant_type(s)
 }
 
 /// The CPUs a `--cpu-mask` names, lowest first.

@@ -5,6 +5,8 @@
 //! Every count, length and offset is checked against the bytes that remain before anything is
 //! allocated or read, so a corrupt file is an error naming the file and the key or tensor at fault.
 
+pub mod build;
+
 use crate::split;
 use frugal_kernels::{GgmlType, SharedBytes};
 use std::collections::HashMap;
@@ -228,13 +230,13 @@ pub enum GgufError {
     },
 }
 
-enum Bytes {
+pub(crate) enum Bytes {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
 }
 
 impl Bytes {
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Mapped(m) => m,
             Bytes::Owned(v) => v,
@@ -271,7 +273,7 @@ struct Part {
 }
 
 /// Memory-maps a file (read-only, private).
-fn map_file(path: &Path) -> Result<Bytes, GgufError> {
+pub(crate) fn map_file(path: &Path) -> Result<Bytes, GgufError> {
     let name = path.display().to_string();
     let io = |error| GgufError::Io {
         file: name.clone(),
@@ -317,6 +319,9 @@ pub struct GgufFile {
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// For a model built in memory ([`GgufFile::build`]): the GGUF header it would be written
+    /// with, which identifies it in [`GgufFile::headers`].
+    built_header: Option<Vec<u8>>,
 }
 
 impl GgufFile {
@@ -417,6 +422,7 @@ impl GgufFile {
             metadata: header.metadata,
             tensor_index: HashMap::new(),
             tensors: header.tensors,
+            built_header: None,
         };
         file.index = file
             .metadata
@@ -495,10 +501,17 @@ impl GgufFile {
 
     /// Each file's bytes before its tensor data: header, metadata and tensor table (with the
     /// model's size, a cheap fingerprint of the model, for caches keyed by it).
+    /// A model built in memory gives the GGUF header it would be written with, then each source
+    /// file's header.
     pub fn headers(&self) -> Vec<&[u8]> {
-        self.parts
-            .iter()
-            .map(|p| &p.bytes.as_slice()[..p.data_offset])
+        let built = self.built_header.as_deref();
+        built
+            .into_iter()
+            .chain(
+                self.parts
+                    .iter()
+                    .map(|p| &p.bytes.as_slice()[..p.data_offset]),
+            )
             .collect()
     }
 
@@ -896,29 +909,7 @@ impl<'a> Parser<'a> {
     /// The byte size of a `ty` tensor of `dims`: every dim positive, the element count and the
     /// size without overflow, rows of whole blocks.
     fn tensor_bytes(&self, what: &str, dims: &[u64], ty: GgmlType) -> Result<usize, GgufError> {
-        if dims.iter().any(|&d| d == 0 || d > i64::MAX as u64) {
-            return Err(self.invalid(what, format!("invalid dimensions {dims:?}")));
-        }
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| self.invalid(what, format!("element count of {dims:?} overflows")))?;
-        if !dims[0].is_multiple_of(ty.block_len() as u64) {
-            return Err(self.invalid(
-                what,
-                format!(
-                    "row length {} is not a multiple of the {ty} block length {}",
-                    dims[0],
-                    ty.block_len()
-                ),
-            ));
-        }
-        let n_bytes = (n_elements / ty.block_len() as u64)
-            .checked_mul(ty.block_bytes() as u64)
-            .filter(|&b| b <= usize::MAX as u64)
-            .ok_or_else(|| self.invalid(what, "byte size overflows"))?;
-        Ok(n_bytes as usize)
+        tensor_size(dims, ty).map_err(|msg| self.invalid(what, msg))
     }
 
     /// Every tensor's data lies inside the file, after `data_offset`, and no two overlap.
@@ -954,6 +945,66 @@ impl<'a> Parser<'a> {
         }
         Ok(())
     }
+}
+
+/// The byte size of a `ty` tensor of `dims`: every dim positive, the element count and the size
+/// without overflow, rows of whole blocks.
+fn tensor_size(dims: &[u64], ty: GgmlType) -> Result<usize, String> {
+    if dims.is_empty() || dims.len() > MAX_DIMS {
+        return Err(format!(
+            "{} dimensions (1 to {MAX_DIMS} allowed)",
+            dims.len()
+        ));
+    }
+    if dims.iter().any(|&d| d == 0 || d > i64::MAX as u64) {
+        return Err(format!("invalid dimensions {dims:?}"));
+    }
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| format!("element count of {dims:?} overflows"))?;
+    if !dims[0].is_multiple_of(ty.block_len() as u64) {
+        return Err(format!(
+            "row length {} is not a multiple of the {ty} block length {}",
+            dims[0],
+            ty.block_len()
+        ));
+    }
+    let n_bytes = (n_elements / ty.block_len() as u64)
+        .checked_mul(ty.block_bytes() as u64)
+        .filter(|&b| b <= usize::MAX as u64)
+        .ok_or("byte size overflows")?;
+    Ok(n_bytes as usize)
+}
+
+/// The GGUF v3 header (magic to tensor table, unpadded) of `metadata` and tensors given as
+/// (name, dims, type, offset).
+fn write_header<'a>(
+    metadata: &[(String, Value)],
+    n_tensors: usize,
+    tensors: impl Iterator<Item = (&'a str, &'a [u64], GgmlType, u64)>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(n_tensors as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        write_str(&mut out, k);
+        out.extend_from_slice(&v.type_id().to_le_bytes());
+        write_value(&mut out, v);
+    }
+    for (name, dims, ty, offset) in tensors {
+        write_str(&mut out, name);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&(ty as u32).to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+    }
+    out
 }
 
 /// Builds GGUF version 3 files (tests, tools, generated models).
@@ -1014,30 +1065,19 @@ impl GgufWriter {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            write_str(&mut out, k);
-            out.extend_from_slice(&v.type_id().to_le_bytes());
-            write_value(&mut out, v);
-        }
         let mut offset = 0u64;
         let mut offsets = Vec::new();
-        for (name, dims, ty, data) in &self.tensors {
-            write_str(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&(*ty as u32).to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
+        for (_, _, _, data) in &self.tensors {
             offsets.push(offset);
             offset = (offset + data.len() as u64).div_ceil(self.alignment as u64)
                 * self.alignment as u64;
         }
+        let infos = self
+            .tensors
+            .iter()
+            .zip(&offsets)
+            .map(|((name, dims, ty, _), &off)| (name.as_str(), dims.as_slice(), *ty, off));
+        let mut out = write_header(&self.metadata, self.tensors.len(), infos);
         let data_start = out.len().div_ceil(self.alignment) * self.alignment;
         out.resize(data_start, 0);
         for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {

@@ -1,4 +1,5 @@
-//! Opening a model, the one way every command and the server do it: the GGUF file, its tokenizer
+//! Opening a model, the one way every command and the server do it: the GGUF file (or a Hugging
+//! Face safetensors checkpoint folder, converted at open by `frugal-checkpoint`), its tokenizer
 //! and chat template, the context size, the thread count, then the weights (with the same
 //! `--dequantize`, memory-map policy and threads everywhere).
 //!
@@ -7,8 +8,9 @@
 #![forbid(unsafe_code)]
 
 use frugal_chat::{ChatError, ChatTemplate};
+use frugal_checkpoint::CheckpointError;
 use frugal_formats::{GgufError, GgufFile};
-use frugal_kernels::ThreadPool;
+use frugal_kernels::{GgmlType, ThreadPool};
 use frugal_models::{LoadOptions, Mmap, Model, ModelConfig, ModelError};
 use frugal_tokenizer::{SpecialToken, Tokenizer, TokenizerError};
 use std::path::{Path, PathBuf};
@@ -33,12 +35,17 @@ pub struct ModelOptions {
     /// Context length of one sequence (`None`: the trained context, at most
     /// [`DEFAULT_MAX_CTX`]).
     pub ctx_size: Option<usize>,
+    /// Quantize a safetensors checkpoint's weight matrices into this type at open
+    /// (`--quantize`); a GGUF file is used as it is quantized.
+    pub quantize: Option<GgmlType>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Format(#[from] GgufError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
@@ -102,16 +109,16 @@ pub fn default_threads() -> usize {
 }
 
 impl ModelFile {
-    /// Reads the GGUF metadata, the tokenizer and the chat template, and checks the options.
+    /// Reads the GGUF metadata (or converts a checkpoint folder's), the tokenizer and the chat
+    /// template, and checks the options.
     pub fn open(path: &Path, opts: &ModelOptions) -> Result<ModelFile, LoadError> {
         let threads = match opts.threads {
             Some(0) => return Err(LoadError::Options("--threads must be at least 1".into())),
             Some(n) => n,
             None => default_threads(),
         };
-        let gguf = GgufFile::open(path)?;
+        let (gguf, tokenizer) = open_model(path, opts)?;
         let config = ModelConfig::from_gguf(&gguf)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf)?;
         let mut warnings = Vec::new();
         let template = chat_template(&tokenizer, opts.chat_template.as_deref(), &mut warnings)?;
         let n_ctx = context_size(&config, opts.ctx_size, &mut warnings)?;
@@ -157,6 +164,29 @@ impl ModelFile {
     pub fn thread_pool(&self) -> ThreadPool {
         ThreadPool::new(self.threads)
     }
+}
+
+/// The model at `path` and its tokenizer: a checkpoint folder (`config.json`, safetensors,
+/// `tokenizer.json`) converted at open, or a GGUF file (of a split set too).
+fn open_model(path: &Path, opts: &ModelOptions) -> Result<(GgufFile, Tokenizer), LoadError> {
+    if frugal_checkpoint::is_checkpoint(path) {
+        let ckpt = frugal_checkpoint::Options {
+            quantize: opts.quantize,
+        };
+        let gguf = frugal_checkpoint::open(path, &ckpt)?;
+        let tokenizer = Tokenizer::from_file(&path.join("tokenizer.json"))?;
+        return Ok((gguf, tokenizer));
+    }
+    if let Some(ty) = opts.quantize {
+        return Err(LoadError::Options(format!(
+            "--quantize {ty} applies to safetensors checkpoint folders; {} is used as its \
+             GGUF is quantized (llama-quantize makes other types)",
+            path.display()
+        )));
+    }
+    let gguf = GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    Ok((gguf, tokenizer))
 }
 
 /// Built-in templates for files that carry none (base models, some conversions), by the turn

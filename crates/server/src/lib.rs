@@ -90,6 +90,8 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for running requests before cancelling them.
     pub shutdown_timeout: Duration,
     pub dequantize: bool,
+    /// Quantize a safetensors checkpoint's weights at load (`--quantize`).
+    pub quantize: Option<frugal_kernels::GgmlType>,
     /// Lock the weights in RAM (`--mlock`).
     pub mlock: bool,
     /// Split `<think>` reasoning into `reasoning_content` (DeepSeek's API), or keep the raw
@@ -145,6 +147,7 @@ impl ServerConfig {
         ModelOptions {
             threads: self.threads,
             dequantize: self.dequantize,
+            quantize: self.quantize,
             mmap: None,
             chat_template: self.chat_template.clone(),
             ctx_size: self.ctx_size,
@@ -186,6 +189,7 @@ impl ServerConfig {
             body_limit: 8 << 20,
             shutdown_timeout: Duration::from_secs(30),
             dequantize: false,
+            quantize: None,
             mlock: false,
             reasoning_format: ReasoningFormat::Deepseek,
             reasoning_budget: None,
@@ -728,6 +732,7 @@ mod tests {
         let opts = ModelOptions {
             threads: Some(1),
             dequantize: false,
+            quantize: None,
             mmap: None,
             chat_template: None,
             ctx_size: None,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Path to a GGUF model file.
+    /// A GGUF model file, or a safetensors checkpoint folder (described as converted at load).
     pub model: std::path::PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -19,7 +19,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = GgufFile::open(&a.model)?;
+    let gguf = match frugal_checkpoint::is_checkpoint(&a.model) {
+        true => frugal_checkpoint::open(&a.model, &frugal_checkpoint::Options::default())?,
+        false => GgufFile::open(&a.model)?,
+    };
     let summary = Summary::of(&gguf)?;
     if a.json {
         print_json(&a.model, &gguf, &summary, a.kv_type)

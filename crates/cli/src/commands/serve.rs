@@ -160,6 +160,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut cfg = ServerConfig::new(a.model.model.clone());
     cfg.threads = a.model.threads;
     cfg.dequantize = a.model.dequantize;
+    cfg.quantize = a.model.quantize;
     cfg.mlock = a.model.mlock;
     a.model.pin()?;
     cfg.api_keys = api_keys(&a)?;

@@ -1,0 +1,346 @@
+//! `config.json` → GGUF metadata, as llama.cpp's `convert_hf_to_gguf.py` writes it for each
+//! architecture (its `TextModel.set_gguf_parameters` and the model classes' additions).
+
+use crate::CheckpointError;
+use frugal_formats::Value;
+use serde_json::Value as Json;
+
+/// An architecture frugal runs, as a checkpoint names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+    Qwen3,
+    Qwen2Moe,
+    Qwen3Moe,
+    Deepseek2,
+}
+
+/// `model_type` → architecture, and the GGUF name of each.
+const ARCHES: &[(&str, Arch, &str)] = &[
+    ("llama", Arch::Llama, "llama"),
+    ("qwen2", Arch::Qwen2, "qwen2"),
+    ("qwen3", Arch::Qwen3, "qwen3"),
+    ("qwen2_moe", Arch::Qwen2Moe, "qwen2moe"),
+    ("qwen3_moe", Arch::Qwen3Moe, "qwen3moe"),
+    ("deepseek_v2", Arch::Deepseek2, "deepseek2"),
+    ("deepseek_v3", Arch::Deepseek2, "deepseek2"),
+    ("kimi_k2", Arch::Deepseek2, "deepseek2"),
+];
+
+impl Arch {
+    pub fn gguf_name(self) -> &'static str {
+        ARCHES.iter().find(|a| a.1 == self).map_or("?", |a| a.2)
+    }
+
+    pub fn is_moe(self) -> bool {
+        matches!(self, Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2)
+    }
+}
+
+/// The `model_type` values this build converts.
+pub fn supported_model_types() -> String {
+    ARCHES.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
+}
+
+/// A parsed `config.json`, with typed look-ups whose errors name the file and the key.
+pub struct HfConfig {
+    pub(crate) file: String,
+    pub(crate) json: Json,
+}
+
+impl HfConfig {
+    pub fn new(file: String, json: Json) -> Result<HfConfig, CheckpointError> {
+        if !json.is_object() {
+            return Err(CheckpointError::Config {
+                file,
+                msg: "is not a JSON object".into(),
+            });
+        }
+        Ok(HfConfig { file, json })
+    }
+
+    fn err(&self, msg: String) -> CheckpointError {
+        CheckpointError::Config {
+            file: self.file.clone(),
+            msg,
+        }
+    }
+
+    /// A key's value; JSON `null` counts as absent.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    /// The first of `keys` present, as a non-negative integer.
+    pub fn opt_u64(&self, keys: &[&str]) -> Result<Option<u64>, CheckpointError> {
+        let Some((key, v)) = keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) else {
+            return Ok(None);
+        };
+        v.as_u64()
+            .map(Some)
+            .ok_or_else(|| self.err(format!("'{key}' is {v}, expected a non-negative integer")))
+    }
+
+    pub fn req_u64(&self, keys: &[&str]) -> Result<u64, CheckpointError> {
+        self.opt_u64(keys)?
+            .ok_or_else(|| self.err(format!("missing key '{}'", keys.join("' or '"))))
+    }
+
+    pub fn opt_f64(&self, keys: &[&str]) -> Result<Option<f64>, CheckpointError> {
+        let Some((key, v)) = keys.iter().find_map(|k| self.get(k).map(|v| (k, v))) else {
+            return Ok(None);
+        };
+        v.as_f64()
+            .map(Some)
+            .ok_or_else(|| self.err(format!("'{key}' is {v}, expected a number")))
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, CheckpointError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.err(format!("'{key}' is {v}, expected true or false"))),
+        }
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>, CheckpointError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.err(format!("'{key}' is {v}, expected a string"))),
+        }
+    }
+
+    /// The architecture `model_type` (or, without one, `architectures[0]`) names.
+    pub fn arch(&self) -> Result<Arch, CheckpointError> {
+        let model_type = self.opt_str("model_type")?;
+        let architectures = self.get("architectures").map(Json::to_string);
+        let found = model_type.and_then(|m| ARCHES.iter().find(|a| a.0 == m));
+        found
+            .map(|a| a.1)
+            .ok_or_else(|| CheckpointError::UnsupportedArch {
+                file: self.file.clone(),
+                model_type: model_type.unwrap_or("(none)").to_string(),
+                architectures: architectures.unwrap_or_else(|| "(none)".into()),
+                supported: supported_model_types(),
+            })
+    }
+
+    /// `rope_parameters` (transformers 5) or `rope_scaling` (earlier), an empty object if neither.
+    fn rope_params(&self) -> &Json {
+        static EMPTY: Json = Json::Null;
+        self.get("rope_parameters")
+            .or_else(|| self.get("rope_scaling"))
+            .unwrap_or(&EMPTY)
+    }
+
+    pub fn tie_word_embeddings(&self) -> Result<bool, CheckpointError> {
+        Ok(self.opt_bool("tie_word_embeddings")?.unwrap_or(false))
+    }
+}
+
+/// GGUF metadata under construction: `{arch}.`-prefixed keys and whole keys.
+struct Meta {
+    arch: &'static str,
+    kv: Vec<(String, Value)>,
+}
+
+impl Meta {
+    /// Sets `{arch}.{key}` (replacing an earlier value, as a converter subclass overrides).
+    fn set(&mut self, key: &str, v: Value) {
+        let key = format!("{}.{key}", self.arch);
+        self.kv.retain(|(k, _)| *k != key);
+        self.kv.push((key, v));
+    }
+
+    fn u32(&mut self, key: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.set(key, Value::U32(v as u32));
+        }
+    }
+
+    fn f32(&mut self, key: &str, v: Option<f64>) {
+        if let Some(v) = v {
+            self.set(key, Value::F32(v as f32));
+        }
+    }
+}
+
+/// The metadata `convert_hf_to_gguf.py` writes for this config (tokenizer keys aside: the
+/// tokenizer is read from `tokenizer.json`).
+pub fn metadata(c: &HfConfig, arch: Arch) -> Result<Vec<(String, Value)>, CheckpointError> {
+    let mut m = Meta {
+        arch: arch.gguf_name(),
+        kv: vec![(
+            "general.architecture".into(),
+            Value::String(arch.gguf_name().into()),
+        )],
+    };
+    base_keys(c, &mut m)?;
+    match arch {
+        Arch::Llama => {
+            m.u32("vocab_size", c.opt_u64(&["vocab_size"])?);
+            let head_dim = match c.opt_u64(&["head_dim"])? {
+                Some(d) => d,
+                None => c.req_u64(&["hidden_size"])? / c.req_u64(&["num_attention_heads"])?.max(1),
+            };
+            m.u32("rope.dimension_count", Some(head_dim));
+        }
+        Arch::Qwen2 | Arch::Qwen3 => {}
+        Arch::Qwen2Moe | Arch::Qwen3Moe => {
+            m.u32(
+                "expert_feed_forward_length",
+                c.opt_u64(&["moe_intermediate_size"])?,
+            );
+            let shared = c.opt_u64(&["shared_expert_intermediate_size"])?;
+            m.u32("expert_shared_feed_forward_length", shared);
+        }
+        Arch::Deepseek2 => deepseek2_keys(c, &mut m)?,
+    }
+    Ok(m.kv)
+}
+
+/// `TextModel.set_gguf_parameters`: the keys every architecture shares.
+fn base_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    m.u32(
+        "block_count",
+        Some(c.req_u64(&["num_hidden_layers", "n_layer"])?),
+    );
+    let ctx = c.req_u64(&[
+        "max_position_embeddings",
+        "n_ctx",
+        "n_positions",
+        "max_length",
+        "max_sequence_length",
+        "model_max_length",
+    ])?;
+    m.u32("context_length", Some(ctx));
+    m.u32(
+        "embedding_length",
+        Some(c.req_u64(&["hidden_size", "n_embd", "dim"])?),
+    );
+    let ffn = c.opt_u64(&["intermediate_size", "n_inner", "hidden_dim"])?;
+    m.u32("feed_forward_length", ffn);
+    let heads = c.req_u64(&["num_attention_heads", "n_head", "n_heads"])?;
+    m.u32("attention.head_count", Some(heads));
+    m.u32(
+        "attention.head_count_kv",
+        c.opt_u64(&["num_key_value_heads", "n_kv_heads"])?,
+    );
+    rope_keys(c, m)?;
+    m.f32(
+        "attention.layer_norm_rms_epsilon",
+        c.opt_f64(&["rms_norm_eps", "norm_eps"])?,
+    );
+    let experts = c.opt_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?;
+    m.u32("expert_count", experts);
+    m.u32(
+        "expert_used_count",
+        c.opt_u64(&["num_experts_per_tok", "num_experts_per_token"])?,
+    );
+    m.u32("expert_group_count", c.opt_u64(&["n_group"])?);
+    m.u32("expert_group_used_count", c.opt_u64(&["topk_group"])?);
+    match c.opt_str("scoring_func")? {
+        None => {}
+        Some("softmax") => m.set("expert_gating_func", Value::U32(1)),
+        Some("sigmoid") => m.set("expert_gating_func", Value::U32(2)),
+        Some(other) => {
+            return Err(c.err(format!(
+                "'scoring_func' \"{other}\" is not supported (softmax, sigmoid)"
+            )))
+        }
+    }
+    let head_dim = c.opt_u64(&["head_dim"])?;
+    m.u32("attention.key_length", head_dim);
+    m.u32("attention.value_length", head_dim);
+    Ok(())
+}
+
+/// RoPE base and scaling (linear, YaRN) from `rope_parameters` / `rope_scaling` / `rope_theta`.
+fn rope_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    let p = c.rope_params();
+    let num = |k: &str| p.get(k).and_then(Json::as_f64);
+    let theta = num("rope_theta").or(c.opt_f64(&["rope_theta"])?);
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Json::as_str);
+    match (kind, num("factor")) {
+        (Some("linear"), Some(f)) => {
+            m.set("rope.scaling.type", Value::String("linear".into()));
+            m.f32("rope.scaling.factor", Some(f));
+        }
+        (Some("yarn"), Some(f)) => {
+            m.set("rope.scaling.type", Value::String("yarn".into()));
+            m.f32("rope.scaling.factor", Some(f));
+            let orig = p
+                .get("original_max_position_embeddings")
+                .and_then(Json::as_u64);
+            let orig = orig.ok_or_else(|| {
+                c.err("YaRN rope scaling without 'original_max_position_embeddings'".into())
+            })?;
+            m.u32("rope.scaling.original_context_length", Some(orig));
+            m.f32("rope.scaling.yarn_ext_factor", num("extrapolation_factor"));
+            let attn = num("attention_factor").or(num("attn_factor"));
+            m.f32("rope.scaling.yarn_attn_factor", attn);
+            m.f32("rope.scaling.yarn_beta_fast", num("beta_fast"));
+            m.f32("rope.scaling.yarn_beta_slow", num("beta_slow"));
+        }
+        (None | Some("default"), _) => {}
+        (Some(other), _) => {
+            return Err(c.err(format!(
+                "rope scaling '{other}' is not supported for checkpoints yet (linear, yarn)"
+            )))
+        }
+    }
+    m.f32("rope.freq_base", theta);
+    Ok(())
+}
+
+/// `DeepseekV2Model.set_gguf_parameters`: multi-head latent attention stored as MQA over the
+/// latent, and the MoE keys.
+fn deepseek2_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    m.u32("attention.head_count_kv", Some(1));
+    let has_moe = c.get("n_routed_experts").is_some();
+    let n_layer = c.req_u64(&["num_hidden_layers"])?;
+    let dense = c
+        .opt_u64(&["first_k_dense_replace"])?
+        .unwrap_or(if has_moe { 0 } else { n_layer });
+    m.u32("leading_dense_block_count", Some(dense));
+    m.u32("vocab_size", c.opt_u64(&["vocab_size"])?);
+    m.u32("attention.q_lora_rank", c.opt_u64(&["q_lora_rank"])?);
+    let kv_lora = c.opt_u64(&["kv_lora_rank"])?.unwrap_or(512);
+    let rope = c.req_u64(&["qk_rope_head_dim"])?;
+    let nope = c.req_u64(&["qk_nope_head_dim"])?;
+    m.u32("attention.kv_lora_rank", Some(kv_lora));
+    m.u32("attention.key_length", Some(kv_lora + rope));
+    m.u32("attention.value_length", Some(kv_lora));
+    m.u32("attention.key_length_mla", Some(nope + rope));
+    m.u32(
+        "attention.value_length_mla",
+        Some(c.req_u64(&["v_head_dim"])?),
+    );
+    let expert_ff = c.req_u64(&["moe_intermediate_size", "intermediate_size"])?;
+    m.u32("expert_feed_forward_length", Some(expert_ff));
+    m.u32(
+        "expert_shared_count",
+        Some(c.opt_u64(&["n_shared_experts"])?.unwrap_or(0)),
+    );
+    m.f32(
+        "expert_weights_scale",
+        c.opt_f64(&["routed_scaling_factor"])?,
+    );
+    if c.opt_bool("norm_topk_prob")? == Some(true) {
+        m.set("expert_weights_norm", Value::Bool(true));
+    }
+    m.u32("rope.dimension_count", Some(rope));
+    if let Some(mscale) = c.rope_params().get("mscale_all_dim").and_then(Json::as_f64) {
+        m.f32("rope.scaling.yarn_log_multiplier", Some(0.1 * mscale));
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Hugging Face tensor names → GGUF tensor names (llama.cpp's `gguf-py/gguf/tensor_mapping.py`,
+//! for the architectures of [`crate::config::Arch`]).
+
+/// What a checkpoint tensor becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One GGUF tensor of this name, data as stored (dims reversed into ggml order).
+    Tensor(String),
+    /// Expert `expert` of layer `layer`'s stacked `ffn_{kind}_exps.weight` (`kind`: gate, up,
+    /// down).
+    Expert {
+        layer: usize,
+        expert: usize,
+        kind: &'static str,
+    },
+    /// DeepSeek's `kv_b_proj` of layer `layer`: split into `attn_k_b` (transposed) and `attn_v_b`.
+    KvB { layer: usize },
+    /// Not part of the model (rotary caches, multi-token-prediction layers llama.cpp skips).
+    Skip,
+}
+
+/// Names of global tensors.
+const GLOBAL: &[(&str, &str)] = &[
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+
+/// Per-layer names after `model.layers.N.` (without `.weight`/`.bias`).
+const LAYER: &[(&str, &str)] = &[
+    ("input_layernorm", "attn_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+    ("self_attn.q_a_proj", "attn_q_a"),
+    ("self_attn.q_a_layernorm", "attn_q_a_norm"),
+    ("self_attn.q_b_proj", "attn_q_b"),
+    ("self_attn.kv_a_proj_with_mqa", "attn_kv_a_mqa"),
+    ("self_attn.kv_a_layernorm", "attn_kv_a_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+    ("mlp.gate", "ffn_gate_inp"),
+    ("mlp.gate.e_score_correction", "exp_probs_b"),
+    ("mlp.shared_expert.gate_proj", "ffn_gate_shexp"),
+    ("mlp.shared_expert.up_proj", "ffn_up_shexp"),
+    ("mlp.shared_expert.down_proj", "ffn_down_shexp"),
+    ("mlp.shared_expert_gate", "ffn_gate_inp_shexp"),
+    ("mlp.shared_experts.gate_proj", "ffn_gate_shexp"),
+    ("mlp.shared_experts.up_proj", "ffn_up_shexp"),
+    ("mlp.shared_experts.down_proj", "ffn_down_shexp"),
+    // transformers 5 stores a layer's experts fused: [n_expert, 2 * n_ff, n_embd] (each expert's
+    // gate rows, then its up rows: the layout of ggml's `ffn_gate_up_exps`) and
+    // [n_expert, n_embd, n_ff].
+    ("mlp.experts.gate_up_proj", "ffn_gate_up_exps"),
+    ("mlp.experts.down_proj", "ffn_down_exps"),
+];
+
+/// The GGUF target of checkpoint tensor `name`, `None` if it has no known mapping. Layers at or
+/// past `n_layer` (DeepSeek's multi-token-prediction layers) are skipped, as llama.cpp does.
+pub fn target(name: &str, n_layer: usize) -> Option<Target> {
+    if name.ends_with("rotary_emb.inv_freq") {
+        return Some(Target::Skip);
+    }
+    if let Some(&(_, g)) = GLOBAL.iter().find(|(h, _)| *h == name) {
+        return Some(Target::Tensor(g.to_string()));
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    if layer >= n_layer {
+        return Some(Target::Skip);
+    }
+    if rest == "self_attn.kv_b_proj.weight" {
+        return Some(Target::KvB { layer });
+    }
+    if let Some(expert) = per_expert(rest) {
+        let (expert, kind) = expert?;
+        return Some(Target::Expert {
+            layer,
+            expert,
+            kind,
+        });
+    }
+    // `e_score_correction_bias` has no `.bias` suffix of its own.
+    let (stem, suffix) = match rest.strip_suffix("_bias") {
+        Some(s) if s.ends_with("e_score_correction") => (s, "bias"),
+        _ => match rest.rsplit_once('.') {
+            Some((s, suf @ ("weight" | "bias"))) => (s, suf),
+            // transformers 5's fused experts have no suffix.
+            _ => (rest, "weight"),
+        },
+    };
+    let (_, g) = LAYER.iter().find(|(h, _)| *h == stem)?;
+    Some(Target::Tensor(format!("blk.{layer}.{g}.{suffix}")))
+}
+
+/// `mlp.experts.E.{gate,up,down}_proj.weight`: `Some(Some((E, kind)))`; another name under
+/// `mlp.experts.E.`: `Some(None)`; anything else: `None`.
+fn per_expert(rest: &str) -> Option<Option<(usize, &'static str)>> {
+    let tail = rest.strip_prefix("mlp.experts.")?;
+    let (e, proj) = tail.split_once('.')?;
+    let e: usize = e.parse().ok()?;
+    let kind = match proj {
+        "gate_proj.weight" => "gate",
+        "up_proj.weight" => "up",
+        "down_proj.weight" => "down",
+        _ => return Some(None),
+    };
+    Some(Some((e, kind)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_as_llama_cpp_maps_them() {
+        let t = |n: &str| target(n, 2);
+        let named = |s: &str| Some(Target::Tensor(s.into()));
+        assert_eq!(t("model.embed_tokens.weight"), named("token_embd.weight"));
+        assert_eq!(
+            t("model.layers.1.self_attn.q_proj.bias"),
+            named("blk.1.attn_q.bias")
+        );
+        assert_eq!(
+            t("model.layers.0.mlp.gate.weight"),
+            named("blk.0.ffn_gate_inp.weight")
+        );
+        assert_eq!(
+            t("model.layers.0.mlp.gate.e_score_correction_bias"),
+            named("blk.0.exp_probs_b.bias")
+        );
+        assert_eq!(
+            t("model.layers.1.mlp.experts.3.down_proj.weight"),
+            Some(Target::Expert {
+                layer: 1,
+                expert: 3,
+                kind: "down"
+            })
+        );
+        assert_eq!(
+            t("model.layers.1.mlp.experts.gate_up_proj"),
+            named("blk.1.ffn_gate_up_exps.weight")
+        );
+        assert_eq!(t("model.layers.2.mlp.gate.weight"), Some(Target::Skip));
+        assert_eq!(
+            t("model.layers.0.self_attn.kv_b_proj.weight"),
+            Some(Target::KvB { layer: 0 })
+        );
+        assert_eq!(t("model.layers.0.mlp.experts.0.w9.weight"), None);
+        assert_eq!(t("vision_tower.patch.weight"), None);
+    }
+}

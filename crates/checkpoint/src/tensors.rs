@@ -1,0 +1,332 @@
+//! The checkpoint's tensors as GGUF tensors: names mapped, layouts transformed as
+//! `convert_hf_to_gguf.py` transforms them, types chosen (kept as stored, F32 for the tensors
+//! ggml keeps in F32, FP8 decoded, or quantized). A tensor stored as it will be used is
+//! borrowed from its file's memory map; the others are converted into owned bytes.
+
+use crate::config::{Arch, HfConfig};
+use crate::convert::{apply_block_scales, decode, encode, fit_type, stored_type};
+use crate::names::{target, Target};
+use crate::{CheckpointError, Options};
+use frugal_formats::{Dtype, NewTensor, SafeTensor, SafetensorsFile, TensorBytes};
+use frugal_kernels::GgmlType;
+use std::collections::{BTreeMap, HashMap};
+
+/// A tensor of the checkpoint: which file, which entry.
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    file: usize,
+    t: &'a SafeTensor,
+}
+
+struct Converter<'a> {
+    files: &'a [SafetensorsFile],
+    /// Every tensor by name, across the shards.
+    by_name: HashMap<&'a str, Src<'a>>,
+    arch: Arch,
+    n_head: usize,
+    n_head_kv: usize,
+    quantize: Option<GgmlType>,
+    /// FP8 checkpoints' scale blocks (`quantization_config.weight_block_size`).
+    fp8_block: (usize, usize),
+    tied: bool,
+    out: Vec<NewTensor>,
+}
+
+/// Every GGUF tensor of the model in `files`.
+pub fn convert(
+    c: &HfConfig,
+    arch: Arch,
+    files: &[SafetensorsFile],
+    opts: &Options,
+) -> Result<Vec<NewTensor>, CheckpointError> {
+    let mut by_name = HashMap::new();
+    for (file, f) in files.iter().enumerate() {
+        for t in f.tensors() {
+            if by_name.insert(t.name.as_str(), Src { file, t }).is_some() {
+                return Err(tensor_err(f, &t.name, "appears in two shards".into()));
+            }
+        }
+    }
+    let n_head = c.req_u64(&["num_attention_heads"])? as usize;
+    let mut conv = Converter {
+        files,
+        by_name,
+        arch,
+        n_head,
+        n_head_kv: c
+            .opt_u64(&["num_key_value_heads"])?
+            .unwrap_or(n_head as u64) as usize,
+        quantize: opts.quantize,
+        fp8_block: fp8_block(c)?,
+        tied: c.tie_word_embeddings()?,
+        out: Vec::new(),
+    };
+    let n_layer = c.req_u64(&["num_hidden_layers"])? as usize;
+    let mut experts: BTreeMap<(usize, &'static str), BTreeMap<usize, Src>> = BTreeMap::new();
+    for (file, f) in files.iter().enumerate() {
+        for t in f.tensors() {
+            let src = Src { file, t };
+            if t.name.ends_with("_scale_inv") {
+                continue; // read with the FP8 weight it scales
+            }
+            match target(&t.name, n_layer) {
+                None => return Err(tensor_err(f, &t.name, "has no GGUF counterpart".into())),
+                Some(Target::Skip) => {}
+                Some(Target::Tensor(name)) if name == "output.weight" && conv.tied => {}
+                Some(Target::Tensor(name)) => conv.single(src, name)?,
+                Some(Target::KvB { layer }) => conv.kv_b(c, src, layer)?,
+                Some(Target::Expert {
+                    layer,
+                    expert,
+                    kind,
+                }) => {
+                    experts
+                        .entry((layer, kind))
+                        .or_default()
+                        .insert(expert, src);
+                }
+            }
+        }
+    }
+    let n_expert = c.opt_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?;
+    for ((layer, kind), list) in experts {
+        conv.stack(layer, kind, &list, n_expert.unwrap_or(0) as usize)?;
+    }
+    Ok(conv.out)
+}
+
+fn tensor_err(f: &SafetensorsFile, tensor: &str, msg: String) -> CheckpointError {
+    CheckpointError::Tensor {
+        file: f.name().to_string(),
+        tensor: tensor.to_string(),
+        msg,
+    }
+}
+
+/// `quantization_config.weight_block_size` of an FP8 checkpoint (128 x 128 when not given).
+fn fp8_block(c: &HfConfig) -> Result<(usize, usize), CheckpointError> {
+    let Some(q) = c.get("quantization_config") else {
+        return Ok((128, 128));
+    };
+    let bad = |msg: &str| CheckpointError::Config {
+        file: c.file.clone(),
+        msg: format!("quantization_config: {msg}"),
+    };
+    match q.get("quant_method").and_then(|m| m.as_str()) {
+        Some("fp8") => {}
+        other => {
+            return Err(bad(&format!(
+                "quant_method {other:?} is not supported (fp8)"
+            )))
+        }
+    }
+    let block = match q.get("weight_block_size") {
+        None => return Ok((128, 128)),
+        Some(b) => b
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect::<Vec<_>>()),
+    };
+    match block.as_deref() {
+        Some(&[r, c]) if r > 0 && c > 0 => Ok((r as usize, c as usize)),
+        _ => Err(bad("weight_block_size must be two positive integers")),
+    }
+}
+
+/// Tensors ggml keeps in F32 whatever the rest is stored as (the converter's and
+/// `llama-quantize`'s choice): vectors, norms, routers.
+fn keeps_f32(name: &str, n_dims: usize) -> bool {
+    n_dims <= 1
+        || name.ends_with("_norm.weight")
+        || name.contains("ffn_gate_inp")
+        || name.contains("exp_probs_b")
+}
+
+impl<'a> Converter<'a> {
+    fn file(&self, src: Src) -> &'a SafetensorsFile {
+        &self.files[src.file]
+    }
+
+    /// The type GGUF tensor `name` of `dims` (ggml order) is stored in.
+    fn out_type(&self, name: &str, dims: &[u64], dtype: Dtype) -> GgmlType {
+        if keeps_f32(name, dims.len()) {
+            return GgmlType::F32;
+        }
+        let is_output = name == "output.weight" || (self.tied && name == "token_embd.weight");
+        match self.quantize {
+            // llama-quantize gives the output matrix Q6_K unless Q8_0 was asked for.
+            Some(q) if is_output && q != GgmlType::Q8_0 => {
+                fit_type(GgmlType::Q6_K, dims[0] as usize)
+            }
+            Some(q) if name.ends_with(".weight") => fit_type(q, dims[0] as usize),
+            _ => match dtype {
+                Dtype::F8E4M3 => GgmlType::BF16,
+                d => stored_type(d).unwrap_or(GgmlType::F32),
+            },
+        }
+    }
+
+    /// The values of `src` as f32 (FP8 weights multiplied by their block scales).
+    fn values(&self, src: Src) -> Result<Vec<f32>, CheckpointError> {
+        let f = self.file(src);
+        let err = |msg: String| tensor_err(f, &src.t.name, msg);
+        let mut v = decode(src.t.dtype, f.data(src.t)).map_err(err)?;
+        if src.t.dtype == Dtype::F8E4M3 {
+            let scale_name = format!("{}_scale_inv", src.t.name);
+            let scale = self
+                .by_name
+                .get(scale_name.as_str())
+                .ok_or_else(|| err(format!("FP8 weight without '{scale_name}'")))?;
+            let scales = decode(scale.t.dtype, self.file(*scale).data(scale.t)).map_err(err)?;
+            let cols = src.t.shape.last().copied().unwrap_or(1) as usize;
+            apply_block_scales(&mut v, cols, &scales, self.fp8_block).map_err(err)?;
+        }
+        Ok(v)
+    }
+
+    /// Adds GGUF tensor `name` of `dims` from `values`, encoded in its type.
+    fn push_values(
+        &mut self,
+        src: Src,
+        name: String,
+        dims: Vec<u64>,
+        values: &[f32],
+    ) -> Result<(), CheckpointError> {
+        let ty = self.out_type(&name, &dims, src.t.dtype);
+        let bytes = encode(values, dims[0] as usize, ty)
+            .map_err(|msg| tensor_err(self.file(src), &src.t.name, msg))?;
+        self.out.push(NewTensor {
+            name,
+            dims,
+            ty,
+            data: TensorBytes::Owned(bytes),
+        });
+        Ok(())
+    }
+
+    /// A tensor mapped one to one: borrowed when stored as it will be used, else converted
+    /// (Llama's Q and K rows permuted into ggml's rotary layout first).
+    fn single(&mut self, src: Src, name: String) -> Result<(), CheckpointError> {
+        let dims: Vec<u64> = src.t.shape.iter().rev().copied().collect();
+        if dims.is_empty() {
+            return Err(tensor_err(
+                self.file(src),
+                &src.t.name,
+                "is a scalar".into(),
+            ));
+        }
+        let ty = self.out_type(&name, &dims, src.t.dtype);
+        let permute = match (self.arch, name.rsplit('.').nth(1)) {
+            (Arch::Llama, Some(n)) if n.ends_with("attn_q") => Some(self.n_head),
+            (Arch::Llama, Some(n)) if n.ends_with("attn_k") => Some(self.n_head_kv),
+            _ => None,
+        };
+        if permute.is_none() && stored_type(src.t.dtype) == Some(ty) {
+            self.out.push(NewTensor {
+                name,
+                dims,
+                ty,
+                data: TensorBytes::Borrowed {
+                    file: src.file,
+                    offset: src.t.offset,
+                },
+            });
+            return Ok(());
+        }
+        let mut values = self.values(src)?;
+        if let Some(heads) = permute {
+            values = rotary_permute(&values, dims[0] as usize, heads)
+                .map_err(|msg| tensor_err(self.file(src), &src.t.name, msg))?;
+        }
+        self.push_values(src, name, dims, &values)
+    }
+
+    /// A layer's experts of one kind stacked into `blk.L.ffn_{kind}_exps.weight`
+    /// `[cols, rows, n_expert]`, expert 0 first.
+    fn stack(
+        &mut self,
+        layer: usize,
+        kind: &str,
+        list: &BTreeMap<usize, Src<'a>>,
+        n_expert: usize,
+    ) -> Result<(), CheckpointError> {
+        let first = *list.values().next().expect("a listed kind has an expert");
+        let name = format!("blk.{layer}.ffn_{kind}_exps.weight");
+        let ids: Vec<usize> = list.keys().copied().collect();
+        if ids != (0..n_expert).collect::<Vec<_>>() {
+            return Err(tensor_err(
+                self.file(first),
+                &first.t.name,
+                format!("layer {layer} has {kind} experts {ids:?}, the config says {n_expert}"),
+            ));
+        }
+        let mut values = Vec::new();
+        for src in list.values() {
+            if src.t.shape != first.t.shape {
+                let msg = format!("shape {:?} differs from expert 0's", src.t.shape);
+                return Err(tensor_err(self.file(*src), &src.t.name, msg));
+            }
+            values.extend(self.values(*src)?);
+        }
+        let dims = [
+            &first.t.shape.iter().rev().copied().collect::<Vec<_>>()[..],
+            &[n_expert as u64],
+        ]
+        .concat();
+        self.push_values(first, name, dims, &values)
+    }
+
+    /// DeepSeek's `kv_b_proj` `[n_head * (nope + v), kv_lora]` as llama.cpp stores it for
+    /// absorbed attention: `attn_k_b` `[n_head][kv_lora][nope]` (each head's key rows
+    /// transposed) and `attn_v_b` `[n_head][v][kv_lora]`.
+    fn kv_b(&mut self, c: &HfConfig, src: Src, layer: usize) -> Result<(), CheckpointError> {
+        let nope = c.req_u64(&["qk_nope_head_dim"])? as usize;
+        let v_dim = c.req_u64(&["v_head_dim"])? as usize;
+        let n_head = self.n_head;
+        let err = |msg: String| tensor_err(self.file(src), &src.t.name, msg);
+        let (rows, lora) = match src.t.shape[..] {
+            [r, l] => (r as usize, l as usize),
+            _ => return Err(err(format!("shape {:?} is not a matrix", src.t.shape))),
+        };
+        if rows != n_head * (nope + v_dim) {
+            return Err(err(format!(
+                "{rows} rows, expected heads {n_head} x (qk_nope_head_dim {nope} + v_head_dim {v_dim})"
+            )));
+        }
+        let values = self.values(src)?;
+        let (mut k_b, mut v_b) = (Vec::with_capacity(n_head * nope * lora), Vec::new());
+        for head in values.chunks_exact((nope + v_dim) * lora) {
+            let (k, v) = head.split_at(nope * lora);
+            for l in 0..lora {
+                k_b.extend((0..nope).map(|n| k[n * lora + l]));
+            }
+            v_b.extend_from_slice(v);
+        }
+        let (h, nope, lora, v_dim) = (n_head as u64, nope as u64, lora as u64, v_dim as u64);
+        let k_name = format!("blk.{layer}.attn_k_b.weight");
+        self.push_values(src, k_name, vec![nope, lora, h], &k_b)?;
+        let v_name = format!("blk.{layer}.attn_v_b.weight");
+        self.push_values(src, v_name, vec![lora, v_dim, h], &v_b)
+    }
+}
+
+/// Llama's Q/K rows reordered from Hugging Face's rotary layout (each head's first half, then
+/// second half) to ggml's (pairs interleaved), as `LlamaModel.permute` does.
+fn rotary_permute(values: &[f32], cols: usize, n_head: usize) -> Result<Vec<f32>, String> {
+    let rows = values.len() / cols.max(1);
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
+        return Err(format!(
+            "{rows} rows cannot be split into {n_head} heads of pairs"
+        ));
+    }
+    let half = rows / n_head / 2;
+    let mut out = Vec::with_capacity(values.len());
+    for h in 0..n_head {
+        for i in 0..half {
+            for j in 0..2 {
+                let r = h * 2 * half + j * half + i;
+                out.extend_from_slice(&values[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+    Ok(out)
+}
