@@ -89,13 +89,132 @@ fn dequantized_checkpoints_equal_their_f32_gguf_bit_for_bit() {
     }
 }
 
+/// Weights kept as stored: BF16 matrices multiply activations rounded to BF16, as ggml does for a
+/// BF16 GGUF (`vec_dot_type` BF16). That is activation quantization, so the fixtures' tolerance
+/// for such a path applies (README, tolerance 3: mean |Δ| <= 0.06, top-1 agreement >= 90 %, max
+/// |Δ| <= 0.5 dense / 3.0 MoE), here against transformers' f32 logits of the same weights.
 #[test]
-fn bf16_checkpoints_match_transformers() {
+fn bf16_checkpoints_stay_within_the_activation_rounding_tolerance() {
     for arch in ARCHES {
         let tokens = tokens(arch);
-        let model = open(&hf_dir(arch), false, None).load(None).unwrap();
+        let file = open(&hf_dir(arch), false, None);
+        assert!(
+            file.gguf.tensors().iter().any(|t| t.ty == GgmlType::BF16),
+            "{arch}: matrices are kept as BF16"
+        );
+        let model = file.load(None).unwrap();
         let hf = Set::shared().expected_f32(&format!("{arch}.hf.f32"));
-        let (max, mean) = max_mean(&logits(&model, &tokens), &hf);
-        eprintln!("{arch} BF16 as stored vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}");
+        let ours = logits(&model, &tokens);
+        let (max, mean) = max_mean(&ours, &hf);
+        let agree = top1_agreement(&ours, &hf, 576);
+        eprintln!(
+            "{arch} BF16 as stored vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}, top-1 {:.0}%",
+            agree * 100.0
+        );
+        let max_allowed = if arch == "qwen2" { 0.5 } else { 3.0 };
+        assert!(mean <= 0.06 && max <= max_allowed && agree >= 0.9, "{arch}");
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn top1_agreement(a: &[f32], b: &[f32], n_vocab: usize) -> f32 {
+    let rows = a.len() / n_vocab;
+    let same = a
+        .chunks_exact(n_vocab)
+        .zip(b.chunks_exact(n_vocab))
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    same as f32 / rows as f32
+}
+
+/// `--quantize q8_0` quantizes with ggml's reference quantizer and llama-quantize's choices:
+/// every tensor has the type and bytes of the fixtures' `<arch>-Q8_0.gguf`, so the logits are
+/// llama.cpp's Q8_0 model's (tolerance 3 against its references, as `parity.rs` holds them).
+#[test]
+fn quantized_checkpoints_equal_llama_quantize_output() {
+    for arch in ARCHES {
+        let ours = open(&hf_dir(arch), false, Some(GgmlType::Q8_0));
+        let q8_path = Set::shared().model(&format!("{arch}-Q8_0"));
+        let theirs = frugal_formats::GgufFile::open(&q8_path).unwrap();
+        assert_eq!(ours.gguf.tensors().len(), theirs.tensors().len(), "{arch}");
+        for t in theirs.tensors() {
+            let o = ours
+                .gguf
+                .tensor(&t.name)
+                .unwrap_or_else(|| panic!("{arch}: no {}", t.name));
+            assert_eq!((&o.dims, o.ty), (&t.dims, t.ty), "{arch}: {}", t.name);
+            let same = ours.gguf.tensor_data(o) == theirs.tensor_data(t);
+            assert!(same, "{arch}: {} differs from llama-quantize's", t.name);
+        }
+        let e = Set::shared().expected_json(&format!("{arch}-Q8_0"));
+        let reference = Set::shared().expected_f32(e["logits"]["batched"].as_str().unwrap());
+        let model = ours.load(None).unwrap();
+        let (max, mean) = max_mean(&logits(&model, &tokens(arch)), &reference);
+        eprintln!("{arch} --quantize q8_0 vs llama.cpp Q8_0: max |Δ| {max:.2e}, mean {mean:.2e}");
+        let max_allowed = if arch == "qwen2" { 0.5 } else { 3.0 };
+        assert!(mean <= 0.06 && max <= max_allowed, "{arch}: {max} {mean}");
+    }
+}
+
+/// The metadata the checkpoint converts to is what llama.cpp's converter wrote (tokenizer and
+/// file-description keys aside), so `ModelConfig` reads the same hyper-parameters.
+#[test]
+fn checkpoint_metadata_is_the_converters() {
+    for arch in ARCHES {
+        let ours = open(&hf_dir(arch), false, None);
+        let theirs =
+            frugal_formats::GgufFile::open(Set::shared().model(&format!("{arch}-f32"))).unwrap();
+        let model_keys = |g: &frugal_formats::GgufFile| {
+            let mut kv: Vec<(String, String)> = g
+                .metadata()
+                .iter()
+                .filter(|(k, _)| !k.starts_with("tokenizer.") && !k.starts_with("general."))
+                .map(|(k, v)| (k.clone(), format!("{v:?}")))
+                .collect();
+            kv.sort();
+            kv
+        };
+        assert_eq!(model_keys(&ours.gguf), model_keys(&theirs), "{arch}");
+        let gguf_file = open(&Set::shared().model(&format!("{arch}-f32")), false, None);
+        let config = |f: &ModelFile| format!("{:?}", f.config);
+        assert_eq!(config(&ours), config(&gguf_file), "{arch}");
+    }
+}
+
+/// `tokenizer.json` (with `tokenizer_config.json` and `generation_config.json`) gives the ids the
+/// converted GGUF's vocabulary gives, special tokens included.
+#[test]
+fn the_checkpoint_tokenizer_gives_the_ggufs_ids() {
+    let text = "Hello, world! The quick brown fox jumps over the lazy dog. 12345 <|im_end|>\
+                <|im_start|>user\n  tabs\tand ünïcödé 😀<|endoftext|>";
+    for arch in ARCHES {
+        let ours = open(&hf_dir(arch), false, None);
+        let theirs = open(&Set::shared().model(&format!("{arch}-f32")), false, None);
+        for add_special in [false, true] {
+            let a = ours.tokenizer.encode(text, add_special, true).unwrap();
+            let b = theirs.tokenizer.encode(text, add_special, true).unwrap();
+            assert_eq!(a, b, "{arch} add_special={add_special}");
+        }
+        let expected = ids(&Set::shared().expected_json(&format!("{arch}-f32"))["token_ids"]);
+        let hello = ours.tokenizer.encode(
+            "Hello, world! The quick brown fox jumps over the lazy dog. 12345 <|im_end|>",
+            false,
+            true,
+        );
+        assert_eq!(hello.unwrap()[..], expected[..48], "{arch}");
+        assert_eq!(
+            ours.tokenizer.eog_ids(),
+            theirs.tokenizer.eog_ids(),
+            "{arch}"
+        );
     }
 }
