@@ -71,7 +71,11 @@ pub(crate) fn load(path: &Path) -> Result<Parts, TokenizerError> {
 
     let dir = path.parent().unwrap_or(Path::new("."));
     let config = read_json(&dir.join("tokenizer_config.json")).map_err(err)?;
-    let specials = read_specials(&config, &vocab, template, model.unk.as_deref());
+    let token_map = read_json(&dir.join("special_tokens_map.json")).map_err(err)?;
+    let token_config = with_token_map(&config, &token_map);
+    let mut specials = read_specials(&token_config, &vocab, template, model.unk.as_deref());
+    let model_config = read_json(&dir.join("config.json")).map_err(err)?;
+    ids_from_model_config(&mut specials.ids, &model_config, vocab.texts.len());
     let chat_template = read_chat_template(&config, dir);
     let generation = read_json(&dir.join("generation_config.json")).map_err(err)?;
 
@@ -285,6 +289,39 @@ fn read_specials(
         ids,
         add_bos,
         add_eos,
+    }
+}
+
+/// tokenizer_config.json with the special tokens it does not name taken from
+/// special_tokens_map.json, as transformers reads them.
+fn with_token_map(config: &Json, token_map: &Json) -> Json {
+    let mut merged = match config {
+        Json::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Json::Object(map) = token_map {
+        for (k, v) in map {
+            if merged.get(k).is_none_or(Json::is_null) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Json::Object(merged)
+}
+
+/// BOS and EOS that the tokenizer files leave unnamed, from a checkpoint's config.json
+/// (`bos_token_id`, `eos_token_id`: one id or a list, the first), as llama.cpp's converter
+/// takes them.
+fn ids_from_model_config(ids: &mut SpecialIds, model_config: &Json, n_vocab: usize) {
+    for (role, key) in [
+        (SpecialToken::Bos, "bos_token_id"),
+        (SpecialToken::Eos, "eos_token_id"),
+    ] {
+        let v = &model_config[key];
+        let id = v.as_u64().or_else(|| v[0].as_u64());
+        if ids[role].is_none() {
+            ids[role] = id.filter(|&i| i < n_vocab as u64).map(|i| i as u32);
+        }
     }
 }
 
