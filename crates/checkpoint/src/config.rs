@@ -14,6 +14,10 @@ pub enum Arch {
     Qwen2Moe,
     Qwen3Moe,
     Deepseek2,
+    Glm4Moe,
+    Ernie45,
+    Ernie45Moe,
+    Gemma3,
 }
 
 /// `model_type` → architecture, and the GGUF name of each.
@@ -26,6 +30,10 @@ const ARCHES: &[(&str, Arch, &str)] = &[
     ("deepseek_v2", Arch::Deepseek2, "deepseek2"),
     ("deepseek_v3", Arch::Deepseek2, "deepseek2"),
     ("kimi_k2", Arch::Deepseek2, "deepseek2"),
+    ("glm4_moe", Arch::Glm4Moe, "glm4moe"),
+    ("ernie4_5", Arch::Ernie45, "ernie4_5"),
+    ("ernie4_5_moe", Arch::Ernie45Moe, "ernie4_5-moe"),
+    ("gemma3_text", Arch::Gemma3, "gemma3"),
 ];
 
 impl Arch {
@@ -33,8 +41,9 @@ impl Arch {
         ARCHES.iter().find(|a| a.1 == self).map_or("?", |a| a.2)
     }
 
-    pub fn is_moe(self) -> bool {
-        matches!(self, Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Deepseek2)
+    /// Whether llama.cpp keeps the checkpoint's multi-token-prediction layers (as extra blocks).
+    pub fn keeps_mtp(self) -> bool {
+        self == Arch::Glm4Moe
     }
 }
 
@@ -131,12 +140,28 @@ impl HfConfig {
             })
     }
 
-    /// `rope_parameters` (transformers 5) or `rope_scaling` (earlier), an empty object if neither.
+    /// `rope_parameters` (transformers 5) or `rope_scaling` (earlier), `Null` if neither; with
+    /// per-layer-type parameters (Gemma 3), those of the full-attention layers.
     fn rope_params(&self) -> &Json {
-        static EMPTY: Json = Json::Null;
+        let all = self.all_rope_params();
+        all.get("full_attention").unwrap_or(all)
+    }
+
+    fn all_rope_params(&self) -> &Json {
+        static NONE: Json = Json::Null;
         self.get("rope_parameters")
             .or_else(|| self.get("rope_scaling"))
-            .unwrap_or(&EMPTY)
+            .unwrap_or(&NONE)
+    }
+
+    /// The number of blocks the GGUF has: the layers, and the MTP layers llama.cpp keeps.
+    pub fn n_blocks(&self, arch: Arch) -> Result<usize, CheckpointError> {
+        let n = self.req_u64(&["num_hidden_layers", "n_layer"])?;
+        let mtp = match arch.keeps_mtp() {
+            true => self.opt_u64(&["num_nextn_predict_layers"])?.unwrap_or(0),
+            false => 0,
+        };
+        Ok((n + mtp) as usize)
     }
 
     pub fn tie_word_embeddings(&self) -> Result<bool, CheckpointError> {
@@ -201,17 +226,18 @@ pub fn metadata(c: &HfConfig, arch: Arch) -> Result<Vec<(String, Value)>, Checkp
             m.u32("expert_shared_feed_forward_length", shared);
         }
         Arch::Deepseek2 => deepseek2_keys(c, &mut m)?,
+        Arch::Glm4Moe => glm4moe_keys(c, &mut m)?,
+        Arch::Ernie45 => {}
+        Arch::Ernie45Moe => ernie45moe_keys(c, &mut m)?,
+        Arch::Gemma3 => gemma3_keys(c, &mut m)?,
     }
+    m.u32("block_count", Some(c.n_blocks(arch)? as u64));
     Ok(m.kv)
 }
 
 /// `TextModel.set_gguf_parameters`: the keys every architecture shares.
 fn base_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
-    m.u32(
-        "block_count",
-        Some(c.req_u64(&["num_hidden_layers", "n_layer"])?),
-    );
-    let ctx = c.req_u64(&[
+    let ctx = c.opt_u64(&[
         "max_position_embeddings",
         "n_ctx",
         "n_positions",
@@ -219,15 +245,15 @@ fn base_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
         "max_sequence_length",
         "model_max_length",
     ])?;
-    m.u32("context_length", Some(ctx));
+    m.u32("context_length", ctx);
     m.u32(
         "embedding_length",
         Some(c.req_u64(&["hidden_size", "n_embd", "dim"])?),
     );
     let ffn = c.opt_u64(&["intermediate_size", "n_inner", "hidden_dim"])?;
     m.u32("feed_forward_length", ffn);
-    let heads = c.req_u64(&["num_attention_heads", "n_head", "n_heads"])?;
-    m.u32("attention.head_count", Some(heads));
+    let heads = c.opt_u64(&["num_attention_heads", "n_head", "n_heads"])?;
+    m.u32("attention.head_count", heads);
     m.u32(
         "attention.head_count_kv",
         c.opt_u64(&["num_key_value_heads", "n_kv_heads"])?,
@@ -299,6 +325,112 @@ fn rope_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
         }
     }
     m.f32("rope.freq_base", theta);
+    let swa = c.all_rope_params().get("sliding_attention");
+    m.f32(
+        "rope.freq_base_swa",
+        swa.and_then(|p| p.get("rope_theta")?.as_f64()),
+    );
+    Ok(())
+}
+
+/// `Glm4MoeModel.set_gguf_parameters`: partial rotary, sigmoid routing, the MTP layers.
+fn glm4moe_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    let head_dim = match c.opt_u64(&["head_dim"])? {
+        Some(d) => d,
+        None => c.req_u64(&["hidden_size"])? / c.req_u64(&["num_attention_heads"])?.max(1),
+    };
+    let all = c.all_rope_params();
+    let partial = all.get("partial_rotary_factor").and_then(Json::as_f64);
+    let partial = partial
+        .or(c.opt_f64(&["partial_rotary_factor"])?)
+        .unwrap_or(0.5);
+    m.u32(
+        "rope.dimension_count",
+        Some((head_dim as f64 * partial) as u64),
+    );
+    m.u32("expert_count", c.opt_u64(&["n_routed_experts"])?);
+    m.u32(
+        "expert_feed_forward_length",
+        c.opt_u64(&["moe_intermediate_size"])?,
+    );
+    m.u32("expert_shared_count", c.opt_u64(&["n_shared_experts"])?);
+    m.u32(
+        "leading_dense_block_count",
+        c.opt_u64(&["first_k_dense_replace"])?,
+    );
+    m.set("expert_gating_func", Value::U32(2));
+    m.f32(
+        "expert_weights_scale",
+        c.opt_f64(&["routed_scaling_factor"])?,
+    );
+    if let Some(norm) = c.opt_bool("norm_topk_prob")? {
+        m.set("expert_weights_norm", Value::Bool(norm));
+    }
+    m.u32(
+        "nextn_predict_layers",
+        c.opt_u64(&["num_nextn_predict_layers"])?,
+    );
+    Ok(())
+}
+
+/// `Ernie4_5MoeModel.set_gguf_parameters`.
+fn ernie45moe_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    m.u32("expert_count", Some(c.req_u64(&["moe_num_experts"])?));
+    m.u32("expert_used_count", Some(c.req_u64(&["moe_k"])?));
+    m.u32(
+        "interleave_moe_layer_step",
+        Some(c.req_u64(&["moe_layer_interval"])?),
+    );
+    m.u32(
+        "leading_dense_block_count",
+        Some(c.req_u64(&["moe_layer_start_index"])?),
+    );
+    m.u32(
+        "expert_feed_forward_length",
+        c.opt_u64(&["moe_intermediate_size"])?,
+    );
+    if let Some(shared) = c.opt_u64(&["moe_num_shared_experts"])? {
+        m.u32("expert_shared_count", Some(shared));
+        let ff = c.opt_u64(&["intermediate_size"])?;
+        let kv = c.opt_u64(&["num_key_value_heads"])?;
+        if let (true, Some(ff), Some(kv)) = (shared > 0, ff, kv) {
+            // As the converter writes it (the shared experts' width over the KV heads).
+            m.u32("expert_shared_feed_forward_length", Some(ff / kv.max(1)));
+        }
+    }
+    Ok(())
+}
+
+/// `Gemma3Model.set_gguf_parameters`: Gemma's defaults, the sliding window.
+fn gemma3_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
+    let ctx = c.opt_u64(&["max_position_embeddings"])?.unwrap_or(131_072);
+    m.u32("context_length", Some(ctx));
+    m.u32(
+        "attention.head_count",
+        Some(c.opt_u64(&["num_attention_heads"])?.unwrap_or(8)),
+    );
+    let eps = c.opt_f64(&["rms_norm_eps"])?.unwrap_or(1e-6);
+    m.f32("attention.layer_norm_rms_epsilon", Some(eps));
+    let head_dim = c.opt_u64(&["head_dim"])?.unwrap_or(256);
+    m.u32("attention.key_length", Some(head_dim));
+    m.u32("attention.value_length", Some(head_dim));
+    let theta = c.rope_params().get("rope_theta").and_then(Json::as_f64);
+    m.f32("rope.freq_base", Some(theta.unwrap_or(1_000_000.0)));
+    if c.get("attn_logit_softcapping").is_some() {
+        return Err(c.err("'attn_logit_softcapping' is Gemma 2's, not Gemma 3's".into()));
+    }
+    let softcap = c
+        .opt_f64(&["final_logit_softcapping"])?
+        .filter(|&v| v != 0.0);
+    m.f32("final_logit_softcapping", softcap);
+    if c.opt_u64(&["sliding_window_pattern"])? != Some(1) {
+        m.u32(
+            "attention.sliding_window",
+            Some(c.req_u64(&["sliding_window"])?),
+        );
+    }
+    let kv = c.opt_u64(&["num_key_value_heads"])?.unwrap_or(4);
+    m.u32("attention.head_count_kv", Some(kv));
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Hugging Face tensor names → GGUF tensor names (llama.cpp's `gguf-py/gguf/tensor_mapping.py`,
 //! for the architectures of [`crate::config::Arch`]).
 
+use crate::config::Arch;
+
 /// What a checkpoint tensor becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -15,6 +17,9 @@ pub enum Target {
     },
     /// DeepSeek's `kv_b_proj` of layer `layer`: split into `attn_k_b` (transposed) and `attn_v_b`.
     KvB { layer: usize },
+    /// ERNIE's fused projections of layer `layer`, split by rows: `qkv_proj` into Q, K and V,
+    /// `up_gate_proj` into gate and up (`qkv` true for the first).
+    Fused { layer: usize, qkv: bool },
     /// Not part of the model (rotary caches, multi-token-prediction layers llama.cpp skips).
     Skip,
 }
@@ -60,12 +65,42 @@ const LAYER: &[(&str, &str)] = &[
     ("mlp.experts.down_proj", "ffn_down_exps"),
 ];
 
-/// The GGUF target of checkpoint tensor `name`, `None` if it has no known mapping. Layers at or
-/// past `n_layer` (DeepSeek's multi-token-prediction layers) are skipped, as llama.cpp does.
-pub fn target(name: &str, n_layer: usize) -> Option<Target> {
+/// Per-layer names that differ by architecture: the norm HF calls `post_attention_layernorm` is
+/// the FFN's input norm in most models but a norm of the attention's output in GLM-4.5's and
+/// Gemma 3's GGUF names.
+fn arch_layer_names(arch: Arch) -> &'static [(&'static str, &'static str)] {
+    match arch {
+        Arch::Gemma3 => &[
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("pre_feedforward_layernorm", "ffn_norm"),
+            ("post_feedforward_layernorm", "post_ffw_norm"),
+        ],
+        Arch::Glm4Moe => &[
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("eh_proj", "nextn.eh_proj"),
+            ("enorm", "nextn.enorm"),
+            ("hnorm", "nextn.hnorm"),
+            ("shared_head.norm", "nextn.shared_head_norm"),
+            ("shared_head.head", "nextn.shared_head_head"),
+            ("embed_tokens", "nextn.embed_tokens"),
+        ],
+        Arch::Ernie45Moe => &[("mlp.moe_statics.e_score_correction", "exp_probs_b")],
+        _ => &[],
+    }
+}
+
+/// The GGUF target of checkpoint tensor `name` of an `arch` model with `n_layer` layers (its
+/// multi-token-prediction layers included where llama.cpp keeps them), `None` if it has no known
+/// mapping. Layers past `n_layer` (DeepSeek's MTP layers) are skipped, as llama.cpp does.
+pub fn target(name: &str, arch: Arch, n_layer: usize) -> Option<Target> {
     if name.ends_with("rotary_emb.inv_freq") {
         return Some(Target::Skip);
     }
+    // ERNIE's original checkpoints name the model `ernie.`.
+    let name = &match name.strip_prefix("ernie.") {
+        Some(rest) => format!("model.{rest}"),
+        None => name.to_string(),
+    };
     if let Some(&(_, g)) = GLOBAL.iter().find(|(h, _)| *h == name) {
         return Some(Target::Tensor(g.to_string()));
     }
@@ -75,8 +110,11 @@ pub fn target(name: &str, n_layer: usize) -> Option<Target> {
     if layer >= n_layer {
         return Some(Target::Skip);
     }
-    if rest == "self_attn.kv_b_proj.weight" {
-        return Some(Target::KvB { layer });
+    match rest {
+        "self_attn.kv_b_proj.weight" => return Some(Target::KvB { layer }),
+        "self_attn.qkv_proj.weight" => return Some(Target::Fused { layer, qkv: true }),
+        "mlp.up_gate_proj.weight" => return Some(Target::Fused { layer, qkv: false }),
+        _ => {}
     }
     if let Some(expert) = per_expert(rest) {
         let (expert, kind) = expert?;
@@ -95,7 +133,10 @@ pub fn target(name: &str, n_layer: usize) -> Option<Target> {
             _ => (rest, "weight"),
         },
     };
-    let (_, g) = LAYER.iter().find(|(h, _)| *h == stem)?;
+    let (_, g) = arch_layer_names(arch)
+        .iter()
+        .chain(LAYER)
+        .find(|(h, _)| *h == stem)?;
     Some(Target::Tensor(format!("blk.{layer}.{g}.{suffix}")))
 }
 
@@ -120,7 +161,7 @@ mod tests {
 
     #[test]
     fn names_map_as_llama_cpp_maps_them() {
-        let t = |n: &str| target(n, 2);
+        let t = |n: &str| target(n, Arch::Qwen3Moe, 2);
         let named = |s: &str| Some(Target::Tensor(s.into()));
         assert_eq!(t("model.embed_tokens.weight"), named("token_embd.weight"));
         assert_eq!(
@@ -154,5 +195,21 @@ mod tests {
         );
         assert_eq!(t("model.layers.0.mlp.experts.0.w9.weight"), None);
         assert_eq!(t("vision_tower.patch.weight"), None);
+        let glm = |n: &str| target(n, Arch::Glm4Moe, 4);
+        assert_eq!(
+            glm("model.layers.3.shared_head.norm.weight"),
+            named("blk.3.nextn.shared_head_norm.weight")
+        );
+        assert_eq!(
+            glm("model.layers.0.post_attention_layernorm.weight"),
+            named("blk.0.post_attention_norm.weight")
+        );
+        assert_eq!(
+            target("ernie.layers.0.self_attn.qkv_proj.weight", Arch::Ernie45, 2),
+            Some(Target::Fused {
+                layer: 0,
+                qkv: true
+            })
+        );
     }
 }

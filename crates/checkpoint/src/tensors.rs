@@ -61,7 +61,7 @@ pub fn convert(
         tied: c.tie_word_embeddings()?,
         out: Vec::new(),
     };
-    let n_layer = c.req_u64(&["num_hidden_layers"])? as usize;
+    let n_layer = c.n_blocks(arch)?;
     let mut experts: BTreeMap<(usize, &'static str), BTreeMap<usize, Src>> = BTreeMap::new();
     for (file, f) in files.iter().enumerate() {
         for t in f.tensors() {
@@ -69,12 +69,13 @@ pub fn convert(
             if t.name.ends_with("_scale_inv") {
                 continue; // read with the FP8 weight it scales
             }
-            match target(&t.name, n_layer) {
+            match target(&t.name, arch, n_layer) {
                 None => return Err(tensor_err(f, &t.name, "has no GGUF counterpart".into())),
                 Some(Target::Skip) => {}
                 Some(Target::Tensor(name)) if name == "output.weight" && conv.tied => {}
                 Some(Target::Tensor(name)) => conv.single(src, name)?,
                 Some(Target::KvB { layer }) => conv.kv_b(c, src, layer)?,
+                Some(Target::Fused { layer, qkv }) => conv.fused(c, src, layer, qkv)?,
                 Some(Target::Expert {
                     layer,
                     expert,
@@ -88,7 +89,12 @@ pub fn convert(
             }
         }
     }
-    let n_expert = c.opt_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?;
+    let n_expert = c.opt_u64(&[
+        "num_local_experts",
+        "num_experts",
+        "n_routed_experts",
+        "moe_num_experts",
+    ])?;
     for ((layer, kind), list) in experts {
         conv.stack(layer, kind, &list, n_expert.unwrap_or(0) as usize)?;
     }
@@ -206,7 +212,11 @@ impl<'a> Converter<'a> {
     /// A tensor mapped one to one: borrowed when stored as it will be used, else converted
     /// (Llama's Q and K rows permuted into ggml's rotary layout first).
     fn single(&mut self, src: Src, name: String) -> Result<(), CheckpointError> {
-        let dims: Vec<u64> = src.t.shape.iter().rev().copied().collect();
+        let mut dims: Vec<u64> = src.t.shape.iter().rev().copied().collect();
+        if name.contains("exp_probs_b") && dims.len() > 1 {
+            // ERNIE stores its router bias as [1, n_expert]; GGUF has it as a vector.
+            dims.retain(|&d| d != 1);
+        }
         if dims.is_empty() {
             return Err(tensor_err(
                 self.file(src),
@@ -220,7 +230,9 @@ impl<'a> Converter<'a> {
             (Arch::Llama, Some(n)) if n.ends_with("attn_k") => Some(self.n_head_kv),
             _ => None,
         };
-        if permute.is_none() && stored_type(src.t.dtype) == Some(ty) {
+        // Gemma's RMSNorm multiplies by 1 + w; ggml's by w (the converter adds 1, in f32).
+        let shift = self.arch == Arch::Gemma3 && name.ends_with("norm.weight");
+        if permute.is_none() && !shift && stored_type(src.t.dtype) == Some(ty) {
             self.out.push(NewTensor {
                 name,
                 dims,
@@ -237,7 +249,78 @@ impl<'a> Converter<'a> {
             values = rotary_permute(&values, dims[0] as usize, heads)
                 .map_err(|msg| tensor_err(self.file(src), &src.t.name, msg))?;
         }
+        if shift {
+            values.iter_mut().for_each(|v| *v += 1.0);
+        }
         self.push_values(src, name, dims, &values)
+    }
+
+    /// ERNIE's fused `qkv_proj` (split into Q, K and V rows) or `up_gate_proj` (gate rows, then
+    /// up rows), each part borrowed where its type is kept.
+    fn fused(
+        &mut self,
+        c: &HfConfig,
+        src: Src,
+        layer: usize,
+        qkv: bool,
+    ) -> Result<(), CheckpointError> {
+        let err = |msg: String| tensor_err(self.file(src), &src.t.name, msg);
+        let [rows, _] = src.t.shape[..] else {
+            return Err(err(format!("shape {:?} is not a matrix", src.t.shape)));
+        };
+        let rows = rows as usize;
+        let parts: Vec<(&str, usize)> = if qkv {
+            let head_dim = match c.opt_u64(&["head_dim"])? {
+                Some(d) => d as usize,
+                None => c.req_u64(&["hidden_size"])? as usize / self.n_head.max(1),
+            };
+            let kv = self.n_head_kv * head_dim;
+            vec![
+                ("attn_q", self.n_head * head_dim),
+                ("attn_k", kv),
+                ("attn_v", kv),
+            ]
+        } else {
+            vec![("ffn_gate", rows / 2), ("ffn_up", rows / 2)]
+        };
+        if parts.iter().map(|p| p.1).sum::<usize>() != rows {
+            return Err(err(format!("{rows} rows do not split into {parts:?}")));
+        }
+        let mut start = 0;
+        for (part, n) in parts {
+            self.row_range(src, format!("blk.{layer}.{part}.weight"), start, n)?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Rows `start..start + n` of matrix `src` as GGUF tensor `name`.
+    fn row_range(
+        &mut self,
+        src: Src,
+        name: String,
+        start: usize,
+        n: usize,
+    ) -> Result<(), CheckpointError> {
+        let cols = src.t.shape[1] as usize;
+        let dims = vec![cols as u64, n as u64];
+        let ty = self.out_type(&name, &dims, src.t.dtype);
+        if stored_type(src.t.dtype) == Some(ty) {
+            let offset = src.t.offset + start * cols * src.t.dtype.size();
+            let data = TensorBytes::Borrowed {
+                file: src.file,
+                offset,
+            };
+            self.out.push(NewTensor {
+                name,
+                dims,
+                ty,
+                data,
+            });
+            return Ok(());
+        }
+        let values = self.values(src)?;
+        self.push_values(src, name, dims, &values[start * cols..(start + n) * cols])
     }
 
     /// A layer's experts of one kind stacked into `blk.L.ffn_{kind}_exps.weight`

@@ -3,6 +3,7 @@
 //! converted. Logits parity of the shared fixtures' checkpoints is in
 //! `crates/loader/tests/checkpoint.rs`.
 
+use frugal_checkpoint::config::Arch;
 use frugal_checkpoint::names::{target, Target};
 use frugal_checkpoint::{convert::e4m3_to_f32, open, CheckpointError, Options};
 use frugal_formats::SafetensorsFile;
@@ -38,7 +39,7 @@ fn fp8_block_scaled_weights_decode_to_the_reference_values() {
     let expected = SafetensorsFile::open(data("fp8/expected.safetensors")).unwrap();
     assert_eq!(expected.tensors().len(), 7);
     for e in expected.tensors() {
-        let Some(Target::Tensor(name)) = target(&e.name, 1) else {
+        let Some(Target::Tensor(name)) = target(&e.name, Arch::Qwen2, 1) else {
             panic!("{} has no GGUF name", e.name)
         };
         let t = model.tensor(&name).unwrap();

@@ -218,3 +218,90 @@ fn the_checkpoint_tokenizer_gives_the_ggufs_ids() {
         );
     }
 }
+
+/// The labs fixtures' checkpoints (crates/fixtures/data/labs/hf: the transformers checkpoints that
+/// `scripts/gen_labs_fixtures.sh` made and llama.cpp converted; gemma3 and glm4moe are committed,
+/// and a folder of regenerated ones, `$FRUGAL_LABS_HF/<arch>`, adds ernie4_5 and ernie4_5-moe).
+fn labs_checkpoint(arch: &str) -> Option<PathBuf> {
+    Set::labs().checkpoint(arch).or_else(|| {
+        let dir = PathBuf::from(std::env::var_os("FRUGAL_LABS_HF")?).join(arch);
+        dir.is_dir().then_some(dir)
+    })
+}
+
+/// Tolerance 1 against transformers, and against llama.cpp on the f32 GGUF of the same weights
+/// (for Gemma 3 at llama.cpp's fp16-GELU distance, as `labs_parity.rs` holds it): max, mean |Δ|.
+fn llama_tolerance(arch: &str) -> (f32, f32) {
+    match arch {
+        "gemma3" => (1e-2, 2e-3),
+        _ => (1e-3, f32::INFINITY),
+    }
+}
+
+#[test]
+fn labs_checkpoints_match_transformers_and_llama_cpp() {
+    for arch in ["gemma3", "glm4moe", "ernie4_5", "ernie4_5-moe"] {
+        let Some(dir) = labs_checkpoint(arch) else {
+            eprintln!("{arch}: no checkpoint (set FRUGAL_LABS_HF to a folder of regenerated ones)");
+            continue;
+        };
+        let set = Set::labs();
+        let tokens = ids(&set.expected_json(&format!("{arch}-Q4_K_M"))["token_ids"]);
+        let file = open(&dir, true, None);
+        check_names_and_metadata(arch, &file);
+        let ours = logits(&file.load(None).unwrap(), &tokens);
+        if arch == "gemma3" {
+            // The one labs model whose F32 GGUF is shipped: the same bits.
+            let gguf = open(&set.model("gemma3-f32"), true, None)
+                .load(None)
+                .unwrap();
+            let theirs = logits(&gguf, &tokens);
+            let same = ours
+                .iter()
+                .zip(&theirs)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "gemma3: logits differ from the F32 GGUF's");
+        }
+        let hf = set.expected_f32(&format!("{arch}.hf.f32"));
+        let llama = set.expected_f32(&format!("{arch}-f32.batched.f32"));
+        let (hf_max, hf_mean) = max_mean(&ours, &hf);
+        let (l_max, l_mean) = max_mean(&ours, &llama);
+        eprintln!(
+            "{arch} dequantized: vs transformers max |Δ| {hf_max:.2e} mean {hf_mean:.2e}; \
+             vs llama.cpp f32 max {l_max:.2e} mean {l_mean:.2e}"
+        );
+        assert!(hf_max <= 1e-3, "{arch}: {hf_max} from transformers");
+        let (max_tol, mean_tol) = llama_tolerance(arch);
+        assert!(
+            l_max <= max_tol && l_mean <= mean_tol,
+            "{arch}: {l_max} {l_mean} from llama.cpp"
+        );
+        let bf16 = logits(&open(&dir, false, None).load(None).unwrap(), &tokens);
+        let (max, mean) = max_mean(&bf16, &hf);
+        let agree = top1_agreement(&bf16, &hf, 576);
+        eprintln!("{arch} BF16 as stored vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}, top-1 {:.0}%", agree * 100.0);
+        let max_allowed = if arch.contains("moe") { 3.0 } else { 0.5 };
+        assert!(
+            mean <= 0.06 && max <= max_allowed && agree >= 0.9,
+            "{arch} BF16"
+        );
+    }
+}
+
+/// The tensors (names and shapes) and hyper-parameters are those of llama.cpp's conversion of the
+/// same checkpoint (the labs fixtures' Q4_K_M files, whose metadata the quantizer kept).
+fn check_names_and_metadata(arch: &str, ours: &ModelFile) {
+    let theirs = open(&Set::labs().model(&format!("{arch}-Q4_K_M")), false, None);
+    let shapes = |g: &frugal_formats::GgufFile| {
+        let mut v: Vec<(String, Vec<u64>)> = g
+            .tensors()
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(shapes(&ours.gguf), shapes(&theirs.gguf), "{arch}: tensors");
+    let config = |f: &ModelFile| format!("{:?}", f.config);
+    assert_eq!(config(ours), config(&theirs), "{arch}: hyper-parameters");
+}
