@@ -213,9 +213,10 @@ impl<'a> Converter<'a> {
     /// (Llama's Q and K rows permuted into ggml's rotary layout first).
     fn single(&mut self, src: Src, name: String) -> Result<(), CheckpointError> {
         let mut dims: Vec<u64> = src.t.shape.iter().rev().copied().collect();
-        if name.contains("exp_probs_b") && dims.len() > 1 {
-            // ERNIE stores its router bias as [1, n_expert]; GGUF has it as a vector.
-            dims.retain(|&d| d != 1);
+        // Outer dimensions of 1 dropped, as the converter writes them: Qwen2-MoE's shared-expert
+        // gate [1, n_embd] and ERNIE's router bias [1, n_expert] are vectors in GGUF.
+        while dims.len() > 1 && dims.last() == Some(&1) {
+            dims.pop();
         }
         if dims.is_empty() {
             return Err(tensor_err(

@@ -15,10 +15,24 @@ use frugal_loader::{ModelFile, ModelOptions};
 use frugal_models::{Logits, Model, SeqChunk};
 use std::path::PathBuf;
 
-const ARCHES: [&str; 3] = ["qwen2", "qwen3moe", "deepseek2"];
-
-fn hf_dir(arch: &str) -> PathBuf {
-    frugal_fixtures::dir().join("hf").join(arch)
+/// The shared fixtures' checkpoints (`hf/`), and those of the other shared architectures when
+/// `$FRUGAL_SHARED_HF` names a folder of them (regenerated with the shared set's
+/// `tools/hf_tiny.py`, whose reference logits then equal `expected/<arch>.hf.f32` bit for bit;
+/// not committed, for size).
+fn checkpoints() -> Vec<(&'static str, PathBuf)> {
+    let mut found: Vec<(&str, PathBuf)> = ["qwen2", "qwen3moe", "deepseek2"]
+        .into_iter()
+        .map(|a| (a, frugal_fixtures::dir().join("hf").join(a)))
+        .collect();
+    if let Some(extra) = std::env::var_os("FRUGAL_SHARED_HF") {
+        for arch in ["llama", "qwen3", "qwen2moe"] {
+            let dir = PathBuf::from(&extra).join(arch);
+            if dir.is_dir() {
+                found.push((arch, dir));
+            }
+        }
+    }
+    found
 }
 
 fn open(path: &std::path::Path, dequantize: bool, quantize: Option<GgmlType>) -> ModelFile {
@@ -66,9 +80,9 @@ fn tokens(arch: &str) -> Vec<u32> {
 
 #[test]
 fn dequantized_checkpoints_equal_their_f32_gguf_bit_for_bit() {
-    for arch in ARCHES {
+    for (arch, dir) in checkpoints() {
         let tokens = tokens(arch);
-        let ckpt = open(&hf_dir(arch), true, None).load(None).unwrap();
+        let ckpt = open(&dir, true, None).load(None).unwrap();
         let gguf_path = Set::shared().model(&format!("{arch}-f32"));
         let gguf = open(&gguf_path, true, None).load(None).unwrap();
         let ours = logits(&ckpt, &tokens);
@@ -95,9 +109,9 @@ fn dequantized_checkpoints_equal_their_f32_gguf_bit_for_bit() {
 /// |Δ| <= 0.5 dense / 3.0 MoE), here against transformers' f32 logits of the same weights.
 #[test]
 fn bf16_checkpoints_stay_within_the_activation_rounding_tolerance() {
-    for arch in ARCHES {
+    for (arch, dir) in checkpoints() {
         let tokens = tokens(arch);
-        let file = open(&hf_dir(arch), false, None);
+        let file = open(&dir, false, None);
         assert!(
             file.gguf.tensors().iter().any(|t| t.ty == GgmlType::BF16),
             "{arch}: matrices are kept as BF16"
@@ -111,7 +125,11 @@ fn bf16_checkpoints_stay_within_the_activation_rounding_tolerance() {
             "{arch} BF16 as stored vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}, top-1 {:.0}%",
             agree * 100.0
         );
-        let max_allowed = if arch == "qwen2" { 0.5 } else { 3.0 };
+        let max_allowed = if matches!(arch, "qwen2" | "qwen3" | "llama") {
+            0.5
+        } else {
+            3.0
+        };
         assert!(mean <= 0.06 && max <= max_allowed && agree >= 0.9, "{arch}");
     }
 }
@@ -141,8 +159,8 @@ fn top1_agreement(a: &[f32], b: &[f32], n_vocab: usize) -> f32 {
 /// llama.cpp's Q8_0 model's (tolerance 3 against its references, as `parity.rs` holds them).
 #[test]
 fn quantized_checkpoints_equal_llama_quantize_output() {
-    for arch in ARCHES {
-        let ours = open(&hf_dir(arch), false, Some(GgmlType::Q8_0));
+    for (arch, dir) in checkpoints() {
+        let ours = open(&dir, false, Some(GgmlType::Q8_0));
         let q8_path = Set::shared().model(&format!("{arch}-Q8_0"));
         let theirs = frugal_formats::GgufFile::open(&q8_path).unwrap();
         assert_eq!(ours.gguf.tensors().len(), theirs.tensors().len(), "{arch}");
@@ -160,7 +178,11 @@ fn quantized_checkpoints_equal_llama_quantize_output() {
         let model = ours.load(None).unwrap();
         let (max, mean) = max_mean(&logits(&model, &tokens(arch)), &reference);
         eprintln!("{arch} --quantize q8_0 vs llama.cpp Q8_0: max |Δ| {max:.2e}, mean {mean:.2e}");
-        let max_allowed = if arch == "qwen2" { 0.5 } else { 3.0 };
+        let max_allowed = if matches!(arch, "qwen2" | "qwen3" | "llama") {
+            0.5
+        } else {
+            3.0
+        };
         assert!(mean <= 0.06 && max <= max_allowed, "{arch}: {max} {mean}");
     }
 }
@@ -169,8 +191,8 @@ fn quantized_checkpoints_equal_llama_quantize_output() {
 /// file-description keys aside), so `ModelConfig` reads the same hyper-parameters.
 #[test]
 fn checkpoint_metadata_is_the_converters() {
-    for arch in ARCHES {
-        let ours = open(&hf_dir(arch), false, None);
+    for (arch, dir) in checkpoints() {
+        let ours = open(&dir, false, None);
         let theirs =
             frugal_formats::GgufFile::open(Set::shared().model(&format!("{arch}-f32"))).unwrap();
         let model_keys = |g: &frugal_formats::GgufFile| {
@@ -196,12 +218,19 @@ fn checkpoint_metadata_is_the_converters() {
 fn the_checkpoint_tokenizer_gives_the_ggufs_ids() {
     let text = "Hello, world! The quick brown fox jumps over the lazy dog. 12345 <|im_end|>\
                 <|im_start|>user\n  tabs\tand ünïcödé 😀<|endoftext|>";
-    for arch in ARCHES {
-        let ours = open(&hf_dir(arch), false, None);
+    for (arch, dir) in checkpoints() {
+        let ours = open(&dir, false, None);
         let theirs = open(&Set::shared().model(&format!("{arch}-f32")), false, None);
         for add_special in [false, true] {
             let a = ours.tokenizer.encode(text, add_special, true).unwrap();
             let b = theirs.tokenizer.encode(text, add_special, true).unwrap();
+            if arch == "llama" && add_special {
+                // The fixture's GGUF was converted with the pre-tokenizer name forced to
+                // llama-bpe, for which llama.cpp adds BOS by default; the toy tokenizer's own
+                // files (no post-processor, `bos_token` null) add none, as transformers does.
+                assert_eq!(b[1..], a[..], "llama: all but the GGUF's BOS");
+                continue;
+            }
             assert_eq!(a, b, "{arch} add_special={add_special}");
         }
         let expected = ids(&Set::shared().expected_json(&format!("{arch}-f32"))["token_ids"]);
