@@ -334,3 +334,21 @@ fn check_names_and_metadata(arch: &str, ours: &ModelFile) {
     let config = |f: &ModelFile| format!("{:?}", f.config);
     assert_eq!(config(ours), config(&theirs), "{arch}: hyper-parameters");
 }
+
+/// Other types follow llama-quantize too: qwen2 (tied embeddings) quantized to Q4_0 gets Q6_K for
+/// its token embedding (also the output matrix), and to Q6_K every matrix; both equal the
+/// fixtures' files byte for byte.
+#[test]
+fn other_quantization_types_equal_llama_quantize_output() {
+    for (ty, file) in [(GgmlType::Q4_0, "qwen2-Q4_0"), (GgmlType::Q6_K, "qwen2-Q6_K")] {
+        let ours = open(&frugal_fixtures::dir().join("hf/qwen2"), false, Some(ty));
+        let theirs = frugal_formats::GgufFile::open(Set::shared().model(file)).unwrap();
+        assert_eq!(ours.gguf.tensors().len(), theirs.tensors().len(), "{file}");
+        for t in theirs.tensors() {
+            let o = ours.gguf.tensor(&t.name).unwrap();
+            assert_eq!((&o.dims, o.ty), (&t.dims, t.ty), "{file}: {}", t.name);
+            let same = ours.gguf.tensor_data(o) == theirs.tensor_data(t);
+            assert!(same, "{file}: {} differs from llama-quantize's", t.name);
+        }
+    }
+}
