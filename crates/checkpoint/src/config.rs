@@ -18,6 +18,9 @@ pub enum Arch {
     Ernie45,
     Ernie45Moe,
     Gemma3,
+    Qwen35,
+    Qwen35Moe,
+    Qwen3Next,
 }
 
 /// `model_type` → architecture, and the GGUF name of each.
@@ -34,6 +37,9 @@ const ARCHES: &[(&str, Arch, &str)] = &[
     ("ernie4_5", Arch::Ernie45, "ernie4_5"),
     ("ernie4_5_moe", Arch::Ernie45Moe, "ernie4_5-moe"),
     ("gemma3_text", Arch::Gemma3, "gemma3"),
+    ("qwen3_5_text", Arch::Qwen35, "qwen35"),
+    ("qwen3_5_moe_text", Arch::Qwen35Moe, "qwen35moe"),
+    ("qwen3_next", Arch::Qwen3Next, "qwen3next"),
 ];
 
 impl Arch {
@@ -43,7 +49,12 @@ impl Arch {
 
     /// Whether llama.cpp keeps the checkpoint's multi-token-prediction layers (as extra blocks).
     pub fn keeps_mtp(self) -> bool {
-        self == Arch::Glm4Moe
+        self == Arch::Glm4Moe || self.is_hybrid()
+    }
+
+    /// Gated DeltaNet hybrids (Qwen3.5, Qwen3-Next).
+    pub fn is_hybrid(self) -> bool {
+        matches!(self, Arch::Qwen35 | Arch::Qwen35Moe | Arch::Qwen3Next)
     }
 }
 
@@ -56,6 +67,8 @@ pub fn supported_model_types() -> String {
 pub struct HfConfig {
     pub(crate) file: String,
     pub(crate) json: Json,
+    /// MTP layers the checkpoint's tensors hold (`mtp.layers.N`), for configs that do not say.
+    pub(crate) mtp_found: u64,
 }
 
 impl HfConfig {
@@ -66,7 +79,11 @@ impl HfConfig {
                 msg: "is not a JSON object".into(),
             });
         }
-        Ok(HfConfig { file, json })
+        Ok(HfConfig {
+            file,
+            json,
+            mtp_found: 0,
+        })
     }
 
     fn err(&self, msg: String) -> CheckpointError {
@@ -157,8 +174,9 @@ impl HfConfig {
     /// The number of blocks the GGUF has: the layers, and the MTP layers llama.cpp keeps.
     pub fn n_blocks(&self, arch: Arch) -> Result<usize, CheckpointError> {
         let n = self.req_u64(&["num_hidden_layers", "n_layer"])?;
+        let said = self.opt_u64(&["num_nextn_predict_layers", "mtp_num_hidden_layers"])?;
         let mtp = match arch.keeps_mtp() {
-            true => self.opt_u64(&["num_nextn_predict_layers"])?.unwrap_or(0),
+            true => said.filter(|&n| n > 0).unwrap_or(self.mtp_found),
             false => 0,
         };
         Ok((n + mtp) as usize)
@@ -230,6 +248,7 @@ pub fn metadata(c: &HfConfig, arch: Arch) -> Result<Vec<(String, Value)>, Checkp
         Arch::Ernie45 => {}
         Arch::Ernie45Moe => ernie45moe_keys(c, &mut m)?,
         Arch::Gemma3 => gemma3_keys(c, &mut m)?,
+        Arch::Qwen35 | Arch::Qwen35Moe | Arch::Qwen3Next => hybrid_keys(c, arch, &mut m)?,
     }
     m.u32("block_count", Some(c.n_blocks(arch)? as u64));
     Ok(m.kv)
@@ -370,6 +389,83 @@ fn glm4moe_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
         "nextn_predict_layers",
         c.opt_u64(&["num_nextn_predict_layers"])?,
     );
+    Ok(())
+}
+
+/// `Qwen3NextModel.set_gguf_parameters` (and Qwen3.5's multi-axis RoPE sections): the Gated
+/// DeltaNet shapes, which layers are recurrent, the MTP layers.
+fn hybrid_keys(c: &HfConfig, arch: Arch, m: &mut Meta) -> Result<(), CheckpointError> {
+    m.u32(
+        "expert_feed_forward_length",
+        c.opt_u64(&["moe_intermediate_size"])?,
+    );
+    let shared = c.opt_u64(&["shared_expert_intermediate_size"])?;
+    m.u32("expert_shared_feed_forward_length", shared);
+    let n_layer = c.req_u64(&["num_hidden_layers"])? as usize;
+    let n_blocks = c.n_blocks(arch)?;
+    if n_blocks > n_layer {
+        m.u32("nextn_predict_layers", Some((n_blocks - n_layer) as u64));
+    }
+    m.u32(
+        "ssm.conv_kernel",
+        Some(c.req_u64(&["linear_conv_kernel_dim"])?),
+    );
+    let (dk, nk) = (
+        c.req_u64(&["linear_key_head_dim"])?,
+        c.req_u64(&["linear_num_key_heads"])?,
+    );
+    let (dv, nv) = (
+        c.req_u64(&["linear_value_head_dim"])?,
+        c.req_u64(&["linear_num_value_heads"])?,
+    );
+    m.u32("ssm.state_size", Some(dk));
+    m.u32("ssm.group_count", Some(nk));
+    m.u32("ssm.time_step_rank", Some(nv));
+    m.u32("ssm.inner_size", Some(dv * nv));
+    if let Some(types) = c.get("layer_types").and_then(Json::as_array) {
+        if types.len() != n_layer {
+            return Err(c.err(format!(
+                "layer_types has {} entries for {n_layer} layers",
+                types.len()
+            )));
+        }
+        let mut recurrent: Vec<Value> = types
+            .iter()
+            .map(|t| Value::Bool(t == "linear_attention"))
+            .collect();
+        recurrent.resize(n_blocks, Value::Bool(false));
+        m.set("attention.recurrent_layers", Value::Array(recurrent));
+    }
+    let interval = c.opt_u64(&["full_attention_interval"])?.unwrap_or(4);
+    m.u32("full_attention_interval", Some(interval));
+    let head_dim = match c.opt_u64(&["head_dim"])? {
+        Some(d) => d,
+        None => c.req_u64(&["hidden_size"])? / c.req_u64(&["num_attention_heads"])?.max(1),
+    };
+    let partial = c
+        .all_rope_params()
+        .get("partial_rotary_factor")
+        .and_then(Json::as_f64);
+    m.u32(
+        "rope.dimension_count",
+        Some((head_dim as f64 * partial.unwrap_or(0.25)) as u64),
+    );
+    if arch != Arch::Qwen3Next {
+        let given = c
+            .all_rope_params()
+            .get("mrope_section")
+            .and_then(Json::as_array);
+        let mut sections: Vec<Value> = match given {
+            Some(s) => s
+                .iter()
+                .filter_map(Json::as_i64)
+                .map(|v| Value::I32(v as i32))
+                .collect(),
+            None => [11, 11, 10].map(Value::I32).to_vec(),
+        };
+        sections.resize(4, Value::I32(0));
+        m.set("rope.dimension_sections", Value::Array(sections));
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod names;
 mod tensors;
+pub mod transform;
 
 use config::HfConfig;
 use frugal_formats::{GgufError, GgufFile, SafetensorsFile};
@@ -62,13 +63,14 @@ pub fn is_checkpoint(path: &Path) -> bool {
 
 /// Opens the checkpoint in folder `dir` as a model.
 pub fn open(dir: &Path, opts: &Options) -> Result<GgufFile, CheckpointError> {
-    let config = read_config(dir)?;
+    let mut config = read_config(dir)?;
     let arch = config.arch()?;
-    let metadata = config::metadata(&config, arch)?;
     let files = shard_paths(dir)?
         .iter()
         .map(SafetensorsFile::open)
         .collect::<Result<Vec<_>, _>>()?;
+    config.mtp_found = tensors::mtp_layers(&files);
+    let metadata = config::metadata(&config, arch)?;
     let tensors = tensors::convert(&config, arch, &files, opts)?;
     Ok(GgufFile::build(
         &dir.display().to_string(),

@@ -20,6 +20,9 @@ pub enum Target {
     /// ERNIE's fused projections of layer `layer`, split by rows: `qkv_proj` into Q, K and V,
     /// `up_gate_proj` into gate and up (`qkv` true for the first).
     Fused { layer: usize, qkv: bool },
+    /// Qwen3-Next's `in_proj_qkvz` of layer `layer` (per key head: q, k, v, z rows), regrouped
+    /// into `attn_qkv` (all q, all k, all v) and `attn_gate` (all z).
+    Qkvz { layer: usize },
     /// Not part of the model (rotary caches, multi-token-prediction layers llama.cpp skips).
     Skip,
 }
@@ -85,9 +88,61 @@ fn arch_layer_names(arch: Arch) -> &'static [(&'static str, &'static str)] {
             ("embed_tokens", "nextn.embed_tokens"),
         ],
         Arch::Ernie45Moe => &[("mlp.moe_statics.e_score_correction", "exp_probs_b")],
+        Arch::Qwen35 | Arch::Qwen35Moe | Arch::Qwen3Next => &[
+            ("post_attention_layernorm", "post_attention_norm"),
+            ("linear_attn.in_proj_qkv", "attn_qkv"),
+            ("linear_attn.in_proj_z", "attn_gate"),
+            ("linear_attn.in_proj_a", "ssm_alpha"),
+            ("linear_attn.in_proj_b", "ssm_beta"),
+            ("linear_attn.in_proj_ba", "ssm_ba"),
+            ("linear_attn.conv1d", "ssm_conv1d"),
+            ("linear_attn.norm", "ssm_norm"),
+            ("linear_attn.out_proj", "ssm_out"),
+            ("eh_proj", "nextn.eh_proj"),
+            ("enorm", "nextn.enorm"),
+            ("hnorm", "nextn.hnorm"),
+            ("shared_head.norm", "nextn.shared_head_norm"),
+        ],
         _ => &[],
     }
 }
+
+/// The name llama.cpp's converter maps from: ERNIE's `ernie.` prefix as `model.`, and the Qwen
+/// hybrids' MTP block (`mtp.*`) as the layers after the trunk's `n_main` (`mtp.layers.J.*` as
+/// layer `n_main + J`; `mtp.fc`, `mtp.pre_fc_norm_embedding`, `mtp.pre_fc_norm_hidden` and
+/// `mtp.norm` as layer `n_main`'s `eh_proj`, `enorm`, `hnorm`, `shared_head.norm`).
+pub fn canonical(name: &str, n_main: usize) -> String {
+    if let Some(rest) = name.strip_prefix("ernie.") {
+        return format!("model.{rest}");
+    }
+    let Some(rest) = name
+        .strip_prefix("model.mtp.")
+        .or(name.strip_prefix("mtp."))
+    else {
+        return name.to_string();
+    };
+    if let Some((j, tail)) = rest.strip_prefix("layers.").and_then(|r| r.split_once('.')) {
+        if let Ok(j) = j.parse::<usize>() {
+            return format!("model.layers.{}.{tail}", n_main + j);
+        }
+    }
+    let renamed = [
+        ("fc.", "eh_proj."),
+        ("pre_fc_norm_embedding.", "enorm."),
+        ("pre_fc_norm_hidden.", "hnorm."),
+        ("norm.", "shared_head.norm."),
+    ];
+    match renamed.iter().find(|(from, _)| rest.starts_with(from)) {
+        Some((from, to)) => format!("model.layers.{n_main}.{to}{}", &rest[from.len()..]),
+        None => name.to_string(),
+    }
+}
+
+/// 1-D parameters of the hybrids' linear attention, whose names carry no `.weight`/`.bias`.
+const BARE: &[(&str, &str)] = &[
+    ("linear_attn.A_log", "ssm_a"),
+    ("linear_attn.dt_bias", "ssm_dt.bias"),
+];
 
 /// The GGUF target of checkpoint tensor `name` of an `arch` model with `n_layer` layers (its
 /// multi-token-prediction layers included where llama.cpp keeps them), `None` if it has no known
@@ -96,11 +151,6 @@ pub fn target(name: &str, arch: Arch, n_layer: usize) -> Option<Target> {
     if name.ends_with("rotary_emb.inv_freq") {
         return Some(Target::Skip);
     }
-    // ERNIE's original checkpoints name the model `ernie.`.
-    let name = &match name.strip_prefix("ernie.") {
-        Some(rest) => format!("model.{rest}"),
-        None => name.to_string(),
-    };
     if let Some(&(_, g)) = GLOBAL.iter().find(|(h, _)| *h == name) {
         return Some(Target::Tensor(g.to_string()));
     }
@@ -114,7 +164,11 @@ pub fn target(name: &str, arch: Arch, n_layer: usize) -> Option<Target> {
         "self_attn.kv_b_proj.weight" => return Some(Target::KvB { layer }),
         "self_attn.qkv_proj.weight" => return Some(Target::Fused { layer, qkv: true }),
         "mlp.up_gate_proj.weight" => return Some(Target::Fused { layer, qkv: false }),
+        "linear_attn.in_proj_qkvz.weight" => return Some(Target::Qkvz { layer }),
         _ => {}
+    }
+    if let Some((_, g)) = BARE.iter().find(|(h, _)| *h == rest) {
+        return Some(Target::Tensor(format!("blk.{layer}.{g}")));
     }
     if let Some(expert) = per_expert(rest) {
         let (expert, kind) = expert?;
@@ -205,11 +259,40 @@ mod tests {
             named("blk.0.post_attention_norm.weight")
         );
         assert_eq!(
-            target("ernie.layers.0.self_attn.qkv_proj.weight", Arch::Ernie45, 2),
+            target(
+                &canonical("ernie.layers.0.self_attn.qkv_proj.weight", 2),
+                Arch::Ernie45,
+                2
+            ),
             Some(Target::Fused {
                 layer: 0,
                 qkv: true
             })
+        );
+        assert_eq!(
+            canonical("mtp.layers.0.mlp.gate.weight", 4),
+            "model.layers.4.mlp.gate.weight"
+        );
+        assert_eq!(
+            canonical("mtp.fc.weight", 4),
+            "model.layers.4.eh_proj.weight"
+        );
+        assert_eq!(
+            canonical("model.mtp.norm.weight", 4),
+            "model.layers.4.shared_head.norm.weight"
+        );
+        let q35 = |n: &str| target(n, Arch::Qwen35, 5);
+        assert_eq!(
+            q35("model.layers.0.linear_attn.A_log"),
+            named("blk.0.ssm_a")
+        );
+        assert_eq!(
+            q35("model.layers.0.linear_attn.dt_bias"),
+            named("blk.0.ssm_dt.bias")
+        );
+        assert_eq!(
+            q35("model.layers.4.eh_proj.weight"),
+            named("blk.4.nextn.eh_proj.weight")
         );
     }
 }

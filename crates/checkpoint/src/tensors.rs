@@ -5,7 +5,8 @@
 
 use crate::config::{Arch, HfConfig};
 use crate::convert::{apply_block_scales, decode, encode, fit_type, stored_type};
-use crate::names::{target, Target};
+use crate::names::{canonical, target, Target};
+use crate::transform::{apply, split_qkvz, Transform, VHeads};
 use crate::{CheckpointError, Options};
 use frugal_formats::{Dtype, NewTensor, SafeTensor, SafetensorsFile, TensorBytes};
 use frugal_kernels::GgmlType;
@@ -29,6 +30,9 @@ struct Converter<'a> {
     /// FP8 checkpoints' scale blocks (`quantization_config.weight_block_size`).
     fp8_block: (usize, usize),
     tied: bool,
+    /// Linear-attention value heads where Qwen3.5's converter reorders them, with the key and
+    /// value head sizes.
+    v_reorder: Option<(VHeads, usize, usize)>,
     out: Vec<NewTensor>,
 }
 
@@ -59,9 +63,11 @@ pub fn convert(
         quantize: opts.quantize,
         fp8_block: fp8_block(c)?,
         tied: c.tie_word_embeddings()?,
+        v_reorder: v_heads(c, arch)?,
         out: Vec::new(),
     };
     let n_layer = c.n_blocks(arch)?;
+    let n_main = c.req_u64(&["num_hidden_layers"])? as usize;
     let mut experts: BTreeMap<(usize, &'static str), BTreeMap<usize, Src>> = BTreeMap::new();
     for (file, f) in files.iter().enumerate() {
         for t in f.tensors() {
@@ -69,13 +75,14 @@ pub fn convert(
             if t.name.ends_with("_scale_inv") {
                 continue; // read with the FP8 weight it scales
             }
-            match target(&t.name, arch, n_layer) {
+            match target(&canonical(&t.name, n_main), arch, n_layer) {
                 None => return Err(tensor_err(f, &t.name, "has no GGUF counterpart".into())),
                 Some(Target::Skip) => {}
                 Some(Target::Tensor(name)) if name == "output.weight" && conv.tied => {}
                 Some(Target::Tensor(name)) => conv.single(src, name)?,
                 Some(Target::KvB { layer }) => conv.kv_b(c, src, layer)?,
                 Some(Target::Fused { layer, qkv }) => conv.fused(c, src, layer, qkv)?,
+                Some(Target::Qkvz { layer }) => conv.qkvz(c, src, layer)?,
                 Some(Target::Expert {
                     layer,
                     expert,
@@ -107,6 +114,40 @@ fn tensor_err(f: &SafetensorsFile, tensor: &str, msg: String) -> CheckpointError
         tensor: tensor.to_string(),
         msg,
     }
+}
+
+/// Qwen3.5's linear-attention value heads when they outnumber the key heads (the converter then
+/// reorders them), with the key and value head sizes.
+fn v_heads(c: &HfConfig, arch: Arch) -> Result<Option<(VHeads, usize, usize)>, CheckpointError> {
+    if !matches!(arch, Arch::Qwen35 | Arch::Qwen35Moe) {
+        return Ok(None);
+    }
+    let nk = c.req_u64(&["linear_num_key_heads"])? as usize;
+    let nv = c.req_u64(&["linear_num_value_heads"])? as usize;
+    if nk == 0 || nv == nk || !nv.is_multiple_of(nk) {
+        return Ok(None);
+    }
+    let dk = c.req_u64(&["linear_key_head_dim"])? as usize;
+    let dv = c.req_u64(&["linear_value_head_dim"])? as usize;
+    Ok(Some((VHeads { nk, per_k: nv / nk }, dk, dv)))
+}
+
+/// The number of MTP layers a checkpoint's tensors hold (`mtp.layers.J.*`).
+pub fn mtp_layers(files: &[SafetensorsFile]) -> u64 {
+    let layer = |name: &str| {
+        let rest = name
+            .strip_prefix("model.")
+            .unwrap_or(name)
+            .strip_prefix("mtp.layers.")?;
+        rest.split('.').next()?.parse::<u64>().ok()
+    };
+    files
+        .iter()
+        .flat_map(|f| f.tensors())
+        .filter_map(|t| layer(&t.name))
+        .map(|j| j + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 /// `quantization_config.weight_block_size` of an FP8 checkpoint (128 x 128 when not given).
@@ -145,6 +186,7 @@ fn keeps_f32(name: &str, n_dims: usize) -> bool {
         || name.ends_with("_norm.weight")
         || name.contains("ffn_gate_inp")
         || name.contains("exp_probs_b")
+        || name.contains("ssm_conv1d")
 }
 
 impl<'a> Converter<'a> {
@@ -225,35 +267,95 @@ impl<'a> Converter<'a> {
                 "is a scalar".into(),
             ));
         }
+        if name.contains("ssm_conv1d") {
+            // [channels, 1, kernel]: the converter squeezes the middle dimension.
+            dims.retain(|&d| d != 1);
+        }
         let ty = self.out_type(&name, &dims, src.t.dtype);
-        let permute = match (self.arch, name.rsplit('.').nth(1)) {
-            (Arch::Llama, Some(n)) if n.ends_with("attn_q") => Some(self.n_head),
-            (Arch::Llama, Some(n)) if n.ends_with("attn_k") => Some(self.n_head_kv),
-            _ => None,
-        };
-        // Gemma's RMSNorm multiplies by 1 + w; ggml's by w (the converter adds 1, in f32).
-        let shift = self.arch == Arch::Gemma3 && name.ends_with("norm.weight");
-        if permute.is_none() && !shift && stored_type(src.t.dtype) == Some(ty) {
+        let transforms = self.transforms(&name);
+        if transforms.is_empty() && stored_type(src.t.dtype) == Some(ty) {
+            let data = TensorBytes::Borrowed {
+                file: src.file,
+                offset: src.t.offset,
+            };
             self.out.push(NewTensor {
                 name,
                 dims,
                 ty,
-                data: TensorBytes::Borrowed {
-                    file: src.file,
-                    offset: src.t.offset,
-                },
+                data,
             });
             return Ok(());
         }
         let mut values = self.values(src)?;
-        if let Some(heads) = permute {
-            values = rotary_permute(&values, dims[0] as usize, heads)
+        let cols = if dims.len() == 1 { 1 } else { dims[0] as usize };
+        let v = self.v_reorder.map(|r| r.0);
+        for t in transforms {
+            values = apply(t, values, cols, v)
                 .map_err(|msg| tensor_err(self.file(src), &src.t.name, msg))?;
         }
-        if shift {
-            values.iter_mut().for_each(|v| *v += 1.0);
-        }
         self.push_values(src, name, dims, &values)
+    }
+
+    /// What the converter does to the values of GGUF tensor `name` before writing it.
+    fn transforms(&self, name: &str) -> Vec<Transform> {
+        let mut out = Vec::new();
+        let kind = name
+            .strip_suffix(".weight")
+            .or(name.strip_suffix(".bias"))
+            .unwrap_or(name);
+        let kind = kind.rsplit('.').next().unwrap_or(kind);
+        match (self.arch, kind) {
+            (Arch::Llama, "attn_q") => out.push(Transform::Rotary(self.n_head)),
+            (Arch::Llama, "attn_k") => out.push(Transform::Rotary(self.n_head_kv)),
+            _ => {}
+        }
+        // Gemma's and the hybrids' RMSNorm multiply by 1 + w; ggml's by w (the converter adds 1,
+        // in f32), except the hybrids' gated norm of the linear attention.
+        let offset_norms = self.arch == Arch::Gemma3 || self.arch.is_hybrid();
+        if offset_norms && name.ends_with("norm.weight") && !name.ends_with("ssm_norm.weight") {
+            out.push(Transform::AddOne);
+        }
+        if self.arch.is_hybrid() && kind == "ssm_a" {
+            out.push(Transform::NegExp);
+        }
+        if let Some((v, dk, dv)) = self.v_reorder {
+            let qk = 2 * v.nk * dk;
+            match kind {
+                "attn_qkv" | "ssm_conv1d" => out.push(Transform::VRows { skip: qk, head: dv }),
+                "attn_gate" => out.push(Transform::VRows { skip: 0, head: dv }),
+                "ssm_alpha" | "ssm_beta" | "ssm_a" | "ssm_dt" => {
+                    out.push(Transform::VRows { skip: 0, head: 1 })
+                }
+                "ssm_out" => out.push(Transform::VCols { head: dv }),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Qwen3-Next's fused `in_proj_qkvz` as `attn_qkv` and `attn_gate`.
+    fn qkvz(&mut self, c: &HfConfig, src: Src, layer: usize) -> Result<(), CheckpointError> {
+        let err = |msg: String| tensor_err(self.file(src), &src.t.name, msg);
+        let [_, cols] = src.t.shape[..] else {
+            return Err(err(format!("shape {:?} is not a matrix", src.t.shape)));
+        };
+        let nk = c.req_u64(&["linear_num_key_heads"])? as usize;
+        let nv = c.req_u64(&["linear_num_value_heads"])? as usize;
+        let dk = c.req_u64(&["linear_key_head_dim"])? as usize;
+        let dv = c.req_u64(&["linear_value_head_dim"])? as usize;
+        if nk == 0 || !nv.is_multiple_of(nk) {
+            return Err(err(format!(
+                "{nv} value heads are not a multiple of {nk} key heads"
+            )));
+        }
+        let v = VHeads { nk, per_k: nv / nk };
+        let values = self.values(src)?;
+        let (qkv, z) = split_qkvz(&values, cols as usize, v, dk, dv).map_err(err)?;
+        let rows = |n: usize| n / cols as usize;
+        let qkv_dims = vec![cols, rows(qkv.len()) as u64];
+        self.push_values(src, format!("blk.{layer}.attn_qkv.weight"), qkv_dims, &qkv)?;
+        let z_dims = vec![cols, rows(z.len()) as u64];
+        self.push_values(src, format!("blk.{layer}.attn_gate.weight"), z_dims, &z)
     }
 
     /// ERNIE's fused `qkv_proj` (split into Q, K and V rows) or `up_gate_proj` (gate rows, then
@@ -391,26 +493,4 @@ impl<'a> Converter<'a> {
         let v_name = format!("blk.{layer}.attn_v_b.weight");
         self.push_values(src, v_name, vec![lora, v_dim, h], &v_b)
     }
-}
-
-/// Llama's Q/K rows reordered from Hugging Face's rotary layout (each head's first half, then
-/// second half) to ggml's (pairs interleaved), as `LlamaModel.permute` does.
-fn rotary_permute(values: &[f32], cols: usize, n_head: usize) -> Result<Vec<f32>, String> {
-    let rows = values.len() / cols.max(1);
-    if n_head == 0 || !rows.is_multiple_of(2 * n_head) {
-        return Err(format!(
-            "{rows} rows cannot be split into {n_head} heads of pairs"
-        ));
-    }
-    let half = rows / n_head / 2;
-    let mut out = Vec::with_capacity(values.len());
-    for h in 0..n_head {
-        for i in 0..half {
-            for j in 0..2 {
-                let r = h * 2 * half + j * half + i;
-                out.extend_from_slice(&values[r * cols..(r + 1) * cols]);
-            }
-        }
-    }
-    Ok(out)
 }
