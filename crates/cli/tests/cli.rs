@@ -370,3 +370,78 @@ fn mlock_locks_the_weights_or_names_the_limit() {
         );
     }
 }
+
+/// A safetensors checkpoint folder is a model argument like a GGUF file: `logits` (dequantized:
+/// the F32 GGUF's bits; `--quantize q8_0`: llama.cpp's Q8_0 model), `run`, and `info`, which
+/// says what it was read from.
+#[test]
+fn checkpoint_folders_are_models() {
+    let e = expected("deepseek2-f32.json");
+    let tokens = join(&ids(&e["token_ids"]));
+    let ckpt = fixtures().join("hf/deepseek2").display().to_string();
+    let out = |tag: &str| {
+        std::env::temp_dir().join(format!("frugal-ckpt-{}-{tag}.f32", std::process::id()))
+    };
+    let logits = |m: &str, extra: &[&str], tag: &str| {
+        let o = out(tag).display().to_string();
+        let mut args = vec!["logits", m, "--tokens", &tokens, "--out", &o, "-t", "2"];
+        args.extend(extra);
+        let r = frugal(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v = read_f32(&out(tag));
+        std::fs::remove_file(out(tag)).ok();
+        v
+    };
+    let ours = logits(&ckpt, &["--dequantize"], "ckpt");
+    let gguf = logits(&model("deepseek2-f32.gguf"), &["--dequantize"], "gguf");
+    assert!(ours
+        .iter()
+        .zip(&gguf)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let q8 = logits(&ckpt, &["--quantize", "q8_0"], "q8");
+    let q8_gguf = logits(&model("deepseek2-Q8_0.gguf"), &[], "q8gguf");
+    assert!(q8
+        .iter()
+        .zip(&q8_gguf)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let r = frugal(&[
+        "run", &ckpt, "-p", "Hello", "-n", "4", "--temp", "0", "-t", "2",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = frugal(&["info", &ckpt]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        text.contains("safetensors checkpoint") && text.contains("tokenizer.json"),
+        "{text}"
+    );
+    let r = frugal(&[
+        "logits",
+        &ckpt,
+        "--quantize",
+        "q9_9",
+        "--tokens",
+        "1",
+        "--out",
+        "/dev/null",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("unknown type 'q9_9'"),
+        "{err}"
+    );
+    let r = frugal(&[
+        "logits",
+        &model("qwen2-f32.gguf"),
+        "--quantize",
+        "q8_0",
+        "--tokens",
+        "1",
+        "--out",
+        "/dev/null",
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("applies to safetensors checkpoint"),
+        "{err}"
+    );
+}

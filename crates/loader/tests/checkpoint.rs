@@ -413,3 +413,47 @@ fn hybrid_checkpoints_match_llama_cpp() {
         assert!(max <= 1e-3, "{arch}: {max} from llama.cpp");
     }
 }
+
+/// The disk cache keys a model by `GgufFile::headers`: a checkpoint's are the same on every
+/// open, and change with what was built from it (`--quantize`).
+#[test]
+fn a_checkpoints_fingerprint_is_stable() {
+    let dir = frugal_fixtures::dir().join("hf/qwen2");
+    let headers = |q| -> Vec<Vec<u8>> {
+        let f = open(&dir, false, q);
+        f.gguf.headers().iter().map(|h| h.to_vec()).collect()
+    };
+    assert_eq!(headers(None), headers(None));
+    assert_ne!(headers(None), headers(Some(GgmlType::Q8_0)));
+}
+
+/// The FP8 checkpoint of crates/checkpoint/tests/data/fp8 (block-scaled E4M3 weights, head size
+/// 80, FFN 136) runs end to end: kept as BF16, dequantized, and quantized at load (136-column rows
+/// falling back to F16), with finite logits; the BF16 path picks the exact path's top token.
+#[test]
+fn an_fp8_checkpoint_runs() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../checkpoint/tests/data/fp8");
+    let dir = std::env::temp_dir().join(format!("frugal-fp8-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let tok = frugal_fixtures::dir().join("hf/qwen2");
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tok.join(f), dir.join(f)).unwrap();
+    }
+    let tokens = [1, 5, 9, 33, 2, 63, 0];
+    let run = |dequantize, quantize| {
+        logits(
+            &open(&dir, dequantize, quantize).load(None).unwrap(),
+            &tokens,
+        )
+    };
+    let exact = run(true, None);
+    assert!(exact.iter().all(|v| v.is_finite()));
+    let (bf16, _) = max_mean(&run(false, None), &exact);
+    let (q8, _) = max_mean(&run(false, Some(GgmlType::Q8_0)), &exact);
+    eprintln!("fp8 checkpoint: BF16 path vs exact max |Δ| {bf16:.2e}, Q8_0 {q8:.2e}");
+    assert!(top1_agreement(&run(false, None), &exact, 64) >= 0.85);
+    let _ = std::fs::remove_dir_all(&dir);
+}

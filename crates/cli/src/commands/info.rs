@@ -23,7 +23,10 @@ pub fn run(a: Args) -> Result<()> {
         true => frugal_checkpoint::open(&a.model, &frugal_checkpoint::Options::default())?,
         false => GgufFile::open(&a.model)?,
     };
-    let summary = Summary::of(&gguf)?;
+    let mut summary = Summary::of(&gguf)?;
+    if frugal_checkpoint::is_checkpoint(&a.model) {
+        checkpoint_summary(&a.model, &mut summary)?;
+    }
     if a.json {
         print_json(&a.model, &gguf, &summary, a.kv_type)
     } else {
@@ -38,6 +41,8 @@ struct Summary {
     /// Tensor count per type name.
     types: BTreeMap<String, usize>,
     n_params: u64,
+    /// `GGUF vN`, or what else the model was read from.
+    format: String,
     tokenizer: String,
     chat_template: bool,
     /// For a file without a chat template: the built-in one chats use (loader's choice).
@@ -72,6 +77,7 @@ impl Summary {
                 .map(|t| frugal_loader::built_in_template(&t).0),
         };
         Ok(Summary {
+            format: format!("GGUF v{}", gguf.version()),
             arch,
             types,
             n_params,
@@ -83,9 +89,21 @@ impl Summary {
     }
 }
 
+/// A checkpoint's format, and its tokenizer and chat template (from `tokenizer.json` and its
+/// companions rather than GGUF metadata).
+fn checkpoint_summary(dir: &Path, s: &mut Summary) -> Result<()> {
+    let t = frugal_tokenizer::Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+    s.format = "safetensors checkpoint, converted at load".into();
+    s.tokenizer = t.kind();
+    s.chat_template = t.chat_template().is_some();
+    s.built_in_template = (!s.chat_template).then(|| frugal_loader::built_in_template(&t).0);
+    Ok(())
+}
+
 fn print_json(model: &Path, gguf: &GgufFile, s: &Summary, ty: KvType) -> Result<()> {
     let mut v = serde_json::json!({
         "file": model.display().to_string(),
+        "format": s.format,
         "gguf_version": gguf.version(),
         "architecture": s.arch,
         "parameters": s.n_params,
@@ -165,7 +183,7 @@ fn print_text(model: &Path, gguf: &GgufFile, s: &Summary, ty: KvType) {
         model.display(),
         human_bytes(gguf.file_size())
     );
-    println!("format:          GGUF v{}", gguf.version());
+    println!("format:          {}", s.format);
     println!("architecture:    {}", s.arch);
     println!(
         "parameters:      {} ({})",
