@@ -445,19 +445,40 @@ impl<'a> Converter<'a> {
                 format!("layer {layer} has {kind} experts {ids:?}, the config says {n_expert}"),
             ));
         }
-        let mut values = Vec::new();
         for src in list.values() {
-            if src.t.shape != first.t.shape {
-                let msg = format!("shape {:?} differs from expert 0's", src.t.shape);
+            if src.t.shape != first.t.shape || src.t.dtype != first.t.dtype {
+                let msg = format!(
+                    "{} {:?} differs from expert 0's {} {:?}",
+                    src.t.dtype, src.t.shape, first.t.dtype, first.t.shape
+                );
                 return Err(tensor_err(self.file(*src), &src.t.name, msg));
             }
-            values.extend(self.values(*src)?);
         }
         let dims = [
             &first.t.shape.iter().rev().copied().collect::<Vec<_>>()[..],
             &[n_expert as u64],
         ]
         .concat();
+        let ty = self.out_type(&name, &dims, first.t.dtype);
+        if stored_type(first.t.dtype) == Some(ty) {
+            // Kept as stored: the experts' bytes, one after another (no round trip through f32).
+            let mut bytes = Vec::with_capacity(first.t.n_bytes * n_expert);
+            for src in list.values() {
+                bytes.extend_from_slice(self.file(*src).data(src.t));
+            }
+            let data = TensorBytes::Owned(bytes);
+            self.out.push(NewTensor {
+                name,
+                dims,
+                ty,
+                data,
+            });
+            return Ok(());
+        }
+        let mut values = Vec::new();
+        for src in list.values() {
+            values.extend(self.values(*src)?);
+        }
         self.push_values(first, name, dims, &values)
     }
 

@@ -510,7 +510,8 @@ impl GgufFile {
             .chain(
                 self.parts
                     .iter()
-                    .map(|p| &p.bytes.as_slice()[..p.data_offset]),
+                    .map(|p| &p.bytes.as_slice()[..p.data_offset])
+                    .filter(|h| !h.is_empty()),
             )
             .collect()
     }

@@ -50,8 +50,6 @@ impl GgufFile {
                 data_offset: f.data_offset,
             })
             .collect();
-        let owned_part = parts.len();
-        let mut owned = Vec::new();
         let mut infos = Vec::with_capacity(tensors.len());
         for t in tensors {
             let what = format!("tensor '{}'", t.name);
@@ -86,10 +84,12 @@ impl GgufFile {
                             ),
                         ));
                     }
-                    let offset = owned.len().div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
-                    owned.resize(offset, 0);
-                    owned.extend_from_slice(&bytes);
-                    (owned_part, offset)
+                    // Each its own part: no copy into a growing buffer, freed with its matrices.
+                    parts.push(Part {
+                        bytes: Arc::new(Bytes::Owned(bytes)),
+                        data_offset: 0,
+                    });
+                    (parts.len() - 1, 0)
                 }
             };
             infos.push(TensorInfo {
@@ -101,10 +101,6 @@ impl GgufFile {
                 part,
             });
         }
-        parts.push(Part {
-            bytes: Arc::new(Bytes::Owned(owned)),
-            data_offset: 0,
-        });
         Self::assemble(name, parts, metadata, infos)
     }
 
