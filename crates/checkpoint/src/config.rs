@@ -58,6 +58,14 @@ impl Arch {
     }
 }
 
+/// Multimodal checkpoints whose language model this build converts: the wrapper's `model_type`
+/// and its `text_config`'s.
+const WRAPPERS: &[(&str, &str)] = &[
+    ("gemma3", "gemma3_text"),
+    ("qwen3_5", "qwen3_5_text"),
+    ("qwen3_5_moe", "qwen3_5_moe_text"),
+];
+
 /// The `model_type` values this build converts.
 pub fn supported_model_types() -> String {
     ARCHES.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
@@ -73,12 +81,22 @@ pub struct HfConfig {
 
 impl HfConfig {
     pub fn new(file: String, json: Json) -> Result<HfConfig, CheckpointError> {
-        if !json.is_object() {
+        let Json::Object(mut top) = json else {
             return Err(CheckpointError::Config {
                 file,
                 msg: "is not a JSON object".into(),
             });
+        };
+        // A multimodal wrapper (Gemma 3, Qwen3.5): the language model's settings are its
+        // `text_config`, read over the top level as the converter reads them.
+        let wrapper = top.get("model_type").and_then(Json::as_str);
+        let text_type = WRAPPERS.iter().find(|w| Some(w.0) == wrapper).map(|w| w.1);
+        if let (Some(text_type), Some(Json::Object(text))) = (text_type, top.get("text_config")) {
+            let text = text.clone();
+            top.extend(text);
+            top.insert("model_type".into(), Json::String(text_type.into()));
         }
+        let json = Json::Object(top);
         Ok(HfConfig {
             file,
             json,

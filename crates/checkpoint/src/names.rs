@@ -107,13 +107,23 @@ fn arch_layer_names(arch: Arch) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-/// The name llama.cpp's converter maps from: ERNIE's `ernie.` prefix as `model.`, and the Qwen
+/// The name llama.cpp's converter maps from: a multimodal wrapper's language-model prefix and
+/// ERNIE's `ernie.` prefix as `model.`, and the Qwen
 /// hybrids' MTP block (`mtp.*`) as the layers after the trunk's `n_main` (`mtp.layers.J.*` as
 /// layer `n_main + J`; `mtp.fc`, `mtp.pre_fc_norm_embedding`, `mtp.pre_fc_norm_hidden` and
 /// `mtp.norm` as layer `n_main`'s `eh_proj`, `enorm`, `hnorm`, `shared_head.norm`).
 pub fn canonical(name: &str, n_main: usize) -> String {
-    if let Some(rest) = name.strip_prefix("ernie.") {
-        return format!("model.{rest}");
+    // Multimodal wrappers: the language model's tensors under `model.language_model.` (or, in
+    // older transformers, `language_model.model.` and `language_model.lm_head.`).
+    for (wrapped, plain) in [
+        ("model.language_model.", "model."),
+        ("language_model.model.", "model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("ernie.", "model."),
+    ] {
+        if let Some(rest) = name.strip_prefix(wrapped) {
+            return format!("{plain}{rest}");
+        }
     }
     let Some(rest) = name
         .strip_prefix("model.mtp.")
@@ -138,6 +148,17 @@ pub fn canonical(name: &str, n_main: usize) -> String {
     }
 }
 
+/// A multimodal checkpoint's vision encoder and projector: not part of the language model
+/// (llama.cpp converts them into a separate projector file).
+const VISION: &[&str] = &[
+    "model.visual.",
+    "visual.",
+    "model.vision_tower.",
+    "vision_tower.",
+    "model.multi_modal_projector.",
+    "multi_modal_projector.",
+];
+
 /// 1-D parameters of the hybrids' linear attention, whose names carry no `.weight`/`.bias`.
 const BARE: &[(&str, &str)] = &[
     ("linear_attn.A_log", "ssm_a"),
@@ -148,7 +169,7 @@ const BARE: &[(&str, &str)] = &[
 /// multi-token-prediction layers included where llama.cpp keeps them), `None` if it has no known
 /// mapping. Layers past `n_layer` (DeepSeek's MTP layers) are skipped, as llama.cpp does.
 pub fn target(name: &str, arch: Arch, n_layer: usize) -> Option<Target> {
-    if name.ends_with("rotary_emb.inv_freq") {
+    if name.ends_with("rotary_emb.inv_freq") || VISION.iter().any(|p| name.starts_with(p)) {
         return Some(Target::Skip);
     }
     if let Some(&(_, g)) = GLOBAL.iter().find(|(h, _)| *h == name) {
@@ -248,7 +269,16 @@ mod tests {
             Some(Target::KvB { layer: 0 })
         );
         assert_eq!(t("model.layers.0.mlp.experts.0.w9.weight"), None);
-        assert_eq!(t("vision_tower.patch.weight"), None);
+        assert_eq!(t("vision_tower.patch.weight"), Some(Target::Skip));
+        assert_eq!(t("speech_encoder.patch.weight"), None);
+        assert_eq!(
+            canonical("model.language_model.layers.1.mlp.up_proj.weight", 2),
+            "model.layers.1.mlp.up_proj.weight"
+        );
+        assert_eq!(
+            canonical("language_model.lm_head.weight", 2),
+            "lm_head.weight"
+        );
         let glm = |n: &str| target(n, Arch::Glm4Moe, 4);
         assert_eq!(
             glm("model.layers.3.shared_head.norm.weight"),

@@ -457,3 +457,66 @@ fn an_fp8_checkpoint_runs() {
     assert!(top1_agreement(&run(false, None), &exact, 64) >= 0.85);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A multimodal checkpoint (Gemma 3's and Qwen3.5's releases are `*ForConditionalGeneration`):
+/// the language model's settings in `text_config`, its tensors under `model.language_model.`,
+/// the vision tower beside them. The labs Gemma 3 rewritten that way (same data, renamed
+/// tensors, a vision tensor added) gives the same model, bit for bit.
+#[test]
+fn a_multimodal_wrapper_is_read_for_its_language_model() {
+    let plain = labs_checkpoint("gemma3").expect("gemma3 is committed");
+    let dir = std::env::temp_dir().join(format!("frugal-wrapped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(plain.join(f), dir.join(f)).unwrap();
+    }
+    let text: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain.join("config.json")).unwrap()).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        "text_config": text,
+        "vision_config": {"hidden_size": 8},
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        wrapped(&plain.join("model.safetensors")),
+    )
+    .unwrap();
+    let tokens = ids(&Set::labs().expected_json("gemma3-Q4_K_M")["token_ids"]);
+    let run = |d: &std::path::Path| logits(&open(d, true, None).load(None).unwrap(), &tokens);
+    let same = run(&dir)
+        .iter()
+        .zip(&run(&plain))
+        .all(|(a, b)| a.to_bits() == b.to_bits());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(same, "the wrapped checkpoint's logits differ");
+}
+
+/// `file`'s tensors renamed `model.X` → `model.language_model.X`, and a vision tensor appended.
+fn wrapped(file: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut renamed: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match k.strip_prefix("model.") {
+            Some(rest) => (format!("model.language_model.{rest}"), v),
+            None => (k, v),
+        })
+        .collect();
+    let end = data.len() as u64;
+    renamed.insert(
+        "model.vision_tower.patch_embedding.weight".into(),
+        serde_json::json!({"dtype": "F32", "shape": [2], "data_offsets": [end, end + 8]}),
+    );
+    let header = serde_json::Value::Object(renamed).to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&[0u8; 8]);
+    out
+}
