@@ -279,6 +279,11 @@ mod tests {
             canonical("language_model.lm_head.weight", 2),
             "lm_head.weight"
         );
+    }
+
+    #[test]
+    fn architecture_names_and_prefixes() {
+        let named = |s: &str| Some(Target::Tensor(s.into()));
         let glm = |n: &str| target(n, Arch::Glm4Moe, 4);
         assert_eq!(
             glm("model.layers.3.shared_head.norm.weight"),
