@@ -6,7 +6,9 @@
 //! Every entry is checked before use: a known dtype, a shape whose byte size fits and equals the
 //! offsets' span, offsets inside the file, no two tensors overlapping. A corrupt file is an error
 //! naming the file and the tensor at fault. A sharded checkpoint's `model.safetensors.index.json`
-//! is read by [`read_index`].
+//! is read by [`read_index`]. The data section starts at byte `8 + N`, with no alignment promised:
+//! weight matrices borrow tensors that happen to be 4-byte aligned and copy the others at load
+//! (`frugal_kernels::Matrix::from_mapped`), since every kernel reads unaligned.
 
 use crate::gguf::{map_file, Bytes, GgufError};
 use std::collections::HashMap;
