@@ -520,3 +520,105 @@ fn wrapped(file: &std::path::Path) -> Vec<u8> {
     out.extend_from_slice(&[0u8; 8]);
     out
 }
+
+/// An F16 checkpoint (the qwen2 fixture's BF16 weights converted to F16, exact for all but the
+/// few that fall below F16's normal range) is used as stored: F16 matrices, within the
+/// activation-rounding tolerance (3) of transformers, and within tolerance 1 dequantized.
+#[test]
+fn an_f16_checkpoint_runs_as_stored() {
+    let plain = frugal_fixtures::dir().join("hf/qwen2");
+    let dir = std::env::temp_dir().join(format!("frugal-f16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(plain.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("model.safetensors"),
+        as_f16(&plain.join("model.safetensors")),
+    )
+    .unwrap();
+    let tokens = tokens("qwen2");
+    let hf = Set::shared().expected_f32("qwen2.hf.f32");
+    let file = open(&dir, false, None);
+    assert!(file.gguf.tensors().iter().any(|t| t.ty == GgmlType::F16));
+    let stored = logits(&file.load(None).unwrap(), &tokens);
+    let exact = logits(&open(&dir, true, None).load(None).unwrap(), &tokens);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (max, mean) = max_mean(&stored, &hf);
+    let agree = top1_agreement(&stored, &hf, 576);
+    eprintln!(
+        "qwen2 F16 as stored vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}, top-1 {:.0}%",
+        agree * 100.0
+    );
+    assert!(max <= 0.5 && mean <= 0.06 && agree >= 0.9);
+    let (max, mean) = max_mean(&exact, &hf);
+    eprintln!("qwen2 F16 dequantized vs transformers: max |Δ| {max:.2e}, mean {mean:.2e}");
+    assert!(max <= 1e-3);
+}
+
+/// `file` with every BF16 tensor rewritten as F16 (same names and shapes).
+fn as_f16(file: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut out_data = Vec::with_capacity(data.len());
+    for v in header.values_mut().filter(|v| v.get("dtype").is_some()) {
+        assert_eq!(v["dtype"], "BF16");
+        let (a, b) = (
+            v["data_offsets"][0].as_u64().unwrap(),
+            v["data_offsets"][1].as_u64().unwrap(),
+        );
+        let start = out_data.len() as u64;
+        for c in data[a as usize..b as usize].chunks_exact(2) {
+            let x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            out_data.extend_from_slice(&half::f16::from_f32(x).to_le_bytes());
+        }
+        v["dtype"] = "F16".into();
+        v["data_offsets"] = serde_json::json!([start, out_data.len()]);
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&out_data);
+    out
+}
+
+/// K-quants at load (no fixture has a plain Q4_K/Q5_K file, so no byte comparison): matrices in
+/// the type asked, the output matrix Q6_K, and the quantization-error sanity check of the
+/// fixtures' README (tolerance 4): mean |Δ| from llama.cpp's f32 logits at most 1.5 times that of
+/// llama.cpp's own Q4_K_M file.
+#[test]
+fn k_quants_at_load_stay_within_the_quantization_error_bound() {
+    for (arch, dir) in checkpoints().into_iter().take(3) {
+        let q4km = Set::shared().expected_json(&format!("{arch}-Q4_K_M"));
+        let bound = 1.5
+            * q4km["distances"]["quant_vs_f32_batched"]["mean_abs"]
+                .as_f64()
+                .unwrap() as f32;
+        let f32_ref = Set::shared().expected_f32(&format!("{arch}-f32.batched.f32"));
+        for ty in [GgmlType::Q4_K, GgmlType::Q5_K] {
+            let file = open(&dir, false, Some(ty));
+            let output = if arch == "qwen2" {
+                "token_embd.weight"
+            } else {
+                "output.weight"
+            };
+            assert_eq!(
+                file.gguf.tensor(output).unwrap().ty,
+                GgmlType::Q6_K,
+                "{arch}"
+            );
+            assert_eq!(
+                file.gguf
+                    .tensor("blk.0.ffn_down.weight")
+                    .map_or(ty, |t| t.ty),
+                ty
+            );
+            let (max, mean) = max_mean(&logits(&file.load(None).unwrap(), &tokens(arch)), &f32_ref);
+            eprintln!("{arch} --quantize {ty} vs llama.cpp f32: max |Δ| {max:.2e}, mean {mean:.2e} (bound {bound:.2e})");
+            assert!(mean <= bound, "{arch} {ty}: mean |Δ| {mean} > {bound}");
+        }
+    }
+}
