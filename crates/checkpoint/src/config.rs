@@ -354,7 +354,8 @@ fn rope_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
             m.f32("rope.scaling.yarn_beta_fast", num("beta_fast"));
             m.f32("rope.scaling.yarn_beta_slow", num("beta_slow"));
         }
-        (None | Some("default"), _) => {}
+        // Llama 3's frequency factors are a tensor (`rope_freqs.weight`, `llama3_rope_factors`).
+        (None | Some("default") | Some("llama3"), _) => {}
         (Some(other), _) => {
             return Err(c.err(format!(
                 "rope scaling '{other}' is not supported for checkpoints yet (linear, yarn)"
@@ -368,6 +369,50 @@ fn rope_keys(c: &HfConfig, m: &mut Meta) -> Result<(), CheckpointError> {
         swa.and_then(|p| p.get("rope_theta")?.as_f64()),
     );
     Ok(())
+}
+
+/// Llama 3.1's RoPE frequency factors (`rope_type: llama3`), one per rotated pair, computed as
+/// `LlamaModel.generate_extra_tensors` computes them (in f32, as torch does there); `None` for
+/// other RoPE types.
+pub fn llama3_rope_factors(c: &HfConfig) -> Result<Option<Vec<f32>>, CheckpointError> {
+    let p = c.rope_params();
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(Json::as_str);
+    if !kind.is_some_and(|k| k.eq_ignore_ascii_case("llama3")) {
+        return Ok(None);
+    }
+    let num = |k: &str, default: f64| p.get(k).and_then(Json::as_f64).unwrap_or(default);
+    let base = p.get("rope_theta").and_then(Json::as_f64);
+    let base = base.or(c.opt_f64(&["rope_theta"])?).unwrap_or(10000.0);
+    let dim = match c.opt_u64(&["head_dim"])? {
+        Some(d) => d,
+        None => c.req_u64(&["hidden_size"])? / c.req_u64(&["num_attention_heads"])?.max(1),
+    } as usize;
+    let (factor, low, high) = (
+        num("factor", 8.0),
+        num("low_freq_factor", 1.0),
+        num("high_freq_factor", 4.0),
+    );
+    let old = num("original_max_position_embeddings", 8192.0);
+    let (low_wavelen, high_wavelen) = (old / low, old / high);
+    let factors = (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / (base as f32).powf(i as f32 / dim as f32);
+            let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+            if f64::from(wavelen) < high_wavelen {
+                1.0
+            } else if f64::from(wavelen) > low_wavelen {
+                factor as f32
+            } else {
+                let smooth = (old as f32 / wavelen - low as f32) / (high - low) as f32;
+                1.0 / ((1.0 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect();
+    Ok(Some(factors))
 }
 
 /// `Glm4MoeModel.set_gguf_parameters`: partial rotary, sigmoid routing, the MTP layers.

@@ -105,6 +105,15 @@ pub fn convert(
     for ((layer, kind), list) in experts {
         conv.stack(layer, kind, &list, n_expert.unwrap_or(0) as usize)?;
     }
+    if let Some(factors) = crate::config::llama3_rope_factors(c)? {
+        let bytes = factors.iter().flat_map(|f| f.to_le_bytes()).collect();
+        conv.out.push(NewTensor {
+            name: "rope_freqs.weight".into(),
+            dims: vec![factors.len() as u64],
+            ty: GgmlType::F32,
+            data: TensorBytes::Owned(bytes),
+        });
+    }
     Ok(conv.out)
 }
 

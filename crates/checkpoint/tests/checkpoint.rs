@@ -252,3 +252,37 @@ fn the_error_type_says_which_part_failed() {
         .expect("an error");
     assert!(matches!(e, CheckpointError::Config { .. }), "{e}");
 }
+
+/// Llama 3.1's RoPE frequency factors (`rope_type: llama3`) as the converter computes them with
+/// torch (tests/data/llama3_rope.json: its code run on three parameter sets), bit for bit.
+#[test]
+fn llama3_rope_factors_are_the_converters() {
+    let text = std::fs::read_to_string(data("llama3_rope.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (name, case) in cases.as_object().unwrap() {
+        let p: Vec<f64> = case["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let config = serde_json::json!({
+            "model_type": "llama", "hidden_size": p[1] as u64 * 4, "num_attention_heads": 4,
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": p[0], "factor": p[2],
+                "low_freq_factor": p[3], "high_freq_factor": p[4],
+                "original_max_position_embeddings": p[5]},
+        });
+        let c = frugal_checkpoint::config::HfConfig::new("config.json".into(), config).unwrap();
+        let ours = frugal_checkpoint::config::llama3_rope_factors(&c)
+            .unwrap()
+            .unwrap();
+        let want: Vec<u32> = case["f32_bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap() as u32)
+            .collect();
+        let ours: Vec<u32> = ours.iter().map(|f| f.to_bits()).collect();
+        assert_eq!(ours, want, "{name}");
+    }
+}
