@@ -75,6 +75,9 @@ pub fn convert(
             if t.name.ends_with("_scale_inv") {
                 continue; // read with the FP8 weight it scales
             }
+            if t.name.ends_with(".input_scale") || t.name.ends_with(".activation_scale") {
+                continue; // static activation scales: ggml quantizes activations its own way
+            }
             match target(&canonical(&t.name, n_main), arch, n_layer) {
                 None => return Err(tensor_err(f, &t.name, "has no GGUF counterpart".into())),
                 Some(Target::Skip) => {}
