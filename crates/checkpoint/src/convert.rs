@@ -150,7 +150,8 @@ pub fn quantizable_types() -> Vec<&'static str> {
 }
 
 /// The type a matrix of `cols` columns gets when `ty` is asked for: `llama-quantize`'s
-/// fallback when its rows are not whole blocks, then F16.
+/// fallback when its rows are not whole blocks (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0; Q2_K and
+/// Q3_K go to IQ4_NL there, which has no quantizer here, so Q4_0), then F16.
 pub fn fit_type(ty: GgmlType, cols: usize) -> GgmlType {
     let fallback = match ty {
         GgmlType::Q4_K => GgmlType::Q5_0,
