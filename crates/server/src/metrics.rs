@@ -227,7 +227,28 @@ impl Metrics {
             n => self.spec_accepted_tokens.load(Relaxed) as f64 / n as f64,
         }
     }
+
+    /// Every gauge and counter with its value, the same families in the same order for every
+    /// model.
+    fn families(&self) -> Vec<Family> {
+        let gauges = self
+            .gauges()
+            .map(|(n, h, v)| (n, "gauge", h, v.load(Relaxed) as f64));
+        let counters = self
+            .counters()
+            .map(|(n, h, v)| (n, "counter", h, v.load(Relaxed) as f64));
+        let mean = (
+            "frugal_spec_mean_accepted_tokens",
+            "gauge",
+            "Speculative decoding: guessed tokens accepted per verification.",
+            self.mean_accepted(),
+        );
+        gauges.into_iter().chain(counters).chain([mean]).collect()
+    }
 }
+
+/// A series family and one model's value: (name, type, help, value).
+type Family = (&'static str, &'static str, &'static str, f64);
 
 /// The server's own series, not any model's: its connections.
 #[derive(Debug, Default)]
@@ -275,28 +296,14 @@ pub fn render(conn: &ConnMetrics, models: &[ModelSeries<'_>]) -> String {
     let head = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
-    let families = |m: &Metrics| {
-        let gauges = m
-            .gauges()
-            .map(|(n, h, v)| (n, "gauge", h, v.load(Relaxed) as f64));
-        let counters = m
-            .counters()
-            .map(|(n, h, v)| (n, "counter", h, v.load(Relaxed) as f64));
-        gauges.into_iter().chain(counters).chain([(
-            "frugal_spec_mean_accepted_tokens",
-            "gauge",
-            "Speculative decoding: guessed tokens accepted per verification.",
-            m.mean_accepted(),
-        )])
-    };
-    let n_families = families(&Metrics::default()).count();
-    for f in 0..n_families {
-        for (i, m) in models.iter().enumerate() {
-            let (name, kind, help, v) = families(m.metrics).nth(f).expect("same families");
-            if i == 0 {
-                head(&mut out, name, kind, help);
+    // Each model's values of the same families, in the same order.
+    let values: Vec<Vec<Family>> = models.iter().map(|m| m.metrics.families()).collect();
+    if let Some(first) = values.first() {
+        for (f, &(name, kind, help, _)) in first.iter().enumerate() {
+            head(&mut out, name, kind, help);
+            for (v, l) in values.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{l}}} {}", v[f].3);
             }
-            let _ = writeln!(out, "{name}{{{}}} {v}", labels[i]);
         }
     }
     render_lifecycle(&mut out, models, &labels);
@@ -500,5 +507,35 @@ mod tests {
             text.contains("frugal_time_to_first_token_seconds_bucket{model_name=\"m\",le=\"5\"} 2")
         );
         assert!(text.contains("frugal_time_to_first_token_seconds_count{model_name=\"m\"} 2"));
+    }
+
+    #[test]
+    fn every_family_once_and_a_series_per_model() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        b.generation_tokens.store(7, Relaxed);
+        let series = |name, metrics, loaded| ModelSeries {
+            name,
+            metrics,
+            lifecycle: Lifecycle {
+                loaded,
+                ..Lifecycle::default()
+            },
+        };
+        let conn = ConnMetrics::default();
+        let text = render(&conn, &[series("a", &a, true), series("b\"x", &b, false)]);
+        assert_eq!(
+            text.matches("# TYPE frugal_generation_tokens_total ")
+                .count(),
+            1
+        );
+        assert!(text.contains("frugal_generation_tokens_total{model_name=\"a\"} 0\n"));
+        assert!(text.contains("frugal_generation_tokens_total{model_name=\"b\\\"x\"} 7\n"));
+        assert!(text.contains("frugal_model_loaded{model_name=\"a\"} 1\n"));
+        assert!(text.contains("frugal_connections_open 0\n"));
+        assert_eq!(
+            text.matches("# TYPE frugal_time_to_first_token_seconds ")
+                .count(),
+            1
+        );
     }
 }

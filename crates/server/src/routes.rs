@@ -531,7 +531,11 @@ pub(crate) mod tests {
             added.push(json!({"id": 515 + i, "content": text, "single_word": false,
                 "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
         }
-        let dir = std::env::temp_dir().join(format!("frugal-server-fim-{}", std::process::id()));
+        // A folder per call: tests that call this run at once in one process.
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("frugal-server-fim-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("tokenizer.json"), spec.to_string()).unwrap();
         for f in ["tokenizer_config.json", "generation_config.json"] {

@@ -26,22 +26,24 @@ pub(super) fn run(
         done: Some(done),
     };
     let cfg = &reg.served[i].cfg;
-    let Opened {
-        file,
-        draft,
-        engine_cfg,
-        disk,
-    } = match prepare(reg, i, opened) {
-        Ok(o) => o,
+    let (commands, rx) = mpsc::channel();
+    let Loaded {
+        opened:
+            Opened {
+                file,
+                draft,
+                engine_cfg,
+                disk,
+            },
+        model,
+        draft_model,
+        state,
+    } = match in_background(|| load(reg, i, opened, commands)) {
+        Ok(l) => l,
         Err(f) => return pending.fail(f),
     };
-    let model = match file.load(None) {
-        Ok(m) => m,
-        Err(e) => return pending.fail(LoadFailure::broken(e)),
-    };
     let pool = file.thread_pool();
-    let (commands, rx) = mpsc::channel();
-    let state = model_state(reg, i, &file, commands);
+    drop(draft);
     let ModelFile {
         gguf, tokenizer, ..
     } = file;
@@ -56,15 +58,11 @@ pub(super) fn run(
         cfg.max_seqs,
     );
     log_state_memory(&model, &engine_cfg);
-    let draft = match draft.map(|f| f.load(None).map(|m| (m, f.tokenizer.clone()))) {
-        Some(Err(e)) => return pending.fail(LoadFailure::broken(e)),
-        d => d.and_then(Result::ok),
-    };
     let spec = speculator(
         cfg.speculation.clone(),
         &model,
         &tokenizer,
-        draft.as_ref(),
+        draft_model.as_ref(),
         &engine_cfg,
     );
     let spec = match spec {
@@ -78,6 +76,61 @@ pub(super) fn run(
     // The answer's channel goes now: a value it kept would count as a request in flight.
     drop(pending);
     worker::run(engine, rx, reg.served[i].metrics.clone());
+}
+
+/// A model read and ready for its engine.
+struct Loaded {
+    opened: Opened,
+    model: frugal_models::Model,
+    draft_model: Option<(frugal_models::Model, Arc<frugal_tokenizer::Tokenizer>)>,
+    state: ModelState,
+}
+
+/// Everything a load does before the engine runs: open, make room, read and repack the
+/// weights (the draft model's too), build the tokenizer's derived tables.
+fn load(
+    reg: &Arc<Registry>,
+    i: usize,
+    opened: Option<ModelFile>,
+    commands: mpsc::Sender<worker::Command>,
+) -> Result<Loaded, LoadFailure> {
+    let opened = prepare(reg, i, opened)?;
+    let model = opened.file.load(None).map_err(LoadFailure::broken)?;
+    let draft_model = opened
+        .draft
+        .as_ref()
+        .map(|f| f.load(None).map(|m| (m, f.tokenizer.clone())))
+        .transpose()
+        .map_err(LoadFailure::broken)?;
+    let state = model_state(reg, i, &opened.file, commands);
+    Ok(Loaded {
+        opened,
+        model,
+        draft_model,
+        state,
+    })
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority (the threads it starts, such as
+/// the repacking ones, inherit it), so that the models serving meanwhile keep their speed; the
+/// calling thread, the engine's, and the pool it makes next keep the normal priority.
+fn in_background<T: Send>(
+    work: impl FnOnce() -> Result<T, LoadFailure> + Send,
+) -> Result<T, LoadFailure> {
+    std::thread::scope(|s| {
+        let loader = std::thread::Builder::new()
+            .name("frugal-load".into())
+            .spawn_scoped(s, || {
+                if let Err(e) = frugal_kernels::priority::lower_this_thread() {
+                    tracing::debug!("loading at the normal priority: {e}");
+                }
+                work()
+            })
+            .map_err(|e| LoadFailure::broken(format!("cannot start a loading thread: {e}")))?;
+        loader
+            .join()
+            .map_err(|_| LoadFailure::broken("loading the model panicked"))?
+    })
 }
 
 /// What a load needs before the weights: the file (and draft), the engine's settings within
@@ -148,18 +201,26 @@ fn kv_bytes(file: &ModelFile, e: &EngineConfig) -> u64 {
 /// models with no request in flight until it fits (their engine threads are joined, so their
 /// memory is back before this one loads).
 fn make_room(reg: &Registry, i: usize, need: u64) -> Result<(), LoadFailure> {
-    let victims = reg.reserve(i, need)?;
-    for (name, model, engine) in victims {
+    for evicted in reg.reserve(i, need)? {
         tracing::info!(
-            "unloading '{name}' to make room for '{}'",
+            "unloading '{}' to make room for '{}'",
+            evicted.name,
             reg.served[i].names[0]
         );
-        drop(model);
-        if let Some(engine) = engine {
+        // The last reference: its command channel closes and the engine thread ends.
+        drop(evicted.model);
+        if let Some(engine) = evicted.engine {
             let _ = engine.join();
         }
     }
     Ok(())
+}
+
+/// A model taken out of the registry to make room: what is left to stop it.
+struct Evicted {
+    name: String,
+    model: Arc<ModelState>,
+    engine: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the handlers use of a loaded model.
@@ -250,18 +311,38 @@ impl Drop for Pending<'_> {
 impl Registry {
     /// The registry's side of [`make_room`]: picks the victims and takes them out, under the
     /// lock, so that no request can pick one up meanwhile.
-    #[allow(clippy::type_complexity)]
-    fn reserve(
+    fn reserve(&self, i: usize, need: u64) -> Result<Vec<Evicted>, LoadFailure> {
+        let mut slots = self.lock();
+        let victims = match self.budget {
+            Some(budget) => self.victims(&slots, i, need, budget)?,
+            None => Vec::new(),
+        };
+        slots[i].bytes = need;
+        let mut evicted = Vec::new();
+        for j in victims {
+            let s = &mut slots[j];
+            if let Phase::Loaded(model) = std::mem::replace(&mut s.phase, Phase::Unloaded) {
+                s.bytes = 0;
+                s.lifecycle.unloads += 1;
+                evicted.push(Evicted {
+                    name: self.served[j].names[0].clone(),
+                    model,
+                    engine: s.engine.take(),
+                });
+            }
+        }
+        Ok(evicted)
+    }
+
+    /// Which loaded models must go for model `i` to fit `budget`: the least recently used
+    /// first, among those not pinned that nobody else holds (no request in flight).
+    fn victims(
         &self,
+        slots: &[super::Slot],
         i: usize,
         need: u64,
-    ) -> Result<Vec<(String, Arc<ModelState>, Option<std::thread::JoinHandle<()>>)>, LoadFailure>
-    {
-        let mut slots = self.lock();
-        let Some(budget) = self.budget else {
-            slots[i].bytes = need;
-            return Ok(Vec::new());
-        };
+        budget: u64,
+    ) -> Result<Vec<usize>, LoadFailure> {
         let mib = |b: u64| b >> 20;
         let name = &self.served[i].names[0];
         if need > budget {
@@ -271,14 +352,14 @@ impl Registry {
                 mib(budget)
             )));
         }
-        let held = |s: &super::Slot| matches!(s.phase, Phase::Loaded(_) | Phase::Loading(_));
-        let mut used: u64 = (0..slots.len())
-            .filter(|&j| j != i && held(&slots[j]))
-            .map(|j| slots[j].bytes)
-            .sum();
-        let mut candidates: Vec<usize> = (0..slots.len())
-            .filter(|&j| j != i && !self.served[j].spec.pinned)
-            .filter(|&j| matches!(&slots[j].phase, Phase::Loaded(m) if Arc::strong_count(m) == 1))
+        let others = || (0..slots.len()).filter(move |&j| j != i);
+        let held = |j: &usize| matches!(slots[*j].phase, Phase::Loaded(_) | Phase::Loading(_));
+        let mut used: u64 = others().filter(held).map(|j| slots[j].bytes).sum();
+        let idle =
+            |j: &usize| matches!(&slots[*j].phase, Phase::Loaded(m) if Arc::strong_count(m) == 1);
+        let mut candidates: Vec<usize> = others()
+            .filter(|&j| !self.served[j].spec.pinned)
+            .filter(idle)
             .collect();
         candidates.sort_by_key(|&j| slots[j].last_use);
         let mut victims = Vec::new();
@@ -289,34 +370,22 @@ impl Registry {
             used -= slots[j].bytes;
             victims.push(j);
         }
-        if used + need > budget {
-            let busy: Vec<&str> = (0..slots.len())
-                .filter(|&j| j != i && held(&slots[j]) && !victims.contains(&j))
-                .map(|j| self.served[j].names[0].as_str())
-                .collect();
-            return Err(LoadFailure {
-                message: format!(
-                    "Not enough of --models-memory ({} MiB) for the model '{name}' (about {} MiB): {} loaded and pinned or busy; try again when their requests finish.",
-                    mib(budget),
-                    mib(need),
-                    busy.join(", ")
-                ),
-                retry: true,
-            });
+        if used + need <= budget {
+            return Ok(victims);
         }
-        slots[i].bytes = need;
-        Ok(victims
-            .into_iter()
-            .map(|j| {
-                let s = &mut slots[j];
-                let Phase::Loaded(model) = std::mem::replace(&mut s.phase, Phase::Unloaded) else {
-                    unreachable!("victims are loaded")
-                };
-                s.bytes = 0;
-                s.lifecycle.unloads += 1;
-                (self.served[j].names[0].clone(), model, s.engine.take())
-            })
-            .collect())
+        let holders: Vec<&str> = others()
+            .filter(|j| held(j) && !victims.contains(j))
+            .map(|j| self.served[j].names[0].as_str())
+            .collect();
+        Err(LoadFailure {
+            message: format!(
+                "Not enough of --models-memory ({} MiB) for the model '{name}' (about {} MiB): '{}' hold it (pinned, loading or answering requests); try again when their requests finish.",
+                mib(budget),
+                mib(need),
+                holders.join("', '")
+            ),
+            retry: true,
+        })
     }
 
     /// A load failed: the slot is free again (a lack of room leaves it loadable).
