@@ -194,6 +194,42 @@ async fn requests_wait_for_a_model_loading_on_first_use() {
     s.shutdown().await;
 }
 
+/// At most `--max-waiting` requests wait for a load; more get a 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_load_is_bounded() {
+    let s = start(|cfg| {
+        two_models(cfg);
+        cfg.load_delay = Duration::from_millis(800);
+        cfg.max_waiting = 2;
+    })
+    .await;
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .json(&greedy(Some("q")))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        let (st, text) = r.await.unwrap();
+        if st == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(text.contains("already wait"), "{text}");
+        }
+        statuses.push(st);
+    }
+    let ok = statuses.iter().filter(|&&st| st == StatusCode::OK).count();
+    assert_eq!(ok, 2, "{statuses:?}");
+    s.shutdown().await;
+}
+
 /// A load that takes longer than the timeout answers 503; the load goes on and serves later
 /// requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

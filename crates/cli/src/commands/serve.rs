@@ -102,7 +102,8 @@ pub struct Args {
     #[arg(long = "model-alias", alias = "alias")]
     pub model_alias: Vec<String>,
     /// Answer only requests naming the model by one of its names (404 otherwise). By default
-    /// any name is answered by the one model served.
+    /// any name is answered by the one model served; with several models, names are always
+    /// strict.
     #[arg(long)]
     pub strict_model_name: bool,
     /// Origins a browser may call the API from (CORS), comma-separated or repeated; `*` for

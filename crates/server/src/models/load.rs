@@ -28,19 +28,23 @@ pub(super) fn run(
     let cfg = &reg.served[i].cfg;
     let (commands, rx) = mpsc::channel();
     let Loaded {
-        opened:
-            Opened {
-                file,
-                draft,
-                engine_cfg,
-                disk,
-            },
+        opened: Opened {
+            file,
+            draft,
+            engine_cfg,
+        },
         model,
         draft_model,
         state,
     } = match in_background(|| load(reg, i, opened, commands)) {
         Ok(l) => l,
         Err(f) => return pending.fail(f),
+    };
+    // Threads that outlive the load start here, at the normal priority: the disk tier's writer
+    // and the engine's pool.
+    let disk = match disk_cache::open(cfg, &file) {
+        Ok(d) => d,
+        Err(e) => return pending.fail(LoadFailure::broken(e)),
     };
     let pool = file.thread_pool();
     drop(draft);
@@ -134,12 +138,11 @@ fn in_background<T: Send>(
 }
 
 /// What a load needs before the weights: the file (and draft), the engine's settings within
-/// the memory left, room under the budget, the disk tier.
+/// the memory left, room under the budget.
 struct Opened {
     file: ModelFile,
     draft: Option<ModelFile>,
     engine_cfg: EngineConfig,
-    disk: Option<frugal_diskcache::DiskCache>,
 }
 
 fn prepare(
@@ -165,12 +168,10 @@ fn prepare(
     let engine_cfg = engine_config(cfg, file.n_ctx, &file.config, memory);
     let need = weights + kv_bytes(&file, &engine_cfg);
     make_room(reg, i, need)?;
-    let disk = disk_cache::open(cfg, &file).map_err(LoadFailure::broken)?;
     Ok(Opened {
         file,
         draft,
         engine_cfg,
-        disk,
     })
 }
 
