@@ -419,3 +419,29 @@ async fn bad_model_lists_are_refused_at_startup() {
     assert!(e.contains("broken.gguf"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Shutdown is bounded by its deadline even while a model loads: the load is not waited for,
+/// and the request waiting on it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_load() {
+    let s = start(|cfg| {
+        two_models(cfg);
+        cfg.load_delay = Duration::from_secs(4);
+        cfg.shutdown_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (client, url) = (s.client.clone(), s.url("/v1/chat/completions"));
+    let waiting = tokio::spawn(async move {
+        let r = client.post(url).json(&greedy(Some("q"))).send().await;
+        r.map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    s.shutdown().await;
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let answer = waiting.await.unwrap();
+    assert!(
+        answer.as_ref().map_or(true, |st| *st != StatusCode::OK),
+        "{answer:?}"
+    );
+}

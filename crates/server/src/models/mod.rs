@@ -336,12 +336,14 @@ impl Registry {
     }
 
     /// After the drain: drops every model and waits for its engine thread (call off the async
-    /// runtime).
+    /// runtime). A model still loading is not waited for: shutdown stays bounded by its
+    /// deadline, and the load, finding the server shutting down, ends without running.
     pub fn join_all(&self) {
         let engines: Vec<_> = {
             let mut slots = self.lock();
             slots
                 .iter_mut()
+                .filter(|s| !matches!(s.phase, Phase::Loading(_)))
                 .map(|s| {
                     s.phase = Phase::Unloaded;
                     s.engine.take()
