@@ -166,7 +166,7 @@ fn prepare(
         (a, b) => a.or(b.map(|b| b.saturating_sub(weights))),
     };
     let engine_cfg = engine_config(cfg, file.n_ctx, &file.config, memory);
-    let need = weights + kv_bytes(&file, &engine_cfg);
+    let need = weights + cache_bytes(&file, &engine_cfg);
     make_room(reg, i, need)?;
     Ok(Opened {
         file,
@@ -185,17 +185,23 @@ pub(crate) fn open(cfg: &ServerConfig) -> Result<ModelFile, ServerError> {
     Ok(file)
 }
 
-/// The KV pools' bytes, both groups.
-fn kv_bytes(file: &ModelFile, e: &EngineConfig) -> u64 {
+/// What the engine's caches take: the KV pools (both groups) and, for hybrid models, the
+/// recurrent state's slots and snapshot budget.
+fn cache_bytes(file: &ModelFile, e: &EngineConfig) -> u64 {
     let c = &file.config;
     let tokens = |blocks: usize| (blocks * e.block_size) as u64;
-    match c.sliding_window() {
+    let kv = match c.sliding_window() {
         None => tokens(e.n_blocks) * c.kv_bytes_per_token(e.kv_type) as u64,
         Some(_) => {
             let (full, sliding) = c.kv_bytes_per_token_split(e.kv_type);
             tokens(e.n_blocks) * full as u64 + tokens(e.n_window_blocks) * sliding as u64
         }
-    }
+    };
+    let state = match c.state_bytes_per_seq() {
+        0 => 0,
+        per_seq => per_seq * e.scheduler.max_seqs + e.scheduler.snapshots.budget_bytes,
+    };
+    kv + state as u64
 }
 
 /// Reserves `need` bytes of the budget for model `i`, unloading least recently used unpinned
