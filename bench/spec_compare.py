@@ -139,9 +139,10 @@ def metric(port, name):
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
+    # Per-model series carry a `model_name` label; the one model's is the only one.
     for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
     return 0.0
 
 

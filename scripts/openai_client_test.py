@@ -329,7 +329,7 @@ def health_and_metrics(c):
     assert status == 200, status
     for name in ("frugal_requests_finished_total", "frugal_prefix_cache_hit_tokens_total",
                  "frugal_time_to_first_token_seconds_count"):
-        m = re.search(rf"^{name} (\S+)$", body, re.M)
+        m = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", body, re.M)
         assert m and float(m.group(1)) > 0, f"{name} missing or zero in /metrics"
 
 

@@ -57,7 +57,7 @@ enum Command {
     Perplexity(commands::perplexity::Args),
     /// Generate text from a prompt, or chat interactively with --chat.
     Run(commands::run::Args),
-    /// Serve the model over an OpenAI-compatible HTTP API.
+    /// Serve one model, or several, over an OpenAI-compatible HTTP API.
     Serve(Box<commands::serve::Args>),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::TokenizeArgs),

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod packed;
 pub mod parallel;
 pub mod pool;
+pub mod priority;
 pub mod quant;
 pub mod quantize;
 mod simd;

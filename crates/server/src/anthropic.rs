@@ -6,7 +6,7 @@
 use crate::api::{parse_body, ChatRequest, Common};
 use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
-use crate::routes::{prepare_chat_request, request_id, RequestBody};
+use crate::routes::{model_of, prepare_chat_request, request_id, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::worker::Done;
 use crate::AppState;
@@ -59,9 +59,10 @@ pub fn error_body(e: &ApiError) -> Value {
 
 /// `POST /v1/messages`.
 pub async fn messages(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Response, AnthropicError> {
+    let st = model_of(&app, &b).await?;
     let (gen, _, tokens, output) = crate::prep::offload(&st, move |st| {
         let (req, common) = chat_request(&b, true)?;
         prepare_chat_request(st, &req, &common)
@@ -86,9 +87,10 @@ pub async fn messages(
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens, as the template renders it.
 pub async fn count_tokens(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Response, AnthropicError> {
+    let st = model_of(&app, &b).await?;
     let n = crate::prep::offload(&st, move |st| {
         let (req, _) = chat_request(&b, false)?;
         let rendered = crate::chat::render(st, &req)?;

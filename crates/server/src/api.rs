@@ -166,6 +166,15 @@ pub const MAX_TOP_LOGPROBS: u32 = 20;
 /// Most choices per request.
 pub const MAX_N: u32 = 16;
 
+/// What the `fault-injection` feature lets a test make a request do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `user: "frugal-fault-injection:panic"`: its constraint panics inside the engine step.
+    Panic,
+    /// `user: "frugal-fault-injection:slow"`: its constraint sleeps 20 ms per token.
+    Slow,
+}
+
 /// What the handlers need from a request's common fields.
 #[derive(Debug, Clone)]
 pub struct Generation {
@@ -176,8 +185,9 @@ pub struct Generation {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
-    /// Tests only (`fault-injection` feature): make this request's constraint panic.
-    pub inject_panic: bool,
+    /// Tests only (`fault-injection` feature): a constraint that panics, or that takes a while
+    /// over every token (a request that stays in flight).
+    pub fault: Option<Fault>,
     /// Speculative decoding allowed (when the server speculates).
     pub speculate: bool,
     pub cache_prompt: bool,
@@ -263,14 +273,25 @@ impl Common {
             stop,
             stream: self.stream,
             include_usage: self.include_usage(),
-            inject_panic: cfg!(feature = "fault-injection")
-                && self.user.as_deref() == Some("frugal-fault-injection:panic"),
+            fault: self.fault(),
             speculate: self.speculative != Some(false) && self.speculative_n_max != Some(0),
             cache_prompt: self.cache_prompt != Some(false),
             cache_salt: self.cache_salt()?,
             ignore_eos: false,
             text_output: None,
         })
+    }
+
+    /// The fault a test asks for in `user` (never without the `fault-injection` feature).
+    fn fault(&self) -> Option<Fault> {
+        if !cfg!(feature = "fault-injection") {
+            return None;
+        }
+        match self.user.as_deref() {
+            Some("frugal-fault-injection:panic") => Some(Fault::Panic),
+            Some("frugal-fault-injection:slow") => Some(Fault::Slow),
+            _ => None,
+        }
     }
 
     /// `stream_options.include_usage`.

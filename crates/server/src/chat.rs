@@ -4,7 +4,7 @@
 
 use crate::api::ChatRequest;
 use crate::error::ApiError;
-use crate::{AppState, ReasoningFormat};
+use crate::{ModelState, ReasoningFormat};
 use frugal_chat::ChatTemplate;
 use frugal_constraint::Constraint;
 use frugal_output::{
@@ -42,7 +42,7 @@ fn tool_prompt(template: &ChatTemplate, req: &ChatRequest) -> ToolPrompt {
 
 /// The prompt text of a chat request.
 /// The server's template variables apply, under the request's own.
-pub fn render(st: &AppState, req: &ChatRequest) -> Result<String, ApiError> {
+pub fn render(st: &ModelState, req: &ChatRequest) -> Result<String, ApiError> {
     let defaults = &st.cfg.chat_template_kwargs;
     if defaults.is_empty() {
         return render_prompt(&st.template, req);
@@ -260,7 +260,7 @@ impl ChatOutput {
 
 /// Decides the output plan of a chat request whose prompt is `prompt`.
 pub fn output(
-    st: &AppState,
+    st: &ModelState,
     req: &ChatRequest,
     prompt: &str,
     max_tokens: usize,

@@ -8,7 +8,7 @@
 //! its current phase says so. The body timeout is the handlers' (see `routes`).
 
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::ConnMetrics;
 use axum::body::{Body, Bytes};
 use axum::http::Request;
 use axum::Router;
@@ -57,7 +57,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ConnMetrics>,
     stop: impl Future<Output = std::time::Instant>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -123,8 +123,8 @@ async fn accept_failed(e: &std::io::Error, last_warning: &mut Option<Instant>) {
 /// Answers a connection over the cap with a 503 in OpenAI's error shape and closes it; the
 /// client's request is read and discarded first (for at most [`REJECT_TIME`]) so that closing
 /// does not reset the connection before the client has read the answer.
-fn reject(mut stream: TcpStream, rejecting: &Arc<Semaphore>, metrics: &Metrics) {
-    metrics.connections_rejected.fetch_add(1, Relaxed);
+fn reject(mut stream: TcpStream, rejecting: &Arc<Semaphore>, metrics: &ConnMetrics) {
+    metrics.rejected.fetch_add(1, Relaxed);
     let Ok(permit) = rejecting.clone().try_acquire_owned() else {
         return;
     };
@@ -383,7 +383,7 @@ impl AsyncWrite for Watched {
 struct Connection {
     app: Router,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ConnMetrics>,
     activity: Arc<Activity>,
     shutdown: watch::Receiver<Option<Instant>>,
 }
@@ -436,7 +436,7 @@ impl Connection {
                     let due = self.activity.deadline(&self.limits);
                     if let Some((_, why)) = due.filter(|r| Instant::now() >= r.0) {
                         tracing::debug!("closing a connection: {why:?} timeout");
-                        self.metrics.connections_timed_out.fetch_add(1, Relaxed);
+                        self.metrics.timed_out.fetch_add(1, Relaxed);
                         return;
                     }
                 }
@@ -459,18 +459,18 @@ impl Connection {
 }
 
 /// Keeps the open-connections gauge.
-struct OpenGuard(Arc<Metrics>);
+struct OpenGuard(Arc<ConnMetrics>);
 
 impl OpenGuard {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.connections_open.fetch_add(1, Relaxed);
+    fn new(metrics: Arc<ConnMetrics>) -> Self {
+        metrics.open.fetch_add(1, Relaxed);
         OpenGuard(metrics)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
     }
 }
 

@@ -55,13 +55,17 @@ impl ApiError {
         .with_code("invalid_api_key")
     }
 
-    pub fn model_not_found(model: &str, served: &str) -> Self {
+    pub fn model_not_found(model: &str, served: &[impl AsRef<str>]) -> Self {
+        let served: Vec<String> = served.iter().map(|s| format!("'{}'", s.as_ref())).collect();
         ApiError {
             param: Some("model".into()),
             ..Self::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
-                format!("The model '{model}' does not exist; this server serves '{served}'."),
+                format!(
+                    "The model '{model}' does not exist; this server serves {}.",
+                    served.join(", ")
+                ),
             )
         }
         .with_code("model_not_found")

@@ -2,16 +2,17 @@
 //! then read back either whole ([`Choice::collect`]) or piece by piece ([`Choice::next_update`]),
 //! chat choices through their output parser (reasoning, content, tool calls).
 
-use crate::api::Generation;
+use crate::api::{Fault, Generation};
 use crate::chat::ChatOutput;
 use crate::error::ApiError;
 use crate::worker::{Command, Done, Job, JobError, Piece};
-use crate::AppState;
+use crate::ModelState;
 use frugal_constraint::{Constraint, ConstraintError};
 use frugal_engine::logprobs::TokenLogprobs;
 use frugal_engine::Request;
 use frugal_output::{OutputDelta, OutputParser, ParsedMessage};
 use frugal_scheduler::Rejected;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +35,9 @@ pub struct Choice {
     /// When the request was submitted, and when its first token came back.
     pub submitted: Instant,
     pub first_token: Option<Instant>,
+    /// The model stays loaded while a choice of it is read (the registry unloads only models
+    /// nobody else holds).
+    _model: Arc<ModelState>,
 }
 
 /// A finished choice.
@@ -159,17 +163,13 @@ impl Choice {
 
 /// Sends `gen.n` jobs per prompt to the engine and waits until it has queued them all.
 pub async fn submit(
-    st: &AppState,
+    st: &Arc<ModelState>,
     request: &str,
     prompts: &[Prompt],
     gen: &Generation,
     logprobs: Option<usize>,
     output: Option<&ChatOutput>,
 ) -> Result<Vec<Choice>, ApiError> {
-    let ready = st
-        .ready
-        .get()
-        .ok_or_else(|| ApiError::unavailable("The model is still loading."))?;
     if prompts.iter().any(|p| p.tokens.is_empty()) {
         return Err(ApiError::invalid_param("prompt", "The prompt is empty."));
     }
@@ -178,6 +178,7 @@ pub async fn submit(
         gen,
         logprobs,
         output,
+        model: st,
     };
     let arrived = Instant::now();
     let mut choices = Vec::new();
@@ -186,8 +187,7 @@ pub async fn submit(
         for i in 0..gen.n {
             let (job, mut choice, accepted) = submit.job(p, i, arrived, choices.len());
             choice.prompt = pi;
-            ready
-                .commands
+            st.commands
                 .send(Command::Add(Box::new(job)))
                 .map_err(|_| ApiError::unavailable("The server is shutting down."))?;
             pending.push(accepted);
@@ -210,6 +210,7 @@ struct Submit<'a> {
     gen: &'a Generation,
     logprobs: Option<usize>,
     output: Option<&'a ChatOutput>,
+    model: &'a Arc<ModelState>,
 }
 
 impl Submit<'_> {
@@ -229,8 +230,8 @@ impl Submit<'_> {
         let mut req = Request::new(p.tokens.clone(), self.gen.max_tokens, sampling);
         req.stop = self.gen.stop.clone();
         req.logprobs = self.logprobs;
-        req.constraint = if self.gen.inject_panic {
-            Some(Box::new(PanicConstraint))
+        req.constraint = if let Some(fault) = self.gen.fault {
+            Some(Box::new(FaultConstraint(fault)))
         } else if let Some(chat) = self.output {
             chat.constraint()
         } else {
@@ -256,6 +257,7 @@ impl Submit<'_> {
             called_tools: false,
             submitted: arrived,
             first_token: None,
+            _model: self.model.clone(),
         };
         (job, choice, acc_rx)
     }
@@ -275,12 +277,17 @@ fn job_error(e: JobError) -> ApiError {
     }
 }
 
-/// The `fault-injection` feature's constraint: fails its sequence from inside the engine step.
-struct PanicConstraint;
+/// The `fault-injection` feature's constraint: fails its sequence from inside the engine step,
+/// or makes every step of it slow.
+struct FaultConstraint(Fault);
 
-impl Constraint for PanicConstraint {
+impl Constraint for FaultConstraint {
     fn mask(&mut self, _logits: &mut [f32]) -> Result<(), ConstraintError> {
-        panic!("fault injected by the request");
+        match self.0 {
+            Fault::Panic => panic!("fault injected by the request"),
+            Fault::Slow => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+        Ok(())
     }
 
     fn accept(&mut self, _token: u32) -> Result<bool, ConstraintError> {

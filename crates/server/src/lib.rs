@@ -1,7 +1,8 @@
 //! `frugal serve`: an OpenAI/DeepSeek-compatible HTTP server. The HTTP side ([`routes`], with
 //! request types in [`api`], errors in [`error`], streaming and response shapes in [`respond`])
-//! runs on tokio; the model runs on one engine thread ([`worker`]) that batches every request's
-//! sequences into shared forward passes. [`metrics`] is what both sides report.
+//! runs on tokio; each served model (the registry, `models`) runs on an engine thread of its own
+//! ([`worker`]) that batches every request's sequences into shared forward passes. [`metrics`]
+//! is what both sides report.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ mod disk_cache;
 pub mod error;
 mod jobs;
 pub mod metrics;
+mod models;
 mod native;
 mod page;
 mod prep;
@@ -37,10 +39,10 @@ use frugal_output::TokenEnv;
 pub use frugal_scheduler::SnapshotConfig;
 use frugal_scheduler::{window_pool_blocks, SchedulerConfig};
 use frugal_tokenizer::Tokenizer;
-use metrics::Metrics;
+pub use models::spec::{read_models_file, ModelSpec};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// Everything `frugal serve` can be told.
@@ -121,6 +123,18 @@ pub struct ServerConfig {
     pub cache_disk_size: u64,
     /// Speculative decoding for every request that does not opt out (`--spec`).
     pub speculation: Option<Speculation>,
+    /// The models served when there are several (the first is the default); empty: the one
+    /// `model`, with `model_aliases` and the settings above.
+    pub models: Vec<ModelSpec>,
+    /// What the loaded models may take together (weights and KV caches, `--models-memory`):
+    /// before a model loads, least recently used unpinned idle ones are unloaded to make room.
+    pub models_memory: Option<u64>,
+    /// How long a request waits for its model to load before a 503.
+    pub model_load_timeout: Duration,
+    /// Tests only (`fault-injection` feature): every load sleeps this long first, so that a
+    /// test sees a model loading.
+    #[cfg(feature = "fault-injection")]
+    pub load_delay: Duration,
 }
 
 /// How the server speculates: where guesses come from, and how many are verified.
@@ -203,7 +217,24 @@ impl ServerConfig {
             speculation: None,
             cache_dir: None,
             cache_disk_size: 10 << 30,
+            models: Vec::new(),
+            models_memory: None,
+            model_load_timeout: Duration::from_secs(300),
+            #[cfg(feature = "fault-injection")]
+            load_delay: Duration::ZERO,
         }
+    }
+
+    /// The models served: `models`, or the one `model` (loaded at startup, never unloaded).
+    pub fn served_models(&self) -> Vec<ModelSpec> {
+        if !self.models.is_empty() {
+            return self.models.clone();
+        }
+        vec![ModelSpec {
+            aliases: self.model_aliases.clone(),
+            pinned: true,
+            ..ModelSpec::new(self.model.clone())
+        }]
     }
 
     fn connection_limits(&self) -> Result<conn::Limits, ServerError> {
@@ -238,21 +269,29 @@ pub enum ServerError {
     Config(String),
     #[error("the engine thread stopped: {0}")]
     Engine(String),
+    #[error("cannot load the model '{model}': {reason}")]
+    ModelLoad { model: String, reason: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// What the handlers share once the model is loaded.
-pub(crate) struct Ready {
-    pub commands: mpsc::Sender<worker::Command>,
-}
-
+/// What every request shares, whichever model it uses.
 pub(crate) struct AppState {
     pub cfg: ServerConfig,
-    /// The name responses carry (the first of `model_names`).
+    pub connections: Arc<metrics::ConnMetrics>,
+    /// Responses API answers kept for `previous_response_id` (the same store as the models').
+    pub responses: Arc<responses::ResponseStore>,
+    /// The served models.
+    pub models: Arc<models::Registry>,
+}
+
+/// A loaded model, as the handlers use it. A request holds it (an `Arc`) until its answer is
+/// sent, which keeps the model from being unloaded meanwhile.
+pub(crate) struct ModelState {
+    /// The server's settings with the model's own applied.
+    pub cfg: ServerConfig,
+    /// The name responses carry (the first of the model's names).
     pub model_id: String,
-    /// Every name the model is listed under.
-    pub model_names: Vec<String>,
     pub created: u64,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
@@ -261,15 +300,16 @@ pub(crate) struct AppState {
     pub output: Result<Arc<TokenEnv>, String>,
     pub n_ctx: usize,
     pub n_vocab: usize,
-    pub ready: OnceLock<Ready>,
-    pub metrics: Arc<Metrics>,
+    /// The model's engine thread; dropping the last sender stops it.
+    pub commands: mpsc::Sender<worker::Command>,
     /// The blocking pool for parsing, templating and tokenizing, and the cheap prompt bound.
     pub prep: prep::Prep,
-    /// Responses API answers kept for `previous_response_id` and `GET /v1/responses/{id}`.
-    pub responses: responses::ResponseStore,
+    /// Responses API answers kept for `previous_response_id` and `GET /v1/responses/{id}`
+    /// (one store for every model).
+    pub responses: Arc<responses::ResponseStore>,
 }
 
-impl AppState {
+impl ModelState {
     pub fn created_now(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -281,99 +321,77 @@ impl AppState {
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    /// Opened; its weights load in [`Server::run`].
-    file: ModelFile,
-    /// The draft model (`--spec draft`), opened and checked against the model's vocabulary.
-    draft: Option<ModelFile>,
 }
 
 impl Server {
-    /// Opens the model file, reads its tokenizer and template, and binds the socket. The weights
-    /// load in [`Server::run`], while `/health` answers 503.
+    /// Opens the pinned models' files (with one model, that one), checks that the others
+    /// exist, and binds the socket. The weights load in [`Server::run`], while `/health`
+    /// answers 503.
     pub async fn bind(cfg: ServerConfig) -> Result<Server, ServerError> {
         if cfg.max_seqs == 0 || cfg.token_budget == 0 || cfg.block_size == 0 {
             return Err(ServerError::Config(
                 "max-seqs, token budget and block size must be at least 1".into(),
             ));
         }
-        let file = ModelFile::open(&cfg.model, &cfg.model_options())?;
-        file.check_kv_type(cfg.kv_type)?;
-        for w in &file.warnings {
-            tracing::warn!("{w}");
+        let specs = cfg.served_models();
+        let several = specs.len() > 1;
+        if several
+            && matches!(
+                &cfg.speculation,
+                Some(Speculation {
+                    method: SpecMethod::Draft(_),
+                    ..
+                })
+            )
+        {
+            return Err(ServerError::Config(
+                "--spec draft serves one model; with several, use --spec ngram or mtp".into(),
+            ));
         }
-        let draft = open_draft(&cfg, &file)?;
-        let mut model_names = cfg.model_aliases.clone();
-        if model_names.is_empty() {
-            model_names.push(
-                cfg.model
-                    .file_stem()
-                    .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()),
-            );
-        }
-        let model_id = model_names[0].clone();
+        let opened = specs
+            .iter()
+            .map(|s| open_at_startup(&cfg, s))
+            .collect::<Result<Vec<_>, _>>()?;
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|error| ServerError::Bind { addr, error })?;
-        let created = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let output = TokenEnv::new(file.tokenizer.clone())
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
-        if let Err(e) = &output {
-            tracing::warn!("constrained decoding is unavailable: {e}");
-        }
-        let prep = prep::Prep::new(&file.tokenizer);
+        let responses = Arc::<responses::ResponseStore>::default();
+        let shared = models::Shared {
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            responses: responses.clone(),
+            prep_permits: prep::permits(),
+        };
+        let registry = models::Registry::new(&cfg, specs, opened, shared)?;
         let state = Arc::new(AppState {
-            n_vocab: file.config.n_vocab,
-            n_ctx: file.n_ctx,
-            tokenizer: file.tokenizer.clone(),
             cfg,
-            model_id,
-            model_names,
-            created,
-            output,
-            template: file.template.clone(),
-            ready: OnceLock::new(),
-            metrics: Arc::new(Metrics::default()),
-            prep,
-            responses: responses::ResponseStore::default(),
+            connections: Arc::default(),
+            responses,
+            models: Arc::new(registry),
         });
-        Ok(Server {
-            listener,
-            state,
-            file,
-            draft,
-        })
+        Ok(Server { listener, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Loads the weights on the engine thread and serves until `shutdown` resolves; then stops
-    /// accepting, lets running requests finish within the shutdown timeout and returns.
+    /// Loads the pinned models on their engine threads and serves until `shutdown` resolves;
+    /// then stops accepting, lets running requests finish within the shutdown timeout and
+    /// returns.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server {
-            listener,
-            state,
-            file,
-            draft,
-        } = self;
+        let Server { listener, state } = self;
         let local = listener.local_addr().ok();
         let limits = state.cfg.connection_limits()?;
-        let (cmd_tx, cmd_rx) = mpsc::channel();
-        let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
-        let engine = spawn_engine(file, draft, state.clone(), cmd_rx, loaded_tx)?;
-
         let app = routes::router(state.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let timeout = state.cfg.shutdown_timeout;
-        let drain_tx = cmd_tx.clone();
+        let models = state.models.clone();
         let stop = async move {
             let mut stop_rx = stop_rx;
             tokio::select! {
@@ -384,56 +402,65 @@ impl Server {
                 "shutting down: no new requests; waiting up to {timeout:?} for running ones"
             );
             let deadline = Instant::now() + timeout;
-            let _ = drain_tx.send(worker::Command::Drain(deadline));
+            models.drain(deadline);
             deadline
         };
+        // The pinned weights load while the socket already answers /health with 503.
+        let pinned = state.models.load_pinned();
         let server = tokio::spawn(conn::serve(
             listener,
             app,
             limits,
-            state.metrics.clone(),
+            state.connections.clone(),
             stop,
         ));
-
-        // The weights load while the socket already answers /health with 503.
-        match loaded_rx.await {
-            Ok(Ok(())) => {
-                let _ = state.ready.set(Ready { commands: cmd_tx });
-                tracing::info!(
-                    "ready: serving '{}' on http://{}",
-                    state.model_id,
-                    local.map_or_else(
-                        || format!("{}:{}", state.cfg.host, state.cfg.port),
-                        |a| a.to_string()
-                    )
-                );
-            }
-            Ok(Err(e)) => {
-                let _ = stop_tx.send(true);
-                let _ = server.await;
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = stop_tx.send(true);
-                let _ = server.await;
-                return Err(ServerError::Engine(
-                    "the engine thread died while loading".into(),
-                ));
-            }
+        let loaded = pinned.wait(&state.models).await;
+        if loaded.is_ok() {
+            tracing::info!(
+                "ready: serving '{}' on http://{}",
+                state.models.names(),
+                local.map_or_else(
+                    || format!("{}:{}", state.cfg.host, state.cfg.port),
+                    |a| a.to_string()
+                )
+            );
+        } else {
+            let _ = stop_tx.send(true);
         }
-        server
-            .await
-            .map_err(|e| ServerError::Engine(e.to_string()))?;
-        // The engine thread exits once it has drained (or its command channel closes).
+        let served = server.await;
+        // The engine threads exit once drained (or when their command channels close).
+        let models = state.models.clone();
         drop(state);
-        let _ = tokio::task::spawn_blocking(move || engine.join()).await;
-        Ok(())
+        let _ = tokio::task::spawn_blocking(move || models.join_all()).await;
+        loaded?;
+        served.map_err(|e| ServerError::Engine(e.to_string()))
     }
+}
+
+/// A model's file at startup: opened now if it is pinned (so that a bad one stops the server
+/// before it listens), else only checked to exist (it opens when first used).
+fn open_at_startup(cfg: &ServerConfig, spec: &ModelSpec) -> Result<Option<ModelFile>, ServerError> {
+    if !spec.pinned {
+        if !spec.model.is_file() {
+            return Err(ServerError::Config(format!(
+                "{}: no such model file",
+                spec.model.display()
+            )));
+        }
+        return Ok(None);
+    }
+    let settings = spec.settings(cfg);
+    let file = models::open(&settings)?;
+    open_draft(&settings, &file)?;
+    Ok(Some(file))
 }
 
 /// Opens the draft model of `--spec draft` and checks that it speaks the model's vocabulary;
 /// refuses a method the model cannot use.
-fn open_draft(cfg: &ServerConfig, target: &ModelFile) -> Result<Option<ModelFile>, ServerError> {
+pub(crate) fn open_draft(
+    cfg: &ServerConfig,
+    target: &ModelFile,
+) -> Result<Option<ModelFile>, ServerError> {
     let Some(spec) = &cfg.speculation else {
         return Ok(None);
     };
@@ -454,71 +481,8 @@ fn open_draft(cfg: &ServerConfig, target: &ModelFile) -> Result<Option<ModelFile
     }
 }
 
-fn spawn_engine(
-    file: ModelFile,
-    draft_file: Option<ModelFile>,
-    state: Arc<AppState>,
-    commands: mpsc::Receiver<worker::Command>,
-    loaded: tokio::sync::oneshot::Sender<Result<(), ServerError>>,
-) -> Result<std::thread::JoinHandle<()>, ServerError> {
-    let memory =
-        frugal_models::available_memory().map(|avail| avail.saturating_sub(file.gguf.file_size()));
-    let engine_cfg = engine_config(&state.cfg, file.n_ctx, &file.config, memory);
-    let disk = disk_cache::open(&state.cfg, &file)?;
-    let metrics = state.metrics.clone();
-    let max_seqs = state.cfg.max_seqs;
-    let speculation = state.cfg.speculation.clone();
-    drop(state);
-    let handle = std::thread::Builder::new()
-        .name("frugal-engine".into())
-        .spawn(move || {
-            let t0 = Instant::now();
-            let model = match file.load(None) {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = loaded.send(Err(e.into()));
-                    return;
-                }
-            };
-            let pool = file.thread_pool();
-            let ModelFile {
-                gguf, tokenizer, ..
-            } = file;
-            // The weights hold what they need of the file's map.
-            drop(gguf);
-            tracing::info!(
-                "loaded in {:.1}s; KV cache: {}, context {} tokens, up to {} sequences",
-                t0.elapsed().as_secs_f64(),
-                kv_cache_summary(model.config(), &engine_cfg),
-                engine_cfg.scheduler.n_ctx,
-                max_seqs,
-            );
-            log_state_memory(&model, &engine_cfg);
-            let draft = draft_file.map(|f| f.load(None).map(|m| (m, f.tokenizer.clone())));
-            let draft = match draft.transpose() {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = loaded.send(Err(e.into()));
-                    return;
-                }
-            };
-            let spec =
-                match speculator(speculation, &model, &tokenizer, draft.as_ref(), &engine_cfg) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = loaded.send(Err(e));
-                        return;
-                    }
-                };
-            let engine = build_engine(&model, &tokenizer, &pool, engine_cfg, spec, disk);
-            let _ = loaded.send(Ok(()));
-            worker::run(engine, commands, metrics);
-        })?;
-    Ok(handle)
-}
-
 /// The engine of the served model, with its speculation and disk tier.
-fn build_engine<'a>(
+pub(crate) fn build_engine<'a>(
     model: &'a frugal_models::Model,
     tokenizer: &'a Tokenizer,
     pool: &'a frugal_kernels::ThreadPool,
@@ -547,7 +511,7 @@ fn build_engine<'a>(
 
 /// The speculator `--spec` asks for: n-gram lookup, the model's MTP head, or the loaded draft
 /// model.
-fn speculator<'a>(
+pub(crate) fn speculator<'a>(
     speculation: Option<Speculation>,
     model: &'a frugal_models::Model,
     tokenizer: &Tokenizer,
@@ -596,7 +560,7 @@ fn speculator<'a>(
 
 /// For hybrid models: the recurrent state's memory, per sequence and for the snapshots that
 /// let prefix caching resume a prompt, beside what the KV cache takes per token.
-fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineConfig) {
+pub(crate) fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineConfig) {
     let per_seq = model.state_bytes_per_seq();
     if per_seq == 0 {
         return;
@@ -618,7 +582,7 @@ fn log_state_memory(model: &frugal_models::Model, engine_cfg: &worker::EngineCon
 }
 
 /// The KV pools, as the startup log states them: blocks, tokens and memory of each.
-fn kv_cache_summary(model: &ModelConfig, e: &worker::EngineConfig) -> String {
+pub(crate) fn kv_cache_summary(model: &ModelConfig, e: &worker::EngineConfig) -> String {
     let mib = |blocks: usize, bytes_per_token: usize| {
         (blocks * e.block_size * bytes_per_token) as f64 / (1 << 20) as f64
     };
@@ -683,7 +647,7 @@ fn default_kv_tokens(
 /// sliding-window layers, their pool gets what the running sequences need (one window plus one
 /// chunk each) and the full-attention layers' pool the rest of the memory, at least one full
 /// context.
-fn engine_config(
+pub(crate) fn engine_config(
     cfg: &ServerConfig,
     n_ctx: usize,
     model: &ModelConfig,

@@ -33,14 +33,14 @@ impl Histogram {
         self.count += 1;
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    /// The series of one model (`label`: its `model_name="…"` pair), without HELP and TYPE.
+    fn render(&self, out: &mut String, name: &str, label: &str) {
         for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+            let _ = writeln!(out, "{name}_bucket{{{label},le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{label}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{label}}} {}", self.count);
     }
 }
 
@@ -51,7 +51,7 @@ const TPOT_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Everything `/metrics` reports. Gauges are set by the engine thread after each step; counters
+/// What `/metrics` reports of one model, labelled with its name. Gauges are set by the engine thread after each step; counters
 /// only grow.
 #[derive(Debug)]
 pub struct Metrics {
@@ -72,12 +72,6 @@ pub struct Metrics {
     pub requests_aborted: AtomicU64,
     pub requests_failed: AtomicU64,
     pub requests_rejected: AtomicU64,
-    /// Connections being served (set by the HTTP side, not the engine).
-    pub connections_open: AtomicU64,
-    /// Connections over `--max-connections`, answered 503 and closed.
-    pub connections_rejected: AtomicU64,
-    /// Connections closed by the header, idle or write timeout.
-    pub connections_timed_out: AtomicU64,
     /// Speculative decoding: guessed tokens verified, accepted, and verifications.
     pub spec_draft_tokens: AtomicU64,
     pub spec_accepted_tokens: AtomicU64,
@@ -106,9 +100,6 @@ impl Default for Metrics {
             requests_aborted: AtomicU64::new(0),
             requests_failed: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
-            connections_open: AtomicU64::new(0),
-            connections_rejected: AtomicU64::new(0),
-            connections_timed_out: AtomicU64::new(0),
             spec_draft_tokens: AtomicU64::new(0),
             spec_accepted_tokens: AtomicU64::new(0),
             spec_verifications: AtomicU64::new(0),
@@ -129,7 +120,7 @@ impl Metrics {
     }
 
     /// The gauges: (name, help, value).
-    fn gauges(&self) -> [(&'static str, &'static str, &AtomicU64); 7] {
+    fn gauges(&self) -> [(&'static str, &'static str, &AtomicU64); 6] {
         [
             (
                 "frugal_requests_running",
@@ -161,16 +152,11 @@ impl Metrics {
                 "KV-cache blocks in the sliding-window layers' pool (0 without such layers).",
                 &self.kv_window_blocks_total,
             ),
-            (
-                "frugal_connections_open",
-                "HTTP connections being served.",
-                &self.connections_open,
-            ),
         ]
     }
 
     /// The counters: (name, help, value).
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 14] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 12] {
         [
             (
                 "frugal_prompt_tokens_total",
@@ -218,16 +204,6 @@ impl Metrics {
                 &self.requests_rejected,
             ),
             (
-                "frugal_connections_rejected_total",
-                "Connections over the cap, answered 503 and closed.",
-                &self.connections_rejected,
-            ),
-            (
-                "frugal_connections_timed_out_total",
-                "Connections closed by the header, idle or write timeout.",
-                &self.connections_timed_out,
-            ),
-            (
                 "frugal_spec_draft_tokens_total",
                 "Speculative decoding: guessed tokens verified.",
                 &self.spec_draft_tokens,
@@ -245,91 +221,259 @@ impl Metrics {
         ]
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let gauges = self.gauges().map(|(n, h, v)| (n, "gauge", h, v));
-        let counters = self.counters().map(|(n, h, v)| (n, "counter", h, v));
-        for (name, kind, help, v) in gauges.into_iter().chain(counters) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
-            );
-        }
-        if let Some(d) = *lock(&self.disk) {
-            render_disk(&mut out, &d);
-        }
-        let verifications = self.spec_verifications.load(Relaxed);
-        let mean = match verifications {
+    fn mean_accepted(&self) -> f64 {
+        match self.spec_verifications.load(Relaxed) {
             0 => 0.0,
             n => self.spec_accepted_tokens.load(Relaxed) as f64 / n as f64,
-        };
-        let name = "frugal_spec_mean_accepted_tokens";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Speculative decoding: guessed tokens accepted per verification.\n# TYPE {name} gauge\n{name} {mean}"
+        }
+    }
+
+    /// Every gauge and counter with its value, the same families in the same order for every
+    /// model.
+    fn families(&self) -> Vec<Family> {
+        let gauges = self
+            .gauges()
+            .map(|(n, h, v)| (n, "gauge", h, v.load(Relaxed) as f64));
+        let counters = self
+            .counters()
+            .map(|(n, h, v)| (n, "counter", h, v.load(Relaxed) as f64));
+        let mean = (
+            "frugal_spec_mean_accepted_tokens",
+            "gauge",
+            "Speculative decoding: guessed tokens accepted per verification.",
+            self.mean_accepted(),
         );
-        lock(&self.ttft).render(
-            &mut out,
-            "frugal_time_to_first_token_seconds",
-            "Time from a request's arrival to its first generated token.",
-        );
-        lock(&self.tpot).render(
-            &mut out,
-            "frugal_time_per_output_token_seconds",
-            "Time between consecutive generated tokens of a sequence.",
-        );
-        out
+        gauges.into_iter().chain(counters).chain([mean]).collect()
     }
 }
 
-/// The disk tier's counters and size.
-fn render_disk(out: &mut String, d: &frugal_diskcache::Stats) {
+/// A series family and one model's value: (name, type, help, value).
+type Family = (&'static str, &'static str, &'static str, f64);
+
+/// The server's own series, not any model's: its connections.
+#[derive(Debug, Default)]
+pub struct ConnMetrics {
+    /// Connections being served.
+    pub open: AtomicU64,
+    /// Connections over `--max-connections`, answered 503 and closed.
+    pub rejected: AtomicU64,
+    /// Connections closed by the header, idle or write timeout.
+    pub timed_out: AtomicU64,
+}
+
+/// One served model as `/metrics` shows it: its name, its engine's series, and what the
+/// registry knows of it (loaded or not, loads and unloads).
+pub struct ModelSeries<'a> {
+    pub name: &'a str,
+    pub metrics: &'a Metrics,
+    pub lifecycle: Lifecycle,
+}
+
+/// A model's loads and unloads, as the registry counts them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lifecycle {
+    pub loaded: bool,
+    pub loads: u64,
+    pub load_failures: u64,
+    pub unloads: u64,
+    pub load_seconds: f64,
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(name: &str) -> String {
+    let v = name
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("model_name=\"{v}\"")
+}
+
+/// Every family once (HELP, TYPE), then one series per model (`model_name`, as vLLM labels
+/// them); the connection series unlabelled.
+pub fn render(conn: &ConnMetrics, models: &[ModelSeries<'_>]) -> String {
+    let mut out = String::new();
+    let labels: Vec<String> = models.iter().map(|m| label(m.name)).collect();
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    // Each model's values of the same families, in the same order.
+    let values: Vec<Vec<Family>> = models.iter().map(|m| m.metrics.families()).collect();
+    if let Some(first) = values.first() {
+        for (f, &(name, kind, help, _)) in first.iter().enumerate() {
+            head(&mut out, name, kind, help);
+            for (v, l) in values.iter().zip(&labels) {
+                let _ = writeln!(out, "{name}{{{l}}} {}", v[f].3);
+            }
+        }
+    }
+    render_lifecycle(&mut out, models, &labels);
+    let histograms = [
+        (
+            "frugal_time_to_first_token_seconds",
+            "Time from a request's arrival to its first generated token.",
+        ),
+        (
+            "frugal_time_per_output_token_seconds",
+            "Time between consecutive generated tokens of a sequence.",
+        ),
+    ];
+    for (k, (name, help)) in histograms.into_iter().enumerate() {
+        head(&mut out, name, "histogram", help);
+        for (m, l) in models.iter().zip(&labels) {
+            let h = if k == 0 {
+                &m.metrics.ttft
+            } else {
+                &m.metrics.tpot
+            };
+            lock(h).render(&mut out, name, l);
+        }
+    }
+    let disks: Vec<(String, frugal_diskcache::Stats)> = models
+        .iter()
+        .zip(&labels)
+        .filter_map(|(m, l)| lock(&m.metrics.disk).map(|d| (l.clone(), d)))
+        .collect();
+    render_disk(&mut out, &disks);
+    render_connections(&mut out, conn);
+    out
+}
+
+/// The registry's view of each model: loaded or not, loads, failures, unloads, load time.
+fn render_lifecycle(out: &mut String, models: &[ModelSeries<'_>], labels: &[String]) {
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&Lifecycle) -> f64,
+    );
+    let rows: [Row; 5] = [
+        (
+            "frugal_model_loaded",
+            "gauge",
+            "1 while the model is loaded, else 0.",
+            |l| f64::from(u8::from(l.loaded)),
+        ),
+        (
+            "frugal_model_loads_total",
+            "counter",
+            "Times the model was loaded.",
+            |l| l.loads as f64,
+        ),
+        (
+            "frugal_model_load_failures_total",
+            "counter",
+            "Loads of the model that failed.",
+            |l| l.load_failures as f64,
+        ),
+        (
+            "frugal_model_unloads_total",
+            "counter",
+            "Times the model was unloaded to make room for another.",
+            |l| l.unloads as f64,
+        ),
+        (
+            "frugal_model_load_seconds_total",
+            "counter",
+            "Time spent loading the model.",
+            |l| l.load_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (m, l) in models.iter().zip(labels) {
+            let _ = writeln!(out, "{name}{{{l}}} {}", value(&m.lifecycle));
+        }
+    }
+}
+
+fn render_connections(out: &mut String, c: &ConnMetrics) {
     let rows = [
-        ("files", "gauge", "Block files in the disk tier.", d.files),
+        (
+            "frugal_connections_open",
+            "gauge",
+            "HTTP connections being served.",
+            &c.open,
+        ),
+        (
+            "frugal_connections_rejected_total",
+            "counter",
+            "Connections over the cap, answered 503 and closed.",
+            &c.rejected,
+        ),
+        (
+            "frugal_connections_timed_out_total",
+            "counter",
+            "Connections closed by the header, idle or write timeout.",
+            &c.timed_out,
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+}
+
+/// The disk tier's counters and size, per model that has one.
+fn render_disk(out: &mut String, disks: &[(String, frugal_diskcache::Stats)]) {
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&frugal_diskcache::Stats) -> u64,
+    );
+    let rows: [Row; 7] = [
+        ("files", "gauge", "Block files in the disk tier.", |d| {
+            d.files
+        }),
         (
             "bytes",
             "gauge",
             "Bytes of block files in the disk tier.",
-            d.bytes,
+            |d| d.bytes,
         ),
         (
             "blocks_read_total",
             "counter",
             "Blocks read back from disk.",
-            d.blocks_read,
+            |d| d.blocks_read,
         ),
         (
             "blocks_written_total",
             "counter",
             "Blocks written to disk.",
-            d.blocks_written,
+            |d| d.blocks_written,
         ),
         (
             "blocks_rejected_total",
             "counter",
             "Block files found damaged, truncated or foreign, and removed.",
-            d.blocks_rejected,
+            |d| d.blocks_rejected,
         ),
         (
             "blocks_dropped_total",
             "counter",
             "Blocks not written: the writer was behind, or a full disk paused it.",
-            d.blocks_dropped,
+            |d| d.blocks_dropped,
         ),
         (
             "write_errors_total",
             "counter",
             "Failed block writes.",
-            d.write_errors,
+            |d| d.write_errors,
         ),
     ];
-    for (name, kind, help, v) in rows {
+    if disks.is_empty() {
+        return;
+    }
+    for (name, kind, help, value) in rows {
         let name = format!("frugal_disk_cache_{name}");
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (l, d) in disks {
+            let _ = writeln!(out, "{name}{{{l}}} {}", value(d));
+        }
     }
 }
 
@@ -348,9 +492,50 @@ mod tests {
         let m = Metrics::default();
         m.observe_ttft(0.02);
         m.observe_ttft(3.0);
-        let text = m.render();
-        assert!(text.contains("frugal_time_to_first_token_seconds_bucket{le=\"0.025\"} 1"));
-        assert!(text.contains("frugal_time_to_first_token_seconds_bucket{le=\"5\"} 2"));
-        assert!(text.contains("frugal_time_to_first_token_seconds_count 2"));
+        let text = render(
+            &ConnMetrics::default(),
+            &[ModelSeries {
+                name: "m",
+                metrics: &m,
+                lifecycle: Lifecycle::default(),
+            }],
+        );
+        assert!(text.contains(
+            "frugal_time_to_first_token_seconds_bucket{model_name=\"m\",le=\"0.025\"} 1"
+        ));
+        assert!(
+            text.contains("frugal_time_to_first_token_seconds_bucket{model_name=\"m\",le=\"5\"} 2")
+        );
+        assert!(text.contains("frugal_time_to_first_token_seconds_count{model_name=\"m\"} 2"));
+    }
+
+    #[test]
+    fn every_family_once_and_a_series_per_model() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        b.generation_tokens.store(7, Relaxed);
+        let series = |name, metrics, loaded| ModelSeries {
+            name,
+            metrics,
+            lifecycle: Lifecycle {
+                loaded,
+                ..Lifecycle::default()
+            },
+        };
+        let conn = ConnMetrics::default();
+        let text = render(&conn, &[series("a", &a, true), series("b\"x", &b, false)]);
+        assert_eq!(
+            text.matches("# TYPE frugal_generation_tokens_total ")
+                .count(),
+            1
+        );
+        assert!(text.contains("frugal_generation_tokens_total{model_name=\"a\"} 0\n"));
+        assert!(text.contains("frugal_generation_tokens_total{model_name=\"b\\\"x\"} 7\n"));
+        assert!(text.contains("frugal_model_loaded{model_name=\"a\"} 1\n"));
+        assert!(text.contains("frugal_connections_open 0\n"));
+        assert_eq!(
+            text.matches("# TYPE frugal_time_to_first_token_seconds ")
+                .count(),
+            1
+        );
     }
 }

@@ -10,8 +10,8 @@ use crate::routes::{fim_layout, fim_tokens, generation, request_id, RequestBody}
 use crate::sse::{sse_response, SseSink};
 use crate::text_output::TextOutput;
 use crate::worker::Done;
-use crate::AppState;
-use axum::extract::State;
+use crate::{AppState, ModelState};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use frugal_engine::logprobs::TokenLogprobs;
@@ -138,7 +138,7 @@ struct Prepared {
     prompt: Vec<u32>,
 }
 
-fn prepare(st: &AppState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> {
+fn prepare(st: &ModelState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> {
     let body: Map<String, Value> = crate::api::parse_body(b)?;
     let req: NativeRequest = crate::api::parse_body(b)?;
     let mut common = common_fields(&body)?;
@@ -188,7 +188,7 @@ fn prepare(st: &AppState, b: &[u8], infill: bool) -> Result<Prepared, ApiError> 
 }
 
 /// The tokens of `/completion`'s prompt: text tokenized with BOS and special tokens, ids as given.
-fn completion_prompt(st: &AppState, req: &NativeRequest) -> Result<Vec<u32>, ApiError> {
+fn completion_prompt(st: &ModelState, req: &NativeRequest) -> Result<Vec<u32>, ApiError> {
     let tok = &st.tokenizer;
     let encode = |t: &str, bos: bool| {
         tok.encode(t, bos, true).map_err(|e| {
@@ -306,18 +306,19 @@ fn extra_context(
 
 /// `POST /completion`.
 pub async fn completion(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Response, ApiError> {
-    run(st, b, false).await
+    run(&app, b, false).await
 }
 
 /// `POST /infill`.
-pub async fn infill(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
-    run(st, b, true).await
+pub async fn infill(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+    run(&app, b, true).await
 }
 
-async fn run(st: Arc<AppState>, b: axum::body::Bytes, infill: bool) -> Result<Response, ApiError> {
+async fn run(app: &AppState, b: axum::body::Bytes, infill: bool) -> Result<Response, ApiError> {
+    let st = crate::routes::model_of(app, &b).await?;
     let p = crate::prep::offload(&st, move |st| prepare(st, &b, infill)).await??;
     let id = request_id();
     let prompts = [Prompt {
@@ -343,7 +344,7 @@ async fn run(st: Arc<AppState>, b: axum::body::Bytes, infill: bool) -> Result<Re
 
 /// One native request's response shapes.
 struct Native {
-    st: Arc<AppState>,
+    st: Arc<ModelState>,
     p: Prepared,
     /// When the request was submitted.
     start: Instant,
@@ -499,9 +500,10 @@ fn timings(d: &Done, start: Instant, first: Option<Instant>, end: Instant, n: us
 /// `POST /apply-template`: a chat request's prompt as the template renders it, without
 /// generating (llama-server's endpoint).
 pub async fn apply_template(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
+    let st = crate::routes::model_of(&app, &b).await?;
     crate::prep::offload(&st, move |st| {
         let req: crate::api::ChatRequest = crate::api::parse_body(&b)?;
         let prompt = crate::chat::render(st, &req)?;
@@ -511,10 +513,14 @@ pub async fn apply_template(
 }
 
 /// `GET /props`: the server's settings as llama-server reports them.
-pub async fn props(State(st): Shared) -> Json<Value> {
+pub async fn props(
+    State(app): Shared,
+    Query(q): Query<crate::routes::ModelQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let st = app.models.get(q.model.as_deref()).await?;
     let tok = &st.tokenizer;
     let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
-    Json(json!({
+    Ok(Json(json!({
         "default_generation_settings": {
             "n_ctx": st.n_ctx,
             "params": {"n_predict": st.cfg.max_tokens.map_or(-1, |m| m as i64),
@@ -529,7 +535,7 @@ pub async fn props(State(st): Shared) -> Json<Value> {
         "modalities": {"vision": false, "audio": false},
         "build_info": concat!("frugal-", env!("CARGO_PKG_VERSION")),
         "is_sleeping": false,
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! rejects prompts that cannot fit without tokenizing them.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::ModelState;
 use frugal_tokenizer::Tokenizer;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -16,11 +16,16 @@ pub(crate) struct Prep {
     max_token_bytes: usize,
 }
 
+/// The blocking pool's permits: a few at a time, shared by every model.
+pub(crate) fn permits() -> Arc<Semaphore> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    Arc::new(Semaphore::new(workers))
+}
+
 impl Prep {
-    pub fn new(tokenizer: &Tokenizer) -> Prep {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    pub fn new(tokenizer: &Tokenizer, permits: Arc<Semaphore>) -> Prep {
         Prep {
-            permits: Arc::new(Semaphore::new(workers)),
+            permits,
             max_token_bytes: max_token_bytes(tokenizer),
         }
     }
@@ -48,8 +53,8 @@ fn max_token_bytes(tokenizer: &Tokenizer) -> usize {
 /// Runs `work` on the blocking pool once one of the pool's few permits is free; the permit is
 /// held until `work` returns, even if the client has gone away meanwhile.
 pub async fn offload<T: Send + 'static>(
-    st: &Arc<AppState>,
-    work: impl FnOnce(&AppState) -> T + Send + 'static,
+    st: &Arc<ModelState>,
+    work: impl FnOnce(&ModelState) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     let permit = st
         .prep
@@ -85,7 +90,7 @@ pub fn context_exceeded(
 }
 
 /// Rejects token ids outside the model's vocabulary (a 400 naming `param`).
-pub fn check_token_ids(st: &AppState, ids: &[u32], param: &'static str) -> Result<(), ApiError> {
+pub fn check_token_ids(st: &ModelState, ids: &[u32], param: &'static str) -> Result<(), ApiError> {
     match ids.iter().find(|&&t| t as usize >= st.n_vocab) {
         Some(bad) => Err(ApiError::invalid_param(
             param,
@@ -101,7 +106,7 @@ pub fn check_token_ids(st: &AppState, ids: &[u32], param: &'static str) -> Resul
 /// Rejects a prompt text that cannot fit the context with `max_tokens` (at least one) to
 /// generate, from its length alone; `extra` tokens (BOS, FIM tokens) come on top of the text's.
 pub fn check_length(
-    st: &AppState,
+    st: &ModelState,
     text_bytes: usize,
     extra: usize,
     max_tokens: Option<usize>,

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
 use crate::sse::{sse_response, SseSink};
 use crate::worker::Done;
-use crate::AppState;
+use crate::ModelState;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use frugal_engine::logprobs::TokenLogprobs;
@@ -25,7 +25,7 @@ pub enum Api {
 
 /// Submits every choice of every prompt, then answers as JSON or as a stream.
 pub async fn generate(
-    st: Arc<AppState>,
+    st: Arc<ModelState>,
     request: String,
     prompts: Vec<Prompt>,
     gen: Generation,
@@ -70,7 +70,7 @@ struct Output {
     created: u64,
     model: String,
     api: Api,
-    st: Arc<AppState>,
+    st: Arc<ModelState>,
 }
 
 impl Output {

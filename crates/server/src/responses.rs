@@ -16,7 +16,7 @@ use crate::jobs::{self, Choice, Prompt, Update};
 use crate::routes::{prepare_chat_request, request_id, PreparedChat, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::worker::Done;
-use crate::AppState;
+use crate::{AppState, ModelState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +40,8 @@ struct Prepared {
 }
 
 /// `POST /v1/responses`.
-pub async fn create(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+pub async fn create(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+    let st = crate::routes::model_of(&app, &b).await?;
     let p = crate::prep::offload(&st, move |st| prepare(st, &b)).await??;
     let (gen, _, tokens, output) = p.chat;
     let prompts = [Prompt { tokens, echo: None }];
@@ -50,7 +51,7 @@ pub async fn create(State(st): Shared, RequestBody(b): RequestBody) -> Result<Re
     let run = Run {
         head: head(&id, st.created_now(), &st.model_id, p.echo),
         conversation: p.conversation,
-        store: p.store.then(|| st.clone()),
+        store: p.store.then(|| st.responses.clone()),
     };
     if gen.stream {
         let timeout = st.cfg.write_timeout;
@@ -100,7 +101,7 @@ fn not_found(id: &str, param: Option<&str>) -> ApiError {
 
 /// Parses, continues the stored conversation, translates, renders and tokenizes (on the
 /// blocking pool).
-fn prepare(st: &AppState, b: &[u8]) -> Result<Prepared, ApiError> {
+fn prepare(st: &ModelState, b: &[u8]) -> Result<Prepared, ApiError> {
     let body: Map<String, Value> = parse_body(b)?;
     let history = match body.get("previous_response_id") {
         None | Some(Value::Null) => Vec::new(),
@@ -250,8 +251,8 @@ enum Outcome {
 struct Run {
     head: Value,
     conversation: Vec<Value>,
-    /// The state holding the store, when the response is to be stored.
-    store: Option<Arc<AppState>>,
+    /// The store, when the response is to be stored.
+    store: Option<Arc<ResponseStore>>,
 }
 
 impl Run {
@@ -291,7 +292,7 @@ impl Run {
     }
 
     fn save(&self, response: &Value) {
-        let Some(st) = &self.store else {
+        let Some(store) = &self.store else {
             return;
         };
         let mut conversation = self.conversation.clone();
@@ -306,7 +307,7 @@ impl Run {
             response: response.clone(),
             conversation,
         };
-        st.responses.insert(id, stored);
+        store.insert(id, stored);
     }
 
     /// The streamed response: `response.created` and `response.in_progress`, the items' events,

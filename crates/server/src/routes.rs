@@ -16,7 +16,7 @@ use crate::respond::{self, Api};
 use crate::responses;
 use crate::text_output::TextOutput;
 use crate::tokens;
-use crate::AppState;
+use crate::{AppState, ModelState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
@@ -115,8 +115,9 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// 200 once the models loaded at startup (the one model; with several, the pinned ones) are.
 async fn health(State(st): Shared) -> Response {
-    if st.ready.get().is_some() {
+    if st.models.healthy() {
         Json(json!({"status": "ok"})).into_response()
     } else {
         (
@@ -130,36 +131,28 @@ async fn health(State(st): Shared) -> Response {
 async fn metrics(State(st): Shared) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
+        st.models.render_metrics(&st.connections),
     )
         .into_response()
 }
 
-fn model_object(st: &AppState, name: &str) -> Value {
-    json!({
-        "id": name,
-        "object": "model",
-        "created": st.created,
-        "owned_by": "frugal",
-        "max_model_len": st.n_ctx,
-    })
-}
-
-/// The model under each of its names.
+/// Every model under each of its names, with its state (`status.value`: unloaded, loading,
+/// loaded or failed, as llama-server's router lists its models).
 async fn list_models(State(st): Shared) -> Json<Value> {
-    let data: Vec<Value> = st
-        .model_names
-        .iter()
-        .map(|n| model_object(&st, n))
-        .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(json!({"object": "list", "data": st.models.list()}))
 }
 
 async fn get_model(State(st): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    if st.model_names.contains(&id) {
-        Ok(Json(model_object(&st, &id)))
-    } else {
-        Err(ApiError::model_not_found(&id, &st.model_id))
+    let models = st.models.list();
+    match models.iter().find(|m| m["id"] == id.as_str()) {
+        Some(m) => Ok(Json(m.clone())),
+        None => Err(ApiError::model_not_found(
+            &id,
+            &models
+                .iter()
+                .filter_map(|m| m["id"].as_str())
+                .collect::<Vec<_>>(),
+        )),
     }
 }
 
@@ -202,20 +195,49 @@ impl FromRequest<Arc<AppState>> for RequestBody {
     }
 }
 
-/// Any model name is answered by the one model served, unless `--strict-model-name`.
-fn check_model(st: &AppState, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        Some(m) if st.cfg.strict_model_name && !st.model_names.iter().any(|n| n == m) => {
-            Err(ApiError::model_not_found(m, &st.model_id))
-        }
-        _ => Ok(()),
+/// The model a request body names in `model`, loaded (waiting while it loads). With one model
+/// and no `--strict-model-name`, whatever it names is the one model, and `model` is not read.
+pub(crate) async fn model_of(app: &AppState, body: &Bytes) -> Result<Arc<ModelState>, ApiError> {
+    let name = if app.models.needs_name() {
+        requested_model(body).await
+    } else {
+        None
+    };
+    app.models.get(name.as_deref()).await
+}
+
+/// `?model=` of the endpoints without a body (`/props`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct ModelQuery {
+    pub model: Option<String>,
+}
+
+/// The body's `model` (a string), read alone: a body that is not JSON, or names none, is the
+/// default model's, whose preparation then reports what is wrong with it. Large bodies are
+/// read on the blocking pool.
+async fn requested_model(body: &Bytes) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<Value>,
     }
+    let read = |b: &[u8]| {
+        let named: Named = serde_json::from_slice(b).ok()?;
+        named.model?.as_str().map(str::to_string)
+    };
+    if body.len() <= 64 << 10 {
+        return read(body);
+    }
+    let body = body.clone();
+    tokio::task::spawn_blocking(move || read(&body))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A request's generation parameters, its token limit `default_max` when it gives none, and
 /// never above the server's `--max-tokens`.
 pub(crate) fn generation(
-    st: &AppState,
+    st: &ModelState,
     common: &Common,
     default_max: Option<usize>,
 ) -> Result<Generation, ApiError> {
@@ -234,13 +256,14 @@ pub(crate) fn request_id() -> String {
     format!("{:08x}{:04x}", rand::random::<u32>(), n & 0xffff)
 }
 
-pub(crate) fn tokenize(st: &AppState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiError> {
+pub(crate) fn tokenize(st: &ModelState, text: &str, add_bos: bool) -> Result<Vec<u32>, ApiError> {
     st.tokenizer
         .encode(text, add_bos, true)
         .map_err(|e| ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}")))
 }
 
-async fn chat(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+async fn chat(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+    let st = model_of(&app, &b).await?;
     let (gen, logprobs, tokens, output) = offload(&st, move |st| prepare_chat(st, &b)).await??;
     let prompts = vec![jobs::Prompt { tokens, echo: None }];
     respond::generate(
@@ -260,7 +283,7 @@ async fn chat(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response
 pub(crate) type PreparedChat = (Generation, Option<usize>, Vec<u32>, ChatOutput);
 
 /// A chat request body, checked, rendered and tokenized (on the blocking pool).
-fn prepare_chat(st: &AppState, b: &[u8]) -> Result<PreparedChat, ApiError> {
+fn prepare_chat(st: &ModelState, b: &[u8]) -> Result<PreparedChat, ApiError> {
     let req: ChatRequest = parse_body(b)?;
     let common: Common = parse_body(b)?;
     prepare_chat_request(st, &req, &common)
@@ -268,11 +291,10 @@ fn prepare_chat(st: &AppState, b: &[u8]) -> Result<PreparedChat, ApiError> {
 
 /// A parsed chat request (from any API), checked, rendered and tokenized.
 pub(crate) fn prepare_chat_request(
-    st: &AppState,
+    st: &ModelState,
     req: &ChatRequest,
     common: &Common,
 ) -> Result<PreparedChat, ApiError> {
-    check_model(st, common.model.as_deref())?;
     let gen = generation(st, common, None)?;
     let logprobs = chat_logprobs(req)?;
     if req.messages.is_empty() {
@@ -321,7 +343,11 @@ fn chat_logprobs(req: &ChatRequest) -> Result<Option<usize>, ApiError> {
     }
 }
 
-async fn completions(State(st): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+async fn completions(
+    State(app): Shared,
+    RequestBody(b): RequestBody,
+) -> Result<Response, ApiError> {
+    let st = model_of(&app, &b).await?;
     let (gen, logprobs, prompts) = offload(&st, move |st| prepare_completions(st, &b)).await??;
     respond::generate(
         st.clone(),
@@ -337,12 +363,11 @@ async fn completions(State(st): Shared, RequestBody(b): RequestBody) -> Result<R
 
 /// A completions request, checked and tokenized (on the blocking pool).
 fn prepare_completions(
-    st: &AppState,
+    st: &ModelState,
     b: &[u8],
 ) -> Result<(Generation, Option<usize>, Vec<jobs::Prompt>), ApiError> {
     let req: CompletionRequest = parse_body(b)?;
     let common: Common = parse_body(b)?;
-    check_model(st, common.model.as_deref())?;
     // Without a limit, OpenAI's completions generate 16 tokens.
     let mut gen = generation(st, &common, Some(16))?;
     gen.text_output = TextOutput::from_request(
@@ -380,7 +405,7 @@ fn prepare_completions(
 
 /// The fill-in-the-middle prompt of a request with `suffix`.
 fn fim_completion(
-    st: &AppState,
+    st: &ModelState,
     req: &CompletionRequest,
     suffix: &str,
     max_tokens: Option<usize>,
@@ -402,7 +427,7 @@ fn fim_completion(
 
 /// The prompts of a request without `suffix`: texts tokenized, token lists checked.
 fn completion_prompts(
-    st: &AppState,
+    st: &ModelState,
     req: &CompletionRequest,
     max_tokens: Option<usize>,
 ) -> Result<Vec<jobs::Prompt>, ApiError> {
@@ -506,7 +531,11 @@ pub(crate) mod tests {
             added.push(json!({"id": 515 + i, "content": text, "single_word": false,
                 "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
         }
-        let dir = std::env::temp_dir().join(format!("frugal-server-fim-{}", std::process::id()));
+        // A folder per call: tests that call this run at once in one process.
+        static CALLS: AtomicU64 = AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("frugal-server-fim-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("tokenizer.json"), spec.to_string()).unwrap();
         for f in ["tokenizer_config.json", "generation_config.json"] {

@@ -2,7 +2,7 @@
 //! or `response_format`), checked once when the request arrives, then a constraint per choice.
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::ModelState;
 use frugal_constraint::Constraint;
 use frugal_output::{format_constraint, Grammar, TextFormat, TokenEnv};
 use serde_json::Value;
@@ -26,7 +26,7 @@ impl TextOutput {
     /// The format a request asks for (`grammar`, then `json_schema`, then `response_format`),
     /// compiled once to refuse what cannot be (a 400 naming the field); `None` for free text.
     pub(crate) fn from_request(
-        st: &AppState,
+        st: &ModelState,
         grammar: Option<&str>,
         json_schema: Option<&Value>,
         response_format: Option<&Value>,

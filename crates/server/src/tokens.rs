@@ -4,7 +4,7 @@
 use crate::api::{parse_body, ChatRequest};
 use crate::error::ApiError;
 use crate::routes::RequestBody;
-use crate::AppState;
+use crate::{AppState, ModelState};
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
@@ -31,13 +31,14 @@ struct TokenizeRequest {
 
 /// `POST /tokenize`.
 pub async fn tokenize(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
+    let st = crate::routes::model_of(&app, &b).await?;
     crate::prep::offload(&st, move |st| tokenize_body(st, &b)).await?
 }
 
-fn tokenize_body(st: &AppState, b: &[u8]) -> Result<Json<Value>, ApiError> {
+fn tokenize_body(st: &ModelState, b: &[u8]) -> Result<Json<Value>, ApiError> {
     let req: TokenizeRequest = parse_body(b)?;
     let (text, add_special) = match (&req.content, &req.prompt, &req.messages) {
         // llama-server adds no BOS unless asked; vLLM adds it to a prompt unless told not to.
@@ -87,9 +88,10 @@ struct DetokenizeRequest {
 
 /// `POST /detokenize`: the text as `content` (llama-server) and `prompt` (vLLM).
 pub async fn detokenize(
-    State(st): Shared,
+    State(app): Shared,
     RequestBody(b): RequestBody,
 ) -> Result<Json<Value>, ApiError> {
+    let st = crate::routes::model_of(&app, &b).await?;
     let req: DetokenizeRequest = parse_body(&b)?;
     crate::prep::check_token_ids(&st, &req.tokens, "tokens")?;
     let text = st.tokenizer.decode(&req.tokens, false);

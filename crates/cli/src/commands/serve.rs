@@ -1,17 +1,47 @@
 //! `frugal serve`: the OpenAI-compatible HTTP server (see the `frugal-server` crate).
 
-use crate::load::ModelArgs;
+use crate::load::{resolve_model, ModelArgs};
 use crate::spec::SpecArgs;
 use anyhow::{Context, Result};
-use frugal_server::{KvType, ReasoningFormat, Server, ServerConfig};
+use frugal_server::{read_models_file, KvType, ModelSpec, ReasoningFormat, Server, ServerConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
+// MODEL may be left out for --models FILE (then it is empty). `mut_arg` moves the argument to the
+// end, so its position is set again.
+#[command(mut_arg("model", |a| a
+    .index(1)
+    .required(false)
+    .value_parser(|s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s)))
+    .default_value("")
+    .hide_default_value(true)
+    .value_name("MODEL")
+    .help("The model to serve: a GGUF file or a Hub reference (several: see MORE_MODELS and --models)")))]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// More models to serve beside the first: requests pick one by its name (the file name
+    /// without extension) in `model`; a request without `model` gets the first. Models load
+    /// when first asked for; --spec draft serves one model only; every other flag applies to
+    /// each model, with its own KV cache and (--cache-dir) its own disk tier.
+    #[arg(index = 2, value_name = "MORE_MODELS")]
+    pub more_models: Vec<String>,
+    /// Serve the models a TOML file lists (instead of MODEL), each `[[model]]` with `model` (a
+    /// file or Hub reference) and optionally `aliases`, `ctx_size`, `threads`, `kv_type`,
+    /// `chat_template` (a file), `reasoning_format` (deepseek or none) and `pinned` (loaded at
+    /// start, never unloaded); what a model leaves out, the flags give.
+    #[arg(long = "models", value_name = "FILE")]
+    pub models_file: Option<PathBuf>,
+    /// With several models: what the loaded ones may take together (weights and KV caches,
+    /// e.g. `12G`, `800M`); before a model loads, the least recently used unpinned ones with
+    /// no request running are unloaded to make room.
+    #[arg(long, value_parser = parse_size)]
+    pub models_memory: Option<u64>,
+    /// How long a request waits for its model to load before a 503 (e.g. `5m`, `90s`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub model_load_timeout: Duration,
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     #[arg(long, default_value_t = 8080)]
@@ -67,11 +97,13 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub max_waiting: usize,
     /// A name clients may use for the model (repeat for several; the first is the one
-    /// responses carry; default: the file name without extension).
+    /// responses carry; default: the file name without extension). With MORE_MODELS: the
+    /// first model's.
     #[arg(long = "model-alias", alias = "alias")]
     pub model_alias: Vec<String>,
     /// Answer only requests naming the model by one of its names (404 otherwise). By default
-    /// any name is answered by the one model served.
+    /// any name is answered by the one model served; with several models, names are always
+    /// strict.
     #[arg(long)]
     pub strict_model_name: bool,
     /// Origins a browser may call the API from (CORS), comma-separated or repeated; `*` for
@@ -157,7 +189,14 @@ pub enum ReasoningFormatArg {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = ServerConfig::new(a.model.model.clone());
+    // References resolve (and may download) before the runtime starts.
+    let specs = served_models(&a)?;
+    let mut cfg = ServerConfig::new(specs[0].model.clone());
+    if specs.len() > 1 || a.models_file.is_some() {
+        cfg.models = specs;
+    }
+    cfg.models_memory = a.models_memory;
+    cfg.model_load_timeout = a.model_load_timeout;
     cfg.threads = a.model.threads;
     cfg.dequantize = a.model.dequantize;
     cfg.quantize = a.model.quantize;
@@ -220,7 +259,7 @@ pub fn run(a: Args) -> Result<()> {
         let server = Server::bind(cfg).await?;
         let _ = writeln!(
             std::io::stderr(),
-            "frugal: listening on http://{} (loading the model; /health answers 503 until it is ready)",
+            "frugal: listening on http://{} (loading; /health answers 503 until the models loaded at start are ready)",
             server.local_addr()?
         );
         server.run(shutdown_signal()).await?;
@@ -230,6 +269,42 @@ pub fn run(a: Args) -> Result<()> {
     // Prompt preparation still running on the blocking pool is not waited for.
     rt.shutdown_timeout(Duration::from_millis(100));
     served
+}
+
+/// The models to serve: MODEL and MORE_MODELS, or those of `--models FILE`, every reference
+/// resolved to a local file.
+fn served_models(a: &Args) -> Result<Vec<ModelSpec>> {
+    let first = a.model.model.to_string_lossy();
+    let given: Vec<&str> = std::iter::once(first.as_ref())
+        .filter(|m| !m.is_empty())
+        .chain(a.more_models.iter().map(String::as_str))
+        .collect();
+    match (&a.models_file, given.is_empty()) {
+        (Some(_), false) => {
+            anyhow::bail!("give the models either as MODEL arguments or in --models FILE, not both")
+        }
+        (None, true) => anyhow::bail!(
+            "give a model to serve (a GGUF file or a Hub reference), or --models FILE"
+        ),
+        (Some(_), true) if !a.model_alias.is_empty() => {
+            anyhow::bail!(
+                "--model-alias names the one MODEL; in --models FILE, give each model its aliases"
+            )
+        }
+        (Some(file), true) => Ok(read_models_file(file, |r| {
+            resolve_model(r).map_err(|e| format!("{e:#}"))
+        })?),
+        (None, false) => {
+            let mut specs = Vec::new();
+            for r in given {
+                specs.push(ModelSpec::new(resolve_model(r)?));
+            }
+            if let Some(first) = specs.first_mut() {
+                first.aliases.clone_from(&a.model_alias);
+            }
+            Ok(specs)
+        }
+    }
 }
 
 /// `--chat-template-kwargs` with `--reasoning`'s `enable_thinking`.
@@ -356,5 +431,47 @@ mod size_tests {
         for bad in ["", "G", "ten", "-1G", "0"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod model_list_tests {
+    use super::{served_models, Args};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        let argv = std::iter::once("serve").chain(argv.iter().copied());
+        Serve::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn models_come_from_the_arguments_or_from_a_file() {
+        let one = served_models(&parse(&["a.gguf", "--model-alias", "x"])).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].names(), ["x"]);
+        let two = served_models(&parse(&["a.gguf", "b.gguf", "--model-alias", "x"])).unwrap();
+        assert_eq!(
+            (two[0].names(), two[1].names()),
+            (vec!["x".into()], vec!["b".into()])
+        );
+        let dir = std::env::temp_dir().join(format!("frugal-serve-models-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("models.toml");
+        std::fs::write(&file, "[[model]]\nmodel = \"c.gguf\"\npinned = true\n").unwrap();
+        let listed = served_models(&parse(&["--models", file.to_str().unwrap()])).unwrap();
+        assert!(listed[0].pinned && listed[0].names() == ["c"]);
+        let both = served_models(&parse(&["a.gguf", "--models", file.to_str().unwrap()]));
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        let none = served_models(&parse(&[]));
+        assert!(none.unwrap_err().to_string().contains("--models FILE"));
+        let size = parse(&["a.gguf", "b.gguf", "--models-memory", "800M"]).models_memory;
+        assert_eq!(size, Some(800 << 20));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -90,11 +90,19 @@ impl Serve {
             .unwrap()
     }
 
-    /// A counter or gauge from `/metrics`.
+    /// A counter or gauge from `/metrics`: the first series of `name` (per-model series carry a
+    /// `model_name` label).
     pub fn metric(&self, name: &str) -> f64 {
         let (_, text) = request(self.addr, "GET", "/metrics", "").unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                match rest.strip_prefix('{') {
+                    Some(labelled) => Some(labelled.split_once("} ")?.1.to_string()),
+                    None => Some(rest.strip_prefix(' ')?.to_string()),
+                }
+            })
             .unwrap_or_else(|| panic!("{name} missing"))
             .parse()
             .unwrap()

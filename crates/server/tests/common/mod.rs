@@ -103,10 +103,19 @@ impl Running {
             .collect()
     }
 
+    /// A series' value: the first of `name` (a family name, or one with its labels).
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                Some(value.to_string())
+            })
             .unwrap_or_else(|| panic!("{name} missing"))
             .parse()
             .unwrap()
