@@ -311,6 +311,8 @@ pub(crate) fn check_space(path: &Path, needed: u64) -> Result<(), HubError> {
     let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
         return Ok(()); // not knowable here: let the write fail if it must
     };
+    // fsblkcnt_t and c_ulong are narrower than u64 on some platforms.
+    #[allow(clippy::useless_conversion)]
     let available =
         u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
     if available < needed {
