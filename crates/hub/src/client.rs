@@ -210,8 +210,9 @@ impl Hub {
         Ok((json, headers))
     }
 
-    /// `HEAD` of the file's resolve URL, following relative redirects (a renamed repository)
-    /// but not absolute ones (the CDN), as `huggingface_hub`'s `get_hf_file_metadata` does.
+    /// `HEAD` of the file's resolve URL, following redirects on the Hub's host (a renamed
+    /// repository) but not to another host (the CDN, whose redirect carries the metadata), as
+    /// `huggingface_hub`'s `get_hf_file_metadata` does.
     pub async fn file_metadata(
         &self,
         repo: &str,
@@ -236,14 +237,14 @@ impl Hub {
             let headers = response.headers();
             let location = header(headers, LOCATION.as_str());
             if response.status().is_redirection() {
-                if let Some(next) = location.as_deref().and_then(|l| relative_target(&url, l)) {
+                if let Some(next) = location.as_deref().and_then(|l| hub_redirect(&url, l)) {
                     url = next;
                     continue;
                 }
             }
             return metadata(&url, headers, response.status().is_redirection());
         }
-        Err(bad(&url, "more than 10 relative redirects"))
+        Err(bad(&url, "more than 10 redirects on the Hub"))
     }
 
     pub fn resolve_url(&self, repo: &str, revision: &str, file: &str) -> String {
@@ -404,16 +405,18 @@ pub fn normalize_etag(etag: &str) -> String {
         .to_string()
 }
 
-/// A relative redirect's target on the same host (only the path is taken, as
-/// `huggingface_hub` does); `None` for an absolute one.
-fn relative_target(url: &str, location: &str) -> Option<String> {
-    if location.starts_with("//") || Url::parse(location).is_ok() {
-        return None;
-    }
-    let mut next = Url::parse(url).ok()?;
-    let path = location.split(['?', '#']).next().unwrap_or(location);
-    next.set_path(path);
-    Some(next.to_string())
+/// Hosts that are the Hub whatever the endpoint (`huggingface_hub`'s `HF_URL_HOSTS`).
+const HUB_HOSTS: &[&str] = &["huggingface.co", "hf.co"];
+
+/// A redirect's target when it stays on the Hub (the same host, or a Hub host); `None` for one
+/// to another host (the CDN).
+fn hub_redirect(url: &str, location: &str) -> Option<String> {
+    let base = Url::parse(url).ok()?;
+    let target = base.join(location).ok()?;
+    let host = |u: &Url| u.host_str().map(str::to_ascii_lowercase);
+    let to = host(&target)?;
+    (Some(&to) == host(&base).as_ref() || HUB_HOSTS.contains(&to.as_str()))
+        .then(|| target.to_string())
 }
 
 fn remote_file(entry: &serde_json::Value) -> Option<RemoteFile> {
@@ -513,9 +516,10 @@ mod tests {
             "http://h/api/models/a/b/tree/c?cursor=x"
         );
         assert_eq!(
-            relative_target("http://h:1/a/b/resolve/main/f", "/c/d/resolve/main/f").unwrap(),
+            hub_redirect("http://h:1/a/b/resolve/main/f", "/c/d/resolve/main/f").unwrap(),
             "http://h:1/c/d/resolve/main/f"
         );
-        assert!(relative_target("http://h/a", "https://cdn/x").is_none());
+        assert!(hub_redirect("http://h/a", "https://cdn/x").is_none());
+        assert!(hub_redirect("http://h/a", "https://hf.co/x").is_some());
     }
 }

@@ -128,6 +128,9 @@ struct State {
 #[derive(Clone)]
 pub struct FakeHub {
     pub url: String,
+    /// The CDN LFS files are redirected to: another host, as the Hub's CDN is (a client must not
+    /// follow that redirect for the metadata, nor send the token there).
+    pub cdn_url: String,
     state: Arc<State>,
 }
 
@@ -139,16 +142,28 @@ impl FakeHub {
     pub fn start_on(addr: &str) -> FakeHub {
         let listener = TcpListener::bind(addr).expect("bind the fake Hub");
         let url = format!("http://{}", listener.local_addr().unwrap());
+        // Another loopback address is another host (Linux answers on all of 127/8).
+        let cdn = TcpListener::bind("127.0.0.2:0").ok();
+        let cdn_url = match &cdn {
+            Some(l) => format!("http://{}", l.local_addr().unwrap()),
+            None => url.replace("127.0.0.1", "localhost"),
+        };
         let state = Arc::new(State::default());
         state.page_size.store(3, Ordering::SeqCst);
-        let hub = FakeHub { url, state };
-        let server = hub.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let server = server.clone();
-                std::thread::spawn(move || server.serve(stream));
-            }
-        });
+        let hub = FakeHub {
+            url,
+            cdn_url,
+            state,
+        };
+        for listener in std::iter::once(listener).chain(cdn) {
+            let server = hub.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let server = server.clone();
+                    std::thread::spawn(move || server.serve(stream));
+                }
+            });
+        }
         hub
     }
 
@@ -355,7 +370,7 @@ impl FakeHub {
             ("X-Linked-Size".into(), blob.size.to_string()),
             (
                 "Location".into(),
-                format!("{}/cdn/{}?signed=1", self.url, blob.sha256),
+                format!("{}/cdn/{}?signed=1", self.cdn_url, blob.sha256),
             ),
         ]);
         Reply::Empty(302, headers)
