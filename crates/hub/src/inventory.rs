@@ -292,6 +292,12 @@ fn collect_garbage(cache: &Cache, repo: &str, removed: &mut Removed) -> Result<(
     }
     if dir_names(&dir.join("snapshots")).is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(
+            cache
+                .root()
+                .join(".locks")
+                .join(Cache::repo_folder_name(repo)),
+        );
         removed.repo_gone = true;
     }
     Ok(())

@@ -246,13 +246,8 @@ pub fn resolve_cached(reference: &HubRef, cache: &Cache) -> Result<Resolved, Hub
     let cached = cache.snapshot_files(repo, &commit);
     let (files, is_checkpoint) = pick(reference, &cached).map_err(|e| {
         missing(format!(
-            "{} ({e}; cached at {commit}: {})",
-            describe(reference),
-            if cached.is_empty() {
-                "nothing".into()
-            } else {
-                cached.join(", ")
-            }
+            "{} ({e}, in the snapshot of {commit})",
+            describe(reference)
         ))
     })?;
     if let Some(absent) = files

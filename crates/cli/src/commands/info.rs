@@ -8,7 +8,8 @@ use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Path to a GGUF model file.
+    /// A GGUF model file, or a Hugging Face Hub reference (ORG/REPO[:QUANT][@REVISION],
+    /// ORG/REPO/FILE.gguf), downloaded into the Hugging Face cache on first use.
     pub model: std::path::PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -19,12 +20,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = GgufFile::open(&a.model)?;
+    let model = crate::load::resolve_model(&a.model.to_string_lossy())?;
+    let gguf = GgufFile::open(&model)?;
     let summary = Summary::of(&gguf)?;
     if a.json {
-        print_json(&a.model, &gguf, &summary, a.kv_type)
+        print_json(&model, &gguf, &summary, a.kv_type)
     } else {
-        print_text(&a.model, &gguf, &summary, a.kv_type);
+        print_text(&model, &gguf, &summary, a.kv_type);
         Ok(())
     }
 }
