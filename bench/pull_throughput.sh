@@ -2,11 +2,12 @@
 # `frugal pull` against curl on the same ~1 GB file from the same local fake Hub
 # (crates/hub/examples/fake_hub.rs: resolve redirected to a CDN path, as the Hub does).
 # Not part of CI. Both write the file to the same disk; frugal also checks its SHA-256.
-# Usage: bench/pull_throughput.sh [SIZE_MB (1024)] [RUNS (3)]
+# Usage: bench/pull_throughput.sh [SIZE_MB (1024)] [RUNS (5)]
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 size_mb=${1:-1024}
-runs=${2:-3}
+runs=${2:-5}
 work=$(mktemp -d "${TMPDIR:-/tmp}/frugal-pull-bench.XXXXXX")
 server_pid=
 cleanup() {
@@ -15,7 +16,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p frugal -p frugal-hub --example fake_hub
+cargo build --release -q -p frugal
+cargo build --release -q -p frugal-hub --example fake_hub
 target=${CARGO_TARGET_DIR:-target}/release
 head -c "$((size_mb * 1024 * 1024))" /dev/urandom > "$work/model-Q8_0.gguf"
 bytes=$(stat -c %s "$work/model-Q8_0.gguf")
@@ -26,22 +28,30 @@ for _ in $(seq 100); do [ "$(wc -l < "$work/endpoint")" -ge 2 ] && break; sleep 
 endpoint=$(sed -n 1p "$work/endpoint")
 resolve_url=$(sed -n 2p "$work/endpoint")
 
-seconds() { local s e; s=$(date +%s.%N); "$@" > /dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+# Wall seconds of a command; its CPU seconds (user + system) go to $work/cpu.
+seconds() {
+  local s e
+  s=$(date +%s.%N)
+  /usr/bin/time -f "%U %S" -o "$work/time" "$@" > /dev/null
+  e=$(date +%s.%N)
+  awk '{ print $1 + $2 }' "$work/time" > "$work/cpu"
+  echo "$e - $s" | bc -l
+}
 rate() { echo "scale=1; $bytes / $1 / 1000000" | bc -l; }
 
 best_curl=999999 best_frugal=999999
 for run in $(seq "$runs"); do
   rm -f "$work/curl.out"
   t=$(seconds curl -sSfL -o "$work/curl.out" "$resolve_url")
-  echo "run $run: curl   ${t}s  $(rate "$t") MB/s"
+  echo "run $run: curl   ${t}s  $(rate "$t") MB/s  (CPU $(cat "$work/cpu") s)"
   best_curl=$(echo "if ($t < $best_curl) $t else $best_curl" | bc -l)
   rm -rf "$work/cache"
   t=$(seconds env HF_ENDPOINT="$endpoint" HF_HUB_CACHE="$work/cache" "$target/frugal" pull bench/model:Q8_0)
-  echo "run $run: frugal ${t}s  $(rate "$t") MB/s"
+  echo "run $run: frugal ${t}s  $(rate "$t") MB/s  (CPU $(cat "$work/cpu") s)"
   best_frugal=$(echo "if ($t < $best_frugal) $t else $best_frugal" | bc -l)
 done
 cmp "$work/curl.out" "$work/model-Q8_0.gguf"
 cmp "$(env HF_ENDPOINT="$endpoint" HF_HUB_CACHE="$work/cache" HF_HUB_OFFLINE=1 "$target/frugal" pull bench/model:Q8_0 2>/dev/null)" "$work/model-Q8_0.gguf"
-echo "file: $bytes bytes; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+echo "file: $bytes bytes; CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "best: curl $(rate "$best_curl") MB/s, frugal pull $(rate "$best_frugal") MB/s," \
   "frugal/curl = $(echo "scale=3; $best_curl / $best_frugal" | bc -l)"

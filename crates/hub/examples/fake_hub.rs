@@ -23,6 +23,10 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let blob = Blob {
+        lfs: std::env::var_os("FAKE_HUB_NOT_LFS").is_none(),
+        ..blob
+    };
     let hub = FakeHub::start();
     let commit = "b".repeat(40);
     hub.add_repo(repo, Repo::with_files(&commit, vec![(name.as_str(), blob)]));

@@ -128,8 +128,11 @@ impl Cache {
         }
         let dir = path.parent().unwrap_or(&path).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
+        // Unique per writer (process and call), as huggingface_hub's uuid suffix is.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = path.with_file_name(format!(
-            "{}.{}.tmp",
+            "{}.{}-{n}.tmp",
             path.file_name().unwrap_or_default().to_string_lossy(),
             std::process::id()
         ));

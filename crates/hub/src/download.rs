@@ -209,11 +209,13 @@ async fn stream_into(
     let file = subject.file.unwrap_or_default();
     let mut body = response.bytes_stream();
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
+    let mut batch = HashBatch::default();
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
                 writer.flush().map_err(HubError::io(path))?;
+                batch.flush(hasher);
                 return Err(HubError::Network {
                     url: meta.location.clone(),
                     source: e,
@@ -229,9 +231,7 @@ async fn stream_into(
         }
         writer.write_all(&chunk).map_err(HubError::io(path))?;
         done += chunk.len() as u64;
-        if let Some(h) = hasher {
-            h.feed(chunk);
-        }
+        batch.add(chunk, hasher);
         progress(Progress {
             file,
             done,
@@ -239,7 +239,36 @@ async fn stream_into(
         });
     }
     writer.flush().map_err(HubError::io(path))?;
+    batch.flush(hasher);
     Ok(done)
+}
+
+/// Chunks written but not yet handed to the hasher.
+#[derive(Default)]
+struct HashBatch {
+    chunks: Vec<bytes::Bytes>,
+    bytes: usize,
+}
+
+impl HashBatch {
+    const SIZE: usize = 4 << 20;
+
+    fn add(&mut self, chunk: bytes::Bytes, hasher: Option<&Hasher>) {
+        if hasher.is_some() {
+            self.bytes += chunk.len();
+            self.chunks.push(chunk);
+            if self.bytes >= HashBatch::SIZE {
+                self.flush(hasher);
+            }
+        }
+    }
+
+    fn flush(&mut self, hasher: Option<&Hasher>) {
+        if let Some(h) = hasher {
+            h.feed(std::mem::take(&mut self.chunks));
+        }
+        self.bytes = 0;
+    }
 }
 
 /// SHA-256 on a thread of its own, so that hashing overlaps the download: it first reads
@@ -250,7 +279,7 @@ struct Hasher {
 }
 
 enum HashInput {
-    Chunk(bytes::Bytes),
+    Chunks(Vec<bytes::Bytes>),
     /// The file starts over (the server ignored the range).
     Reset,
 }
@@ -258,8 +287,8 @@ enum HashInput {
 impl Hasher {
     /// Hashes the first `have` bytes of `path` (an earlier attempt's), then what it is fed.
     fn start(path: &Path, have: u64) -> Hasher {
-        // A few megabytes in flight at most.
-        let (sender, receiver) = mpsc::sync_channel::<HashInput>(256);
+        // A few batches of a few megabytes in flight at most.
+        let (sender, receiver) = mpsc::sync_channel::<HashInput>(8);
         let path = path.to_path_buf();
         let thread = std::thread::spawn(move || {
             let mut sha = Sha256::new();
@@ -275,7 +304,7 @@ impl Hasher {
             }
             for input in receiver {
                 match input {
-                    HashInput::Chunk(c) => sha.update(&c),
+                    HashInput::Chunks(chunks) => chunks.iter().for_each(|c| sha.update(c)),
                     HashInput::Reset => sha = Sha256::new(),
                 }
             }
@@ -284,9 +313,13 @@ impl Hasher {
         Hasher { sender, thread }
     }
 
-    fn feed(&self, chunk: bytes::Bytes) {
+    /// Hands over a batch of chunks (batched so that the thread wakes once per few megabytes,
+    /// not once per network read).
+    fn feed(&self, chunks: Vec<bytes::Bytes>) {
         // A hasher that stopped (it failed reading) reports why in `finish`.
-        let _ = self.sender.send(HashInput::Chunk(chunk));
+        if !chunks.is_empty() {
+            let _ = self.sender.send(HashInput::Chunks(chunks));
+        }
     }
 
     fn reset(&self) {
