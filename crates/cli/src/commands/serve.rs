@@ -157,7 +157,10 @@ pub enum ReasoningFormatArg {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut cfg = ServerConfig::new(a.model.model.clone());
+    // A Hub reference is downloaded (or found in the cache) before the server starts.
+    let mut cfg = ServerConfig::new(crate::load::resolve_model(
+        &a.model.model.to_string_lossy(),
+    )?);
     cfg.threads = a.model.threads;
     cfg.dequantize = a.model.dequantize;
     cfg.mlock = a.model.mlock;
