@@ -103,14 +103,14 @@ fn download_blob(
         have
     };
     check_space(incomplete, meta.size - have)?;
-    let hasher = is_sha256(&meta.etag).then(|| Hasher::start(incomplete, have));
+    let mut hasher = is_sha256(&meta.etag).then(|| Hasher::start(incomplete, have));
     let result = fill(
         hub,
         meta,
         &mut out,
         incomplete,
         subject,
-        hasher.as_ref(),
+        hasher.as_mut(),
         progress,
     );
     let file = subject.file.unwrap_or_default();
@@ -148,7 +148,7 @@ fn fill(
     out: &mut File,
     path: &Path,
     subject: Subject<'_>,
-    hasher: Option<&Hasher>,
+    mut hasher: Option<&mut Hasher>,
     progress: ProgressFn<'_>,
 ) -> Result<u64, HubError> {
     let mut retries_left = hub.config.retries;
@@ -164,7 +164,14 @@ fn fill(
         }
         let before = have;
         match hub.block_on(stream_into(
-            hub, meta, out, path, have, subject, hasher, progress,
+            hub,
+            meta,
+            out,
+            path,
+            have,
+            subject,
+            hasher.as_deref_mut(),
+            progress,
         )) {
             Ok(done) => return Ok(done),
             Err(e @ HubError::Network { .. }) => {
@@ -193,7 +200,7 @@ async fn stream_into(
     path: &Path,
     offset: u64,
     subject: Subject<'_>,
-    hasher: Option<&Hasher>,
+    mut hasher: Option<&mut Hasher>,
     progress: ProgressFn<'_>,
 ) -> Result<u64, HubError> {
     let response = hub.get_from(&meta.location, offset, subject).await?;
@@ -201,7 +208,7 @@ async fn stream_into(
     if offset > 0 && response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
         out.set_len(0).map_err(HubError::io(path))?;
         out.rewind().map_err(HubError::io(path))?;
-        if let Some(h) = hasher {
+        if let Some(h) = hasher.as_deref_mut() {
             h.reset();
         }
         done = 0;
@@ -209,13 +216,14 @@ async fn stream_into(
     let file = subject.file.unwrap_or_default();
     let mut body = response.bytes_stream();
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
-    let mut batch = HashBatch::default();
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
                 writer.flush().map_err(HubError::io(path))?;
-                batch.flush(hasher);
+                if let Some(h) = hasher {
+                    h.flush();
+                }
                 return Err(HubError::Network {
                     url: meta.location.clone(),
                     source: e,
@@ -231,7 +239,9 @@ async fn stream_into(
         }
         writer.write_all(&chunk).map_err(HubError::io(path))?;
         done += chunk.len() as u64;
-        batch.add(chunk, hasher);
+        if let Some(h) = hasher.as_deref_mut() {
+            h.feed(&chunk);
+        }
         progress(Progress {
             file,
             done,
@@ -239,56 +249,38 @@ async fn stream_into(
         });
     }
     writer.flush().map_err(HubError::io(path))?;
-    batch.flush(hasher);
+    if let Some(h) = hasher {
+        h.flush();
+    }
     Ok(done)
 }
 
-/// Chunks written but not yet handed to the hasher.
-#[derive(Default)]
-struct HashBatch {
-    chunks: Vec<bytes::Bytes>,
-    bytes: usize,
-}
-
-impl HashBatch {
-    const SIZE: usize = 4 << 20;
-
-    fn add(&mut self, chunk: bytes::Bytes, hasher: Option<&Hasher>) {
-        if hasher.is_some() {
-            self.bytes += chunk.len();
-            self.chunks.push(chunk);
-            if self.bytes >= HashBatch::SIZE {
-                self.flush(hasher);
-            }
-        }
-    }
-
-    fn flush(&mut self, hasher: Option<&Hasher>) {
-        if let Some(h) = hasher {
-            h.feed(std::mem::take(&mut self.chunks));
-        }
-        self.bytes = 0;
-    }
-}
-
 /// SHA-256 on a thread of its own, so that hashing overlaps the download: it first reads
-/// what an earlier attempt left in the file, then hashes the chunks as they arrive.
+/// what an earlier attempt left in the file, then hashes what it is fed. The bytes are copied
+/// into a few reused buffers of a few megabytes (handing over the network's chunks instead would
+/// keep them alive, so that every read needed fresh memory), and the thread wakes once per
+/// buffer, not once per read.
 struct Hasher {
     sender: mpsc::SyncSender<HashInput>,
+    /// Buffers the thread has hashed, back for reuse.
+    spare: mpsc::Receiver<Vec<u8>>,
+    batch: Vec<u8>,
     thread: std::thread::JoinHandle<Result<String, HubError>>,
 }
 
 enum HashInput {
-    Chunks(Vec<bytes::Bytes>),
+    Bytes(Vec<u8>),
     /// The file starts over (the server ignored the range).
     Reset,
 }
 
+const HASH_BATCH: usize = 4 << 20;
+
 impl Hasher {
     /// Hashes the first `have` bytes of `path` (an earlier attempt's), then what it is fed.
     fn start(path: &Path, have: u64) -> Hasher {
-        // A few batches of a few megabytes in flight at most.
-        let (sender, receiver) = mpsc::sync_channel::<HashInput>(8);
+        let (sender, receiver) = mpsc::sync_channel::<HashInput>(4);
+        let (give_back, spare) = mpsc::channel::<Vec<u8>>();
         let path = path.to_path_buf();
         let thread = std::thread::spawn(move || {
             let mut sha = Sha256::new();
@@ -304,29 +296,52 @@ impl Hasher {
             }
             for input in receiver {
                 match input {
-                    HashInput::Chunks(chunks) => chunks.iter().for_each(|c| sha.update(c)),
+                    HashInput::Bytes(mut bytes) => {
+                        sha.update(&bytes);
+                        bytes.clear();
+                        let _ = give_back.send(bytes);
+                    }
                     HashInput::Reset => sha = Sha256::new(),
                 }
             }
             Ok(hex(&sha.finalize()))
         });
-        Hasher { sender, thread }
-    }
-
-    /// Hands over a batch of chunks (batched so that the thread wakes once per few megabytes,
-    /// not once per network read).
-    fn feed(&self, chunks: Vec<bytes::Bytes>) {
-        // A hasher that stopped (it failed reading) reports why in `finish`.
-        if !chunks.is_empty() {
-            let _ = self.sender.send(HashInput::Chunks(chunks));
+        Hasher {
+            sender,
+            spare,
+            batch: Vec::with_capacity(HASH_BATCH),
+            thread,
         }
     }
 
-    fn reset(&self) {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.batch.extend_from_slice(bytes);
+        if self.batch.len() >= HASH_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Hands the batch over.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(HASH_BATCH));
+        let full = std::mem::replace(&mut self.batch, next);
+        // A hasher that stopped (it failed reading) reports why in `finish`.
+        let _ = self.sender.send(HashInput::Bytes(full));
+    }
+
+    fn reset(&mut self) {
+        self.batch.clear();
         let _ = self.sender.send(HashInput::Reset);
     }
 
-    fn finish(self) -> Result<String, HubError> {
+    fn finish(mut self) -> Result<String, HubError> {
+        self.flush();
         drop(self.sender);
         self.thread
             .join()
