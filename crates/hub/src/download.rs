@@ -372,3 +372,24 @@ pub(crate) fn check_space(path: &Path, needed: u64) -> Result<(), HubError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_the_disk_cannot_hold_is_refused_before_it_starts() {
+        let here = std::env::temp_dir().join("x");
+        let e = check_space(&here, u64::MAX).unwrap_err();
+        assert!(matches!(e, HubError::DiskFull { .. }), "{e}");
+        assert!(e.to_string().contains("not enough disk space"), "{e}");
+        check_space(&here, 1).unwrap();
+    }
+
+    #[test]
+    fn only_lfs_etags_are_checksums() {
+        assert!(is_sha256(&"ab".repeat(32)));
+        assert!(!is_sha256(&"ab".repeat(20)));
+        assert!(!is_sha256(&"AB".repeat(32)));
+    }
+}

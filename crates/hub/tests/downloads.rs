@@ -409,3 +409,23 @@ fn a_local_path_always_wins() {
     assert_eq!(get(text, &opts).unwrap(), file);
     assert_eq!(hub.requests(), 0);
 }
+
+#[test]
+fn resolve_works_from_inside_an_async_runtime() {
+    let (_hub, _dir, opts) = setup("async");
+    for runtime in [
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    ] {
+        let path = runtime
+            .block_on(async { get("org/model:Q8_0", &opts) })
+            .unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), bytes(SIZE, 2));
+    }
+}
