@@ -75,12 +75,20 @@ pub fn resolve_hub(
     if options.hub.offline {
         return resolve_cached(reference, &options.cache);
     }
-    std::thread::scope(|scope| {
+    let online = std::thread::scope(|scope| {
         scope
             .spawn(|| download(reference, options, progress))
             .join()
             .map_err(|_| HubError::Other("the download thread panicked".into()))?
-    })
+    });
+    match online {
+        // The Hub out of reach (or failing): what the cache has will do, as huggingface_hub
+        // falls back to it.
+        Err(e @ (HubError::Network { .. } | HubError::Http { status: 500.., .. })) => {
+            resolve_cached(reference, &options.cache).map_err(|_| e)
+        }
+        other => other,
+    }
 }
 
 fn download(

@@ -429,3 +429,14 @@ fn resolve_works_from_inside_an_async_runtime() {
         assert_eq!(std::fs::read(path).unwrap(), bytes(SIZE, 2));
     }
 }
+
+#[test]
+fn a_hub_out_of_reach_falls_back_to_the_cache() {
+    let (hub, _dir, mut opts) = setup("unreachable");
+    let cached = get("org/model:Q8_0", &opts).unwrap();
+    hub.set_stall(true);
+    opts.hub.request_timeout = std::time::Duration::from_millis(300);
+    assert_eq!(get("org/model:Q8_0", &opts).unwrap(), cached);
+    let e = get("org/model:Q4_K_M", &opts).unwrap_err();
+    assert!(matches!(e, HubError::Network { .. }), "{e}");
+}

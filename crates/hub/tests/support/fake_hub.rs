@@ -482,11 +482,12 @@ impl FakeHub {
             if corrupt {
                 buf[0] ^= 0xff;
             }
-            out.write_all(&buf[..n])?;
-            sent += n as u64;
+            // Counted before the write: the client may be done before this thread runs again.
             self.state
                 .bytes_served
                 .fetch_add(n as u64, Ordering::SeqCst);
+            out.write_all(&buf[..n])?;
+            sent += n as u64;
             if self.state.slow.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(20));
             }
