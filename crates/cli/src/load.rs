@@ -55,15 +55,17 @@ impl ModelArgs {
         Ok(file)
     }
 
-    /// Another model file (a draft model) opened with the same threads and weight options.
+    /// Another model file (a draft model; a Hub reference too) opened with the same threads and
+    /// weight options.
     pub fn open_other(&self, path: &std::path::Path) -> Result<ModelFile> {
+        let path = resolve_model(&path.to_string_lossy())?;
         let opts = ModelOptions {
             threads: self.threads,
             dequantize: self.dequantize,
             mlock: self.mlock,
             ..ModelOptions::default()
         };
-        Ok(ModelFile::open(path, &opts)?)
+        Ok(ModelFile::open(&path, &opts)?)
     }
 }
 
