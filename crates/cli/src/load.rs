@@ -5,12 +5,15 @@ use anyhow::Result;
 use frugal_loader::{ModelFile, ModelOptions, Warning};
 use frugal_models::Model;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
 
 /// Options shared by every command that runs a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A GGUF model file (any part of a split set), or a Hugging Face safetensors checkpoint
-    /// folder (config.json, *.safetensors, tokenizer.json), converted at load.
+    /// A GGUF model file (any part of a split set), a Hugging Face safetensors checkpoint folder
+    /// (config.json, *.safetensors, tokenizer.json, converted at load), or a Hugging Face Hub
+    /// reference: ORG/REPO[:QUANT][@REVISION] (Q4_K_M by default) or ORG/REPO/FILE.gguf[@REVISION],
+    /// downloaded into the Hugging Face cache on first use.
     pub model: std::path::PathBuf,
     /// Worker threads, for loading and running (default: all available cores).
     #[arg(short = 't', long)]
@@ -58,24 +61,75 @@ impl ModelArgs {
         Ok(file)
     }
 
-    /// Another model file (a draft model) opened with the same threads and weight options.
+    /// Another model file (a draft model; a Hub reference too) opened with the same threads and
+    /// weight options.
     pub fn open_other(&self, path: &std::path::Path) -> Result<ModelFile> {
+        let path = resolve_model(&path.to_string_lossy())?;
         let opts = ModelOptions {
             threads: self.threads,
             dequantize: self.dequantize,
             mlock: self.mlock,
             ..ModelOptions::default()
         };
-        Ok(ModelFile::open(path, &opts)?)
+        Ok(ModelFile::open(&path, &opts)?)
     }
 }
 
 /// The local path a model reference names: an existing path as it is; a Hugging Face Hub
-/// reference (`ORG/REPO[:QUANT][@REV]`, `ORG/REPO/FILE.gguf`) once its files are in the cache
-/// (downloaded first unless offline). For a split GGUF set, its first part.
-// Hub references are resolved by the downloads work of issue 21 (a seam for now).
+/// reference (`ORG/REPO[:QUANT][@REV]`, `ORG/REPO/FILE.gguf`) once its files are in the
+/// Hugging Face cache (downloaded first unless `HF_HUB_OFFLINE` is set). For a split GGUF set, its
+/// first part; for a safetensors checkpoint, its snapshot directory. A progress bar per file on
+/// a terminal. May be called from async code (the downloads run on a thread of their own).
 pub fn resolve_model(reference: &str) -> Result<std::path::PathBuf> {
-    Ok(std::path::PathBuf::from(reference))
+    let bars = DownloadBars::new();
+    let options = frugal_hub::Options::from_env();
+    Ok(frugal_hub::resolve(reference, &options, &|p| bars.show(p))?)
+}
+
+/// One progress bar per file being downloaded, drawn only when stderr is a terminal.
+pub struct DownloadBars {
+    bars: Option<(
+        indicatif::MultiProgress,
+        std::sync::Mutex<HashMap<String, ProgressBar>>,
+    )>,
+}
+
+impl DownloadBars {
+    pub fn new() -> DownloadBars {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        DownloadBars {
+            bars: terminal.then(|| (indicatif::MultiProgress::new(), Default::default())),
+        }
+    }
+
+    pub fn show(&self, p: frugal_hub::Progress<'_>) {
+        let Some((multi, bars)) = &self.bars else {
+            return;
+        };
+        let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = bars.entry(p.file.to_string()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(p.total));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(p.file.to_string());
+            bar
+        });
+        bar.set_position(p.done);
+        if p.done >= p.total {
+            bar.finish();
+        }
+    }
+}
+
+impl Default for DownloadBars {
+    fn default() -> Self {
+        DownloadBars::new()
+    }
 }
 
 fn parse_quant_type(s: &str) -> Result<frugal_kernels::GgmlType, String> {

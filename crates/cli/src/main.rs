@@ -59,6 +59,12 @@ enum Command {
     Run(commands::run::Args),
     /// Serve one model, or several, over an OpenAI-compatible HTTP API.
     Serve(Box<commands::serve::Args>),
+    /// Download a model from the Hugging Face Hub into its cache; print the path to load.
+    Pull(commands::pull::Args),
+    /// The models in the Hugging Face cache: repository, revision, file, size, quant.
+    List(commands::list::Args),
+    /// Remove a model (a repository, or one quant or file of it) from the Hugging Face cache.
+    Rm(commands::rm::Args),
     /// Print the token ids of a text as a JSON array.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Print the text of comma-separated token ids.
@@ -87,6 +93,9 @@ fn main() {
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Serve(a) => commands::serve::run(*a),
+        Command::Pull(a) => commands::pull::run(a),
+        Command::List(a) => commands::list::run(a),
+        Command::Rm(a) => commands::rm::run(a),
         Command::Tokenize(a) => commands::tokenize::run_tokenize(a),
         Command::Detokenize(a) => commands::tokenize::run_detokenize(a),
     };

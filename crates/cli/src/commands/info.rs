@@ -8,7 +8,9 @@ use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A GGUF model file, or a safetensors checkpoint folder (described as converted at load).
+    /// A GGUF model file, a safetensors checkpoint folder (described as converted at load), or a
+    /// Hugging Face Hub reference (ORG/REPO[:QUANT][@REVISION], ORG/REPO/FILE.gguf), downloaded
+    /// into the Hugging Face cache on first use.
     pub model: std::path::PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -19,18 +21,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let gguf = match frugal_checkpoint::is_checkpoint(&a.model) {
-        true => frugal_checkpoint::open(&a.model, &frugal_checkpoint::Options::default())?,
-        false => GgufFile::open(&a.model)?,
+    let model = crate::load::resolve_model(&a.model.to_string_lossy())?;
+    let gguf = match frugal_checkpoint::is_checkpoint(&model) {
+        true => frugal_checkpoint::open(&model, &frugal_checkpoint::Options::default())?,
+        false => GgufFile::open(&model)?,
     };
     let mut summary = Summary::of(&gguf)?;
-    if frugal_checkpoint::is_checkpoint(&a.model) {
-        checkpoint_summary(&a.model, &mut summary)?;
+    if frugal_checkpoint::is_checkpoint(&model) {
+        checkpoint_summary(&model, &mut summary)?;
     }
     if a.json {
-        print_json(&a.model, &gguf, &summary, a.kv_type)
+        print_json(&model, &gguf, &summary, a.kv_type)
     } else {
-        print_text(&a.model, &gguf, &summary, a.kv_type);
+        print_text(&model, &gguf, &summary, a.kv_type);
         Ok(())
     }
 }

@@ -1,9 +1,12 @@
 pub mod bench;
 pub mod chat_input;
 pub mod info;
+pub mod list;
 pub mod logits;
 pub mod membw;
 pub mod perplexity;
+pub mod pull;
+pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
