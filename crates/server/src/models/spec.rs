@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct ModelSpec {
     /// The model file (a reference the caller has already resolved to a local path).
     pub model: PathBuf,
-    /// Names clients may use in `model`; the first is the one responses carry (default: the
-    /// file name without extension).
+    /// Names clients may use in `model`; the first is the one responses carry (default:
+    /// [`default_name`]).
     pub aliases: Vec<String>,
     pub ctx_size: Option<usize>,
     pub threads: Option<usize>,
@@ -32,13 +32,12 @@ impl ModelSpec {
         }
     }
 
-    /// Every name the model answers to: its aliases, or its file name without extension.
+    /// Every name the model answers to: its aliases, or [`default_name`].
     pub fn names(&self) -> Vec<String> {
         if !self.aliases.is_empty() {
             return self.aliases.clone();
         }
-        let stem = self.model.file_stem();
-        vec![stem.map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())]
+        vec![default_name(&self.model)]
     }
 
     /// The server's settings with this model's own applied: what its engine, template and
@@ -146,6 +145,27 @@ fn entry_spec(
     })
 }
 
+/// The name a model is served under when it has no alias: the file name without extension (a
+/// split set's name without `-0000K-of-0000N`), or a checkpoint folder's name (`ORG/REPO` for a
+/// Hugging Face cache snapshot, whose folder is named by a commit).
+pub fn default_name(model: &std::path::Path) -> String {
+    let file_name = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    if model.is_dir() {
+        let parent = model.parent();
+        let repo = parent
+            .filter(|p| file_name(p).as_deref() == Some("snapshots"))
+            .and_then(|p| file_name(p.parent()?))
+            .and_then(|r| Some(r.strip_prefix("models--")?.replacen("--", "/", 1)));
+        return repo.or_else(|| file_name(model)).unwrap_or("model".into());
+    }
+    let name = file_name(model).unwrap_or_default();
+    if let Some(part) = frugal_formats::split_part(&name) {
+        return part.prefix;
+    }
+    let stem = model.file_stem();
+    stem.map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +257,25 @@ mod tests {
         assert!(e.contains("/no/such.jinja"), "{e}");
         let failing = read_models_file(&kv, |_| Err("not found".into()));
         assert!(failing.is_err());
+    }
+
+    #[test]
+    fn default_names_drop_split_suffixes_and_name_hub_snapshots_by_repo() {
+        use super::default_name;
+        use std::path::Path;
+        assert_eq!(default_name(Path::new("/m/qwen2-Q4_0.gguf")), "qwen2-Q4_0");
+        assert_eq!(
+            default_name(Path::new("/m/GLM-4.5-Q4_K_M-00002-of-00003.gguf")),
+            "GLM-4.5-Q4_K_M"
+        );
+        let dir = std::env::temp_dir().join(format!("frugal-names-{}", std::process::id()));
+        let snapshot = dir.join("models--Qwen--Qwen3-0.6B/snapshots/0123abcd");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        assert_eq!(default_name(&snapshot), "Qwen/Qwen3-0.6B");
+        assert_eq!(
+            default_name(&dir.join("models--Qwen--Qwen3-0.6B")),
+            "models--Qwen--Qwen3-0.6B"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
