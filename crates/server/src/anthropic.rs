@@ -6,11 +6,12 @@
 use crate::api::{parse_body, ChatRequest, Common};
 use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
+use crate::request_id::RequestId;
 use crate::routes::{model_of, prepare_chat_request, request_id, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::worker::Done;
 use crate::AppState;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use frugal_engine::FinishReason;
 use frugal_output::{OutputDelta, ParsedMessage};
@@ -60,6 +61,7 @@ pub fn error_body(e: &ApiError) -> Value {
 /// `POST /v1/messages`.
 pub async fn messages(
     State(app): Shared,
+    Extension(request): Extension<RequestId>,
     RequestBody(b): RequestBody,
 ) -> Result<Response, AnthropicError> {
     let st = model_of(&app, &b).await?;
@@ -70,7 +72,7 @@ pub async fn messages(
     .await??;
     let prompts = [Prompt { tokens, echo: None }];
     let id = format!("msg_{}", request_id());
-    let mut choices = jobs::submit(&st, &id, &prompts, &gen, None, Some(&output)).await?;
+    let mut choices = jobs::submit(&st, &request.0, &prompts, &gen, None, Some(&output)).await?;
     let choice = choices.pop().expect("one prompt, one choice");
     let model = st.model_id.clone();
     if gen.stream {

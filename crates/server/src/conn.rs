@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -50,9 +51,14 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Accepts and serves connections until `stop` resolves to the shutdown deadline; then stops
-/// accepting, closes connections between requests at once, lets the others finish their
-/// response until the deadline (plus [`SHUTDOWN_GRACE`]) and returns.
+/// How often a drain looks whether every connection has closed.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Accepts and serves connections until `stop` resolves to the shutdown deadline; then closes
+/// connections between requests at once, lets the others finish their response until the
+/// deadline (plus [`SHUTDOWN_GRACE`]) and returns once they have. Meanwhile new connections are
+/// still answered, one request each: a readiness probe reads 503 from `/health`, a liveness probe
+/// 200 from `/health/live`, a request 503 — rather than a refused connection.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -60,45 +66,77 @@ pub async fn serve(
     metrics: Arc<ConnMetrics>,
     stop: impl Future<Output = std::time::Instant>,
 ) {
-    let open = Arc::new(Semaphore::new(limits.max_connections));
-    let rejecting = Arc::new(Semaphore::new(REJECTING_AT_ONCE));
     let (shutdown_tx, shutdown_rx) = watch::channel(None::<Instant>);
+    let mut acceptor = Acceptor {
+        app,
+        limits,
+        metrics,
+        open: Arc::new(Semaphore::new(limits.max_connections)),
+        rejecting: Arc::new(Semaphore::new(REJECTING_AT_ONCE)),
+        shutdown: shutdown_rx,
+        last_warning: None,
+    };
     let mut stop = pin!(stop);
-    let mut last_warning: Option<Instant> = None;
     let deadline = loop {
-        let accepted = tokio::select! {
+        tokio::select! {
             deadline = &mut stop => break Instant::from_std(deadline),
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                accept_failed(&e, &mut last_warning).await;
-                continue;
-            }
-        };
-        match open.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let conn = Connection {
-                    app: app.clone(),
-                    limits,
-                    metrics: metrics.clone(),
-                    activity: Arc::new(Activity::new()),
-                    shutdown: shutdown_rx.clone(),
-                };
-                tokio::spawn(async move {
-                    conn.serve(stream).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => reject(stream, &rejecting, &metrics),
+            a = listener.accept() => acceptor.take(a, false).await,
         }
     };
-    drop(listener);
     let _ = shutdown_tx.send(Some(deadline));
-    // Every connection task holds a permit: all of them back means all connections are closed.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout_at(deadline + SHUTDOWN_GRACE, open.acquire_many(all)).await;
+    // Connections accepted from now on start with the shutdown already seen.
+    acceptor.shutdown.borrow_and_update();
+    let mut poll = tokio::time::interval(DRAIN_POLL);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline + SHUTDOWN_GRACE) => return,
+            _ = poll.tick() => {
+                // Every connection task holds a permit: all of them back means all are closed.
+                if acceptor.open.available_permits() == limits.max_connections {
+                    return;
+                }
+            }
+            a = listener.accept() => acceptor.take(a, true).await,
+        }
+    }
+}
+
+/// What accepting a connection needs.
+struct Acceptor {
+    app: Router,
+    limits: Limits,
+    metrics: Arc<ConnMetrics>,
+    /// A permit per open connection, up to `--max-connections`.
+    open: Arc<Semaphore>,
+    rejecting: Arc<Semaphore>,
+    shutdown: watch::Receiver<Option<Instant>>,
+    last_warning: Option<Instant>,
+}
+
+impl Acceptor {
+    /// Serves an accepted connection on its own task (one request only when `draining`), or
+    /// answers 503 over the cap.
+    async fn take(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>, draining: bool) {
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => return accept_failed(&e, &mut self.last_warning).await,
+        };
+        let Ok(permit) = self.open.clone().try_acquire_owned() else {
+            return reject(stream, &self.rejecting, &self.metrics);
+        };
+        let conn = Connection {
+            app: self.app.clone(),
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+            activity: Arc::new(Activity::new()),
+            shutdown: self.shutdown.clone(),
+            one_request: draining,
+        };
+        tokio::spawn(async move {
+            conn.serve(stream).await;
+            drop(permit);
+        });
+    }
 }
 
 /// An accept error: a connection that failed before we took it is skipped; running out of file
@@ -386,6 +424,8 @@ struct Connection {
     metrics: Arc<ConnMetrics>,
     activity: Arc<Activity>,
     shutdown: watch::Receiver<Option<Instant>>,
+    /// Accepted during a drain: answer one request, then close.
+    one_request: bool,
 }
 
 impl Connection {
@@ -415,7 +455,7 @@ impl Connection {
             }
         });
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.keep_alive(true).header_read_timeout(None);
+        http.keep_alive(!self.one_request).header_read_timeout(None);
         let mut conn = pin!(http.serve_connection(io, service));
         let mut cut_at: Option<Instant> = None;
         loop {

@@ -19,6 +19,7 @@ mod models;
 mod native;
 mod page;
 mod prep;
+mod request_id;
 mod respond;
 mod responses;
 mod routes;

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub waiting: AtomicU64,
     pub kv_blocks_used: AtomicU64,
     pub kv_blocks_total: AtomicU64,
+    /// Tokens per KV block (set with the pool, before the model is published).
+    pub kv_block_size: AtomicU64,
     /// The sliding-window layers' own pool (0 for models without such layers).
     pub kv_window_blocks_used: AtomicU64,
     pub kv_window_blocks_total: AtomicU64,
@@ -89,6 +91,7 @@ impl Default for Metrics {
             waiting: AtomicU64::new(0),
             kv_blocks_used: AtomicU64::new(0),
             kv_blocks_total: AtomicU64::new(0),
+            kv_block_size: AtomicU64::new(0),
             kv_window_blocks_used: AtomicU64::new(0),
             kv_window_blocks_total: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
@@ -221,6 +224,15 @@ impl Metrics {
         ]
     }
 
+    /// The fraction of the full-attention pool that sequences reference, as vLLM's
+    /// `kv_cache_usage_perc` counts it: cached blocks no sequence holds are free.
+    pub fn kv_cache_usage(&self) -> f64 {
+        match self.kv_blocks_total.load(Relaxed) {
+            0 => 0.0,
+            total => self.kv_blocks_used.load(Relaxed) as f64 / total as f64,
+        }
+    }
+
     fn mean_accepted(&self) -> f64 {
         match self.spec_verifications.load(Relaxed) {
             0 => 0.0,
@@ -237,13 +249,24 @@ impl Metrics {
         let counters = self
             .counters()
             .map(|(n, h, v)| (n, "counter", h, v.load(Relaxed) as f64));
+        let usage = (
+            "frugal_kv_cache_usage_ratio",
+            "gauge",
+            "Fraction of the KV-cache blocks referenced by sequences (cached blocks no sequence holds count as free).",
+            self.kv_cache_usage(),
+        );
         let mean = (
             "frugal_spec_mean_accepted_tokens",
             "gauge",
             "Speculative decoding: guessed tokens accepted per verification.",
             self.mean_accepted(),
         );
-        gauges.into_iter().chain(counters).chain([mean]).collect()
+        gauges
+            .into_iter()
+            .chain([usage])
+            .chain(counters)
+            .chain([mean])
+            .collect()
     }
 }
 
@@ -307,6 +330,7 @@ pub fn render(conn: &ConnMetrics, models: &[ModelSeries<'_>]) -> String {
         }
     }
     render_lifecycle(&mut out, models, &labels);
+    render_model_server(&mut out, models, &labels);
     let histograms = [
         (
             "frugal_time_to_first_token_seconds",
@@ -383,6 +407,56 @@ fn render_lifecycle(out: &mut String, models: &[ModelSeries<'_>], labels: &[Stri
         for (m, l) in models.iter().zip(labels) {
             let _ = writeln!(out, "{name}{{{l}}} {}", value(&m.lifecycle));
         }
+    }
+}
+
+/// The gauges of the model-server protocol that Kubernetes' Gateway API Inference Extension
+/// scrapes, under vLLM's names, HELP texts and types, for loaded models only: vLLM exports
+/// nothing for a model it does not serve, and a model without an engine has no queue to report.
+/// `vllm:cache_config_info` carries `model_name` too (vLLM's has only the cache settings and
+/// `engine`: it serves one model).
+fn render_model_server(out: &mut String, models: &[ModelSeries<'_>], labels: &[String]) {
+    type Row = (&'static str, &'static str, fn(&Metrics) -> f64);
+    let rows: [Row; 3] = [
+        (
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches.",
+            |m| m.running.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed.",
+            |m| m.waiting.load(Relaxed) as f64,
+        ),
+        (
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage.",
+            Metrics::kv_cache_usage,
+        ),
+    ];
+    let loaded: Vec<(&ModelSeries<'_>, &String)> = models
+        .iter()
+        .zip(labels)
+        .filter(|(m, _)| m.lifecycle.loaded)
+        .collect();
+    for (name, help, value) in rows {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (m, l) in &loaded {
+            let _ = writeln!(out, "{name}{{{l}}} {}", value(m.metrics));
+        }
+    }
+    let name = "vllm:cache_config_info";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Information of the LLMEngine CacheConfig\n# TYPE {name} gauge"
+    );
+    for (m, l) in &loaded {
+        let block_size = m.metrics.kv_block_size.load(Relaxed);
+        let blocks = m.metrics.kv_blocks_total.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}{{{l},block_size=\"{block_size}\",num_gpu_blocks=\"{blocks}\",enable_prefix_caching=\"True\"}} 1"
+        );
     }
 }
 
@@ -537,5 +611,41 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn model_server_gauges_are_vllms_for_loaded_models_only() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.running.store(2, Relaxed);
+        a.waiting.store(3, Relaxed);
+        a.kv_blocks_used.store(16, Relaxed);
+        a.kv_blocks_total.store(64, Relaxed);
+        a.kv_block_size.store(16, Relaxed);
+        b.waiting.store(9, Relaxed);
+        let series = |name, metrics, loaded| ModelSeries {
+            name,
+            metrics,
+            lifecycle: Lifecycle {
+                loaded,
+                ..Lifecycle::default()
+            },
+        };
+        let text = render(
+            &ConnMetrics::default(),
+            &[series("a", &a, true), series("b", &b, false)],
+        );
+        for (name, value) in [
+            ("vllm:num_requests_running", "2"),
+            ("vllm:num_requests_waiting", "3"),
+            ("vllm:kv_cache_usage_perc", "0.25"),
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} gauge\n")), "{name}");
+            assert!(text.contains(&format!("{name}{{model_name=\"a\"}} {value}\n")));
+            assert!(!text.contains(&format!("{name}{{model_name=\"b\"}}")));
+        }
+        assert!(text.contains(
+            "vllm:cache_config_info{model_name=\"a\",block_size=\"16\",num_gpu_blocks=\"64\",enable_prefix_caching=\"True\"} 1\n"
+        ));
+        assert!(text.contains("frugal_kv_cache_usage_ratio{model_name=\"a\"} 0.25\n"));
     }
 }

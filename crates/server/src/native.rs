@@ -6,12 +6,13 @@
 use crate::api::{Common, Generation};
 use crate::error::ApiError;
 use crate::jobs::{self, Answer, Choice, Prompt, Update};
-use crate::routes::{fim_layout, fim_tokens, generation, request_id, RequestBody};
+use crate::request_id::RequestId;
+use crate::routes::{fim_layout, fim_tokens, generation, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::text_output::TextOutput;
 use crate::worker::Done;
 use crate::{AppState, ModelState};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use frugal_engine::logprobs::TokenLogprobs;
@@ -307,20 +308,29 @@ fn extra_context(
 /// `POST /completion`.
 pub async fn completion(
     State(app): Shared,
+    Extension(id): Extension<RequestId>,
     RequestBody(b): RequestBody,
 ) -> Result<Response, ApiError> {
-    run(&app, b, false).await
+    run(&app, id, b, false).await
 }
 
 /// `POST /infill`.
-pub async fn infill(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
-    run(&app, b, true).await
+pub async fn infill(
+    State(app): Shared,
+    Extension(id): Extension<RequestId>,
+    RequestBody(b): RequestBody,
+) -> Result<Response, ApiError> {
+    run(&app, id, b, true).await
 }
 
-async fn run(app: &AppState, b: axum::body::Bytes, infill: bool) -> Result<Response, ApiError> {
+async fn run(
+    app: &AppState,
+    RequestId(id): RequestId,
+    b: axum::body::Bytes,
+    infill: bool,
+) -> Result<Response, ApiError> {
     let st = crate::routes::model_of(app, &b).await?;
     let p = crate::prep::offload(&st, move |st| prepare(st, &b, infill)).await??;
-    let id = request_id();
     let prompts = [Prompt {
         tokens: p.prompt.clone(),
         echo: None,

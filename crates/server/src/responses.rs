@@ -13,11 +13,12 @@ pub use store::ResponseStore;
 use crate::api::{parse_body, ChatRequest, Common};
 use crate::error::ApiError;
 use crate::jobs::{self, Choice, Prompt, Update};
+use crate::request_id::RequestId;
 use crate::routes::{prepare_chat_request, request_id, PreparedChat, RequestBody};
 use crate::sse::{sse_response, SseSink};
 use crate::worker::Done;
 use crate::{AppState, ModelState};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -40,13 +41,17 @@ struct Prepared {
 }
 
 /// `POST /v1/responses`.
-pub async fn create(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): Shared,
+    Extension(request): Extension<RequestId>,
+    RequestBody(b): RequestBody,
+) -> Result<Response, ApiError> {
     let st = crate::routes::model_of(&app, &b).await?;
     let p = crate::prep::offload(&st, move |st| prepare(st, &b)).await??;
     let (gen, _, tokens, output) = p.chat;
     let prompts = [Prompt { tokens, echo: None }];
     let id = format!("resp_{}", request_id());
-    let mut choices = jobs::submit(&st, &id, &prompts, &gen, None, Some(&output)).await?;
+    let mut choices = jobs::submit(&st, &request.0, &prompts, &gen, None, Some(&output)).await?;
     let choice = choices.pop().expect("one prompt, one choice");
     let run = Run {
         head: head(&id, st.created_now(), &st.model_id, p.echo),

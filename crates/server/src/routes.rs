@@ -10,8 +10,10 @@ use crate::conn::BodyProgress;
 use crate::cors;
 use crate::error::ApiError;
 use crate::jobs;
+use crate::models::Readiness;
 use crate::native;
 use crate::prep::{check_length, offload};
+use crate::request_id::{self, RequestId};
 use crate::respond::{self, Api};
 use crate::responses;
 use crate::text_output::TextOutput;
@@ -19,7 +21,7 @@ use crate::tokens;
 use crate::{AppState, ModelState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,12 +65,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/health", get(health))
         .route("/v1/health", get(health))
+        .route("/health/live", get(live))
+        .route("/v1/health/live", get(live))
         .route("/metrics", get(metrics))
         .merge(api)
         .merge(crate::page::router())
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(DefaultBodyLimit::max(limit));
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(request_id::tag));
     // Outermost, so that preflight requests are answered before routing and authentication.
     let router = match cors::layer(&state.cfg.cors_origins) {
         Some(cors) => router.layer(cors),
@@ -115,17 +120,26 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// 200 once the models loaded at startup (the one model; with several, the pinned ones) are.
+/// The readiness probe: 200 once the models loaded at startup (the one model; with several,
+/// the pinned ones) are, 503 before and from the moment shutdown begins, so that a load balancer
+/// stops sending requests while the running ones finish.
 async fn health(State(st): Shared) -> Response {
-    if st.models.healthy() {
-        Json(json!({"status": "ok"})).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
-        )
-            .into_response()
-    }
+    let status = match st.models.readiness() {
+        Readiness::Ready => return Json(json!({"status": "ok"})).into_response(),
+        Readiness::Loading => "loading",
+        Readiness::Draining => "draining",
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": status })),
+    )
+        .into_response()
+}
+
+/// The liveness probe: 200 whenever the process answers, also while models load and while it
+/// drains (restarting it then would only lose work).
+async fn live() -> Json<Value> {
+    Json(json!({"status": "alive"}))
 }
 
 async fn metrics(State(st): Shared) -> Response {
@@ -249,7 +263,7 @@ pub(crate) fn generation(
     Ok(gen)
 }
 
-/// A short unique id for responses and log lines.
+/// A short unique id for responses, and for requests that bring none (`x-request-id`).
 pub(crate) fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -262,13 +276,17 @@ pub(crate) fn tokenize(st: &ModelState, text: &str, add_bos: bool) -> Result<Vec
         .map_err(|e| ApiError::invalid_param("prompt", format!("Cannot tokenize the prompt: {e}")))
 }
 
-async fn chat(State(app): Shared, RequestBody(b): RequestBody) -> Result<Response, ApiError> {
+async fn chat(
+    State(app): Shared,
+    Extension(id): Extension<RequestId>,
+    RequestBody(b): RequestBody,
+) -> Result<Response, ApiError> {
     let st = model_of(&app, &b).await?;
     let (gen, logprobs, tokens, output) = offload(&st, move |st| prepare_chat(st, &b)).await??;
     let prompts = vec![jobs::Prompt { tokens, echo: None }];
     respond::generate(
         st.clone(),
-        request_id(),
+        id.0,
         prompts,
         gen,
         logprobs,
@@ -345,13 +363,14 @@ fn chat_logprobs(req: &ChatRequest) -> Result<Option<usize>, ApiError> {
 
 async fn completions(
     State(app): Shared,
+    Extension(id): Extension<RequestId>,
     RequestBody(b): RequestBody,
 ) -> Result<Response, ApiError> {
     let st = model_of(&app, &b).await?;
     let (gen, logprobs, prompts) = offload(&st, move |st| prepare_completions(st, &b)).await??;
     respond::generate(
         st.clone(),
-        request_id(),
+        id.0,
         prompts,
         gen,
         logprobs,

@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Events a stream holds for a client that has not read them yet; when they are all waiting,
 /// the stream waits for the client, at most the write timeout.
@@ -67,11 +68,13 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
-    tokio::spawn(write(SseSink {
+    // In the request's span: the stream's log lines name its request too.
+    let writer = write(SseSink {
         tx,
         write_timeout,
         id,
-    }));
+    });
+    tokio::spawn(writer.in_current_span());
     let body = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });

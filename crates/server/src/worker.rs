@@ -103,10 +103,23 @@ struct Worker<'a> {
     drain: Option<Instant>,
 }
 
+/// Sets the gauges of a model about to be published: its pool's size and an empty engine, so
+/// that no scrape of a loaded model reads a pool of 0 blocks or the last load's queue.
+pub fn describe_pool(engine: &BatchEngine<'_>, metrics: &Metrics) {
+    let blocks = engine.scheduler().blocks();
+    metrics
+        .kv_blocks_total
+        .store(blocks.n_blocks() as u64, Relaxed);
+    metrics
+        .kv_block_size
+        .store(blocks.block_size() as u64, Relaxed);
+    for gauge in [&metrics.running, &metrics.waiting, &metrics.kv_blocks_used] {
+        gauge.store(0, Relaxed);
+    }
+}
+
 /// Runs the engine until the command channel closes or a drain completes.
 pub fn run(engine: BatchEngine<'_>, commands: Receiver<Command>, metrics: Arc<Metrics>) {
-    let n_blocks = engine.scheduler().blocks().n_blocks();
-    metrics.kv_blocks_total.store(n_blocks as u64, Relaxed);
     let mut w = Worker {
         engine,
         metrics,

@@ -74,6 +74,7 @@ pub(super) fn run(
         Err(e) => return pending.fail(LoadFailure::broken(e)),
     };
     let engine = build_engine(&model, &tokenizer, &pool, engine_cfg, spec, disk);
+    worker::describe_pool(&engine, &reg.served[i].metrics);
     if !pending.publish(state, t0) {
         return;
     }

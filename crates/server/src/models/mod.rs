@@ -263,13 +263,26 @@ impl Registry {
         PinnedLoads { loads }
     }
 
-    /// Up when every pinned model (with one model, that one) is loaded.
-    pub fn healthy(&self) -> bool {
+    /// Ready when every pinned model (with one model, that one) is loaded, until shutdown
+    /// begins. Models loaded on demand do not count: the others serve meanwhile.
+    pub fn readiness(&self) -> Readiness {
         let slots = self.lock();
-        self.served
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Readiness::Draining;
+        }
+        let loaded = self
+            .served
             .iter()
             .zip(slots.iter())
-            .all(|(s, slot)| !s.spec.pinned || matches!(slot.phase, Phase::Loaded(_)))
+            .all(|(s, slot)| !s.spec.pinned || matches!(slot.phase, Phase::Loaded(_)));
+        if loaded {
+            Readiness::Ready
+        } else {
+            Readiness::Loading
+        }
     }
 
     /// `/v1/models`: every model under each of its names, with its state.
@@ -354,6 +367,16 @@ impl Registry {
             let _ = handle.join();
         }
     }
+}
+
+/// Whether the server takes requests (`/health`, the readiness probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    Ready,
+    /// A pinned model is still loading (at startup).
+    Loading,
+    /// Shutdown has begun: running requests finish, new ones are refused.
+    Draining,
 }
 
 /// The startup loads of the pinned models: the server is ready when they are.

@@ -122,7 +122,19 @@ impl Running {
     }
 
     pub async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_shutdown();
+        self.finished().await;
+    }
+
+    /// Starts the shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server to exit, which must be cleanly.
+    pub async fn finished(mut self) {
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 }
