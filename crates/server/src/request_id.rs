@@ -86,4 +86,57 @@ mod tests {
         }
         assert!(RequestId::of(&with(&[b'a'; 128])).is_ok());
     }
+
+    /// Log lines written to a buffer.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_request_span_names_the_id_in_log_lines_and_the_response_echoes_it() {
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let app = axum::Router::new()
+            .route(
+                "/",
+                get(|| async {
+                    tracing::info!("handled");
+                    "ok"
+                }),
+            )
+            .layer(axum::middleware::from_fn(tag));
+        let req = Request::builder()
+            .uri("/")
+            .header(HEADER, "gw-9")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(app.oneshot(req)).unwrap()
+        });
+        assert_eq!(response.headers()[HEADER], "gw-9");
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("http{request=gw-9}") && text.contains("handled"),
+            "{text}"
+        );
+    }
 }
