@@ -43,6 +43,10 @@ impl RequestId {
 pub(crate) async fn tag(mut req: Request, next: Next) -> Response {
     let id = match RequestId::of(req.headers()) {
         Ok(id) => id,
+        // In the shape of the API the request was for.
+        Err(e) if crate::routes::is_anthropic(req.uri().path()) => {
+            return crate::anthropic::AnthropicError(e).into_response()
+        }
         Err(e) => return e.into_response(),
     };
     let span = tracing::info_span!("http", request = %id.0);

@@ -108,7 +108,7 @@ async fn authenticate(State(st): Shared, req: Request, next: Next) -> Response {
 }
 
 /// Paths of Anthropic's API, whose errors take its shape.
-fn is_anthropic(path: &str) -> bool {
+pub(crate) fn is_anthropic(path: &str) -> bool {
     path.trim_start_matches("/v1").starts_with("/messages")
 }
 

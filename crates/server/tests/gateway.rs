@@ -258,5 +258,20 @@ async fn request_ids_are_echoed_and_end_openai_ids() {
         StatusCode::BAD_REQUEST,
         "x-request-id",
     );
+    let r = s
+        .client
+        .post(s.url("/v1/messages"))
+        .header("x-request-id", "")
+        .json(&msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's error shape: {v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-request-id"));
     s.shutdown().await;
 }
