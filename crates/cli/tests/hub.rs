@@ -23,6 +23,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `tokenize` then `detokenize` on a cached Hub reference, offline.
+fn tokenize_round_trip_offline(hub: &FakeHub, cache: &Path, reference: &str) {
+    let r = frugal(
+        hub,
+        cache,
+        true,
+        &["tokenize", reference, "--text", "hello"],
+    );
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let ids = text(&r.stdout).trim().trim_matches(['[', ']']).to_string();
+    let r = frugal(hub, cache, true, &["detokenize", reference, "--ids", &ids]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(text(&r.stdout).trim_end(), "hello");
+}
+
 #[test]
 fn pull_info_list_rm() {
     let fixture = frugal_fixtures::dir().join("models/qwen2-Q8_0.gguf");
@@ -57,6 +72,7 @@ fn pull_info_list_rm() {
     let info: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(info["architecture"], "qwen2");
     assert_eq!(hub.requests(), served, "offline info made requests");
+    tokenize_round_trip_offline(&hub, &cache, "test/qwen2:Q8_0");
 
     let r = frugal(&hub, &cache, false, &["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();

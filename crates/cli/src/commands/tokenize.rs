@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct TokenizeArgs {
-    /// A GGUF model (a vocabulary-only GGUF works) or a tokenizer.json.
+    /// A GGUF model (a vocabulary-only GGUF works), a tokenizer.json or a folder holding one, or a
+    /// Hugging Face Hub reference (ORG/REPO[:QUANT][@REVISION]).
     pub model: PathBuf,
     /// The text to tokenize.
     #[arg(long)]
@@ -21,7 +22,8 @@ pub struct TokenizeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DetokenizeArgs {
-    /// A GGUF model (a vocabulary-only GGUF works) or a tokenizer.json.
+    /// A GGUF model (a vocabulary-only GGUF works), a tokenizer.json or a folder holding one, or a
+    /// Hugging Face Hub reference (ORG/REPO[:QUANT][@REVISION]).
     pub model: PathBuf,
     /// Comma-separated token ids.
     #[arg(long, value_delimiter = ',', required = true)]
@@ -31,10 +33,12 @@ pub struct DetokenizeArgs {
     pub skip_special: bool,
 }
 
-/// A GGUF model (a vocabulary-only one works), a tokenizer.json, or a folder holding one.
+/// A GGUF model (a vocabulary-only one works), a tokenizer.json, or a folder holding one; or a
+/// Hub reference to one (resolved, and downloaded if need be, first).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let path = crate::load::resolve_model(&path.to_string_lossy())?;
     // The errors name the file.
-    Ok(frugal_loader::load_tokenizer(path)?)
+    Ok(frugal_loader::load_tokenizer(&path)?)
 }
 
 pub fn run_tokenize(a: TokenizeArgs) -> Result<()> {
