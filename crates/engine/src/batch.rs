@@ -273,6 +273,17 @@ impl<'a> BatchEngine<'a> {
         self.scheduler.log_commits();
     }
 
+    /// Logs what enters and leaves the prefix cache (full-attention blocks), for
+    /// [`BatchEngine::take_cache_events`].
+    pub fn log_cache_events(&mut self) {
+        self.scheduler.log_cache_events();
+    }
+
+    /// What entered and left the prefix cache since the last call, in order.
+    pub fn take_cache_events(&mut self) -> Vec<frugal_scheduler::CacheEvent> {
+        self.scheduler.take_cache_events()
+    }
+
     /// The prefix cache's disk tier, if any (its counters).
     pub fn disk_cache(&self) -> Option<&DiskCache> {
         self.disk.as_ref().map(DiskTier::cache)

@@ -94,6 +94,9 @@ pub struct BlockManager {
     clock: u64,
     /// Blocks registered since the last [`BlockManager::take_commits`], when logging.
     commits: Option<Vec<Committed>>,
+    /// What entered and left the cache since the last [`BlockManager::take_events`], when
+    /// logging (for KV-cache events published to a router).
+    events: Option<Vec<CacheEvent>>,
 }
 
 /// Hash of a block's tokens chained to the hash of everything before it. A stable hash (xxh3 of
@@ -142,9 +145,20 @@ pub fn private_seed(n: u64) -> u64 {
 pub struct Committed {
     /// The seed its sequence's hash chain started from.
     pub seed: u64,
+    /// The prefix hash of the block before it (the seed for a sequence's first block).
+    pub parent: u64,
     pub hash: u64,
     pub block: BlockId,
     pub tokens: Vec<u32>,
+}
+
+/// A change to the set of cached blocks (see [`BlockManager::log_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A block entered the cache: computed by a sequence, or filled from a lower tier.
+    Stored(Committed),
+    /// The block cached under this prefix hash was evicted.
+    Removed { hash: u64 },
 }
 
 impl BlockManager {
@@ -166,6 +180,33 @@ impl BlockManager {
             cache: HashMap::new(),
             clock: 0,
             commits: None,
+            events: None,
+        }
+    }
+
+    /// From now on, keeps a list of the blocks that enter and leave the cache, emptied by
+    /// [`BlockManager::take_events`].
+    pub fn log_events(&mut self) {
+        self.events.get_or_insert_with(Vec::new);
+    }
+
+    /// What entered and left the cache since the last call, in order (empty unless logging).
+    pub fn take_events(&mut self) -> Vec<CacheEvent> {
+        self.events.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Registers a block in the cache and logs it; for the disk tier too unless it came from
+    /// there (`from_below`).
+    fn register(&mut self, block: Committed, from_below: bool) {
+        self.cache
+            .insert(block.hash, (block.block, block.tokens.clone()));
+        self.blocks[block.block as usize].hash = Some(block.hash);
+        if let Some(log) = &mut self.events {
+            log.push(CacheEvent::Stored(block.clone()));
+        }
+        match &mut self.commits {
+            Some(log) if !from_below => log.push(block),
+            _ => {}
         }
     }
 
@@ -226,6 +267,9 @@ impl BlockManager {
             .take()
             .expect("evictable blocks are cached");
         self.cache.remove(&hash);
+        if let Some(log) = &mut self.events {
+            log.push(CacheEvent::Removed { hash });
+        }
         Some(b)
     }
 
@@ -365,7 +409,7 @@ impl BlockManager {
         let (mut n_cached, mut filled) = (0, 0);
         for (i, chunk) in prefix.chunks_exact(self.block_size).enumerate() {
             let h = chain_hash(parent, chunk);
-            parent = h;
+            let chunk_parent = std::mem::replace(&mut parent, h);
             if i < from {
                 continue;
             }
@@ -381,8 +425,14 @@ impl BlockManager {
                 self.release(b);
                 break;
             }
-            self.cache.insert(h, (b, chunk.to_vec()));
-            self.blocks[b as usize].hash = Some(h);
+            let block = Committed {
+                seed,
+                parent: chunk_parent,
+                hash: h,
+                block: b,
+                tokens: chunk.to_vec(),
+            };
+            self.register(block, true);
             pinned.push(b);
             filled += 1;
         }
@@ -425,16 +475,14 @@ impl BlockManager {
                 && !self.cache.contains_key(&h)
                 && self.blocks[b as usize].hash.is_none()
             {
-                self.cache.insert(h, (b, chunk.to_vec()));
-                self.blocks[b as usize].hash = Some(h);
-                if let Some(log) = &mut self.commits {
-                    log.push(Committed {
-                        seed: seq.seed,
-                        hash: h,
-                        block: b,
-                        tokens: chunk.to_vec(),
-                    });
-                }
+                let block = Committed {
+                    seed: seq.seed,
+                    parent,
+                    hash: h,
+                    block: b,
+                    tokens: chunk.to_vec(),
+                };
+                self.register(block, false);
             }
             seq.hashes.push(h);
             parent = h;

@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub use frugal_kvcache::RELEASED;
-pub use frugal_kvcache::{cache_seed, chain_hashes, private_seed, Committed};
+pub use frugal_kvcache::{cache_seed, chain_hashes, private_seed, CacheEvent, Committed};
 use frugal_kvcache::{prefix_hash, BlockManager, SeqBlocks, SlotId, StateSlots, WindowBlocks};
 use std::collections::VecDeque;
 
@@ -422,6 +422,18 @@ impl Scheduler {
     pub fn take_commits(&mut self) -> (Vec<Committed>, Vec<Committed>) {
         let window = self.sliding.as_mut().map(|w| w.take_commits());
         (self.blocks.take_commits(), window.unwrap_or_default())
+    }
+
+    /// Logs what enters and leaves the full-attention group's prefix cache from now on
+    /// ([`Scheduler::take_cache_events`]), for KV-cache events.
+    pub fn log_cache_events(&mut self) {
+        self.blocks.log_events();
+    }
+
+    /// What entered and left the full-attention group's prefix cache since the last call (when
+    /// logging), in order.
+    pub fn take_cache_events(&mut self) -> Vec<CacheEvent> {
+        self.blocks.take_events()
     }
 
     /// Fills the prefix cache from a disk tier for `prompt` before it is queued with `seed`:
