@@ -15,10 +15,7 @@ import argparse
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import urllib.error
@@ -26,6 +23,7 @@ import urllib.request
 
 import openai
 from openai import OpenAI
+from serve_process import Server
 
 API_KEY = "test-key-123"
 BLOCK_SIZE = 16  # passed as --block-size: the unit of prefix caching
@@ -598,61 +596,14 @@ def responses_function_call_round_trip(c):
     assert answer.status in ("completed", "incomplete") and answer.output, answer
 
 
-class Server:
-    """`frugal serve` in a subprocess; stderr goes to a log file we can show on failure."""
-
-    def __init__(self, args):
-        self.log = tempfile.NamedTemporaryFile(prefix="frugal-serve-", suffix=".log", delete=False)
-        cmd = [args.frugal, "serve", args.model, "--host", "127.0.0.1", "--port", "0",
-               "--api-key", API_KEY, "-c", str(CTX), "--max-seqs", "4", "--block-size", str(BLOCK_SIZE),
-               "-t", str(args.threads), "--shutdown-timeout", "5"]
-        if args.chat_template_file:
-            cmd += ["--chat-template-file", args.chat_template_file]
-        print("$ " + " ".join(cmd), flush=True)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-
-    def log_text(self):
-        with open(self.log.name, errors="replace") as f:
-            return f.read()
-
-    def wait_ready(self, timeout):
-        """The base URL once /health answers 200; raises after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        base = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"frugal serve exited with status {self.proc.returncode} before it was ready")
-            if base is None:
-                m = re.search(r"listening on (http://[\d.]+:\d+)", self.log_text())
-                base = m and m.group(1)
-            if base:
-                try:
-                    with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                        if r.status == 200:
-                            return base
-                except (urllib.error.URLError, OSError):
-                    pass  # 503 while loading, or not accepting yet
-            time.sleep(0.1)
-        raise RuntimeError(f"/health did not answer 200 within {timeout}s")
-
-    def stop(self, timeout=15):
-        """SIGTERM, then the exit status (SIGKILL and None after `timeout` seconds)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-    def cleanup(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
+def server_command(args):
+    """`frugal serve` as these checks run it."""
+    cmd = [args.frugal, "serve", args.model, "--host", "127.0.0.1", "--port", "0",
+           "--api-key", API_KEY, "-c", str(CTX), "--max-seqs", "4", "--block-size", str(BLOCK_SIZE),
+           "-t", str(args.threads), "--shutdown-timeout", "5"]
+    if args.chat_template_file:
+        cmd += ["--chat-template-file", args.chat_template_file]
+    return cmd
 
 
 def main():
@@ -679,7 +630,7 @@ def main():
 def run_checks(args, checks, make_ctx, client):
     """Starts the server, runs each check on `make_ctx(base_url)`, stops the server with SIGTERM;
     prints one line per check and returns the exit status (1 if anything failed)."""
-    server = Server(args)
+    server = Server(server_command(args))
     failed = []
     try:
         try:

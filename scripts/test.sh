@@ -2,9 +2,10 @@
 # The project's test command: formatting, lints, every test of the workspace (the chat page's in
 # headless Chromium, installed here by apt where possible; the GBNF converter's on llama.cpp's
 # grammars, fetched once), then `frugal serve` through the official openai and anthropic Python
-# clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py, in a venv at
-# .venv-test that pip fills on first use, with the pinned huggingface_hub the hub crate's cache
-# fidelity test runs), then every fuzz target for 60 s (scripts/fuzz.sh).
+# clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py) and a ZeroMQ
+# subscriber of its KV-cache events (scripts/kv_events_test.py), in a venv at .venv-test that pip
+# fills on first use, with the pinned huggingface_hub the hub crate's cache fidelity test runs,
+# then every fuzz target for 60 s (scripts/fuzz.sh).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ export FRUGAL_REQUIRE_PEER_GRAMMARS=1
 if [ ! -x .venv-test/bin/python ]; then
   python3 -m venv .venv-test
 fi
-.venv-test/bin/pip install -q --disable-pip-version-check openai anthropic huggingface_hub==1.33.0
+.venv-test/bin/pip install -q --disable-pip-version-check openai anthropic huggingface_hub==1.33.0 pyzmq msgpack
 export FRUGAL_HF_PYTHON="$PWD/.venv-test/bin/python" FRUGAL_REQUIRE_HF_PYTHON=1
 cargo test --workspace --locked
 
@@ -46,5 +47,10 @@ cargo build --locked -p frugal
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen3-Q8_0.gguf" \
   --chat-template-file "${FRUGAL_FIXTURES:-../shared/fixtures}/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
+# KV-cache events through a ZeroMQ subscriber: vLLM's schema and hashes, checked against the
+# server's own prefix-cache hits, replay and shutdown.
+.venv-test/bin/python scripts/kv_events_test.py \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
 # Fuzzing: request parsing and message normalization, and the GGUF parser, 60 s each.
 ./scripts/fuzz.sh 60

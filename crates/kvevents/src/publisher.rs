@@ -42,24 +42,44 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Opens the sockets (an endpoint that cannot be bound is an error here, at startup) and
-    /// starts the thread that sends.
+    /// Opens the sockets (an endpoint that cannot be bound is an error here, at startup) on the
+    /// thread that then sends. Callable from async code: the thread has its own runtime.
     pub fn start(config: PublisherConfig) -> Result<Self, PublisherError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| socket_error(&config.endpoint, e))?;
-        let (publish, replay) = rt.block_on(open(&config))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let sent = Arc::new(AtomicU64::new(0));
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let endpoint = config.endpoint.clone();
         let thread = std::thread::Builder::new()
             .name("kv-events".into())
             .spawn({
                 let sent = sent.clone();
-                let keep = config.buffer_steps;
-                move || rt.block_on(serve(publish, replay, rx, keep, &sent))
+                move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            return drop(opened_tx.send(Err(socket_error(&config.endpoint, e))))
+                        }
+                    };
+                    rt.block_on(async {
+                        match open(&config).await {
+                            Ok((publish, replay)) => {
+                                let _ = opened_tx.send(Ok(()));
+                                serve(publish, replay, rx, config.buffer_steps, &sent).await;
+                            }
+                            Err(e) => drop(opened_tx.send(Err(e))),
+                        }
+                    })
+                }
             })
-            .map_err(|e| socket_error(&config.endpoint, e))?;
+            .map_err(|e| socket_error(&endpoint, e))?;
+        match opened_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(socket_error(&endpoint, "the socket thread ended")),
+        }
         Ok(Publisher {
             queue: Some(tx),
             dropped: AtomicU64::new(0),

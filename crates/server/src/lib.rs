@@ -132,10 +132,24 @@ pub struct ServerConfig {
     pub models_memory: Option<u64>,
     /// How long a request waits for its model to load before a 503.
     pub model_load_timeout: Duration,
+    /// Publish KV-cache events (`--kv-events-endpoint`).
+    pub kv_events: Option<KvEventsConfig>,
     /// Tests only (`fault-injection` feature): every load sleeps this long first, so that a
     /// test sees a model loading.
     #[cfg(feature = "fault-injection")]
     pub load_delay: Duration,
+}
+
+/// How KV-cache events are published: vLLM's transport, schema and block hashes.
+#[derive(Debug, Clone)]
+pub struct KvEventsConfig {
+    pub publisher: frugal_kvevents::PublisherConfig,
+    /// Each model's batches go out under this topic, `{model}` replaced by the model's name.
+    pub topic: String,
+    /// vLLM's `--prefix-caching-hash-algo`.
+    pub hash_algo: frugal_kvevents::HashAlgo,
+    /// What vLLM's first-block parent hash derives from (its `PYTHONHASHSEED`).
+    pub hash_seed: String,
 }
 
 /// How the server speculates: where guesses come from, and how many are verified.
@@ -221,6 +235,7 @@ impl ServerConfig {
             models: Vec::new(),
             models_memory: None,
             model_load_timeout: Duration::from_secs(300),
+            kv_events: None,
             #[cfg(feature = "fault-injection")]
             load_delay: Duration::ZERO,
         }
@@ -334,6 +349,12 @@ impl Server {
                 "max-seqs, token budget and block size must be at least 1".into(),
             ));
         }
+        if cfg.kv_events.is_some() && cfg.block_size > frugal_kvevents::hash::MAX_BLOCK_SIZE {
+            return Err(ServerError::Config(format!(
+                "KV events hash blocks of at most {} tokens",
+                frugal_kvevents::hash::MAX_BLOCK_SIZE
+            )));
+        }
         let specs = cfg.served_models();
         let several = specs.len() > 1;
         if several
@@ -357,8 +378,10 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|error| ServerError::Bind { addr, error })?;
+        let kv_events = cfg.kv_events.as_ref().map(start_kv_events).transpose()?;
         let responses = Arc::<responses::ResponseStore>::default();
         let shared = models::Shared {
+            kv_events,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -480,6 +503,21 @@ pub(crate) fn open_draft(
             Ok(Some(draft))
         }
     }
+}
+
+/// The publisher of `--kv-events-endpoint`, its sockets open.
+fn start_kv_events(
+    cfg: &KvEventsConfig,
+) -> Result<(Arc<frugal_kvevents::Publisher>, KvEventsConfig), ServerError> {
+    let publisher = frugal_kvevents::Publisher::start(cfg.publisher.clone())
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    tracing::info!(
+        "KV-cache events published on {} (topic '{}', {:?} block hashes)",
+        cfg.publisher.endpoint,
+        cfg.topic,
+        cfg.hash_algo
+    );
+    Ok((Arc::new(publisher), cfg.clone()))
 }
 
 /// The engine of the served model, with its speculation and disk tier.

@@ -7,6 +7,7 @@
 
 use crate::metrics::Metrics;
 use frugal_engine::{panic_message, BatchEngine, EngineError, Event, FinishReason, Request, SeqId};
+use frugal_kvevents::{KvEvent, Publisher, Tracker};
 use frugal_models::KvType;
 use frugal_scheduler::{Rejected, SchedulerConfig};
 use std::collections::HashMap;
@@ -101,6 +102,22 @@ struct Worker<'a> {
     active: HashMap<SeqId, Active>,
     next_id: SeqId,
     drain: Option<Instant>,
+    kv_events: Option<KvEventSink>,
+}
+
+/// Where a model's KV-cache events go (`--kv-events-endpoint`): its view of the cache under
+/// vLLM's hashes, the server's publisher, and the model's topic.
+pub struct KvEventSink {
+    pub tracker: Tracker,
+    pub publisher: Arc<Publisher>,
+    pub topic: String,
+}
+
+impl KvEventSink {
+    fn send(&mut self, engine: &mut BatchEngine<'_>) {
+        let events = self.tracker.translate(engine.take_cache_events());
+        self.publisher.publish(&self.topic, &events);
+    }
 }
 
 /// Sets the gauges of a model about to be published: its pool's size and an empty engine, so
@@ -118,36 +135,55 @@ pub fn describe_pool(engine: &BatchEngine<'_>, metrics: &Metrics) {
     }
 }
 
-/// Runs the engine until the command channel closes or a drain completes.
-pub fn run(engine: BatchEngine<'_>, commands: Receiver<Command>, metrics: Arc<Metrics>) {
+/// Runs the engine until the command channel closes or a drain completes. With KV events,
+/// the cache's changes are published after each step, and its end (the model unloaded, or
+/// the server stopped) as everything cleared.
+pub fn run(
+    mut engine: BatchEngine<'_>,
+    commands: Receiver<Command>,
+    metrics: Arc<Metrics>,
+    kv_events: Option<KvEventSink>,
+) {
+    if kv_events.is_some() {
+        engine.log_cache_events();
+    }
     let mut w = Worker {
         engine,
         metrics,
         active: HashMap::new(),
         next_id: 0,
         drain: None,
+        kv_events,
     };
-    loop {
-        if !w.intake(&commands) {
-            return;
-        }
-        w.cancel_disconnected();
-        if w.drained() {
-            w.publish();
-            return;
-        }
-        if w.engine.is_idle() {
-            w.publish();
-            continue;
-        }
-        let events = w.step();
-        // Counters first: a client that has its answer must find it counted.
-        w.publish();
-        w.emit(events);
+    w.serve(&commands);
+    if let Some(sink) = &mut w.kv_events {
+        sink.publisher
+            .publish(&sink.topic, &[KvEvent::AllBlocksCleared]);
     }
 }
 
 impl Worker<'_> {
+    fn serve(&mut self, commands: &Receiver<Command>) {
+        loop {
+            if !self.intake(commands) {
+                return;
+            }
+            self.cancel_disconnected();
+            if self.drained() {
+                self.publish();
+                return;
+            }
+            if self.engine.is_idle() {
+                self.publish();
+                continue;
+            }
+            let events = self.step();
+            // Counters first: a client that has its answer must find it counted.
+            self.publish();
+            self.emit(events);
+        }
+    }
+
     /// Takes new commands: waits for one when there is nothing to do, otherwise just looks.
     /// Returns false when the channel is closed and nothing is left to run.
     fn intake(&mut self, commands: &Receiver<Command>) -> bool {
@@ -178,6 +214,13 @@ impl Worker<'_> {
         let id = self.next_id;
         self.next_id += 1;
         let n_prompt = job.request.prompt.len();
+        if let (Some(sink), Some(salt), true) = (
+            &mut self.kv_events,
+            &job.request.cache_salt,
+            job.request.cache_prompt,
+        ) {
+            sink.tracker.note_salt(salt);
+        }
         if let Err(e) = self.engine.add(id, job.request) {
             let _ = job.accepted.send(Err(self.refusal(e)));
             return;
@@ -349,7 +392,11 @@ impl Worker<'_> {
         }
     }
 
-    fn publish(&self) {
+    /// Publishes the gauges (and the KV-cache events) of the engine's state.
+    fn publish(&mut self) {
+        if let Some(sink) = &mut self.kv_events {
+            sink.send(&mut self.engine);
+        }
         let s = self.engine.scheduler();
         self.metrics.running.store(s.n_running() as u64, Relaxed);
         self.metrics.waiting.store(s.n_waiting() as u64, Relaxed);

@@ -158,6 +158,55 @@ pub struct Args {
     pub max_connections: usize,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub kv_events: KvEventArgs,
+}
+
+/// KV-cache events for a prefix-aware router, as vLLM publishes them.
+#[derive(clap::Args, Debug)]
+pub struct KvEventArgs {
+    /// Publish the prefix cache's stored and removed blocks over ZeroMQ (vLLM's KV events):
+    /// `tcp://*:5557` binds, `tcp://HOST:PORT` connects to a router that binds.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub kv_events_endpoint: Option<String>,
+    /// A ROUTER endpoint to bind where subscribers ask for missed batches again.
+    #[arg(long, value_name = "ENDPOINT", requires = "kv_events_endpoint")]
+    pub kv_events_replay_endpoint: Option<String>,
+    /// Batches kept for replay.
+    #[arg(long, default_value_t = 10_000)]
+    pub kv_events_buffer_steps: usize,
+    /// The topic of each model's batches; `{model}` is replaced by the model's name (llm-d
+    /// expects `kv@POD_IP@{model}`).
+    #[arg(long, default_value = "")]
+    pub kv_events_topic: String,
+    /// The block hash of the events, as vLLM's `--prefix-caching-hash-algo`: `sha256` (of
+    /// the pickle, vLLM's default) or `sha256_cbor`.
+    #[arg(long, default_value = "sha256", value_parser = parse_hash_algo)]
+    pub prefix_caching_hash_algo: frugal_kvevents::HashAlgo,
+    /// What the first block's parent hash derives from; vLLM takes its `PYTHONHASHSEED`.
+    #[arg(long, env = "PYTHONHASHSEED", default_value = frugal_kvevents::DEFAULT_SEED)]
+    pub prefix_hash_seed: String,
+}
+
+impl KvEventArgs {
+    fn config(&self) -> Option<frugal_server::KvEventsConfig> {
+        let endpoint = self.kv_events_endpoint.clone()?;
+        Some(frugal_server::KvEventsConfig {
+            publisher: frugal_kvevents::PublisherConfig {
+                endpoint,
+                replay_endpoint: self.kv_events_replay_endpoint.clone(),
+                buffer_steps: self.kv_events_buffer_steps,
+            },
+            topic: self.kv_events_topic.clone(),
+            hash_algo: self.prefix_caching_hash_algo,
+            hash_seed: self.prefix_hash_seed.clone(),
+        })
+    }
+}
+
+fn parse_hash_algo(name: &str) -> Result<frugal_kvevents::HashAlgo, String> {
+    frugal_kvevents::HashAlgo::parse(name)
+        .ok_or_else(|| format!("'{name}': use sha256 or sha256_cbor"))
 }
 
 /// A duration: a number with an optional unit `ms`, `s` or `m` (no unit: seconds).
@@ -245,6 +294,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     cfg.reasoning_budget = usize::try_from(a.reasoning_budget).ok();
     cfg.speculation = a.spec.speculation()?;
+    cfg.kv_events = a.kv_events.config();
     if let Some(f) = &a.chat_template_file {
         cfg.chat_template = Some(
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,

@@ -73,14 +73,26 @@ pub(super) fn run(
         Ok(s) => s,
         Err(e) => return pending.fail(LoadFailure::broken(e)),
     };
+    let block_size = engine_cfg.block_size;
     let engine = build_engine(&model, &tokenizer, &pool, engine_cfg, spec, disk);
     worker::describe_pool(&engine, &reg.served[i].metrics);
+    let kv_events = kv_event_sink(reg, &state.model_id, block_size);
     if !pending.publish(state, t0) {
         return;
     }
     // The answer's channel goes now: a value it kept would count as a request in flight.
     drop(pending);
-    worker::run(engine, rx, reg.served[i].metrics.clone());
+    worker::run(engine, rx, reg.served[i].metrics.clone(), kv_events);
+}
+
+/// Where the model's KV-cache events go, if the server publishes them.
+fn kv_event_sink(reg: &Registry, model: &str, block_size: usize) -> Option<worker::KvEventSink> {
+    let (publisher, cfg) = reg.shared.kv_events.as_ref()?;
+    Some(worker::KvEventSink {
+        tracker: frugal_kvevents::Tracker::new(cfg.hash_algo, &cfg.hash_seed, block_size),
+        publisher: publisher.clone(),
+        topic: cfg.topic.replace("{model}", model),
+    })
 }
 
 /// A model read and ready for its engine.

@@ -82,6 +82,8 @@ struct Slot {
 /// What every model's state shares with the server.
 pub(crate) struct Shared {
     pub created: u64,
+    /// `--kv-events-endpoint`: the publisher every model's engine sends its events to.
+    pub kv_events: Option<(Arc<frugal_kvevents::Publisher>, crate::KvEventsConfig)>,
     pub responses: Arc<ResponseStore>,
     /// The blocking pool's permits for prompt preparation, one pool for every model.
     pub prep_permits: Arc<Semaphore>,

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""frugal's KV-cache events through a ZeroMQ subscriber, as a router (llm-d, the Gateway API
+Inference Extension's precise prefix scorer) consumes vLLM's.
+
+Starts `frugal serve` with `--kv-events-endpoint` and a replay endpoint and a small KV cache,
+subscribes, sends completions (prompts as token ids) that share prefixes, carry a cache_salt and
+overflow the cache, and checks:
+- the wire format: frames [topic, 8-byte big-endian sequence number, msgpack payload], the
+  payload vLLM's `KVEventBatch` ([ts, events, data_parallel_rank]) with its events' fields;
+- every stored block's hash is vLLM's (sha256 of the pickle of (parent, tokens, extra_keys),
+  the chain starting from sha256(pickle("vllm-none-hash")), the last 8 bytes as an integer),
+  computed here from the prompt's tokens, and a salted prefix's first block mixes in its salt;
+- the index the events build (stored minus removed) predicts each request's cached prompt
+  tokens exactly as the server reports them (`usage.prompt_tokens_details.cached_tokens`), and
+  never holds more blocks than the cache has;
+- the replay endpoint resends every batch from a sequence number on, then the end marker;
+- SIGTERM ends with AllBlocksCleared.
+Needs pyzmq and msgpack.
+"""
+
+import argparse
+import hashlib
+import json
+import pickle
+import socket
+import sys
+import time
+import urllib.request
+
+import msgpack
+import zmq
+
+from serve_process import Server
+
+BLOCK = 16
+KV_BLOCKS = 16
+NONE_HASH = hashlib.sha256(pickle.dumps("vllm-none-hash", protocol=pickle.HIGHEST_PROTOCOL)).digest()
+STORED_KEYS = ["type", "block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id",
+               "medium", "lora_name", "extra_keys", "group_idx"]
+
+
+def vllm_chain(tokens, salt=None):
+    """vLLM's block hashes of `tokens`' full blocks, as (full digest, event integer) pairs."""
+    parent, out = NONE_HASH, []
+    for i in range(len(tokens) // BLOCK):
+        extra = (("cache_salt", salt),) if salt and i == 0 else None
+        block = tuple(tokens[i * BLOCK:(i + 1) * BLOCK])
+        parent = hashlib.sha256(pickle.dumps((parent, block, extra), protocol=pickle.HIGHEST_PROTOCOL)).digest()
+        out.append(int.from_bytes(parent, "big") & ((1 << 64) - 1))
+    return out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Index:
+    """What a router knows of the replica's cache: the blocks announced and not removed."""
+
+    def __init__(self):
+        self.live, self.batches, self.next_seq, self.cleared = {}, [], 0, False
+
+    def apply(self, frames):
+        topic, seq, payload = frames
+        assert topic == b"kv@test@frugal-model", topic
+        seq = int.from_bytes(seq, "big")
+        assert seq == self.next_seq, (seq, self.next_seq)
+        self.next_seq += 1
+        self.batches.append((seq, payload))
+        batch = msgpack.unpackb(payload)
+        assert isinstance(batch, list) and len(batch) == 3, batch
+        ts, events, rank = batch
+        assert isinstance(ts, float) and abs(ts - time.time()) < 60 and rank == 0, batch
+        for e in events:
+            self.event(e)
+
+    def event(self, e):
+        kind = e["type"]
+        if kind == "BlockStored":
+            assert list(e) == STORED_KEYS, list(e)
+            n = len(e["block_hashes"])
+            assert e["block_size"] == BLOCK and len(e["token_ids"]) == n * BLOCK, e
+            assert e["medium"] == "CPU" and e["group_idx"] == 0 and len(e["extra_keys"]) == n, e
+            parent = e["parent_block_hash"]
+            assert parent is None or parent in self.live, f"parent {parent} not announced"
+            for i, h in enumerate(e["block_hashes"]):
+                assert h not in self.live, f"block {h} stored twice"
+                self.live[h] = (e["token_ids"][i * BLOCK:(i + 1) * BLOCK], parent if i == 0 else None)
+        elif kind == "BlockRemoved":
+            assert list(e) == ["type", "block_hashes", "medium", "group_idx"], e
+            for h in e["block_hashes"]:
+                assert h in self.live, f"removed block {h} was never stored"
+                del self.live[h]
+        elif kind == "AllBlocksCleared":
+            self.live.clear()
+            self.cleared = True
+        else:
+            raise AssertionError(f"unknown event {e}")
+        assert len(self.live) <= KV_BLOCKS, len(self.live)
+
+    def cached_tokens(self, prompt, salt=None):
+        """The prompt tokens a replica with these blocks skips (never the last one)."""
+        hashes = vllm_chain(prompt[:len(prompt) - 1], salt)
+        n = 0
+        while n < len(hashes) and hashes[n] in self.live:
+            n += 1
+        return n * BLOCK
+
+
+def drain(sub, index, quiet=0.3):
+    """Applies batches until none arrives for `quiet` seconds."""
+    while sub.poll(int(quiet * 1000)):
+        index.apply(sub.recv_multipart())
+
+
+def complete(base, prompt, salt=None):
+    body = {"model": "m", "prompt": prompt, "max_tokens": 1, "temperature": 0}
+    if salt:
+        body["cache_salt"] = salt
+    req = urllib.request.Request(base + "/v1/completions", json.dumps(body).encode(),
+                                 {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        usage = json.load(r)["usage"]
+    return usage["prompt_tokens_details"]["cached_tokens"]
+
+
+def tokens(seed, n):
+    # The fixture models have a vocabulary of 576.
+    return [1 + (seed * 7919 + i * 104729) % 560 for i in range(n)]
+
+
+def exercise(base, sub, index):
+    a = tokens(1, 50)
+    shared = a[:32] + tokens(2, 18)
+    requests = [(a, None), (a, None), (shared, None), (a, "tenant-a"), (a, "tenant-a")]
+    requests += [(tokens(10 + k, 60), None) for k in range(6)]  # 24 blocks: evictions
+    requests += [(a, None), (shared, None), (a, "tenant-a")]
+    stored_before = 0
+    for prompt, salt in requests:
+        expected = index.cached_tokens(prompt, salt)
+        got = complete(base, prompt, salt)
+        assert got == expected, f"cached tokens: server {got}, events predict {expected}"
+        drain(sub, index)
+        for i, h in enumerate(vllm_chain(prompt[:len(prompt) - 1], salt)):
+            if h in index.live:
+                assert index.live[h][0] == prompt[i * BLOCK:(i + 1) * BLOCK]
+        stored_before = max(stored_before, len(index.live))
+    removed = sum(1 for _, p in index.batches for e in msgpack.unpackb(p)[1] if e["type"] == "BlockRemoved")
+    salted = [e for _, p in index.batches for e in msgpack.unpackb(p)[1]
+              if e["type"] == "BlockStored" and e["extra_keys"][0] == ["tenant-a"]]
+    assert removed > 0, "the cache never evicted"
+    assert salted and salted[0]["block_hashes"][0] == vllm_chain(a, "tenant-a")[0], salted
+    print(f"ok events: {len(index.batches)} batches, {removed} blocks removed, "
+          f"{len(index.live)} live of {KV_BLOCKS}", flush=True)
+
+
+def check_replay(port, index):
+    ctx = zmq.Context.instance()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    start = 2
+    dealer.send_multipart([b"", start.to_bytes(8, "big")])
+    got = []
+    while True:
+        assert dealer.poll(5000), "no replay answer"
+        empty, seq, payload = dealer.recv_multipart()
+        assert empty == b""
+        if seq == (-1).to_bytes(8, "big", signed=True):
+            assert payload == b""
+            break
+        got.append((int.from_bytes(seq, "big"), payload))
+    assert got == index.batches[start:], (len(got), len(index.batches))
+    dealer.close()
+    print(f"ok replay: {len(got)} batches from sequence {start}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frugal", required=True)
+    ap.add_argument("--model", required=True)
+    args = ap.parse_args()
+    events_port, replay_port = free_port(), free_port()
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"kv@")
+    # The router binds and replicas connect, as llm-d deploys it.
+    sub.bind(f"tcp://127.0.0.1:{events_port}")
+    server = Server([args.frugal, "serve", args.model, "--host", "127.0.0.1", "--port", "0",
+                     "--model-alias", "frugal-model", "-c", "256", "--kv-tokens", str(KV_BLOCKS * BLOCK),
+                     "--max-seqs", "2", "-t", "1", "--shutdown-timeout", "5",
+                     "--kv-events-endpoint", f"tcp://127.0.0.1:{events_port}",
+                     "--kv-events-replay-endpoint", f"tcp://*:{replay_port}",
+                     "--kv-events-topic", "kv@test@{model}"])
+    index = Index()
+    try:
+        base = server.wait_ready(120)
+        # libzmq sends a SUB's subscriptions to a new peer when the application next uses the
+        # socket: poll it before the first event, or the publisher has no subscriber yet.
+        drain(sub, index, quiet=0.5)
+        exercise(base, sub, index)
+        check_replay(replay_port, index)
+        status = server.stop()
+        assert status == 0, f"exit status {status}"
+        drain(sub, index, quiet=1.0)
+        assert index.cleared and not index.live, "no AllBlocksCleared at shutdown"
+        print("ok shutdown: AllBlocksCleared", flush=True)
+    except Exception:
+        print(f"--- server log ---\n{server.log_text()}", flush=True)
+        raise
+    finally:
+        server.cleanup()
+    print("kv events: all checks passed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
