@@ -4,7 +4,8 @@
 # grammars, fetched once), then `frugal serve` through the official openai and anthropic Python
 # clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py, in a venv at
 # .venv-test that pip fills on first use, with the pinned huggingface_hub the hub crate's cache
-# fidelity test runs), then every fuzz target for 60 s (scripts/fuzz.sh).
+# fidelity test runs), deploy/'s Dockerfile and Kubernetes manifests checked offline
+# (scripts/validate_deploy.sh), then every fuzz target for 60 s (scripts/fuzz.sh).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,5 +47,7 @@ cargo build --locked -p frugal
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen3-Q8_0.gguf" \
   --chat-template-file "${FRUGAL_FIXTURES:-../shared/fixtures}/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
+# deploy/ offline: the Dockerfile linted, the Kubernetes manifests against their schemas (seconds).
+./scripts/validate_deploy.sh
 # Fuzzing: request parsing and message normalization, and the GGUF parser, 60 s each.
 ./scripts/fuzz.sh 60
