@@ -380,6 +380,13 @@ def broken_variants(docs):
                     path="/health/live")),
         variant("an endpoint picker Service that does not exist", "InferencePool", "frugal",
                 lambda d: d["spec"]["endpointPickerRef"].update(name="no-such-epp")),
+        variant("an endpoint picker profile naming an undeclared plugin", "ConfigMap", "frugal-epp",
+                lambda d: d["data"].update({"default-plugins.yaml": d["data"][
+                    "default-plugins.yaml"].replace("pluginRef: queue-scorer",
+                                                    "pluginRef: queue-scorr")})),
+        variant("KV events subscribed on another port", "ConfigMap", "frugal-epp",
+                lambda d: d["data"].update({"kv-events-plugins.yaml": d["data"][
+                    "kv-events-plugins.yaml"].replace("socketPort: 5557", "socketPort: 5558")})),
         variant("an HPA metric no adapter rule makes", "HorizontalPodAutoscaler", "frugal",
                 lambda d: d["spec"]["metrics"][0]["pods"]["metric"].update(
                     name="vllm:num_requests_waiting")),
