@@ -308,6 +308,12 @@ def check_references(docs, errors):
                     if disc.get("socketPort", 5557) != kv_port:
                         errors.append(f"{key}: socketPort is not frugal's --kv-events-endpoint "
                                       "port")
+                    # llm-d reads POD and MODEL from the topic kv@POD@MODEL.
+                    topic = flag(args, "kv-events-topic") or ""
+                    if not topic.startswith(ev.get("topicFilter", "kv@")) or \
+                            len(topic.split("@")) != 3:
+                        errors.append(f"{key}: frugal's --kv-events-topic {topic!r} is not "
+                                      "kv@POD@MODEL under the picker's topicFilter")
 
     # The autoscaler reads the metric the adapter rule makes.
     adapter_names = set()
@@ -387,6 +393,9 @@ def broken_variants(docs):
         variant("KV events subscribed on another port", "ConfigMap", "frugal-epp",
                 lambda d: d["data"].update({"kv-events-plugins.yaml": d["data"][
                     "kv-events-plugins.yaml"].replace("socketPort: 5557", "socketPort: 5558")})),
+        variant("KV events under a topic the picker does not parse", "Deployment", "frugal",
+                lambda d: pod(d)["containers"][0]["args"].remove(
+                    "--kv-events-topic=kv@$(POD_IP)@{model}")),
         variant("an HPA metric no adapter rule makes", "HorizontalPodAutoscaler", "frugal",
                 lambda d: d["spec"]["metrics"][0]["pods"]["metric"].update(
                     name="vllm:num_requests_waiting")),
