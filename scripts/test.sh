@@ -4,8 +4,9 @@
 # grammars, fetched once), then `frugal serve` through the official openai and anthropic Python
 # clients (scripts/openai_client_test.py, scripts/anthropic_client_test.py) and a ZeroMQ
 # subscriber of its KV-cache events (scripts/kv_events_test.py), in a venv at .venv-test that pip
-# fills on first use, with the pinned huggingface_hub the hub crate's cache fidelity test runs,
-# then every fuzz target for 60 s (scripts/fuzz.sh).
+# fills on first use, with the pinned huggingface_hub the hub crate's cache fidelity test runs;
+# deploy/'s Dockerfile and Kubernetes manifests checked offline (scripts/validate_deploy.sh), then
+# every fuzz target for 60 s (scripts/fuzz.sh).
 # Fixtures are read from ../shared/fixtures (override with FRUGAL_FIXTURES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,5 +53,7 @@ cargo build --locked -p frugal
 .venv-test/bin/python scripts/kv_events_test.py \
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
+# deploy/ offline: the Dockerfile linted, the Kubernetes manifests against their schemas (seconds).
+./scripts/validate_deploy.sh
 # Fuzzing: request parsing and message normalization, and the GGUF parser, 60 s each.
 ./scripts/fuzz.sh 60
