@@ -190,6 +190,7 @@ def check_references(docs, errors):
     labels = pod["metadata"]["labels"]
     c = pod["spec"]["containers"][0]
     args = c.get("args", [])
+    frugal_env = c.get("env", [])
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     if not selects(dep["spec"]["selector"]["matchLabels"], labels):
         errors.append("Deployment/frugal: its selector does not select its pods")
@@ -314,6 +315,15 @@ def check_references(docs, errors):
                             len(topic.split("@")) != 3:
                         errors.append(f"{key}: frugal's --kv-events-topic {topic!r} is not "
                                       "kv@POD@MODEL under the picker's topicFilter")
+                    # The picker hashes prompts itself: CBOR, from the same seed.
+                    tp = (p.get("parameters") or {}).get("tokenProcessorConfig", {})
+                    env = {e["name"]: e.get("value") for e in frugal_env}
+                    if flag(args, "prefix-caching-hash-algo") != "sha256_cbor":
+                        errors.append(f"{key}: frugal must hash blocks as the picker does "
+                                      "(--prefix-caching-hash-algo=sha256_cbor)")
+                    if env.get("PYTHONHASHSEED") != tp.get("hashSeed"):
+                        errors.append(f"{key}: hashSeed {tp.get('hashSeed')!r} is not frugal's "
+                                      f"PYTHONHASHSEED {env.get('PYTHONHASHSEED')!r}")
 
     # The autoscaler reads the metric the adapter rule makes.
     adapter_names = set()
@@ -396,6 +406,8 @@ def broken_variants(docs):
         variant("KV events under a topic the picker does not parse", "Deployment", "frugal",
                 lambda d: pod(d)["containers"][0]["args"].remove(
                     "--kv-events-topic=kv@$(POD_IP)@{model}")),
+        variant("KV events hashed with another seed than the picker's", "Deployment", "frugal",
+                lambda d: pod(d)["containers"][0]["env"][0].update(value="7")),
         variant("an HPA metric no adapter rule makes", "HorizontalPodAutoscaler", "frugal",
                 lambda d: d["spec"]["metrics"][0]["pods"]["metric"].update(
                     name="vllm:num_requests_waiting")),
