@@ -53,6 +53,11 @@ cargo build --locked -p frugal
 .venv-test/bin/python scripts/kv_events_test.py \
   --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
   --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
+# Three replicas behind a router that reads only their KV events and metrics: prefix affinity must
+# serve more prompt tokens from cache than round-robin (scripts/prefix_routing_test.py).
+.venv-test/bin/python scripts/prefix_routing_test.py --check \
+  --frugal "${CARGO_TARGET_DIR:-target}/debug/frugal" \
+  --model "${FRUGAL_FIXTURES:-../shared/fixtures}/models/qwen2-Q8_0.gguf"
 # deploy/ offline: the Dockerfile linted, the Kubernetes manifests against their schemas (seconds).
 ./scripts/validate_deploy.sh
 # Fuzzing: request parsing and message normalization, and the GGUF parser, 60 s each.
