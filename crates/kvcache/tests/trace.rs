@@ -1,10 +1,11 @@
 //! Property tests on simulated request traces: no block leaks, refcounts are exact, prefix
-//! sharing finds exactly the cached prefix, and running out of blocks is an error, never a panic.
+//! sharing finds exactly the cached prefix, running out of blocks is an error, never a panic, and
+//! the event log replays to exactly the cache's contents.
 
-use frugal_kvcache::{BlockManager, SeqBlocks};
+use frugal_kvcache::{BlockManager, CacheEvent, SeqBlocks};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 struct Live {
     seq: SeqBlocks,
@@ -18,6 +19,12 @@ fn random_traces_keep_every_invariant() {
         let bs = rng.gen_range(1..6);
         let n_blocks = rng.gen_range(4..40);
         let mut m = BlockManager::new(n_blocks, bs);
+        m.log_events();
+        // What a subscriber to the events believes is cached.
+        let mut announced: HashSet<u64> = HashSet::new();
+        // A block may be stored after its parent was evicted: the parent was computed by two
+        // sequences at once and the copy in the cache went first. It was announced, though.
+        let mut ever: HashSet<u64> = HashSet::new();
         // A few shared "system prompts" so prefixes repeat.
         let prefixes: Vec<Vec<u32>> = (0..3)
             .map(|_| {
@@ -73,6 +80,26 @@ fn random_traces_keep_every_invariant() {
                 _ => {}
             }
             m.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            for event in m.take_events() {
+                match event {
+                    CacheEvent::Stored(b) => {
+                        let parent_known = b.parent == b.seed || ever.contains(&b.parent);
+                        assert!(
+                            parent_known,
+                            "seed {seed}: a block stored before its parent"
+                        );
+                        assert!(announced.insert(b.hash), "seed {seed}: stored twice");
+                        ever.insert(b.hash);
+                    }
+                    CacheEvent::Removed { hash } => {
+                        assert!(
+                            announced.remove(&hash),
+                            "seed {seed}: removed, never stored"
+                        );
+                    }
+                }
+            }
+            assert_eq!(announced.len(), m.n_cached(), "seed {seed}");
             // Refcounts equal the number of live sequences holding each block.
             let mut holders: HashMap<u32, u32> = HashMap::new();
             for l in &live {
@@ -171,7 +198,7 @@ fn a_seed_isolates_the_cached_prefixes() {
 /// already in RAM are not evicted to make room for the ones coming back.
 #[test]
 fn blocks_logged_on_commit_come_back_through_import() {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     let bs = 4;
     let mut m = BlockManager::new(6, bs);
     m.log_commits();
