@@ -19,10 +19,7 @@ Needs pyzmq and msgpack.
 """
 
 import argparse
-import hashlib
 import json
-import pickle
-import socket
 import sys
 import time
 import urllib.request
@@ -30,30 +27,12 @@ import urllib.request
 import msgpack
 import zmq
 
-from serve_process import Server
+from serve_process import Server, free_port
+from vllm_blocks import BLOCK, block_hashes
 
-BLOCK = 16
 KV_BLOCKS = 16
-NONE_HASH = hashlib.sha256(pickle.dumps("vllm-none-hash", protocol=pickle.HIGHEST_PROTOCOL)).digest()
 STORED_KEYS = ["type", "block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id",
                "medium", "lora_name", "extra_keys", "group_idx"]
-
-
-def vllm_chain(tokens, salt=None):
-    """vLLM's block hashes of `tokens`' full blocks, as (full digest, event integer) pairs."""
-    parent, out = NONE_HASH, []
-    for i in range(len(tokens) // BLOCK):
-        extra = (("cache_salt", salt),) if salt and i == 0 else None
-        block = tuple(tokens[i * BLOCK:(i + 1) * BLOCK])
-        parent = hashlib.sha256(pickle.dumps((parent, block, extra), protocol=pickle.HIGHEST_PROTOCOL)).digest()
-        out.append(int.from_bytes(parent, "big") & ((1 << 64) - 1))
-    return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Index:
@@ -102,7 +81,7 @@ class Index:
 
     def cached_tokens(self, prompt, salt=None):
         """The prompt tokens a replica with these blocks skips (never the last one)."""
-        hashes = vllm_chain(prompt[:len(prompt) - 1], salt)
+        hashes = block_hashes(prompt[:len(prompt) - 1], salt)
         n = 0
         while n < len(hashes) and hashes[n] in self.live:
             n += 1
@@ -143,7 +122,7 @@ def exercise(base, sub, index):
         got = complete(base, prompt, salt)
         assert got == expected, f"cached tokens: server {got}, events predict {expected}"
         drain(sub, index)
-        for i, h in enumerate(vllm_chain(prompt[:len(prompt) - 1], salt)):
+        for i, h in enumerate(block_hashes(prompt[:len(prompt) - 1], salt)):
             if h in index.live:
                 assert index.live[h][0] == prompt[i * BLOCK:(i + 1) * BLOCK]
         stored_before = max(stored_before, len(index.live))
@@ -151,7 +130,7 @@ def exercise(base, sub, index):
     salted = [e for _, p in index.batches for e in msgpack.unpackb(p)[1]
               if e["type"] == "BlockStored" and e["extra_keys"][0] == ["tenant-a"]]
     assert removed > 0, "the cache never evicted"
-    assert salted and salted[0]["block_hashes"][0] == vllm_chain(a, "tenant-a")[0], salted
+    assert salted and salted[0]["block_hashes"][0] == block_hashes(a, "tenant-a")[0], salted
     print(f"ok events: {len(index.batches)} batches, {removed} blocks removed, "
           f"{len(index.live)} live of {KV_BLOCKS}", flush=True)
 

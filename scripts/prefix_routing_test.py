@@ -21,12 +21,9 @@ Needs pyzmq and msgpack.
 """
 
 import argparse
-import hashlib
 import json
-import pickle
 import random
 import re
-import socket
 import statistics
 import threading
 import time
@@ -36,26 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import zmq
 
-from serve_process import Server
-
-BLOCK = 16
-NONE_HASH = hashlib.sha256(pickle.dumps("vllm-none-hash", protocol=pickle.HIGHEST_PROTOCOL)).digest()
-
-
-def block_hashes(tokens):
-    """vLLM's event block hashes of `tokens`' full blocks (sha256 of the pickle, chained)."""
-    parent, out = NONE_HASH, []
-    for i in range(len(tokens) // BLOCK):
-        block = tuple(tokens[i * BLOCK:(i + 1) * BLOCK])
-        parent = hashlib.sha256(pickle.dumps((parent, block, None), protocol=pickle.HIGHEST_PROTOCOL)).digest()
-        out.append(int.from_bytes(parent, "big") & ((1 << 64) - 1))
-    return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve_process import Server, free_port
+from vllm_blocks import BLOCK, block_hashes
 
 
 class Replica:

@@ -4,6 +4,7 @@ once /health answers 200, stopped with SIGTERM; its log kept in a file to show o
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -62,3 +63,10 @@ class Server:
             self.proc.wait()
         self.log.close()
         os.unlink(self.log.name)
+
+
+def free_port():
+    """A loopback port free now (for sockets the servers connect to)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
