@@ -109,6 +109,9 @@ pub struct Common {
     pub cache_prompt: Option<bool>,
     /// Share cached prompt prefixes only with requests of the same salt (vLLM's `cache_salt`).
     pub cache_salt: Option<String>,
+    /// Keep generating past end-of-generation tokens (vLLM's `ignore_eos`; benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,7 +280,7 @@ impl Common {
             speculate: self.speculative != Some(false) && self.speculative_n_max != Some(0),
             cache_prompt: self.cache_prompt != Some(false),
             cache_salt: self.cache_salt()?,
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
             text_output: None,
         })
     }

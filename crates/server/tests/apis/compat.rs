@@ -447,3 +447,23 @@ async fn server_template_variables_apply_under_the_request_s_own() {
     );
     s.shutdown().await;
 }
+
+/// vLLM's `ignore_eos` on OpenAI's routes: an end-of-generation token forced by `logit_bias`
+/// ends the sequence, unless the request ignores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_ignore_eos_keeps_generating_past_the_end_token() {
+    let s = start(|_| {}).await;
+    // The fixture's end-of-sequence token (`frugal info --json`: eos_token_id).
+    let forced = json!({"model": "m", "prompt": "Hi", "max_tokens": 6, "temperature": 0,
+        "logit_bias": {"512": 100}});
+    let (status, r) = s.post("/v1/completions", forced.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop", "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 1);
+    let mut ignoring = forced;
+    ignoring["ignore_eos"] = json!(true);
+    let (status, r) = s.post("/v1/completions", ignoring).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["choices"][0]["finish_reason"], "length", "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 6);
+}
