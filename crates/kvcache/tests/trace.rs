@@ -12,6 +12,59 @@ struct Live {
     tokens: Vec<u32>,
 }
 
+/// What a subscriber to the cache's events believes is cached: checked against the cache after
+/// every operation.
+#[derive(Default)]
+struct Subscriber {
+    cached: HashSet<u64>,
+    /// A block may be stored after its parent was evicted (the parent was computed by two
+    /// sequences at once and the copy in the cache went first); it was announced, though.
+    ever: HashSet<u64>,
+}
+
+impl Subscriber {
+    fn follow(&mut self, m: &mut BlockManager, seed: u64) {
+        for event in m.take_events() {
+            match event {
+                CacheEvent::Stored(b) => {
+                    let parent_known = b.parent == b.seed || self.ever.contains(&b.parent);
+                    assert!(
+                        parent_known,
+                        "seed {seed}: a block stored before its parent"
+                    );
+                    assert!(self.cached.insert(b.hash), "seed {seed}: stored twice");
+                    self.ever.insert(b.hash);
+                }
+                CacheEvent::Removed { hash } => {
+                    assert!(
+                        self.cached.remove(&hash),
+                        "seed {seed}: removed, never stored"
+                    );
+                }
+            }
+        }
+        assert_eq!(self.cached.len(), m.n_cached(), "seed {seed}");
+    }
+}
+
+/// Refcounts equal the number of live sequences holding each block.
+fn check_refcounts(m: &BlockManager, live: &[Live], seed: u64) {
+    let mut holders: HashMap<u32, u32> = HashMap::new();
+    for l in live {
+        for &b in l.seq.blocks() {
+            *holders.entry(b).or_default() += 1;
+        }
+    }
+    for b in 0..m.n_blocks() as u32 {
+        assert_eq!(
+            m.refs(b),
+            holders.get(&b).copied().unwrap_or(0),
+            "seed {seed} block {b}"
+        );
+    }
+    assert_eq!(m.n_used(), holders.len());
+}
+
 #[test]
 fn random_traces_keep_every_invariant() {
     for seed in 0..200 {
@@ -20,11 +73,7 @@ fn random_traces_keep_every_invariant() {
         let n_blocks = rng.gen_range(4..40);
         let mut m = BlockManager::new(n_blocks, bs);
         m.log_events();
-        // What a subscriber to the events believes is cached.
-        let mut announced: HashSet<u64> = HashSet::new();
-        // A block may be stored after its parent was evicted: the parent was computed by two
-        // sequences at once and the copy in the cache went first. It was announced, though.
-        let mut ever: HashSet<u64> = HashSet::new();
+        let mut subscriber = Subscriber::default();
         // A few shared "system prompts" so prefixes repeat.
         let prefixes: Vec<Vec<u32>> = (0..3)
             .map(|_| {
@@ -80,41 +129,8 @@ fn random_traces_keep_every_invariant() {
                 _ => {}
             }
             m.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            for event in m.take_events() {
-                match event {
-                    CacheEvent::Stored(b) => {
-                        let parent_known = b.parent == b.seed || ever.contains(&b.parent);
-                        assert!(
-                            parent_known,
-                            "seed {seed}: a block stored before its parent"
-                        );
-                        assert!(announced.insert(b.hash), "seed {seed}: stored twice");
-                        ever.insert(b.hash);
-                    }
-                    CacheEvent::Removed { hash } => {
-                        assert!(
-                            announced.remove(&hash),
-                            "seed {seed}: removed, never stored"
-                        );
-                    }
-                }
-            }
-            assert_eq!(announced.len(), m.n_cached(), "seed {seed}");
-            // Refcounts equal the number of live sequences holding each block.
-            let mut holders: HashMap<u32, u32> = HashMap::new();
-            for l in &live {
-                for &b in l.seq.blocks() {
-                    *holders.entry(b).or_default() += 1;
-                }
-            }
-            for b in 0..n_blocks as u32 {
-                assert_eq!(
-                    m.refs(b),
-                    holders.get(&b).copied().unwrap_or(0),
-                    "seed {seed} block {b}"
-                );
-            }
-            assert_eq!(m.n_used(), holders.len());
+            subscriber.follow(&mut m, seed);
+            check_refcounts(&m, &live, seed);
         }
         for l in live.drain(..) {
             m.free(l.seq);
@@ -198,7 +214,7 @@ fn a_seed_isolates_the_cached_prefixes() {
 /// already in RAM are not evicted to make room for the ones coming back.
 #[test]
 fn blocks_logged_on_commit_come_back_through_import() {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     let bs = 4;
     let mut m = BlockManager::new(6, bs);
     m.log_commits();
