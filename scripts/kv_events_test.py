@@ -180,6 +180,10 @@ def main():
         drain(sub, index, quiet=0.5)
         exercise(base, sub, index)
         check_replay(replay_port, index)
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert f"frugal_kv_events_batches_total {len(index.batches)}\n" in metrics, metrics
+        assert "frugal_kv_events_dropped_total 0\n" in metrics, metrics
         status = server.stop()
         assert status == 0, f"exit status {status}"
         drain(sub, index, quiet=1.0)

@@ -460,6 +460,28 @@ fn render_model_server(out: &mut String, models: &[ModelSeries<'_>], labels: &[S
     }
 }
 
+/// The KV-cache event publisher's counters (`--kv-events-endpoint`), every model's batches.
+pub fn render_kv_events(out: &mut String, sent: u64, dropped: u64) {
+    let rows = [
+        (
+            "frugal_kv_events_batches_total",
+            "KV-cache event batches published.",
+            sent,
+        ),
+        (
+            "frugal_kv_events_dropped_total",
+            "KV-cache event batches dropped because the publisher fell behind.",
+            dropped,
+        ),
+    ];
+    for (name, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+}
+
 fn render_connections(out: &mut String, c: &ConnMetrics) {
     let rows = [
         (

@@ -335,7 +335,11 @@ impl Registry {
                 },
             })
             .collect();
-        crate::metrics::render(conn, &series)
+        let mut out = crate::metrics::render(conn, &series);
+        if let Some((publisher, _)) = &self.shared.kv_events {
+            crate::metrics::render_kv_events(&mut out, publisher.sent(), publisher.dropped());
+        }
+        out
     }
 
     /// Shutdown begins: no more loads; every loaded engine drains by `deadline`.
