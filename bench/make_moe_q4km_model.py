@@ -10,11 +10,13 @@ has less free space than the exact output size plus a margin.
     python3 bench/make_moe_q4km_model.py --out bench/models/qwen3-30b-a3b-Q4_K_M.gguf
     ... --set n_layer=2 --set n_expert=16                     # a small file of the same layer shapes
 
-Shapes (Qwen/Qwen3-30B-A3B config.json; the same numbers in THUDM/slime scripts/models/qwen3-30B-A3B.sh,
-found with the code search): hidden 2048, 48 layers, 32 query / 4 KV heads of head_dim 128 (q is 4096 rows),
+Shapes (Qwen/Qwen3-30B-A3B config.json; the same numbers in scripts/models/qwen3-30B-A3B.sh of slime,
+the zyzshishui/slime fork of THUDM/slime, found with the code search): hidden 2048, 48 layers, 32 query / 4 KV heads of head_dim 128 (q is 4096 rows),
 intermediate_size 6144 (written as feed_forward_length, unused by a pure-MoE model), moe_intermediate_size 768,
 128 experts, top-8, vocab 151936, untied lm_head, q/k RMSNorm, rms eps 1e-6, rope theta 1e6,
-max_position_embeddings 40960. 30.5 B parameters, 3.3 B active per token.
+max_position_embeddings 40960 (slime's script has no position count; 40960, tie_word_embeddings false, rms eps
+and rope theta also as in copies of this config.json embedded in public test code; no Hub access here).
+30.5 B parameters, 3.3 B active per token (3.04 B without token_embd).
 
 Types: what llama.cpp's `llama-quantize F16 OUT Q4_K_M` picks (src/llama-quant.cpp, llama_tensor_get_type_impl,
 of the vendored llama.cpp in .peer), for qwen3moe with n_expert != 8:
@@ -237,6 +239,11 @@ def main():
             print(f"{k:28s} {str(shape):22s} {ts:22s} {nb:14,d}")
         print(f"tensor data {data:,d} B + header/metadata {head:,d} B = {total:,d} B "
               f"({total / 1e9:.2f} GB, {total / 2**30:.2f} GiB)")
+        exps = sum(nbytes(s, qt) for n, s, qt in tl if "_exps" in n)
+        read = sum(nbytes(s, qt) for n, s, qt in tl if n != "token_embd.weight") - exps \
+            + exps * c["n_expert_used"] // c["n_expert"]
+        print(f"weight bytes a decode step reads (all but token_embd and the unused experts; compare.py "
+              f"--bytes-per-token): {read:,d}")
         if not a.out:
             return
 
