@@ -11,7 +11,8 @@ has less free space than the exact output size plus a margin.
     ... --set n_layer=2 --set n_expert=16                     # a small file of the same layer shapes
 
 Shapes (Qwen/Qwen3-30B-A3B config.json; the same numbers in scripts/models/qwen3-30B-A3B.sh of slime,
-the zyzshishui/slime fork of THUDM/slime, found with the code search): hidden 2048, 48 layers, 32 query / 4 KV heads of head_dim 128 (q is 4096 rows),
+the zyzshishui/slime fork of THUDM/slime, found with the code search): hidden 2048, 48 layers, 32 query /
+4 KV heads of head_dim 128 (q is 4096 rows),
 intermediate_size 6144 (written as feed_forward_length, unused by a pure-MoE model), moe_intermediate_size 768,
 128 experts, top-8, vocab 151936, untied lm_head, q/k RMSNorm, rms eps 1e-6, rope theta 1e6,
 max_position_embeddings 40960 (slime's script has no position count; 40960, tie_word_embeddings false, rms eps
@@ -183,7 +184,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="qwen3-30b-a3b")
     ap.add_argument("--vocab", default=DEFAULT_VOCAB,
-                    help="a GGUF holding tokenizer.* metadata (default: ../shared/fixtures/tokenizer/ggml-vocab-qwen2.gguf)")
+                    help="a GGUF holding tokenizer.* metadata "
+                         "(default: ../shared/fixtures/tokenizer/ggml-vocab-qwen2.gguf)")
     ap.add_argument("--out", help="output .gguf")
     ap.add_argument("--name", help="general.name (default: the preset's name)")
     ap.add_argument("--seed", type=int, default=0)
