@@ -14,6 +14,7 @@ overflow the cache, and checks:
   tokens exactly as the server reports them (`usage.prompt_tokens_details.cached_tokens`), and
   never holds more blocks than the cache has;
 - the replay endpoint resends every batch from a sequence number on, then the end marker;
+- a replica started before its router, and a router that restarts, are connected to;
 - SIGTERM ends with AllBlocksCleared.
 Needs pyzmq and msgpack.
 """
@@ -38,13 +39,18 @@ STORED_KEYS = ["type", "block_hashes", "parent_block_hash", "token_ids", "block_
 class Index:
     """What a router knows of the replica's cache: the blocks announced and not removed."""
 
-    def __init__(self):
+    def __init__(self, joined_late=False):
         self.live, self.batches, self.next_seq, self.cleared = {}, [], 0, False
+        # A router that (re)starts after the replica missed what came before: it cannot check
+        # parents and removals against blocks it never saw.
+        self.joined_late = joined_late
 
     def apply(self, frames):
         topic, seq, payload = frames
         assert topic == b"kv@test@frugal-model", topic
         seq = int.from_bytes(seq, "big")
+        if self.joined_late and not self.batches:
+            self.next_seq = seq
         assert seq == self.next_seq, (seq, self.next_seq)
         self.next_seq += 1
         self.batches.append((seq, payload))
@@ -63,15 +69,15 @@ class Index:
             assert e["block_size"] == BLOCK and len(e["token_ids"]) == n * BLOCK, e
             assert e["medium"] == "CPU" and e["group_idx"] == 0 and len(e["extra_keys"]) == n, e
             parent = e["parent_block_hash"]
-            assert parent is None or parent in self.live, f"parent {parent} not announced"
+            assert parent is None or parent in self.live or self.joined_late, f"parent {parent} not announced"
             for i, h in enumerate(e["block_hashes"]):
-                assert h not in self.live, f"block {h} stored twice"
+                assert h not in self.live or self.joined_late, f"block {h} stored twice"
                 self.live[h] = (e["token_ids"][i * BLOCK:(i + 1) * BLOCK], parent if i == 0 else None)
         elif kind == "BlockRemoved":
             assert list(e) == ["type", "block_hashes", "medium", "group_idx"], e
             for h in e["block_hashes"]:
-                assert h in self.live, f"removed block {h} was never stored"
-                del self.live[h]
+                assert h in self.live or self.joined_late, f"removed block {h} was never stored"
+                self.live.pop(h, None)
         elif kind == "AllBlocksCleared":
             self.live.clear()
             self.cleared = True
@@ -155,17 +161,42 @@ def check_replay(port, index):
     print(f"ok replay: {len(got)} batches from sequence {start}", flush=True)
 
 
+def subscriber(port):
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"kv@")
+    for _ in range(50):
+        try:
+            sub.bind(f"tcp://127.0.0.1:{port}")
+            return sub
+        except zmq.ZMQError:  # a closed socket releases its port in libzmq's own thread
+            time.sleep(0.1)
+    raise AssertionError(f"cannot bind port {port} again")
+
+
+def check_router_restart(base, port):
+    """A router that restarts is connected to again: a new prompt's blocks reach it."""
+    sub, index = subscriber(port), Index(joined_late=True)
+    prompt = tokens(99, 40)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        drain(sub, index, quiet=0.3)  # also sends the subscription to a reconnected peer
+        complete(base, prompt)
+        if sub.poll(2000):
+            index.apply(sub.recv_multipart())
+            drain(sub, index)
+            assert block_hashes(prompt)[0] in index.live, index.live
+            print("ok router restart: reconnected", flush=True)
+            return sub, index
+        prompt = tokens(100 + int(deadline - time.monotonic()), 40)
+    raise AssertionError("no events after the router restarted")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frugal", required=True)
     ap.add_argument("--model", required=True)
     args = ap.parse_args()
     events_port, replay_port = free_port(), free_port()
-    ctx = zmq.Context.instance()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"kv@")
-    # The router binds and replicas connect, as llm-d deploys it.
-    sub.bind(f"tcp://127.0.0.1:{events_port}")
     server = Server([args.frugal, "serve", args.model, "--host", "127.0.0.1", "--port", "0",
                      "--model-alias", "frugal-model", "-c", "256", "--kv-tokens", str(KV_BLOCKS * BLOCK),
                      "--max-seqs", "2", "-t", "1", "--shutdown-timeout", "5",
@@ -174,16 +205,19 @@ def main():
                      "--kv-events-topic", "kv@test@{model}"])
     index = Index()
     try:
+        # The router binds and replicas connect, as llm-d deploys it; the router may come up
+        # after the replica (which must not wait for it) and restart.
         base = server.wait_ready(120)
-        # libzmq sends a SUB's subscriptions to a new peer when the application next uses the
-        # socket: poll it before the first event, or the publisher has no subscriber yet.
-        drain(sub, index, quiet=0.5)
+        sub = subscriber(events_port)
+        drain(sub, index, quiet=1.0)
         exercise(base, sub, index)
         check_replay(replay_port, index)
         with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
             metrics = r.read().decode()
         assert f"frugal_kv_events_batches_total {len(index.batches)}\n" in metrics, metrics
         assert "frugal_kv_events_dropped_total 0\n" in metrics, metrics
+        sub.close(linger=0)
+        sub, index = check_router_restart(base, events_port)
         status = server.stop()
         assert status == 0, f"exit status {status}"
         drain(sub, index, quiet=1.0)

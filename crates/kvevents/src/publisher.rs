@@ -6,13 +6,15 @@
 //! bounded queue and never waits (a full queue drops the batch and counts it).
 
 use crate::event::{encode_batch, KvEvent};
+use futures_util::StreamExt;
 use std::collections::VecDeque;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
-use zeromq::{PubSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use zeromq::{PubSocket, RouterSocket, Socket, SocketEvent, SocketRecv, SocketSend, ZmqMessage};
 
 /// Batches waiting for the socket thread before new ones are dropped.
 const QUEUE: usize = 10_000;
@@ -67,7 +69,7 @@ impl Publisher {
                         match open(&config).await {
                             Ok((publish, replay)) => {
                                 let _ = opened_tx.send(Ok(()));
-                                serve(publish, replay, rx, config.buffer_steps, &sent).await;
+                                serve(publish, replay, rx, &config, &sent).await;
                             }
                             Err(e) => drop(opened_tx.send(Err(e))),
                         }
@@ -157,10 +159,13 @@ async fn open(
     }
     let mut publish = PubSocket::new();
     match bind_address(endpoint) {
-        Some(addr) => publish.bind(&addr).await.map(drop),
-        None => publish.connect(endpoint).await,
-    }
-    .map_err(|e| socket_error(endpoint, e))?;
+        Some(addr) => publish
+            .bind(&addr)
+            .await
+            .map_err(|e| socket_error(endpoint, e))?,
+        // Connecting waits for the router, which may start later: the socket thread does it.
+        None => zeromq::Endpoint::from_str(endpoint).map_err(|e| socket_error(endpoint, e))?,
+    };
     let replay = match &config.replay_endpoint {
         None => None,
         Some(ep) => {
@@ -173,18 +178,96 @@ async fn open(
     Ok((publish, replay))
 }
 
+/// The PUB socket's connection to a router that binds (`tcp://HOST:PORT`), as libzmq keeps it:
+/// tried again with a growing delay until the router is there, and again whenever it goes away.
+/// Batches published meanwhile reach nobody, as with libzmq (the replay socket has them).
+struct Link {
+    /// `None` when the socket binds.
+    endpoint: Option<String>,
+    connected: bool,
+    next_try: tokio::time::Instant,
+    delay: Duration,
+    events: futures_channel::mpsc::Receiver<SocketEvent>,
+}
+
+impl Link {
+    const FIRST_DELAY: Duration = Duration::from_millis(100);
+    const MAX_DELAY: Duration = Duration::from_secs(10);
+
+    fn new(publish: &mut PubSocket, endpoint: &str) -> Self {
+        Link {
+            endpoint: bind_address(endpoint)
+                .is_none()
+                .then(|| endpoint.to_string()),
+            connected: false,
+            next_try: tokio::time::Instant::now(),
+            delay: Self::FIRST_DELAY,
+            events: publish.monitor(),
+        }
+    }
+
+    /// Connects if it is time to try.
+    async fn maintain(&mut self, publish: &mut PubSocket) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        if self.connected || tokio::time::Instant::now() < self.next_try {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(2), publish.connect(endpoint)).await {
+            Ok(Ok(())) => {
+                tracing::info!("KV events: connected to {endpoint}");
+                self.connected = true;
+                self.delay = Self::FIRST_DELAY;
+            }
+            failed => {
+                if self.delay == Self::FIRST_DELAY {
+                    let why = failed.map_or("timed out".to_string(), |r| {
+                        r.err().map_or(String::new(), |e| e.to_string())
+                    });
+                    tracing::warn!("KV events: cannot connect to {endpoint} ({why}); retrying");
+                }
+                self.next_try = tokio::time::Instant::now() + self.delay;
+                self.delay = (self.delay * 2).min(Self::MAX_DELAY);
+            }
+        }
+    }
+
+    /// Waits until the next connection attempt is due, or for the router to go away.
+    async fn wait(&mut self) {
+        match (&self.endpoint, self.connected) {
+            (None, _) => std::future::pending().await,
+            (Some(_), false) => tokio::time::sleep_until(self.next_try).await,
+            (Some(endpoint), true) => loop {
+                match self.events.next().await {
+                    Some(SocketEvent::Disconnected(_)) | None => {
+                        tracing::warn!("KV events: {endpoint} went away; reconnecting");
+                        self.connected = false;
+                        self.next_try = tokio::time::Instant::now();
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            },
+        }
+    }
+}
+
 /// The socket thread: sends each queued batch with the next sequence number, keeps the last
-/// `keep` for replay, and answers replay requests, until the queue closes.
+/// `keep` for replay, answers replay requests and keeps a connecting socket connected, until
+/// the queue closes.
 async fn serve(
     mut publish: PubSocket,
     mut replay: Option<RouterSocket>,
     mut rx: mpsc::Receiver<(String, Vec<u8>)>,
-    keep: usize,
+    config: &PublisherConfig,
     sent: &AtomicU64,
 ) {
+    let mut link = Link::new(&mut publish, &config.endpoint);
     let mut kept: VecDeque<(u64, String, Vec<u8>)> = VecDeque::new();
     let mut seq = 0u64;
     loop {
+        link.maintain(&mut publish).await;
         tokio::select! {
             batch = rx.recv() => {
                 let Some((topic, payload)) = batch else { break };
@@ -195,8 +278,8 @@ async fn serve(
                     tracing::warn!("KV events: send failed: {e}");
                 }
                 sent.fetch_add(1, Relaxed);
-                if keep > 0 {
-                    if kept.len() == keep {
+                if config.buffer_steps > 0 {
+                    if kept.len() == config.buffer_steps {
                         kept.pop_front();
                     }
                     kept.push_back((seq, topic, payload));
@@ -208,6 +291,7 @@ async fn serve(
                     answer_replay(router, request, &kept).await;
                 }
             }
+            () = link.wait() => {}
         }
     }
 }
