@@ -218,6 +218,8 @@ def run_server_bench(name, port, args, base_body):
         if n_prompt is None:
             r = completion(port, dict(body, prompt=prefix + "Question one?", max_tokens=1), args.timeout)
             n_prompt = r.get("usage", {}).get("prompt_tokens")
+    if not cold:  # --prefix-reps 0: throughput only
+        return res
     res["long prompt: prompt tokens"] = n_prompt
     res["long prompt, cold: TTFT ms"] = 1e3 * statistics.median(cold)
     res["long prompt, prefix cached: TTFT ms"] = 1e3 * statistics.median(warm)
