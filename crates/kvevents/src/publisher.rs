@@ -55,26 +55,7 @@ impl Publisher {
             .name("kv-events".into())
             .spawn({
                 let sent = sent.clone();
-                move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            return drop(opened_tx.send(Err(socket_error(&config.endpoint, e))))
-                        }
-                    };
-                    rt.block_on(async {
-                        match open(&config).await {
-                            Ok((publish, replay)) => {
-                                let _ = opened_tx.send(Ok(()));
-                                serve(publish, replay, rx, &config, &sent).await;
-                            }
-                            Err(e) => drop(opened_tx.send(Err(e))),
-                        }
-                    })
-                }
+                move || socket_thread(&config, rx, &sent, &opened_tx)
             })
             .map_err(|e| socket_error(&endpoint, e))?;
         match opened_rx.recv() {
@@ -127,6 +108,32 @@ impl Drop for Publisher {
             let _ = t.join();
         }
     }
+}
+
+/// The socket thread's body: its own runtime, the sockets opened (the outcome told to
+/// `opened`), then [`serve`] until the queue closes.
+fn socket_thread(
+    config: &PublisherConfig,
+    rx: mpsc::Receiver<(String, Vec<u8>)>,
+    sent: &AtomicU64,
+    opened: &std::sync::mpsc::Sender<Result<(), PublisherError>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return drop(opened.send(Err(socket_error(&config.endpoint, e)))),
+    };
+    rt.block_on(async {
+        match open(config).await {
+            Ok((publish, replay)) => {
+                let _ = opened.send(Ok(()));
+                serve(publish, replay, rx, config, sent).await;
+            }
+            Err(e) => drop(opened.send(Err(e))),
+        }
+    });
 }
 
 fn socket_error(endpoint: &str, e: impl std::fmt::Display) -> PublisherError {

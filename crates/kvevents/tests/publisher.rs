@@ -77,3 +77,25 @@ fn a_bound_publisher_sends_vllms_frames_and_replays_them() {
     assert!(publisher.sent() > 0);
     assert_eq!(publisher.dropped(), 0);
 }
+
+#[test]
+fn endpoints_that_cannot_work_are_errors_at_start() {
+    let port = free_port();
+    let config = |endpoint: String| PublisherConfig {
+        endpoint,
+        replay_endpoint: None,
+        buffer_steps: 0,
+    };
+    let first = Publisher::start(config(format!("tcp://*:{port}"))).expect("bound");
+    let taken = Publisher::start(config(format!("tcp://*:{port}")));
+    assert!(taken.is_err(), "a port in use");
+    for bad in ["ipc:///tmp/kv", "tcp://", "5557", "tcp://host-without-port"] {
+        let e = Publisher::start(config(bad.to_string())).err();
+        assert!(e.is_some(), "{bad} was accepted");
+        assert!(
+            e.unwrap().to_string().contains(bad),
+            "the error names {bad}"
+        );
+    }
+    drop(first);
+}
