@@ -149,6 +149,16 @@ pub fn to_chat(body: &Map<String, Value>, generate: bool) -> Result<Value, ApiEr
         }
     }
     if let Some(stop) = field("stop_sequences") {
+        // Checked here: OpenAI's `stop` also takes a bare string, and its errors name `stop`.
+        let strings = stop
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string));
+        if !strings {
+            return Err(ApiError::invalid_param(
+                "stop_sequences",
+                "'stop_sequences' must be an array of strings.",
+            ));
+        }
         out.insert("stop".into(), stop.clone());
     }
     if let Some(tools) = field("tools") {

@@ -194,6 +194,14 @@ async fn errors_and_keys_take_anthropic_shapes() {
             json!({"max_tokens": 4, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}),
             "temperature",
         ),
+        (
+            json!({"max_tokens": 4, "stop_sequences": ["a", 3], "messages": [{"role": "user", "content": "x"}]}),
+            "'stop_sequences' must be an array of strings",
+        ),
+        (
+            json!({"max_tokens": 4, "stop_sequences": "END", "messages": [{"role": "user", "content": "x"}]}),
+            "'stop_sequences' must be an array of strings",
+        ),
     ] {
         let (status, e) = send(key.clone(), body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
