@@ -54,6 +54,10 @@ pub struct Limits {
 /// How often a drain looks whether every connection has closed.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
+/// A connection accepted during a drain that has not sent a whole request head and body within
+/// this is closed: a probe's arrives at once, and a half-open one must not hold the exit back.
+const DRAIN_REQUEST_WINDOW: Duration = Duration::from_secs(1);
+
 /// Accepts and serves connections until `stop` resolves to the shutdown deadline; then closes
 /// connections between requests at once, lets the others finish their response until the
 /// deadline (plus [`SHUTDOWN_GRACE`]) and returns once they have. Meanwhile new connections are
@@ -458,11 +462,14 @@ impl Connection {
         http.keep_alive(!self.one_request).header_read_timeout(None);
         let mut conn = pin!(http.serve_connection(io, service));
         let mut cut_at: Option<Instant> = None;
+        let mut drain_cut = self
+            .one_request
+            .then(|| Instant::now() + DRAIN_REQUEST_WINDOW);
         loop {
             let rule = self.activity.deadline(&self.limits);
             // With no rule in force, look again after a write timeout anyway.
             let mut wake = rule.map_or(Instant::now() + self.limits.write_timeout, |r| r.0);
-            if let Some(c) = cut_at {
+            for c in [cut_at, drain_cut].into_iter().flatten() {
                 wake = wake.min(c);
             }
             tokio::select! {
@@ -471,6 +478,13 @@ impl Connection {
                 () = tokio::time::sleep_until(wake) => {
                     if cut_at.is_some_and(|c| Instant::now() >= c) {
                         return;
+                    }
+                    if drain_cut.is_some_and(|c| Instant::now() >= c) {
+                        if self.activity.is_quiet() {
+                            return;
+                        }
+                        // Its request is being answered: the usual rules from here on.
+                        drain_cut = None;
                     }
                     // The rule may have changed while asleep (a request began): ask again.
                     let due = self.activity.deadline(&self.limits);
