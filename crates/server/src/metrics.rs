@@ -475,11 +475,16 @@ pub fn render_kv_events(out: &mut String, sent: u64, dropped: u64) {
         ),
     ];
     for (name, help, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        scalar(out, name, "counter", help, v);
     }
+}
+
+/// One unlabelled series with its HELP and TYPE lines.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn render_connections(out: &mut String, c: &ConnMetrics) {
@@ -504,11 +509,7 @@ fn render_connections(out: &mut String, c: &ConnMetrics) {
         ),
     ];
     for (name, kind, help, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-            v.load(Relaxed)
-        );
+        scalar(out, name, kind, help, v.load(Relaxed));
     }
 }
 
@@ -605,18 +606,22 @@ mod tests {
         assert!(text.contains("frugal_time_to_first_token_seconds_count{model_name=\"m\"} 2"));
     }
 
-    #[test]
-    fn every_family_once_and_a_series_per_model() {
-        let (a, b) = (Metrics::default(), Metrics::default());
-        b.generation_tokens.store(7, Relaxed);
-        let series = |name, metrics, loaded| ModelSeries {
+    /// A model's series as the registry hands them to `render`.
+    fn series<'a>(name: &'a str, metrics: &'a Metrics, loaded: bool) -> ModelSeries<'a> {
+        ModelSeries {
             name,
             metrics,
             lifecycle: Lifecycle {
                 loaded,
                 ..Lifecycle::default()
             },
-        };
+        }
+    }
+
+    #[test]
+    fn every_family_once_and_a_series_per_model() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        b.generation_tokens.store(7, Relaxed);
         let conn = ConnMetrics::default();
         let text = render(&conn, &[series("a", &a, true), series("b\"x", &b, false)]);
         assert_eq!(
@@ -644,14 +649,6 @@ mod tests {
         a.kv_blocks_total.store(64, Relaxed);
         a.kv_block_size.store(16, Relaxed);
         b.waiting.store(9, Relaxed);
-        let series = |name, metrics, loaded| ModelSeries {
-            name,
-            metrics,
-            lifecycle: Lifecycle {
-                loaded,
-                ..Lifecycle::default()
-            },
-        };
         let text = render(
             &ConnMetrics::default(),
             &[series("a", &a, true), series("b", &b, false)],
