@@ -129,9 +129,4 @@ impl Tracker {
         })?;
         Some(((true, parent), None))
     }
-
-    /// Blocks announced and still cached.
-    pub fn n_live(&self) -> usize {
-        self.live.len()
-    }
 }
