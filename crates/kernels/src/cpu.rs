@@ -37,8 +37,9 @@ impl Isa {
         out
     }
 
-    /// The best level available, or the one named by `FRUGAL_ISA` (`scalar`, `avx2`, `avx512`)
-    /// when that is available; decided once per process.
+    /// The best level available, or the one named by `FRUGAL_ISA` (`scalar`, `avx2`, `avx512`;
+    /// `amx` names the AVX-512 level with the tiles, see [`amx`]) when that is available; decided
+    /// once per process.
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
@@ -59,12 +60,12 @@ impl Isa {
         *BEST.get_or_init(|| *Isa::available().last().expect("scalar is always available"))
     }
 
-    /// Parses `scalar`, `avx2` or `avx512`.
+    /// Parses `scalar`, `avx2`, `avx512` or `amx` (AMX runs beside the AVX-512 level).
     pub fn parse(s: &str) -> Option<Isa> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
-            "avx512" | "avx512vnni" => Some(Isa::Avx512Vnni),
+            "avx512" | "avx512vnni" | "amx" => Some(Isa::Avx512Vnni),
             _ => None,
         }
     }
@@ -76,4 +77,35 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
         }
     }
+}
+
+/// Whether the GEMM kernels use the AMX tile unit (int8 tiles): the CPU has it and this process
+/// may use it ([`amx_available`]), the vector level is AVX-512 (which the tiles' epilogues run
+/// on), and `FRUGAL_ISA` is unset or `amx`. Decided once per process.
+pub fn amx() -> bool {
+    static AMX: OnceLock<bool> = OnceLock::new();
+    *AMX.get_or_init(|| {
+        let wanted =
+            std::env::var("FRUGAL_ISA").map_or(true, |v| v.trim().eq_ignore_ascii_case("amx"));
+        wanted && Isa::best() == Isa::Avx512Vnni && amx_available()
+    })
+}
+
+/// The kernel level in words: `amx` where [`amx`] holds, else [`Isa::best`]'s name.
+pub fn level_name() -> &'static str {
+    if amx() {
+        "amx"
+    } else {
+        Isa::best().name()
+    }
+}
+
+/// Whether this process can execute AMX int8 tile instructions: CPUID reports AMX-TILE and
+/// AMX-INT8, the OS enabled the tile state in XCR0 (bits 17 and 18), and the kernel granted this
+/// process the tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16 and
+/// later; the grant covers every thread of the process). Any refusal means no AMX (never an
+/// illegal instruction). Asked once per process.
+pub fn amx_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(crate::amx::enable)
 }

@@ -12,6 +12,7 @@
 compile_error!("frugal reads little-endian GGUF data in place and needs a little-endian target");
 
 pub mod activation;
+mod amx;
 pub mod blocks;
 pub mod cpu;
 pub mod delta_net;

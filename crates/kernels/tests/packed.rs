@@ -116,7 +116,9 @@ fn packed_matmul_equals_the_scalar_reference_bit_for_bit() {
     for ty in TYPES {
         let bl = ty.block_len();
         for (rows, blocks) in [(16, 1), (37, 3), (5, 2), (48, 7), (33, 1), (29, 2)] {
-            for n in [1, 2, 3, 4, 5, 8, 9, 13, 20] {
+            // 20, 37, 70 and 117 tokens cover every AMX tile (64, 32, 16) and the AVX-512 tiles of
+            // the remainders.
+            for n in [1, 2, 3, 4, 5, 8, 9, 13, 20, 37, 70, 117] {
                 let pool = &pools[(rows + n) % 3];
                 check(ty, rows, blocks * bl, n, pool, &mut rng);
             }
@@ -166,7 +168,8 @@ fn packed_matmul_is_exact_at_extreme_quants() {
             }
             let w = Matrix::from_bytes(ty, rows, cols, &bytes).unwrap();
             for sign in [1.0f32, -1.0] {
-                let n = 5;
+                // One AMX tile of 16 and an AVX-512 remainder.
+                let n = 21;
                 let x: Vec<f32> = (0..n * cols)
                     .map(|i| sign * if i / cols == 3 { 0.5 } else { 1.0 })
                     .collect();
@@ -204,7 +207,20 @@ fn packed_matmul_runs_at_every_simd_level() {
     let best = Isa::best();
     let avail = Isa::available();
     let child = std::env::var_os("FRUGAL_ISA").is_some();
-    let mut ran = vec![best.name()];
+    let mut ran = vec![frugal_kernels::cpu::level_name()];
+    // With AMX, the AVX-512 tiles run alone (every token count) in a child too.
+    if !child && frugal_kernels::cpu::amx() {
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("FRUGAL_ISA", "avx512")
+            .args(["--skip", "every_simd_level", "--test-threads", "2"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the packed tests under FRUGAL_ISA=avx512 failed"
+        );
+        ran.push(Isa::Avx512Vnni.name());
+    }
     if !child && best > Isa::Avx2 && avail.contains(&Isa::Avx2) {
         let status = std::process::Command::new(std::env::current_exe().unwrap())
             .env("FRUGAL_ISA", "avx2")
@@ -217,10 +233,9 @@ fn packed_matmul_runs_at_every_simd_level() {
         );
         ran.push(Isa::Avx2.name());
     }
-    let skipped: Vec<&str> = [Isa::Avx2, Isa::Avx512Vnni]
+    let skipped: Vec<&str> = ["avx2", "avx512vnni", "amx"]
         .into_iter()
-        .filter(|i| !ran.contains(&i.name()))
-        .map(Isa::name)
+        .filter(|i| !ran.contains(i))
         .collect();
     println!("packed: ran {ran:?}, skipped {skipped:?} (CPU or FRUGAL_ISA)");
 }

@@ -197,7 +197,7 @@ fn bench_matmul() {
                 "matmul {:5} {rows}x{cols} tokens={n_tokens:3} threads={threads}: {:8.1} us ({gops:6.1} GOP/s) [{}]",
                 ty.name(),
                 t * 1e6,
-                Isa::best().name()
+                frugal_kernels::cpu::level_name()
             );
         }
     }

@@ -105,7 +105,7 @@ pub fn run(a: Args) -> Result<()> {
                 "{}",
                 serde_json::json!({
                     "model": name, "test": test, "threads": pool.n_threads(),
-                    "isa": frugal_kernels::Isa::best().name(), "tokens_per_second": median,
+                    "isa": frugal_kernels::cpu::level_name(), "tokens_per_second": median,
                     "samples": samples, "load_seconds": load_s, "params": model.n_params(),
                     "weight_bytes": model.weight_bytes(),
                 })
@@ -116,7 +116,7 @@ pub fn run(a: Args) -> Result<()> {
                 human_bytes(file.gguf.file_size()),
                 human_count(model.n_params()),
                 pool.n_threads(),
-                frugal_kernels::Isa::best().name(),
+                frugal_kernels::cpu::level_name(),
                 stddev(&samples),
             );
         }

@@ -24,6 +24,8 @@
 pub(crate) mod gemm256;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod gemm512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm_amx;
 
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 use crate::cpu::Isa;
@@ -65,6 +67,10 @@ pub(crate) struct Layout {
     pub avx512: gemm512::Tiles,
     #[cfg(target_arch = "x86_64")]
     pub avx2: Option<gemm256::Tiles>,
+    /// The AMX GEMM, where the type has one (used for whole tiles of 16 tokens where
+    /// `cpu::amx()`).
+    #[cfg(target_arch = "x86_64")]
+    pub amx: Option<gemm_amx::AmxGemm>,
 }
 
 /// The packed layout of `ty` if it has one the current `Isa::best()` can run: AVX-512 VNNI
@@ -218,6 +224,9 @@ pub(crate) struct ActAux {
     /// i32 values per token.
     pub per_token: usize,
     pub data: Vec<i32>,
+    /// Where `cpu::amx()`: the quants of whole 16-token tiles in the AMX GEMM's order
+    /// (`gemm_amx::tile_acts`); else empty.
+    pub tiled: Vec<u8>,
 }
 
 pub(crate) use gemm512::AUX_K;
@@ -236,9 +245,21 @@ impl ActAux {
             GgmlType::Q8_K => AUX_K * (row_bytes / size_of::<BlockQ8K>()),
             _ => 0,
         };
+        #[cfg(target_arch = "x86_64")]
+        let tiled = if crate::cpu::amx() && n_tokens >= 16 {
+            gemm_amx::tile_acts(ty, q, row_bytes, n_tokens)
+        } else {
+            Vec::new()
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiled = Vec::new();
         let mut data = crate::storage::zeros(per_token * n_tokens);
         if per_token == 0 {
-            return ActAux { per_token, data };
+            return ActAux {
+                per_token,
+                data,
+                tiled,
+            };
         }
         par_chunks_mut(pool, &mut data, per_token, &|t, o| {
             let row = &q[t * row_bytes..(t + 1) * row_bytes];
@@ -275,7 +296,11 @@ impl ActAux {
                 }
             }
         });
-        ActAux { per_token, data }
+        ActAux {
+            per_token,
+            data,
+            tiled,
+        }
     }
 }
 
@@ -311,7 +336,8 @@ impl<'a> PackedProduct<'a> {
         );
         assert_eq!(a.q.len(), a.row_bytes * n, "matmul: activation size");
         assert_eq!(a.aux.data.len(), a.aux.per_token * n, "matmul: aux size");
-        let token_block = (TOKEN_BLOCK_BYTES / a.row_bytes.max(1)).max(8) / 8 * 8;
+        // A multiple of 16 tokens, so that blocks end on whole AMX tiles.
+        let token_block = (TOKEN_BLOCK_BYTES / a.row_bytes.max(1)).max(16) / 16 * 16;
         PackedProduct {
             p,
             a,
@@ -374,6 +400,52 @@ const TILE: usize = 8;
 /// Tokens per GEMM tile of the AVX2 kernels (16 registers: fewer accumulators fit).
 const TILE256: usize = 4;
 
+/// Runs the AMX GEMM on the whole 16-token tiles of `tokens` where `cpu::amx()` (their quants in
+/// tile order, `ActAux::tiled`); returns the number of tokens it computed.
+///
+/// # Safety
+/// As for [`gemm_group`], with `w` group `g`'s records and `tokens.start` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_amx_tiles(
+    p: &Packed,
+    amx: gemm_amx::AmxGemm,
+    w: *const u8,
+    a: &Acts<'_>,
+    tokens: std::ops::Range<usize>,
+    mask: u16,
+    out: &OutPtr,
+    g: usize,
+) -> usize {
+    let (t, tiled) = (tokens.start, &a.aux.tiled);
+    let tiles = tokens.len() / 16;
+    if tiled.is_empty() || tiles == 0 {
+        return 0;
+    }
+    let tile_bytes = 16 * p.cols();
+    assert!(t.is_multiple_of(16) && tiled.len() == a.n_tokens / 16 * tile_bytes);
+    let args = gemm_amx::AmxArgs {
+        nb: p.nb(),
+        stride: p.stride(),
+        w,
+        act: a.q[t * a.row_bytes..].as_ptr(),
+        tiled: tiled[t / 16 * tile_bytes..].as_ptr(),
+        row_bytes: a.row_bytes,
+        aux: a.aux.data[t * a.aux.per_token..].as_ptr(),
+        aux_per_token: a.aux.per_token,
+        // SAFETY: token t's output row starts inside `y` (t < n_tokens).
+        out: unsafe { out.0.add(t * p.rows() + 16 * g) },
+        rows: p.rows(),
+        tiles,
+        mask,
+    };
+    // SAFETY: `cpu::amx()` holds (`tiled` is built only then); tokens t..t + 16 tiles are below
+    // tokens.end <= n_tokens, so their activation rows, quants in tile order, aux values and
+    // outputs are inside what the caller guarantees.
+    unsafe { amx(&args) };
+    16 * tiles
+}
+
 /// Computes rows `16 g..` (at most 16, fewer in a last partial group) of `y` for tokens `tokens`
 /// with the packed kernels: `y[t * rows + r] = W[r] · a[t]`.
 ///
@@ -394,10 +466,9 @@ pub(crate) unsafe fn gemm_group(
     assert!(Isa::best() >= Isa::Avx2, "packed GEMM without AVX2");
     let l = p.layout;
     let (nb, stride, rows) = (p.nb(), p.stride(), p.rows());
-    assert!(group.len() == nb * stride && tokens.end <= a.n_tokens && 16 * g < rows);
-    assert!(
-        a.q.len() >= a.n_tokens * a.row_bytes && a.aux.data.len() >= a.n_tokens * a.aux.per_token
-    );
+    let (n, aux_len) = (a.n_tokens, a.aux.data.len());
+    assert!(group.len() == nb * stride && tokens.end <= n && 16 * g < rows);
+    assert!(a.q.len() >= n * a.row_bytes && aux_len >= n * a.aux.per_token);
     let live = (rows - 16 * g).min(16);
     let mask = (u32::MAX >> (32 - live)) as u16;
     let w = group.as_ptr();
@@ -446,6 +517,10 @@ pub(crate) unsafe fn gemm_group(
         }
         _ => {
             let t5 = l.avx512;
+            if let Some(amx) = l.amx {
+                // SAFETY: forwarded from the caller; `t` starts the token block (16 k tokens).
+                t += unsafe { gemm_amx_tiles(p, amx, w, a, t..tokens.end, mask, out, g) };
+            }
             run!(TILE, |ts| (t5.t8)(
                 nb,
                 stride,

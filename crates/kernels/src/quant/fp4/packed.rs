@@ -21,6 +21,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack: packer!(BlockMXFP4, pack_mxfp4),
             avx512: tiles512!(g5::tile_iq4nl, true),
             avx2: None,
+            amx: None,
         });
     }
     let _ = ty;

@@ -40,6 +40,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack,
             avx512,
             avx2: Some(avx2),
+            amx: None,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

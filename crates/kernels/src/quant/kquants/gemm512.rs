@@ -6,6 +6,7 @@
 use super::packed::{q2k, q3k, q4k, q6k};
 use crate::blocks::*;
 use crate::packed::gemm512::*;
+use crate::packed::gemm_amx::AmxKind;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
@@ -32,10 +33,7 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
             let rec = w.add(b * stride);
             let mut isum = [_mm512_setzero_si512(); T];
             for s in 0..8 {
-                let mut x = nibbles(rec.add(q4k::nibbles(FIFTH, s)));
-                if FIFTH {
-                    merge_fifth(&mut x, load(rec.add(q4k::fifth_bits(s))));
-                }
+                let x = decode_q4k::<FIFTH>(rec, s);
                 let sc =
                     _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::scales(FIFTH, s)).cast()));
                 for t in 0..T {
@@ -51,35 +49,94 @@ pub(crate) unsafe fn tile_q4k<const FIFTH: bool, const T: usize>(
                     isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, sc));
                 }
             }
-            let mut mins = [_mm512_setzero_si512(); 4];
-            for (q, m) in mins.iter_mut().enumerate() {
-                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q4k::mins(FIFTH, q)).cast()));
-            }
-            let dw = f16x16(rec.add(q4k::d(FIFTH)));
-            let dmw = f16x16(rec.add(q4k::d(FIFTH) + 32));
+            let m = Q4kMins::<FIFTH>::load(rec);
             for t in 0..T {
-                let bs = aux[t].add(AUX_K * b + 16).cast::<u8>();
-                let mut msum = _mm512_setzero_si512();
-                for (q, m) in mins.iter().enumerate() {
-                    msum = _mm512_dpwssd_epi32(msum, *m, bcst(bs.add(4 * q)));
-                }
-                let dy = _mm512_set1_ps(
-                    a[t].add(b * size_of::<BlockQ8K>())
-                        .cast::<f32>()
-                        .read_unaligned(),
-                );
-                // sum += d·dy·isum - dmin·dy·msum
-                let f = _mm512_sub_ps(
-                    _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t])),
-                    _mm512_mul_ps(_mm512_mul_ps(dmw, dy), _mm512_cvtepi32_ps(msum)),
-                );
-                acc[t] = _mm512_add_ps(acc[t], f);
+                acc[t] = m.add(acc[t], isum[t], a[t], aux[t], b);
             }
         }
     }
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// The 8 registers of unsigned quants of sub-block `s` of a Q4_K (or `FIFTH`: Q5_K) record.
+///
+/// # Safety: a whole record at `rec`, `s < 8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn decode_q4k<const FIFTH: bool>(rec: *const u8, s: usize) -> [__m512i; 8] {
+    // SAFETY: (all reads) inside the record.
+    unsafe {
+        let mut x = nibbles(rec.add(q4k::nibbles(FIFTH, s)));
+        if FIFTH {
+            merge_fifth(&mut x, load(rec.add(q4k::fifth_bits(s))));
+        }
+        x
+    }
+}
+
+/// The mins and scales of a Q4_K (Q5_K) record: what a block adds to a token's sum after the
+/// integer sum of its quants.
+#[derive(Clone, Copy)]
+pub(crate) struct Q4kMins<const FIFTH: bool> {
+    mins: [__m512i; 4],
+    dw: __m512,
+    dmw: __m512,
+}
+
+impl<const FIFTH: bool> Q4kMins<FIFTH> {
+    /// # Safety: a whole record at `rec`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn load(rec: *const u8) -> Self {
+        let mut mins = [_mm512_setzero_si512(); 4];
+        // SAFETY: (all reads) inside the record.
+        unsafe {
+            for (q, m) in mins.iter_mut().enumerate() {
+                *m = _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(q4k::mins(FIFTH, q)).cast()));
+            }
+            Q4kMins {
+                mins,
+                dw: f16x16(rec.add(q4k::d(FIFTH))),
+                dmw: f16x16(rec.add(q4k::d(FIFTH) + 32)),
+            }
+        }
+    }
+
+    /// `acc + d·dy·isum - dmin·dy·msum` for block `b` of a token (`a` its Q8_K row, `aux` its
+    /// aux values; `isum` the exact scaled sum of its quants), as `dot_scalar::vec_dot_q4_k_q8_k`.
+    ///
+    /// # Safety: `a` and `aux` cover block `b`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn add(
+        &self,
+        acc: __m512,
+        isum: __m512i,
+        a: *const u8,
+        aux: *const i32,
+        b: usize,
+    ) -> __m512 {
+        // SAFETY: (all reads) inside block b of the token's activations and aux values.
+        unsafe {
+            let bs = aux.add(AUX_K * b + 16).cast::<u8>();
+            let mut msum = _mm512_setzero_si512();
+            for (q, m) in self.mins.iter().enumerate() {
+                msum = _mm512_dpwssd_epi32(msum, *m, bcst(bs.add(4 * q)));
+            }
+            let dy = _mm512_set1_ps(
+                a.add(b * size_of::<BlockQ8K>())
+                    .cast::<f32>()
+                    .read_unaligned(),
+            );
+            let f = _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(self.dw, dy), _mm512_cvtepi32_ps(isum)),
+                _mm512_mul_ps(_mm512_mul_ps(self.dmw, dy), _mm512_cvtepi32_ps(msum)),
+            );
+            _mm512_add_ps(acc, f)
+        }
     }
 }
 
@@ -97,8 +154,6 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
     out: [*mut f32; T],
     mask: __mmask16,
 ) {
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m30 = _mm512_set1_epi8(0x30);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
         // SAFETY: (all reads) record b of `w`, block b of each `a[t]` and of each `aux[t]`.
@@ -107,26 +162,8 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
             let mut isum = [_mm512_setzero_si512(); T];
             for c in 0..8 {
                 for h in 0..2 {
-                    // Sub-block 2c + h: values 32c + 16h + 4m + j.
-                    let hv = load(rec.add(q6k::high(c, h)));
-                    let top = [
-                        _mm512_slli_epi16::<4>(hv),
-                        _mm512_slli_epi16::<2>(hv),
-                        hv,
-                        _mm512_srli_epi16::<2>(hv),
-                    ];
-                    let mut x = [_mm512_setzero_si512(); 4];
-                    for m in 0..4 {
-                        let raw = load(rec.add(q6k::nibbles(c) + 64 * m));
-                        let nib = if h == 0 {
-                            _mm512_and_si512(raw, m4)
-                        } else {
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4)
-                        };
-                        // nib | (top & 0x30)
-                        x[m] = _mm512_ternarylogic_epi32::<0xF8>(nib, top[m], m30);
-                    }
                     let k = 2 * c + h;
+                    let x = decode_q6k(rec, k);
                     let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q6k::scales(k)).cast()));
                     for t in 0..T {
                         let y = a[t].add(b * size_of::<BlockQ8K>() + 4 + 16 * k);
@@ -155,6 +192,40 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// The 4 registers of unsigned quants (`q + 32`) of sub-block `k` (values `16k + 4m + j`) of a
+/// Q6_K record.
+///
+/// # Safety: a whole record at `rec`, `k < 16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn decode_q6k(rec: *const u8, k: usize) -> [__m512i; 4] {
+    let (m4, m30) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let (c, h) = (k / 2, k % 2);
+    // SAFETY: (all reads) inside the record.
+    unsafe {
+        // Sub-block 2c + h: values 32c + 16h + 4m + j.
+        let hv = load(rec.add(q6k::high(c, h)));
+        let top = [
+            _mm512_slli_epi16::<4>(hv),
+            _mm512_slli_epi16::<2>(hv),
+            hv,
+            _mm512_srli_epi16::<2>(hv),
+        ];
+        let mut x = [_mm512_setzero_si512(); 4];
+        for m in 0..4 {
+            let raw = load(rec.add(q6k::nibbles(c) + 64 * m));
+            let nib = if h == 0 {
+                _mm512_and_si512(raw, m4)
+            } else {
+                _mm512_and_si512(_mm512_srli_epi16::<4>(raw), m4)
+            };
+            // nib | (top & 0x30)
+            x[m] = _mm512_ternarylogic_epi32::<0xF8>(nib, top[m], m30);
+        }
+        x
     }
 }
 
@@ -318,5 +389,130 @@ pub(crate) unsafe fn tile_q3k<const T: usize>(
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// The AMX GEMM's view of Q4_K (`FIFTH`: Q5_K) records (`packed::gemm_amx`): 8 sub-blocks of 32
+/// unsigned quants, [`tile_q4k`]'s epilogue.
+pub(crate) struct AmxQ4k<const FIFTH: bool>;
+
+// SAFETY: reads only inside the records, Q8_K blocks and aux values the AMX GEMM passes.
+unsafe impl<const FIFTH: bool> AmxKind for AmxQ4k<FIFTH> {
+    const S: usize = 8;
+    const G: usize = 8;
+    const SIGNED: bool = false;
+    type Block = ([__m512i; 8], Q4kMins<FIFTH>);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, s: usize) -> [__m512i; 8] {
+        // SAFETY: forwarded.
+        unsafe { decode_q4k::<FIFTH>(rec, s) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: forwarded.
+        unsafe {
+            let sc = std::array::from_fn(|s| {
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q4k::scales(FIFTH, s)).cast()))
+            });
+            (sc, Q4kMins::load(rec))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        (sc, m): &Self::Block,
+        b: usize,
+        _nb: usize,
+        act: *const u8,
+        aux: *const i32,
+        sums: *const i32,
+        acc: &mut __m512,
+    ) {
+        // SAFETY: forwarded: 8 sub-blocks' sums at `sums`.
+        unsafe {
+            let mut isum = _mm512_setzero_si512();
+            for (s, sc) in sc.iter().enumerate() {
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(load(sums.add(256 * s).cast()), *sc),
+                );
+            }
+            *acc = m.add(*acc, isum, act, aux, b);
+        }
+    }
+}
+
+/// The AMX GEMM's view of Q6_K records: 16 sub-blocks of 16 quants, signed (the offset 32 taken
+/// out as they are decoded), [`tile_q6k`]'s epilogue.
+pub(crate) struct AmxQ6k;
+
+// SAFETY: reads only inside the records and Q8_K blocks the AMX GEMM passes.
+unsafe impl AmxKind for AmxQ6k {
+    const S: usize = 16;
+    const G: usize = 4;
+    const SIGNED: bool = true;
+    type Block = ([__m512i; 16], __m512);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, k: usize) -> [__m512i; 8] {
+        let offset = _mm512_set1_epi8(32);
+        // SAFETY: forwarded.
+        let x = unsafe { decode_q6k(rec, k) };
+        std::array::from_fn(|g| {
+            if g < 4 {
+                _mm512_sub_epi8(x[g], offset)
+            } else {
+                x[0]
+            }
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: forwarded.
+        unsafe {
+            let sc = std::array::from_fn(|k| {
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q6k::scales(k)).cast()))
+            });
+            (sc, f16x16(rec.add(3328)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        (sc, dw): &Self::Block,
+        b: usize,
+        _nb: usize,
+        act: *const u8,
+        _aux: *const i32,
+        sums: *const i32,
+        acc: &mut __m512,
+    ) {
+        // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
+        unsafe {
+            let mut isum = _mm512_setzero_si512();
+            for (k, sc) in sc.iter().enumerate() {
+                isum = _mm512_add_epi32(
+                    isum,
+                    _mm512_mullo_epi32(load(sums.add(256 * k).cast()), *sc),
+                );
+            }
+            let dy = _mm512_set1_ps(
+                act.add(b * size_of::<BlockQ8K>())
+                    .cast::<f32>()
+                    .read_unaligned(),
+            );
+            // sum += d·dy·isum
+            let f = _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum));
+            *acc = _mm512_add_ps(*acc, f);
+        }
     }
 }

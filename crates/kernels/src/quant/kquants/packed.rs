@@ -38,7 +38,14 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
     #[cfg(target_arch = "x86_64")]
     {
         use super::{gemm256 as g2, gemm512 as g5};
+        use crate::packed::gemm_amx::{gemm, AmxGemm};
         use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
+        let amx: Option<AmxGemm> = match ty {
+            GgmlType::Q4_K => Some(gemm::<g5::AmxQ4k<false>>),
+            GgmlType::Q5_K => Some(gemm::<g5::AmxQ4k<true>>),
+            GgmlType::Q6_K => Some(gemm::<g5::AmxQ6k>),
+            _ => None,
+        };
         let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
             GgmlType::Q2_K => (
                 1600,
@@ -77,6 +84,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack,
             avx512,
             avx2,
+            amx,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_arguments)]
 use crate::blocks::*;
 use crate::packed::gemm512::*;
+use crate::packed::gemm_amx::AmxKind;
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
@@ -15,7 +16,7 @@ pub(crate) const Q4_0: u8 = 1;
 pub(crate) const Q5_0: u8 = 2;
 
 /// Offset of the scales in a record of `KIND`.
-const fn d_offset(kind: u8) -> usize {
+pub(crate) const fn d_offset(kind: u8) -> usize {
     match kind {
         Q8_0 => 512,
         Q4_0 => 256,
@@ -39,65 +40,88 @@ pub(crate) unsafe fn tile_q32<const KIND: u8, const T: usize>(
     out: [*mut f32; T],
     mask: __mmask16,
 ) {
-    let m10 = _mm512_set1_epi8(0x10);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
         // SAFETY: (all reads) record b of `w`, block b of each `a[t]`, entries b and nb + b of
         // each `aux[t]`, all inside what the caller guarantees.
         unsafe {
             let rec = w.add(b * stride);
-            let x = match KIND {
-                Q8_0 => {
-                    let mut x = [_mm512_setzero_si512(); 8];
-                    for (g, x) in x.iter_mut().enumerate() {
-                        *x = load(rec.add(64 * g));
-                    }
-                    x
-                }
-                Q4_0 => nibbles(rec),
-                _ => {
-                    let mut x = nibbles(rec);
-                    let h = load(rec.add(256));
-                    let hb = [
-                        _mm512_slli_epi32::<4>(h),
-                        _mm512_slli_epi32::<3>(h),
-                        _mm512_slli_epi32::<2>(h),
-                        _mm512_slli_epi32::<1>(h),
-                        h,
-                        _mm512_srli_epi32::<1>(h),
-                        _mm512_srli_epi32::<2>(h),
-                        _mm512_srli_epi32::<3>(h),
-                    ];
-                    for g in 0..8 {
-                        // x | (hb & 0x10)
-                        x[g] = _mm512_ternarylogic_epi32::<0xF8>(x[g], hb[g], m10);
-                    }
-                    x
-                }
-            };
+            let x = decode_q32::<KIND>(rec);
             let dw = f16x16(rec.add(d_offset(KIND)));
             for t in 0..T {
                 let y = a[t].add(b * size_of::<BlockQ8_0>() + 2);
-                // -offset · Σy, so that Σ (u - offset) y comes out exact.
-                let neg = _mm512_set1_epi32(aux[t].add(b).read());
-                let mut p = match KIND {
-                    Q8_0 => _mm512_slli_epi32::<7>(neg),
-                    Q4_0 => _mm512_slli_epi32::<3>(neg),
-                    _ => _mm512_slli_epi32::<4>(neg),
-                };
+                let mut p = q32_offset::<KIND>(aux[t], b);
                 for g in 0..8 {
                     p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
                 }
-                let dy = _mm512_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
-                // sum += isum · d_w · d_a
-                let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(p), dw), dy);
-                acc[t] = _mm512_add_ps(acc[t], f);
+                acc[t] = q32_add(acc[t], p, dw, aux[t], nb, b);
             }
         }
     }
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// `-offset · Σy` of block `b` (from its aux value), so that `Σ (u - offset) y` comes out exact.
+///
+/// # Safety: `aux` holds the token's `2 nb` aux values, `b < nb`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn q32_offset<const KIND: u8>(aux: *const i32, b: usize) -> __m512i {
+    // SAFETY: guaranteed by the caller.
+    let neg = _mm512_set1_epi32(unsafe { aux.add(b).read() });
+    match KIND {
+        Q8_0 => _mm512_slli_epi32::<7>(neg),
+        Q4_0 => _mm512_slli_epi32::<3>(neg),
+        _ => _mm512_slli_epi32::<4>(neg),
+    }
+}
+
+/// `acc + (isum · d_w) · d_a` for block `b` (`isum` exact, `d_a` from the aux values), as
+/// `dot_scalar`'s `sum += isum as f32 * x.d * y.d`.
+///
+/// # Safety: as for [`q32_offset`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn q32_add(
+    acc: __m512,
+    isum: __m512i,
+    dw: __m512,
+    aux: *const i32,
+    nb: usize,
+    b: usize,
+) -> __m512 {
+    // SAFETY: guaranteed by the caller.
+    let dy = _mm512_set1_ps(f32::from_bits(unsafe { aux.add(nb + b).read() } as u32));
+    let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), dw), dy);
+    _mm512_add_ps(acc, f)
+}
+
+/// The 8 registers of unsigned quants (`packed::gemm512::nibbles`' order) of a record of `KIND`.
+///
+/// # Safety: a whole record of `KIND` at `rec`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) unsafe fn decode_q32<const KIND: u8>(rec: *const u8) -> [__m512i; 8] {
+    // SAFETY: (all reads) inside the record.
+    unsafe {
+        match KIND {
+            Q8_0 => {
+                let mut x = [_mm512_setzero_si512(); 8];
+                for (g, x) in x.iter_mut().enumerate() {
+                    *x = load(rec.add(64 * g));
+                }
+                x
+            }
+            Q4_0 => nibbles(rec),
+            _ => {
+                let mut x = nibbles(rec);
+                merge_fifth(&mut x, load(rec.add(256)));
+                x
+            }
+        }
     }
 }
 
@@ -151,5 +175,52 @@ pub(crate) unsafe fn tile_q4_1<const FIFTH: bool, const T: usize>(
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
+    }
+}
+
+/// The AMX GEMM's view of the 32-value legacy types of `KIND` (`packed::gemm_amx`): one
+/// sub-block per block, [`tile_q32`]'s epilogue.
+pub(crate) struct AmxQ32<const KIND: u8>;
+
+// SAFETY: reads only inside the records, Q8_0 blocks and aux values the AMX GEMM passes.
+unsafe impl<const KIND: u8> AmxKind for AmxQ32<KIND> {
+    const S: usize = 1;
+    const G: usize = 8;
+    const SIGNED: bool = true;
+    type Block = __m512;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, _s: usize) -> [__m512i; 8] {
+        // The quants less their offset (128, 8, 16), as the scalar reference has them.
+        let offset = _mm512_set1_epi8(match KIND {
+            Q8_0 => -128,
+            Q4_0 => 8,
+            _ => 16,
+        });
+        // SAFETY: forwarded.
+        unsafe { decode_q32::<KIND>(rec) }.map(|x| _mm512_sub_epi8(x, offset))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> __m512 {
+        // SAFETY: forwarded.
+        unsafe { f16x16(rec.add(d_offset(KIND))) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        dw: &__m512,
+        b: usize,
+        nb: usize,
+        _act: *const u8,
+        aux: *const i32,
+        sums: *const i32,
+        acc: &mut __m512,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { *acc = q32_add(*acc, load(sums.cast()), *dw, aux, nb, b) };
     }
 }

@@ -23,9 +23,16 @@ use crate::types::{GgmlType, QK};
 pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::gemm512::{Q4_0, Q5_0, Q8_0};
+        use super::gemm512::{AmxQ32, Q4_0, Q5_0, Q8_0};
         use super::{gemm256 as g2, gemm512 as g5};
+        use crate::packed::gemm_amx::{gemm, AmxGemm};
         use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
+        let amx: Option<AmxGemm> = match ty {
+            GgmlType::Q4_0 => Some(gemm::<AmxQ32<Q4_0>>),
+            GgmlType::Q5_0 => Some(gemm::<AmxQ32<Q5_0>>),
+            GgmlType::Q8_0 => Some(gemm::<AmxQ32<Q8_0>>),
+            _ => None,
+        };
         let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
             GgmlType::Q4_0 => (
                 288,
@@ -65,6 +72,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack,
             avx512,
             avx2,
+            amx,
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
