@@ -34,6 +34,9 @@ pub(crate) unsafe trait AmxKind {
     const S: usize;
     /// B-tile rows (registers of 4 values per row) per sub-block: 8 (32 values) or 4 (16).
     const G: usize;
+    /// Whether blocks go to four running sums by `b % 4` (the decoded references' order), added
+    /// as `(s0 + s1) + (s2 + s3)` at the end; else one sum, `acc[0]`.
+    const SUM4: bool = false;
     /// Whether `decode` gives signed quants (offsets already taken out: `tdpbssd`) or unsigned
     /// ones (`tdpbsud`).
     const SIGNED: bool;
@@ -43,7 +46,7 @@ pub(crate) unsafe trait AmxKind {
     /// rows: value `4g + j` of lane `r`'s row in byte `j` of register `g`.
     unsafe fn decode(rec: *const u8, s: usize) -> [__m512i; 8];
     unsafe fn block(rec: *const u8) -> Self::Block;
-    /// Adds block `b` (of `nb`) of one token to `acc`: `act` is the token's activation row,
+    /// Adds block `b` (of `nb`) of one token to its sums `acc` (see `SUM4`): `act` is the token's activation row,
     /// `aux` its side data (`packed::ActAux`), and sub-block `s`'s 16 row sums `Σ u · y` are the
     /// i32 at `sums + 256 s`.
     unsafe fn accumulate(
@@ -53,8 +56,25 @@ pub(crate) unsafe trait AmxKind {
         act: *const u8,
         aux: *const i32,
         sums: *const i32,
-        acc: &mut __m512,
+        acc: &mut [__m512; 4],
     );
+}
+
+/// `Σ_s sc[s] · sums_s`: the exact sum of a block's sub-block sums (at `sums + 256 s`) times
+/// their integer scales, as the AVX-512 tiles add them.
+///
+/// # Safety
+/// `N` sub-blocks' sums at `sums`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) unsafe fn scaled_sum<const N: usize>(sums: *const i32, sc: &[__m512i; N]) -> __m512i {
+    let mut isum = _mm512_setzero_si512();
+    for (s, sc) in sc.iter().enumerate() {
+        // SAFETY: sub-block s's 16 sums (the caller's promise).
+        let p = unsafe { _mm512_load_si512(sums.add(256 * s).cast()) };
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(p, *sc));
+    }
+    isum
 }
 
 /// One call of the AMX GEMM: a group's `nb` records (`stride` bytes apart) at `w`; `tiles` × 16
@@ -237,7 +257,7 @@ unsafe fn tile_of<K: AmxKind>(p: &AmxArgs, panel: *const __m512i, tile: usize, s
         )
     };
     let batch = BATCH / K::S;
-    let mut acc = [_mm512_setzero_ps(); 16];
+    let mut acc = [[_mm512_setzero_ps(); 4]; 16];
     for b0 in (0..p.nb).step_by(batch) {
         let blocks = b0..(b0 + batch).min(p.nb);
         // SAFETY: sub-blocks of these blocks, at most BATCH, inside the panel and the tile.
@@ -256,8 +276,13 @@ unsafe fn tile_of<K: AmxKind>(p: &AmxArgs, panel: *const __m512i, tile: usize, s
         }
     }
     for (t, acc) in acc.iter().enumerate() {
+        let sum = if K::SUM4 {
+            _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))
+        } else {
+            acc[0]
+        };
         // SAFETY: token t's 16 outputs, lanes of `mask` (the caller's promise).
-        unsafe { _mm512_mask_storeu_ps(out.add(t * p.rows), p.mask, *acc) };
+        unsafe { _mm512_mask_storeu_ps(out.add(t * p.rows), p.mask, sum) };
     }
 }
 

@@ -21,7 +21,7 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack: packer!(BlockMXFP4, pack_mxfp4),
             avx512: tiles512!(g5::tile_iq4nl, true),
             avx2: None,
-            amx: None,
+            amx: Some(crate::packed::gemm_amx::gemm::<g5::AmxIq4nl<true>>),
         });
     }
     let _ = ty;

@@ -6,6 +6,7 @@
 use super::packed::iq4xs;
 use crate::blocks::*;
 use crate::packed::gemm512::*;
+use crate::packed::gemm_amx::{scaled_sum, AmxKind};
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
@@ -199,5 +200,140 @@ pub(crate) unsafe fn tile_iq4xs<const T: usize>(
     for t in 0..T {
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, sum4_total(&acc[t])) };
+    }
+}
+
+/// `iq4_values` less 128: the signed values of 32 indices (the AMX GEMM's B tile).
+///
+/// # Safety: 256 readable bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn signed_values(p: *const u8, table: __m512i) -> [__m512i; 8] {
+    let m80 = _mm512_set1_epi8(-128);
+    // SAFETY: guaranteed by the caller.
+    unsafe { iq4_values(p, table) }.map(|x| _mm512_xor_si512(x, m80))
+}
+
+/// The AMX GEMM's view of IQ4_NL (`MX`: MXFP4) records: one sub-block of signed values per
+/// block, [`tile_iq4nl`]'s epilogue in its four running sums.
+pub(crate) struct AmxIq4nl<const MX: bool>;
+
+// SAFETY: reads only inside the records and aux values the AMX GEMM passes.
+unsafe impl<const MX: bool> AmxKind for AmxIq4nl<MX> {
+    const S: usize = 1;
+    const G: usize = 8;
+    const SIGNED: bool = true;
+    const SUM4: bool = true;
+    type Block = __m512;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, _s: usize) -> [__m512i; 8] {
+        // SAFETY: the CPU has AVX-512; a whole record at `rec`.
+        unsafe {
+            let table = if MX {
+                value_table(&crate::quant::fp4::KVALUES_MXFP4)
+            } else {
+                iq4_table()
+            };
+            signed_values(rec, table)
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> __m512 {
+        // SAFETY: inside the record.
+        unsafe {
+            if MX {
+                e8m0_half16(rec.add(256))
+            } else {
+                f16x16(rec.add(256))
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        dw: &__m512,
+        b: usize,
+        nb: usize,
+        _act: *const u8,
+        aux: *const i32,
+        sums: *const i32,
+        acc: &mut [__m512; 4],
+    ) {
+        // SAFETY: forwarded: the block's sums at `sums`, the token's aux values.
+        unsafe {
+            let dy = _mm512_set1_ps(f32::from_bits(aux.add(nb + b).read() as u32));
+            // sum[b % 4] += (d_w · d_a) · isum
+            let f = _mm512_mul_ps(
+                _mm512_mul_ps(*dw, dy),
+                _mm512_cvtepi32_ps(load(sums.cast())),
+            );
+            acc[b % 4] = _mm512_add_ps(acc[b % 4], f);
+        }
+    }
+}
+
+/// The AMX GEMM's view of IQ4_XS records: 8 sub-blocks of 32 signed values, [`tile_iq4xs`]'s
+/// epilogue in its four running sums.
+pub(crate) struct AmxIq4xs;
+
+// SAFETY: reads only inside the records and Q8_K blocks the AMX GEMM passes.
+unsafe impl AmxKind for AmxIq4xs {
+    const S: usize = 8;
+    const G: usize = 8;
+    const SIGNED: bool = true;
+    const SUM4: bool = true;
+    type Block = ([__m512i; 8], __m512);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, s: usize) -> [__m512i; 8] {
+        // SAFETY: the CPU has AVX-512; a whole record at `rec`, s < 8.
+        unsafe { signed_values(rec.add(iq4xs::nibbles(s)), iq4_table()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: inside the record.
+        unsafe {
+            let sc = std::array::from_fn(|s| {
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(iq4xs::scales(s)).cast()))
+            });
+            (sc, f16x16(rec.add(iq4xs::D)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        (sc, dw): &Self::Block,
+        b: usize,
+        _nb: usize,
+        act: *const u8,
+        _aux: *const i32,
+        sums: *const i32,
+        acc: &mut [__m512; 4],
+    ) {
+        let zero = _mm512_setzero_ps();
+        // SAFETY: forwarded: 8 sub-blocks' sums at `sums`, block b of the token's row.
+        unsafe {
+            let isum = scaled_sum(sums, sc);
+            let dy = _mm512_set1_ps(
+                act.add(b * size_of::<BlockQ8K>())
+                    .cast::<f32>()
+                    .read_unaligned(),
+            );
+            // sum[b % 4] += (d·dy)·isum - (dmin·dy)·msum, dmin = msum = 0
+            let f = _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum)),
+                _mm512_mul_ps(_mm512_mul_ps(zero, dy), zero),
+            );
+            acc[b % 4] = _mm512_add_ps(acc[b % 4], f);
+        }
     }
 }

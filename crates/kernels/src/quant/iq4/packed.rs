@@ -40,7 +40,11 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             pack,
             avx512,
             avx2: Some(avx2),
-            amx: None,
+            amx: Some(if ty == GgmlType::IQ4_NL {
+                crate::packed::gemm_amx::gemm::<g5::AmxIq4nl<false>>
+            } else {
+                crate::packed::gemm_amx::gemm::<g5::AmxIq4xs>
+            }),
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -6,7 +6,7 @@
 use super::packed::{q2k, q3k, q4k, q6k};
 use crate::blocks::*;
 use crate::packed::gemm512::*;
-use crate::packed::gemm_amx::AmxKind;
+use crate::packed::gemm_amx::{scaled_sum, AmxKind};
 use std::arch::x86_64::*;
 use std::mem::size_of;
 
@@ -431,18 +431,11 @@ unsafe impl<const FIFTH: bool> AmxKind for AmxQ4k<FIFTH> {
         act: *const u8,
         aux: *const i32,
         sums: *const i32,
-        acc: &mut __m512,
+        acc: &mut [__m512; 4],
     ) {
         // SAFETY: forwarded: 8 sub-blocks' sums at `sums`.
         unsafe {
-            let mut isum = _mm512_setzero_si512();
-            for (s, sc) in sc.iter().enumerate() {
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(load(sums.add(256 * s).cast()), *sc),
-                );
-            }
-            *acc = m.add(*acc, isum, act, aux, b);
+            acc[0] = m.add(acc[0], scaled_sum(sums, sc), act, aux, b);
         }
     }
 }
@@ -494,17 +487,11 @@ unsafe impl AmxKind for AmxQ6k {
         act: *const u8,
         _aux: *const i32,
         sums: *const i32,
-        acc: &mut __m512,
+        acc: &mut [__m512; 4],
     ) {
         // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
         unsafe {
-            let mut isum = _mm512_setzero_si512();
-            for (k, sc) in sc.iter().enumerate() {
-                isum = _mm512_add_epi32(
-                    isum,
-                    _mm512_mullo_epi32(load(sums.add(256 * k).cast()), *sc),
-                );
-            }
+            let isum = scaled_sum(sums, sc);
             let dy = _mm512_set1_ps(
                 act.add(b * size_of::<BlockQ8K>())
                     .cast::<f32>()
@@ -512,7 +499,141 @@ unsafe impl AmxKind for AmxQ6k {
             );
             // sum += d·dy·isum
             let f = _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum));
-            *acc = _mm512_add_ps(*acc, f);
+            acc[0] = _mm512_add_ps(acc[0], f);
+        }
+    }
+}
+
+/// The AMX GEMM's view of Q2_K records: 16 sub-blocks of 16 unsigned 2-bit quants,
+/// [`tile_q2k`]'s epilogue.
+pub(crate) struct AmxQ2k;
+
+// SAFETY: reads only inside the records and Q8_K blocks the AMX GEMM passes.
+unsafe impl AmxKind for AmxQ2k {
+    const S: usize = 16;
+    const G: usize = 4;
+    const SIGNED: bool = false;
+    type Block = ([__m512i; 16], [__m512i; 8], __m512, __m512);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, k: usize) -> [__m512i; 8] {
+        // SAFETY: forwarded.
+        let x = low2(unsafe { load(rec.add(q2k::low(k))) });
+        std::array::from_fn(|g| x[g % 4])
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: forwarded.
+        unsafe {
+            (
+                std::array::from_fn(|k| {
+                    _mm512_cvtepu8_epi32(_mm_loadu_si128(rec.add(q2k::scales(k)).cast()))
+                }),
+                std::array::from_fn(|q| {
+                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(rec.add(1280 + 32 * q).cast()))
+                }),
+                f16x16(rec.add(1536)),
+                f16x16(rec.add(1568)),
+            )
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        (sc, mins, dw, dmw): &Self::Block,
+        b: usize,
+        _nb: usize,
+        act: *const u8,
+        _aux: *const i32,
+        sums: *const i32,
+        acc: &mut [__m512; 4],
+    ) {
+        // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
+        unsafe {
+            let isum = scaled_sum(sums, sc);
+            let blk = act.add(b * size_of::<BlockQ8K>());
+            let mut msum = _mm512_setzero_si512();
+            for (q, m) in mins.iter().enumerate() {
+                msum = _mm512_dpwssd_epi32(msum, *m, bcst(blk.add(4 + 256 + 4 * q)));
+            }
+            let dy = _mm512_set1_ps(blk.cast::<f32>().read_unaligned());
+            // sum += d·dy·isum - dmin·dy·msum
+            let f = _mm512_sub_ps(
+                _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum)),
+                _mm512_mul_ps(_mm512_mul_ps(*dmw, dy), _mm512_cvtepi32_ps(msum)),
+            );
+            acc[0] = _mm512_add_ps(acc[0], f);
+        }
+    }
+}
+
+/// The AMX GEMM's view of Q3_K records: 16 sub-blocks of 16 quants, signed (`low | high << 2`
+/// less 4), [`tile_q3k`]'s epilogue.
+pub(crate) struct AmxQ3k;
+
+// SAFETY: reads only inside the records and Q8_K blocks the AMX GEMM passes.
+unsafe impl AmxKind for AmxQ3k {
+    const S: usize = 16;
+    const G: usize = 4;
+    const SIGNED: bool = true;
+    type Block = ([__m512i; 16], __m512);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, k: usize) -> [__m512i; 8] {
+        let m4 = _mm512_set1_epi8(0x04);
+        // SAFETY: forwarded.
+        let (hv, low) = unsafe { (load(rec.add(q3k::high(k / 2))), load(rec.add(q3k::low(k)))) };
+        let high = if k.is_multiple_of(2) {
+            high_bits::<0>(hv)
+        } else {
+            high_bits::<1>(hv)
+        };
+        let x = low2(low);
+        // (x | (high & 4)) - 4
+        std::array::from_fn(|g| {
+            _mm512_sub_epi8(
+                _mm512_ternarylogic_epi32::<0xF8>(x[g % 4], high[g % 4], m4),
+                m4,
+            )
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: forwarded.
+        unsafe {
+            let sc = std::array::from_fn(|k| {
+                _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q3k::scales(k)).cast()))
+            });
+            (sc, f16x16(rec.add(1792)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        (sc, dw): &Self::Block,
+        b: usize,
+        _nb: usize,
+        act: *const u8,
+        _aux: *const i32,
+        sums: *const i32,
+        acc: &mut [__m512; 4],
+    ) {
+        // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
+        unsafe {
+            let isum = scaled_sum(sums, sc);
+            let blk = act.add(b * size_of::<BlockQ8K>());
+            let dy = _mm512_set1_ps(blk.cast::<f32>().read_unaligned());
+            // sum += d·dy·isum
+            let f = _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum));
+            acc[0] = _mm512_add_ps(acc[0], f);
         }
     }
 }

@@ -44,6 +44,8 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             GgmlType::Q4_K => Some(gemm::<g5::AmxQ4k<false>>),
             GgmlType::Q5_K => Some(gemm::<g5::AmxQ4k<true>>),
             GgmlType::Q6_K => Some(gemm::<g5::AmxQ6k>),
+            GgmlType::Q2_K => Some(gemm::<g5::AmxQ2k>),
+            GgmlType::Q3_K => Some(gemm::<g5::AmxQ3k>),
             _ => None,
         };
         let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {

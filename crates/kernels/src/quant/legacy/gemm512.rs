@@ -125,6 +125,55 @@ pub(crate) unsafe fn decode_q32<const KIND: u8>(rec: *const u8) -> [__m512i; 8] 
     }
 }
 
+/// The 8 registers of unsigned quants of a Q4_1 (`FIFTH`: Q5_1) record.
+///
+/// # Safety: a whole record at `rec`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn decode_q4_1<const FIFTH: bool>(rec: *const u8) -> [__m512i; 8] {
+    // SAFETY: (all reads) inside the record.
+    unsafe {
+        let mut x = nibbles(rec);
+        if FIFTH {
+            merge_fifth(&mut x, load(rec.add(256)));
+        }
+        x
+    }
+}
+
+/// The 16 `d` and 16 `m` of a Q4_1 (`FIFTH`: Q5_1, after its fifth bits) record.
+///
+/// # Safety: a whole record at `rec`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn q4_1_scales<const FIFTH: bool>(rec: *const u8) -> (__m512, __m512) {
+    let at = if FIFTH { 320 } else { 256 };
+    // SAFETY: inside the record.
+    unsafe { (f16x16(rec.add(at)), f16x16(rec.add(at + 32))) }
+}
+
+/// `acc + ((d · a.d) · isum + m · a.s)` for block `b` (`a.d`, `a.s` from the Q8_1 aux values), as
+/// `dot_scalar::vec_dot_q4_1_q8_1`.
+///
+/// # Safety: `aux` holds the token's `2 nb` aux values, `b < nb`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn q4_1_add(
+    acc: __m512,
+    isum: __m512i,
+    (dw, mw): (__m512, __m512),
+    aux: *const i32,
+    nb: usize,
+    b: usize,
+) -> __m512 {
+    // SAFETY: guaranteed by the caller.
+    let (d, s) = unsafe { (aux.add(b).read(), aux.add(nb + b).read()) };
+    let dy = _mm512_set1_ps(f32::from_bits(d as u32));
+    let sy = _mm512_set1_ps(f32::from_bits(s as u32));
+    let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum));
+    _mm512_add_ps(acc, _mm512_add_ps(f, _mm512_mul_ps(mw, sy)))
+}
+
 /// Like [`tile_q32`] for Q4_1 records (unsigned nibbles, then 16 `d` and 16 `m`) or (`FIFTH`)
 /// Q5_1 records (Q5_0's nibbles and fifth bits of the unsigned quants, then `d` and `m`) against
 /// Q8_1 activations (`aux[t]`: `nb` values `d`, then `nb` values `s`, as f32 bits): per block
@@ -148,15 +197,8 @@ pub(crate) unsafe fn tile_q4_1<const FIFTH: bool, const T: usize>(
         // each `aux[t]`, all inside what the caller guarantees.
         unsafe {
             let rec = w.add(b * stride);
-            let mut x = nibbles(rec);
-            // Q5_1: the fifth bits, then `d` and `m` 64 bytes further on.
-            let at = if FIFTH {
-                merge_fifth(&mut x, load(rec.add(256)));
-                320
-            } else {
-                256
-            };
-            let (dw, mw) = (f16x16(rec.add(at)), f16x16(rec.add(at + 32)));
+            let x = decode_q4_1::<FIFTH>(rec);
+            let (dw, mw) = q4_1_scales::<FIFTH>(rec);
             for t in 0..T {
                 let y = a[t].add(b * size_of::<crate::blocks::BlockQ8_1>() + 4);
                 let (mut p, mut p2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
@@ -164,11 +206,7 @@ pub(crate) unsafe fn tile_q4_1<const FIFTH: bool, const T: usize>(
                     p = _mm512_dpbusd_epi32(p, x[g], bcst(y.add(4 * g)));
                     p2 = _mm512_dpbusd_epi32(p2, x[g + 4], bcst(y.add(16 + 4 * g)));
                 }
-                let p = _mm512_add_epi32(p, p2);
-                let dy = _mm512_set1_ps(f32::from_bits(aux[t].add(b).read() as u32));
-                let sy = _mm512_set1_ps(f32::from_bits(aux[t].add(nb + b).read() as u32));
-                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(p));
-                acc[t] = _mm512_add_ps(acc[t], _mm512_add_ps(f, _mm512_mul_ps(mw, sy)));
+                acc[t] = q4_1_add(acc[t], _mm512_add_epi32(p, p2), (dw, mw), aux[t], nb, b);
             }
         }
     }
@@ -218,9 +256,50 @@ unsafe impl<const KIND: u8> AmxKind for AmxQ32<KIND> {
         _act: *const u8,
         aux: *const i32,
         sums: *const i32,
-        acc: &mut __m512,
+        acc: &mut [__m512; 4],
     ) {
         // SAFETY: forwarded.
-        unsafe { *acc = q32_add(*acc, load(sums.cast()), *dw, aux, nb, b) };
+        unsafe { acc[0] = q32_add(acc[0], load(sums.cast()), *dw, aux, nb, b) };
+    }
+}
+
+/// The AMX GEMM's view of Q4_1 (`FIFTH`: Q5_1) records: one sub-block of unsigned quants per
+/// block, [`tile_q4_1`]'s epilogue.
+pub(crate) struct AmxQ4_1<const FIFTH: bool>;
+
+// SAFETY: reads only inside the records and aux values the AMX GEMM passes.
+unsafe impl<const FIFTH: bool> AmxKind for AmxQ4_1<FIFTH> {
+    const S: usize = 1;
+    const G: usize = 8;
+    const SIGNED: bool = false;
+    type Block = (__m512, __m512);
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn decode(rec: *const u8, _s: usize) -> [__m512i; 8] {
+        // SAFETY: forwarded.
+        unsafe { decode_q4_1::<FIFTH>(rec) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn block(rec: *const u8) -> Self::Block {
+        // SAFETY: forwarded.
+        unsafe { q4_1_scales::<FIFTH>(rec) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+    unsafe fn accumulate(
+        scales: &Self::Block,
+        b: usize,
+        nb: usize,
+        _act: *const u8,
+        aux: *const i32,
+        sums: *const i32,
+        acc: &mut [__m512; 4],
+    ) {
+        // SAFETY: forwarded.
+        unsafe { acc[0] = q4_1_add(acc[0], load(sums.cast()), *scales, aux, nb, b) };
     }
 }

@@ -23,7 +23,7 @@ use crate::types::{GgmlType, QK};
 pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::gemm512::{AmxQ32, Q4_0, Q5_0, Q8_0};
+        use super::gemm512::{AmxQ32, AmxQ4_1, Q4_0, Q5_0, Q8_0};
         use super::{gemm256 as g2, gemm512 as g5};
         use crate::packed::gemm_amx::{gemm, AmxGemm};
         use crate::packed::{gemm256::tiles256, gemm512::tiles512, packer};
@@ -31,6 +31,8 @@ pub(crate) fn layout(ty: GgmlType) -> Option<Layout> {
             GgmlType::Q4_0 => Some(gemm::<AmxQ32<Q4_0>>),
             GgmlType::Q5_0 => Some(gemm::<AmxQ32<Q5_0>>),
             GgmlType::Q8_0 => Some(gemm::<AmxQ32<Q8_0>>),
+            GgmlType::Q4_1 => Some(gemm::<AmxQ4_1<false>>),
+            GgmlType::Q5_1 => Some(gemm::<AmxQ4_1<true>>),
             _ => None,
         };
         let (record_bytes, pack, avx512, avx2): (usize, PackFn, _, _) = match ty {
