@@ -448,21 +448,24 @@ impl<'a> Work<'a> {
         match w.plan {
             #[cfg(target_arch = "x86_64")]
             Plan::Decoded(kernels, _) if gemm => decoded_gemm(w, qa, r0..r1, kernels, &write),
-            Plan::Decoded(_, Some(dot)) => matmul_rows(w, qa, r0..r1, (dot, None), &write),
+            Plan::Decoded(_, Some(dot)) => matmul_rows(w, qa, r0..r1, 0, (dot, None), &write),
             Plan::Decoded(Kernels::K { decode, dot }, None) => {
                 decoded_rows(w, qa, r0..r1, (DecodedK::ZERO, QK_K), decode, dot, &write)
             }
             Plan::Decoded(Kernels::B32 { decode, dot }, None) => {
                 decoded_rows(w, qa, r0..r1, (Decoded32::ZERO, QK), decode, dot, &write)
             }
-            Plan::Rows { dot, dot4 } => matmul_rows(w, qa, r0..r1, (dot, dot4), &write),
+            Plan::Rows { dot, dot4 } => {
+                let done = bf16_amx(w, qa, r0..r1, &write);
+                matmul_rows(w, qa, r0..r1, done, (dot, dot4), &write)
+            }
             // A type that packs but whose layout could not be built: its row kernels.
             Plan::Packed => {
                 let kernels = (
                     vec_dot_fn(w.ty, Isa::best()),
                     vec_dot4_fn(w.ty, Isa::best()),
                 );
-                matmul_rows(w, qa, r0..r1, kernels, &write)
+                matmul_rows(w, qa, r0..r1, 0, kernels, &write)
             }
         }
     }
@@ -674,15 +677,40 @@ const TILE_ROWS: usize = 16;
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
 /// Computes `y[t][r]` for the weight rows `rows` and every token, calling `write(t, r, value)`.
+/// BF16 weights times 16 tokens and more on the AMX tile unit (`quant::float::gemm_amx`) where
+/// `cpu::amx()`: writes the whole tiles of 16 tokens of rows `rows`, returns how many tokens.
+fn bf16_amx(
+    w: &Matrix,
+    qa: &QuantizedActivations,
+    rows: std::ops::Range<usize>,
+    write: &dyn Fn(usize, usize, f32),
+) -> usize {
+    let tiles = qa.n_tokens / 16;
+    #[cfg(target_arch = "x86_64")]
+    if w.ty == GgmlType::BF16 && tiles > 0 && w.cols.is_multiple_of(32) && crate::cpu::amx() {
+        let act = (qa.data.as_slice(), qa.row_bytes, tiles);
+        // SAFETY: `cpu::amx()` holds; the activations are n_tokens >= 16 tiles rows of BF16
+        // (the vector type of BF16 weights), `row_bytes` = 2 cols each.
+        unsafe {
+            crate::quant::float::gemm_amx::gemm_bf16(w.cols, &|r| w.row(r), rows, act, write)
+        };
+        return 16 * tiles;
+    }
+    let _ = (w, rows, write, tiles);
+    0
+}
+
+/// Rows `rows` of the product for tokens `t_start..` with row kernels.
 fn matmul_rows(
     w: &Matrix,
     qa: &QuantizedActivations,
     rows: std::ops::Range<usize>,
+    t_start: usize,
     (dot, dot4): (VecDotFn, Option<VecDot4Fn>),
     write: &dyn Fn(usize, usize, f32),
 ) {
     let (cols, n) = (w.cols, qa.n_tokens);
-    if n == 1 {
+    if n == 1 && t_start == 0 {
         let a = qa.row(0);
         for r in rows {
             write(0, r, dot(cols, w.row(r), a));
@@ -691,7 +719,7 @@ fn matmul_rows(
     }
     // A multiple of 4 tokens (the four-token kernels' step), at least 4.
     let token_block = (TOKEN_BLOCK_BYTES / qa.row_bytes.max(1)).max(4) / 4 * 4;
-    for t0 in (0..n).step_by(token_block) {
+    for t0 in (t_start..n).step_by(token_block) {
         let t1 = (t0 + token_block).min(n);
         for tile in (rows.start..rows.end).step_by(TILE_ROWS) {
             let tile = tile..(tile + TILE_ROWS).min(rows.end);

@@ -181,6 +181,7 @@ fn bench_matmul() {
         GgmlType::Q4_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::BF16,
     ] {
         let bytes: Vec<u8> = (0..rows)
             .flat_map(|_| random_row_bytes(&mut rng, ty, cols))

@@ -6,6 +6,8 @@ mod dot_avx2;
 #[cfg(target_arch = "x86_64")]
 mod dot_avx512;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod gemm_amx;
+#[cfg(target_arch = "x86_64")]
 pub(super) mod quantize_avx2;
 
 use crate::cpu::Isa;
