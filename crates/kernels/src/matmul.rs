@@ -224,7 +224,12 @@ impl Matrix {
                 if !crate::packed::packs(self.ty) {
                     return None;
                 }
-                Packed::new(self.ty, self.rows, self.cols, |r| self.row(r)).map(Box::new)
+                // The mapped rows' pages go as their records are written.
+                let release = |rows: std::ops::Range<usize>| {
+                    let rb = self.row_bytes;
+                    self.data.release_range(rows.start * rb..rows.end * rb);
+                };
+                Packed::new(self.ty, self.rows, self.cols, |r| self.row(r), release).map(Box::new)
             })
             .as_deref()
     }

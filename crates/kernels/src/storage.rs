@@ -181,6 +181,17 @@ impl WeightBytes {
     /// `(offset, len)` of the borrowed region within its image; `None` for owned bytes.
     /// Lets a mapped image drop this region's pages, and `margin` bytes either side (within the
     /// image): neighbours' pages faulted in around it. Nothing for owned bytes.
+    /// Drops the resident pages of bytes `range` of a mapped region (see [`Self::release_pages`]);
+    /// owned bytes are kept.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        if let WeightBytes::Mapped(m) = self {
+            let end = range.end.min(m.len);
+            if range.start < end {
+                m.owner.release(m.offset + range.start, end - range.start);
+            }
+        }
+    }
+
     pub fn release_pages(&self, margin: usize) {
         if let WeightBytes::Mapped(m) = self {
             let from = m.offset.saturating_sub(margin);

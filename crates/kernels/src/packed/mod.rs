@@ -104,12 +104,15 @@ pub(crate) use packer;
 
 impl Packed {
     /// Packs `rows` rows of `cols` values of `ty`, `row(r)` giving the ggml bytes of row `r`;
-    /// `None` for a type without a packed layout.
+    /// `None` for a type without a packed layout. `packed(rows)` is told of each range of rows
+    /// packed (in order, a few MB at a time), so that their source can be dropped as the copy
+    /// grows rather than after it (a mapped matrix and its packed copy are never both resident).
     pub fn new<'a>(
         ty: GgmlType,
         rows: usize,
         cols: usize,
         row: impl Fn(usize) -> &'a [u8],
+        packed: impl Fn(std::ops::Range<usize>),
     ) -> Option<Packed> {
         let layout = layout(ty)?;
         let stride = layout.record_bytes;
@@ -117,6 +120,8 @@ impl Packed {
         let groups = rows.div_ceil(GROUP);
         let mut data = AlignedBytes::zeroed(groups * nb * stride);
         let group_bytes = nb * stride;
+        // Groups per report: about 4 MB of records.
+        let per_report = ((4 << 20) / group_bytes.max(1)).max(1);
         for (g, out) in data
             .as_mut_slice()
             .chunks_exact_mut(group_bytes)
@@ -127,6 +132,10 @@ impl Packed {
                 for (b, rec) in out.chunks_exact_mut(stride).enumerate() {
                     (layout.pack)(src, b, i, rec);
                 }
+            }
+            if (g + 1) % per_report == 0 || g + 1 == groups {
+                let first = (g - g % per_report) * GROUP;
+                packed(first..((g + 1) * GROUP).min(rows));
             }
         }
         Some(Packed {
