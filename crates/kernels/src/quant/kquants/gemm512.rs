@@ -178,14 +178,7 @@ pub(crate) unsafe fn tile_q6k<const T: usize>(
             }
             let dw = f16x16(rec.add(3328));
             for t in 0..T {
-                let dy = _mm512_set1_ps(
-                    a[t].add(b * size_of::<BlockQ8K>())
-                        .cast::<f32>()
-                        .read_unaligned(),
-                );
-                // sum += d·dy·isum
-                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t]));
-                acc[t] = _mm512_add_ps(acc[t], f);
+                acc[t] = add_scaled(acc[t], dw, isum[t], a[t], b);
             }
         }
     }
@@ -375,14 +368,7 @@ pub(crate) unsafe fn tile_q3k<const T: usize>(
             }
             let dw = f16x16(rec.add(1792));
             for t in 0..T {
-                let dy = _mm512_set1_ps(
-                    a[t].add(b * size_of::<BlockQ8K>())
-                        .cast::<f32>()
-                        .read_unaligned(),
-                );
-                // sum += d·dy·isum
-                let f = _mm512_mul_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(isum[t]));
-                acc[t] = _mm512_add_ps(acc[t], f);
+                acc[t] = add_scaled(acc[t], dw, isum[t], a[t], b);
             }
         }
     }
@@ -390,6 +376,36 @@ pub(crate) unsafe fn tile_q3k<const T: usize>(
         // SAFETY: guaranteed by the caller.
         unsafe { _mm512_mask_storeu_ps(out[t], mask, acc[t]) };
     }
+}
+
+/// `acc + (d·dy)·isum` for block `b` of a token (`a` its Q8_K row; `isum` the exact scaled sum of
+/// the block's quants), as the references of the k-quants without mins (Q3_K, Q6_K).
+///
+/// # Safety: `a` covers block `b`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn add_scaled(acc: __m512, dw: __m512, isum: __m512i, a: *const u8, b: usize) -> __m512 {
+    // SAFETY: block b's `d` (the caller's promise).
+    let d = unsafe {
+        a.add(b * size_of::<BlockQ8K>())
+            .cast::<f32>()
+            .read_unaligned()
+    };
+    let f = _mm512_mul_ps(
+        _mm512_mul_ps(dw, _mm512_set1_ps(d)),
+        _mm512_cvtepi32_ps(isum),
+    );
+    _mm512_add_ps(acc, f)
+}
+
+/// The 16 sub-blocks' signed scales of a record (16 bytes of 16 rows each at `at(k)`), widened.
+///
+/// # Safety: a whole record at `rec`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+unsafe fn signed_scales(rec: *const u8, at: fn(usize) -> usize) -> [__m512i; 16] {
+    // SAFETY: inside the record.
+    std::array::from_fn(|k| unsafe { _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(at(k)).cast())) })
 }
 
 /// The AMX GEMM's view of Q4_K (`FIFTH`: Q5_K) records (`packed::gemm_amx`): 8 sub-blocks of 32
@@ -470,12 +486,7 @@ unsafe impl AmxKind for AmxQ6k {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
     unsafe fn block(rec: *const u8) -> Self::Block {
         // SAFETY: forwarded.
-        unsafe {
-            let sc = std::array::from_fn(|k| {
-                _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q6k::scales(k)).cast()))
-            });
-            (sc, f16x16(rec.add(3328)))
-        }
+        unsafe { (signed_scales(rec, q6k::scales), f16x16(rec.add(3328))) }
     }
 
     #[inline]
@@ -491,15 +502,7 @@ unsafe impl AmxKind for AmxQ6k {
     ) {
         // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
         unsafe {
-            let isum = scaled_sum(sums, sc);
-            let dy = _mm512_set1_ps(
-                act.add(b * size_of::<BlockQ8K>())
-                    .cast::<f32>()
-                    .read_unaligned(),
-            );
-            // sum += d·dy·isum
-            let f = _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum));
-            acc[0] = _mm512_add_ps(acc[0], f);
+            acc[0] = add_scaled(acc[0], *dw, scaled_sum(sums, sc), act, b);
         }
     }
 }
@@ -607,12 +610,7 @@ unsafe impl AmxKind for AmxQ3k {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
     unsafe fn block(rec: *const u8) -> Self::Block {
         // SAFETY: forwarded.
-        unsafe {
-            let sc = std::array::from_fn(|k| {
-                _mm512_cvtepi8_epi32(_mm_loadu_si128(rec.add(q3k::scales(k)).cast()))
-            });
-            (sc, f16x16(rec.add(1792)))
-        }
+        unsafe { (signed_scales(rec, q3k::scales), f16x16(rec.add(1792))) }
     }
 
     #[inline]
@@ -628,12 +626,7 @@ unsafe impl AmxKind for AmxQ3k {
     ) {
         // SAFETY: forwarded: 16 sub-blocks' sums at `sums`, block b of the token's row.
         unsafe {
-            let isum = scaled_sum(sums, sc);
-            let blk = act.add(b * size_of::<BlockQ8K>());
-            let dy = _mm512_set1_ps(blk.cast::<f32>().read_unaligned());
-            // sum += d·dy·isum
-            let f = _mm512_mul_ps(_mm512_mul_ps(*dw, dy), _mm512_cvtepi32_ps(isum));
-            acc[0] = _mm512_add_ps(acc[0], f);
+            acc[0] = add_scaled(acc[0], *dw, scaled_sum(sums, sc), act, b);
         }
     }
 }
