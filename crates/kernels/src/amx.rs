@@ -16,6 +16,20 @@ const ARCH_REQ_XCOMP_PERM: i32 = 0x1023;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 const XFEATURE_XTILEDATA: i32 = 18;
 
+/// Whether the CPU has AMX-BF16 (CPUID leaf 7 EDX bit 22), on top of what [`enable`] checks.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_bf16() -> bool {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU; leaf 7 is reported as 0 where unsupported.
+    let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+    leaf7.edx & (1 << 22) != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn has_bf16() -> bool {
+    false
+}
+
 /// Whether this process may execute AMX int8 instructions; asks the kernel for the tile data on
 /// the way (see `cpu::amx_available`, which calls this once).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

@@ -91,6 +91,12 @@ pub fn amx() -> bool {
     })
 }
 
+/// Whether BF16 weights use the AMX bf16 tiles: [`amx`] and the CPU has AMX-BF16.
+pub fn amx_bf16() -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    *BF16.get_or_init(|| amx() && crate::amx::has_bf16())
+}
+
 /// The kernel level in words: `amx` where [`amx`] holds, else [`Isa::best`]'s name.
 pub fn level_name() -> &'static str {
     if amx() {

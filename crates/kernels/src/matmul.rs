@@ -683,7 +683,7 @@ const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
 /// Computes `y[t][r]` for the weight rows `rows` and every token, calling `write(t, r, value)`.
 /// BF16 weights times 16 tokens and more on the AMX tile unit (`quant::float::gemm_amx`) where
-/// `cpu::amx()`: writes the whole tiles of 16 tokens of rows `rows`, returns how many tokens.
+/// `cpu::amx_bf16()`: writes the whole tiles of 16 tokens of rows `rows`, returns how many tokens.
 fn bf16_amx(
     w: &Matrix,
     qa: &QuantizedActivations,
@@ -692,9 +692,9 @@ fn bf16_amx(
 ) -> usize {
     let tiles = qa.n_tokens / 16;
     #[cfg(target_arch = "x86_64")]
-    if w.ty == GgmlType::BF16 && tiles > 0 && w.cols.is_multiple_of(32) && crate::cpu::amx() {
+    if w.ty == GgmlType::BF16 && tiles > 0 && w.cols.is_multiple_of(32) && crate::cpu::amx_bf16() {
         let act = (qa.data.as_slice(), qa.row_bytes, tiles);
-        // SAFETY: `cpu::amx()` holds; the activations are n_tokens >= 16 tiles rows of BF16
+        // SAFETY: `cpu::amx_bf16()` holds; the activations are n_tokens >= 16 tiles rows of BF16
         // (the vector type of BF16 weights), `row_bytes` = 2 cols each.
         unsafe {
             crate::quant::float::gemm_amx::gemm_bf16(w.cols, &|r| w.row(r), rows, act, write)

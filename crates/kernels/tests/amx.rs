@@ -32,6 +32,7 @@ fn amx_is_used_only_where_the_cpu_and_kernel_grant_it() {
         assert_eq!(cpu::amx(), available && vector);
     }
     assert!(!cpu::amx() || available);
+    assert!(!cpu::amx_bf16() || (cpu::amx() && has("amx_bf16")));
     println!(
         "amx offered: {offered}, granted: {available}, kernel level: {}",
         cpu::level_name()

@@ -43,7 +43,7 @@ macro_rules! product {
 /// (`row_bytes` apart).
 ///
 /// # Safety
-/// `cpu::amx()` holds; `act` holds `16 tiles` rows of `row_bytes >= 2 cols` bytes.
+/// `cpu::amx_bf16()` holds; `act` holds `16 tiles` rows of `row_bytes >= 2 cols` bytes.
 pub(crate) unsafe fn gemm_bf16<'a>(
     cols: usize,
     row: &dyn Fn(usize) -> &'a [u8],
