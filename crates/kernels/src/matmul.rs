@@ -681,7 +681,6 @@ const TILE_ROWS: usize = 16;
 /// rows stream past it.
 const TOKEN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Computes `y[t][r]` for the weight rows `rows` and every token, calling `write(t, r, value)`.
 /// BF16 weights times 16 tokens and more on the AMX tile unit (`quant::float::gemm_amx`) where
 /// `cpu::amx_bf16()`: writes the whole tiles of 16 tokens of rows `rows`, returns how many tokens.
 fn bf16_amx(
@@ -705,7 +704,8 @@ fn bf16_amx(
     0
 }
 
-/// Rows `rows` of the product for tokens `t_start..` with row kernels.
+/// Computes `y[t][r]` for the weight rows `rows` and the tokens from `t_start` on, calling
+/// `write(t, r, value)`.
 fn matmul_rows(
     w: &Matrix,
     qa: &QuantizedActivations,
