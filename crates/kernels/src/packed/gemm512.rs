@@ -110,3 +110,11 @@ macro_rules! tiles512 {
     };
 }
 pub(crate) use tiles512;
+
+/// The final sum of the four running sums of `quant::decoded::sum4!` (block `i` added to sum
+/// `i % 4`): `(s0 + s1) + (s2 + s3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
+pub(crate) fn sum4_total(s: &[__m512; 4]) -> __m512 {
+    _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]))
+}

@@ -4,11 +4,12 @@
 //! The packed layout is already AMX's B-tile layout: a 64-byte vector holds 4 consecutive quants
 //! of each of the 16 rows, which is one row of a B tile (K/4 rows of 16 columns × 4 bytes). So:
 //!
-//! 1. **Unpack** the group once per token block into a panel of unsigned int8 B tiles, one per
-//!    sub-block (32 values: 8 rows of 64 bytes; 16 values: 4 rows), with the type's AVX-512
-//!    decoder (`AmxKind::decode`).
+//! 1. **Unpack** the group once per token block into a panel of int8 B tiles, one per sub-block
+//!    (32 values: 8 rows of 64 bytes; 16 values: 4 rows), with the type's AVX-512 decoder
+//!    (`AmxKind::decode`).
 //! 2. For each 16 tokens, for each block, **one tile product per sub-block** (signed activations
-//!    of the A tile, loaded straight from 16 token rows, × the weights: `tdpbssd` where the decoder
+//!    of the A tile, 512 contiguous bytes of the activations' copy in tile order, [`tile_acts`], ×
+//!    the weights: `tdpbssd` where the decoder
 //!    took the quants' offset out, `tdpbsud` for unsigned quants): the exact int32 sum of each
 //!    token and row, stored to a small buffer. Sums must not cross a sub-block (each has its
 //!    own scale), so one tile product covers one sub-block.
@@ -19,6 +20,7 @@
 
 use crate::amx::TileConfig;
 use crate::blocks::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+use crate::packed::gemm512::sum4_total;
 use crate::types::GgmlType;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -276,11 +278,7 @@ unsafe fn tile_of<K: AmxKind>(p: &AmxArgs, panel: *const __m512i, tile: usize, s
         }
     }
     for (t, acc) in acc.iter().enumerate() {
-        let sum = if K::SUM4 {
-            _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))
-        } else {
-            acc[0]
-        };
+        let sum = if K::SUM4 { sum4_total(acc) } else { acc[0] };
         // SAFETY: token t's 16 outputs, lanes of `mask` (the caller's promise).
         unsafe { _mm512_mask_storeu_ps(out.add(t * p.rows), p.mask, sum) };
     }

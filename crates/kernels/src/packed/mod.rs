@@ -106,7 +106,8 @@ impl Packed {
     /// Packs `rows` rows of `cols` values of `ty`, `row(r)` giving the ggml bytes of row `r`;
     /// `None` for a type without a packed layout. `packed(rows)` is told of each range of rows
     /// packed (in order, a few MB at a time), so that their source can be dropped as the copy
-    /// grows rather than after it (a mapped matrix and its packed copy are never both resident).
+    /// grows rather than after it (a mapped matrix and its packed copy are both resident only a few MB
+    /// at a time).
     pub fn new<'a>(
         ty: GgmlType,
         rows: usize,

@@ -79,14 +79,6 @@ pub(crate) unsafe fn dot32(p: __m512i, x: &[__m512i; 8], y: *const u8) -> __m512
     _mm512_add_epi32(p, p2)
 }
 
-/// The final sum of the four running sums of `quant::decoded::sum4!` (block `i` added to sum
-/// `i % 4`): `(s0 + s1) + (s2 + s3)`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")]
-pub(crate) fn sum4_total(s: &[__m512; 4]) -> __m512 {
-    _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]))
-}
-
 /// Like [`tile_q32`] for IQ4_NL records (Q4_0's layout: 4-bit indices into `kvalues_iq4nl`,
 /// then the 16 `d`) or (`MX`) MXFP4 records (the same with indices into `kvalues_mxfp4`, then the
 /// 16 exponents `e`, `d = e8m0_half(e)`), and Q8_0 activations. The indices become `value + 128`
